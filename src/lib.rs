@@ -1,0 +1,6 @@
+//! pier: GitOps for plain Docker hosts.
+//!
+//! Desired state (services, nodes, pipeline stages) lives as YAML in a git
+//! repository; pier tests and builds each new commit, then converges the
+//! containers on the nodes to what the repository declares. See DESIGN.md for
+//! the loop (load → observe → plan → apply → record) and the module map.

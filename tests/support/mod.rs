@@ -1,0 +1,160 @@
+//! Shared helpers for tests that run against the test bed (`tests/testbed`).
+//!
+//! The bed's coordinates come from the `PIER_TB_*` environment variables that
+//! `tests/testbed up` prints, or, when they are not set, from the state file it
+//! writes. Docker-backed tests never skip: without a bed they fail and say how
+//! to start one.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+
+const DEFAULT_BED_DIR: &str = "/tmp/pier-testbed";
+const ENGINE_TIMEOUT_S: u64 = 30;
+
+/// One Docker host of the bed.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    /// `tcp://<addr>:2375`
+    pub endpoint: String,
+    /// The host's address, where its published ports answer.
+    pub addr: String,
+}
+
+/// The running test bed.
+#[derive(Debug, Clone)]
+pub struct Bed {
+    pub nodes: Vec<Node>,
+    pub registry: String,
+    pub registry_auth: String,
+    pub registry_user: String,
+    pub registry_password: String,
+    pub base_image: String,
+}
+
+impl Bed {
+    /// The bed this test runs against; panics with instructions when there is none.
+    pub fn get() -> Bed {
+        let vars = bed_vars();
+        let var = |key: &str| -> String {
+            vars.get(key).cloned().unwrap_or_else(|| {
+                panic!(
+                    "the Docker test bed is not running ({key} is not set).\n\
+                     Run the whole suite with `tests/run` (as root), or start a bed with\n\
+                     `eval \"$(tests/testbed up)\"` and run `cargo test` in that shell."
+                )
+            })
+        };
+        let nodes = var("PIER_TB_NODES")
+            .split(',')
+            .map(|pair| {
+                let (name, endpoint) = pair
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("PIER_TB_NODES entry {pair:?} is not name=endpoint"));
+                let addr = endpoint
+                    .trim_start_matches("tcp://")
+                    .rsplit_once(':')
+                    .map(|(host, _)| host.to_string())
+                    .unwrap_or_else(|| panic!("node endpoint {endpoint:?} has no port"));
+                Node {
+                    name: name.into(),
+                    endpoint: endpoint.into(),
+                    addr,
+                }
+            })
+            .collect();
+        Bed {
+            nodes,
+            registry: var("PIER_TB_REGISTRY"),
+            registry_auth: var("PIER_TB_REGISTRY_AUTH"),
+            registry_user: var("PIER_TB_REGISTRY_USER"),
+            registry_password: var("PIER_TB_REGISTRY_PASSWORD"),
+            base_image: var("PIER_TB_BASE_IMAGE"),
+        }
+    }
+}
+
+/// `PIER_TB_*` from the environment, else from the state file of a running bed.
+fn bed_vars() -> BTreeMap<String, String> {
+    let from_env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("PIER_TB_"))
+        .collect();
+    if from_env.contains_key("PIER_TB_NODES") {
+        return from_env;
+    }
+    let dir = std::env::var("PIER_TB_DIR").unwrap_or_else(|_| DEFAULT_BED_DIR.into());
+    let Ok(text) = std::fs::read_to_string(format!("{dir}/env")) else {
+        return from_env;
+    };
+    text.lines()
+        .filter_map(|line| line.strip_prefix("export "))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+/// A client for one node over TCP, with the API version negotiated with the engine.
+pub async fn engine(node: &Node) -> Docker {
+    Docker::connect_with_http(
+        &node.endpoint,
+        ENGINE_TIMEOUT_S,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .unwrap_or_else(|e| panic!("client for {}: {e}", node.endpoint))
+    .negotiate_version()
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "engine {} at {} does not answer: {e}\n\
+                 Is the test bed up? (`eval \"$(tests/testbed up)\"`)",
+            node.name, node.endpoint
+        )
+    })
+}
+
+/// A name unique to this test run, for containers, stacks and networks.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Poll `check` until it returns `Some`, or panic after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A plain HTTP/1.0 GET; returns the status code and body, or `None` when the
+/// server does not answer (yet).
+pub async fn http_get(addr: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect((addr, port)).await.ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
