@@ -1,7 +1,7 @@
 //! Command-line interface: clap types only. Parsing lives here, behaviour in
 //! the library, and the mapping from outcomes to exit codes in `main.rs`.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// GitOps for plain Docker hosts: commit YAML, pier tests, builds and
 /// converges your containers.
@@ -15,7 +15,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check the manifests at a commit and print every problem found
-    Validate,
+    Validate(ValidateArgs),
     /// Show what pier would change on the nodes, without changing anything
     Diff,
     /// Converge the nodes to the manifests once
@@ -36,7 +36,7 @@ impl Command {
     /// The name the user typed, for messages.
     pub fn name(&self) -> &'static str {
         match self {
-            Command::Validate => "validate",
+            Command::Validate(_) => "validate",
             Command::Diff => "diff",
             Command::Apply => "apply",
             Command::Daemon => "daemon",
@@ -46,4 +46,46 @@ impl Command {
             Command::Logs => "logs",
         }
     }
+}
+
+/// Where the manifests are: a repository, a commit in it, a folder in that commit.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Git repository: a path inside a local one, or a URL (fetched into the cache folder)
+    #[arg(long, env = "PIER_REPO", default_value = ".")]
+    pub repo: String,
+    /// Branch, tag or commit to read (default: the checked-out HEAD)
+    #[arg(long = "ref", env = "PIER_REF", default_value = "HEAD")]
+    pub reference: String,
+    /// Folder of the manifests in the repository
+    #[arg(long, env = "PIER_PATH", default_value = "pier")]
+    pub path: String,
+    /// Where remote repositories are fetched to
+    #[arg(long, env = "PIER_CACHE_DIR", default_value_os_t = default_cache_dir())]
+    pub cache_dir: std::path::PathBuf,
+}
+
+fn default_cache_dir() -> std::path::PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("pier")
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Text for people
+    Human,
+    /// JSON with a stable schema
+    Json,
 }

@@ -4,3 +4,7 @@
 //! repository; pier tests and builds each new commit, then converges the
 //! containers on the nodes to what the repository declares. See DESIGN.md for
 //! the loop (load → observe → plan → apply → record) and the module map.
+
+pub mod manifest;
+pub mod source;
+pub mod validate;

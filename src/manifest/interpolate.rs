@@ -1,0 +1,215 @@
+//! Compose-style variable interpolation: `${VAR}`, `$VAR`, `${VAR:-default}`,
+//! `${VAR-default}`, `${VAR:?message}`, `${VAR?message}`, `${VAR:+alt}`,
+//! `${VAR+alt}` and `$$` for a literal `$`.
+//!
+//! Values come from the environment of the process running pier; this is how a
+//! secret reaches a container without being written in git. Unlike Compose, an
+//! unset `${VAR}` is an error, not an empty string: a deploy tool must not guess.
+
+use std::collections::HashMap;
+
+/// Variables visible to interpolation.
+pub type Vars = HashMap<String, String>;
+
+/// Why a string could not be interpolated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterpolationError {
+    pub message: String,
+    pub help: String,
+}
+
+/// Replace every variable reference in `text`.
+pub fn interpolate(text: &str, vars: &Vars) -> Result<String, InterpolationError> {
+    if !text.contains('$') {
+        return Ok(text.to_string());
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(dollar) = rest.find('$') {
+        out.push_str(&rest[..dollar]);
+        let after = &rest[dollar + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('{') {
+            let close = matching_brace(inner).ok_or_else(|| InterpolationError {
+                message: format!("unclosed `${{` in {text:?}"),
+                help: "close it with `}`, or write `$$` for a literal `$`".into(),
+            })?;
+            out.push_str(&expand_braced(&inner[..close], vars)?);
+            rest = &inner[close + 1..];
+        } else {
+            let name_len = after
+                .char_indices()
+                .find(|(i, c)| {
+                    !(c.is_ascii_alphanumeric() || *c == '_') || (*i == 0 && c.is_ascii_digit())
+                })
+                .map(|(i, _)| i)
+                .unwrap_or(after.len());
+            if name_len == 0 {
+                // A `$` not followed by a name is literal text, as in a shell.
+                out.push('$');
+                rest = after;
+            } else {
+                out.push_str(&lookup_required(&after[..name_len], vars)?);
+                rest = &after[name_len..];
+            }
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Index of the `}` closing a `${`, honouring nested `${...}` in defaults.
+fn matching_brace(inner: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let bytes = inner.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'{' if i > 0 && bytes[i - 1] == b'$' => depth += 1,
+            b'}' if depth == 0 => return Some(i),
+            b'}' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+fn expand_braced(expr: &str, vars: &Vars) -> Result<String, InterpolationError> {
+    let name_len = expr
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(expr.len());
+    let (name, op) = expr.split_at(name_len);
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(InterpolationError {
+            message: format!("`${{{expr}}}` does not start with a variable name"),
+            help: "names are letters, digits and `_`, not starting with a digit; write `$$` for a literal `$`".into(),
+        });
+    }
+    let value = vars.get(name);
+    let set_nonempty = value.is_some_and(|v| !v.is_empty());
+    let (operator, word) = split_operator(op).ok_or_else(|| InterpolationError {
+        message: format!("`${{{expr}}}` uses an unknown operator {op:?}"),
+        help: "use one of `:-`, `-`, `:?`, `?`, `:+`, `+`".into(),
+    })?;
+    match operator {
+        "" => lookup_required(name, vars),
+        ":-" if set_nonempty => Ok(value.cloned().unwrap_or_default()),
+        ":-" => interpolate(word, vars),
+        "-" => match value {
+            Some(v) => Ok(v.clone()),
+            None => interpolate(word, vars),
+        },
+        ":?" if set_nonempty => Ok(value.cloned().unwrap_or_default()),
+        "?" if value.is_some() => Ok(value.cloned().unwrap_or_default()),
+        ":?" | "?" => Err(InterpolationError {
+            message: if word.is_empty() {
+                format!("required variable {name} is not set")
+            } else {
+                format!(
+                    "required variable {name} is not set: {}",
+                    interpolate(word, vars)?
+                )
+            },
+            help: format!("set {name} in the environment of the pier process"),
+        }),
+        ":+" if set_nonempty => interpolate(word, vars),
+        "+" if value.is_some() => interpolate(word, vars),
+        _ => Ok(String::new()),
+    }
+}
+
+fn split_operator(op: &str) -> Option<(&'static str, &str)> {
+    if op.is_empty() {
+        return Some(("", ""));
+    }
+    [":-", ":?", ":+", "-", "?", "+"]
+        .into_iter()
+        .find_map(|operator| op.strip_prefix(operator).map(|word| (operator, word)))
+}
+
+fn lookup_required(name: &str, vars: &Vars) -> Result<String, InterpolationError> {
+    vars.get(name).cloned().ok_or_else(|| InterpolationError {
+        message: format!("variable {name} is not set"),
+        help: format!(
+            "set {name} in the environment of the pier process, write ${{{name}:-default}} for a default, or $${name} for a literal `${name}`"
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> Vars {
+        Vars::from([
+            ("SET".into(), "value".into()),
+            ("EMPTY".into(), String::new()),
+        ])
+    }
+
+    #[test]
+    fn forms() {
+        let v = vars();
+        let cases = [
+            ("plain", "plain"),
+            ("${SET}", "value"),
+            ("$SET/x", "value/x"),
+            ("a${SET}b", "avalueb"),
+            ("${MISSING:-dflt}", "dflt"),
+            ("${EMPTY:-dflt}", "dflt"),
+            ("${EMPTY-dflt}", ""),
+            ("${MISSING-dflt}", "dflt"),
+            ("${MISSING:-${SET}}", "value"),
+            ("${SET:+alt}", "alt"),
+            ("${EMPTY:+alt}", ""),
+            ("${EMPTY+alt}", "alt"),
+            ("$$SET", "$SET"),
+            ("P@$$w0rd", "P@$w0rd"),
+            ("cost: 5$", "cost: 5$"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(interpolate(input, &v).unwrap(), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn missing_variables_are_errors_that_say_what_to_set() {
+        let v = vars();
+        let err = interpolate("${NOPE}", &v).unwrap_err();
+        assert_eq!(err.message, "variable NOPE is not set");
+        assert!(err.help.contains("set NOPE"));
+        assert_eq!(
+            interpolate("$NOPE", &v).unwrap_err().message,
+            "variable NOPE is not set"
+        );
+        assert_eq!(
+            interpolate("${NOPE:?the token for the API}", &v)
+                .unwrap_err()
+                .message,
+            "required variable NOPE is not set: the token for the API"
+        );
+        assert_eq!(
+            interpolate("${EMPTY:?}", &v).unwrap_err().message,
+            "required variable EMPTY is not set"
+        );
+        assert!(
+            interpolate("${SET", &v)
+                .unwrap_err()
+                .message
+                .contains("unclosed")
+        );
+        assert!(
+            interpolate("${1X}", &v)
+                .unwrap_err()
+                .message
+                .contains("variable name")
+        );
+        assert!(
+            interpolate("${SET%x}", &v)
+                .unwrap_err()
+                .message
+                .contains("unknown operator")
+        );
+    }
+}

@@ -1,0 +1,593 @@
+//! Loading: manifest files → one [`Manifest`] plus every problem found.
+//!
+//! Each file is parsed into a located tree, interpolated, checked key by key
+//! (unknown, unsupported, extension), typed with serde and normalised. A
+//! problem in one service never hides the problems of another: the loader
+//! keeps going and reports them all.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::de::DeserializeOwned;
+
+use super::diagnostic::{Diagnostic, Location, did_you_mean};
+use super::interpolate::{Vars, interpolate};
+use super::keys::{self, is_extension, unsupported_reason};
+use super::model::Manifest;
+use super::normalize;
+use super::spec::{NodeSpec, PipelineSpec, ServiceSpec, VolumeDeclSpec};
+use super::yaml::{self, Key, Node, Value, line_col};
+
+/// More services than this across all files are refused.
+pub const MAX_SERVICES: usize = 10_000;
+
+/// One manifest file: its path in the repository and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    pub path: String,
+    pub text: String,
+}
+
+/// The manifests and every problem found in them. Valid when no diagnostic is an error.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub manifest: Manifest,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    pub fn is_valid(&self) -> bool {
+        !self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+/// Load and merge manifest files. Problems are collected, not returned early.
+pub fn load(files: &[SourceFile], vars: &Vars) -> Loaded {
+    let mut loader = Loader {
+        vars,
+        loaded: Loaded::default(),
+        pipeline_at: None,
+        services_seen: 0,
+    };
+    for file in files {
+        loader.file(file);
+    }
+    let mut loaded = loader.loaded;
+    // A block merged into several services reports its problem once.
+    loaded
+        .diagnostics
+        .sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
+    loaded.diagnostics.dedup();
+    loaded
+}
+
+struct Loader<'v> {
+    vars: &'v Vars,
+    loaded: Loaded,
+    pipeline_at: Option<Location>,
+    services_seen: usize,
+}
+
+/// One step of a path into a tree: a mapping key or a list index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// An entity being loaded (a service, a node, the pipeline): its file, its
+/// tree and its key path, so any problem inside it can be placed precisely.
+pub struct Here<'a> {
+    pub file: &'a str,
+    pub node: &'a Node,
+    pub prefix: String,
+}
+
+impl Here<'_> {
+    /// The location of the deepest node on `path` that exists.
+    pub fn loc(&self, path: &[Seg]) -> Location {
+        let (line, column) = line_col(find(self.node, path));
+        Location::new(self.file, line, column)
+    }
+
+    /// The location of the key `name` itself (not its value) in this entity's mapping.
+    pub fn key_loc(&self, name: &str) -> Location {
+        if let Value::Map(entries) = &self.node.value
+            && let Some((key, _)) = entries.iter().find(|(k, _)| k.value == name)
+        {
+            let (line, column) = line_col(key);
+            return Location::new(self.file, line, column);
+        }
+        self.loc(&[])
+    }
+
+    pub fn key_path(&self, path: &[Seg]) -> String {
+        let mut out = self.prefix.clone();
+        for seg in path {
+            match seg {
+                Seg::Key(k) => {
+                    out.push('.');
+                    out.push_str(k);
+                }
+                Seg::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
+    }
+
+    pub fn error(&self, path: &[Seg], message: impl Into<String>) -> Diagnostic {
+        Diagnostic::error(self.loc(path), message).key(self.key_path(path))
+    }
+}
+
+/// Shorthands for building paths.
+pub fn k(key: &str) -> Seg {
+    Seg::Key(key.to_string())
+}
+pub fn i(index: usize) -> Seg {
+    Seg::Index(index)
+}
+
+fn find<'a>(node: &'a Node, path: &[Seg]) -> &'a Node {
+    let Some((first, rest)) = path.split_first() else {
+        return node;
+    };
+    let child = match (&node.value, first) {
+        (Value::Map(entries), Seg::Key(key)) => yaml::get(entries, key),
+        (Value::Seq(items), Seg::Index(index)) => items.get(*index),
+        _ => None,
+    };
+    child.map_or(node, |child| find(child, rest))
+}
+
+impl Loader<'_> {
+    fn push(&mut self, diagnostic: Diagnostic) {
+        self.loaded.diagnostics.push(diagnostic);
+    }
+
+    fn file(&mut self, file: &SourceFile) {
+        let documents = match yaml::parse_documents(&file.text) {
+            Ok(documents) => documents,
+            Err(e) => {
+                self.push(
+                    Diagnostic::error(Location::new(&file.path, e.line, e.column), e.message)
+                        .help("fix the YAML syntax; nothing from this file was loaded"),
+                );
+                return;
+            }
+        };
+        for mut document in documents {
+            let mut problems = Vec::new();
+            interpolate_tree(&mut document, self.vars, &file.path, &mut problems);
+            let had_problems = !problems.is_empty();
+            self.loaded.diagnostics.extend(problems);
+            if !had_problems {
+                self.document(&file.path, &document);
+            }
+        }
+    }
+
+    fn document(&mut self, file: &str, document: &Node) {
+        let Value::Map(entries) = &document.value else {
+            let (line, column) = line_col(document);
+            self.push(
+                Diagnostic::error(
+                    Location::new(file, line, column),
+                    format!(
+                        "a manifest file holds a mapping at the top level, found {}",
+                        document.value.kind()
+                    ),
+                )
+                .help("start with `services:`, `nodes:` or `pipeline:`"),
+            );
+            return;
+        };
+        let pier_format = entries
+            .iter()
+            .any(|(key, _)| matches!(key.value.as_str(), "services" | "nodes" | "pipeline"));
+        if !pier_format {
+            // A Tutum stackfile (or Compose v1): every top-level key is a service.
+            for (key, value) in entries {
+                if !is_extension(&key.value) {
+                    self.service(file, key, value);
+                }
+            }
+            return;
+        }
+        for (key, value) in entries {
+            match key.value.as_str() {
+                name if is_extension(name) => {}
+                "version" => {}
+                "services" => self.each_entry(file, key, value, Self::service),
+                "nodes" => self.each_entry(file, key, value, Self::node),
+                "pipeline" => self.pipeline(file, key, value),
+                "volumes" => self.volumes(file, value),
+                other => self.push(unknown_key(
+                    file,
+                    key,
+                    "the top level",
+                    other,
+                    keys::UNSUPPORTED_FILE_KEYS,
+                    keys::FILE_KEYS.iter().map(String::as_str),
+                )),
+            }
+        }
+    }
+
+    fn each_entry(
+        &mut self,
+        file: &str,
+        key: &Key,
+        value: &Node,
+        mut each: impl FnMut(&mut Self, &str, &Key, &Node),
+    ) {
+        match &value.value {
+            Value::Map(entries) => {
+                for (name, body) in entries {
+                    if !is_extension(&name.value) {
+                        each(self, file, name, body);
+                    }
+                }
+            }
+            Value::Null => {}
+            other => {
+                let (line, column) = line_col(value);
+                self.push(
+                    Diagnostic::error(
+                        Location::new(file, line, column),
+                        format!(
+                            "expected a mapping of names to settings, found {}",
+                            other.kind()
+                        ),
+                    )
+                    .key(key.value.clone()),
+                );
+            }
+        }
+    }
+
+    fn service(&mut self, file: &str, key: &Key, body: &Node) {
+        let name = key.value.as_str();
+        let (line, column) = line_col(key);
+        let location = Location::new(file, line, column);
+        self.services_seen += 1;
+        if self.services_seen == MAX_SERVICES + 1 {
+            self.push(
+                Diagnostic::error(
+                    location.clone(),
+                    format!("more than {MAX_SERVICES} services"),
+                )
+                .help("pier manages at most 10,000 services per repository; split the repository"),
+            );
+        }
+        if self.services_seen > MAX_SERVICES {
+            return;
+        }
+        if let Some(first) = self.loaded.manifest.services.get(name) {
+            let first = first.location.clone();
+            self.push(
+                Diagnostic::error(location, format!("service `{name}` is defined twice"))
+                    .key(format!("services.{name}"))
+                    .related(first)
+                    .help(
+                        "service names are unique across all manifest files; rename or remove one",
+                    ),
+            );
+            return;
+        }
+        let here = Here {
+            file,
+            node: body,
+            prefix: format!("services.{name}"),
+        };
+        let Some(spec) = self.typed_entity::<ServiceSpec>(
+            &here,
+            "service",
+            &keys::SERVICE_KEYS,
+            keys::UNSUPPORTED_SERVICE_KEYS,
+            keys::NO_EFFECT_SERVICE_KEYS,
+        ) else {
+            // Keep the name known, so references to it are not reported as well.
+            let (placeholder, _) =
+                normalize::service(name, location, &ServiceSpec::default(), &here, self.vars);
+            self.loaded
+                .manifest
+                .services
+                .insert(name.to_string(), placeholder);
+            return;
+        };
+        let (service, problems) = normalize::service(name, location, &spec, &here, self.vars);
+        self.loaded.diagnostics.extend(problems);
+        self.loaded
+            .manifest
+            .services
+            .insert(name.to_string(), service);
+    }
+
+    fn node(&mut self, file: &str, key: &Key, body: &Node) {
+        let name = key.value.as_str();
+        let (line, column) = line_col(key);
+        let location = Location::new(file, line, column);
+        if let Some(first) = self.loaded.manifest.nodes.get(name) {
+            let first = first.location.clone();
+            self.push(
+                Diagnostic::error(location, format!("node `{name}` is defined twice"))
+                    .key(format!("nodes.{name}"))
+                    .related(first)
+                    .help("node names are unique across all manifest files; rename or remove one"),
+            );
+            return;
+        }
+        let here = Here {
+            file,
+            node: body,
+            prefix: format!("nodes.{name}"),
+        };
+        let Some(spec) = self.typed_entity::<NodeSpec>(&here, "node", &keys::NODE_KEYS, &[], &[])
+        else {
+            return;
+        };
+        let (node, problems) = normalize::node(name, location, &spec, &here);
+        self.loaded.diagnostics.extend(problems);
+        if let Some(node) = node {
+            self.loaded.manifest.nodes.insert(name.to_string(), node);
+        }
+    }
+
+    fn pipeline(&mut self, file: &str, key: &Key, body: &Node) {
+        let (line, column) = line_col(key);
+        let location = Location::new(file, line, column);
+        if let Some(first) = &self.pipeline_at {
+            self.push(
+                Diagnostic::error(location, "the pipeline is defined twice")
+                    .key("pipeline")
+                    .related(first.clone())
+                    .help("define `pipeline:` in one manifest file only"),
+            );
+            return;
+        }
+        self.pipeline_at = Some(location.clone());
+        let here = Here {
+            file,
+            node: body,
+            prefix: "pipeline".into(),
+        };
+        let Some(spec) =
+            self.typed_entity::<PipelineSpec>(&here, "pipeline", &keys::PIPELINE_KEYS, &[], &[])
+        else {
+            return;
+        };
+        let (pipeline, problems) = normalize::pipeline(location, &spec, &here, self.vars);
+        self.loaded.diagnostics.extend(problems);
+        self.loaded.manifest.pipeline = Some(pipeline);
+    }
+
+    fn volumes(&mut self, file: &str, body: &Node) {
+        let here = Here {
+            file,
+            node: body,
+            prefix: "volumes".into(),
+        };
+        let spec = match type_json::<BTreeMap<String, Option<VolumeDeclSpec>>>(
+            &here,
+            body.value.to_json(),
+        ) {
+            Ok(spec) => spec,
+            Err(failure) => return self.push(failure.0),
+        };
+        for (name, decl) in spec {
+            if let Some(driver) = decl.and_then(|d| d.driver).filter(|d| d != "local") {
+                self.push(
+                    here.error(
+                        &[k(&name), k("driver")],
+                        format!("volume driver `{driver}` is not supported"),
+                    )
+                    .help("only the engine's `local` driver is supported"),
+                );
+            }
+            self.loaded.manifest.volumes.insert(name);
+        }
+    }
+
+    /// Check an entity's keys, then type it. `None` when it cannot be typed.
+    fn typed_entity<T: DeserializeOwned>(
+        &mut self,
+        here: &Here,
+        what: &str,
+        supported: &BTreeSet<String>,
+        unsupported: &[(&str, &'static str)],
+        no_effect: &[(&str, &'static str)],
+    ) -> Option<T> {
+        let entries = match &here.node.value {
+            Value::Map(entries) => entries,
+            Value::Null => {
+                self.push(
+                    Diagnostic::error(here.loc(&[]), format!("{what} has no settings"))
+                        .key(here.prefix.clone())
+                        .help(match what {
+                            "service" => "a service needs at least `image` or `build`",
+                            "node" => "a node needs at least `endpoint`",
+                            _ => "add its settings or remove it",
+                        }),
+                );
+                return None;
+            }
+            other => {
+                self.push(
+                    Diagnostic::error(
+                        here.loc(&[]),
+                        format!("expected a mapping of settings, found {}", other.kind()),
+                    )
+                    .key(here.prefix.clone()),
+                );
+                return None;
+            }
+        };
+        let mut object = serde_json::Map::new();
+        for (key, value) in entries {
+            let name = key.value.as_str();
+            if is_extension(name) {
+                continue;
+            }
+            if supported.contains(name) {
+                if let Some((_, why)) = no_effect.iter().find(|(k, _)| *k == name) {
+                    let (line, column) = line_col(key);
+                    self.push(
+                        Diagnostic::warning(
+                            Location::new(here.file, line, column),
+                            format!("`{name}` has no effect in pier"),
+                        )
+                        .key(format!("{}.{name}", here.prefix))
+                        .help(format!("{why}; remove it to silence this warning")),
+                    );
+                }
+                object.insert(name.to_string(), value.value.to_json());
+                continue;
+            }
+            self.push(unknown_key(
+                here.file,
+                key,
+                &format!("a {what}"),
+                name,
+                unsupported,
+                supported.iter().map(String::as_str),
+            ));
+            self.loaded.diagnostics.last_mut().expect("just pushed").key =
+                Some(here.prefix.clone());
+        }
+        // Keys already reported are left out, so what remains is still typed
+        // and checked: a key that fails to type is reported and dropped, and
+        // the rest is typed again, so one bad key never hides another.
+        loop {
+            match type_json::<T>(here, serde_json::Value::Object(object.clone())) {
+                Ok(value) => return Some(value),
+                Err(failure) => {
+                    let (diagnostic, first_key) = *failure;
+                    self.push(diagnostic);
+                    object.remove(&first_key?)?;
+                }
+            }
+        }
+    }
+}
+
+/// Type a JSON value with serde; a failure becomes a diagnostic at the exact
+/// place, with the top-level key it happened under.
+fn type_json<T: DeserializeOwned>(
+    here: &Here,
+    json: serde_json::Value,
+) -> Result<T, Box<(Diagnostic, Option<String>)>> {
+    serde_path_to_error::deserialize(json).map_err(|error| {
+        let path: Vec<Seg> = error
+            .path()
+            .iter()
+            .filter_map(|segment| match segment {
+                serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                _ => None,
+            })
+            .collect();
+        let (message, help) = describe_serde_error(&error.inner().to_string());
+        let diagnostic = here.error(&path, message);
+        let diagnostic = match help {
+            Some(help) => diagnostic.help(help),
+            None => diagnostic,
+        };
+        let first_key = match path.first() {
+            Some(Seg::Key(key)) => Some(key.clone()),
+            _ => None,
+        };
+        Box::new((diagnostic, first_key))
+    })
+}
+
+/// Turn serde's wording into ours, with a "did you mean" for unknown keys.
+fn describe_serde_error(message: &str) -> (String, Option<String>) {
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((field, expected)) = rest.split_once('`')
+    {
+        let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        let help = match did_you_mean(field, candidates.iter().copied()) {
+            Some(best) => format!("did you mean `{best}`?"),
+            None => format!("expected one of: {}", candidates.join(", ")),
+        };
+        return (format!("unknown key `{field}`"), Some(help));
+    }
+    let message = message
+        .replace("invalid type: ", "expected ")
+        .replace("string \"", "the string \"")
+        .replace("integer `", "the number `")
+        .replace("boolean `", "the boolean `")
+        .replace("sequence", "a list")
+        .replace("unit value", "nothing");
+    // serde words it "expected X, expected Y": make it "found X, expected Y".
+    let message = match message
+        .strip_prefix("expected ")
+        .and_then(|m| m.split_once(", expected "))
+    {
+        Some((found, expected)) => format!("expected {expected}, found {found}"),
+        None => message,
+    };
+    (message, None)
+}
+
+fn unknown_key<'a>(
+    file: &str,
+    key: &Key,
+    place: &str,
+    name: &str,
+    unsupported: &[(&str, &'static str)],
+    supported: impl Iterator<Item = &'a str>,
+) -> Diagnostic {
+    let (line, column) = line_col(key);
+    let location = Location::new(file, line, column);
+    if let Some(why) = unsupported_reason(unsupported, name) {
+        return Diagnostic::error(location, format!("`{name}` is not supported in {place}"))
+            .help(why);
+    }
+    let supported: Vec<&str> = supported.collect();
+    let diagnostic = Diagnostic::error(location, format!("unknown key `{name}` in {place}"));
+    match did_you_mean(name, supported.iter().copied()) {
+        Some(best) => diagnostic.help(format!("did you mean `{best}`?")),
+        None => diagnostic.help(format!(
+            "{place} takes: {}; keys starting with `x-` are ignored",
+            supported.join(", ")
+        )),
+    }
+}
+
+/// Interpolate every string scalar (not keys, not `x-` blocks). A scalar that
+/// interpolation turned into a number or boolean is retyped, as Compose does.
+fn interpolate_tree(node: &mut Node, vars: &Vars, file: &str, problems: &mut Vec<Diagnostic>) {
+    let (line, column) = line_col(node);
+    match &mut node.value {
+        Value::Str(text) if text.contains('$') => match interpolate(text, vars) {
+            Ok(result) => node.value = retype(result),
+            Err(e) => problems
+                .push(Diagnostic::error(Location::new(file, line, column), e.message).help(e.help)),
+        },
+        Value::Seq(items) => {
+            for item in items {
+                interpolate_tree(item, vars, file, problems);
+            }
+        }
+        Value::Map(entries) => {
+            for (key, value) in entries {
+                if !is_extension(&key.value) {
+                    interpolate_tree(value, vars, file, problems);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn retype(text: String) -> Value {
+    if let Ok(int) = text.parse::<i64>() {
+        return Value::Int(int);
+    }
+    match text.as_str() {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => Value::Str(text),
+    }
+}

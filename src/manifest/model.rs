@@ -1,0 +1,381 @@
+//! The desired state in one normalised form: what the planner reads.
+//!
+//! Every way of writing a thing (`deploy.replicas` or `target_num_containers`,
+//! `restart` or `autorestart`, short or long ports) ends up as one field here,
+//! so nothing downstream ever has to know which spelling a user chose.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::diagnostic::Location;
+
+/// Everything the manifests at one commit declare.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Manifest {
+    pub nodes: BTreeMap<String, Node>,
+    pub services: BTreeMap<String, Service>,
+    pub pipeline: Option<Pipeline>,
+    /// Named volumes declared at the top level.
+    pub volumes: BTreeSet<String>,
+}
+
+/// A Docker host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Node {
+    pub name: String,
+    pub endpoint: Endpoint,
+    pub tags: BTreeSet<String>,
+    pub tls: Option<Tls>,
+    #[serde(skip)]
+    pub location: Location,
+}
+
+/// How to reach a node's Docker engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Endpoint {
+    Unix {
+        path: String,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Ssh {
+        user: Option<String>,
+        host: String,
+        port: u16,
+    },
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix { path } => write!(f, "unix://{path}"),
+            Endpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Endpoint::Ssh {
+                user: Some(user),
+                host,
+                port,
+            } => write!(f, "ssh://{user}@{host}:{port}"),
+            Endpoint::Ssh {
+                user: None,
+                host,
+                port,
+            } => write!(f, "ssh://{host}:{port}"),
+        }
+    }
+}
+
+/// Where a node's TLS material lives on the machine running pier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Tls {
+    /// A folder named by `PIER_TLS_<NAME>` holding `ca.pem`, `cert.pem`, `key.pem`.
+    Secret { name: String },
+    Paths {
+        ca: String,
+        cert: String,
+        key: String,
+    },
+}
+
+/// Tutum's placement strategies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Each new container on the matching node with the fewest containers overall.
+    #[default]
+    EmptiestNode,
+    /// Each new container on the matching node with the fewest of this service.
+    HighAvailability,
+    /// One container on every matching node.
+    EveryNode,
+}
+
+/// What Docker does when a container exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(tag = "policy", rename_all = "kebab-case")]
+pub enum Restart {
+    #[default]
+    No,
+    OnFailure {
+        max_retries: Option<u32>,
+    },
+    Always,
+    UnlessStopped,
+}
+
+/// Tutum's `autodestroy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Autodestroy {
+    #[default]
+    Off,
+    OnSuccess,
+    Always,
+}
+
+/// When to pull the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    Missing,
+    Never,
+    Build,
+}
+
+/// A service: N containers from one image, placed on nodes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub image: Option<String>,
+    pub build: Option<Build>,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    /// `None` values mean "not set" (a key listed without value and absent from pier's environment).
+    pub environment: BTreeMap<String, Option<String>>,
+    pub env_files: Vec<String>,
+    pub ports: Vec<Port>,
+    pub expose: Vec<String>,
+    pub volumes: Vec<Mount>,
+    pub labels: BTreeMap<String, String>,
+    pub privileged: bool,
+    pub restart: Restart,
+    pub healthcheck: Option<Healthcheck>,
+    /// Containers to run; `None` under `every_node`, which runs one per matching node.
+    pub replicas: Option<u32>,
+    pub strategy: Strategy,
+    /// A node must carry every one of these tags.
+    pub tags: BTreeSet<String>,
+    pub constraints: Vec<Constraint>,
+    pub update: UpdateConfig,
+    pub mem_limit: Option<u64>,
+    pub cpu_shares: Option<u32>,
+    pub depends_on: BTreeMap<String, DependsOnCondition>,
+    pub links: Vec<Link>,
+    pub hostname: Option<String>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub volumes_from: Vec<String>,
+    pub extra_hosts: Vec<(String, String)>,
+    pub stop_grace_period: Option<Duration>,
+    pub pull_policy: PullPolicy,
+    pub autoredeploy: bool,
+    pub autodestroy: Autodestroy,
+    pub sequential_deployment: bool,
+    /// Where the service's name is written.
+    #[serde(skip)]
+    pub location: Location,
+    /// Where each of its keys is written, for problems found across services.
+    #[serde(skip)]
+    pub key_locations: BTreeMap<String, Location>,
+}
+
+impl Service {
+    /// Where `key` is written, or the service itself when it is not.
+    pub fn location_of(&self, key: &str) -> &Location {
+        self.key_locations.get(key).unwrap_or(&self.location)
+    }
+
+    /// The number of containers wanted when the strategy does not decide it.
+    pub fn replica_count(&self) -> u32 {
+        self.replicas.unwrap_or(1)
+    }
+}
+
+/// An image build from the repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Build {
+    /// Path in the repository, relative to its root, normalised (no `.`/`..`).
+    pub context: String,
+    pub dockerfile: String,
+    pub args: BTreeMap<String, Option<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+/// An inclusive port range; a single port has `start == end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    pub fn len(&self) -> u32 {
+        u32::from(self.end - self.start) + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// A published (or, without `published`, engine-chosen) port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Port {
+    pub host_ip: Option<String>,
+    /// `None`: the engine picks a free host port.
+    pub published: Option<PortRange>,
+    pub target: PortRange,
+    pub protocol: Protocol,
+}
+
+/// A volume or bind mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Mount {
+    Anonymous {
+        target: String,
+    },
+    Volume {
+        source: String,
+        target: String,
+        read_only: bool,
+    },
+    Bind {
+        source: String,
+        target: String,
+        read_only: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Healthcheck {
+    /// Docker's form: `["CMD", ...]`, `["CMD-SHELL", "..."]` or `["NONE"]`.
+    pub test: Vec<String>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    pub start_period: Option<Duration>,
+}
+
+/// A placement rule beyond tags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Constraint {
+    pub subject: ConstraintSubject,
+    pub equal: bool,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConstraintSubject {
+    /// The node carries the tag `value` (`node.tags`), or `KEY=value` (`node.labels.KEY`).
+    Tag {
+        key: Option<String>,
+    },
+    NodeName,
+}
+
+impl Constraint {
+    /// Whether a node satisfies this constraint.
+    pub fn admits(&self, node: &Node) -> bool {
+        let holds = match &self.subject {
+            ConstraintSubject::Tag { key: None } => node.tags.contains(&self.value),
+            ConstraintSubject::Tag { key: Some(key) } => {
+                node.tags.contains(&format!("{key}={}", self.value))
+            }
+            ConstraintSubject::NodeName => node.name == self.value,
+        };
+        holds == self.equal
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    StopFirst,
+    StartFirst,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureAction {
+    Rollback,
+    Pause,
+}
+
+/// How stale containers are replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpdateConfig {
+    pub parallelism: u32,
+    pub delay: Duration,
+    pub order: UpdateOrder,
+    pub failure_action: FailureAction,
+    pub monitor: Duration,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        UpdateConfig {
+            parallelism: 1,
+            delay: Duration::ZERO,
+            order: UpdateOrder::StopFirst,
+            failure_action: FailureAction::Rollback,
+            monitor: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DependsOnCondition {
+    ServiceStarted,
+    ServiceHealthy,
+    ServiceCompletedSuccessfully,
+}
+
+/// `links: [service:alias]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Link {
+    pub service: String,
+    pub alias: String,
+}
+
+/// The pipeline run for each new commit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pipeline {
+    pub branches: Vec<String>,
+    pub runner_tags: BTreeSet<String>,
+    pub stages: Vec<Stage>,
+    #[serde(skip)]
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Stage {
+    Script {
+        name: String,
+        image: String,
+        script: Vec<String>,
+        env: BTreeMap<String, Option<String>>,
+        timeout: Option<Duration>,
+    },
+    Build {
+        name: String,
+        services: Vec<String>,
+    },
+}
+
+impl Stage {
+    pub fn name(&self) -> &str {
+        match self {
+            Stage::Script { name, .. } | Stage::Build { name, .. } => name,
+        }
+    }
+}

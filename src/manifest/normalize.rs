@@ -1,0 +1,1210 @@
+//! Typed specs → the normalised model, one entity at a time.
+//!
+//! Every accepted spelling is turned into one field here, and every rule that
+//! concerns a single entity (a port that does not parse, `restart` and
+//! `autorestart` that disagree, `every_node` with a replica count) is checked
+//! here with the exact place of the offending value.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::diagnostic::{Diagnostic, Location};
+use super::interpolate::Vars;
+use super::load::{Here, Seg, i, k};
+use super::model::*;
+use super::spec::*;
+
+type Problems = Vec<Diagnostic>;
+
+/// Normalise a service. Problems are returned beside a best-effort service.
+pub fn service(
+    name: &str,
+    location: Location,
+    spec: &ServiceSpec,
+    here: &Here,
+    vars: &Vars,
+) -> (Service, Problems) {
+    let mut p = Problems::new();
+    if !is_valid_name(name) {
+        p.push(
+            here.error(&[], format!("`{name}` cannot be a service name"))
+                .help("use letters, digits, `_`, `.` and `-`, starting with a letter or digit (it becomes part of container names)"),
+        );
+    }
+    let image = match spec.image.as_deref().map(str::trim) {
+        Some("") => {
+            p.push(
+                here.error(&[k("image")], "`image` is empty")
+                    .help("name an image, e.g. `nginx:1.27`"),
+            );
+            None
+        }
+        other => other.map(str::to_string),
+    };
+    if spec.image.is_none() && spec.build.is_none() {
+        p.push(
+            here.error(&[], "service has neither `image` nor `build`")
+                .help("add `image: NAME[:TAG]`, or `build: PATH` to build it from the repository"),
+        );
+    }
+    let build = spec
+        .build
+        .as_ref()
+        .and_then(|b| build(b, here, vars, &mut p));
+    let command = spec
+        .command
+        .as_ref()
+        .and_then(|c| command_line(c, here, "command", &mut p));
+    let entrypoint = spec
+        .entrypoint
+        .as_ref()
+        .and_then(|c| command_line(c, here, "entrypoint", &mut p));
+    let environment = spec
+        .environment
+        .as_ref()
+        .map(|e| key_values(e, here, &[k("environment")], vars, &mut p))
+        .unwrap_or_default();
+    let env_files = match &spec.env_file {
+        None => Vec::new(),
+        Some(StringOrList::One(path)) => repo_path(path, here, &[k("env_file")], &mut p)
+            .into_iter()
+            .collect(),
+        Some(StringOrList::Many(paths)) => paths
+            .iter()
+            .enumerate()
+            .filter_map(|(n, path)| repo_path(path, here, &[k("env_file"), i(n)], &mut p))
+            .collect(),
+    };
+    let ports = spec
+        .ports
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(n, port)| parse_port(port, here, n, &mut p))
+        .collect();
+    let expose = spec
+        .expose
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(n, e)| expose(e, here, n, &mut p))
+        .collect();
+    let volumes = spec
+        .volumes
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(n, v)| mount(v, here, n, &mut p))
+        .collect();
+    let labels = labels(spec, here, vars, &mut p);
+    let restart = restart(spec, here, &mut p);
+    let healthcheck = spec
+        .healthcheck
+        .as_ref()
+        .and_then(|h| healthcheck(h, here, &mut p));
+    let strategy = strategy(spec, here, &mut p);
+    let replicas = replicas(spec, strategy, here, &mut p);
+    let deploy = spec.deploy.clone().unwrap_or_default();
+    let constraints = deploy
+        .placement
+        .and_then(|pl| pl.constraints)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(n, c)| constraint(c, here, n, &mut p))
+        .collect();
+    let update = deploy
+        .update_config
+        .map(|u| update_config(&u, here, &mut p))
+        .unwrap_or_default();
+    let mem_limit = spec
+        .mem_limit
+        .as_ref()
+        .and_then(|m| match parse_bytes(&m.to_string()) {
+            Some(bytes) => Some(bytes),
+            None => {
+                p.push(
+                    here.error(&[k("mem_limit")], format!("`{m}` is not a memory size"))
+                        .help("write bytes, or a number with b, k, m or g, e.g. `512m`"),
+                );
+                None
+            }
+        });
+    let depends_on = depends_on(spec, here, &mut p);
+    let links = spec.links.iter().flatten().map(|l| link(l)).collect();
+    let autodestroy = autodestroy(spec, here, &mut p);
+    if restart == Restart::Always && autodestroy != Autodestroy::Off {
+        p.push(
+            here.error(&[k("autodestroy")], "`autodestroy` must be `off` when containers always restart")
+                .help("a container that always restarts never stops for good, so it can never be destroyed (Tutum's rule); drop one of the two"),
+        );
+    }
+    let pull_policy = match spec.pull_policy.as_deref() {
+        None | Some("missing") | Some("if_not_present") => PullPolicy::Missing,
+        Some("always") => PullPolicy::Always,
+        Some("never") => PullPolicy::Never,
+        Some("build") => PullPolicy::Build,
+        Some(other) => {
+            p.push(
+                here.error(
+                    &[k("pull_policy")],
+                    format!("unknown pull policy `{other}`"),
+                )
+                .help("use `always`, `missing`, `never` or `build`"),
+            );
+            PullPolicy::Missing
+        }
+    };
+    if spec.privileged == Some(true) {
+        p.push(
+            Diagnostic::notice(
+                here.key_loc("privileged"),
+                "runs privileged: its containers have full access to the host",
+            )
+            .key(here.key_path(&[k("privileged")])),
+        );
+    }
+    let service = Service {
+        name: name.to_string(),
+        image,
+        build,
+        command,
+        entrypoint,
+        environment,
+        env_files,
+        ports,
+        expose,
+        volumes,
+        labels,
+        privileged: spec.privileged.unwrap_or(false),
+        restart,
+        healthcheck,
+        replicas,
+        strategy,
+        tags: spec.tags.iter().flatten().cloned().collect(),
+        constraints,
+        update,
+        mem_limit,
+        cpu_shares: spec.cpu_shares,
+        depends_on,
+        links,
+        hostname: spec.hostname.clone(),
+        user: spec.user.as_ref().map(|u| u.to_string()),
+        working_dir: spec.working_dir.clone(),
+        cap_add: spec.cap_add.clone().unwrap_or_default(),
+        cap_drop: spec.cap_drop.clone().unwrap_or_default(),
+        volumes_from: spec
+            .volumes_from
+            .iter()
+            .flatten()
+            .map(|v| v.split(':').next().unwrap_or(v).to_string())
+            .collect(),
+        extra_hosts: extra_hosts(spec, here, &mut p),
+        stop_grace_period: spec
+            .stop_grace_period
+            .as_deref()
+            .and_then(|d| duration(d, here, &[k("stop_grace_period")], &mut p)),
+        pull_policy,
+        autoredeploy: spec.autoredeploy.unwrap_or(false),
+        autodestroy,
+        sequential_deployment: spec.sequential_deployment.unwrap_or(false),
+        location,
+        key_locations: key_locations(here),
+    };
+    (service, p)
+}
+
+fn key_locations(here: &Here) -> BTreeMap<String, Location> {
+    match &here.node.value {
+        super::yaml::Value::Map(entries) => entries
+            .iter()
+            .map(|(key, _)| (key.value.clone(), here.key_loc(&key.value)))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// Docker's container name rule, which every service name becomes part of.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name.len() <= 63
+}
+
+/// A path inside the repository, normalised; refused when absolute or climbing out.
+pub fn repo_path(path: &str, here: &Here, at: &[Seg], p: &mut Problems) -> Option<String> {
+    match normalize_repo_path(path) {
+        Ok(normalized) => Some(normalized),
+        Err(why) => {
+            p.push(
+                here.error(at, format!("`{path}` {why}")).help(
+                    "paths in manifests are relative to the repository root and stay inside it",
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `./app/../web/` → `web`; the root is `.`.
+pub fn normalize_repo_path(path: &str) -> Result<String, &'static str> {
+    if path.starts_with('/') || path.starts_with('~') || path.contains('\\') {
+        return Err("is an absolute path");
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err("climbs out of the repository");
+                }
+            }
+            other => parts.push(other),
+        }
+    }
+    Ok(if parts.is_empty() {
+        ".".to_string()
+    } else {
+        parts.join("/")
+    })
+}
+
+fn build(spec: &BuildSpec, here: &Here, vars: &Vars, p: &mut Problems) -> Option<Build> {
+    let (context, dockerfile, args) = match spec {
+        BuildSpec::Context(context) => (repo_path(context, here, &[k("build")], p)?, None, None),
+        BuildSpec::Full(full) => (
+            repo_path(
+                full.context.as_deref().unwrap_or("."),
+                here,
+                &[k("build"), k("context")],
+                p,
+            )?,
+            full.dockerfile.clone(),
+            full.args.as_ref(),
+        ),
+    };
+    let dockerfile = dockerfile.unwrap_or_else(|| "Dockerfile".into());
+    if normalize_repo_path(&dockerfile).is_err() {
+        p.push(here.error(
+            &[k("build"), k("dockerfile")],
+            format!("`{dockerfile}` must be a path inside the build context"),
+        ));
+    }
+    let args = args
+        .map(|a| key_values(a, here, &[k("build"), k("args")], vars, p))
+        .unwrap_or_default();
+    Some(Build {
+        context,
+        dockerfile,
+        args,
+    })
+}
+
+fn command_line(
+    spec: &StringOrList,
+    here: &Here,
+    key: &str,
+    p: &mut Problems,
+) -> Option<Vec<String>> {
+    match spec {
+        StringOrList::Many(args) => Some(args.clone()),
+        StringOrList::One(line) => match shell_words::split(line) {
+            Ok(args) => Some(args),
+            Err(_) => {
+                p.push(
+                    here.error(&[k(key)], format!("`{key}` has an unclosed quote"))
+                        .help("close the quote, or write the arguments as a list"),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// `KEY=VALUE` lists and mappings. A key without a value takes pier's own environment's.
+fn key_values(
+    spec: &KeyValues,
+    here: &Here,
+    at: &[Seg],
+    vars: &Vars,
+    p: &mut Problems,
+) -> BTreeMap<String, Option<String>> {
+    let mut out = BTreeMap::new();
+    match spec {
+        KeyValues::Map(map) => {
+            for (key, value) in map {
+                out.insert(
+                    key.clone(),
+                    value
+                        .as_ref()
+                        .map(|v| v.to_string())
+                        .or_else(|| vars.get(key).cloned()),
+                );
+            }
+        }
+        KeyValues::List(items) => {
+            for (n, item) in items.iter().enumerate() {
+                let (key, value) = match item.split_once('=') {
+                    Some((key, value)) => (key.to_string(), Some(value.to_string())),
+                    None => (item.clone(), vars.get(item).cloned()),
+                };
+                let mut path = at.to_vec();
+                path.push(i(n));
+                if key.is_empty() || key.contains(char::is_whitespace) {
+                    p.push(here.error(&path, format!("`{item}` is not `KEY=VALUE`")));
+                } else if out.insert(key.clone(), value).is_some() {
+                    p.push(
+                        here.error(&path, format!("`{key}` is set twice"))
+                            .help("remove one of the two"),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+fn labels(
+    spec: &ServiceSpec,
+    here: &Here,
+    vars: &Vars,
+    p: &mut Problems,
+) -> BTreeMap<String, String> {
+    let Some(labels) = &spec.labels else {
+        return BTreeMap::new();
+    };
+    let mut out = BTreeMap::new();
+    for (key, value) in key_values(labels, here, &[k("labels")], vars, p) {
+        if key.starts_with("pier.") {
+            p.push(
+                here.error(
+                    &[k("labels")],
+                    format!("label `{key}` uses the reserved prefix `pier.`"),
+                )
+                .help(
+                    "pier marks the containers it owns with `pier.*` labels; choose another prefix",
+                ),
+            );
+        } else {
+            out.insert(key, value.unwrap_or_default());
+        }
+    }
+    out
+}
+
+fn parse_range(text: &str) -> Option<PortRange> {
+    let (start, end) = match text.split_once('-') {
+        Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+        None => {
+            let port = text.parse().ok()?;
+            (port, port)
+        }
+    };
+    (start > 0 && start <= end).then_some(PortRange { start, end })
+}
+
+fn parse_protocol(text: &str) -> Option<Protocol> {
+    match text {
+        "tcp" => Some(Protocol::Tcp),
+        "udp" => Some(Protocol::Udp),
+        "sctp" => Some(Protocol::Sctp),
+        _ => None,
+    }
+}
+
+fn parse_port(spec: &PortSpec, here: &Here, n: usize, p: &mut Problems) -> Option<Port> {
+    let at = [k("ports"), i(n)];
+    let port = match spec {
+        PortSpec::Number(target) => u16::try_from(*target)
+            .ok()
+            .filter(|t| *t > 0)
+            .map(|t| Port {
+                host_ip: None,
+                published: None,
+                target: PortRange { start: t, end: t },
+                protocol: Protocol::Tcp,
+            }),
+        PortSpec::Short(text) => parse_short_port(text),
+        PortSpec::Long(long) => {
+            if long.mode.as_deref().is_some_and(|m| m != "host") {
+                p.push(
+                    here.error(&at, "only `mode: host` is supported")
+                        .help("ingress mode needs Swarm"),
+                );
+                return None;
+            }
+            let target = u16::try_from(long.target).ok().filter(|t| *t > 0);
+            let published = match &long.published {
+                None => Some(None),
+                Some(value) => parse_range(&value.to_string()).map(Some),
+            };
+            let protocol = parse_protocol(long.protocol.as_deref().unwrap_or("tcp"));
+            match (target, published, protocol) {
+                (Some(t), Some(published), Some(protocol)) => Some(Port {
+                    host_ip: long.host_ip.clone(),
+                    published,
+                    target: PortRange { start: t, end: t },
+                    protocol,
+                }),
+                _ => None,
+            }
+        }
+    };
+    if port.is_none() {
+        p.push(
+            here.error(&at, "not a valid port")
+                .help("write `CONTAINER`, `HOST:CONTAINER` or `IP:HOST:CONTAINER` with an optional `/tcp` or `/udp`; ports are 1-65535, ranges `8000-8010`"),
+        );
+    }
+    port
+}
+
+/// `[[IP:]HOST:]CONTAINER[/PROTO]`, with ranges; IPv6 host addresses in brackets.
+fn parse_short_port(text: &str) -> Option<Port> {
+    let (mapping, protocol) = match text.rsplit_once('/') {
+        Some((mapping, proto)) => (mapping, parse_protocol(proto)?),
+        None => (text, Protocol::Tcp),
+    };
+    let (host_ip, rest) = if let Some(stripped) = mapping.strip_prefix('[') {
+        let (ip, rest) = stripped.split_once("]:")?;
+        (Some(ip.to_string()), rest)
+    } else {
+        let parts: Vec<&str> = mapping.split(':').collect();
+        match parts.len() {
+            3 => (Some(parts[0].to_string()), &mapping[parts[0].len() + 1..]),
+            1 | 2 => (None, mapping),
+            _ => return None,
+        }
+    };
+    let (published, target) = match rest.split_once(':') {
+        Some(("", target)) => (None, parse_range(target)?),
+        Some((host, target)) => (Some(parse_range(host)?), parse_range(target)?),
+        None => (None, parse_range(rest)?),
+    };
+    if published.is_some_and(|p| p.len() != target.len() && p.len() != 1) && target.len() != 1 {
+        return None;
+    }
+    Some(Port {
+        host_ip: host_ip.filter(|ip| !ip.is_empty()),
+        published,
+        target,
+        protocol,
+    })
+}
+
+fn expose(spec: &Scalar, here: &Here, n: usize, p: &mut Problems) -> Option<String> {
+    let text = spec.to_string();
+    let (range, proto) = text.split_once('/').unwrap_or((&text, "tcp"));
+    if parse_range(range).is_some() && parse_protocol(proto).is_some() {
+        Some(text)
+    } else {
+        p.push(
+            here.error(&[k("expose"), i(n)], format!("`{text}` is not a port"))
+                .help("write `PORT` or `PORT/udp`"),
+        );
+        None
+    }
+}
+
+fn mount(spec: &VolumeSpec, here: &Here, n: usize, p: &mut Problems) -> Option<Mount> {
+    let at = [k("volumes"), i(n)];
+    let (source, target, read_only) = match spec {
+        VolumeSpec::Short(text) => {
+            let parts: Vec<&str> = text.split(':').collect();
+            let (source, target, mode) = match parts.as_slice() {
+                [target] => (None, *target, None),
+                [source, target] => (Some(*source), *target, None),
+                [source, target, mode] => (Some(*source), *target, Some(*mode)),
+                _ => {
+                    p.push(here.error(&at, format!("`{text}` is not `[SOURCE:]TARGET[:MODE]`")));
+                    return None;
+                }
+            };
+            let read_only = match mode {
+                None | Some("rw") => false,
+                Some("ro") => true,
+                Some(other) => {
+                    p.push(
+                        here.error(&at, format!("unknown mount mode `{other}`"))
+                            .help("use `ro` or `rw`"),
+                    );
+                    return None;
+                }
+            };
+            (source.map(str::to_string), target.to_string(), read_only)
+        }
+        VolumeSpec::Long(long) => {
+            if let Some(kind) = long
+                .kind
+                .as_deref()
+                .filter(|k| !matches!(*k, "volume" | "bind"))
+            {
+                p.push(
+                    here.error(&at, format!("mount type `{kind}` is not supported"))
+                        .help("use `volume` or `bind`"),
+                );
+                return None;
+            }
+            (
+                long.source.clone(),
+                long.target.clone(),
+                long.read_only.unwrap_or(false),
+            )
+        }
+    };
+    if !target.starts_with('/') {
+        p.push(
+            here.error(
+                &at,
+                format!("mount target `{target}` is not an absolute path"),
+            )
+            .help("the target is a path inside the container, e.g. `/data`"),
+        );
+        return None;
+    }
+    Some(match source {
+        None => Mount::Anonymous { target },
+        Some(source) if source.starts_with('/') => Mount::Bind {
+            source,
+            target,
+            read_only,
+        },
+        Some(source) if source.starts_with('.') || source.starts_with('~') => {
+            p.push(
+                here.error(&at, format!("relative bind mount `{source}`"))
+                    .help("the repository is not on the nodes: use an absolute host path or a named volume"),
+            );
+            return None;
+        }
+        Some(source) if is_valid_name(&source) => Mount::Volume {
+            source,
+            target,
+            read_only,
+        },
+        Some(source) => {
+            p.push(here.error(
+                &at,
+                format!("`{source}` is neither a volume name nor an absolute host path"),
+            ));
+            return None;
+        }
+    })
+}
+
+fn restart(spec: &ServiceSpec, here: &Here, p: &mut Problems) -> Restart {
+    let from_restart = spec.restart.as_deref().and_then(|r| {
+        let parsed = match r {
+            "no" | "\"no\"" => Some(Restart::No),
+            "always" => Some(Restart::Always),
+            "unless-stopped" => Some(Restart::UnlessStopped),
+            "on-failure" => Some(Restart::OnFailure { max_retries: None }),
+            other => other
+                .strip_prefix("on-failure:")
+                .and_then(|n| n.parse().ok())
+                .map(|n| Restart::OnFailure {
+                    max_retries: Some(n),
+                }),
+        };
+        if parsed.is_none() {
+            p.push(
+                here.error(&[k("restart")], format!("unknown restart policy `{r}`"))
+                    .help("use `no`, `always`, `on-failure[:N]` or `unless-stopped`"),
+            );
+        }
+        parsed
+    });
+    let from_autorestart = spec.autorestart.as_deref().and_then(|r| {
+        let parsed = match r {
+            "off" => Some(Restart::No),
+            "on_failure" => Some(Restart::OnFailure { max_retries: None }),
+            "always" => Some(Restart::Always),
+            _ => None,
+        };
+        if parsed.is_none() {
+            p.push(
+                here.error(&[k("autorestart")], format!("unknown autorestart `{r}`"))
+                    .help("use `off`, `on_failure` or `always`"),
+            );
+        }
+        parsed
+    });
+    match (from_restart, from_autorestart) {
+        (Some(a), Some(b)) if a != b => {
+            p.push(
+                Diagnostic::error(
+                    here.key_loc("autorestart"),
+                    "`autorestart` and `restart` disagree",
+                )
+                .key(here.key_path(&[k("autorestart")]))
+                .related(here.key_loc("restart"))
+                .help("they set the same thing: keep one"),
+            );
+            a
+        }
+        (a, b) => a.or(b).unwrap_or_default(),
+    }
+}
+
+fn autodestroy(spec: &ServiceSpec, here: &Here, p: &mut Problems) -> Autodestroy {
+    match spec.autodestroy.as_deref() {
+        None | Some("off") => Autodestroy::Off,
+        Some("on_success") => Autodestroy::OnSuccess,
+        Some("always") => Autodestroy::Always,
+        Some(other) => {
+            p.push(
+                here.error(
+                    &[k("autodestroy")],
+                    format!("unknown autodestroy `{other}`"),
+                )
+                .help("use `off`, `on_success` or `always`"),
+            );
+            Autodestroy::Off
+        }
+    }
+}
+
+fn strategy(spec: &ServiceSpec, here: &Here, p: &mut Problems) -> Strategy {
+    match spec.deployment_strategy.as_deref() {
+        None | Some("emptiest_node") => Strategy::EmptiestNode,
+        Some("high_availability") => Strategy::HighAvailability,
+        Some("every_node") => Strategy::EveryNode,
+        Some(other) => {
+            let help = match super::diagnostic::did_you_mean(
+                other,
+                ["emptiest_node", "high_availability", "every_node"],
+            ) {
+                Some(best) => format!("did you mean `{best}`?"),
+                None => "use `emptiest_node`, `high_availability` or `every_node`".into(),
+            };
+            p.push(
+                here.error(
+                    &[k("deployment_strategy")],
+                    format!("unknown deployment strategy `{other}`"),
+                )
+                .help(help),
+            );
+            Strategy::EmptiestNode
+        }
+    }
+}
+
+fn replicas(spec: &ServiceSpec, strategy: Strategy, here: &Here, p: &mut Problems) -> Option<u32> {
+    let tutum = spec.target_num_containers;
+    let compose = spec.deploy.as_ref().and_then(|d| d.replicas);
+    let at_compose = || here.loc(&[k("deploy"), k("replicas")]);
+    if let (Some(a), Some(b)) = (tutum, compose)
+        && a != b
+    {
+        p.push(
+            Diagnostic::error(
+                here.key_loc("target_num_containers"),
+                format!("`target_num_containers: {a}` and `deploy.replicas: {b}` disagree"),
+            )
+            .key(here.key_path(&[k("target_num_containers")]))
+            .related(at_compose())
+            .help("they set the same thing: keep one"),
+        );
+    }
+    let replicas = tutum.or(compose);
+    if strategy == Strategy::EveryNode {
+        if replicas.is_some() {
+            let location = if tutum.is_some() {
+                here.key_loc("target_num_containers")
+            } else {
+                at_compose()
+            };
+            p.push(
+                Diagnostic::error(location, "an `every_node` service cannot be scaled")
+                    .key(here.key_path(&[k("deployment_strategy")]))
+                    .help("it runs one container on every matching node; remove the replica count, or choose another strategy"),
+            );
+        }
+        return None;
+    }
+    Some(replicas.unwrap_or(1))
+}
+
+fn healthcheck(spec: &HealthcheckSpec, here: &Here, p: &mut Problems) -> Option<Healthcheck> {
+    let at = |key: &str| [k("healthcheck"), k(key)];
+    let test = if spec.disable == Some(true) {
+        vec!["NONE".to_string()]
+    } else {
+        match &spec.test {
+            None => Vec::new(),
+            Some(StringOrList::One(line)) => vec!["CMD-SHELL".into(), line.clone()],
+            Some(StringOrList::Many(parts)) => {
+                if !matches!(
+                    parts.first().map(String::as_str),
+                    Some("CMD" | "CMD-SHELL" | "NONE")
+                ) {
+                    p.push(
+                        here.error(
+                            &at("test"),
+                            "a health check test list starts with `CMD`, `CMD-SHELL` or `NONE`",
+                        )
+                        .help("e.g. `[\"CMD\", \"wget\", \"-q\", \"-O-\", \"http://localhost/\"]`"),
+                    );
+                    return None;
+                }
+                parts.clone()
+            }
+        }
+    };
+    Some(Healthcheck {
+        test,
+        interval: spec
+            .interval
+            .as_deref()
+            .and_then(|d| duration(d, here, &at("interval"), p)),
+        timeout: spec
+            .timeout
+            .as_deref()
+            .and_then(|d| duration(d, here, &at("timeout"), p)),
+        retries: spec.retries,
+        start_period: spec
+            .start_period
+            .as_deref()
+            .and_then(|d| duration(d, here, &at("start_period"), p)),
+    })
+}
+
+/// Compose durations: `10s`, `1m30s`, `500ms`, `2h`.
+pub fn duration(text: &str, here: &Here, at: &[Seg], p: &mut Problems) -> Option<Duration> {
+    match humantime::parse_duration(text) {
+        Ok(d) => Some(d),
+        Err(_) => {
+            p.push(
+                here.error(at, format!("`{text}` is not a duration"))
+                    .help("write e.g. `10s`, `1m30s`, `500ms`"),
+            );
+            None
+        }
+    }
+}
+
+fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    let text = text
+        .strip_suffix('b')
+        .filter(|t| t.ends_with(|c: char| c.is_ascii_alphabetic()))
+        .unwrap_or(&text);
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let factor: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(factor)
+}
+
+fn constraint(text: &str, here: &Here, n: usize, p: &mut Problems) -> Option<Constraint> {
+    let parsed = (|| {
+        let (subject, equal, value) = if let Some((l, r)) = text.split_once("==") {
+            (l.trim(), true, r.trim())
+        } else {
+            let (l, r) = text.split_once("!=")?;
+            (l.trim(), false, r.trim())
+        };
+        let subject = match subject {
+            "node.tags" | "node.tag" => ConstraintSubject::Tag { key: None },
+            "node.name" | "node.hostname" => ConstraintSubject::NodeName,
+            other => ConstraintSubject::Tag {
+                key: Some(other.strip_prefix("node.labels.")?.to_string()),
+            },
+        };
+        (!value.is_empty()).then(|| Constraint {
+            subject,
+            equal,
+            value: value.to_string(),
+        })
+    })();
+    if parsed.is_none() {
+        p.push(
+            here.error(&[k("deploy"), k("placement"), k("constraints"), i(n)], format!("cannot read constraint `{text}`"))
+                .help("write `node.labels.KEY == VALUE` (a node tag `KEY=VALUE`), `node.tags == TAG` or `node.name == NAME`, or the same with `!=`"),
+        );
+    }
+    parsed
+}
+
+fn update_config(spec: &UpdateConfigSpec, here: &Here, p: &mut Problems) -> UpdateConfig {
+    let at = |key: &str| [k("deploy"), k("update_config"), k(key)];
+    let mut config = UpdateConfig::default();
+    if let Some(n) = spec.parallelism {
+        if n == 0 {
+            p.push(here.error(&at("parallelism"), "`parallelism` must be at least 1"));
+        } else {
+            config.parallelism = n;
+        }
+    }
+    if let Some(d) = spec
+        .delay
+        .as_deref()
+        .and_then(|d| duration(d, here, &at("delay"), p))
+    {
+        config.delay = d;
+    }
+    if let Some(d) = spec
+        .monitor
+        .as_deref()
+        .and_then(|d| duration(d, here, &at("monitor"), p))
+    {
+        config.monitor = d;
+    }
+    match spec.order.as_deref() {
+        None | Some("stop-first") => {}
+        Some("start-first") => config.order = UpdateOrder::StartFirst,
+        Some(other) => p.push(
+            here.error(&at("order"), format!("unknown update order `{other}`"))
+                .help("use `stop-first` or `start-first`"),
+        ),
+    }
+    match spec.failure_action.as_deref() {
+        None | Some("rollback") => {}
+        Some("pause") => config.failure_action = FailureAction::Pause,
+        Some(other) => p.push(
+            here.error(
+                &at("failure_action"),
+                format!("unknown failure action `{other}`"),
+            )
+            .help("use `rollback` or `pause`"),
+        ),
+    }
+    config
+}
+
+fn depends_on(
+    spec: &ServiceSpec,
+    here: &Here,
+    p: &mut Problems,
+) -> BTreeMap<String, DependsOnCondition> {
+    match &spec.depends_on {
+        None => BTreeMap::new(),
+        Some(DependsOnSpec::List(names)) => names.iter().map(|n| (n.clone(), DependsOnCondition::ServiceStarted)).collect(),
+        Some(DependsOnSpec::Map(map)) => map
+            .iter()
+            .map(|(name, c)| {
+                let condition = match c.condition.as_deref() {
+                    None | Some("service_started") => DependsOnCondition::ServiceStarted,
+                    Some("service_healthy") => DependsOnCondition::ServiceHealthy,
+                    Some("service_completed_successfully") => DependsOnCondition::ServiceCompletedSuccessfully,
+                    Some(other) => {
+                        p.push(here.error(&[k("depends_on"), k(name), k("condition")], format!("unknown condition `{other}`")).help("use `service_started`, `service_healthy` or `service_completed_successfully`"));
+                        DependsOnCondition::ServiceStarted
+                    }
+                };
+                (name.clone(), condition)
+            })
+            .collect(),
+    }
+}
+
+fn link(text: &str) -> Link {
+    match text.split_once(':') {
+        Some((service, alias)) => Link {
+            service: service.to_string(),
+            alias: alias.to_string(),
+        },
+        None => Link {
+            service: text.to_string(),
+            alias: text.to_string(),
+        },
+    }
+}
+
+fn extra_hosts(spec: &ServiceSpec, here: &Here, p: &mut Problems) -> Vec<(String, String)> {
+    match &spec.extra_hosts {
+        None => Vec::new(),
+        Some(KeyValues::Map(map)) => map
+            .iter()
+            .map(|(h, ip)| {
+                (
+                    h.clone(),
+                    ip.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                )
+            })
+            .collect(),
+        Some(KeyValues::List(items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(n, item)| {
+                let pair = item.split_once('=').or_else(|| item.split_once(':'));
+                if pair.is_none() {
+                    p.push(here.error(
+                        &[k("extra_hosts"), i(n)],
+                        format!("`{item}` is not `HOST:IP`"),
+                    ));
+                }
+                pair.map(|(h, ip)| (h.to_string(), ip.to_string()))
+            })
+            .collect(),
+    }
+}
+
+/// Normalise a node; `None` when its endpoint cannot be used at all.
+pub fn node(
+    name: &str,
+    location: Location,
+    spec: &NodeSpec,
+    here: &Here,
+) -> (Option<Node>, Problems) {
+    let mut p = Problems::new();
+    if !is_valid_name(name) {
+        p.push(
+            here.error(&[], format!("`{name}` cannot be a node name"))
+                .help("use letters, digits, `_`, `.` and `-`, starting with a letter or digit"),
+        );
+    }
+    let tls = spec.tls.as_ref().and_then(|t| tls(t, here, &mut p));
+    let endpoint = match parse_endpoint(&spec.endpoint, tls.is_some()) {
+        Ok(endpoint) => endpoint,
+        Err(why) => {
+            p.push(
+                here.error(
+                    &[k("endpoint")],
+                    format!("cannot use endpoint `{}`: {why}", spec.endpoint),
+                )
+                .help(
+                    "write `unix:///var/run/docker.sock`, `tcp://HOST:PORT` or `ssh://USER@HOST`",
+                ),
+            );
+            return (None, p);
+        }
+    };
+    if tls.is_some() && !matches!(endpoint, Endpoint::Tcp { .. }) {
+        p.push(here.error(&[k("tls")], "`tls` only applies to `tcp://` endpoints"));
+    }
+    let node = Node {
+        name: name.to_string(),
+        endpoint,
+        tags: spec.tags.iter().flatten().cloned().collect(),
+        tls,
+        location,
+    };
+    (Some(node), p)
+}
+
+/// `unix:///path`, `tcp://host[:port]`, `ssh://[user@]host[:port]`.
+pub fn parse_endpoint(text: &str, tls: bool) -> Result<Endpoint, String> {
+    let url = url::Url::parse(text).map_err(|e| e.to_string())?;
+    match url.scheme() {
+        "unix" => {
+            let path = url.path();
+            if url.host_str().is_some_and(|h| !h.is_empty()) || !path.starts_with('/') {
+                return Err("a unix socket path is absolute: `unix:///var/run/docker.sock`".into());
+            }
+            Ok(Endpoint::Unix {
+                path: path.to_string(),
+            })
+        }
+        "tcp" | "ssh" => {
+            let host = url
+                .host_str()
+                .filter(|h| !h.is_empty())
+                .ok_or("it has no host")?
+                .to_string();
+            if !matches!(url.path(), "" | "/") {
+                return Err("it has a path".into());
+            }
+            if url.scheme() == "tcp" {
+                let port = url.port().unwrap_or(if tls { 2376 } else { 2375 });
+                Ok(Endpoint::Tcp { host, port })
+            } else {
+                let user = Some(url.username().to_string()).filter(|u| !u.is_empty());
+                Ok(Endpoint::Ssh {
+                    user,
+                    host,
+                    port: url.port().unwrap_or(22),
+                })
+            }
+        }
+        other => Err(format!("unknown scheme `{other}`")),
+    }
+}
+
+fn tls(spec: &TlsSpec, here: &Here, p: &mut Problems) -> Option<Tls> {
+    for (key, value) in [
+        ("ca", &spec.ca),
+        ("cert", &spec.cert),
+        ("key", &spec.key),
+        ("secret", &spec.secret),
+    ] {
+        if value.as_deref().is_some_and(|v| v.contains("-----BEGIN")) {
+            p.push(
+                here.error(&[k("tls"), k(key)], "TLS key material must never be in the repository")
+                    .help("name a file on the machine running pier, or use `secret: NAME` with PIER_TLS_<NAME> set to a folder holding ca.pem, cert.pem and key.pem; and rotate this key, it is now in git history"),
+            );
+            return None;
+        }
+    }
+    match (&spec.secret, &spec.ca, &spec.cert, &spec.key) {
+        (Some(name), None, None, None) => Some(Tls::Secret { name: name.clone() }),
+        (None, Some(ca), Some(cert), Some(key)) => Some(Tls::Paths {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => {
+            p.push(here.error(
+                &[k("tls")],
+                "`tls` takes either `secret`, or all of `ca`, `cert` and `key`",
+            ));
+            None
+        }
+    }
+}
+
+/// Normalise the pipeline.
+pub fn pipeline(
+    location: Location,
+    spec: &PipelineSpec,
+    here: &Here,
+    vars: &Vars,
+) -> (Pipeline, Problems) {
+    let mut p = Problems::new();
+    let mut names = BTreeSet::new();
+    let mut stages = Vec::new();
+    for (n, stage) in spec.stages.iter().flatten().enumerate() {
+        let at = |key: &str| [k("stages"), i(n), k(key)];
+        if !names.insert(stage.name.clone()) {
+            p.push(
+                here.error(
+                    &at("name"),
+                    format!("stage `{}` is defined twice", stage.name),
+                )
+                .help("stage names are unique"),
+            );
+        }
+        let timeout = stage
+            .timeout
+            .as_deref()
+            .and_then(|t| duration(t, here, &at("timeout"), &mut p));
+        match (&stage.build, &stage.image, &stage.script) {
+            (Some(services), None, None) => stages.push(Stage::Build { name: stage.name.clone(), services: services.clone() }),
+            (None, Some(image), Some(script)) => stages.push(Stage::Script {
+                name: stage.name.clone(),
+                image: image.clone(),
+                script: script.clone(),
+                env: stage.env.as_ref().map(|e| key_values(e, here, &at("env"), vars, &mut p)).unwrap_or_default(),
+                timeout,
+            }),
+            (Some(_), _, _) => p.push(here.error(&[k("stages"), i(n)], "a build stage takes `build` only, without `image` or `script`")),
+            (None, _, _) => p.push(
+                here.error(&[k("stages"), i(n)], format!("stage `{}` needs `image` and `script`, or `build`", stage.name))
+                    .help("a script stage runs `script` lines in a container of `image`; a build stage lists services to build"),
+            ),
+        }
+    }
+    let pipeline = Pipeline {
+        branches: spec.branches.clone().unwrap_or_else(|| vec!["main".into()]),
+        runner_tags: spec.runner_tags.iter().flatten().cloned().collect(),
+        stages,
+        location,
+    };
+    (pipeline, p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_paths_stay_inside() {
+        assert_eq!(normalize_repo_path("./app/../web/").unwrap(), "web");
+        assert_eq!(normalize_repo_path(".").unwrap(), ".");
+        assert_eq!(
+            normalize_repo_path("../x").unwrap_err(),
+            "climbs out of the repository"
+        );
+        assert_eq!(
+            normalize_repo_path("a/../../x").unwrap_err(),
+            "climbs out of the repository"
+        );
+        assert_eq!(
+            normalize_repo_path("/etc").unwrap_err(),
+            "is an absolute path"
+        );
+    }
+
+    #[test]
+    fn short_ports() {
+        let p = |t: &str| parse_short_port(t);
+        let one = |n| PortRange { start: n, end: n };
+        assert_eq!(p("80").unwrap().target, one(80));
+        assert_eq!(p("8080:80").unwrap().published, Some(one(8080)));
+        let full = p("127.0.0.1:8080:80/udp").unwrap();
+        assert_eq!(
+            (full.host_ip.as_deref(), full.protocol),
+            (Some("127.0.0.1"), Protocol::Udp)
+        );
+        let range = p("8000-8002:9000-9002").unwrap();
+        assert_eq!(range.published.unwrap().len(), 3);
+        assert_eq!(p("[::1]:80:80").unwrap().host_ip.as_deref(), Some("::1"));
+        assert_eq!(p("127.0.0.1::80").unwrap().published, None);
+        for bad in [
+            "",
+            "x",
+            "0",
+            "70000",
+            "80/icmp",
+            "1:2:3:4",
+            "8000-8002:9000-9001",
+        ] {
+            assert!(p(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("512m"), Some(512 << 20));
+        assert_eq!(parse_bytes("1G"), Some(1 << 30));
+        assert_eq!(parse_bytes("1024"), Some(1024));
+        assert_eq!(parse_bytes("64mb"), Some(64 << 20));
+        assert_eq!(parse_bytes("lots"), None);
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            parse_endpoint("unix:///var/run/docker.sock", false).unwrap(),
+            Endpoint::Unix {
+                path: "/var/run/docker.sock".into()
+            }
+        );
+        assert_eq!(
+            parse_endpoint("tcp://10.0.0.1", true).unwrap(),
+            Endpoint::Tcp {
+                host: "10.0.0.1".into(),
+                port: 2376
+            }
+        );
+        assert_eq!(
+            parse_endpoint("tcp://h:2375", false).unwrap(),
+            Endpoint::Tcp {
+                host: "h".into(),
+                port: 2375
+            }
+        );
+        assert_eq!(
+            parse_endpoint("ssh://deploy@h", false).unwrap(),
+            Endpoint::Ssh {
+                user: Some("deploy".into()),
+                host: "h".into(),
+                port: 22
+            }
+        );
+        assert!(
+            parse_endpoint("http://h", false)
+                .unwrap_err()
+                .contains("unknown scheme")
+        );
+        assert!(parse_endpoint("10.0.0.1:2375", false).is_err());
+    }
+}

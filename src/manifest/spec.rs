@@ -1,0 +1,421 @@
+//! The manifest format as written: serde types that accept every form a
+//! Compose file or a Tutum stackfile may use (a string or a list, a list of
+//! `K=V` or a mapping, short or long port syntax...).
+//!
+//! These types are the source of the JSON Schema (`manifests/pier.schema.json`).
+//! The loader checks keys itself before typing, so it can name unsupported and
+//! misspelt keys precisely; `deny_unknown_fields` catches the nested ones.
+//! [`super::model`] turns them into one normalised form.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One manifest file in pier's format (also a Compose file's `services:`).
+/// A Tutum stackfile, with services at the top level, is accepted as well.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "pier manifest",
+    extend("patternProperties" = { "^x-": {} })
+)]
+pub struct FileSpec {
+    /// Accepted for Compose compatibility and ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Scalar>,
+    /// Docker hosts pier deploys to, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<BTreeMap<String, NodeSpec>>,
+    /// Services (containers) to run, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<BTreeMap<String, ServiceSpec>>,
+    /// Stages run for every new commit before it is deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<PipelineSpec>,
+    /// Named volumes (Compose). Docker creates named volumes on first use;
+    /// declaring them is accepted, driver options are not supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<BTreeMap<String, Option<VolumeDeclSpec>>>,
+}
+
+/// A top-level named volume declaration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeDeclSpec {
+    /// Only `local` (the default) is supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+}
+
+/// A scalar that YAML may have typed as a string, number or boolean.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged, expecting = "a string, number or boolean")]
+pub enum Scalar {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Str(s) => f.write_str(s),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged, expecting = "a string or a list of strings")]
+pub enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `KEY=VALUE` strings, or a mapping of keys to values.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a list of `KEY=VALUE` strings or a mapping of keys to values"
+)]
+pub enum KeyValues {
+    List(Vec<String>),
+    Map(BTreeMap<String, Option<Scalar>>),
+}
+
+/// A service: one or more containers from one image.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Image reference, `name[:tag]` or `name@sha256:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Build context in the repository (a path, or a mapping with `context`, `dockerfile`, `args`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildSpec>,
+    /// Overrides the image's command: a string (split like a shell) or a list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<StringOrList>,
+    /// Overrides the image's entrypoint: a string (split like a shell) or a list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<StringOrList>,
+    /// Environment variables: `KEY=VALUE` list or mapping. A key without a value takes pier's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<KeyValues>,
+    /// Files in the repository with `KEY=VALUE` lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_file: Option<StringOrList>,
+    /// Published ports: `"[IP:][HOST:]CONTAINER[/PROTO]"` (ranges allowed) or the long form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<PortSpec>>,
+    /// Ports exposed to linked containers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<Vec<Scalar>>,
+    /// `[SOURCE:]TARGET[:ro|rw]` or the long form; a source is a named volume or a host path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<VolumeSpec>>,
+    /// Container labels. Keys starting with `pier.` are reserved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<KeyValues>,
+    /// Run with extended privileges (reported as a notice by `pier validate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileged: Option<bool>,
+    /// Compose restart policy: `no`, `always`, `on-failure[:N]`, `unless-stopped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<String>,
+    /// Container health check, as in Compose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthcheckSpec>,
+    /// Compose `deploy`: `replicas`, `placement.constraints`, `update_config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeploySpec>,
+    /// Memory limit: bytes, or a number with `b`, `k`, `m` or `g`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_limit: Option<Scalar>,
+    /// Relative CPU weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<u32>,
+    /// Services to start first: a list, or a mapping with `condition`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<DependsOnSpec>,
+    /// `SERVICE[:ALIAS]`: reach another service by name (implies start order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Scalar>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_add: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_drop: Option<Vec<String>>,
+    /// `SERVICE[:ro|rw]`: mount the volumes of another service's containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes_from: Option<Vec<String>>,
+    /// `HOST:IP` list or `HOST: IP` mapping, added to `/etc/hosts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_hosts: Option<KeyValues>,
+    /// Time to wait after SIGTERM before SIGKILL, e.g. `10s`, `1m30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_period: Option<String>,
+    /// `always`, `missing` (default), `never`, `build`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<String>,
+    /// Tutum: number of containers (same as `deploy.replicas`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_num_containers: Option<u32>,
+    /// Tutum: `emptiest_node` (default), `high_availability` or `every_node`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_strategy: Option<String>,
+    /// Tutum: a node must carry all of these tags to run the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// Tutum: redeploy when the image tag gets a new digest in the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoredeploy: Option<bool>,
+    /// Tutum: `off`, `on_failure` or `always` (same as `restart`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autorestart: Option<String>,
+    /// Tutum: remove containers that stop: `off` (default), `on_success`, `always`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autodestroy: Option<String>,
+    /// Tutum: replace containers one at a time, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential_deployment: Option<bool>,
+    /// Tutum: API roles for the container. Accepted with a warning; it has no effect in pier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+}
+
+/// `build:` as a path or a mapping.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a path or a mapping with `context`, `dockerfile`, `args`"
+)]
+pub enum BuildSpec {
+    Context(String),
+    Full(BuildMapSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildMapSpec {
+    /// Path of the build context in the repository (default `.`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Dockerfile path inside the context (default `Dockerfile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dockerfile: Option<String>,
+    /// Build arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<KeyValues>,
+}
+
+/// A published port in short (`"8080:80/tcp"`, `80`) or long form.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a port like `80`, `\"8080:80\"`, `\"127.0.0.1:8080:80/udp\"`, or a mapping with `target`"
+)]
+pub enum PortSpec {
+    Number(u32),
+    Short(String),
+    Long(PortLongSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortLongSpec {
+    /// Container port.
+    pub target: u32,
+    /// Host port or range (`"8000-8010"`); empty lets the engine choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<Scalar>,
+    /// `tcp` (default) or `udp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Host address to bind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+    /// Only `host` (the default without Swarm) is supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+/// A volume mount in short or long form.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a mount like `data:/data`, `./conf:/etc/app:ro`, or a mapping with `target`"
+)]
+pub enum VolumeSpec {
+    Short(String),
+    Long(VolumeLongSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeLongSpec {
+    /// `volume` (default when a source is a name) or `bind`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+}
+
+/// Compose health check.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthcheckSpec {
+    /// `["CMD", ...]`, `["CMD-SHELL", "..."]`, `["NONE"]` or a shell string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<StringOrList>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<String>,
+    /// Turn off the image's health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable: Option<bool>,
+}
+
+/// The parts of Compose `deploy` that mean something on plain Docker hosts.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySpec {
+    /// Number of containers (same as `target_num_containers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_config: Option<UpdateConfigSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementSpec {
+    /// `node.labels.KEY == VALUE` (a node tag `KEY=VALUE`), `node.tags == TAG`,
+    /// `node.name == NAME`, or the same with `!=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConfigSpec {
+    /// Containers replaced at a time (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<u32>,
+    /// Pause between batches, e.g. `5s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
+    /// `stop-first` (default) or `start-first`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
+    /// `rollback` (default) or `pause`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_action: Option<String>,
+    /// How long a new container must stay healthy, e.g. `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<String>,
+}
+
+/// `depends_on` as a list or a mapping with conditions.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a list of service names or a mapping of service names to `condition`"
+)]
+pub enum DependsOnSpec {
+    List(Vec<String>),
+    Map(BTreeMap<String, DependsOnConditionSpec>),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DependsOnConditionSpec {
+    /// `service_started` (default), `service_healthy` or `service_completed_successfully`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+}
+
+/// A Docker host.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    /// `unix:///var/run/docker.sock`, `tcp://HOST:PORT` or `ssh://USER@HOST[:PORT]`.
+    pub endpoint: String,
+    /// Tags services select nodes by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// TLS for `tcp://`: paths on the machine running pier, or a secret name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// Where a node's TLS material is. Never the material itself.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    /// A folder holding `ca.pem`, `cert.pem` and `key.pem`, named in pier's
+    /// environment as `PIER_TLS_<SECRET>` (upper case, `-` as `_`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// Stages run for every new commit on a watched branch.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// Commits on these branches deploy; others are tested only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branches: Option<Vec<String>>,
+    /// Stages run on a node with all of these tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_tags: Option<Vec<String>>,
+    /// In order; the first failure stops the pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<Vec<StageSpec>>,
+}
+
+/// A script stage (`image` + `script`) or a build stage (`build`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Shell lines, run in order with `sh -c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<KeyValues>,
+    /// e.g. `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Services with `build:` to build and push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<Vec<String>>,
+}

@@ -1,0 +1,395 @@
+//! Rules that look across the whole desired state: references between
+//! services, dependency cycles, placement that no node can satisfy, and paths
+//! that would leave the repository through a symlink.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::diagnostic::Diagnostic;
+use super::model::{Manifest, Port, Service, Stage, Strategy};
+
+/// What a path in the repository is, at the commit being validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    File,
+    Dir,
+    Symlink { target: String },
+}
+
+/// Read access to the repository tree the manifests came from.
+pub trait RepoTree {
+    /// The entry at `path` (relative to the root, `/`-separated), without following symlinks.
+    fn entry(&self, path: &str) -> Option<Entry>;
+}
+
+/// Symlinks followed before a path is declared a loop.
+const MAX_SYMLINK_HOPS: usize = 40;
+
+/// Check everything that needs more than one entity at a time.
+pub fn validate(manifest: &Manifest, tree: &dyn RepoTree) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    for service in manifest.services.values() {
+        references(manifest, service, &mut problems);
+        placement(manifest, service, &mut problems);
+        repo_paths(service, tree, &mut problems);
+    }
+    cycles(manifest, &mut problems);
+    if let Some(pipeline) = &manifest.pipeline {
+        for stage in &pipeline.stages {
+            if let Stage::Build { name, services } = stage {
+                for wanted in services {
+                    match manifest.services.get(wanted) {
+                        None => problems.push(
+                            Diagnostic::error(
+                                pipeline.location.clone(),
+                                format!("stage `{name}` builds `{wanted}`, which is not a service"),
+                            )
+                            .key("pipeline.stages"),
+                        ),
+                        Some(s) if s.build.is_none() => problems.push(
+                            Diagnostic::error(
+                                pipeline.location.clone(),
+                                format!("stage `{name}` builds `{wanted}`, which has no `build:`"),
+                            )
+                            .key("pipeline.stages")
+                            .related(s.location.clone())
+                            .help(format!("add `build: PATH` to service `{wanted}`")),
+                        ),
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        if !pipeline.runner_tags.is_empty()
+            && !manifest
+                .nodes
+                .values()
+                .any(|n| pipeline.runner_tags.is_subset(&n.tags))
+        {
+            problems.push(
+                Diagnostic::warning(
+                    pipeline.location.clone(),
+                    "no node carries all of `runner_tags`; the pipeline cannot run",
+                )
+                .key("pipeline.runner_tags")
+                .help(format!("nodes carry: {}", all_tags(manifest))),
+            );
+        }
+    }
+    problems
+}
+
+fn references(manifest: &Manifest, service: &Service, problems: &mut Vec<Diagnostic>) {
+    let name = &service.name;
+    let mut check = |key: &str, target: &str| {
+        if !manifest.services.contains_key(target) {
+            let mut diagnostic = Diagnostic::error(
+                service.location_of(key).clone(),
+                format!("`{target}` is not a service in the manifests"),
+            )
+            .key(format!("services.{name}.{key}"));
+            if let Some(best) = super::diagnostic::did_you_mean(
+                target,
+                manifest.services.keys().map(String::as_str),
+            ) {
+                diagnostic = diagnostic.help(format!("did you mean `{best}`?"));
+            }
+            problems.push(diagnostic);
+        }
+    };
+    for link in &service.links {
+        check("links", &link.service);
+    }
+    for dependency in service.depends_on.keys() {
+        check("depends_on", dependency);
+    }
+    for source in &service.volumes_from {
+        check("volumes_from", source);
+    }
+}
+
+fn all_tags(manifest: &Manifest) -> String {
+    let tags: BTreeSet<&str> = manifest
+        .nodes
+        .values()
+        .flat_map(|n| n.tags.iter().map(String::as_str))
+        .collect();
+    if tags.is_empty() {
+        "no tags".into()
+    } else {
+        tags.into_iter().collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn placement(manifest: &Manifest, service: &Service, problems: &mut Vec<Diagnostic>) {
+    let name = &service.name;
+    let matching = manifest
+        .nodes
+        .values()
+        .filter(|node| {
+            service.tags.is_subset(&node.tags) && service.constraints.iter().all(|c| c.admits(node))
+        })
+        .count();
+    if !manifest.nodes.is_empty() && matching == 0 {
+        problems.push(
+            Diagnostic::warning(
+                service.location_of("tags").clone(),
+                "no node matches this service's tags and constraints; it cannot be placed",
+            )
+            .key(format!("services.{name}.tags"))
+            .help(format!("nodes carry: {}", all_tags(manifest))),
+        );
+        return;
+    }
+    if service.strategy == Strategy::EveryNode || manifest.nodes.is_empty() {
+        return;
+    }
+    let replicas = service.replica_count() as usize;
+    if let Some(port) = service.ports.iter().find(|p| fixed_single_host_port(p))
+        && replicas > matching
+    {
+        let published = port.published.map(|r| r.start).unwrap_or_default();
+        problems.push(
+            Diagnostic::error(
+                service.location_of("ports").clone(),
+                format!("{replicas} replicas cannot all publish host port {published}: only {matching} node(s) match"),
+            )
+            .key(format!("services.{name}.ports"))
+            .help("two containers cannot bind one host port on one node: lower the replicas, add nodes, or let the engine choose the host port"),
+        );
+    }
+}
+
+fn fixed_single_host_port(port: &Port) -> bool {
+    port.published.is_some_and(|r| r.len() == 1)
+}
+
+fn repo_paths(service: &Service, tree: &dyn RepoTree, problems: &mut Vec<Diagnostic>) {
+    let name = &service.name;
+    let mut check = |key: &str, path: &str, want_dir: bool| {
+        let problem = match resolve(tree, path) {
+            Err(why) => Some(format!("`{path}` {why}")),
+            Ok(None) => Some(format!(
+                "`{path}` does not exist in the repository at this commit"
+            )),
+            Ok(Some(Entry::Dir)) if !want_dir => Some(format!("`{path}` is a folder, not a file")),
+            Ok(Some(Entry::File)) if want_dir => Some(format!("`{path}` is a file, not a folder")),
+            Ok(_) => None,
+        };
+        if let Some(message) = problem {
+            problems.push(
+                Diagnostic::error(service.location_of(key).clone(), message)
+                    .key(format!("services.{name}.{key}"))
+                    .help(
+                        "paths in manifests are relative to the repository root and stay inside it",
+                    ),
+            );
+        }
+    };
+    if let Some(build) = &service.build {
+        check("build", &build.context, true);
+    }
+    for file in &service.env_files {
+        check("env_file", file, false);
+    }
+}
+
+/// Follow symlinks along `path`; an error when one points out of the repository.
+pub fn resolve(tree: &dyn RepoTree, path: &str) -> Result<Option<Entry>, &'static str> {
+    if path == "." {
+        return Ok(Some(Entry::Dir));
+    }
+    let mut pending: Vec<String> = path.split('/').rev().map(str::to_string).collect();
+    let mut resolved: Vec<String> = Vec::new();
+    let mut hops = 0;
+    let mut last = None;
+    while let Some(part) = pending.pop() {
+        match part.as_str() {
+            "" | "." => continue,
+            ".." => {
+                resolved
+                    .pop()
+                    .ok_or("climbs out of the repository through a symlink")?;
+                continue;
+            }
+            _ => {}
+        }
+        resolved.push(part);
+        let here = resolved.join("/");
+        match tree.entry(&here) {
+            None => return Ok(None),
+            Some(Entry::Symlink { target }) => {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return Err("goes through a symlink loop");
+                }
+                if target.starts_with('/') {
+                    return Err("resolves through a symlink out of the repository");
+                }
+                resolved.pop();
+                pending.extend(target.split('/').rev().map(str::to_string));
+                last = None;
+            }
+            Some(entry) => last = Some(entry),
+        }
+    }
+    match last {
+        Some(entry) => Ok(Some(entry)),
+        None if resolved.is_empty() => Ok(Some(Entry::Dir)),
+        None => Ok(tree.entry(&resolved.join("/"))),
+    }
+}
+
+fn cycles(manifest: &Manifest, problems: &mut Vec<Diagnostic>) {
+    let edges: BTreeMap<&str, Vec<&str>> = manifest
+        .services
+        .values()
+        .map(|s| {
+            let mut targets: Vec<&str> = s.links.iter().map(|l| l.service.as_str()).collect();
+            targets.extend(s.depends_on.keys().map(String::as_str));
+            targets.extend(s.volumes_from.iter().map(String::as_str));
+            targets.retain(|t| manifest.services.contains_key(*t));
+            targets.sort();
+            targets.dedup();
+            (s.name.as_str(), targets)
+        })
+        .collect();
+    // Iterative depth-first search; each cycle is reported once, at its first service by name.
+    let mut state: BTreeMap<&str, u8> = BTreeMap::new(); // 1 = on the stack, 2 = done
+    let mut reported = BTreeSet::new();
+    for start in edges.keys() {
+        if state.contains_key(start) {
+            continue;
+        }
+        let mut stack: Vec<(&str, usize)> = vec![(start, 0)];
+        state.insert(start, 1);
+        while let Some((node, next)) = stack.last_mut() {
+            let node = *node;
+            if let Some(&target) = edges[node].get(*next) {
+                *next += 1;
+                match state.get(target) {
+                    None => {
+                        state.insert(target, 1);
+                        stack.push((target, 0));
+                    }
+                    Some(1) => {
+                        let from = stack.iter().position(|(n, _)| *n == target).unwrap_or(0);
+                        let mut cycle: Vec<&str> = stack[from..].iter().map(|(n, _)| *n).collect();
+                        let first = cycle
+                            .iter()
+                            .enumerate()
+                            .min_by_key(|(_, n)| **n)
+                            .map(|(i, _)| i)
+                            .unwrap_or(0);
+                        cycle.rotate_left(first);
+                        if reported.insert(cycle.clone()) {
+                            let head = &manifest.services[cycle[0]];
+                            let mut path = cycle.join(" → ");
+                            path.push_str(&format!(" → {}", cycle[0]));
+                            problems.push(
+                                Diagnostic::error(head.location.clone(), format!("services depend on each other in a cycle: {path}"))
+                                    .key(format!("services.{}", cycle[0]))
+                                    .help("`links`, `depends_on` and `volumes_from` decide start order; break the cycle"),
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            } else {
+                state.insert(node, 2);
+                stack.pop();
+            }
+        }
+    }
+}
+
+/// A repository tree in memory, for tests and for folders read from disk.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryTree(pub BTreeMap<String, Entry>);
+
+impl MemoryTree {
+    /// A tree holding these files (their parent folders are implied).
+    pub fn with_files<'a>(files: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut tree = MemoryTree::default();
+        for file in files {
+            tree.add(file, Entry::File);
+        }
+        tree
+    }
+
+    pub fn add(&mut self, path: &str, entry: Entry) {
+        let mut parent = String::new();
+        for part in path
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map(|(_, dirs)| dirs.to_vec())
+            .unwrap_or_default()
+        {
+            if !parent.is_empty() {
+                parent.push('/');
+            }
+            parent.push_str(part);
+            self.0.entry(parent.clone()).or_insert(Entry::Dir);
+        }
+        self.0.insert(path.to_string(), entry);
+    }
+}
+
+impl RepoTree for MemoryTree {
+    fn entry(&self, path: &str) -> Option<Entry> {
+        self.0.get(path).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_inside_resolve_and_outside_are_refused() {
+        let mut tree = MemoryTree::with_files(["app/Dockerfile", "conf/env"]);
+        tree.add(
+            "web",
+            Entry::Symlink {
+                target: "app".into(),
+            },
+        );
+        tree.add(
+            "escape",
+            Entry::Symlink {
+                target: "../outside".into(),
+            },
+        );
+        tree.add(
+            "abs",
+            Entry::Symlink {
+                target: "/etc".into(),
+            },
+        );
+        tree.add(
+            "conf/up",
+            Entry::Symlink {
+                target: "../app".into(),
+            },
+        );
+        tree.add(
+            "loop",
+            Entry::Symlink {
+                target: "loop".into(),
+            },
+        );
+        assert_eq!(resolve(&tree, "web"), Ok(Some(Entry::Dir)));
+        assert_eq!(resolve(&tree, "web/Dockerfile"), Ok(Some(Entry::File)));
+        assert_eq!(resolve(&tree, "conf/up"), Ok(Some(Entry::Dir)));
+        assert_eq!(
+            resolve(&tree, "escape"),
+            Err("climbs out of the repository through a symlink")
+        );
+        assert_eq!(
+            resolve(&tree, "abs"),
+            Err("resolves through a symlink out of the repository")
+        );
+        assert_eq!(resolve(&tree, "loop"), Err("goes through a symlink loop"));
+        assert_eq!(resolve(&tree, "missing"), Ok(None));
+    }
+}

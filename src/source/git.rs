@@ -1,0 +1,262 @@
+//! Reading manifests straight from a git commit's tree (no checkout), from a
+//! local repository or a remote one fetched into a cache folder.
+//!
+//! Reading the tree rather than the working directory means `pier validate
+//! --ref X` and the daemon see exactly what was committed, never an edit in
+//! progress.
+
+use std::path::{Path, PathBuf};
+
+use git2::{ObjectType, Repository};
+
+use crate::manifest::{Entry, RepoTree, SourceFile};
+
+/// Why a repository or a commit could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(
+        "cannot open git repository {repo}: {source}\n  help: pass --repo with a path inside a git repository, or a URL"
+    )]
+    Open { repo: String, source: git2::Error },
+    #[error("cannot fetch {url}: {source}")]
+    Fetch { url: String, source: git2::Error },
+    #[error(
+        "cannot resolve `{reference}` in {repo}: {source}\n  help: pass --ref with a branch, tag or commit id"
+    )]
+    Resolve {
+        repo: String,
+        reference: String,
+        source: git2::Error,
+    },
+    #[error(
+        "commit {commit} has no folder `{path}`\n  help: pass --path with the folder that holds the manifests (default `pier`)"
+    )]
+    NoManifestFolder { commit: String, path: String },
+    #[error("cannot read `{path}` at commit {commit}: {source}")]
+    Read {
+        commit: String,
+        path: String,
+        source: git2::Error,
+    },
+    #[error("cannot create cache folder {path}: {source}")]
+    Cache {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The manifests at one commit.
+pub struct Snapshot {
+    /// Full commit id.
+    pub commit: String,
+    /// Manifest files under the folder, by path, in path order.
+    pub files: Vec<SourceFile>,
+    /// The commit's whole tree, for checks on paths the manifests name.
+    pub tree: GitTree,
+}
+
+/// A git repository pier reads from.
+pub struct GitSource {
+    repo: Repository,
+    /// Set for a remote repository: its URL, fetched before each resolve.
+    url: Option<String>,
+    display: String,
+}
+
+impl GitSource {
+    /// Open a local repository (any path inside it) or fetch a remote URL into `cache_dir`.
+    pub fn open(location: &str, cache_dir: &Path) -> Result<GitSource, SourceError> {
+        if is_url(location) {
+            let folder = cache_dir.join(cache_name(location));
+            std::fs::create_dir_all(&folder).map_err(|source| SourceError::Cache {
+                path: folder.clone(),
+                source,
+            })?;
+            let repo = Repository::open_bare(&folder)
+                .or_else(|_| Repository::init_bare(&folder))
+                .map_err(|source| SourceError::Open {
+                    repo: location.into(),
+                    source,
+                })?;
+            let source = GitSource {
+                repo,
+                url: Some(location.to_string()),
+                display: location.to_string(),
+            };
+            source.fetch()?;
+            return Ok(source);
+        }
+        let repo = Repository::discover(location).map_err(|source| SourceError::Open {
+            repo: location.into(),
+            source,
+        })?;
+        Ok(GitSource {
+            repo,
+            url: None,
+            display: location.to_string(),
+        })
+    }
+
+    /// Fetch all branches and tags of a remote repository; a no-op for a local one.
+    pub fn fetch(&self) -> Result<(), SourceError> {
+        let Some(url) = &self.url else { return Ok(()) };
+        let mut remote = self
+            .repo
+            .remote_anonymous(url)
+            .map_err(|source| SourceError::Fetch {
+                url: url.clone(),
+                source,
+            })?;
+        remote
+            .fetch(
+                &[
+                    "+refs/heads/*:refs/remotes/origin/*",
+                    "+refs/tags/*:refs/tags/*",
+                ],
+                None,
+                None,
+            )
+            .map_err(|source| SourceError::Fetch {
+                url: url.clone(),
+                source,
+            })
+    }
+
+    /// The commit id `reference` (branch, tag, commit, `HEAD`) points at.
+    pub fn resolve(&self, reference: &str) -> Result<git2::Oid, SourceError> {
+        let candidates = if self.url.is_some() {
+            vec![
+                format!("refs/remotes/origin/{reference}"),
+                reference.to_string(),
+            ]
+        } else {
+            vec![reference.to_string()]
+        };
+        let mut last_error = None;
+        for candidate in candidates {
+            match self
+                .repo
+                .revparse_single(&candidate)
+                .and_then(|o| o.peel_to_commit())
+            {
+                Ok(commit) => return Ok(commit.id()),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(SourceError::Resolve {
+            repo: self.display.clone(),
+            reference: reference.to_string(),
+            source: last_error.unwrap_or_else(|| git2::Error::from_str("not found")),
+        })
+    }
+
+    /// Read every `*.yaml` / `*.yml` under `folder` at `reference`.
+    pub fn manifests(&self, reference: &str, folder: &str) -> Result<Snapshot, SourceError> {
+        let oid = self.resolve(reference)?;
+        let commit_id = oid.to_string();
+        let read_error = |path: &str, source| SourceError::Read {
+            commit: commit_id.clone(),
+            path: path.into(),
+            source,
+        };
+        let commit = self.repo.find_commit(oid).map_err(|e| read_error("", e))?;
+        let root = commit.tree().map_err(|e| read_error("", e))?;
+        let folder = folder.trim_matches('/');
+        let folder_tree = if folder.is_empty() || folder == "." {
+            root.clone()
+        } else {
+            root.get_path(Path::new(folder))
+                .ok()
+                .filter(|e| e.kind() == Some(ObjectType::Tree))
+                .and_then(|e| e.to_object(&self.repo).ok())
+                .and_then(|o| o.into_tree().ok())
+                .ok_or_else(|| SourceError::NoManifestFolder {
+                    commit: commit_id.clone(),
+                    path: folder.into(),
+                })?
+        };
+        let mut files = Vec::new();
+        let mut walk_error = None;
+        folder_tree
+            .walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+                let name = entry.name().unwrap_or_default();
+                let is_manifest = name.ends_with(".yaml") || name.ends_with(".yml");
+                if entry.kind() != Some(ObjectType::Blob) || !is_manifest {
+                    return git2::TreeWalkResult::Ok;
+                }
+                let prefix = if folder.is_empty() || folder == "." {
+                    String::new()
+                } else {
+                    format!("{folder}/")
+                };
+                let path = format!("{prefix}{dir}{name}");
+                match self.repo.find_blob(entry.id()) {
+                    Ok(blob) => files.push(SourceFile {
+                        path,
+                        text: String::from_utf8_lossy(blob.content()).into_owned(),
+                    }),
+                    Err(e) => {
+                        walk_error = Some(read_error(&path, e));
+                        return git2::TreeWalkResult::Abort;
+                    }
+                }
+                git2::TreeWalkResult::Ok
+            })
+            .map_err(|e| read_error(folder, e))?;
+        if let Some(error) = walk_error {
+            return Err(error);
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let tree = GitTree {
+            repo: Repository::open(self.repo.path()).map_err(|e| read_error("", e))?,
+            tree: root.id(),
+        };
+        Ok(Snapshot {
+            commit: commit_id,
+            files,
+            tree,
+        })
+    }
+}
+
+/// A commit's tree, answering questions about paths in it.
+pub struct GitTree {
+    repo: Repository,
+    tree: git2::Oid,
+}
+
+impl RepoTree for GitTree {
+    fn entry(&self, path: &str) -> Option<Entry> {
+        let tree = self.repo.find_tree(self.tree).ok()?;
+        let entry = tree.get_path(Path::new(path)).ok()?;
+        match entry.kind() {
+            Some(ObjectType::Tree) => Some(Entry::Dir),
+            Some(ObjectType::Blob) if entry.filemode() == 0o120000 => {
+                let blob = self.repo.find_blob(entry.id()).ok()?;
+                Some(Entry::Symlink {
+                    target: String::from_utf8_lossy(blob.content()).into_owned(),
+                })
+            }
+            Some(ObjectType::Blob) => Some(Entry::File),
+            _ => None,
+        }
+    }
+}
+
+fn is_url(location: &str) -> bool {
+    location.contains("://")
+        || (location.contains('@') && location.contains(':') && !Path::new(location).exists())
+}
+
+/// A stable folder name for a URL's cache, free of path characters.
+fn cache_name(url: &str) -> String {
+    url.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

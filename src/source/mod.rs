@@ -1,0 +1,3 @@
+//! Where desired state comes from: git repositories, read at a commit.
+
+pub mod git;
