@@ -92,12 +92,17 @@ impl Here<'_> {
     /// The location of the key `name` itself (not its value) in this entity's mapping.
     pub fn key_loc(&self, name: &str) -> Location {
         if let Value::Map(entries) = &self.node.value
-            && let Some((key, _)) = entries.iter().find(|(k, _)| k.value == name)
+            && let Some((key, _)) = entries.iter().rev().find(|(k, _)| k.value == name)
         {
             let (line, column) = line_col(key);
             return Location::new(self.file, line, column);
         }
         self.loc(&[])
+    }
+
+    /// Whether this entity's mapping has the key `name` (even with an empty value).
+    pub fn has_key(&self, name: &str) -> bool {
+        matches!(&self.node.value, Value::Map(entries) if entries.iter().any(|(k, _)| k.value == name))
     }
 
     pub fn key_path(&self, path: &[Seg]) -> String {
@@ -156,6 +161,18 @@ impl Loader<'_> {
             }
         };
         for mut document in documents {
+            for (first, again) in yaml::duplicate_keys(&document) {
+                let (line, column) = line_col(again);
+                let (first_line, first_column) = line_col(first);
+                self.push(
+                    Diagnostic::error(
+                        Location::new(&file.path, line, column),
+                        format!("key `{}` is written twice in one mapping", again.value),
+                    )
+                    .related(Location::new(&file.path, first_line, first_column))
+                    .help("YAML keeps only the last one; remove the one you do not mean"),
+                );
+            }
             let mut problems = Vec::new();
             interpolate_tree(&mut document, self.vars, &file.path, &mut problems);
             let had_problems = !problems.is_empty();
@@ -486,7 +503,15 @@ fn type_json<T: DeserializeOwned>(
                 _ => None,
             })
             .collect();
-        let (message, help) = describe_serde_error(&error.inner().to_string());
+        let mut text = error.inner().to_string();
+        if !text.contains(' ') || !text.contains(['`', ':']) || text.starts_with("a ") {
+            // An untagged form's bare "expecting" text: say what was found.
+            text = format!(
+                "expected {text}, found {}",
+                find(here.node, &path).value.kind()
+            );
+        }
+        let (message, help) = describe_serde_error(&text);
         let diagnostic = here.error(&path, message);
         let diagnostic = match help {
             Some(help) => diagnostic.help(help),
@@ -517,6 +542,7 @@ fn describe_serde_error(message: &str) -> (String, Option<String>) {
         .replace("string \"", "the string \"")
         .replace("integer `", "the number `")
         .replace("boolean `", "the boolean `")
+        .replace("a sequence", "a list")
         .replace("sequence", "a list")
         .replace("unit value", "nothing");
     // serde words it "expected X, expected Y": make it "found X, expected Y".

@@ -31,7 +31,16 @@ pub fn service(
                 .help("use letters, digits, `_`, `.` and `-`, starting with a letter or digit (it becomes part of container names)"),
         );
     }
+    // `image:` with nothing after it is YAML null: the same mistake as `image: ""`.
+    let image_written_empty = spec.image.is_none() && here.has_key("image");
     let image = match spec.image.as_deref().map(str::trim) {
+        _ if image_written_empty => {
+            p.push(
+                here.error(&[k("image")], "`image` is empty")
+                    .help("name an image, e.g. `nginx:1.27`"),
+            );
+            None
+        }
         Some("") => {
             p.push(
                 here.error(&[k("image")], "`image` is empty")
@@ -41,7 +50,7 @@ pub fn service(
         }
         other => other.map(str::to_string),
     };
-    if spec.image.is_none() && spec.build.is_none() {
+    if spec.image.is_none() && spec.build.is_none() && !image_written_empty {
         p.push(
             here.error(&[], "service has neither `image` nor `build`")
                 .help("add `image: NAME[:TAG]`, or `build: PATH` to build it from the repository"),

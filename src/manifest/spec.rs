@@ -78,14 +78,45 @@ pub enum StringOrList {
 }
 
 /// `KEY=VALUE` strings, or a mapping of keys to values.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(
-    untagged,
-    expecting = "a list of `KEY=VALUE` strings or a mapping of keys to values"
-)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
 pub enum KeyValues {
     List(Vec<String>),
     Map(BTreeMap<String, Option<Scalar>>),
+}
+
+// Written out (not `untagged`) so an error inside names the exact entry.
+impl<'de> Deserialize<'de> for KeyValues {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyValuesVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyValuesVisitor {
+            type Value = KeyValues;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of `KEY=VALUE` strings or a mapping of keys to values")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<KeyValues, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    items.push(item);
+                }
+                Ok(KeyValues::List(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<KeyValues, A::Error> {
+                let mut entries = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    entries.insert(key, map.next_value::<Option<Scalar>>()?);
+                }
+                Ok(KeyValues::Map(entries))
+            }
+        }
+        deserializer.deserialize_any(KeyValuesVisitor)
+    }
 }
 
 /// A service: one or more containers from one image.

@@ -124,7 +124,11 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, YamlError> {
     let mut budget = serde_saphyr::budget::Budget::default();
     budget.max_depth = MAX_DEPTH;
     let mut options = serde_saphyr::Options::default();
-    options.duplicate_keys = DuplicateKeyPolicy::Error;
+    // Duplicates are kept in the tree and reported by `duplicate_keys`, so
+    // one repeated key does not hide every other problem in the file.
+    options.duplicate_keys = DuplicateKeyPolicy::LastWins;
+    // YAML 1.2 booleans only: `y`, `no` or `on` stay strings, as in Compose.
+    options.strict_booleans = true;
     options.alias_limits = alias_limits;
     options.budget = Some(budget);
     let documents: Vec<Node> =
@@ -241,9 +245,38 @@ impl<'de> Deserialize<'de> for Value {
     }
 }
 
-/// Look up a key in a mapping's entries.
+/// Every key written twice in one mapping, anywhere in the tree: (key, first, again).
+pub fn duplicate_keys(node: &Node) -> Vec<(&Key, &Key)> {
+    let mut found = Vec::new();
+    collect_duplicates(node, &mut found);
+    found
+}
+
+fn collect_duplicates<'a>(node: &'a Node, found: &mut Vec<(&'a Key, &'a Key)>) {
+    match &node.value {
+        Value::Map(entries) => {
+            let mut seen: BTreeMap<&str, &Key> = BTreeMap::new();
+            for (key, value) in entries {
+                if let Some(first) = seen.insert(key.value.as_str(), key) {
+                    found.push((first, key));
+                }
+                collect_duplicates(value, found);
+            }
+        }
+        Value::Seq(items) => items
+            .iter()
+            .for_each(|item| collect_duplicates(item, found)),
+        _ => {}
+    }
+}
+
+/// Look up a key in a mapping's entries (the last one, as YAML readers do).
 pub fn get<'a>(entries: &'a [(Key, Node)], key: &str) -> Option<&'a Node> {
-    entries.iter().find(|(k, _)| k.value == key).map(|(_, v)| v)
+    entries
+        .iter()
+        .rev()
+        .find(|(k, _)| k.value == key)
+        .map(|(_, v)| v)
 }
 
 /// The keys of a mapping with their positions, for duplicate checks across documents.
@@ -303,10 +336,22 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_keys_are_errors_with_position() {
-        let err = parse_documents("web:\n  image: a\n  image: b\n").unwrap_err();
-        assert_eq!((err.line, err.column), (3, 3));
-        assert_eq!(err.message, "duplicate mapping key: image");
+    fn duplicate_keys_are_found_with_both_positions() {
+        let docs = parse_documents("web:\n  image: a\n  image: b\n").unwrap();
+        let dups = duplicate_keys(&docs[0]);
+        assert_eq!(dups.len(), 1);
+        assert_eq!((line_col(dups[0].0), line_col(dups[0].1)), ((2, 3), (3, 3)));
+    }
+
+    #[test]
+    fn only_yaml_1_2_booleans() {
+        let docs = parse_documents("a: y\nb: no\nc: true\n").unwrap();
+        let Value::Map(m) = &docs[0].value else {
+            panic!()
+        };
+        assert_eq!(get(m, "a").unwrap().value, Value::Str("y".into()));
+        assert_eq!(get(m, "b").unwrap().value, Value::Str("no".into()));
+        assert_eq!(get(m, "c").unwrap().value, Value::Bool(true));
     }
 
     #[test]

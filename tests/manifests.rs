@@ -1,0 +1,445 @@
+//! Manifest loading end to end: the real-stackfile corpus, golden messages for
+//! each validation rule, reading commits from a real git repository on disk
+//! through the `pier` binary, and the committed JSON Schema.
+
+use std::path::Path;
+use std::process::Command;
+
+use pier::manifest::{self, MemoryTree, SourceFile, Vars};
+
+fn check(files: &[(&str, &str)], tree: &MemoryTree) -> Vec<String> {
+    let files: Vec<SourceFile> = files
+        .iter()
+        .map(|(path, text)| SourceFile {
+            path: path.to_string(),
+            text: text.to_string(),
+        })
+        .collect();
+    let vars = Vars::from([("SECRET".to_string(), "s3cr3t".to_string())]);
+    manifest::load_and_validate(&files, &vars, tree)
+        .diagnostics
+        .iter()
+        .map(|d| d.to_string().lines().next().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Every real stackfile of the corpus either loads cleanly or fails with the
+/// precise, correct errors listed here (and no others).
+#[test]
+fn tutum_corpus_loads_or_fails_precisely() {
+    let expected_errors: &[(&str, &[&str])] = &[
+        (
+            "APSL__docker-thumbor.yml",
+            &[
+                "11:16: error: services.thumbor.environment.DETECTORS: expected a string, number or boolean, found a list",
+            ],
+        ),
+        (
+            "Grillon__apprensemble_stackfile.yml",
+            &["36:7: error: variable TUTUM_CONTAINER_HOSTNAME is not set"],
+        ),
+        (
+            "PurpleBooth__purplebooth-co-uk-v2.yml",
+            &["17:3: error: key `links` is written twice in one mapping"],
+        ),
+        (
+            "ShakataGaNai__dockup.yml",
+            &[
+                "11:3: error: services.dockup.volumes_from: `serviceA` is not a service in the manifests",
+                "11:3: error: services.dockup.volumes_from: `serviceB.stack1` is not a service in the manifests",
+            ],
+        ),
+        (
+            "Symplicity__antidote.yml",
+            &[
+                "68:3: error: services.web.deployment_strategy: an `every_node` service cannot be scaled",
+            ],
+        ),
+        (
+            "activefx__docker-rails.yml",
+            &[
+                "15:8: error: services.web.image: `image` is empty",
+                "20:3: error: key `autorestart` is written twice in one mapping",
+                "27:5: error: services.web.environment: expected a list of `KEY=VALUE` strings or a mapping of keys to values, found the string \"TUTUM_USER TUTUM_APIKEY\"",
+                "30:8: error: services.worker.image: `image` is empty",
+                "35:3: error: key `autorestart` is written twice in one mapping",
+                "39:5: error: services.worker.environment: expected a list of `KEY=VALUE` strings or a mapping of keys to values, found the string \"TUTUM_USER TUTUM_APIKEY\"",
+            ],
+        ),
+        (
+            "amsatique__Trancode-master.yml",
+            &["19:5: error: services.back.links: expected a list, found the string \"-bdd\""],
+        ),
+        (
+            "bahmutov__demo-microservices.yml",
+            &["3:3: error: services.site.links: `web` is not a service in the manifests"],
+        ),
+        (
+            "blurrcat__daedalus.yml",
+            &["22:40: error: variable TUTUM_AUTH is not set"],
+        ),
+    ];
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tutum");
+    let mut names: Vec<String> = std::fs::read_dir(&folder)
+        .expect("the corpus folder")
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".yml"))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 35, "the corpus has 35 stackfiles");
+    for name in &names {
+        let text = std::fs::read_to_string(folder.join(name)).unwrap();
+        let loaded = manifest::load_and_validate(
+            &[SourceFile {
+                path: name.clone(),
+                text,
+            }],
+            &Vars::new(),
+            &MemoryTree::default(),
+        );
+        let errors: Vec<String> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| {
+                d.to_string()
+                    .lines()
+                    .next()
+                    .unwrap()
+                    .trim_start_matches(&format!("{name}:"))
+                    .to_string()
+            })
+            .collect();
+        let expected: Vec<String> = expected_errors
+            .iter()
+            .find(|(file, _)| file == name)
+            .map(|(_, errors)| errors.iter().map(|e| e.to_string()).collect())
+            .unwrap_or_default();
+        assert_eq!(errors, expected, "{name}");
+        if expected.is_empty() {
+            assert!(
+                !loaded.manifest.services.is_empty(),
+                "{name} loads its services"
+            );
+            for service in loaded.manifest.services.values() {
+                assert!(
+                    service.image.is_some(),
+                    "{name}: {} has an image",
+                    service.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn golden_messages_for_each_rule() {
+    let nodes = "nodes:\n  a: { endpoint: \"tcp://10.0.0.1:2375\", tags: [web] }\n  b: { endpoint: \"unix:///var/run/docker.sock\", tags: [db] }\n";
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "services:\n  web: { image: x, prots: [\"80\"] }\n",
+            &["p.yml:2:20: error: services.web: unknown key `prots` in a service"],
+        ),
+        (
+            "services:\n  web: { image: x, container_name: w }\n",
+            &["p.yml:2:20: error: services.web: `container_name` is not supported in a service"],
+        ),
+        (
+            "services:\n  web: { image: x, target_num_containers: 2, deploy: { replicas: 3 } }\n",
+            &[
+                "p.yml:2:20: error: services.web.target_num_containers: `target_num_containers: 2` and `deploy.replicas: 3` disagree",
+            ],
+        ),
+        (
+            "services:\n  web: { image: x, restart: always, autorestart: on_failure }\n",
+            &["p.yml:2:37: error: services.web.autorestart: `autorestart` and `restart` disagree"],
+        ),
+        (
+            "services:\n  web: { image: x, autorestart: always, autodestroy: always }\n",
+            &[
+                "p.yml:2:54: error: services.web.autodestroy: `autodestroy` must be `off` when containers always restart",
+            ],
+        ),
+        (
+            "services:\n  web: { image: x, deployment_strategy: every_node, target_num_containers: 2 }\n",
+            &[
+                "p.yml:2:53: error: services.web.deployment_strategy: an `every_node` service cannot be scaled",
+            ],
+        ),
+        (
+            "services:\n  a: { image: x, links: [b] }\n  b: { image: x, depends_on: [a] }\n",
+            &["p.yml:2:3: error: services.a: services depend on each other in a cycle: a → b → a"],
+        ),
+        (
+            "services:\n  a: { image: x, links: [redis] }\n  redi: { image: x }\n",
+            &["p.yml:2:18: error: services.a.links: `redis` is not a service in the manifests"],
+        ),
+        (
+            "services:\n  web: { image: x, tags: [gpu] }\n",
+            &[
+                "p.yml:2:20: warning: services.web.tags: no node matches this service's tags and constraints; it cannot be placed",
+            ],
+        ),
+        (
+            "services:\n  web: { image: x, tags: [web], target_num_containers: 2, ports: [\"80:80\"] }\n",
+            &[
+                "p.yml:2:59: error: services.web.ports: 2 replicas cannot all publish host port 80: only 1 node(s) match",
+            ],
+        ),
+        (
+            "services:\n  web: { build: ../outside }\n",
+            &["p.yml:2:17: error: services.web.build: `../outside` climbs out of the repository"],
+        ),
+        (
+            "services:\n  web: { build: /abs }\n",
+            &["p.yml:2:17: error: services.web.build: `/abs` is an absolute path"],
+        ),
+        (
+            "services:\n  web: { build: link }\n",
+            &[
+                "p.yml:2:10: error: services.web.build: `link` resolves through a symlink out of the repository",
+            ],
+        ),
+        (
+            "services:\n  web: { build: app, env_file: missing.env }\n",
+            &[
+                "p.yml:2:22: error: services.web.env_file: `missing.env` does not exist in the repository at this commit",
+            ],
+        ),
+        (
+            "services:\n  \"bad name\": { image: x }\n",
+            &["p.yml:2:15: error: services.bad name: `bad name` cannot be a service name"],
+        ),
+        (
+            "services:\n  web: { image: x, labels: { pier.stack: evil } }\n",
+            &[
+                "p.yml:2:28: error: services.web.labels: label `pier.stack` uses the reserved prefix `pier.`",
+            ],
+        ),
+        (
+            "services:\n  web: { image: x, privileged: true }\n",
+            &[
+                "p.yml:2:20: notice: services.web.privileged: runs privileged: its containers have full access to the host",
+            ],
+        ),
+        (
+            "services:\n  web: { image: \"x:${MISSING:?tag to deploy}\" }\n",
+            &["p.yml:2:17: error: required variable MISSING is not set: tag to deploy"],
+        ),
+        (
+            "services:\n  web: { image: x }\n---\nservices:\n  web: { image: y }\n",
+            &["p.yml:5:3: error: services.web: service `web` is defined twice"],
+        ),
+        (
+            "services:\n  web: { image: x, ports: [\"99999:80\"] }\n",
+            &["p.yml:2:28: error: services.web.ports[0]: not a valid port"],
+        ),
+        (
+            "nodes:\n  c: { endpoint: \"tcp://h:2376\", tls: { key: \"-----BEGIN PRIVATE KEY-----\" } }\n",
+            &[
+                "p.yml:2:46: error: nodes.c.tls.key: TLS key material must never be in the repository",
+            ],
+        ),
+        (
+            "pipeline:\n  runner_tags: [ci]\n  stages:\n    - { name: b, build: [web] }\nservices:\n  web: { image: x }\n",
+            &[
+                "p.yml:1:1: warning: pipeline.runner_tags: no node carries all of `runner_tags`; the pipeline cannot run",
+                "p.yml:1:1: error: pipeline.stages: stage `b` builds `web`, which has no `build:`",
+            ],
+        ),
+    ];
+    let mut tree = MemoryTree::with_files(["app/Dockerfile"]);
+    tree.add(
+        "link",
+        manifest::Entry::Symlink {
+            target: "/etc".into(),
+        },
+    );
+    let mut mismatches = Vec::new();
+    for (text, expected) in cases {
+        let got: Vec<String> = check(&[("n.yml", nodes), ("p.yml", text)], &tree)
+            .into_iter()
+            .filter(|d| d.starts_with("p.yml"))
+            .collect();
+        if got != *expected {
+            mismatches.push(format!(
+                "{text}\n  expected: {expected:#?}\n  got: {got:#?}"
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n\n"));
+}
+
+#[test]
+fn every_key_form_loads_into_one_model() {
+    let text = r#"
+x-defaults: &defaults
+  restart: unless-stopped
+  labels: { team: web }
+services:
+  web:
+    <<: *defaults
+    image: "registry.example.com/web:${TAG:-1.0}"
+    build: { context: ./app, dockerfile: Dockerfile.prod, args: [VERSION=1] }
+    command: sh -c 'echo "hi there"'
+    entrypoint: [/bin/tini, --]
+    environment: [A=1, SECRET]
+    env_file: app/.env
+    ports: [80, "8080:80", "127.0.0.1:9000-9001:9000-9001/udp", { target: 443, published: 8443 }]
+    expose: [3000, "4000/udp"]
+    volumes: [data:/data, /srv/conf:/etc/conf:ro, /cache, { type: bind, source: /logs, target: /logs, read_only: true }]
+    healthcheck: { test: wget -q -O- localhost, interval: 2s, retries: 3, start_period: 1m30s }
+    deploy: { replicas: 3, placement: { constraints: ["node.labels.zone == a", "node.name != b"] }, update_config: { parallelism: 2, order: start-first, delay: 5s } }
+    mem_limit: 512m
+    cpu_shares: 512
+    depends_on: { redis: { condition: service_healthy } }
+    links: [redis:cache]
+    cap_add: [NET_ADMIN]
+    extra_hosts: ["db.local:10.0.0.5"]
+    stop_grace_period: 1m
+    pull_policy: always
+    deployment_strategy: high_availability
+    tags: [web]
+    autoredeploy: true
+    sequential_deployment: true
+    x-notes: ignored
+  redis:
+    image: redis:7
+    autorestart: on_failure
+"#;
+    let tree = MemoryTree::with_files(["app/Dockerfile", "app/.env"]);
+    let files = [SourceFile {
+        path: "pier/s.yml".into(),
+        text: text.into(),
+    }];
+    let vars = Vars::from([("SECRET".to_string(), "s3cr3t".to_string())]);
+    let loaded = manifest::load_and_validate(&files, &vars, &tree);
+    let errors: Vec<String> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let web = &loaded.manifest.services["web"];
+    assert_eq!(web.image.as_deref(), Some("registry.example.com/web:1.0"));
+    assert_eq!(web.build.as_ref().unwrap().context, "app");
+    assert_eq!(
+        web.command.as_ref().unwrap(),
+        &["sh", "-c", "echo \"hi there\""]
+    );
+    assert_eq!(web.environment["SECRET"].as_deref(), Some("s3cr3t"));
+    assert_eq!(web.ports.len(), 4);
+    assert_eq!(web.ports[2].published.unwrap().len(), 2);
+    assert_eq!(web.volumes.len(), 4);
+    assert_eq!(web.restart, manifest::model::Restart::UnlessStopped);
+    assert_eq!(web.labels["team"], "web");
+    assert_eq!(web.replicas, Some(3));
+    assert_eq!(web.constraints.len(), 2);
+    assert_eq!(web.update.parallelism, 2);
+    assert_eq!(web.mem_limit, Some(512 << 20));
+    assert_eq!(web.links[0].alias, "cache");
+    assert_eq!(
+        web.stop_grace_period,
+        Some(std::time::Duration::from_secs(60))
+    );
+    assert_eq!(web.healthcheck.as_ref().unwrap().test[0], "CMD-SHELL");
+    assert_eq!(
+        loaded.manifest.services["redis"].restart,
+        manifest::model::Restart::OnFailure { max_retries: None }
+    );
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args([
+            "-c",
+            "user.name=pier-test",
+            "-c",
+            "user.email=test@pier.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?}");
+}
+
+fn pier(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pier"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// `validate --ref` reads each commit's tree, never the working directory.
+#[test]
+fn validate_reads_the_commit_not_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    git(root, &["init", "-q", "-b", "main"]);
+    std::fs::create_dir(root.join("pier")).unwrap();
+    std::fs::write(
+        root.join("pier/app.yml"),
+        "services:\n  web: { image: nginx }\n",
+    )
+    .unwrap();
+    git(root, &["add", "-A"]);
+    git(root, &["commit", "-q", "-m", "good"]);
+    git(root, &["tag", "good"]);
+    std::fs::write(
+        root.join("pier/app.yml"),
+        "services:\n  web: { image: nginx, prots: [80] }\n",
+    )
+    .unwrap();
+    git(root, &["commit", "-q", "-am", "bad"]);
+    // The working directory is broken in a third way, which must never be seen.
+    std::fs::write(root.join("pier/app.yml"), "services: [").unwrap();
+
+    let (code, _, stderr) = pier(root, &["validate", "--ref", "good"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.starts_with("valid: 1 service(s)"), "{stderr}");
+
+    let (code, _, stderr) = pier(root, &["validate"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("pier/app.yml:2:24: error: services.web: unknown key `prots` in a service"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("unclosed"),
+        "the working directory is not read: {stderr}"
+    );
+
+    let (code, stdout, _) = pier(root, &["validate", "--ref", "main", "-o", "json"]);
+    assert_eq!(code, 1);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["files"][0], "pier/app.yml");
+    assert_eq!(report["diagnostics"][0]["line"], 2);
+    assert_eq!(report["diagnostics"][0]["help"], "did you mean `ports`?");
+
+    let (code, _, stderr) = pier(root, &["validate", "--path", "deploy"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("has no folder `deploy`"), "{stderr}");
+}
+
+#[test]
+fn committed_json_schema_is_up_to_date() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/pier.schema.json");
+    let generated = manifest::json_schema();
+    if std::env::var_os("PIER_UPDATE_SCHEMA").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "manifests/pier.schema.json is out of date: run `PIER_UPDATE_SCHEMA=1 cargo test --test manifests committed_json_schema` and commit it"
+    );
+}
