@@ -280,11 +280,11 @@ services:
   web:
     <<: *defaults
     image: "registry.example.com/web:${TAG:-1.0}"
-    build: { context: ./app, dockerfile: Dockerfile.prod, args: [VERSION=1] }
+    build: { context: ../app, dockerfile: Dockerfile.prod, args: [VERSION=1] }
     command: sh -c 'echo "hi there"'
     entrypoint: [/bin/tini, --]
     environment: [A=1, SECRET]
-    env_file: app/.env
+    env_file: ../app/.env
     ports: [80, "8080:80", "127.0.0.1:9000-9001:9000-9001/udp", { target: 443, published: 8443 }]
     expose: [3000, "4000/udp"]
     volumes: [data:/data, /srv/conf:/etc/conf:ro, /cache, { type: bind, source: /logs, target: /logs, read_only: true }]
@@ -441,5 +441,29 @@ fn committed_json_schema_is_up_to_date() {
     assert!(
         committed == generated,
         "manifests/pier.schema.json is out of date: run `PIER_UPDATE_SCHEMA=1 cargo test --test manifests committed_json_schema` and commit it"
+    );
+}
+
+/// The reference in docs/manifests.md names every key the loader knows.
+#[test]
+fn reference_documents_every_key() {
+    use pier::manifest::keys;
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/manifests.md"))
+            .unwrap();
+    let known = keys::SERVICE_KEYS
+        .iter()
+        .chain(keys::NODE_KEYS.iter())
+        .chain(keys::PIPELINE_KEYS.iter())
+        .chain(keys::FILE_KEYS.iter())
+        .map(String::as_str)
+        .chain(keys::UNSUPPORTED_SERVICE_KEYS.iter().map(|(k, _)| *k))
+        .chain(keys::UNSUPPORTED_FILE_KEYS.iter().map(|(k, _)| *k));
+    let missing: Vec<&str> = known
+        .filter(|key| !doc.contains(&format!("`{key}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/manifests.md does not mention: {missing:?}"
     );
 }

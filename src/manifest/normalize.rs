@@ -241,20 +241,32 @@ pub fn is_valid_name(name: &str) -> bool {
         && name.len() <= 63
 }
 
-/// A path inside the repository, normalised; refused when absolute or climbing out.
+/// A path written in a manifest file, relative to that file's folder (as in
+/// Compose), as a normalised path from the repository root; refused when
+/// absolute or climbing out of the repository.
 pub fn repo_path(path: &str, here: &Here, at: &[Seg], p: &mut Problems) -> Option<String> {
-    match normalize_repo_path(path) {
+    if path.starts_with('/') || path.starts_with('~') || path.contains('\\') {
+        p.push(
+            here.error(at, format!("`{path}` is an absolute path"))
+                .help(PATH_HELP),
+        );
+        return None;
+    }
+    let from_root = match here.file.rsplit_once('/') {
+        Some((folder, _)) => format!("{folder}/{path}"),
+        None => path.to_string(),
+    };
+    match normalize_repo_path(&from_root) {
         Ok(normalized) => Some(normalized),
         Err(why) => {
-            p.push(
-                here.error(at, format!("`{path}` {why}")).help(
-                    "paths in manifests are relative to the repository root and stay inside it",
-                ),
-            );
+            p.push(here.error(at, format!("`{path}` {why}")).help(PATH_HELP));
             None
         }
     }
 }
+
+const PATH_HELP: &str =
+    "paths are relative to the manifest file's folder and must stay inside the repository";
 
 /// `./app/../web/` → `web`; the root is `.`.
 pub fn normalize_repo_path(path: &str) -> Result<String, &'static str> {

@@ -180,7 +180,7 @@ fn repo_paths(service: &Service, tree: &dyn RepoTree, problems: &mut Vec<Diagnos
                 Diagnostic::error(service.location_of(key).clone(), message)
                     .key(format!("services.{name}.{key}"))
                     .help(
-                        "paths in manifests are relative to the repository root and stay inside it",
+                        "paths are relative to the manifest file's folder and must stay inside the repository",
                     ),
             );
         }
