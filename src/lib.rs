@@ -5,6 +5,8 @@
 //! containers on the nodes to what the repository declares. See DESIGN.md for
 //! the loop (load → observe → plan → apply → record) and the module map.
 
+pub mod docker;
 pub mod manifest;
+pub mod plan;
 pub mod source;
 pub mod validate;

@@ -1,0 +1,342 @@
+//! [`Runtime`] over a real Docker engine with bollard: unix sockets, plain
+//! TCP and TCP with TLS, API version negotiated with the engine (the test
+//! bed's speak 1.41; newer engines work the same).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig, Mount,
+    MountType, NetworkCreateRequest, NetworkingConfig, PortBinding as BollardPortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::TryStreamExt;
+
+use super::{ContainerInfo, ContainerSpec, Credentials, Health, Runtime, RuntimeError};
+use crate::manifest::model::{Endpoint, Node, Tls};
+
+/// How long one engine request may take before the engine counts as unreachable.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One node's engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+/// Where a node's TLS files are.
+fn tls_paths(tls: &Tls) -> Result<(PathBuf, PathBuf, PathBuf), RuntimeError> {
+    match tls {
+        Tls::Paths { ca, cert, key } => Ok((ca.into(), cert.into(), key.into())),
+        Tls::Secret { name } => {
+            let var = format!("PIER_TLS_{}", name.to_ascii_uppercase().replace('-', "_"));
+            let folder = std::env::var_os(&var).map(PathBuf::from).ok_or_else(|| {
+                RuntimeError::Failed(format!(
+                    "TLS secret `{name}`: set {var} to a folder holding ca.pem, cert.pem and key.pem"
+                ))
+            })?;
+            Ok((
+                folder.join("ca.pem"),
+                folder.join("cert.pem"),
+                folder.join("key.pem"),
+            ))
+        }
+    }
+}
+
+impl Engine {
+    /// Connect to a node and negotiate the API version.
+    pub async fn connect(node: &Node, timeout: Duration) -> Result<Engine, RuntimeError> {
+        let secs = timeout.as_secs().max(1);
+        let version = bollard::API_DEFAULT_VERSION;
+        let docker = match (&node.endpoint, &node.tls) {
+            (Endpoint::Unix { path }, _) => Docker::connect_with_unix(path, secs, version),
+            (Endpoint::Tcp { host, port }, None) => {
+                Docker::connect_with_http(&format!("tcp://{host}:{port}"), secs, version)
+            }
+            (Endpoint::Tcp { host, port }, Some(tls)) => {
+                let (ca, cert, key) = tls_paths(tls)?;
+                Docker::connect_with_ssl(&format!("tcp://{host}:{port}"), &key, &cert, &ca, secs, version)
+            }
+            (Endpoint::Ssh { .. }, _) => {
+                return Err(RuntimeError::Failed(
+                    "ssh:// endpoints are not supported yet; expose the engine over tcp:// with TLS".into(),
+                ));
+            }
+        }
+        .map_err(|e| RuntimeError::Failed(e.to_string()))?;
+        let docker = tokio::time::timeout(timeout, docker.negotiate_version())
+            .await
+            .map_err(|_| {
+                RuntimeError::Unreachable(format!(
+                    "{} did not answer within {timeout:?}",
+                    node.endpoint
+                ))
+            })?
+            .map_err(|e| RuntimeError::Unreachable(format!("{}: {e}", node.endpoint)))?;
+        Ok(Engine { docker })
+    }
+}
+
+fn classify(error: bollard::errors::Error) -> RuntimeError {
+    use bollard::errors::Error as E;
+    match error {
+        E::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => RuntimeError::NotFound(message),
+        E::DockerResponseServerError { message, .. } => RuntimeError::Failed(message),
+        E::RequestTimeoutError => RuntimeError::Unreachable("request timed out".into()),
+        E::HyperResponseError { .. } | E::IOError { .. } => {
+            RuntimeError::Unreachable(error.to_string())
+        }
+        other => RuntimeError::Failed(other.to_string()),
+    }
+}
+
+fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let mut port_bindings: HashMap<String, Option<Vec<BollardPortBinding>>> = HashMap::new();
+    for binding in &spec.ports {
+        port_bindings
+            .entry(binding.container.clone())
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(BollardPortBinding {
+                host_ip: binding.host_ip.clone(),
+                host_port: Some(binding.host_port.map(|p| p.to_string()).unwrap_or_default()),
+            });
+    }
+    let mut exposed: Vec<String> = spec.exposed.clone();
+    exposed.extend(spec.ports.iter().map(|p| p.container.clone()));
+    exposed.sort();
+    exposed.dedup();
+    let mounts = spec
+        .mounts
+        .iter()
+        .map(|m| Mount {
+            target: Some(m.target.clone()),
+            source: (!m.source.is_empty()).then(|| m.source.clone()),
+            typ: Some(if m.kind == "bind" {
+                MountType::BIND
+            } else {
+                MountType::VOLUME
+            }),
+            read_only: Some(m.read_only),
+            ..Default::default()
+        })
+        .collect();
+    let (restart_name, retries) = &spec.restart;
+    let restart = RestartPolicy {
+        name: Some(match restart_name.as_str() {
+            "always" => RestartPolicyNameEnum::ALWAYS,
+            "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+            "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+            _ => RestartPolicyNameEnum::NO,
+        }),
+        maximum_retry_count: retries.map(i64::from),
+    };
+    let nanos = |d: Option<Duration>| d.map(|d| d.as_nanos() as i64);
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: spec.command.clone(),
+        entrypoint: spec.entrypoint.clone(),
+        env: Some(spec.env.clone()),
+        exposed_ports: Some(exposed),
+        labels: Some(spec.labels.clone().into_iter().collect()),
+        hostname: spec.hostname.clone(),
+        user: spec.user.clone(),
+        working_dir: spec.working_dir.clone(),
+        stop_timeout: spec.stop_timeout.map(|d| d.as_secs() as i64),
+        healthcheck: spec.healthcheck.as_ref().map(|h| HealthConfig {
+            test: Some(h.test.clone()),
+            interval: nanos(h.interval),
+            timeout: nanos(h.timeout),
+            retries: h.retries.map(i64::from),
+            start_period: nanos(h.start_period),
+            ..Default::default()
+        }),
+        host_config: Some(HostConfig {
+            port_bindings: Some(port_bindings),
+            mounts: Some(mounts),
+            privileged: Some(spec.privileged),
+            restart_policy: Some(restart),
+            memory: spec.memory.map(|m| m as i64),
+            cpu_shares: spec.cpu_shares.map(i64::from),
+            cap_add: Some(spec.cap_add.clone()),
+            cap_drop: Some(spec.cap_drop.clone()),
+            extra_hosts: Some(spec.extra_hosts.clone()),
+            network_mode: Some(spec.network.clone()),
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                spec.network.clone(),
+                EndpointSettings {
+                    aliases: Some(spec.aliases.clone()),
+                    ..Default::default()
+                },
+            )])),
+        }),
+        ..Default::default()
+    }
+}
+
+impl Runtime for Engine {
+    async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let options = ListContainersOptionsBuilder::default().all(true).build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(classify)?;
+        Ok(containers
+            .into_iter()
+            .map(|c| ContainerInfo {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default(),
+                labels: c.labels.unwrap_or_default().into_iter().collect(),
+                running: c.state.is_some_and(|s| s.to_string() == "running"),
+            })
+            .collect())
+    }
+
+    async fn image_id(&self, reference: &str) -> Result<Option<String>, RuntimeError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(image) => Ok(image.id),
+            Err(e) => match classify(e) {
+                RuntimeError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn pull(
+        &self,
+        reference: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<(), RuntimeError> {
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(reference)
+            .build();
+        let credentials = credentials.map(|c| DockerCredentials {
+            username: Some(c.username.clone()),
+            password: Some(c.password.clone()),
+            ..Default::default()
+        });
+        self.docker
+            .create_image(Some(options), None, credentials)
+            .try_collect::<Vec<_>>()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    async fn ensure_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        match self.docker.inspect_network(name, None).await {
+            Ok(_) => return Ok(()),
+            Err(e) => match classify(e) {
+                RuntimeError::NotFound(_) => {}
+                other => return Err(other),
+            },
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(()),
+            // Another pass created it meanwhile.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn create(&self, name: &str, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        let created = self
+            .docker
+            .create_container(Some(options), create_body(spec))
+            .await
+            .map_err(classify)?;
+        Ok(created.id)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(classify)
+    }
+
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
+        let options = StopContainerOptionsBuilder::default()
+            .t(timeout.as_secs() as i32)
+            .build();
+        match self.docker.stop_container(id, Some(options)).await {
+            // 304: already stopped.
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
+        let options = RenameContainerOptionsBuilder::default().name(name).build();
+        self.docker
+            .rename_container(id, options)
+            .await
+            .map_err(classify)
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) => match classify(e) {
+                RuntimeError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn health(&self, id: &str) -> Result<Health, RuntimeError> {
+        let inspect = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(classify)?;
+        let state = inspect.state.unwrap_or_default();
+        if !state.running.unwrap_or(false) {
+            return Ok(Health::Exited(state.exit_code));
+        }
+        Ok(match state.health.and_then(|h| h.status) {
+            Some(HealthStatusEnum::STARTING) => Health::Starting,
+            Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
+            _ => Health::Healthy,
+        })
+    }
+}

@@ -1,0 +1,193 @@
+//! An in-memory [`Runtime`] for unit tests of the converge loop and for scale
+//! benchmarks. Never a substitute for the engine tests against the test bed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{ContainerInfo, ContainerSpec, Credentials, Health, Runtime, RuntimeError};
+
+#[derive(Debug, Default)]
+struct State {
+    next_id: u64,
+    containers: BTreeMap<String, (ContainerInfo, Option<ContainerSpec>)>,
+    images: BTreeMap<String, String>,
+    networks: Vec<String>,
+    unreachable: bool,
+    /// Containers created from these images report unhealthy.
+    unhealthy_images: Vec<String>,
+}
+
+/// One fake engine; clones share state.
+#[derive(Debug, Clone, Default)]
+pub struct FakeRuntime {
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeRuntime {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Make every call fail as if the engine were down.
+    pub fn set_unreachable(&self, unreachable: bool) {
+        self.state.lock().expect("fake state").unreachable = unreachable;
+    }
+
+    /// Containers of this image never become healthy.
+    pub fn mark_unhealthy(&self, image: &str) {
+        self.state
+            .lock()
+            .expect("fake state")
+            .unhealthy_images
+            .push(image.to_string());
+    }
+
+    /// Add a container as if someone else had created it.
+    pub fn add_foreign(&self, name: &str, labels: BTreeMap<String, String>) -> String {
+        let mut state = self.state.lock().expect("fake state");
+        state.next_id += 1;
+        let id = format!("fake{:012}", state.next_id);
+        let info = ContainerInfo {
+            id: id.clone(),
+            name: name.into(),
+            labels,
+            running: true,
+        };
+        state.containers.insert(id.clone(), (info, None));
+        id
+    }
+
+    pub fn containers(&self) -> Vec<ContainerInfo> {
+        self.state
+            .lock()
+            .expect("fake state")
+            .containers
+            .values()
+            .map(|(c, _)| c.clone())
+            .collect()
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
+        let mut state = self.state.lock().expect("fake state");
+        if state.unreachable {
+            return Err(RuntimeError::Unreachable("fake engine is down".into()));
+        }
+        f(&mut state)
+    }
+}
+
+fn find<'a>(
+    state: &'a mut State,
+    id: &str,
+) -> Result<&'a mut (ContainerInfo, Option<ContainerSpec>), RuntimeError> {
+    state
+        .containers
+        .get_mut(id)
+        .ok_or_else(|| RuntimeError::NotFound(id.to_string()))
+}
+
+impl Runtime for FakeRuntime {
+    async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        self.with(|s| Ok(s.containers.values().map(|(c, _)| c.clone()).collect()))
+    }
+
+    async fn image_id(&self, reference: &str) -> Result<Option<String>, RuntimeError> {
+        self.with(|s| Ok(s.images.get(reference).cloned()))
+    }
+
+    async fn pull(
+        &self,
+        reference: &str,
+        _credentials: Option<&Credentials>,
+    ) -> Result<(), RuntimeError> {
+        self.with(|s| {
+            let id = format!("sha256:{:064x}", s.images.len() + 1);
+            s.images.entry(reference.to_string()).or_insert(id);
+            Ok(())
+        })
+    }
+
+    async fn ensure_network(
+        &self,
+        name: &str,
+        _labels: &BTreeMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        self.with(|s| {
+            if !s.networks.iter().any(|n| n == name) {
+                s.networks.push(name.to_string());
+            }
+            Ok(())
+        })
+    }
+
+    async fn create(&self, name: &str, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        self.with(|s| {
+            if s.containers.values().any(|(c, _)| c.name == name) {
+                return Err(RuntimeError::Failed(format!(
+                    "Conflict. The container name \"/{name}\" is already in use"
+                )));
+            }
+            s.next_id += 1;
+            let id = format!("fake{:012}", s.next_id);
+            let info = ContainerInfo {
+                id: id.clone(),
+                name: name.into(),
+                labels: spec.labels.clone(),
+                running: false,
+            };
+            s.containers.insert(id.clone(), (info, Some(spec.clone())));
+            Ok(id)
+        })
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.with(|s| {
+            find(s, id)?.0.running = true;
+            Ok(())
+        })
+    }
+
+    async fn stop(&self, id: &str, _timeout: Duration) -> Result<(), RuntimeError> {
+        self.with(|s| {
+            find(s, id)?.0.running = false;
+            Ok(())
+        })
+    }
+
+    async fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
+        self.with(|s| {
+            find(s, id)?.0.name = name.to_string();
+            Ok(())
+        })
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.with(|s| {
+            s.containers.remove(id);
+            Ok(())
+        })
+    }
+
+    async fn health(&self, id: &str) -> Result<Health, RuntimeError> {
+        self.with(|s| {
+            let unhealthy = s.unhealthy_images.clone();
+            let (info, spec) = find(s, id)?;
+            if !info.running {
+                return Ok(Health::Exited(Some(0)));
+            }
+            let image = spec
+                .as_ref()
+                .map(|sp| sp.image.as_str())
+                .unwrap_or_default();
+            Ok(if unhealthy.iter().any(|u| image.starts_with(u.as_str())) {
+                Health::Unhealthy
+            } else {
+                Health::Healthy
+            })
+        })
+    }
+}

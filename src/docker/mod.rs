@@ -1,0 +1,174 @@
+//! The Docker edge: what pier asks of an engine, as a small trait
+//! ([`Runtime`]) with two implementations: [`engine::Engine`] (bollard, real
+//! engines over unix, tcp and tcp+TLS) and [`fake::FakeRuntime`] (in memory,
+//! for the planner's tests and scale benchmarks only).
+//!
+//! Also owns the label names that mark what pier owns. They are a public
+//! interface: users and tools filter on them.
+
+pub mod engine;
+pub mod fake;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Stack the container belongs to (`--stack`).
+pub const LABEL_STACK: &str = "pier.stack";
+/// Service name in the manifests.
+pub const LABEL_SERVICE: &str = "pier.service";
+/// Replica number, from 1.
+pub const LABEL_REPLICA: &str = "pier.replica";
+/// Hash of the effective container configuration, image digest included.
+pub const LABEL_SPEC_HASH: &str = "pier.spec-hash";
+/// Commit the container was deployed from.
+pub const LABEL_COMMIT: &str = "pier.commit";
+/// Image digest (or local image id) the container runs.
+pub const LABEL_IMAGE_DIGEST: &str = "pier.image-digest";
+
+/// Everything pier sets on a container it creates. Built by the planner from
+/// a service; hashed to decide staleness.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerSpec {
+    /// Pinned reference, `name@sha256:…` (or a local image id).
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    /// `KEY=VALUE`, sorted.
+    pub env: Vec<String>,
+    pub ports: Vec<PortBinding>,
+    pub exposed: Vec<String>,
+    pub mounts: Vec<MountSpec>,
+    pub labels: BTreeMap<String, String>,
+    pub privileged: bool,
+    /// Docker's restart policy name and retry count.
+    pub restart: (String, Option<u32>),
+    pub healthcheck: Option<HealthcheckSpec>,
+    pub memory: Option<u64>,
+    pub cpu_shares: Option<u32>,
+    pub hostname: Option<String>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub extra_hosts: Vec<String>,
+    pub stop_timeout: Option<Duration>,
+    /// Network (per stack) and the aliases the container answers to there.
+    pub network: String,
+    pub aliases: Vec<String>,
+}
+
+/// `container_port/proto` published on `host_ip:host_port` (empty port: engine's choice).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PortBinding {
+    pub container: String,
+    pub host_ip: Option<String>,
+    pub host_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MountSpec {
+    /// `volume`, `bind` or anonymous volume (`source` empty).
+    pub kind: String,
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthcheckSpec {
+    pub test: Vec<String>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    pub start_period: Option<Duration>,
+}
+
+/// A container as listed by an engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub running: bool,
+}
+
+/// What an engine says about a container's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Running, and healthy (or without a health check).
+    Healthy,
+    /// Running, health check not passed yet.
+    Starting,
+    Unhealthy,
+    /// Not running; the exit code when it exited.
+    Exited(Option<i64>),
+}
+
+/// Registry credentials for one pull. Never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Credentials {{ username: {:?}, password: <hidden> }}",
+            self.username
+        )
+    }
+}
+
+/// Why an engine operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RuntimeError {
+    /// The engine could not be reached: retry later, change nothing.
+    #[error("engine unreachable: {0}")]
+    Unreachable(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The operations pier needs from one Docker engine.
+pub trait Runtime: Send + Sync {
+    /// Every container, running or not.
+    fn list(&self) -> impl Future<Output = Result<Vec<ContainerInfo>, RuntimeError>> + Send;
+    /// The id of a local image, if the engine has it.
+    fn image_id(
+        &self,
+        reference: &str,
+    ) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send;
+    fn pull(
+        &self,
+        reference: &str,
+        credentials: Option<&Credentials>,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn ensure_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Create a container; returns its id.
+    fn create(
+        &self,
+        name: &str,
+        spec: &ContainerSpec,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn stop(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn rename(&self, id: &str, name: &str)
+    -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn health(&self, id: &str) -> impl Future<Output = Result<Health, RuntimeError>> + Send;
+}

@@ -1,0 +1,669 @@
+//! The pure core: `plan(&Desired, &Observed, &Options) -> Plan`.
+//!
+//! No I/O and no clock: the same inputs give the same plan, so every decision
+//! (placement, scaling, staleness, pruning, order) is tested with plain
+//! values and benchmarked at scale without an engine. Placement follows
+//! Tutum's documented strategies and is stable: a healthy replica is never
+//! moved just to rebalance.
+
+pub mod render;
+pub mod spec;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::docker::ContainerSpec;
+use crate::manifest::model::{Constraint, Node, Strategy, UpdateConfig, UpdateOrder};
+
+/// One service as it should run.
+#[derive(Debug, Clone)]
+pub struct DesiredService {
+    pub name: String,
+    pub spec: Arc<ContainerSpec>,
+    pub hash: String,
+    /// The image as written (`name:tag`), for display.
+    pub image_display: String,
+    /// The digest (or local image id) the spec pins.
+    pub digest: String,
+    /// `None` under `every_node`.
+    pub replicas: Option<u32>,
+    pub strategy: Strategy,
+    pub tags: BTreeSet<String>,
+    pub constraints: Vec<Constraint>,
+    pub update: UpdateConfig,
+    pub sequential: bool,
+    /// Services this one starts after (links, depends_on, volumes_from).
+    pub after: Vec<String>,
+}
+
+impl DesiredService {
+    /// Whether a replica binds a fixed host port, so two cannot share a node.
+    pub fn has_fixed_host_port(&self) -> bool {
+        self.spec.ports.iter().any(|p| p.host_port.is_some())
+    }
+
+    fn admits(&self, node: &Node) -> bool {
+        self.tags.is_subset(&node.tags) && self.constraints.iter().all(|c| c.admits(node))
+    }
+}
+
+/// Everything that should run, at one commit.
+#[derive(Debug, Clone, Default)]
+pub struct Desired {
+    pub stack: String,
+    pub commit: String,
+    pub nodes: BTreeMap<String, Node>,
+    pub services: BTreeMap<String, DesiredService>,
+}
+
+/// A container of this stack, as its labels describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OwnedContainer {
+    pub id: String,
+    pub name: String,
+    pub service: String,
+    pub replica: u32,
+    pub spec_hash: String,
+    pub image_digest: String,
+    pub commit: String,
+    pub running: bool,
+}
+
+/// What one node looks like right now.
+#[derive(Debug, Clone, Default)]
+pub struct NodeObservation {
+    /// `Some(reason)` when the engine could not be reached.
+    pub unreachable: Option<String>,
+    /// Running containers, pier's or not (for `emptiest_node`).
+    pub running: usize,
+    pub owned: Vec<OwnedContainer>,
+    /// Names of containers pier does not own here: never touched, never reused.
+    pub foreign_names: BTreeSet<String>,
+}
+
+/// What all nodes look like right now.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub nodes: BTreeMap<String, NodeObservation>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Allow a desired state with no services to remove every owned container.
+    pub allow_empty: bool,
+}
+
+/// One change to one replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Change {
+    Create {
+        node: String,
+        replica: u32,
+        name: String,
+    },
+    Replace {
+        node: String,
+        replica: u32,
+        name: String,
+        old: OwnedContainer,
+        start_first: bool,
+    },
+    Remove {
+        node: String,
+        container: OwnedContainer,
+        reason: String,
+    },
+}
+
+impl Change {
+    pub fn node(&self) -> &str {
+        match self {
+            Change::Create { node, .. }
+            | Change::Replace { node, .. }
+            | Change::Remove { node, .. } => node,
+        }
+    }
+}
+
+/// Something the plan should do but cannot, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Blocked {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub reason: String,
+}
+
+/// The changes for one service, in the order they are applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServicePlan {
+    pub service: String,
+    /// Whether the service is still declared (false: being pruned).
+    pub declared: bool,
+    pub changes: Vec<Change>,
+    pub blocked: Vec<Blocked>,
+    /// Replicas that already match.
+    pub unchanged: usize,
+    /// How many replicas may change at once.
+    pub parallelism: u32,
+}
+
+/// The whole plan: services in dependency order, pruned services last.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub stack: String,
+    pub commit: String,
+    pub services: Vec<ServicePlan>,
+    /// Reasons the plan refuses to run at all.
+    pub refused: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.services.iter().all(|s| s.changes.is_empty())
+    }
+
+    pub fn count(&self, f: impl Fn(&Change) -> bool) -> usize {
+        self.services
+            .iter()
+            .flat_map(|s| &s.changes)
+            .filter(|c| f(c))
+            .count()
+    }
+
+    pub fn blocked_count(&self) -> usize {
+        self.services.iter().map(|s| s.blocked.len()).sum()
+    }
+}
+
+/// Decide what to change. Pure and deterministic.
+pub fn plan(desired: &Desired, observed: &Observed, options: &Options) -> Plan {
+    let mut plan = Plan {
+        stack: desired.stack.clone(),
+        commit: desired.commit.clone(),
+        ..Default::default()
+    };
+    let owned_total: usize = observed.nodes.values().map(|n| n.owned.len()).sum();
+    if desired.services.is_empty() && owned_total > 0 && !options.allow_empty {
+        plan.refused.push(format!(
+            "the manifests declare no services while {owned_total} container(s) of stack `{}` run; \
+             refusing to remove them all (pass --allow-empty if that is what you want)",
+            desired.stack
+        ));
+        return plan;
+    }
+    let mut load = Load::new(observed);
+    for name in dependency_order(desired) {
+        let service = &desired.services[&name];
+        plan.services
+            .push(plan_service(desired, observed, service, &mut load));
+    }
+    plan.services.extend(prune(desired, observed));
+    plan
+}
+
+/// Running containers per node as the plan unfolds, for `emptiest_node`.
+struct Load {
+    total: BTreeMap<String, i64>,
+}
+
+impl Load {
+    fn new(observed: &Observed) -> Self {
+        Load {
+            total: observed
+                .nodes
+                .iter()
+                .map(|(n, o)| (n.clone(), o.running as i64))
+                .collect(),
+        }
+    }
+    fn of(&self, node: &str) -> i64 {
+        self.total.get(node).copied().unwrap_or(0)
+    }
+    fn add(&mut self, node: &str, delta: i64) {
+        *self.total.entry(node.to_string()).or_insert(0) += delta;
+    }
+}
+
+/// Services ordered so each comes after the ones it links to or depends on;
+/// ties (and cycles, which validation rejects) by name.
+fn dependency_order(desired: &Desired) -> Vec<String> {
+    let mut order = Vec::new();
+    let mut placed = BTreeSet::new();
+    let mut visiting = BTreeSet::new();
+    fn visit(
+        name: &str,
+        desired: &Desired,
+        placed: &mut BTreeSet<String>,
+        visiting: &mut BTreeSet<String>,
+        order: &mut Vec<String>,
+    ) {
+        if placed.contains(name) || !visiting.insert(name.to_string()) {
+            return;
+        }
+        if let Some(service) = desired.services.get(name) {
+            let mut after = service.after.clone();
+            after.sort();
+            for dependency in &after {
+                visit(dependency, desired, placed, visiting, order);
+            }
+            placed.insert(name.to_string());
+            order.push(name.to_string());
+        }
+    }
+    for name in desired.services.keys() {
+        visit(name, desired, &mut placed, &mut visiting, &mut order);
+    }
+    order
+}
+
+fn plan_service(
+    desired: &Desired,
+    observed: &Observed,
+    service: &DesiredService,
+    load: &mut Load,
+) -> ServicePlan {
+    let name = &service.name;
+    let mut result = ServicePlan {
+        service: name.clone(),
+        declared: true,
+        changes: Vec::new(),
+        blocked: Vec::new(),
+        unchanged: 0,
+        parallelism: if service.sequential {
+            1
+        } else {
+            service.update.parallelism.max(1)
+        },
+    };
+    let matching: Vec<&Node> = desired
+        .nodes
+        .values()
+        .filter(|n| service.admits(n))
+        .collect();
+    let reachable = |node: &str| {
+        observed
+            .nodes
+            .get(node)
+            .is_some_and(|o| o.unreachable.is_none())
+    };
+
+    // Current replicas, by node; a duplicate replica number keeps its first container.
+    let mut current: Vec<(String, OwnedContainer)> = Vec::new();
+    let mut seen_replicas = BTreeSet::new();
+    for (node, observation) in &observed.nodes {
+        for container in observation.owned.iter().filter(|c| &c.service == name) {
+            if seen_replicas.insert(container.replica) && desired.nodes.contains_key(node) {
+                current.push((node.clone(), container.clone()));
+            } else if observation.unreachable.is_none() {
+                let reason = if desired.nodes.contains_key(node) {
+                    "duplicate replica number"
+                } else {
+                    "node no longer in the manifests"
+                };
+                result.changes.push(remove(node, container, reason));
+                load.add(node, -1);
+            }
+        }
+    }
+    current.sort_by_key(|(_, c)| c.replica);
+
+    // Replicas on nodes that no longer match move; unreachable ones stay untouched.
+    let mut kept: Vec<(String, OwnedContainer)> = Vec::new();
+    for (node, container) in current {
+        let still_matches = matching.iter().any(|m| m.name == node);
+        if still_matches || !reachable(&node) {
+            kept.push((node, container));
+        } else {
+            result.changes.push(remove(
+                &node,
+                &container,
+                "node no longer matches the service's tags or constraints",
+            ));
+            load.add(&node, -1);
+        }
+    }
+
+    match service.strategy {
+        Strategy::EveryNode => every_node(
+            desired,
+            service,
+            &matching,
+            observed,
+            &mut kept,
+            &mut result,
+            load,
+        ),
+        _ => scaled(
+            desired,
+            service,
+            &matching,
+            observed,
+            &mut kept,
+            &mut result,
+            load,
+        ),
+    }
+
+    // Stale replicas are replaced where they are.
+    let fixed_port = service.has_fixed_host_port();
+    let start_first = service.update.order == UpdateOrder::StartFirst && !fixed_port;
+    for (node, container) in &kept {
+        if container.spec_hash == service.hash && container.running {
+            result.unchanged += 1;
+        } else if !reachable(node) {
+            result.blocked.push(Blocked {
+                replica: Some(container.replica),
+                node: Some(node.clone()),
+                reason: format!("node unreachable: {}", unreachable_reason(observed, node)),
+            });
+        } else {
+            result.changes.push(Change::Replace {
+                node: node.clone(),
+                replica: container.replica,
+                name: spec::container_name(&desired.stack, name, container.replica),
+                old: container.clone(),
+                start_first,
+            });
+        }
+    }
+    check_names(desired, observed, &mut result);
+    result
+}
+
+fn unreachable_reason(observed: &Observed, node: &str) -> String {
+    observed
+        .nodes
+        .get(node)
+        .and_then(|o| o.unreachable.clone())
+        .unwrap_or_else(|| "not observed".into())
+}
+
+fn remove(node: &str, container: &OwnedContainer, reason: &str) -> Change {
+    Change::Remove {
+        node: node.to_string(),
+        container: container.clone(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The lowest replica numbers not in use.
+fn free_replicas(kept: &[(String, OwnedContainer)], count: usize) -> Vec<u32> {
+    let used: BTreeSet<u32> = kept.iter().map(|(_, c)| c.replica).collect();
+    (1..).filter(|r| !used.contains(r)).take(count).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn every_node(
+    desired: &Desired,
+    service: &DesiredService,
+    matching: &[&Node],
+    observed: &Observed,
+    kept: &mut Vec<(String, OwnedContainer)>,
+    result: &mut ServicePlan,
+    load: &mut Load,
+) {
+    // One per matching node: extras on a node go, highest replica first.
+    let mut per_node: BTreeMap<String, Vec<OwnedContainer>> = BTreeMap::new();
+    for (node, container) in kept.drain(..) {
+        per_node.entry(node).or_default().push(container);
+    }
+    for (node, containers) in per_node.iter_mut() {
+        containers.sort_by_key(|c| c.replica);
+        let reachable = observed
+            .nodes
+            .get(node)
+            .is_some_and(|o| o.unreachable.is_none());
+        while containers.len() > 1 && reachable {
+            let extra = containers.pop().expect("more than one");
+            result.changes.push(remove(
+                node,
+                &extra,
+                "every_node runs one container per node",
+            ));
+            load.add(node, -1);
+        }
+    }
+    for (node, containers) in &per_node {
+        kept.extend(containers.iter().map(|c| (node.clone(), c.clone())));
+    }
+    let missing: Vec<&&Node> = matching
+        .iter()
+        .filter(|n| !per_node.contains_key(&n.name))
+        .collect();
+    let replicas = free_replicas(kept, missing.len());
+    for (node, replica) in missing.into_iter().zip(replicas) {
+        match observed
+            .nodes
+            .get(&node.name)
+            .and_then(|o| o.unreachable.clone())
+        {
+            Some(reason) => result.blocked.push(Blocked {
+                replica: Some(replica),
+                node: Some(node.name.clone()),
+                reason: format!("node unreachable: {reason}"),
+            }),
+            None => {
+                result.changes.push(Change::Create {
+                    node: node.name.clone(),
+                    replica,
+                    name: spec::container_name(&desired.stack, &service.name, replica),
+                });
+                load.add(&node.name, 1);
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scaled(
+    desired: &Desired,
+    service: &DesiredService,
+    matching: &[&Node],
+    observed: &Observed,
+    kept: &mut Vec<(String, OwnedContainer)>,
+    result: &mut ServicePlan,
+    load: &mut Load,
+) {
+    let wanted = service.replicas.unwrap_or(1) as usize;
+    // Scale down: highest replica numbers first, only where the node answers.
+    while kept.len() > wanted {
+        let Some(index) = kept
+            .iter()
+            .enumerate()
+            .filter(|(_, (node, _))| {
+                observed
+                    .nodes
+                    .get(node)
+                    .is_some_and(|o| o.unreachable.is_none())
+            })
+            .max_by_key(|(_, (_, c))| c.replica)
+            .map(|(i, _)| i)
+        else {
+            result.blocked.push(Blocked {
+                replica: None,
+                node: None,
+                reason: "cannot scale down: the remaining replicas are on unreachable nodes".into(),
+            });
+            break;
+        };
+        let (node, container) = kept.remove(index);
+        result
+            .changes
+            .push(remove(&node, &container, "scaled down"));
+        load.add(&node, -1);
+    }
+    if kept.len() >= wanted {
+        return;
+    }
+    let fixed_port = service.has_fixed_host_port();
+    let mut of_service: BTreeMap<String, i64> = BTreeMap::new();
+    for (node, _) in kept.iter() {
+        *of_service.entry(node.clone()).or_insert(0) += 1;
+    }
+    for replica in free_replicas(kept, wanted - kept.len()) {
+        let candidates: Vec<&&Node> = matching
+            .iter()
+            .filter(|n| {
+                observed
+                    .nodes
+                    .get(&n.name)
+                    .is_some_and(|o| o.unreachable.is_none())
+            })
+            .filter(|n| !fixed_port || of_service.get(&n.name).copied().unwrap_or(0) == 0)
+            .collect();
+        let choice = match service.strategy {
+            Strategy::HighAvailability => candidates.iter().min_by_key(|n| {
+                (
+                    of_service.get(&n.name).copied().unwrap_or(0),
+                    load.of(&n.name),
+                    n.name.clone(),
+                )
+            }),
+            _ => candidates
+                .iter()
+                .min_by_key(|n| (load.of(&n.name), n.name.clone())),
+        };
+        let Some(node) = choice else {
+            result.blocked.push(Blocked {
+                replica: Some(replica),
+                node: None,
+                reason: no_node_reason(desired, service, matching, observed, fixed_port),
+            });
+            continue;
+        };
+        let node = node.name.clone();
+        result.changes.push(Change::Create {
+            node: node.clone(),
+            replica,
+            name: spec::container_name(&desired.stack, &service.name, replica),
+        });
+        *of_service.entry(node.clone()).or_insert(0) += 1;
+        load.add(&node, 1);
+        kept.push((node, placeholder(&service.name, replica)));
+    }
+    // Placeholders only reserved replica numbers and nodes; they are not replicas to check.
+    kept.retain(|(_, c)| !c.id.is_empty());
+}
+
+fn placeholder(service: &str, replica: u32) -> OwnedContainer {
+    OwnedContainer {
+        id: String::new(),
+        name: String::new(),
+        service: service.to_string(),
+        replica,
+        spec_hash: String::new(),
+        image_digest: String::new(),
+        commit: String::new(),
+        running: true,
+    }
+}
+
+fn no_node_reason(
+    desired: &Desired,
+    service: &DesiredService,
+    matching: &[&Node],
+    observed: &Observed,
+    fixed_port: bool,
+) -> String {
+    if desired.nodes.is_empty() {
+        return "the manifests declare no nodes".into();
+    }
+    if matching.is_empty() {
+        let tags: Vec<&str> = service.tags.iter().map(String::as_str).collect();
+        return format!(
+            "no node carries all of the tags [{}] and meets the constraints",
+            tags.join(", ")
+        );
+    }
+    let down: Vec<&str> = matching
+        .iter()
+        .filter(|n| {
+            observed
+                .nodes
+                .get(&n.name)
+                .is_none_or(|o| o.unreachable.is_some())
+        })
+        .map(|n| n.name.as_str())
+        .collect();
+    if fixed_port {
+        return format!(
+            "every matching node already runs a replica publishing the same host port{}",
+            if down.is_empty() {
+                String::new()
+            } else {
+                format!(" (unreachable: {})", down.join(", "))
+            }
+        );
+    }
+    format!("every matching node is unreachable ({})", down.join(", "))
+}
+
+/// A name pier would create that a container it does not own already has is
+/// an error for that replica, never a removal.
+fn check_names(desired: &Desired, observed: &Observed, result: &mut ServicePlan) {
+    let mut clashes = Vec::new();
+    result.changes.retain(|change| {
+        let (node, name, replica) = match change {
+            Change::Create { node, name, replica } => (node, name, *replica),
+            _ => return true,
+        };
+        let clash = observed.nodes.get(node).is_some_and(|o| o.foreign_names.contains(name));
+        if clash {
+            clashes.push(Blocked {
+                replica: Some(replica),
+                node: Some(node.clone()),
+                reason: format!(
+                    "a container named `{name}` exists on {node} and is not pier's (no `{}={}` label); rename or remove it",
+                    crate::docker::LABEL_STACK,
+                    desired.stack
+                ),
+            });
+        }
+        !clash
+    });
+    result.blocked.extend(clashes);
+}
+
+/// Owned containers of services no longer declared.
+fn prune(desired: &Desired, observed: &Observed) -> Vec<ServicePlan> {
+    let mut by_service: BTreeMap<String, ServicePlan> = BTreeMap::new();
+    for (node, observation) in &observed.nodes {
+        for container in observation
+            .owned
+            .iter()
+            .filter(|c| !desired.services.contains_key(&c.service))
+        {
+            let entry = by_service
+                .entry(container.service.clone())
+                .or_insert_with(|| ServicePlan {
+                    service: container.service.clone(),
+                    declared: false,
+                    changes: Vec::new(),
+                    blocked: Vec::new(),
+                    unchanged: 0,
+                    parallelism: u32::MAX,
+                });
+            match &observation.unreachable {
+                None => entry.changes.push(remove(
+                    node,
+                    container,
+                    "service no longer in the manifests",
+                )),
+                Some(reason) => entry.blocked.push(Blocked {
+                    replica: Some(container.replica),
+                    node: Some(node.clone()),
+                    reason: format!("cannot remove, node unreachable: {reason}"),
+                }),
+            }
+        }
+    }
+    by_service.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! A plan for people (like `terraform plan`) and for machines (versioned JSON).
+
+use serde::Serialize;
+
+use super::{Change, Desired, Plan};
+
+/// Version of the JSON plan format. Fields are only ever added within a version.
+pub const PLAN_SCHEMA: &str = "pier.plan/v1";
+
+/// Counts for the summary line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub create: usize,
+    pub replace: usize,
+    pub remove: usize,
+    pub blocked: usize,
+}
+
+pub fn summary(plan: &Plan) -> Summary {
+    Summary {
+        create: plan.count(|c| matches!(c, Change::Create { .. })),
+        replace: plan.count(|c| matches!(c, Change::Replace { .. })),
+        remove: plan.count(|c| matches!(c, Change::Remove { .. })),
+        blocked: plan.blocked_count(),
+    }
+}
+
+/// ANSI colours, only when asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    /// Colour on a terminal, never with `NO_COLOR` set.
+    pub fn for_stdout() -> Style {
+        use std::io::IsTerminal;
+        Style {
+            color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+fn short(digest: &str) -> String {
+    let hex = digest.rsplit(':').next().unwrap_or(digest);
+    let algo = digest.split_once(':').map(|(a, _)| a).unwrap_or("sha256");
+    format!("{algo}:{}…", &hex[..hex.len().min(12)])
+}
+
+/// The plan as text.
+pub fn human(plan: &Plan, desired: &Desired, style: Style) -> String {
+    let mut out = String::new();
+    let commit = &plan.commit[..plan.commit.len().min(12)];
+    for reason in &plan.refused {
+        out.push_str(&format!("{} {reason}\n", style.paint("31", "refused:")));
+    }
+    if !plan.refused.is_empty() {
+        return out;
+    }
+    let s = summary(plan);
+    if plan.is_empty() && s.blocked == 0 {
+        out.push_str(&format!(
+            "No changes. The nodes match stack `{}` at {commit}.\n",
+            plan.stack
+        ));
+        return out;
+    }
+    out.push_str(&format!("Stack `{}` at {commit}:\n", plan.stack));
+    for service in &plan.services {
+        if service.changes.is_empty() && service.blocked.is_empty() {
+            continue;
+        }
+        let heading = match desired.services.get(&service.service) {
+            Some(d) => {
+                let count = d
+                    .replicas
+                    .map_or("one per node".to_string(), |n| format!("{n} replica(s)"));
+                format!("{} ({count}, {})", service.service, d.image_display)
+            }
+            None => format!("{} (no longer in the manifests)", service.service),
+        };
+        out.push_str(&format!("\n  {heading}\n"));
+        for change in &service.changes {
+            let line = match change {
+                Change::Create { node, name, .. } => {
+                    format!("{} {name} on {node}", style.paint("32", "+"))
+                }
+                Change::Remove {
+                    node,
+                    container,
+                    reason,
+                } => {
+                    format!(
+                        "{} {} on {node}: {reason}",
+                        style.paint("31", "-"),
+                        container.name
+                    )
+                }
+                Change::Replace {
+                    node,
+                    name,
+                    old,
+                    start_first,
+                    ..
+                } => {
+                    let new = desired.services.get(&service.service);
+                    let what = match new {
+                        Some(d) if d.digest != old.image_digest => {
+                            format!("image {} → {}", short(&old.image_digest), short(&d.digest))
+                        }
+                        Some(_) if !old.running => "not running".to_string(),
+                        _ => "configuration changed".to_string(),
+                    };
+                    let order = if *start_first { ", start-first" } else { "" };
+                    format!("{} {name} on {node}: {what}{order}", style.paint("33", "~"))
+                }
+            };
+            out.push_str(&format!("    {line}\n"));
+        }
+        for blocked in &service.blocked {
+            let what = match (&blocked.replica, &blocked.node) {
+                (Some(r), Some(n)) => format!("replica {r} on {n}"),
+                (Some(r), None) => format!("replica {r}"),
+                (None, Some(n)) => format!("on {n}"),
+                (None, None) => "service".to_string(),
+            };
+            out.push_str(&format!(
+                "    {} {what}: {}\n",
+                style.paint("35", "!"),
+                blocked.reason
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "\nPlan: {} to create, {} to replace, {} to remove{}.\n",
+        s.create,
+        s.replace,
+        s.remove,
+        if s.blocked > 0 {
+            format!(", {} blocked", s.blocked)
+        } else {
+            String::new()
+        }
+    ));
+    out
+}
+
+#[derive(Serialize)]
+struct JsonPlan<'a> {
+    schema: &'static str,
+    #[serde(flatten)]
+    plan: &'a Plan,
+    summary: Summary,
+}
+
+/// The plan as JSON (`pier.plan/v1`).
+pub fn json(plan: &Plan) -> String {
+    serde_json::to_string_pretty(&JsonPlan {
+        schema: PLAN_SCHEMA,
+        plan,
+        summary: summary(plan),
+    })
+    .expect("a plan serialises")
+}

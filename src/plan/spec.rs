@@ -1,0 +1,176 @@
+//! The effective container configuration of a service, and its hash.
+//!
+//! The hash covers everything pier sets on a container, the resolved image
+//! digest included, and nothing that changes without the container needing to
+//! (the commit, the replica number). A replica is stale exactly when its
+//! `pier.spec-hash` label differs from this hash.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::docker::{ContainerSpec, HealthcheckSpec, MountSpec, PortBinding};
+use crate::manifest::model::{Manifest, Mount, Protocol, Restart, Service};
+
+/// The network every container of a stack joins on its node.
+pub fn network_name(stack: &str) -> String {
+    format!("pier-{stack}")
+}
+
+/// `<stack>-<service>-<replica>`.
+pub fn container_name(stack: &str, service: &str, replica: u32) -> String {
+    format!("{stack}-{service}-{replica}")
+}
+
+/// Names other services reach this one by: its own name and every link alias to it.
+pub fn aliases(manifest: &Manifest, service: &str) -> Vec<String> {
+    let mut aliases = vec![service.to_string()];
+    for other in manifest.services.values() {
+        for link in &other.links {
+            if link.service == service && !aliases.contains(&link.alias) {
+                aliases.push(link.alias.clone());
+            }
+        }
+    }
+    aliases.sort();
+    aliases
+}
+
+fn protocol(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Sctp => "sctp",
+    }
+}
+
+/// The container configuration for `service` running `image` (a pinned reference).
+pub fn container_spec(
+    stack: &str,
+    service: &Service,
+    image: &str,
+    aliases: Vec<String>,
+) -> ContainerSpec {
+    let mut ports = Vec::new();
+    for port in &service.ports {
+        for offset in 0..port.target.len() {
+            let container = format!(
+                "{}/{}",
+                port.target.start as u32 + offset,
+                protocol(port.protocol)
+            );
+            let host_port = port.published.map(|p| {
+                // A single published port for a range of targets publishes them all on it (Compose).
+                if p.len() == 1 {
+                    p.start
+                } else {
+                    (p.start as u32 + offset) as u16
+                }
+            });
+            ports.push(PortBinding {
+                container,
+                host_ip: port.host_ip.clone(),
+                host_port,
+            });
+        }
+    }
+    let exposed = service
+        .expose
+        .iter()
+        .map(|e| {
+            if e.contains('/') {
+                e.clone()
+            } else {
+                format!("{e}/tcp")
+            }
+        })
+        .collect();
+    let mounts = service
+        .volumes
+        .iter()
+        .map(|m| match m {
+            Mount::Anonymous { target } => MountSpec {
+                kind: "volume".into(),
+                source: String::new(),
+                target: target.clone(),
+                read_only: false,
+            },
+            Mount::Volume {
+                source,
+                target,
+                read_only,
+            } => MountSpec {
+                kind: "volume".into(),
+                // Named volumes belong to the stack, as in Compose.
+                source: format!("{stack}_{source}"),
+                target: target.clone(),
+                read_only: *read_only,
+            },
+            Mount::Bind {
+                source,
+                target,
+                read_only,
+            } => MountSpec {
+                kind: "bind".into(),
+                source: source.clone(),
+                target: target.clone(),
+                read_only: *read_only,
+            },
+        })
+        .collect();
+    let restart = match service.restart {
+        Restart::No => ("no".to_string(), None),
+        Restart::Always => ("always".into(), None),
+        Restart::UnlessStopped => ("unless-stopped".into(), None),
+        Restart::OnFailure { max_retries } => ("on-failure".into(), max_retries),
+    };
+    let mut labels: BTreeMap<String, String> = service.labels.clone();
+    labels.insert(crate::docker::LABEL_STACK.into(), stack.into());
+    labels.insert(crate::docker::LABEL_SERVICE.into(), service.name.clone());
+    ContainerSpec {
+        image: image.to_string(),
+        command: service.command.clone(),
+        entrypoint: service.entrypoint.clone(),
+        env: service
+            .environment
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+            .collect(),
+        ports,
+        exposed,
+        mounts,
+        labels,
+        privileged: service.privileged,
+        restart,
+        healthcheck: service.healthcheck.as_ref().map(|h| HealthcheckSpec {
+            test: h.test.clone(),
+            interval: h.interval,
+            timeout: h.timeout,
+            retries: h.retries,
+            start_period: h.start_period,
+        }),
+        memory: service.mem_limit,
+        cpu_shares: service.cpu_shares,
+        hostname: service.hostname.clone(),
+        user: service.user.clone(),
+        working_dir: service.working_dir.clone(),
+        cap_add: service.cap_add.clone(),
+        cap_drop: service.cap_drop.clone(),
+        extra_hosts: service
+            .extra_hosts
+            .iter()
+            .map(|(h, ip)| format!("{h}:{ip}"))
+            .collect(),
+        stop_timeout: service.stop_grace_period,
+        network: network_name(stack),
+        aliases,
+    }
+}
+
+/// A short, stable hash of a container spec (first 16 hex digits of SHA-256
+/// over its JSON form).
+pub fn spec_hash(spec: &ContainerSpec) -> String {
+    let json = serde_json::to_vec(spec).expect("a container spec serialises");
+    let digest = Sha256::digest(&json);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}

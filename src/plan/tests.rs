@@ -1,0 +1,483 @@
+//! Golden plans for every strategy, scaling, staleness, pruning, name clashes
+//! and unreachable nodes, from plain values.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::*;
+use crate::docker::ContainerSpec;
+use crate::manifest::Location;
+use crate::manifest::model::{Endpoint, Node, Strategy, UpdateConfig};
+
+fn node(name: &str, tags: &[&str]) -> Node {
+    Node {
+        name: name.into(),
+        endpoint: Endpoint::Unix {
+            path: format!("/run/{name}.sock"),
+        },
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        tls: None,
+        location: Location::file("n.yml"),
+    }
+}
+
+fn spec(image: &str, port: Option<u16>) -> ContainerSpec {
+    ContainerSpec {
+        image: image.into(),
+        command: None,
+        entrypoint: None,
+        env: vec![],
+        ports: port
+            .map(|p| crate::docker::PortBinding {
+                container: "80/tcp".into(),
+                host_ip: None,
+                host_port: Some(p),
+            })
+            .into_iter()
+            .collect(),
+        exposed: vec![],
+        mounts: vec![],
+        labels: BTreeMap::new(),
+        privileged: false,
+        restart: ("no".into(), None),
+        healthcheck: None,
+        memory: None,
+        cpu_shares: None,
+        hostname: None,
+        user: None,
+        working_dir: None,
+        cap_add: vec![],
+        cap_drop: vec![],
+        extra_hosts: vec![],
+        stop_timeout: None,
+        network: "pier-s".into(),
+        aliases: vec![],
+    }
+}
+
+fn service(name: &str, replicas: Option<u32>, strategy: Strategy, tags: &[&str]) -> DesiredService {
+    let spec = spec("img@sha256:new", None);
+    DesiredService {
+        name: name.into(),
+        hash: super::spec::spec_hash(&spec),
+        spec: Arc::new(spec),
+        image_display: "img:1".into(),
+        digest: "sha256:new".into(),
+        replicas,
+        strategy,
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        constraints: vec![],
+        update: UpdateConfig::default(),
+        sequential: false,
+        after: vec![],
+    }
+}
+
+fn desired(nodes: Vec<Node>, services: Vec<DesiredService>) -> Desired {
+    Desired {
+        stack: "s".into(),
+        commit: "c0ffee".into(),
+        nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
+        services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+    }
+}
+
+fn observed(nodes: &[(&str, usize)]) -> Observed {
+    Observed {
+        nodes: nodes
+            .iter()
+            .map(|(n, running)| {
+                (
+                    n.to_string(),
+                    NodeObservation {
+                        running: *running,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+fn owned(obs: &mut Observed, node: &str, service: &str, replica: u32, hash: &str) {
+    let n = obs.nodes.get_mut(node).expect("observed node");
+    n.running += 1;
+    n.owned.push(OwnedContainer {
+        id: format!("id-{service}-{replica}"),
+        name: format!("s-{service}-{replica}"),
+        service: service.into(),
+        replica,
+        spec_hash: hash.into(),
+        image_digest: "sha256:old".into(),
+        commit: "old".into(),
+        running: true,
+    });
+}
+
+/// The plan as short lines: `+ web-1 n1`, `~ web-2 n2`, `- web-3 n3`, `! 4 reason`.
+fn lines(plan: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &plan.services {
+        for c in &s.changes {
+            out.push(match c {
+                Change::Create { node, replica, .. } => format!("+ {}-{replica} {node}", s.service),
+                Change::Replace { node, replica, .. } => {
+                    format!("~ {}-{replica} {node}", s.service)
+                }
+                Change::Remove {
+                    node, container, ..
+                } => format!("- {}-{} {node}", s.service, container.replica),
+            });
+        }
+        for b in &s.blocked {
+            out.push(format!(
+                "! {}-{} {}",
+                s.service,
+                b.replica.map_or("*".into(), |r| r.to_string()),
+                b.reason
+            ));
+        }
+    }
+    out
+}
+
+fn run(d: &Desired, o: &Observed) -> Vec<String> {
+    lines(&plan(d, o, &Options::default()))
+}
+
+#[test]
+fn emptiest_node_fills_the_least_loaded_node_first() {
+    let d = desired(
+        vec![node("n1", &[]), node("n2", &[]), node("n3", &[])],
+        vec![service("web", Some(4), Strategy::EmptiestNode, &[])],
+    );
+    let o = observed(&[("n1", 5), ("n2", 2), ("n3", 3)]);
+    assert_eq!(
+        run(&d, &o),
+        ["+ web-1 n2", "+ web-2 n2", "+ web-3 n3", "+ web-4 n2"]
+    );
+}
+
+#[test]
+fn high_availability_spreads_the_service_across_nodes() {
+    let d = desired(
+        vec![node("n1", &[]), node("n2", &[]), node("n3", &[])],
+        vec![service("web", Some(4), Strategy::HighAvailability, &[])],
+    );
+    let o = observed(&[("n1", 5), ("n2", 2), ("n3", 3)]);
+    // One per node first (least loaded first among equals), then the least loaded again.
+    assert_eq!(
+        run(&d, &o),
+        ["+ web-1 n2", "+ web-2 n3", "+ web-3 n1", "+ web-4 n2"]
+    );
+}
+
+#[test]
+fn every_node_runs_one_per_matching_node_and_blocks_on_unreachable_ones() {
+    let d = desired(
+        vec![
+            node("n1", &["edge"]),
+            node("n2", &["edge"]),
+            node("n3", &[]),
+            node("n4", &["edge"]),
+        ],
+        vec![service("agent", None, Strategy::EveryNode, &["edge"])],
+    );
+    let mut o = observed(&[("n1", 0), ("n2", 0), ("n3", 0), ("n4", 0)]);
+    owned(&mut o, "n2", "agent", 1, &d.services["agent"].hash);
+    owned(&mut o, "n2", "agent", 2, &d.services["agent"].hash);
+    o.nodes.get_mut("n4").unwrap().unreachable = Some("connection refused".into());
+    assert_eq!(
+        run(&d, &o),
+        [
+            "- agent-2 n2",
+            "+ agent-2 n1",
+            "! agent-3 node unreachable: connection refused"
+        ]
+    );
+}
+
+#[test]
+fn tutum_deploy_tags_example() {
+    let nodes = vec![
+        node(
+            "my-node-dev",
+            &[
+                "aws",
+                "us-east-1",
+                "development",
+                "test",
+                "frontend",
+                "backend",
+            ],
+        ),
+        node(
+            "my-node-prod-1",
+            &["aws", "us-east-1", "production", "frontend"],
+        ),
+        node(
+            "my-node-prod-2",
+            &["aws", "us-east-2", "production", "frontend"],
+        ),
+        node(
+            "my-node-prod-3",
+            &["aws", "us-east-1", "production", "backend"],
+        ),
+        node(
+            "my-node-prod-4",
+            &["aws", "us-east-2", "production", "backend"],
+        ),
+    ];
+    let d = desired(
+        nodes,
+        vec![
+            service(
+                "my-webapp-dev",
+                Some(3),
+                Strategy::EmptiestNode,
+                &["development", "frontend"],
+            ),
+            service(
+                "my-webapp-prod",
+                Some(4),
+                Strategy::HighAvailability,
+                &["production", "frontend"],
+            ),
+        ],
+    );
+    let o = observed(&[
+        ("my-node-dev", 0),
+        ("my-node-prod-1", 0),
+        ("my-node-prod-2", 0),
+        ("my-node-prod-3", 0),
+        ("my-node-prod-4", 0),
+    ]);
+    assert_eq!(
+        run(&d, &o),
+        [
+            "+ my-webapp-dev-1 my-node-dev",
+            "+ my-webapp-dev-2 my-node-dev",
+            "+ my-webapp-dev-3 my-node-dev",
+            "+ my-webapp-prod-1 my-node-prod-1",
+            "+ my-webapp-prod-2 my-node-prod-2",
+            "+ my-webapp-prod-3 my-node-prod-1",
+            "+ my-webapp-prod-4 my-node-prod-2",
+        ]
+    );
+}
+
+#[test]
+fn scaling_up_keeps_existing_replicas_and_down_removes_the_highest_first() {
+    let d = desired(
+        vec![node("n1", &[]), node("n2", &[])],
+        vec![service("web", Some(3), Strategy::HighAvailability, &[])],
+    );
+    let hash = d.services["web"].hash.clone();
+    let mut o = observed(&[("n1", 0), ("n2", 0)]);
+    owned(&mut o, "n2", "web", 1, &hash);
+    assert_eq!(
+        run(&d, &o),
+        ["+ web-2 n1", "+ web-3 n1"],
+        "stable: replica 1 stays on n2"
+    );
+
+    let mut d1 = d.clone();
+    d1.services.get_mut("web").unwrap().replicas = Some(1);
+    let mut o = observed(&[("n1", 0), ("n2", 0)]);
+    for (n, r) in [("n1", 1), ("n2", 2), ("n1", 3), ("n2", 4)] {
+        owned(&mut o, n, "web", r, &hash);
+    }
+    assert_eq!(run(&d1, &o), ["- web-4 n2", "- web-3 n1", "- web-2 n2"]);
+}
+
+#[test]
+fn converged_state_plans_nothing() {
+    let d = desired(
+        vec![node("n1", &[])],
+        vec![service("web", Some(2), Strategy::EmptiestNode, &[])],
+    );
+    let hash = d.services["web"].hash.clone();
+    let mut o = observed(&[("n1", 0)]);
+    owned(&mut o, "n1", "web", 1, &hash);
+    owned(&mut o, "n1", "web", 2, &hash);
+    let p = plan(&d, &o, &Options::default());
+    assert!(p.is_empty(), "{:?}", lines(&p));
+    assert_eq!(p.services[0].unchanged, 2);
+}
+
+#[test]
+fn stale_replicas_are_replaced_in_place() {
+    let d = desired(
+        vec![node("n1", &[]), node("n2", &[])],
+        vec![service("web", Some(2), Strategy::HighAvailability, &[])],
+    );
+    let hash = d.services["web"].hash.clone();
+    let mut o = observed(&[("n1", 0), ("n2", 0)]);
+    owned(&mut o, "n1", "web", 1, "oldhash");
+    owned(&mut o, "n2", "web", 2, &hash);
+    assert_eq!(run(&d, &o), ["~ web-1 n1"]);
+    let p = plan(&d, &o, &Options::default());
+    let Change::Replace { start_first, .. } = &p.services[0].changes[0] else {
+        panic!()
+    };
+    assert!(!start_first, "stop-first is the default");
+}
+
+#[test]
+fn start_first_only_without_a_fixed_host_port() {
+    let mut web = service("web", Some(1), Strategy::EmptiestNode, &[]);
+    web.update.order = UpdateOrder::StartFirst;
+    let mut with_port = web.clone();
+    with_port.name = "api".into();
+    with_port.spec = Arc::new(spec("img@sha256:new", Some(8080)));
+    let d = desired(vec![node("n1", &[])], vec![web, with_port]);
+    let mut o = observed(&[("n1", 0)]);
+    owned(&mut o, "n1", "web", 1, "old");
+    owned(&mut o, "n1", "api", 1, "old");
+    let p = plan(&d, &o, &Options::default());
+    let orders: Vec<(String, bool)> = p
+        .services
+        .iter()
+        .map(|s| match &s.changes[0] {
+            Change::Replace { start_first, .. } => (s.service.clone(), *start_first),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        orders,
+        [("api".to_string(), false), ("web".to_string(), true)]
+    );
+}
+
+#[test]
+fn pruning_removes_only_owned_containers_of_undeclared_services() {
+    let d = desired(
+        vec![node("n1", &[])],
+        vec![service("web", Some(1), Strategy::EmptiestNode, &[])],
+    );
+    let hash = d.services["web"].hash.clone();
+    let mut o = observed(&[("n1", 1)]);
+    owned(&mut o, "n1", "web", 1, &hash);
+    owned(&mut o, "n1", "old-api", 1, "x");
+    o.nodes
+        .get_mut("n1")
+        .unwrap()
+        .foreign_names
+        .insert("s-old-api-2".into());
+    assert_eq!(run(&d, &o), ["- old-api-1 n1"]);
+}
+
+#[test]
+fn a_name_held_by_an_unowned_container_is_blocked_not_removed() {
+    let d = desired(
+        vec![node("n1", &[])],
+        vec![service("web", Some(1), Strategy::EmptiestNode, &[])],
+    );
+    let mut o = observed(&[("n1", 1)]);
+    o.nodes
+        .get_mut("n1")
+        .unwrap()
+        .foreign_names
+        .insert("s-web-1".into());
+    let got = run(&d, &o);
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].starts_with("! web-1 a container named `s-web-1` exists on n1 and is not pier's"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn unreachable_nodes_are_never_planned_for_removal() {
+    let d = desired(
+        vec![node("n1", &[]), node("n2", &[])],
+        vec![service("web", Some(1), Strategy::HighAvailability, &[])],
+    );
+    let mut o = observed(&[("n1", 0), ("n2", 0)]);
+    owned(&mut o, "n2", "web", 1, "stale");
+    owned(&mut o, "n2", "web", 2, "stale");
+    owned(&mut o, "n2", "gone", 1, "x");
+    o.nodes.get_mut("n2").unwrap().unreachable = Some("timed out".into());
+    assert_eq!(
+        run(&d, &o),
+        [
+            "! web-* cannot scale down: the remaining replicas are on unreachable nodes",
+            "! web-1 node unreachable: timed out",
+            "! web-2 node unreachable: timed out",
+            "! gone-1 cannot remove, node unreachable: timed out",
+        ]
+    );
+}
+
+#[test]
+fn replicas_that_fit_nowhere_are_blocked_with_the_reason() {
+    let mut web = service("web", Some(3), Strategy::HighAvailability, &["web"]);
+    web.spec = Arc::new(spec("img@sha256:new", Some(80)));
+    let d = desired(
+        vec![
+            node("n1", &["web"]),
+            node("n2", &["web"]),
+            node("n3", &["db"]),
+        ],
+        vec![web],
+    );
+    let o = observed(&[("n1", 0), ("n2", 0), ("n3", 0)]);
+    assert_eq!(
+        run(&d, &o),
+        [
+            "+ web-1 n1",
+            "+ web-2 n2",
+            "! web-3 every matching node already runs a replica publishing the same host port",
+        ]
+    );
+    let lonely = desired(
+        vec![node("n1", &["db"])],
+        vec![service("web", Some(1), Strategy::EmptiestNode, &["web"])],
+    );
+    assert_eq!(
+        run(&lonely, &observed(&[("n1", 0)])),
+        ["! web-1 no node carries all of the tags [web] and meets the constraints"]
+    );
+}
+
+#[test]
+fn an_empty_desired_state_never_deletes_everything_unless_allowed() {
+    let d = desired(vec![node("n1", &[])], vec![]);
+    let mut o = observed(&[("n1", 0)]);
+    owned(&mut o, "n1", "web", 1, "x");
+    let p = plan(&d, &o, &Options::default());
+    assert!(
+        p.refused[0].contains("declare no services while 1 container(s)"),
+        "{:?}",
+        p.refused
+    );
+    assert!(p.is_empty());
+    let p = plan(&d, &o, &Options { allow_empty: true });
+    assert_eq!(lines(&p), ["- web-1 n1"]);
+}
+
+#[test]
+fn services_come_after_what_they_depend_on() {
+    let mut app = service("app", Some(1), Strategy::EmptiestNode, &[]);
+    app.after = vec!["redis".into()];
+    let d = desired(
+        vec![node("n1", &[])],
+        vec![app, service("redis", Some(1), Strategy::EmptiestNode, &[])],
+    );
+    assert_eq!(
+        run(&d, &observed(&[("n1", 0)])),
+        ["+ redis-1 n1", "+ app-1 n1"]
+    );
+}
+
+#[test]
+fn tag_changes_move_replicas_off_nodes_that_no_longer_match() {
+    let d = desired(
+        vec![node("n1", &["web"]), node("n2", &[])],
+        vec![service("web", Some(1), Strategy::EmptiestNode, &["web"])],
+    );
+    let hash = d.services["web"].hash.clone();
+    let mut o = observed(&[("n1", 0), ("n2", 0)]);
+    owned(&mut o, "n2", "web", 1, &hash);
+    assert_eq!(run(&d, &o), ["- web-1 n2", "+ web-1 n1"]);
+}
