@@ -17,9 +17,12 @@ pub enum Command {
     /// Check the manifests at a commit and print every problem found
     Validate(ValidateArgs),
     /// Show what pier would change on the nodes, without changing anything
-    Diff,
+    ///
+    /// Exit status: 0 no changes, 1 changes (or something blocked), 2 error;
+    /// with --detailed-exitcode: 0 no changes, 2 changes, 1 error.
+    Diff(DiffArgs),
     /// Converge the nodes to the manifests once
-    Apply,
+    Apply(ApplyArgs),
     /// Keep the nodes converged to a branch: watch git, the registry and the engines
     Daemon,
     /// Show what is deployed and how each service is doing
@@ -37,8 +40,8 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::Validate(_) => "validate",
-            Command::Diff => "diff",
-            Command::Apply => "apply",
+            Command::Diff(_) => "diff",
+            Command::Apply(_) => "apply",
             Command::Daemon => "daemon",
             Command::Status => "status",
             Command::Scale => "scale",
@@ -88,4 +91,52 @@ pub enum Output {
     Human,
     /// JSON with a stable schema
     Json,
+}
+
+/// How to reach and name the deployment.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Name of this deployment, carried by every container as `pier.stack`
+    /// (default: the repository's folder name)
+    #[arg(long, env = "PIER_STACK")]
+    pub stack: Option<String>,
+    /// Registries served over plain HTTP, as `host:port` (comma-separated)
+    #[arg(
+        long = "insecure-registry",
+        env = "PIER_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub insecure_registries: Vec<String>,
+    /// How long a node's engine may take to answer before it counts as unreachable
+    #[arg(long, env = "PIER_ENGINE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub engine_timeout: std::time::Duration,
+    /// Allow manifests without services to remove every container of the stack
+    #[arg(long)]
+    pub allow_empty: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+    /// Terraform's exit codes: 0 no changes, 2 changes, 1 error
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+    /// Apply without asking (always the case: pier never prompts)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// How long a new container may take to become healthy
+    #[arg(long, env = "PIER_HEALTH_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub health_timeout: std::time::Duration,
 }

@@ -5,8 +5,12 @@
 //! containers on the nodes to what the repository declares. See DESIGN.md for
 //! the loop (load → observe → plan → apply → record) and the module map.
 
+pub mod apply;
+pub mod converge;
 pub mod docker;
 pub mod manifest;
+pub mod observe;
 pub mod plan;
+pub mod registry;
 pub mod source;
 pub mod validate;

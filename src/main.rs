@@ -2,6 +2,7 @@
 //! to an exit code. No logic lives here.
 
 mod cli;
+mod commands;
 
 use std::process::ExitCode;
 
@@ -12,9 +13,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate(args) => validate(args),
-        command @ (Command::Diff
-        | Command::Apply
-        | Command::Daemon
+        Command::Diff(args) => runtime().block_on(commands::diff(args)),
+        Command::Apply(args) => runtime().block_on(commands::apply(args)),
+        command @ (Command::Daemon
         | Command::Status
         | Command::Scale
         | Command::Node
@@ -22,13 +23,15 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 fn validate(args: cli::ValidateArgs) -> ExitCode {
-    let source = pier::validate::Source {
-        repo: args.source.repo,
-        reference: args.source.reference,
-        path: args.source.path,
-        cache_dir: args.source.cache_dir,
-    };
+    let source = commands::source(args.source);
     let vars: pier::manifest::Vars = std::env::vars().collect();
     match pier::validate::run(&source, &vars) {
         Ok(report) => {

@@ -159,3 +159,319 @@ async fn authenticated_registry_pull_needs_the_right_password() {
         .await
         .expect("remove pulled tag");
 }
+
+fn web_manifest(
+    bed: &Bed,
+    replicas: u32,
+    greeting: &str,
+    port: Option<u16>,
+    health_port: u16,
+) -> String {
+    let ports = port
+        .map(|p| format!("    ports: [\"{p}:8080\"]\n"))
+        .unwrap_or_default();
+    format!(
+        "{nodes}services:\n  web:\n    image: {image}\n    command: [\"sh\", \"-c\", \"mkdir -p /www && echo \\\"$$GREETING\\\" > /www/index.html && exec httpd -f -p 8080 -h /www\"]\n    environment: {{ GREETING: {greeting} }}\n    target_num_containers: {replicas}\n    deployment_strategy: high_availability\n    tags: [web]\n    stop_grace_period: 1s\n{ports}    healthcheck: {{ test: [\"CMD\", \"wget\", \"-q\", \"-O-\", \"http://127.0.0.1:{health_port}/\"], interval: 1s, retries: 2 }}\n",
+        nodes = support::nodes_yaml(bed, &[&["web"], &["web"], &["web"]]),
+        image = bed.base_image,
+    )
+}
+
+fn names(containers: &[(String, String, bool)]) -> Vec<String> {
+    containers
+        .iter()
+        .map(|(node, name, _)| format!("{node}:{name}"))
+        .collect()
+}
+
+/// From empty to 3 replicas, then 5, then 1; each time `diff` afterwards
+/// says there is nothing left to do and a second `apply` plans nothing.
+#[tokio::test]
+async fn converge_from_empty_and_scale_3_5_1() {
+    let bed = Bed::get();
+    let repo = support::UserRepo::new("scale", &web_manifest(&bed, 3, "v1", None, 8080));
+    let s = repo.stack.clone();
+
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("Plan: 3 to create, 0 to replace, 0 to remove."),
+        "{stdout}"
+    );
+    let running = support::stack_containers(&bed, &s).await;
+    assert_eq!(
+        names(&running),
+        [
+            format!("n1:{s}-web-1"),
+            format!("n2:{s}-web-2"),
+            format!("n3:{s}-web-3")
+        ]
+    );
+    assert!(running.iter().all(|(_, _, up)| *up));
+
+    let (code, stdout, _) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 0, "nothing to do after apply: {stdout}");
+    let (code, stdout, _) = repo.pier(&bed, &["apply"]);
+    assert_eq!(
+        (code, stdout.starts_with("No changes.")),
+        (0, true),
+        "{stdout}"
+    );
+
+    repo.commit(&web_manifest(&bed, 5, "v1", None, 8080), "scale to 5");
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("Plan: 2 to create, 0 to replace, 0 to remove."),
+        "{stdout}"
+    );
+    assert_eq!(support::stack_containers(&bed, &s).await.len(), 5);
+
+    repo.commit(&web_manifest(&bed, 1, "v1", None, 8080), "scale to 1");
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("Plan: 0 to create, 0 to replace, 4 to remove."),
+        "{stdout}"
+    );
+    assert_eq!(
+        names(&support::stack_containers(&bed, &s).await),
+        [format!("n1:{s}-web-1")],
+        "the lowest replica stays"
+    );
+    assert_eq!(repo.pier(&bed, &["diff"]).0, 0);
+    support::remove_stack(&bed, &s).await;
+}
+
+/// Changing an env var replaces both replicas one after the other; the page
+/// is served from at least one node the whole time.
+#[tokio::test]
+async fn env_change_rolls_through_replicas_while_serving() {
+    let bed = Bed::get();
+    let port = 21000 + (std::process::id() % 2000) as u16;
+    let two_nodes = |greeting: &str| {
+        web_manifest(&bed, 2, greeting, Some(port), 8080)
+            .replace("tags: [web]\n    stop", "tags: [web]\n    deploy: { placement: { constraints: [\"node.name != n3\"] } }\n    stop")
+    };
+    let repo = support::UserRepo::new("roll", &two_nodes("v1"));
+    let s = repo.stack.clone();
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for node in &bed.nodes[..2] {
+        let page = eventually("v1 served", Duration::from_secs(20), || {
+            http_get(&node.addr, port, "/")
+        })
+        .await;
+        assert_eq!(page.1.trim(), "v1");
+    }
+
+    repo.commit(&two_nodes("v2"), "greet with v2");
+    let (_, diff, _) = repo.pier(&bed, &["diff"]);
+    assert!(
+        diff.contains("Plan: 0 to create, 2 to replace, 0 to remove."),
+        "{diff}"
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, bed) = (stop.clone(), bed.clone());
+        tokio::spawn(async move {
+            let (mut checks, mut dark) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let a = http_get(&bed.nodes[0].addr, port, "/")
+                    .await
+                    .is_some_and(|(c, _)| c == 200);
+                let b = http_get(&bed.nodes[1].addr, port, "/")
+                    .await
+                    .is_some_and(|(c, _)| c == 200);
+                checks += 1;
+                if !a && !b {
+                    dark += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (checks, dark)
+        })
+    };
+    let repo_dir = repo.dir.path().to_path_buf();
+    let (code, stdout, stderr) = {
+        let bed = bed.clone();
+        let stack = s.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
+                .args(["apply", "--stack", &stack])
+                .current_dir(repo_dir)
+                .env("PIER_INSECURE_REGISTRIES", &bed.registry)
+                .output()
+                .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (checks, dark) = watcher.await.unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        checks > 10,
+        "the watcher ran during the rollout ({checks} checks)"
+    );
+    assert_eq!(
+        dark, 0,
+        "both nodes were dark at once in {dark} of {checks} checks"
+    );
+    let wait_order: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("wait-healthy"))
+        .collect();
+    assert_eq!(
+        wait_order.len(),
+        2,
+        "each new replica passed its health gate: {stderr}"
+    );
+    for node in &bed.nodes[..2] {
+        assert_eq!(
+            http_get(&node.addr, port, "/").await.unwrap().1.trim(),
+            "v2"
+        );
+    }
+    support::remove_stack(&bed, &s).await;
+}
+
+/// A new version whose health check fails is rolled back: the old replicas
+/// are back under their names and still serving, and apply says what failed.
+#[tokio::test]
+async fn failing_health_check_rolls_back() {
+    let bed = Bed::get();
+    let port = 23000 + (std::process::id() % 2000) as u16;
+    let repo = support::UserRepo::new("rollback", &web_manifest(&bed, 2, "good", Some(port), 8080));
+    let s = repo.stack.clone();
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let before = support::stack_containers(&bed, &s).await;
+
+    // The new version checks a port nothing listens on: it never becomes healthy.
+    repo.commit(
+        &web_manifest(&bed, 2, "bad", Some(port), 9999),
+        "broken health check",
+    );
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply", "--health-timeout", "30s"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("Apply failed:"), "{stderr}");
+    assert!(stderr.contains("web: replica 1 on n1 failed (health check failed); rolled back to the previous container"), "{stderr}");
+    assert!(
+        !stderr.contains("replica 2"),
+        "the rollout stopped at the first failure: {stderr}"
+    );
+
+    assert_eq!(
+        support::stack_containers(&bed, &s).await,
+        before,
+        "the same containers, running, under their names"
+    );
+    for node in &bed.nodes[..2] {
+        let page = eventually("old version serving", Duration::from_secs(20), || {
+            http_get(&node.addr, port, "/")
+        })
+        .await;
+        assert_eq!(page.1.trim(), "good");
+    }
+    support::remove_stack(&bed, &s).await;
+}
+
+/// Removing a service removes its containers only: another service and an
+/// unowned container with a look-alike name survive.
+#[tokio::test]
+async fn removed_services_are_pruned_and_unowned_containers_survive() {
+    let bed = Bed::get();
+    let service = |name: &str| {
+        format!(
+            "  {name}:\n    image: {}\n    command: sleep 3600\n    stop_grace_period: 1s\n",
+            bed.base_image
+        )
+    };
+    let nodes = support::nodes_yaml(&bed, &[&["a"], &["b"], &[]]);
+    let repo = support::UserRepo::new(
+        "prune",
+        &format!("{nodes}services:\n{}{}", service("keep"), service("drop")),
+    );
+    let s = repo.stack.clone();
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    let docker = engine(&bed.nodes[0]).await;
+    let lookalike = format!("{s}-drop-1-mine");
+    let body = ContainerCreateBody {
+        image: Some(bed.base_image.clone()),
+        cmd: Some(vec!["sleep".into(), "3600".into()]),
+        ..Default::default()
+    };
+    docker
+        .create_container(
+            Some(
+                CreateContainerOptionsBuilder::default()
+                    .name(&lookalike)
+                    .build(),
+            ),
+            body,
+        )
+        .await
+        .unwrap();
+
+    repo.commit(
+        &format!("{nodes}services:\n{}", service("keep")),
+        "drop a service",
+    );
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("drop (no longer in the manifests)"),
+        "{stdout}"
+    );
+    let left: Vec<String> = support::stack_containers(&bed, &s)
+        .await
+        .into_iter()
+        .map(|(_, n, _)| n)
+        .collect();
+    assert_eq!(left, [format!("{s}-keep-1")]);
+    assert!(
+        docker.inspect_container(&lookalike, None).await.is_ok(),
+        "the unowned container is untouched"
+    );
+
+    let force = RemoveContainerOptionsBuilder::default().force(true).build();
+    docker
+        .remove_container(&lookalike, Some(force))
+        .await
+        .unwrap();
+    support::remove_stack(&bed, &s).await;
+}
+
+/// An invalid commit changes nothing and says where the problem is.
+#[tokio::test]
+async fn an_invalid_commit_changes_nothing() {
+    let bed = Bed::get();
+    let repo = support::UserRepo::new("invalid", &web_manifest(&bed, 1, "v1", None, 8080));
+    let s = repo.stack.clone();
+    assert_eq!(repo.pier(&bed, &["apply"]).0, 0);
+    let before = support::stack_containers(&bed, &s).await;
+    repo.commit(
+        &web_manifest(&bed, 2, "v2", None, 8080)
+            .replace("target_num_containers", "target_num_containerz"),
+        "typo",
+    );
+    let (code, _, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("pier/stack.yml:"), "{stderr}");
+    assert!(
+        stderr.contains("did you mean `target_num_containers`?"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
+    assert_eq!(support::stack_containers(&bed, &s).await, before);
+    support::remove_stack(&bed, &s).await;
+}

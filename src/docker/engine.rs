@@ -22,8 +22,10 @@ use futures_util::TryStreamExt;
 use super::{ContainerInfo, ContainerSpec, Credentials, Health, Runtime, RuntimeError};
 use crate::manifest::model::{Endpoint, Node, Tls};
 
-/// How long one engine request may take before the engine counts as unreachable.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound for one engine request. Long on purpose: stopping a container
+/// waits for its grace period and a pull for the download. Reachability is
+/// judged separately, with the shorter timeout given to [`Engine::connect`].
+const REQUEST_TIMEOUT_S: u64 = 600;
 
 /// One node's engine.
 #[derive(Debug, Clone)]
@@ -53,8 +55,10 @@ fn tls_paths(tls: &Tls) -> Result<(PathBuf, PathBuf, PathBuf), RuntimeError> {
 
 impl Engine {
     /// Connect to a node and negotiate the API version.
+    /// `timeout` bounds the version handshake, which decides whether the node
+    /// is reachable at all.
     pub async fn connect(node: &Node, timeout: Duration) -> Result<Engine, RuntimeError> {
-        let secs = timeout.as_secs().max(1);
+        let secs = REQUEST_TIMEOUT_S;
         let version = bollard::API_DEFAULT_VERSION;
         let docker = match (&node.endpoint, &node.tls) {
             (Endpoint::Unix { path }, _) => Docker::connect_with_unix(path, secs, version),

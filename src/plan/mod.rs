@@ -56,6 +56,9 @@ pub struct Desired {
     pub commit: String,
     pub nodes: BTreeMap<String, Node>,
     pub services: BTreeMap<String, DesiredService>,
+    /// Declared services that cannot be planned this pass (e.g. their registry
+    /// is unreachable), with the reason: their containers are left as they are.
+    pub frozen: BTreeMap<String, String>,
 }
 
 /// A container of this stack, as its labels describe it.
@@ -188,7 +191,11 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &Options) -> Plan {
         ..Default::default()
     };
     let owned_total: usize = observed.nodes.values().map(|n| n.owned.len()).sum();
-    if desired.services.is_empty() && owned_total > 0 && !options.allow_empty {
+    if desired.services.is_empty()
+        && desired.frozen.is_empty()
+        && owned_total > 0
+        && !options.allow_empty
+    {
         plan.refused.push(format!(
             "the manifests declare no services while {owned_total} container(s) of stack `{}` run; \
              refusing to remove them all (pass --allow-empty if that is what you want)",
@@ -201,6 +208,20 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &Options) -> Plan {
         let service = &desired.services[&name];
         plan.services
             .push(plan_service(desired, observed, service, &mut load));
+    }
+    for (name, reason) in &desired.frozen {
+        plan.services.push(ServicePlan {
+            service: name.clone(),
+            declared: true,
+            changes: Vec::new(),
+            blocked: vec![Blocked {
+                replica: None,
+                node: None,
+                reason: reason.clone(),
+            }],
+            unchanged: 0,
+            parallelism: 1,
+        });
     }
     plan.services.extend(prune(desired, observed));
     plan
@@ -633,11 +654,9 @@ fn check_names(desired: &Desired, observed: &Observed, result: &mut ServicePlan)
 fn prune(desired: &Desired, observed: &Observed) -> Vec<ServicePlan> {
     let mut by_service: BTreeMap<String, ServicePlan> = BTreeMap::new();
     for (node, observation) in &observed.nodes {
-        for container in observation
-            .owned
-            .iter()
-            .filter(|c| !desired.services.contains_key(&c.service))
-        {
+        for container in observation.owned.iter().filter(|c| {
+            !desired.services.contains_key(&c.service) && !desired.frozen.contains_key(&c.service)
+        }) {
             let entry = by_service
                 .entry(container.service.clone())
                 .or_insert_with(|| ServicePlan {

@@ -79,6 +79,7 @@ fn desired(nodes: Vec<Node>, services: Vec<DesiredService>) -> Desired {
         commit: "c0ffee".into(),
         nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
         services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+        frozen: BTreeMap::new(),
     }
 }
 
@@ -480,4 +481,13 @@ fn tag_changes_move_replicas_off_nodes_that_no_longer_match() {
     let mut o = observed(&[("n1", 0), ("n2", 0)]);
     owned(&mut o, "n2", "web", 1, &hash);
     assert_eq!(run(&d, &o), ["- web-1 n2", "+ web-1 n1"]);
+}
+
+#[test]
+fn frozen_services_keep_their_containers() {
+    let mut d = desired(vec![node("n1", &[])], vec![]);
+    d.frozen.insert("web".into(), "registry unreachable".into());
+    let mut o = observed(&[("n1", 0)]);
+    owned(&mut o, "n1", "web", 1, "x");
+    assert_eq!(run(&d, &o), ["! web-* registry unreachable"]);
 }

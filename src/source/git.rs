@@ -97,6 +97,36 @@ impl GitSource {
         })
     }
 
+    /// A short name for the repository: its folder's (or URL's) last part.
+    pub fn name(&self) -> String {
+        let path = match &self.url {
+            Some(url) => url
+                .trim_end_matches('/')
+                .trim_end_matches(".git")
+                .to_string(),
+            None => {
+                let root = self.repo.workdir().unwrap_or_else(|| self.repo.path());
+                let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+                root.to_string_lossy()
+                    .trim_end_matches('/')
+                    .trim_end_matches(".git")
+                    .to_string()
+            }
+        };
+        let last = path.rsplit(['/', ':']).next().unwrap_or("pier");
+        let name: String = last
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        if name.is_empty() { "pier".into() } else { name }
+    }
+
     /// Fetch all branches and tags of a remote repository; a no-op for a local one.
     pub fn fetch(&self) -> Result<(), SourceError> {
         let Some(url) = &self.url else { return Ok(()) };

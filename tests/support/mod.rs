@@ -158,3 +158,139 @@ pub async fn http_get(addr: &str, port: u16, path: &str) -> Option<(u16, String)
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, body.to_string()))
 }
+
+/// A user repository on disk with pier manifests, committed with real git.
+pub struct UserRepo {
+    pub dir: tempfile::TempDir,
+    pub stack: String,
+}
+
+impl UserRepo {
+    /// A new repository holding `pier/stack.yml`, committed.
+    pub fn new(stack_prefix: &str, manifest: &str) -> UserRepo {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = UserRepo {
+            dir,
+            stack: unique(stack_prefix),
+        };
+        repo.git(&["init", "-q", "-b", "main"]);
+        std::fs::create_dir(repo.dir.path().join("pier")).expect("pier folder");
+        repo.commit(manifest, "initial manifests");
+        repo
+    }
+
+    pub fn git(&self, args: &[&str]) {
+        let status = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=pier-test",
+                "-c",
+                "user.email=test@pier.invalid",
+            ])
+            .args(args)
+            .current_dir(self.dir.path())
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "git {args:?} failed");
+    }
+
+    /// Replace `pier/stack.yml` and commit it.
+    pub fn commit(&self, manifest: &str, message: &str) {
+        std::fs::write(self.dir.path().join("pier/stack.yml"), manifest).expect("write manifest");
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+    }
+
+    /// Run the pier binary on this repository with this stack; returns (status, stdout, stderr).
+    pub fn pier(&self, bed: &Bed, args: &[&str]) -> (i32, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
+            .args(args)
+            .args(["--stack", &self.stack])
+            .current_dir(self.dir.path())
+            .env(
+                "PIER_INSECURE_REGISTRIES",
+                format!("{},{}", bed.registry, bed.registry_auth),
+            )
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("pier runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// The bed's nodes as a manifest `nodes:` block, each tagged as given.
+pub fn nodes_yaml(bed: &Bed, tags: &[&[&str]]) -> String {
+    let mut out = String::from("nodes:\n");
+    for (node, tags) in bed.nodes.iter().zip(tags) {
+        out.push_str(&format!(
+            "  {}: {{ endpoint: \"{}\", tags: [{}] }}\n",
+            node.name,
+            node.endpoint,
+            tags.join(", ")
+        ));
+    }
+    out
+}
+
+/// (node, container name, running) of every container of `stack`, sorted.
+pub async fn stack_containers(bed: &Bed, stack: &str) -> Vec<(String, String, bool)> {
+    use bollard::query_parameters::ListContainersOptionsBuilder;
+    let mut out = Vec::new();
+    for node in &bed.nodes {
+        let docker = engine(node).await;
+        let filters =
+            std::collections::HashMap::from([("label", vec![format!("pier.stack={stack}")])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        for c in docker.list_containers(Some(options)).await.expect("list") {
+            let name = c
+                .names
+                .unwrap_or_default()
+                .first()
+                .cloned()
+                .unwrap_or_default();
+            let running = c.state.is_some_and(|s| s.to_string() == "running");
+            out.push((
+                node.name.clone(),
+                name.trim_start_matches('/').to_string(),
+                running,
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Remove everything of `stack` from every node: its containers and its network.
+pub async fn remove_stack(bed: &Bed, stack: &str) {
+    use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
+    for node in &bed.nodes {
+        let docker = engine(node).await;
+        let filters =
+            std::collections::HashMap::from([("label", vec![format!("pier.stack={stack}")])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        for c in docker
+            .list_containers(Some(options))
+            .await
+            .unwrap_or_default()
+        {
+            let force = RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .v(true)
+                .build();
+            let _ = docker
+                .remove_container(&c.id.unwrap_or_default(), Some(force))
+                .await;
+        }
+        let _ = docker.remove_network(&format!("pier-{stack}")).await;
+    }
+}

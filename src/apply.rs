@@ -1,0 +1,598 @@
+//! Running a plan against the engines: bounded parallelism per node and in
+//! total, services in dependency order, replicas replaced in rolling batches
+//! behind health gates, and per-replica rollback.
+//!
+//! Every engine call yields a [`StepRecord`]; one failure never loses the
+//! bookkeeping of the others. A stop-first replacement keeps the old
+//! container (stopped and renamed) until its successor is healthy, so a bad
+//! release is undone by renaming the old one back and starting it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::future::join_all;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::docker::{self, Credentials, Health, Runtime, RuntimeError};
+use crate::plan::{Change, Desired, DesiredService, OwnedContainer, Plan, ServicePlan, spec};
+
+/// Tuning for one apply.
+#[derive(Debug, Clone)]
+pub struct ApplySettings {
+    /// How long a new container may take to become healthy.
+    pub health_timeout: Duration,
+    /// How often health is polled while waiting.
+    pub health_poll: Duration,
+    /// Engine operations in flight per node; engines serialise much of their
+    /// work, so more than a few only queues.
+    pub per_node: usize,
+    /// Engine operations in flight across all nodes.
+    pub total: usize,
+    /// Default time to wait after SIGTERM (a service's `stop_grace_period` wins).
+    pub stop_timeout: Duration,
+}
+
+impl Default for ApplySettings {
+    fn default() -> Self {
+        ApplySettings {
+            health_timeout: Duration::from_secs(120),
+            health_poll: Duration::from_millis(250),
+            per_node: 4,
+            total: 32,
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One engine call and how it went.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub service: String,
+    pub node: String,
+    /// `pull`, `network`, `create`, `start`, `wait-healthy`, `stop`, `rename`, `remove`, `rollback`.
+    pub action: String,
+    /// Container name, image or network the step acted on.
+    pub target: String,
+    pub ok: bool,
+    pub message: String,
+    pub started: SystemTime,
+    pub ended: SystemTime,
+}
+
+/// The outcome of an apply.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ApplyReport {
+    pub records: Vec<StepRecord>,
+    /// One line per service whose rollout stopped: service, node and reason.
+    pub failures: Vec<String>,
+}
+
+impl ApplyReport {
+    pub fn ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Images are pulled with these credentials.
+pub trait CredentialLookup: Sync {
+    fn for_image(&self, image: &str) -> Option<Credentials>;
+}
+
+impl CredentialLookup for crate::registry::CredentialStore {
+    fn for_image(&self, image: &str) -> Option<Credentials> {
+        crate::registry::CredentialStore::for_image(self, image).cloned()
+    }
+}
+
+struct Context<'a, R> {
+    desired: &'a Desired,
+    engines: &'a BTreeMap<String, R>,
+    settings: &'a ApplySettings,
+    credentials: &'a dyn CredentialLookup,
+    per_node: BTreeMap<String, Arc<Semaphore>>,
+    total: Arc<Semaphore>,
+    records: Mutex<Vec<StepRecord>>,
+    on_step: &'a (dyn Fn(&StepRecord) + Sync),
+}
+
+/// Apply `plan`. Services run in dependency order (independent ones at the
+/// same time); the changes of one service follow its update settings.
+pub async fn apply<R: Runtime>(
+    desired: &Desired,
+    plan: &Plan,
+    engines: &BTreeMap<String, R>,
+    credentials: &dyn CredentialLookup,
+    settings: &ApplySettings,
+    on_step: &(dyn Fn(&StepRecord) + Sync),
+) -> ApplyReport {
+    let ctx = Context {
+        desired,
+        engines,
+        settings,
+        credentials,
+        per_node: engines
+            .keys()
+            .map(|n| {
+                (
+                    n.clone(),
+                    Arc::new(Semaphore::new(settings.per_node.max(1))),
+                )
+            })
+            .collect(),
+        total: Arc::new(Semaphore::new(settings.total.max(1))),
+        records: Mutex::new(Vec::new()),
+        on_step,
+    };
+    let mut failures = Vec::new();
+    let mut failed_services = BTreeSet::new();
+    for level in levels(desired, plan) {
+        prepare_nodes(&ctx, &level).await;
+        let outcomes = join_all(level.iter().map(|service_plan| {
+            // A service whose dependency failed is not rolled out on top of it.
+            let blocked_by = desired.services.get(&service_plan.service).and_then(|d| {
+                d.after
+                    .iter()
+                    .find(|a| failed_services.contains(*a))
+                    .cloned()
+            });
+            let ctx = &ctx;
+            async move {
+                match blocked_by {
+                    Some(dependency) => Err(format!(
+                        "{}: not rolled out because `{dependency}` failed",
+                        service_plan.service
+                    )),
+                    None => rollout(ctx, service_plan).await,
+                }
+            }
+        }))
+        .await;
+        for (service_plan, outcome) in level.iter().zip(outcomes) {
+            if let Err(message) = outcome {
+                failed_services.insert(service_plan.service.clone());
+                failures.push(message);
+            }
+        }
+    }
+    let records = ctx.records.into_inner().expect("records lock");
+    ApplyReport { records, failures }
+}
+
+/// Services grouped so each group only depends on earlier ones; services
+/// being pruned go last.
+fn levels<'p>(desired: &Desired, plan: &'p Plan) -> Vec<Vec<&'p ServicePlan>> {
+    let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
+    // The plan lists services in dependency order already, so one pass suffices.
+    for service_plan in &plan.services {
+        let d = desired
+            .services
+            .get(&service_plan.service)
+            .map(|s| {
+                s.after
+                    .iter()
+                    .filter_map(|a| depth.get(a.as_str()))
+                    .map(|d| d + 1)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(usize::MAX);
+        depth.insert(&service_plan.service, d);
+    }
+    let mut by_depth: BTreeMap<usize, Vec<&ServicePlan>> = BTreeMap::new();
+    for service_plan in plan.services.iter().filter(|s| !s.changes.is_empty()) {
+        by_depth
+            .entry(depth[service_plan.service.as_str()])
+            .or_default()
+            .push(service_plan);
+    }
+    by_depth.into_values().collect()
+}
+
+impl<R: Runtime> Context<'_, R> {
+    fn engine(&self, node: &str) -> Result<&R, String> {
+        self.engines
+            .get(node)
+            .ok_or_else(|| format!("no engine for node {node}"))
+    }
+
+    fn record(
+        &self,
+        service: &str,
+        node: &str,
+        action: &str,
+        target: &str,
+        started: SystemTime,
+        result: &Result<(), String>,
+    ) {
+        let record = StepRecord {
+            service: service.into(),
+            node: node.into(),
+            action: action.into(),
+            target: target.into(),
+            ok: result.is_ok(),
+            message: result.as_ref().err().cloned().unwrap_or_default(),
+            started,
+            ended: SystemTime::now(),
+        };
+        (self.on_step)(&record);
+        self.records.lock().expect("records lock").push(record);
+    }
+
+    /// Run one engine call under the node's and the global limits, and record it.
+    async fn step<T, F>(
+        &self,
+        service: &str,
+        node: &str,
+        action: &str,
+        target: &str,
+        call: F,
+    ) -> Result<T, String>
+    where
+        F: std::future::Future<Output = Result<T, RuntimeError>>,
+    {
+        let _global = self.total.acquire().await.expect("semaphore open");
+        let _local = match self.per_node.get(node) {
+            Some(s) => Some(s.acquire().await.expect("semaphore open")),
+            None => None,
+        };
+        let started = SystemTime::now();
+        let result = call.await.map_err(|e| e.to_string());
+        self.record(
+            service,
+            node,
+            action,
+            target,
+            started,
+            &result.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
+        result.map_err(|e| format!("{service}: {action} {target} on {node} failed: {e}"))
+    }
+}
+
+/// Networks on every node a level touches, and the images its new containers need.
+async fn prepare_nodes<R: Runtime>(ctx: &Context<'_, R>, level: &[&ServicePlan]) {
+    let network = spec::network_name(&ctx.desired.stack);
+    let labels = BTreeMap::from([(docker::LABEL_STACK.to_string(), ctx.desired.stack.clone())]);
+    let mut pulls: BTreeSet<(String, String, String)> = BTreeSet::new();
+    let mut nodes = BTreeSet::new();
+    for service_plan in level {
+        let Some(service) = ctx.desired.services.get(&service_plan.service) else {
+            continue;
+        };
+        for change in &service_plan.changes {
+            if !matches!(change, Change::Remove { .. }) {
+                nodes.insert(change.node().to_string());
+                pulls.insert((
+                    change.node().to_string(),
+                    service.spec.image.clone(),
+                    service.name.clone(),
+                ));
+            }
+        }
+    }
+    join_all(nodes.iter().map(|node| {
+        let (network, labels) = (&network, &labels);
+        async move {
+            if let Ok(engine) = ctx.engine(node) {
+                let _ = ctx
+                    .step(
+                        "",
+                        node,
+                        "network",
+                        network,
+                        engine.ensure_network(network, labels),
+                    )
+                    .await;
+            }
+        }
+    }))
+    .await;
+    join_all(pulls.iter().map(|(node, image, service)| async move {
+        let Ok(engine) = ctx.engine(node) else { return };
+        // Pinned by digest: present locally means exactly these bits.
+        if matches!(engine.image_id(image).await, Ok(Some(_))) {
+            return;
+        }
+        let credentials = ctx.credentials.for_image(image);
+        let _ = ctx
+            .step(
+                service,
+                node,
+                "pull",
+                image,
+                engine.pull(image, credentials.as_ref()),
+            )
+            .await;
+    }))
+    .await;
+}
+
+/// Roll out one service's changes: removals and creations at once, then
+/// replacements in batches of `parallelism`. Stops at the first failed batch.
+async fn rollout<R: Runtime>(
+    ctx: &Context<'_, R>,
+    service_plan: &ServicePlan,
+) -> Result<(), String> {
+    let name = &service_plan.service;
+    let desired = ctx.desired.services.get(name);
+    let (replaces, others): (Vec<&Change>, Vec<&Change>) = service_plan
+        .changes
+        .iter()
+        .partition(|c| matches!(c, Change::Replace { .. }));
+    let (removes, creates): (Vec<&Change>, Vec<&Change>) = others
+        .into_iter()
+        .partition(|c| matches!(c, Change::Remove { .. }));
+    for batch in [removes, creates] {
+        let results = join_all(
+            batch
+                .iter()
+                .map(|change| run_change(ctx, name, desired, change)),
+        )
+        .await;
+        if let Some(error) = results.into_iter().find_map(Result::err) {
+            return Err(error);
+        }
+    }
+    for batch in replaces.chunks(service_plan.parallelism.max(1) as usize) {
+        let results = join_all(
+            batch
+                .iter()
+                .map(|change| run_change(ctx, name, desired, change)),
+        )
+        .await;
+        if let Some(error) = results.into_iter().find_map(Result::err) {
+            return Err(error);
+        }
+        if let Some(d) = desired
+            && !d.update.delay.is_zero()
+        {
+            tokio::time::sleep(d.update.delay).await;
+        }
+    }
+    Ok(())
+}
+
+fn stop_timeout(ctx: &Context<'_, impl Runtime>, desired: Option<&DesiredService>) -> Duration {
+    desired
+        .and_then(|d| d.spec.stop_timeout)
+        .unwrap_or(ctx.settings.stop_timeout)
+}
+
+async fn run_change<R: Runtime>(
+    ctx: &Context<'_, R>,
+    service: &str,
+    desired: Option<&DesiredService>,
+    change: &Change,
+) -> Result<(), String> {
+    let node = change.node();
+    let engine = ctx.engine(node)?;
+    match change {
+        Change::Remove { container, .. } => {
+            ctx.step(
+                service,
+                node,
+                "stop",
+                &container.name,
+                engine.stop(&container.id, stop_timeout(ctx, desired)),
+            )
+            .await?;
+            ctx.step(
+                service,
+                node,
+                "remove",
+                &container.name,
+                engine.remove(&container.id),
+            )
+            .await
+        }
+        Change::Create { replica, name, .. } => {
+            let desired = desired.ok_or_else(|| format!("{service}: not declared"))?;
+            let id = start_new(ctx, engine, desired, node, name, *replica).await?;
+            wait_healthy(ctx, engine, desired, node, name, &id)
+                .await
+                .map_err(|reason| {
+                    format!(
+                        "{service}: replica {replica} on {node} did not become healthy: {reason}"
+                    )
+                })
+        }
+        Change::Replace {
+            replica,
+            name,
+            old,
+            start_first,
+            ..
+        } => {
+            let desired = desired.ok_or_else(|| format!("{service}: not declared"))?;
+            if *start_first {
+                replace_start_first(ctx, engine, desired, node, name, *replica, old).await
+            } else {
+                replace_stop_first(ctx, engine, desired, node, name, *replica, old).await
+            }
+        }
+    }
+}
+
+/// Create and start a replica under `name`; returns its id. A container that
+/// was created but could not start is removed again.
+async fn start_new<R: Runtime>(
+    ctx: &Context<'_, R>,
+    engine: &R,
+    desired: &DesiredService,
+    node: &str,
+    name: &str,
+    replica: u32,
+) -> Result<String, String> {
+    let service = &desired.name;
+    let mut spec = (*desired.spec).clone();
+    spec.labels
+        .insert(docker::LABEL_REPLICA.into(), replica.to_string());
+    spec.labels
+        .insert(docker::LABEL_SPEC_HASH.into(), desired.hash.clone());
+    spec.labels
+        .insert(docker::LABEL_COMMIT.into(), ctx.desired.commit.clone());
+    spec.labels
+        .insert(docker::LABEL_IMAGE_DIGEST.into(), desired.digest.clone());
+    let id = ctx
+        .step(service, node, "create", name, engine.create(name, &spec))
+        .await?;
+    if let Err(e) = ctx
+        .step(service, node, "start", name, engine.start(&id))
+        .await
+    {
+        let _ = ctx
+            .step(service, node, "remove", name, engine.remove(&id))
+            .await;
+        return Err(e);
+    }
+    Ok(id)
+}
+
+/// Wait for the container to be healthy (or, without a health check, running).
+async fn wait_healthy<R: Runtime>(
+    ctx: &Context<'_, R>,
+    engine: &R,
+    desired: &DesiredService,
+    node: &str,
+    name: &str,
+    id: &str,
+) -> Result<(), String> {
+    let started = SystemTime::now();
+    let has_check = desired
+        .spec
+        .healthcheck
+        .as_ref()
+        .is_some_and(|h| h.test.first().is_some_and(|t| t != "NONE"));
+    let deadline = Instant::now() + ctx.settings.health_timeout;
+    let result = loop {
+        match engine.health(id).await {
+            Ok(Health::Healthy) => break Ok(()),
+            Ok(Health::Starting) if Instant::now() < deadline => {}
+            Ok(Health::Starting) => {
+                break Err(format!(
+                    "still starting after {:?}",
+                    ctx.settings.health_timeout
+                ));
+            }
+            Ok(Health::Unhealthy) => break Err("health check failed".to_string()),
+            Ok(Health::Exited(code)) => {
+                break Err(format!(
+                    "exited{}",
+                    code.map(|c| format!(" with code {c}")).unwrap_or_default()
+                ));
+            }
+            Err(e) => break Err(e.to_string()),
+        }
+        tokio::time::sleep(ctx.settings.health_poll).await;
+    };
+    if has_check || result.is_err() {
+        ctx.record(&desired.name, node, "wait-healthy", name, started, &result);
+    }
+    result
+}
+
+/// Stop the old replica and keep it aside; start the new one; remove the old
+/// one only once the new one is healthy, else put the old one back.
+#[allow(clippy::too_many_arguments)]
+async fn replace_stop_first<R: Runtime>(
+    ctx: &Context<'_, R>,
+    engine: &R,
+    desired: &DesiredService,
+    node: &str,
+    name: &str,
+    replica: u32,
+    old: &OwnedContainer,
+) -> Result<(), String> {
+    let service = &desired.name;
+    let aside = format!("{name}-pier-old");
+    ctx.step(
+        service,
+        node,
+        "stop",
+        &old.name,
+        engine.stop(&old.id, stop_timeout(ctx, Some(desired))),
+    )
+    .await?;
+    ctx.step(
+        service,
+        node,
+        "rename",
+        &aside,
+        engine.rename(&old.id, &aside),
+    )
+    .await?;
+    let outcome = match start_new(ctx, engine, desired, node, name, replica).await {
+        Ok(id) => match wait_healthy(ctx, engine, desired, node, name, &id).await {
+            Ok(()) => Ok(()),
+            Err(reason) => Err((Some(id), reason)),
+        },
+        Err(reason) => Err((None, reason)),
+    };
+    match outcome {
+        Ok(_) => {
+            ctx.step(service, node, "remove", &aside, engine.remove(&old.id))
+                .await
+        }
+        Err((new_id, reason)) => {
+            if let Some(new_id) = new_id {
+                let _ = ctx
+                    .step(service, node, "remove", name, engine.remove(&new_id))
+                    .await;
+            }
+            let back = async {
+                engine.rename(&old.id, &old.name).await?;
+                if old.running {
+                    engine.start(&old.id).await
+                } else {
+                    Ok(())
+                }
+            };
+            let restored = ctx.step(service, node, "rollback", &old.name, back).await;
+            Err(format!(
+                "{service}: replica {replica} on {node} failed ({reason}); {}",
+                match restored {
+                    Ok(()) => "rolled back to the previous container".to_string(),
+                    Err(e) => format!("rollback failed too: {e}"),
+                }
+            ))
+        }
+    }
+}
+
+/// Start the new replica beside the old one; swap them once it is healthy.
+#[allow(clippy::too_many_arguments)]
+async fn replace_start_first<R: Runtime>(
+    ctx: &Context<'_, R>,
+    engine: &R,
+    desired: &DesiredService,
+    node: &str,
+    name: &str,
+    replica: u32,
+    old: &OwnedContainer,
+) -> Result<(), String> {
+    let service = &desired.name;
+    let next = format!("{name}-pier-next");
+    let id = start_new(ctx, engine, desired, node, &next, replica).await?;
+    if let Err(reason) = wait_healthy(ctx, engine, desired, node, &next, &id).await {
+        let _ = ctx
+            .step(service, node, "remove", &next, engine.remove(&id))
+            .await;
+        return Err(format!(
+            "{service}: replica {replica} on {node} failed ({reason}); the previous container keeps running"
+        ));
+    }
+    ctx.step(
+        service,
+        node,
+        "stop",
+        &old.name,
+        engine.stop(&old.id, stop_timeout(ctx, Some(desired))),
+    )
+    .await?;
+    ctx.step(service, node, "remove", &old.name, engine.remove(&old.id))
+        .await?;
+    ctx.step(service, node, "rename", name, engine.rename(&id, name))
+        .await
+}

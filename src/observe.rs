@@ -1,0 +1,132 @@
+//! Observed state, rebuilt from the engines on every pass: all nodes in
+//! parallel, each with its own timeout, so one slow or dead node never holds
+//! up the others. The truth is in the containers' labels; nothing else is
+//! needed to recover from a crash at any point.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use crate::docker::{self, ContainerInfo, Runtime};
+use crate::plan::{NodeObservation, Observed, OwnedContainer};
+
+/// What pier owns among a node's containers, for one stack.
+pub fn node_observation(stack: &str, containers: &[ContainerInfo]) -> NodeObservation {
+    let mut observation = NodeObservation {
+        running: containers.iter().filter(|c| c.running).count(),
+        ..Default::default()
+    };
+    for container in containers {
+        match owned(stack, container) {
+            Some(owned) => observation.owned.push(owned),
+            None => {
+                observation.foreign_names.insert(container.name.clone());
+            }
+        }
+    }
+    observation
+}
+
+/// A container of `stack`, if its labels say so. Containers with pier's
+/// labels of another stack count as foreign: never touched by this one.
+fn owned(stack: &str, container: &ContainerInfo) -> Option<OwnedContainer> {
+    let label = |key: &str| container.labels.get(key).cloned();
+    if label(docker::LABEL_STACK)? != stack {
+        return None;
+    }
+    Some(OwnedContainer {
+        id: container.id.clone(),
+        name: container.name.clone(),
+        service: label(docker::LABEL_SERVICE)?,
+        replica: label(docker::LABEL_REPLICA)?.parse().ok()?,
+        spec_hash: label(docker::LABEL_SPEC_HASH).unwrap_or_default(),
+        image_digest: label(docker::LABEL_IMAGE_DIGEST).unwrap_or_default(),
+        commit: label(docker::LABEL_COMMIT).unwrap_or_default(),
+        running: container.running,
+    })
+}
+
+/// Observe every node that has an engine; nodes without one are unreachable
+/// with the reason given.
+pub async fn observe<R: Runtime>(
+    stack: &str,
+    engines: &BTreeMap<String, Result<R, String>>,
+    timeout: Duration,
+) -> Observed {
+    let lookups = engines.iter().map(|(name, engine)| async move {
+        let observation = match engine {
+            Err(reason) => NodeObservation {
+                unreachable: Some(reason.clone()),
+                ..Default::default()
+            },
+            Ok(engine) => match tokio::time::timeout(timeout, engine.list()).await {
+                Ok(Ok(containers)) => node_observation(stack, &containers),
+                Ok(Err(e)) => NodeObservation {
+                    unreachable: Some(e.to_string()),
+                    ..Default::default()
+                },
+                Err(_) => NodeObservation {
+                    unreachable: Some(format!("no answer within {timeout:?}")),
+                    ..Default::default()
+                },
+            },
+        };
+        (name.clone(), observation)
+    });
+    Observed {
+        nodes: join_all(lookups).await.into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(name: &str, labels: &[(&str, &str)], running: bool) -> ContainerInfo {
+        ContainerInfo {
+            id: format!("id-{name}"),
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            running,
+        }
+    }
+
+    #[test]
+    fn only_this_stacks_labelled_containers_are_owned() {
+        let containers = [
+            container(
+                "s-web-1",
+                &[
+                    ("pier.stack", "s"),
+                    ("pier.service", "web"),
+                    ("pier.replica", "1"),
+                    ("pier.spec-hash", "h"),
+                ],
+                true,
+            ),
+            container(
+                "t-web-1",
+                &[
+                    ("pier.stack", "t"),
+                    ("pier.service", "web"),
+                    ("pier.replica", "1"),
+                ],
+                true,
+            ),
+            container("s-web-2", &[], true),
+            container("stopped", &[], false),
+        ];
+        let o = node_observation("s", &containers);
+        assert_eq!(o.running, 3);
+        assert_eq!(o.owned.len(), 1);
+        assert_eq!(
+            (o.owned[0].service.as_str(), o.owned[0].replica),
+            ("web", 1)
+        );
+        assert!(o.foreign_names.contains("s-web-2") && o.foreign_names.contains("t-web-1"));
+    }
+}
