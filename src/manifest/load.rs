@@ -48,8 +48,8 @@ pub fn load(files: &[SourceFile], vars: &Vars) -> Loaded {
         pipeline_at: None,
         services_seen: 0,
     };
-    for file in files {
-        loader.file(file);
+    for (file, parsed) in files.iter().zip(parse_all(files)) {
+        loader.file(file, parsed);
     }
     let mut loaded = loader.loaded;
     // A block merged into several services reports its problem once.
@@ -58,6 +58,37 @@ pub fn load(files: &[SourceFile], vars: &Vars) -> Loaded {
         .sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
     loaded.diagnostics.dedup();
     loaded
+}
+
+/// Parse every file, on all cores: parsing is most of the work, and files
+/// are independent until their services are merged.
+fn parse_all(files: &[SourceFile]) -> Vec<Result<Vec<Node>, yaml::YamlError>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len().max(1));
+    if threads <= 1 {
+        return files
+            .iter()
+            .map(|f| yaml::parse_documents(&f.text))
+            .collect();
+    }
+    let chunk = files.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|f| yaml::parse_documents(&f.text))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a parser thread never panics"))
+            .collect()
+    })
 }
 
 struct Loader<'v> {
@@ -149,13 +180,18 @@ impl Loader<'_> {
         self.loaded.diagnostics.push(diagnostic);
     }
 
-    fn file(&mut self, file: &SourceFile) {
-        let documents = match yaml::parse_documents(&file.text) {
+    fn file(&mut self, file: &SourceFile, parsed: Result<Vec<Node>, yaml::YamlError>) {
+        let documents = match parsed {
             Ok(documents) => documents,
             Err(e) => {
+                let help = if e.message.contains("limit") {
+                    "the file is over one of pier's limits (1 MiB, nesting depth 64, 200,000 nodes from YAML aliases); split or simplify it; nothing from this file was loaded"
+                } else {
+                    "fix the YAML syntax; nothing from this file was loaded"
+                };
                 self.push(
                     Diagnostic::error(Location::new(&file.path, e.line, e.column), e.message)
-                        .help("fix the YAML syntax; nothing from this file was loaded"),
+                        .help(help),
                 );
                 return;
             }
@@ -386,7 +422,7 @@ impl Loader<'_> {
         };
         let spec = match type_json::<BTreeMap<String, Option<VolumeDeclSpec>>>(
             &here,
-            body.value.to_json(),
+            &body.value.to_json(),
         ) {
             Ok(spec) => spec,
             Err(failure) => return self.push(failure.0),
@@ -475,7 +511,13 @@ impl Loader<'_> {
         // and checked: a key that fails to type is reported and dropped, and
         // the rest is typed again, so one bad key never hides another.
         loop {
-            match type_json::<T>(here, serde_json::Value::Object(object.clone())) {
+            let value = serde_json::Value::Object(std::mem::take(&mut object));
+            let typed = type_json::<T>(here, &value);
+            let serde_json::Value::Object(back) = value else {
+                unreachable!("built as an object")
+            };
+            object = back;
+            match typed {
                 Ok(value) => return Some(value),
                 Err(failure) => {
                     let (diagnostic, first_key) = *failure;
@@ -491,7 +533,7 @@ impl Loader<'_> {
 /// place, with the top-level key it happened under.
 fn type_json<T: DeserializeOwned>(
     here: &Here,
-    json: serde_json::Value,
+    json: &serde_json::Value,
 ) -> Result<T, Box<(Diagnostic, Option<String>)>> {
     serde_path_to_error::deserialize(json).map_err(|error| {
         let path: Vec<Seg> = error

@@ -164,7 +164,7 @@ fn clean_message(rendered: &str) -> String {
         _ => first,
     };
     let without_location = without_location
-        .rsplit_once(" at line ")
+        .split_once(" at line ")
         .map(|(message, _)| message)
         .unwrap_or(without_location);
     without_location

@@ -294,3 +294,22 @@ pub async fn remove_stack(bed: &Bed, stack: &str) {
         let _ = docker.remove_network(&format!("pier-{stack}")).await;
     }
 }
+
+/// `node:name` of the containers of `stack` on the named nodes only.
+pub async fn stack_containers_on(bed: &Bed, stack: &str, nodes: &[&str]) -> Vec<String> {
+    let only: Vec<Node> = bed
+        .nodes
+        .iter()
+        .filter(|n| nodes.contains(&n.name.as_str()))
+        .cloned()
+        .collect();
+    let partial = Bed {
+        nodes: only,
+        ..bed.clone()
+    };
+    stack_containers(&partial, stack)
+        .await
+        .into_iter()
+        .map(|(node, name, _)| format!("{node}:{name}"))
+        .collect()
+}
