@@ -6,11 +6,10 @@
 mod support;
 
 use std::process::Command;
-use std::sync::Mutex;
 
 use support::Bed;
 
-static BED_CHANGES: Mutex<()> = Mutex::new(());
+static BED_CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn testbed(args: &[&str]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/testbed");
@@ -41,7 +40,7 @@ impl Drop for KilledNode {
 /// changes nothing on it while still converging the others.
 #[tokio::test]
 async fn a_dead_node_is_reported_and_the_others_still_converge() {
-    let _turn = BED_CHANGES.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = BED_CHANGES.lock().await;
     let bed = Bed::get();
     let manifest = |replicas: u32| {
         format!(
