@@ -9,7 +9,7 @@
 pub mod render;
 pub mod spec;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -203,11 +203,13 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &Options) -> Plan {
         ));
         return plan;
     }
-    let mut load = Load::new(observed);
+    let mut load = Load::new(desired, observed);
+    let mut index = Index::new(desired, observed);
     for name in dependency_order(desired) {
         let service = &desired.services[&name];
-        plan.services
-            .push(plan_service(desired, observed, service, &mut load));
+        plan.services.push(plan_service(
+            desired, observed, service, &mut load, &mut index,
+        ));
     }
     for (name, reason) in &desired.frozen {
         plan.services.push(ServicePlan {
@@ -229,24 +231,40 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &Options) -> Plan {
 
 /// Running containers per node as the plan unfolds, for `emptiest_node`.
 struct Load {
-    total: BTreeMap<String, i64>,
+    slots: HashMap<String, usize>,
+    total: Vec<i64>,
+    reachable: Vec<bool>,
 }
 
 impl Load {
-    fn new(observed: &Observed) -> Self {
-        Load {
-            total: observed
-                .nodes
-                .iter()
-                .map(|(n, o)| (n.clone(), o.running as i64))
-                .collect(),
+    fn new(desired: &Desired, observed: &Observed) -> Self {
+        let mut load = Load {
+            slots: HashMap::new(),
+            total: Vec::new(),
+            reachable: Vec::new(),
+        };
+        for name in desired.nodes.keys().chain(observed.nodes.keys()) {
+            let slot = load.slot(name);
+            if let Some(o) = observed.nodes.get(name) {
+                load.total[slot] = o.running as i64;
+                load.reachable[slot] = o.unreachable.is_none();
+            }
         }
+        load
     }
-    fn of(&self, node: &str) -> i64 {
-        self.total.get(node).copied().unwrap_or(0)
+    /// The node's index in `total` and `reachable` (a new one for an unknown node).
+    fn slot(&mut self, node: &str) -> usize {
+        if let Some(&slot) = self.slots.get(node) {
+            return slot;
+        }
+        self.slots.insert(node.to_string(), self.total.len());
+        self.total.push(0);
+        self.reachable.push(false);
+        self.total.len() - 1
     }
     fn add(&mut self, node: &str, delta: i64) {
-        *self.total.entry(node.to_string()).or_insert(0) += delta;
+        let slot = self.slot(node);
+        self.total[slot] += delta;
     }
 }
 
@@ -282,11 +300,71 @@ fn dependency_order(desired: &Desired) -> Vec<String> {
     order
 }
 
-fn plan_service(
-    desired: &Desired,
+/// Lookups built once per plan, so planning stays linear in services and
+/// containers rather than their product.
+struct Index<'a> {
+    /// Each service's containers with their node; for one replica number the
+    /// container under its own name and running comes first.
+    by_service: HashMap<&'a str, Vec<(&'a str, &'a OwnedContainer)>>,
+    /// Nodes matching a tag set, for services without constraints.
+    matching: HashMap<BTreeSet<String>, Vec<&'a Node>>,
+}
+
+impl<'a> Index<'a> {
+    fn new(desired: &'a Desired, observed: &'a Observed) -> Self {
+        let mut by_service: HashMap<&str, Vec<(&str, &OwnedContainer)>> = HashMap::new();
+        for (node, observation) in &observed.nodes {
+            for container in &observation.owned {
+                by_service
+                    .entry(container.service.as_str())
+                    .or_default()
+                    .push((node.as_str(), container));
+            }
+        }
+        for containers in by_service.values_mut() {
+            // A container set aside by an interrupted replacement loses to the one under its name.
+            containers
+                .sort_by_key(|(node, c)| (c.replica, is_set_aside(&c.name), !c.running, *node));
+        }
+        let _ = desired;
+        Index {
+            by_service,
+            matching: HashMap::new(),
+        }
+    }
+
+    fn matching(&mut self, desired: &'a Desired, service: &DesiredService) -> Vec<&'a Node> {
+        if !service.constraints.is_empty() {
+            return desired
+                .nodes
+                .values()
+                .filter(|n| service.admits(n))
+                .collect();
+        }
+        self.matching
+            .entry(service.tags.clone())
+            .or_insert_with(|| {
+                desired
+                    .nodes
+                    .values()
+                    .filter(|n| service.tags.is_subset(&n.tags))
+                    .collect()
+            })
+            .clone()
+    }
+}
+
+/// Names apply gives a container while it replaces it.
+fn is_set_aside(name: &str) -> bool {
+    name.ends_with("-pier-old") || name.ends_with("-pier-next")
+}
+
+fn plan_service<'a>(
+    desired: &'a Desired,
     observed: &Observed,
     service: &DesiredService,
     load: &mut Load,
+    index: &mut Index<'a>,
 ) -> ServicePlan {
     let name = &service.name;
     let mut result = ServicePlan {
@@ -301,11 +379,7 @@ fn plan_service(
             service.update.parallelism.max(1)
         },
     };
-    let matching: Vec<&Node> = desired
-        .nodes
-        .values()
-        .filter(|n| service.admits(n))
-        .collect();
+    let matching: Vec<&Node> = index.matching(desired, service);
     let reachable = |node: &str| {
         observed
             .nodes
@@ -316,11 +390,17 @@ fn plan_service(
     // Current replicas, by node; a duplicate replica number keeps its first container.
     let mut current: Vec<(String, OwnedContainer)> = Vec::new();
     let mut seen_replicas = BTreeSet::new();
-    for (node, observation) in &observed.nodes {
-        for container in observation.owned.iter().filter(|c| &c.service == name) {
+    let empty = Vec::new();
+    for &(node, container) in index.by_service.get(name.as_str()).unwrap_or(&empty) {
+        let node = &node.to_string();
+        let answers = observed
+            .nodes
+            .get(node)
+            .is_some_and(|o| o.unreachable.is_none());
+        {
             if seen_replicas.insert(container.replica) && desired.nodes.contains_key(node) {
                 current.push((node.clone(), container.clone()));
-            } else if observation.unreachable.is_none() {
+            } else if answers {
                 let reason = if desired.nodes.contains_key(node) {
                     "duplicate replica number"
                 } else {
@@ -522,34 +602,27 @@ fn scaled(
         return;
     }
     let fixed_port = service.has_fixed_host_port();
-    let mut of_service: BTreeMap<String, i64> = BTreeMap::new();
+    // Positions in `matching` (name order, so the lowest position breaks ties
+    // by name) with their node's slot in `load`: the loop below runs once per
+    // replica over every matching node and must not hash or compare names.
+    let slots: Vec<usize> = matching.iter().map(|n| load.slot(&n.name)).collect();
+    let mut of_service = vec![0i64; matching.len()];
     for (node, _) in kept.iter() {
-        *of_service.entry(node.clone()).or_insert(0) += 1;
+        if let Some(position) = matching.iter().position(|m| &m.name == node) {
+            of_service[position] += 1;
+        }
     }
     for replica in free_replicas(kept, wanted - kept.len()) {
-        let candidates: Vec<&&Node> = matching
-            .iter()
-            .filter(|n| {
-                observed
-                    .nodes
-                    .get(&n.name)
-                    .is_some_and(|o| o.unreachable.is_none())
-            })
-            .filter(|n| !fixed_port || of_service.get(&n.name).copied().unwrap_or(0) == 0)
-            .collect();
+        let candidates = (0..matching.len())
+            .filter(|&p| load.reachable[slots[p]])
+            .filter(|&p| !fixed_port || of_service[p] == 0);
         let choice = match service.strategy {
-            Strategy::HighAvailability => candidates.iter().min_by_key(|n| {
-                (
-                    of_service.get(&n.name).copied().unwrap_or(0),
-                    load.of(&n.name),
-                    n.name.clone(),
-                )
-            }),
-            _ => candidates
-                .iter()
-                .min_by_key(|n| (load.of(&n.name), n.name.clone())),
+            Strategy::HighAvailability => {
+                candidates.min_by_key(|&p| (of_service[p], load.total[slots[p]], p))
+            }
+            _ => candidates.min_by_key(|&p| (load.total[slots[p]], p)),
         };
-        let Some(node) = choice else {
+        let Some(position) = choice else {
             result.blocked.push(Blocked {
                 replica: Some(replica),
                 node: None,
@@ -557,14 +630,14 @@ fn scaled(
             });
             continue;
         };
-        let node = node.name.clone();
+        let node = matching[position].name.clone();
         result.changes.push(Change::Create {
             node: node.clone(),
             replica,
             name: spec::container_name(&desired.stack, &service.name, replica),
         });
-        *of_service.entry(node.clone()).or_insert(0) += 1;
-        load.add(&node, 1);
+        of_service[position] += 1;
+        load.total[slots[position]] += 1;
         kept.push((node, placeholder(&service.name, replica)));
     }
     // Placeholders only reserved replica numbers and nodes; they are not replicas to check.
