@@ -139,4 +139,7 @@ pub struct ApplyArgs {
     /// How long a new container may take to become healthy
     #[arg(long, env = "PIER_HEALTH_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
     pub health_timeout: std::time::Duration,
+    /// Engine operations in flight per node
+    #[arg(long, env = "PIER_NODE_PARALLELISM", default_value_t = pier::apply::ApplySettings::default().per_node)]
+    pub node_parallelism: usize,
 }

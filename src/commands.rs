@@ -98,6 +98,7 @@ fn print_step(record: &StepRecord) {
 pub async fn apply(args: ApplyArgs) -> ExitCode {
     let apply_settings = ApplySettings {
         health_timeout: args.health_timeout,
+        per_node: args.node_parallelism.max(1),
         ..Default::default()
     };
     let vars: Vars = std::env::vars().collect();

@@ -185,7 +185,7 @@ impl Loader<'_> {
             Ok(documents) => documents,
             Err(e) => {
                 let help = if e.message.contains("limit") {
-                    "the file is over one of pier's limits (1 MiB, nesting depth 64, 200,000 nodes from YAML aliases); split or simplify it; nothing from this file was loaded"
+                    "the file is over one of pier's limits (1 MiB, nesting depth 64, 50,000 nodes from YAML aliases); split or simplify it; nothing from this file was loaded"
                 } else {
                     "fix the YAML syntax; nothing from this file was loaded"
                 };

@@ -307,7 +307,14 @@ struct Index<'a> {
     /// container under its own name and running comes first.
     by_service: HashMap<&'a str, Vec<(&'a str, &'a OwnedContainer)>>,
     /// Nodes matching a tag set, for services without constraints.
-    matching: HashMap<BTreeSet<String>, Vec<&'a Node>>,
+    matching: HashMap<BTreeSet<String>, Matching<'a>>,
+}
+
+/// Nodes a service may run on and their slots in [`Load`].
+#[derive(Clone, Default)]
+struct Matching<'a> {
+    nodes: Vec<&'a Node>,
+    slots: Vec<usize>,
 }
 
 impl<'a> Index<'a> {
@@ -333,23 +340,25 @@ impl<'a> Index<'a> {
         }
     }
 
-    fn matching(&mut self, desired: &'a Desired, service: &DesiredService) -> Vec<&'a Node> {
+    /// The nodes a service may run on, in name order, with their slots in
+    /// [`Load`] (which numbers the desired nodes first, in the same order).
+    fn matching(&mut self, desired: &'a Desired, service: &DesiredService) -> Matching<'a> {
+        let select = |admits: &dyn Fn(&Node) -> bool| {
+            let mut matching = Matching::default();
+            for (slot, node) in desired.nodes.values().enumerate() {
+                if admits(node) {
+                    matching.nodes.push(node);
+                    matching.slots.push(slot);
+                }
+            }
+            matching
+        };
         if !service.constraints.is_empty() {
-            return desired
-                .nodes
-                .values()
-                .filter(|n| service.admits(n))
-                .collect();
+            return select(&|n| service.admits(n));
         }
         self.matching
             .entry(service.tags.clone())
-            .or_insert_with(|| {
-                desired
-                    .nodes
-                    .values()
-                    .filter(|n| service.tags.is_subset(&n.tags))
-                    .collect()
-            })
+            .or_insert_with(|| select(&|n| service.tags.is_subset(&n.tags)))
             .clone()
     }
 }
@@ -379,7 +388,10 @@ fn plan_service<'a>(
             service.update.parallelism.max(1)
         },
     };
-    let matching: Vec<&Node> = index.matching(desired, service);
+    let Matching {
+        nodes: matching,
+        slots,
+    } = index.matching(desired, service);
     let reachable = |node: &str| {
         observed
             .nodes
@@ -443,6 +455,7 @@ fn plan_service<'a>(
             desired,
             service,
             &matching,
+            &slots,
             observed,
             &mut kept,
             &mut result,
@@ -565,6 +578,7 @@ fn scaled(
     desired: &Desired,
     service: &DesiredService,
     matching: &[&Node],
+    slots: &[usize],
     observed: &Observed,
     kept: &mut Vec<(String, OwnedContainer)>,
     result: &mut ServicePlan,
@@ -605,10 +619,10 @@ fn scaled(
     // Positions in `matching` (name order, so the lowest position breaks ties
     // by name) with their node's slot in `load`: the loop below runs once per
     // replica over every matching node and must not hash or compare names.
-    let slots: Vec<usize> = matching.iter().map(|n| load.slot(&n.name)).collect();
     let mut of_service = vec![0i64; matching.len()];
     for (node, _) in kept.iter() {
-        if let Some(position) = matching.iter().position(|m| &m.name == node) {
+        let slot = load.slot(node);
+        if let Some(position) = slots.iter().position(|&s| s == slot) {
             of_service[position] += 1;
         }
     }
