@@ -5,7 +5,10 @@
 use std::path::Path;
 use std::process::Command;
 
+mod support;
+
 use pier::manifest::{self, MemoryTree, SourceFile, Vars};
+use support::git;
 
 fn check(files: &[(&str, &str)], tree: &MemoryTree) -> Vec<String> {
     let files: Vec<SourceFile> = files
@@ -348,21 +351,6 @@ services:
         loaded.manifest.services["redis"].restart,
         manifest::model::Restart::OnFailure { max_retries: None }
     );
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args([
-            "-c",
-            "user.name=pier-test",
-            "-c",
-            "user.email=test@pier.invalid",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?}");
 }
 
 fn pier(dir: &Path, args: &[&str]) -> (i32, String, String) {

@@ -27,6 +27,9 @@ pub const LABEL_SPEC_HASH: &str = "pier.spec-hash";
 pub const LABEL_COMMIT: &str = "pier.commit";
 /// Image digest (or local image id) the container runs.
 pub const LABEL_IMAGE_DIGEST: &str = "pier.image-digest";
+/// Short hashes of each part of the configuration (each env value apart),
+/// so a plan can say which parts a replacement changes without storing values.
+pub const LABEL_SPEC_FIELDS: &str = "pier.spec-fields";
 
 /// Everything pier sets on a container it creates. Built by the planner from
 /// a service; hashed to decide staleness.

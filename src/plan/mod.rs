@@ -36,6 +36,8 @@ pub struct DesiredService {
     pub sequential: bool,
     /// Services this one starts after (links, depends_on, volumes_from).
     pub after: Vec<String>,
+    /// Fingerprints of each part of `spec` ([`spec::field_fingerprints`]).
+    pub fields: BTreeMap<String, String>,
 }
 
 impl DesiredService {
@@ -72,6 +74,9 @@ pub struct OwnedContainer {
     pub image_digest: String,
     pub commit: String,
     pub running: bool,
+    /// Its `pier.spec-fields` label: which parts of its configuration hash to what.
+    #[serde(skip)]
+    pub fields: BTreeMap<String, String>,
 }
 
 /// What one node looks like right now.
@@ -113,6 +118,9 @@ pub enum Change {
         name: String,
         old: OwnedContainer,
         start_first: bool,
+        /// What differs from the running container (empty when it predates
+        /// field fingerprints or only its state differs).
+        changed: Vec<FieldChange>,
     },
     Remove {
         node: String,
@@ -129,6 +137,57 @@ impl Change {
             | Change::Remove { node, .. } => node,
         }
     }
+}
+
+/// One part of a container's configuration that a replacement changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    /// `image`, `command`, `ports`, ... or `env.KEY` for one variable.
+    pub field: String,
+    /// `added`, `removed` or `changed`.
+    pub change: &'static str,
+    /// The new value of an environment variable, masked when its name looks secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// What differs between a running container's fingerprints and the desired ones.
+pub fn field_changes(old: &BTreeMap<String, String>, service: &DesiredService) -> Vec<FieldChange> {
+    if old.is_empty() {
+        return Vec::new();
+    }
+    let env_value = |key: &str| -> Option<String> {
+        let key = key.strip_prefix("env.")?;
+        if spec::looks_secret(key) {
+            return Some("(masked)".into());
+        }
+        service.spec.env.iter().find_map(|e| {
+            e.split_once('=')
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        })
+    };
+    let mut changes = Vec::new();
+    for (field, hash) in &service.fields {
+        let change = match old.get(field) {
+            None => "added",
+            Some(previous) if previous != hash => "changed",
+            Some(_) => continue,
+        };
+        changes.push(FieldChange {
+            field: field.clone(),
+            change,
+            value: env_value(field),
+        });
+    }
+    for field in old.keys().filter(|f| !service.fields.contains_key(*f)) {
+        changes.push(FieldChange {
+            field: field.clone(),
+            change: "removed",
+            value: None,
+        });
+    }
+    changes
 }
 
 /// Something the plan should do but cannot, and why.
@@ -482,6 +541,7 @@ fn plan_service<'a>(
                 name: spec::container_name(&desired.stack, name, container.replica),
                 old: container.clone(),
                 start_first,
+                changed: field_changes(&container.fields, service),
             });
         }
     }
@@ -668,6 +728,7 @@ fn placeholder(service: &str, replica: u32) -> OwnedContainer {
         image_digest: String::new(),
         commit: String::new(),
         running: true,
+        fields: BTreeMap::new(),
     }
 }
 

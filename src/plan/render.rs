@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Change, Desired, Plan};
+use super::{Change, Desired, DesiredService, FieldChange, OwnedContainer, Plan};
 
 /// Version of the JSON plan format. Fields are only ever added within a version.
 pub const PLAN_SCHEMA: &str = "pier.plan/v1";
@@ -53,6 +53,64 @@ fn short(digest: &str) -> String {
     let hex = digest.rsplit(':').next().unwrap_or(digest);
     let algo = digest.split_once(':').map(|(a, _)| a).unwrap_or("sha256");
     format!("{algo}:{}…", &hex[..hex.len().min(12)])
+}
+
+/// Why a replica is replaced, in a few words: the image digests, the
+/// variables (values of secret-looking ones masked) and the other parts that
+/// differ.
+fn describe_replace(
+    old: &OwnedContainer,
+    new: Option<&DesiredService>,
+    changed: &[FieldChange],
+) -> String {
+    let mut parts = Vec::new();
+    if let Some(d) = new
+        && d.digest != old.image_digest
+    {
+        parts.push(format!(
+            "image {} → {}",
+            short(&old.image_digest),
+            short(&d.digest)
+        ));
+    }
+    for change in changed {
+        match change.field.strip_prefix("env.") {
+            Some(key) => {
+                let sign = match change.change {
+                    "added" => "+",
+                    "removed" => "-",
+                    _ => "~",
+                };
+                match &change.value {
+                    Some(value) => parts.push(format!("env {sign}{key}={}", clip(value))),
+                    None => parts.push(format!("env {sign}{key}")),
+                }
+            }
+            // The image is described by its digests above.
+            None if change.field == "image" => {}
+            None => parts.push(format!("{} {}", change.field, change.change)),
+        }
+    }
+    if parts.is_empty() {
+        parts.push(
+            if old.running {
+                "configuration changed"
+            } else {
+                "not running"
+            }
+            .to_string(),
+        );
+    }
+    parts.join(", ")
+}
+
+fn clip(value: &str) -> String {
+    const MAX: usize = 40;
+    if value.chars().count() <= MAX {
+        format!("{value:?}")
+    } else {
+        format!("{:?}…", value.chars().take(MAX).collect::<String>())
+    }
 }
 
 /// The plan as text.
@@ -109,16 +167,11 @@ pub fn human(plan: &Plan, desired: &Desired, style: Style) -> String {
                     name,
                     old,
                     start_first,
+                    changed,
                     ..
                 } => {
                     let new = desired.services.get(&service.service);
-                    let what = match new {
-                        Some(d) if d.digest != old.image_digest => {
-                            format!("image {} → {}", short(&old.image_digest), short(&d.digest))
-                        }
-                        Some(_) if !old.running => "not running".to_string(),
-                        _ => "configuration changed".to_string(),
-                    };
+                    let what = describe_replace(old, new, changed);
                     let order = if *start_first { ", start-first" } else { "" };
                     format!("{} {name} on {node}: {what}{order}", style.paint("33", "~"))
                 }

@@ -174,3 +174,63 @@ pub fn spec_hash(spec: &ContainerSpec) -> String {
     let digest = Sha256::digest(&json);
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
+
+fn short_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Per-part fingerprints of a spec: `env.KEY` for each variable, and one for
+/// every other part (`image`, `command`, `ports`, ...). Values never appear,
+/// only short hashes of them.
+pub fn field_fingerprints(spec: &ContainerSpec) -> BTreeMap<String, String> {
+    let mut fields = BTreeMap::new();
+    for entry in &spec.env {
+        let (key, value) = entry.split_once('=').unwrap_or((entry, ""));
+        fields.insert(format!("env.{key}"), short_hash(value.as_bytes()));
+    }
+    let json = serde_json::to_value(spec).expect("a container spec serialises");
+    if let serde_json::Value::Object(parts) = json {
+        for (name, value) in parts {
+            if name != "env" && name != "labels" {
+                fields.insert(name, short_hash(value.to_string().as_bytes()));
+            }
+        }
+    }
+    fields.insert(
+        "labels".into(),
+        short_hash(
+            serde_json::to_string(&user_labels(spec))
+                .unwrap_or_default()
+                .as_bytes(),
+        ),
+    );
+    fields
+}
+
+fn user_labels(spec: &ContainerSpec) -> BTreeMap<&String, &String> {
+    spec.labels
+        .iter()
+        .filter(|(k, _)| !k.starts_with("pier."))
+        .collect()
+}
+
+/// Whether a variable's value must not be shown.
+pub fn looks_secret(key: &str) -> bool {
+    let key = key.to_ascii_uppercase();
+    [
+        "PASS",
+        "SECRET",
+        "TOKEN",
+        "KEY",
+        "CREDENTIAL",
+        "PRIVATE",
+        "AUTH",
+        "CERT",
+    ]
+    .iter()
+    .any(|w| key.contains(w))
+}

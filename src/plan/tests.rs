@@ -60,6 +60,7 @@ fn service(name: &str, replicas: Option<u32>, strategy: Strategy, tags: &[&str])
     DesiredService {
         name: name.into(),
         hash: super::spec::spec_hash(&spec),
+        fields: super::spec::field_fingerprints(&spec),
         spec: Arc::new(spec),
         image_display: "img:1".into(),
         digest: "sha256:new".into(),
@@ -112,6 +113,7 @@ fn owned(obs: &mut Observed, node: &str, service: &str, replica: u32, hash: &str
         image_digest: "sha256:old".into(),
         commit: "old".into(),
         running: true,
+        fields: BTreeMap::new(),
     });
 }
 
@@ -490,4 +492,55 @@ fn frozen_services_keep_their_containers() {
     let mut o = observed(&[("n1", 0)]);
     owned(&mut o, "n1", "web", 1, "x");
     assert_eq!(run(&d, &o), ["! web-* registry unreachable"]);
+}
+
+#[test]
+fn replacements_say_which_parts_change_and_mask_secrets() {
+    let mut d = desired(
+        vec![node("n1", &[])],
+        vec![service("web", Some(1), Strategy::EmptiestNode, &[])],
+    );
+    let old_spec = d.services["web"].spec.clone();
+    let mut new_spec = (*old_spec).clone();
+    new_spec.env = vec!["API_TOKEN=t0p".into(), "GREETING=hello".into()];
+    new_spec.command = Some(vec!["serve".into()]);
+    let mut old = (*old_spec).clone();
+    old.env = vec!["GREETING=hi".into(), "OLD=1".into()];
+    let web = d.services.get_mut("web").unwrap();
+    web.fields = super::spec::field_fingerprints(&new_spec);
+    web.hash = super::spec::spec_hash(&new_spec);
+    web.spec = Arc::new(new_spec);
+    let mut o = observed(&[("n1", 0)]);
+    owned(&mut o, "n1", "web", 1, "old");
+    o.nodes.get_mut("n1").unwrap().owned[0].fields = super::spec::field_fingerprints(&old);
+    o.nodes.get_mut("n1").unwrap().owned[0].image_digest = "sha256:new".into();
+    let p = plan(&d, &o, &Options::default());
+    let Change::Replace { changed, .. } = &p.services[0].changes[0] else {
+        panic!()
+    };
+    let shown: Vec<String> = changed
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {}",
+                c.field,
+                c.change,
+                c.value.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "command changed ",
+            "env.API_TOKEN added (masked)",
+            "env.GREETING changed hello",
+            "env.OLD removed "
+        ]
+    );
+    let text = render::human(&p, &d, render::Style { color: false });
+    assert!(
+        text.contains("~ s-web-1 on n1: command changed, env +API_TOKEN=\"(masked)\", env ~GREETING=\"hello\", env -OLD"),
+        "{text}"
+    );
 }

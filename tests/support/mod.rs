@@ -159,6 +159,22 @@ pub async fn http_get(addr: &str, port: u16, path: &str) -> Option<(u16, String)
     Some((status, body.to_string()))
 }
 
+/// Run git in `dir` as a test author; panics when git fails.
+pub fn git(dir: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=pier-test",
+            "-c",
+            "user.email=test@pier.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?} failed");
+}
+
 /// A user repository on disk with pier manifests, committed with real git.
 pub struct UserRepo {
     pub dir: tempfile::TempDir,
@@ -180,18 +196,7 @@ impl UserRepo {
     }
 
     pub fn git(&self, args: &[&str]) {
-        let status = std::process::Command::new("git")
-            .args([
-                "-c",
-                "user.name=pier-test",
-                "-c",
-                "user.email=test@pier.invalid",
-            ])
-            .args(args)
-            .current_dir(self.dir.path())
-            .status()
-            .expect("git runs");
-        assert!(status.success(), "git {args:?} failed");
+        git(self.dir.path(), args);
     }
 
     /// Replace `pier/stack.yml` and commit it.
@@ -238,17 +243,9 @@ pub fn nodes_yaml(bed: &Bed, tags: &[&[&str]]) -> String {
 
 /// (node, container name, running) of every container of `stack`, sorted.
 pub async fn stack_containers(bed: &Bed, stack: &str) -> Vec<(String, String, bool)> {
-    use bollard::query_parameters::ListContainersOptionsBuilder;
     let mut out = Vec::new();
     for node in &bed.nodes {
-        let docker = engine(node).await;
-        let filters =
-            std::collections::HashMap::from([("label", vec![format!("pier.stack={stack}")])]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        for c in docker.list_containers(Some(options)).await.expect("list") {
+        for c in containers_of(&engine(node).await, stack).await {
             let name = c
                 .names
                 .unwrap_or_default()
@@ -267,22 +264,25 @@ pub async fn stack_containers(bed: &Bed, stack: &str) -> Vec<(String, String, bo
     out
 }
 
+/// Every container (running or not) labelled with `stack` on one engine.
+async fn containers_of(docker: &Docker, stack: &str) -> Vec<bollard::models::ContainerSummary> {
+    let filters = std::collections::HashMap::from([("label", vec![format!("pier.stack={stack}")])]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .expect("list containers")
+}
+
 /// Remove everything of `stack` from every node: its containers and its network.
 pub async fn remove_stack(bed: &Bed, stack: &str) {
-    use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
+    use bollard::query_parameters::RemoveContainerOptionsBuilder;
     for node in &bed.nodes {
         let docker = engine(node).await;
-        let filters =
-            std::collections::HashMap::from([("label", vec![format!("pier.stack={stack}")])]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        for c in docker
-            .list_containers(Some(options))
-            .await
-            .unwrap_or_default()
-        {
+        for c in containers_of(&docker, stack).await {
             let force = RemoveContainerOptionsBuilder::default()
                 .force(true)
                 .v(true)
