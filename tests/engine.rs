@@ -274,6 +274,10 @@ async fn env_change_rolls_through_replicas_while_serving() {
         diff.contains("Plan: 0 to create, 2 to replace, 0 to remove."),
         "{diff}"
     );
+    assert!(
+        diff.contains("env ~GREETING=\"v2\""),
+        "the plan names the change: {diff}"
+    );
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = {
