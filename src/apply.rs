@@ -173,7 +173,7 @@ fn levels<'p>(desired: &Desired, plan: &'p Plan) -> Vec<Vec<&'p ServicePlan>> {
                 s.after
                     .iter()
                     .filter_map(|a| depth.get(a.as_str()))
-                    .map(|d| d + 1)
+                    .map(|d| d.saturating_add(1))
                     .max()
                     .unwrap_or(0)
             })
