@@ -42,16 +42,11 @@ impl Loaded {
 
 /// Load and merge manifest files. Problems are collected, not returned early.
 pub fn load(files: &[SourceFile], vars: &Vars) -> Loaded {
-    let mut loader = Loader {
-        vars,
-        loaded: Loaded::default(),
-        pipeline_at: None,
-        services_seen: 0,
-    };
-    for (file, parsed) in files.iter().zip(parse_all(files)) {
-        loader.file(file, parsed);
+    let mut merged = Merge::default();
+    for file in on_all_cores(files, |file| load_file(file, vars)) {
+        merged.add(file);
     }
-    let mut loaded = loader.loaded;
+    let mut loaded = merged.loaded;
     // A block merged into several services reports its problem once.
     loaded
         .diagnostics
@@ -60,35 +55,134 @@ pub fn load(files: &[SourceFile], vars: &Vars) -> Loaded {
     loaded
 }
 
-/// Parse every file, on all cores: parsing is most of the work, and files
-/// are independent until their services are merged.
-fn parse_all(files: &[SourceFile]) -> Vec<Result<Vec<Node>, yaml::YamlError>> {
+/// One file on its own: everything but the checks across files.
+fn load_file(file: &SourceFile, vars: &Vars) -> FileLoaded {
+    let mut loader = Loader {
+        vars,
+        loaded: Loaded::default(),
+        pipeline_at: None,
+        services_seen: 0,
+    };
+    loader.file(file, yaml::parse_documents(&file.text));
+    FileLoaded {
+        loaded: loader.loaded,
+        pipeline_at: loader.pipeline_at,
+    }
+}
+
+struct FileLoaded {
+    loaded: Loaded,
+    pipeline_at: Option<Location>,
+}
+
+/// Run `work` on every file, on all cores: files are independent until
+/// their services are merged, and parsing them is most of the work.
+fn on_all_cores<T: Send>(files: &[SourceFile], work: impl Fn(&SourceFile) -> T + Sync) -> Vec<T> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(files.len().max(1));
     if threads <= 1 {
-        return files
-            .iter()
-            .map(|f| yaml::parse_documents(&f.text))
-            .collect();
+        return files.iter().map(&work).collect();
     }
     let chunk = files.len().div_ceil(threads);
+    let work = &work;
     std::thread::scope(|scope| {
         let workers: Vec<_> = files
             .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|f| yaml::parse_documents(&f.text))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|part| scope.spawn(move || part.iter().map(work).collect::<Vec<_>>()))
             .collect();
         workers
             .into_iter()
-            .flat_map(|w| w.join().expect("a parser thread never panics"))
+            .flat_map(|w| w.join().expect("a loader thread never panics"))
             .collect()
     })
+}
+
+/// Files merged in path order, with the checks that span files: names
+/// defined twice, one pipeline, the service limit.
+#[derive(Default)]
+struct Merge {
+    loaded: Loaded,
+    pipeline_at: Option<Location>,
+    services_seen: usize,
+}
+
+impl Merge {
+    fn add(&mut self, file: FileLoaded) {
+        let (manifest, target) = (file.loaded.manifest, &mut self.loaded);
+        target.diagnostics.extend(file.loaded.diagnostics);
+        let mut services: Vec<_> = manifest.services.into_values().collect();
+        services.sort_by(|a, b| a.location.cmp(&b.location));
+        for service in services {
+            self.services_seen += 1;
+            if self.services_seen == MAX_SERVICES + 1 {
+                target
+                    .diagnostics
+                    .push(too_many_services(service.location.clone()));
+            }
+            if self.services_seen > MAX_SERVICES {
+                continue;
+            }
+            match target.manifest.services.get(&service.name) {
+                Some(first) => target.diagnostics.push(defined_twice(
+                    "service",
+                    &service.name,
+                    service.location.clone(),
+                    first.location.clone(),
+                )),
+                None => {
+                    target
+                        .manifest
+                        .services
+                        .insert(service.name.clone(), service);
+                }
+            }
+        }
+        for (name, node) in manifest.nodes {
+            match target.manifest.nodes.get(&name) {
+                Some(first) => target.diagnostics.push(defined_twice(
+                    "node",
+                    &name,
+                    node.location.clone(),
+                    first.location.clone(),
+                )),
+                None => {
+                    target.manifest.nodes.insert(name, node);
+                }
+            }
+        }
+        if let (Some(pipeline), Some(at)) = (manifest.pipeline, file.pipeline_at) {
+            match &self.pipeline_at {
+                Some(first) => target.diagnostics.push(pipeline_twice(at, first.clone())),
+                None => {
+                    self.pipeline_at = Some(at);
+                    target.manifest.pipeline = Some(pipeline);
+                }
+            }
+        }
+        target.manifest.volumes.extend(manifest.volumes);
+    }
+}
+
+fn defined_twice(what: &str, name: &str, location: Location, first: Location) -> Diagnostic {
+    Diagnostic::error(location, format!("{what} `{name}` is defined twice"))
+        .key(format!("{what}s.{name}"))
+        .related(first)
+        .help(format!(
+            "{what} names are unique across all manifest files; rename or remove one"
+        ))
+}
+
+fn pipeline_twice(location: Location, first: Location) -> Diagnostic {
+    Diagnostic::error(location, "the pipeline is defined twice")
+        .key("pipeline")
+        .related(first)
+        .help("define `pipeline:` in one manifest file only")
+}
+
+fn too_many_services(location: Location) -> Diagnostic {
+    Diagnostic::error(location, format!("more than {MAX_SERVICES} services"))
+        .help("pier manages at most 10,000 services per repository; split the repository")
 }
 
 struct Loader<'v> {
@@ -304,27 +398,14 @@ impl Loader<'_> {
         let location = Location::new(file, line, column);
         self.services_seen += 1;
         if self.services_seen == MAX_SERVICES + 1 {
-            self.push(
-                Diagnostic::error(
-                    location.clone(),
-                    format!("more than {MAX_SERVICES} services"),
-                )
-                .help("pier manages at most 10,000 services per repository; split the repository"),
-            );
+            self.push(too_many_services(location.clone()));
         }
         if self.services_seen > MAX_SERVICES {
             return;
         }
         if let Some(first) = self.loaded.manifest.services.get(name) {
             let first = first.location.clone();
-            self.push(
-                Diagnostic::error(location, format!("service `{name}` is defined twice"))
-                    .key(format!("services.{name}"))
-                    .related(first)
-                    .help(
-                        "service names are unique across all manifest files; rename or remove one",
-                    ),
-            );
+            self.push(defined_twice("service", name, location, first));
             return;
         }
         let here = Here {
@@ -362,12 +443,7 @@ impl Loader<'_> {
         let location = Location::new(file, line, column);
         if let Some(first) = self.loaded.manifest.nodes.get(name) {
             let first = first.location.clone();
-            self.push(
-                Diagnostic::error(location, format!("node `{name}` is defined twice"))
-                    .key(format!("nodes.{name}"))
-                    .related(first)
-                    .help("node names are unique across all manifest files; rename or remove one"),
-            );
+            self.push(defined_twice("node", name, location, first));
             return;
         }
         let here = Here {
@@ -390,12 +466,7 @@ impl Loader<'_> {
         let (line, column) = line_col(key);
         let location = Location::new(file, line, column);
         if let Some(first) = &self.pipeline_at {
-            self.push(
-                Diagnostic::error(location, "the pipeline is defined twice")
-                    .key("pipeline")
-                    .related(first.clone())
-                    .help("define `pipeline:` in one manifest file only"),
-            );
+            self.push(pipeline_twice(location, first.clone()));
             return;
         }
         self.pipeline_at = Some(location.clone());
