@@ -263,7 +263,7 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &Options) -> Plan {
         return plan;
     }
     let mut load = Load::new(desired, observed);
-    let mut index = Index::new(desired, observed);
+    let mut index = Index::new(observed);
     for name in dependency_order(desired) {
         let service = &desired.services[&name];
         plan.services.push(plan_service(
@@ -377,7 +377,7 @@ struct Matching<'a> {
 }
 
 impl<'a> Index<'a> {
-    fn new(desired: &'a Desired, observed: &'a Observed) -> Self {
+    fn new(observed: &'a Observed) -> Self {
         let mut by_service: HashMap<&str, Vec<(&str, &OwnedContainer)>> = HashMap::new();
         for (node, observation) in &observed.nodes {
             for container in &observation.owned {
@@ -392,7 +392,6 @@ impl<'a> Index<'a> {
             containers
                 .sort_by_key(|(node, c)| (c.replica, is_set_aside(&c.name), !c.running, *node));
         }
-        let _ = desired;
         Index {
             by_service,
             matching: HashMap::new(),
