@@ -255,7 +255,8 @@ impl<R: Runtime> Context<'_, R> {
 async fn prepare_nodes<R: Runtime>(ctx: &Context<'_, R>, level: &[&ServicePlan]) {
     let network = spec::network_name(&ctx.desired.stack);
     let labels = BTreeMap::from([(docker::LABEL_STACK.to_string(), ctx.desired.stack.clone())]);
-    let mut pulls: BTreeSet<(String, String, String)> = BTreeSet::new();
+    // One pull per node and image, whichever services share it.
+    let mut pulls: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut nodes = BTreeSet::new();
     for service_plan in level {
         let Some(service) = ctx.desired.services.get(&service_plan.service) else {
@@ -264,11 +265,9 @@ async fn prepare_nodes<R: Runtime>(ctx: &Context<'_, R>, level: &[&ServicePlan])
         for change in &service_plan.changes {
             if !matches!(change, Change::Remove { .. }) {
                 nodes.insert(change.node().to_string());
-                pulls.insert((
-                    change.node().to_string(),
-                    service.spec.image.clone(),
-                    service.name.clone(),
-                ));
+                pulls
+                    .entry((change.node().to_string(), service.spec.image.clone()))
+                    .or_insert_with(|| service.name.clone());
             }
         }
     }
@@ -289,7 +288,7 @@ async fn prepare_nodes<R: Runtime>(ctx: &Context<'_, R>, level: &[&ServicePlan])
         }
     }))
     .await;
-    join_all(pulls.iter().map(|(node, image, service)| async move {
+    join_all(pulls.iter().map(|((node, image), service)| async move {
         let Ok(engine) = ctx.engine(node) else { return };
         // Pinned by digest: present locally means exactly these bits.
         if matches!(engine.image_id(image).await, Ok(Some(_))) {
@@ -597,4 +596,61 @@ async fn replace_start_first<R: Runtime>(
         .await?;
     ctx.step(service, node, "rename", name, engine.rename(&id, name))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::fake::FakeRuntime;
+    use crate::manifest::{self, MemoryTree, SourceFile, Vars};
+    use crate::registry::{CredentialStore, Resolved};
+
+    /// Two services of one image on one node: one pull, both created and started.
+    #[tokio::test]
+    async fn one_pull_per_node_and_image() {
+        let text = "nodes:\n  n1: { endpoint: \"unix:///run/n1.sock\" }\nservices:\n  a: { image: \"r.example/app:1\" }\n  b: { image: \"r.example/app:1\" }\n";
+        let files = [SourceFile {
+            path: "pier/s.yml".into(),
+            text: text.into(),
+        }];
+        let loaded = manifest::load_and_validate(&files, &Vars::new(), &MemoryTree::default());
+        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
+        let digest = format!("sha256:{}", "1".repeat(64));
+        let images = BTreeMap::from([(
+            "r.example/app:1".to_string(),
+            Ok(Resolved {
+                pinned: format!("r.example/app@{digest}"),
+                digest,
+            }),
+        )]);
+        let desired = crate::converge::desired_state(&loaded.manifest, "s", "c0ffee", &images);
+        let engine = FakeRuntime::new();
+        let engines = BTreeMap::from([("n1".to_string(), engine.clone())]);
+        let observed = crate::observe::observe(
+            "s",
+            &BTreeMap::from([("n1".to_string(), Ok(engine.clone()))]),
+            Duration::from_secs(1),
+        )
+        .await;
+        let plan = crate::plan::plan(&desired, &observed, &Default::default());
+        let report = apply(
+            &desired,
+            &plan,
+            &engines,
+            &CredentialStore::default(),
+            &ApplySettings::default(),
+            &|_| {},
+        )
+        .await;
+        assert!(report.ok(), "{:?}", report.failures);
+        let pulls = report.records.iter().filter(|r| r.action == "pull").count();
+        assert_eq!(pulls, 1);
+        let running: Vec<String> = engine
+            .containers()
+            .into_iter()
+            .filter(|c| c.running)
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(running, ["s-a-1", "s-b-1"]);
+    }
 }
