@@ -455,3 +455,38 @@ fn reference_documents_every_key() {
         "docs/manifests.md does not mention: {missing:?}"
     );
 }
+
+/// More than 10,000 services across files: one error, at the first one over.
+#[test]
+fn the_service_limit_counts_across_files() {
+    let file = |from: usize, to: usize| {
+        let mut text = String::from("services:\n");
+        for n in from..to {
+            text.push_str(&format!("  s{n}: {{ image: x }}\n"));
+        }
+        text
+    };
+    let files = [
+        SourceFile {
+            path: "pier/a.yml".into(),
+            text: file(0, 6000),
+        },
+        SourceFile {
+            path: "pier/b.yml".into(),
+            text: file(6000, 10_002),
+        },
+    ];
+    let loaded = manifest::load::load(&files, &Vars::new());
+    let errors: Vec<String> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("pier/b.yml:4002:3: error: more than 10000 services"),
+        "{errors:?}"
+    );
+    assert_eq!(loaded.manifest.services.len(), 10_000);
+}

@@ -56,23 +56,14 @@ pub fn load(files: &[SourceFile], vars: &Vars) -> Loaded {
 }
 
 /// One file on its own: everything but the checks across files.
-fn load_file(file: &SourceFile, vars: &Vars) -> FileLoaded {
+fn load_file(file: &SourceFile, vars: &Vars) -> Loaded {
     let mut loader = Loader {
         vars,
         loaded: Loaded::default(),
         pipeline_at: None,
-        services_seen: 0,
     };
     loader.file(file, yaml::parse_documents(&file.text));
-    FileLoaded {
-        loaded: loader.loaded,
-        pipeline_at: loader.pipeline_at,
-    }
-}
-
-struct FileLoaded {
-    loaded: Loaded,
-    pipeline_at: Option<Location>,
+    loader.loaded
 }
 
 /// Run `work` on every file, on all cores: files are independent until
@@ -103,14 +94,13 @@ fn on_all_cores<T: Send>(files: &[SourceFile], work: impl Fn(&SourceFile) -> T +
 #[derive(Default)]
 struct Merge {
     loaded: Loaded,
-    pipeline_at: Option<Location>,
     services_seen: usize,
 }
 
 impl Merge {
-    fn add(&mut self, file: FileLoaded) {
-        let (manifest, target) = (file.loaded.manifest, &mut self.loaded);
-        target.diagnostics.extend(file.loaded.diagnostics);
+    fn add(&mut self, file: Loaded) {
+        let (manifest, target) = (file.manifest, &mut self.loaded);
+        target.diagnostics.extend(file.diagnostics);
         let mut services: Vec<_> = manifest.services.into_values().collect();
         services.sort_by(|a, b| a.location.cmp(&b.location));
         for service in services {
@@ -151,13 +141,13 @@ impl Merge {
                 }
             }
         }
-        if let (Some(pipeline), Some(at)) = (manifest.pipeline, file.pipeline_at) {
-            match &self.pipeline_at {
-                Some(first) => target.diagnostics.push(pipeline_twice(at, first.clone())),
-                None => {
-                    self.pipeline_at = Some(at);
-                    target.manifest.pipeline = Some(pipeline);
-                }
+        if let Some(pipeline) = manifest.pipeline {
+            match &target.manifest.pipeline {
+                Some(first) => target.diagnostics.push(pipeline_twice(
+                    pipeline.location.clone(),
+                    first.location.clone(),
+                )),
+                None => target.manifest.pipeline = Some(pipeline),
             }
         }
         target.manifest.volumes.extend(manifest.volumes);
@@ -189,7 +179,6 @@ struct Loader<'v> {
     vars: &'v Vars,
     loaded: Loaded,
     pipeline_at: Option<Location>,
-    services_seen: usize,
 }
 
 /// One step of a path into a tree: a mapping key or a list index.
@@ -396,13 +385,6 @@ impl Loader<'_> {
         let name = key.value.as_str();
         let (line, column) = line_col(key);
         let location = Location::new(file, line, column);
-        self.services_seen += 1;
-        if self.services_seen == MAX_SERVICES + 1 {
-            self.push(too_many_services(location.clone()));
-        }
-        if self.services_seen > MAX_SERVICES {
-            return;
-        }
         if let Some(first) = self.loaded.manifest.services.get(name) {
             let first = first.location.clone();
             self.push(defined_twice("service", name, location, first));
