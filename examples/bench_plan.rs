@@ -39,27 +39,11 @@ fn desired() -> Desired {
             let name = format!("svc-{i:05}");
             let spec = pier::docker::ContainerSpec {
                 image: format!("registry.example.com/app{}@sha256:{:064x}", i % 50, i),
-                command: None,
-                entrypoint: None,
                 env: vec![format!("INDEX={i}")],
-                ports: vec![],
-                exposed: vec![],
-                mounts: vec![],
-                labels: BTreeMap::new(),
-                privileged: false,
                 restart: ("always".into(), None),
-                healthcheck: None,
-                memory: None,
-                cpu_shares: None,
-                hostname: None,
-                user: None,
-                working_dir: None,
-                cap_add: vec![],
-                cap_drop: vec![],
-                extra_hosts: vec![],
-                stop_timeout: None,
                 network: "pier-bench".into(),
                 aliases: vec![name.clone()],
+                ..Default::default()
             };
             let service = DesiredService {
                 name: name.clone(),

@@ -33,7 +33,7 @@ pub const LABEL_SPEC_FIELDS: &str = "pier.spec-fields";
 
 /// Everything pier sets on a container it creates. Built by the planner from
 /// a service; hashed to decide staleness.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ContainerSpec {
     /// Pinned reference, `name@sha256:…` (or a local image id).
     pub image: String,

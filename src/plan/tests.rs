@@ -24,9 +24,6 @@ fn node(name: &str, tags: &[&str]) -> Node {
 fn spec(image: &str, port: Option<u16>) -> ContainerSpec {
     ContainerSpec {
         image: image.into(),
-        command: None,
-        entrypoint: None,
-        env: vec![],
         ports: port
             .map(|p| crate::docker::PortBinding {
                 container: "80/tcp".into(),
@@ -35,23 +32,9 @@ fn spec(image: &str, port: Option<u16>) -> ContainerSpec {
             })
             .into_iter()
             .collect(),
-        exposed: vec![],
-        mounts: vec![],
-        labels: BTreeMap::new(),
-        privileged: false,
         restart: ("no".into(), None),
-        healthcheck: None,
-        memory: None,
-        cpu_shares: None,
-        hostname: None,
-        user: None,
-        working_dir: None,
-        cap_add: vec![],
-        cap_drop: vec![],
-        extra_hosts: vec![],
-        stop_timeout: None,
         network: "pier-s".into(),
-        aliases: vec![],
+        ..Default::default()
     }
 }
 
