@@ -67,6 +67,12 @@ pub struct ApplyReport {
     pub records: Vec<StepRecord>,
     /// One line per service whose rollout stopped: service, node and reason.
     pub failures: Vec<String>,
+    /// The same, by service name.
+    pub failed: BTreeMap<String, String>,
+    /// Services that met an engine that did not answer or a container that
+    /// vanished mid-step: their failure says nothing about the release, and
+    /// a retry may well succeed.
+    pub transient: BTreeSet<String>,
 }
 
 impl ApplyReport {
@@ -94,6 +100,7 @@ struct Context<'a, R> {
     per_node: BTreeMap<String, Arc<Semaphore>>,
     total: Arc<Semaphore>,
     records: Mutex<Vec<StepRecord>>,
+    transient: Mutex<BTreeSet<String>>,
     on_step: &'a (dyn Fn(&StepRecord) + Sync),
 }
 
@@ -123,9 +130,11 @@ pub async fn apply<R: Runtime>(
             .collect(),
         total: Arc::new(Semaphore::new(settings.total.max(1))),
         records: Mutex::new(Vec::new()),
+        transient: Mutex::new(BTreeSet::new()),
         on_step,
     };
     let mut failures = Vec::new();
+    let mut failed = BTreeMap::new();
     let mut failed_services = BTreeSet::new();
     for level in levels(desired, plan) {
         prepare_nodes(&ctx, &level).await;
@@ -152,12 +161,19 @@ pub async fn apply<R: Runtime>(
         for (service_plan, outcome) in level.iter().zip(outcomes) {
             if let Err(message) = outcome {
                 failed_services.insert(service_plan.service.clone());
+                failed.insert(service_plan.service.clone(), message.clone());
                 failures.push(message);
             }
         }
     }
     let records = ctx.records.into_inner().expect("records lock");
-    ApplyReport { records, failures }
+    let transient = ctx.transient.into_inner().expect("transient lock");
+    ApplyReport {
+        records,
+        failures,
+        failed,
+        transient,
+    }
 }
 
 /// Services grouped so each group only depends on earlier ones; services
@@ -238,7 +254,15 @@ impl<R: Runtime> Context<'_, R> {
             None => None,
         };
         let started = SystemTime::now();
-        let result = call.await.map_err(|e| e.to_string());
+        let result = call.await.map_err(|e| {
+            if matches!(e, RuntimeError::Unreachable(_) | RuntimeError::NotFound(_)) {
+                self.transient
+                    .lock()
+                    .expect("transient lock")
+                    .insert(service.to_string());
+            }
+            e.to_string()
+        });
         self.record(
             service,
             node,
@@ -353,6 +377,30 @@ async fn rollout<R: Runtime>(
     Ok(())
 }
 
+/// Whether the container a step acted on had vanished already.
+#[derive(Debug, PartialEq, Eq)]
+enum Vanished {
+    Yes,
+    No,
+}
+
+async fn vanished(
+    call: impl std::future::Future<Output = Result<(), RuntimeError>>,
+) -> Result<Vanished, RuntimeError> {
+    match call.await {
+        Ok(()) => Ok(Vanished::No),
+        Err(RuntimeError::NotFound(_)) => Ok(Vanished::Yes),
+        Err(e) => Err(e),
+    }
+}
+
+/// Stopping or removing a container that is gone already has done its job.
+async fn already_gone_is_done(
+    call: impl std::future::Future<Output = Result<(), RuntimeError>>,
+) -> Result<(), RuntimeError> {
+    vanished(call).await.map(drop)
+}
+
 fn stop_timeout(ctx: &Context<'_, impl Runtime>, desired: Option<&DesiredService>) -> Duration {
     desired
         .and_then(|d| d.spec.stop_timeout)
@@ -374,7 +422,7 @@ async fn run_change<R: Runtime>(
                 node,
                 "stop",
                 &container.name,
-                engine.stop(&container.id, stop_timeout(ctx, desired)),
+                already_gone_is_done(engine.stop(&container.id, stop_timeout(ctx, desired))),
             )
             .await?;
             ctx.step(
@@ -382,7 +430,7 @@ async fn run_change<R: Runtime>(
                 node,
                 "remove",
                 &container.name,
-                engine.remove(&container.id),
+                already_gone_is_done(engine.remove(&container.id)),
             )
             .await
         }
@@ -508,14 +556,24 @@ async fn replace_stop_first<R: Runtime>(
 ) -> Result<(), String> {
     let service = &desired.name;
     let aside = format!("{name}-pier-old");
-    ctx.step(
-        service,
-        node,
-        "stop",
-        &old.name,
-        engine.stop(&old.id, stop_timeout(ctx, Some(desired))),
-    )
-    .await?;
+    let stopped = ctx
+        .step(
+            service,
+            node,
+            "stop",
+            &old.name,
+            vanished(engine.stop(&old.id, stop_timeout(ctx, Some(desired)))),
+        )
+        .await?;
+    if stopped == Vanished::Yes {
+        // The old container went away by itself: nothing to keep aside.
+        let id = start_new(ctx, engine, desired, node, name, replica).await?;
+        return wait_healthy(ctx, engine, desired, node, name, &id)
+            .await
+            .map_err(|reason| {
+                format!("{service}: replica {replica} on {node} did not become healthy: {reason}")
+            });
+    }
     ctx.step(
         service,
         node,
@@ -623,7 +681,13 @@ mod tests {
                 digest,
             }),
         )]);
-        let desired = crate::converge::desired_state(&loaded.manifest, "s", "c0ffee", &images);
+        let desired = crate::converge::desired_state(
+            &loaded.manifest,
+            "s",
+            "c0ffee",
+            &images,
+            &Default::default(),
+        );
         let engine = FakeRuntime::new();
         let engines = BTreeMap::from([("n1".to_string(), engine.clone())]);
         let observed = crate::observe::observe(

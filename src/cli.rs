@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// GitOps for plain Docker hosts: commit YAML, pier tests, builds and
 /// converges your containers.
 #[derive(Debug, Parser)]
-#[command(name = "pier", version, about, long_about = None)]
+#[command(name = "pier", version, about, long_about = None, args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -24,9 +24,9 @@ pub enum Command {
     /// Converge the nodes to the manifests once
     Apply(ApplyArgs),
     /// Keep the nodes converged to a branch: watch git, the registry and the engines
-    Daemon,
-    /// Show what is deployed and how each service is doing
-    Status,
+    Daemon(DaemonArgs),
+    /// Show what the daemon has deployed and how each service is doing
+    Status(StatusArgs),
     /// Change a service's replica count by committing to the manifests
     Scale,
     /// Add, remove or retag nodes by committing to the manifests
@@ -42,8 +42,8 @@ impl Command {
             Command::Validate(_) => "validate",
             Command::Diff(_) => "diff",
             Command::Apply(_) => "apply",
-            Command::Daemon => "daemon",
-            Command::Status => "status",
+            Command::Daemon(_) => "daemon",
+            Command::Status(_) => "status",
             Command::Scale => "scale",
             Command::Node => "node",
             Command::Logs => "logs",
@@ -51,21 +51,28 @@ impl Command {
     }
 }
 
-/// Where the manifests are: a repository, a commit in it, a folder in that commit.
+/// Where the manifests are: a repository and a folder in it.
 #[derive(Debug, Args)]
-pub struct SourceArgs {
+pub struct RepoArgs {
     /// Git repository: a path inside a local one, or a URL (fetched into the cache folder)
     #[arg(long, env = "PIER_REPO", default_value = ".")]
     pub repo: String,
-    /// Branch, tag or commit to read (default: the checked-out HEAD)
-    #[arg(long = "ref", env = "PIER_REF", default_value = "HEAD")]
-    pub reference: String,
     /// Folder of the manifests in the repository
     #[arg(long, env = "PIER_PATH", default_value = "pier")]
     pub path: String,
     /// Where remote repositories are fetched to
     #[arg(long, env = "PIER_CACHE_DIR", default_value_os_t = default_cache_dir())]
     pub cache_dir: std::path::PathBuf,
+}
+
+/// Where the manifests are: a repository, a commit in it, a folder in that commit.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Branch, tag or commit to read (default: the checked-out HEAD)
+    #[arg(long = "ref", env = "PIER_REF", default_value = "HEAD")]
+    pub reference: String,
 }
 
 fn default_cache_dir() -> std::path::PathBuf {
@@ -93,11 +100,18 @@ pub enum Output {
     Json,
 }
 
-/// How to reach and name the deployment.
+/// Where the manifests are, and how to reach and name the deployment.
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     #[command(flatten)]
     pub source: SourceArgs,
+    #[command(flatten)]
+    pub nodes: NodesArgs,
+}
+
+/// How to reach and name the deployment.
+#[derive(Debug, Args)]
+pub struct NodesArgs {
     /// Name of this deployment, carried by every container as `pier.stack`
     /// (default: the repository's folder name)
     #[arg(long, env = "PIER_STACK")]
@@ -136,10 +150,81 @@ pub struct ApplyArgs {
     /// Apply without asking (always the case: pier never prompts)
     #[arg(long, short = 'y')]
     pub yes: bool,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+}
+
+/// How changes are rolled out.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
     /// How long a new container may take to become healthy
     #[arg(long, env = "PIER_HEALTH_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
     pub health_timeout: std::time::Duration,
     /// Engine operations in flight per node
     #[arg(long, env = "PIER_NODE_PARALLELISM", default_value_t = pier::apply::ApplySettings::default().per_node)]
     pub node_parallelism: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Branch to deploy
+    #[arg(long, env = "PIER_BRANCH", default_value = "main")]
+    pub branch: String,
+    #[command(flatten)]
+    pub nodes: NodesArgs,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+    /// Folder for the daemon's lock, history database and API address
+    #[arg(long, env = "PIER_STATE_DIR", default_value_os_t = default_state_dir())]
+    pub state_dir: std::path::PathBuf,
+    /// Address of the HTTP API, metrics and webhooks (port 0 picks a free port)
+    #[arg(long, env = "PIER_LISTEN", default_value = "127.0.0.1:7878")]
+    pub listen: std::net::SocketAddr,
+    /// How often to check the branch tip (a local repository is also watched on disk)
+    #[arg(long, env = "PIER_GIT_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub git_interval: std::time::Duration,
+    /// How often to resolve the tags that `autoredeploy` services follow
+    #[arg(long, env = "PIER_REGISTRY_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub registry_interval: std::time::Duration,
+    /// How often to run a full pass even if nothing reported a change
+    #[arg(long, env = "PIER_RESYNC_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub resync_interval: std::time::Duration,
+    /// How long to wait after a trigger for others to merge into the same pass
+    #[arg(long, env = "PIER_DEBOUNCE", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub debounce: std::time::Duration,
+    /// The longest wait between retries after a transient failure
+    #[arg(long, env = "PIER_RETRY_MAX", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub retry_max: std::time::Duration,
+    /// Log format
+    #[arg(long, env = "PIER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+fn default_state_dir() -> std::path::PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("pier")
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The daemon's API, e.g. http://127.0.0.1:7878 (default: read from the state folder)
+    #[arg(long, env = "PIER_ADDR")]
+    pub addr: Option<String>,
+    /// The daemon's state folder, where it writes the address it listens on
+    #[arg(long, env = "PIER_STATE_DIR", default_value_os_t = default_state_dir())]
+    pub state_dir: std::path::PathBuf,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
 }

@@ -7,20 +7,27 @@ use pier::converge::{self, PassError, Settings};
 use pier::manifest::Vars;
 use pier::plan::render::{self, Style};
 
-use crate::cli::{ApplyArgs, DeployArgs, DiffArgs, Output, SourceArgs};
+use crate::cli::{
+    ApplyArgs, DaemonArgs, DeployArgs, DiffArgs, LogFormat, NodesArgs, Output, RolloutArgs,
+    SourceArgs, StatusArgs,
+};
 
 pub fn source(args: SourceArgs) -> pier::validate::Source {
     pier::validate::Source {
-        repo: args.repo,
+        repo: args.repo.repo,
         reference: args.reference,
-        path: args.path,
-        cache_dir: args.cache_dir,
+        path: args.repo.path,
+        cache_dir: args.repo.cache_dir,
     }
 }
 
 fn settings(args: DeployArgs) -> Settings {
+    nodes_settings(source(args.source), args.nodes)
+}
+
+fn nodes_settings(source: pier::validate::Source, args: NodesArgs) -> Settings {
     Settings {
-        source: source(args.source),
+        source,
         stack: args.stack,
         insecure_registries: args
             .insecure_registries
@@ -29,6 +36,14 @@ fn settings(args: DeployArgs) -> Settings {
             .collect(),
         engine_timeout: args.engine_timeout,
         allow_empty: args.allow_empty,
+    }
+}
+
+fn apply_settings(args: &RolloutArgs) -> ApplySettings {
+    ApplySettings {
+        health_timeout: args.health_timeout,
+        per_node: args.node_parallelism.max(1),
+        ..Default::default()
     }
 }
 
@@ -96,11 +111,7 @@ fn print_step(record: &StepRecord) {
 }
 
 pub async fn apply(args: ApplyArgs) -> ExitCode {
-    let apply_settings = ApplySettings {
-        health_timeout: args.health_timeout,
-        per_node: args.node_parallelism.max(1),
-        ..Default::default()
-    };
+    let apply_settings = apply_settings(&args.rollout);
     let vars: Vars = std::env::vars().collect();
     let prepared = match converge::prepare(&settings(args.deploy), &vars).await {
         Ok(prepared) => prepared,
@@ -158,6 +169,103 @@ pub async fn apply(args: ApplyArgs) -> ExitCode {
         for failure in &report.failures {
             eprintln!("  {failure}");
         }
+        ExitCode::FAILURE
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PIER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub async fn daemon(args: DaemonArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let source = pier::validate::Source {
+        repo: args.repo.repo,
+        reference: args.branch.clone(),
+        path: args.repo.path,
+        cache_dir: args.repo.cache_dir,
+    };
+    let config = pier::daemon::Config {
+        settings: nodes_settings(source, args.nodes),
+        branch: args.branch,
+        state_dir: args.state_dir,
+        listen: args.listen,
+        git_interval: args.git_interval,
+        registry_interval: args.registry_interval,
+        resync_interval: args.resync_interval,
+        debounce: args.debounce,
+        retry_max: args.retry_max,
+        apply: apply_settings(&args.rollout),
+    };
+    match pier::daemon::run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+pub async fn status(args: StatusArgs) -> ExitCode {
+    let address = match args.addr {
+        Some(address) => address,
+        None => match std::fs::read_to_string(args.state_dir.join("listen")) {
+            Ok(address) => format!("http://{}", address.trim()),
+            Err(_) => {
+                eprintln!(
+                    "error: no daemon address in {}; is `pier daemon` running? Pass --addr or --state-dir",
+                    args.state_dir.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let url = format!("{}/api/v1/status", address.trim_end_matches('/'));
+    let response = match reqwest::get(&url).await {
+        Ok(response) if response.status().is_success() => response,
+        Ok(response) => {
+            eprintln!("error: {url} answered {}", response.status());
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("error: cannot reach the daemon at {url}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = match response.text().await {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("error: reading {url}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let status: pier::daemon::status::Status = match serde_json::from_str(&text) {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("error: {url} did not answer with a status document: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match args.output {
+        Output::Json => println!("{text}"),
+        Output::Human => print!("{}", pier::daemon::status::render(&status)),
+    }
+    let healthy = status.stalled.is_none()
+        && status
+            .services
+            .iter()
+            .all(|s| s.condition == pier::daemon::status::Condition::Ready);
+    if healthy {
+        ExitCode::SUCCESS
+    } else {
         ExitCode::FAILURE
     }
 }

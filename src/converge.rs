@@ -45,6 +45,15 @@ pub enum PassError {
     },
 }
 
+/// The manifests at one commit, validated.
+pub struct Loaded {
+    pub commit: String,
+    pub stack: String,
+    pub manifest: Manifest,
+    /// Warnings and notices from validation.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
 /// The outcome of the read-only half of a pass.
 pub struct Prepared {
     pub manifest: Manifest,
@@ -57,11 +66,66 @@ pub struct Prepared {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// What was observed and planned for one loaded commit.
+pub struct Planned {
+    pub desired: Desired,
+    pub observed: Observed,
+    pub plan: Plan,
+    pub engines: BTreeMap<String, Engine>,
+    /// Why this pass could not do everything, when the cause may pass by
+    /// itself (an unreachable node or registry): worth retrying.
+    pub transient: Option<String>,
+}
+
+/// Images a caller has already pinned, by service name: these services are
+/// not resolved again (the daemon keeps a commit's digests until it changes).
+pub type Pins = BTreeMap<String, crate::registry::Resolved>;
+
+/// What a caller decided before planning.
+#[derive(Debug, Clone, Default)]
+pub struct PassInput {
+    pub pins: Pins,
+    /// Services to leave as they are, with the reason (the daemon freezes a
+    /// service whose rollout of this commit was rolled back).
+    pub frozen: BTreeMap<String, String>,
+}
+
 /// Load, observe, resolve and plan. Touches nothing.
 pub async fn prepare(settings: &Settings, vars: &Vars) -> Result<Prepared, PassError> {
     let repo = GitSource::open(&settings.source.repo, &settings.source.cache_dir)?;
-    let snapshot = repo.manifests(&settings.source.reference, &settings.source.path)?;
-    let stack = settings.stack.clone().unwrap_or_else(|| repo.name());
+    let loaded = load(
+        &repo,
+        &settings.source.reference,
+        &settings.source.path,
+        settings.stack.as_deref(),
+        vars,
+    )?;
+    let registry = Registry::new(
+        settings.insecure_registries.clone(),
+        crate::registry::CredentialStore::from_environment(),
+    );
+    let planned = plan_loaded(&loaded, settings, &registry, &PassInput::default()).await;
+    Ok(Prepared {
+        manifest: loaded.manifest,
+        desired: planned.desired,
+        observed: planned.observed,
+        plan: planned.plan,
+        engines: planned.engines,
+        registry,
+        diagnostics: loaded.diagnostics,
+    })
+}
+
+/// Read and validate the manifests at `reference`.
+pub fn load(
+    repo: &GitSource,
+    reference: &str,
+    folder: &str,
+    stack: Option<&str>,
+    vars: &Vars,
+) -> Result<Loaded, PassError> {
+    let snapshot = repo.manifests(reference, folder)?;
+    let stack = stack.map(str::to_string).unwrap_or_else(|| repo.name());
     let loaded = manifest::load_and_validate(&snapshot.files, vars, &snapshot.tree);
     if !loaded.is_valid() {
         return Err(PassError::Invalid {
@@ -69,19 +133,37 @@ pub async fn prepare(settings: &Settings, vars: &Vars) -> Result<Prepared, PassE
             diagnostics: loaded.diagnostics,
         });
     }
-    let manifest = loaded.manifest;
-    let connections = connect_all(&manifest, settings.engine_timeout).await;
-    let observed = crate::observe::observe(&stack, &connections, settings.engine_timeout).await;
+    Ok(Loaded {
+        commit: snapshot.commit,
+        stack,
+        manifest: loaded.manifest,
+        diagnostics: loaded.diagnostics,
+    })
+}
+
+/// Connect, observe, resolve the images not pinned yet, and plan.
+pub async fn plan_loaded(
+    loaded: &Loaded,
+    settings: &Settings,
+    registry: &Registry,
+    input: &PassInput,
+) -> Planned {
+    let (manifest, pins) = (&loaded.manifest, &input.pins);
+    let connections = connect_all(manifest, settings.engine_timeout).await;
+    let observed =
+        crate::observe::observe(&loaded.stack, &connections, settings.engine_timeout).await;
     let engines: BTreeMap<String, Engine> = connections
         .into_iter()
         .filter_map(|(name, engine)| engine.ok().map(|e| (name, e)))
         .collect();
-    let registry = Registry::new(
-        settings.insecure_registries.clone(),
-        crate::registry::CredentialStore::from_environment(),
-    );
-    let images = resolve_images(&manifest, &registry, &engines).await;
-    let desired = desired_state(&manifest, &stack, &snapshot.commit, &images);
+    let images = resolve_images(manifest, registry, &engines, pins).await;
+    let mut desired = desired_state(manifest, &loaded.stack, &loaded.commit, &images, pins);
+    for (service, reason) in &input.frozen {
+        if desired.services.remove(service).is_some() {
+            desired.frozen.insert(service.clone(), reason.clone());
+        }
+    }
+    let transient = transient_reason(&images, &observed);
     let plan = plan::plan(
         &desired,
         &observed,
@@ -89,15 +171,29 @@ pub async fn prepare(settings: &Settings, vars: &Vars) -> Result<Prepared, PassE
             allow_empty: settings.allow_empty,
         },
     );
-    Ok(Prepared {
-        manifest,
+    Planned {
         desired,
         observed,
         plan,
         engines,
-        registry,
-        diagnostics: loaded.diagnostics,
-    })
+        transient,
+    }
+}
+
+fn transient_reason(
+    images: &BTreeMap<String, ImageResolution>,
+    observed: &Observed,
+) -> Option<String> {
+    let registry = images.values().find_map(|r| match r {
+        Err(error) if error.is_transient() => Some(error.to_string()),
+        _ => None,
+    });
+    let node = observed.nodes.iter().find_map(|(name, o)| {
+        o.unreachable
+            .as_ref()
+            .map(|reason| format!("node {name} is unreachable: {reason}"))
+    });
+    registry.or(node)
 }
 
 /// A client per node, connected in parallel; a node that does not answer
@@ -120,17 +216,19 @@ pub async fn connect_all(
 /// How an image reference was pinned, or why it could not be.
 pub type ImageResolution = Result<crate::registry::Resolved, ResolveError>;
 
-/// Resolve every distinct image reference once. When the registry does not
+/// Resolve every distinct image reference of the services not pinned, once. When the registry does not
 /// have the image, an image every reachable engine already holds under the
 /// same id is used by that id (a single-node setup without a registry).
 pub async fn resolve_images<R: Runtime>(
     manifest: &Manifest,
     registry: &Registry,
     engines: &BTreeMap<String, R>,
+    pins: &Pins,
 ) -> BTreeMap<String, ImageResolution> {
     let references: BTreeSet<&str> = manifest
         .services
         .values()
+        .filter(|s| !pins.contains_key(&s.name))
         .filter_map(|s| s.image.as_deref())
         .collect();
     let lookups = references.into_iter().map(|image| async move {
@@ -175,6 +273,7 @@ pub fn desired_state(
     stack: &str,
     commit: &str,
     images: &BTreeMap<String, ImageResolution>,
+    pins: &Pins,
 ) -> Desired {
     let mut desired = Desired {
         stack: stack.to_string(),
@@ -191,7 +290,11 @@ pub fn desired_state(
             );
             continue;
         };
-        let resolved = match images.get(image) {
+        let resolution = pins
+            .get(&service.name)
+            .map(Ok)
+            .or_else(|| images.get(image).map(Result::as_ref));
+        let resolved = match resolution {
             Some(Ok(resolved)) => resolved,
             Some(Err(error)) => {
                 let what = if error.is_transient() {

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod converge;
+pub mod daemon;
 pub mod docker;
 pub mod manifest;
 pub mod observe;

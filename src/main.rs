@@ -15,11 +15,9 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate(args),
         Command::Diff(args) => runtime().block_on(commands::diff(args)),
         Command::Apply(args) => runtime().block_on(commands::apply(args)),
-        command @ (Command::Daemon
-        | Command::Status
-        | Command::Scale
-        | Command::Node
-        | Command::Logs) => not_built_yet(command.name()),
+        Command::Daemon(args) => runtime().block_on(commands::daemon(args)),
+        Command::Status(args) => runtime().block_on(commands::status(args)),
+        command @ (Command::Scale | Command::Node | Command::Logs) => not_built_yet(command.name()),
     }
 }
 

@@ -125,10 +125,15 @@ fn docker_config_path() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker/config.json"))
 }
 
+/// Called once per request to a registry with its outcome (`ok`,
+/// `not_found`, `unauthorized`, `unreachable`), for metrics.
+pub type RequestObserver = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Resolves tags to digests, reusing its HTTP client (and bearer tokens) across calls.
 pub struct Registry {
     client: Client,
     credentials: CredentialStore,
+    observer: Option<RequestObserver>,
 }
 
 impl Registry {
@@ -142,7 +147,14 @@ impl Registry {
         Registry {
             client: Client::new(config),
             credentials,
+            observer: None,
         }
+    }
+
+    /// Report every request's outcome to `observer`.
+    pub fn with_observer(mut self, observer: RequestObserver) -> Registry {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn credentials(&self) -> &CredentialStore {
@@ -169,11 +181,20 @@ impl Registry {
             Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
             None => RegistryAuth::Anonymous,
         };
-        let digest = self
+        let outcome = self
             .client
             .fetch_manifest_digest(&reference, &auth)
             .await
-            .map_err(|e| classify(image, e))?;
+            .map_err(|e| classify(image, e));
+        if let Some(observer) = &self.observer {
+            observer(match &outcome {
+                Ok(_) => "ok",
+                Err(ResolveError::NotFound { .. }) => "not_found",
+                Err(ResolveError::Unauthorized { .. }) => "unauthorized",
+                Err(_) => "unreachable",
+            });
+        }
+        let digest = outcome?;
         Ok(Resolved {
             pinned: format!("{repository}@{digest}"),
             digest,

@@ -5,6 +5,9 @@
 
 mod support;
 
+#[path = "engine/daemon.rs"]
+mod daemon;
+
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 

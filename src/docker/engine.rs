@@ -89,6 +89,56 @@ impl Engine {
     }
 }
 
+/// A container of the stack stopped or disappeared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    /// `die`, `destroy` or `oom`.
+    pub action: String,
+    pub container: String,
+    pub service: Option<String>,
+}
+
+impl Engine {
+    /// Events that may leave a replica of `stack` missing: a container of
+    /// the stack died, was removed or ran out of memory. The stream ends when
+    /// the connection breaks; the caller reconnects.
+    pub fn container_events(
+        &self,
+        stack: &str,
+    ) -> impl futures_util::Stream<Item = Result<ContainerEvent, RuntimeError>> + use<> {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "label".to_string(),
+                vec![format!("{}={stack}", super::LABEL_STACK)],
+            ),
+            (
+                "event".to_string(),
+                vec!["die".into(), "destroy".into(), "oom".into()],
+            ),
+        ]);
+        let options = bollard::query_parameters::EventsOptionsBuilder::new()
+            .filters(&filters)
+            .build();
+        self.docker
+            .events(Some(options))
+            .map_ok(|message| {
+                let actor = message.actor.unwrap_or_default();
+                let attributes = actor.attributes.unwrap_or_default();
+                ContainerEvent {
+                    action: message.action.unwrap_or_default(),
+                    container: attributes
+                        .get("name")
+                        .cloned()
+                        .or(actor.id)
+                        .unwrap_or_default(),
+                    service: attributes.get(super::LABEL_SERVICE).cloned(),
+                }
+            })
+            .map_err(classify)
+    }
+}
+
 fn classify(error: bollard::errors::Error) -> RuntimeError {
     use bollard::errors::Error as E;
     match error {
@@ -202,6 +252,9 @@ impl Runtime for Engine {
             .map_err(classify)?;
         Ok(containers
             .into_iter()
+            // A container being removed is as good as gone; planning around it
+            // would only race its removal.
+            .filter(|c| c.state.is_none_or(|s| s.to_string() != "removing"))
             .map(|c| ContainerInfo {
                 id: c.id.unwrap_or_default(),
                 name: c
@@ -210,7 +263,11 @@ impl Runtime for Engine {
                     .map(|n| n.trim_start_matches('/').to_string())
                     .unwrap_or_default(),
                 labels: c.labels.unwrap_or_default().into_iter().collect(),
-                running: c.state.is_some_and(|s| s.to_string() == "running"),
+                // A restarting container is the engine honouring its restart
+                // policy (`autorestart`); pier does not race it with a replacement.
+                running: c
+                    .state
+                    .is_some_and(|s| matches!(s.to_string().as_str(), "running" | "restarting")),
             })
             .collect())
     }

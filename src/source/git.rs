@@ -152,6 +152,40 @@ impl GitSource {
             })
     }
 
+    /// Whether the repository is fetched from a URL (rather than read in place).
+    pub fn is_remote(&self) -> bool {
+        self.url.is_some()
+    }
+
+    /// The repository's git folder: where its refs change when someone commits.
+    pub fn git_dir(&self) -> &Path {
+        self.repo.path()
+    }
+
+    /// Where `branch` points on the remote, asked without fetching (what `git
+    /// ls-remote` does), or where it points locally for a local repository.
+    pub fn remote_tip(&self, branch: &str) -> Result<Option<git2::Oid>, SourceError> {
+        let Some(url) = &self.url else {
+            return Ok(self.resolve(branch).ok());
+        };
+        let fetch_error = |source| SourceError::Fetch {
+            url: url.clone(),
+            source,
+        };
+        let mut remote = self.repo.remote_anonymous(url).map_err(fetch_error)?;
+        let connection = remote
+            .connect_auth(git2::Direction::Fetch, None, None)
+            .map_err(fetch_error)?;
+        let wanted = format!("refs/heads/{branch}");
+        let tip = connection
+            .list()
+            .map_err(fetch_error)?
+            .iter()
+            .find(|head| head.name() == wanted)
+            .map(|head| head.oid());
+        Ok(tip)
+    }
+
     /// The commit id `reference` (branch, tag, commit, `HEAD`) points at.
     pub fn resolve(&self, reference: &str) -> Result<git2::Oid, SourceError> {
         let candidates = if self.url.is_some() {

@@ -313,3 +313,307 @@ pub async fn stack_containers_on(bed: &Bed, stack: &str, nodes: &[&str]) -> Vec<
         .map(|(node, name, _)| format!("{node}:{name}"))
         .collect()
 }
+
+/// A `pier daemon` subprocess on a user repository, with short intervals.
+/// Killed (and its stack removed by the caller) when dropped.
+pub struct Daemon {
+    child: std::process::Child,
+    pub state_dir: std::path::PathBuf,
+    pub log: std::path::PathBuf,
+    address: std::cell::OnceCell<String>,
+}
+
+/// What a test changes about a daemon's command line and environment.
+#[derive(Default, Clone)]
+pub struct DaemonOptions {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl DaemonOptions {
+    pub fn arg(mut self, name: &str, value: &str) -> Self {
+        self.args.extend([name.to_string(), value.to_string()]);
+        self
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+}
+
+impl Daemon {
+    /// Start a daemon for `repo` (a path or URL) with stack `stack`,
+    /// keeping its state in `state_dir`.
+    pub fn start(
+        bed: &Bed,
+        repo: &str,
+        stack: &str,
+        state_dir: &std::path::Path,
+        options: &DaemonOptions,
+    ) -> Daemon {
+        std::fs::create_dir_all(state_dir).expect("state dir");
+        let _ = std::fs::remove_file(state_dir.join("listen"));
+        let log = state_dir.join(format!("daemon-{}.log", unique("run")));
+        let log_file = std::fs::File::create(&log).expect("daemon log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
+            .args(["daemon", "--repo", repo, "--stack", stack])
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--git-interval",
+                "1h",
+                "--registry-interval",
+                "1h",
+                "--resync-interval",
+                "1h",
+                "--debounce",
+                "100ms",
+                "--retry-max",
+                "2s",
+                "--health-timeout",
+                "30s",
+                "--cache-dir",
+            ])
+            .arg(state_dir.join("cache"))
+            .args(&options.args)
+            .env(
+                "PIER_INSECURE_REGISTRIES",
+                format!("{},{}", bed.registry, bed.registry_auth),
+            )
+            .env("NO_COLOR", "1")
+            .env("PIER_LOG", "info,pier=debug")
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .stdout(log_file.try_clone().expect("log handle"))
+            .stderr(log_file)
+            .spawn()
+            .expect("pier daemon starts");
+        Daemon {
+            child,
+            state_dir: state_dir.to_path_buf(),
+            log,
+            address: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// `127.0.0.1:port` of the daemon's API, once it listens.
+    pub fn address(&self) -> String {
+        self.address
+            .get_or_init(|| {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    if let Ok(address) = std::fs::read_to_string(self.state_dir.join("listen")) {
+                        return address.trim().to_string();
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "the daemon did not start listening; its log:\n{}",
+                        self.log_text()
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+            .clone()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A request to the daemon's API: (status, body).
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = self.address();
+        let mut stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .unwrap_or_else(|e| panic!("daemon API at {address}: {e}\n{}", self.log_text()));
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        // A server may refuse a large body before reading it all.
+        let _ = stream.write_all(body).await;
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response).await;
+        let response = String::from_utf8_lossy(&response).into_owned();
+        let (head, rest) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, rest.to_string())
+    }
+
+    /// The status document.
+    pub async fn status(&self) -> serde_json::Value {
+        let (code, body) = self.request("GET", "/api/v1/status", &[], b"").await;
+        assert_eq!(code, 200, "status: {body}");
+        serde_json::from_str(&body).expect("status is JSON")
+    }
+
+    /// The value of one metric sample (`name{labels}` as printed), 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let (_, text) = self.request("GET", "/metrics", &[], b"").await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Completed passes so far.
+    pub async fn passes(&self) -> f64 {
+        let (_, text) = self.request("GET", "/metrics", &[], b"").await;
+        text.lines()
+            .filter(|l| l.starts_with("pier_passes_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        self.child.wait().expect("daemon exits")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- daemon log {} ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// Replica containers of `stack` with their labels: (node, name, running, labels).
+pub async fn stack_replicas(
+    bed: &Bed,
+    stack: &str,
+) -> Vec<(
+    String,
+    String,
+    bool,
+    std::collections::HashMap<String, String>,
+)> {
+    let mut out = Vec::new();
+    for node in &bed.nodes {
+        for c in containers_of(&engine(node).await, stack).await {
+            let name = c
+                .names
+                .unwrap_or_default()
+                .first()
+                .cloned()
+                .unwrap_or_default();
+            out.push((
+                node.name.clone(),
+                name.trim_start_matches('/').to_string(),
+                c.state.is_some_and(|s| s.to_string() == "running"),
+                c.labels.unwrap_or_default(),
+            ));
+        }
+    }
+    out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    out
+}
+
+/// Push a new image to the open registry as `repository:tag`, built on
+/// `node` from the base image with `marker` as a label (so each marker has
+/// its own digest). Returns the pushed digest.
+pub async fn push_image(
+    bed: &Bed,
+    node: &Node,
+    repository: &str,
+    tag: &str,
+    marker: &str,
+) -> String {
+    use bollard::models::ContainerCreateBody;
+    use bollard::query_parameters::{
+        CommitContainerOptionsBuilder, CreateContainerOptionsBuilder, PushImageOptionsBuilder,
+        RemoveContainerOptionsBuilder,
+    };
+    use futures_util::TryStreamExt;
+    let docker = engine(node).await;
+    let name = unique("push");
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            ContainerCreateBody {
+                image: Some(bed.base_image.clone()),
+                cmd: Some(vec!["true".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create a container to commit");
+    let image = format!("{}/{repository}", bed.registry);
+    docker
+        .commit_container(
+            CommitContainerOptionsBuilder::default()
+                .container(&created.id)
+                .repo(&image)
+                .tag(tag)
+                .build(),
+            bollard::models::ContainerConfig {
+                labels: Some(std::collections::HashMap::from([(
+                    "pier-test.marker".to_string(),
+                    marker.to_string(),
+                )])),
+                cmd: Some(vec!["sleep".into(), "3600".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("commit");
+    let _ = docker
+        .remove_container(
+            &created.id,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await;
+    let pushed: Vec<_> = docker
+        .push_image(
+            &image,
+            Some(PushImageOptionsBuilder::default().tag(tag).build()),
+            None,
+        )
+        .try_collect()
+        .await
+        .expect("push");
+    pushed
+        .iter()
+        .find_map(|info| {
+            // The last status line reads `<tag>: digest: sha256:… size: N`.
+            let status = info.status.as_deref()?;
+            let digest = status.split_once("digest: ")?.1.split_whitespace().next()?;
+            Some(digest.to_string())
+        })
+        .unwrap_or_else(|| panic!("the push reported no digest: {pushed:?}"))
+}

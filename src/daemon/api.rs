@@ -1,0 +1,218 @@
+//! The daemon's HTTP side (axum): health, metrics, the status document, an
+//! authenticated reconcile call, and webhooks from GitHub, GitLab and
+//! Distribution registries.
+//!
+//! A webhook only says *that* something changed: a valid call wakes the git
+//! or registry watcher, which reads the truth itself. Secrets come from the
+//! environment; a hook whose secret is unset is disabled (404); a bad
+//! signature or token gets 401 and triggers nothing; bodies over 1 MiB are
+//! refused (413).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use super::{Shared, Trigger};
+
+/// Largest webhook or API body accepted.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/reconcile", post(reconcile))
+        .route("/hooks/github", post(github))
+        .route("/hooks/gitlab", post(gitlab))
+        .route("/hooks/registry", post(registry))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(shared)
+}
+
+/// Serve until `shutdown` is notified.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, shutdown: Arc<Notify>) {
+    let server = axum::serve(listener, router(shared))
+        .with_graceful_shutdown(async move { shutdown.notified().await });
+    if let Err(e) = server.await {
+        warn!(error = %e, "the HTTP listener stopped");
+    }
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.ready.load(Ordering::Relaxed) {
+        "ready\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the first pass has not finished\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Response {
+    let status = shared.status.read().expect("status lock").clone();
+    axum::Json(status).into_response()
+}
+
+fn disabled(variable: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        format!("disabled: set {variable} in the daemon's environment to enable it\n"),
+    )
+        .into_response()
+}
+
+fn unauthorized(what: &str) -> Response {
+    warn!(hook = what, "request refused: bad signature or token");
+    (StatusCode::UNAUTHORIZED, "bad signature or token\n").into_response()
+}
+
+fn accepted(what: &str) -> Response {
+    info!(source = what, "webhook accepted");
+    (StatusCode::ACCEPTED, "accepted\n").into_response()
+}
+
+fn equal_secrets(given: &[u8], expected: &str) -> bool {
+    given.ct_eq(expected.as_bytes()).into()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .as_bytes()
+        .strip_prefix(b"Bearer ")
+}
+
+async fn reconcile(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let Some(token) = shared.secrets.api.as_deref() else {
+        return disabled("PIER_API_TOKEN");
+    };
+    if !bearer(&headers).is_some_and(|given| equal_secrets(given, token)) {
+        return unauthorized("api");
+    }
+    let _ = shared.triggers.send(Trigger::Api);
+    accepted("api")
+}
+
+/// Whether `signature` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `secret`.
+pub fn github_signature_valid(secret: &str, body: &[u8], signature: &[u8]) -> bool {
+    let Some(hex_digest) = signature.strip_prefix(b"sha256=") else {
+        return false;
+    };
+    let Ok(expected) = hex::decode(hex_digest) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+async fn github(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(secret) = shared.secrets.github.as_deref() else {
+        return disabled("PIER_GITHUB_SECRET");
+    };
+    let signature = headers
+        .get("x-hub-signature-256")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !github_signature_valid(secret, &body, signature) {
+        return unauthorized("github");
+    }
+    if headers.get("x-github-event").is_some_and(|e| e == "ping") {
+        return (StatusCode::OK, "pong\n").into_response();
+    }
+    shared.git_check.notify_one();
+    let _ = shared.triggers.send(Trigger::Webhook);
+    accepted("github")
+}
+
+async fn gitlab(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let Some(token) = shared.secrets.gitlab.as_deref() else {
+        return disabled("PIER_GITLAB_TOKEN");
+    };
+    let given = headers
+        .get("x-gitlab-token")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !equal_secrets(given, token) {
+        return unauthorized("gitlab");
+    }
+    shared.git_check.notify_one();
+    let _ = shared.triggers.send(Trigger::Webhook);
+    accepted("gitlab")
+}
+
+/// A Distribution notification envelope, as far as pier reads it.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    events: Vec<RegistryEvent>,
+}
+
+#[derive(serde::Deserialize)]
+struct RegistryEvent {
+    #[serde(default)]
+    action: String,
+}
+
+async fn registry(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(token) = shared.secrets.registry_hook.as_deref() else {
+        return disabled("PIER_REGISTRY_HOOK_TOKEN");
+    };
+    if !bearer(&headers).is_some_and(|given| equal_secrets(given, token)) {
+        return unauthorized("registry");
+    }
+    let Ok(envelope) = serde_json::from_slice::<Envelope>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "expected a Distribution notification envelope: {\"events\": [...]}\n",
+        )
+            .into_response();
+    };
+    if envelope.events.iter().any(|e| e.action == "push") {
+        shared.registry_check.notify_one();
+    }
+    accepted("registry")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn github_signatures_are_checked_against_the_body() {
+        // The example from GitHub's documentation on validating webhook deliveries.
+        let secret = "It's a Secret to Everybody";
+        let body = b"Hello, World!";
+        let good = b"sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert!(github_signature_valid(secret, body, good));
+        assert!(!github_signature_valid(secret, b"Hello, World?", good));
+        assert!(!github_signature_valid("another secret", body, good));
+        assert!(!github_signature_valid(secret, body, b"sha1=757107ea"));
+        assert!(!github_signature_valid(secret, body, b"sha256=zz"));
+    }
+}

@@ -1,0 +1,394 @@
+//! `pier daemon`: keeps the nodes equal to a branch of the repository.
+//!
+//! A reconcile loop in the kube-runtime style. Triggers (git, the registry,
+//! engine events, a resync timer, webhooks, the API) feed one queue; the
+//! loop waits for a trigger, lets a short debounce window merge whatever
+//! else arrives, and runs one pass: load the desired state at the branch tip
+//! → observe → plan → apply → record. Transient failures requeue with
+//! exponential backoff and jitter; permanent ones mark the revision failed
+//! until a new commit arrives, while the last good state keeps running.
+//!
+//! This module owns the loop and the process (lock, signals, listener); the
+//! pass itself is in [`reconciler`], the triggers in [`watch`], the HTTP
+//! side in [`api`], history in [`store`].
+
+pub mod api;
+pub mod metrics;
+pub mod reconciler;
+pub mod status;
+pub mod store;
+pub mod watch;
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc, watch as tokio_watch};
+use tracing::{info, warn};
+
+use crate::apply::ApplySettings;
+use crate::converge::Settings;
+use crate::source::git::GitSource;
+
+use metrics::Metrics;
+use reconciler::{Outcome, Reconciler};
+use status::Status;
+use store::Store;
+
+/// Everything `pier daemon` is told on its command line or environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub settings: Settings,
+    pub branch: String,
+    pub state_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub git_interval: Duration,
+    pub registry_interval: Duration,
+    pub resync_interval: Duration,
+    /// How long the loop waits after a trigger for others to merge with it.
+    pub debounce: Duration,
+    /// The longest wait between retries of a transient failure.
+    pub retry_max: Duration,
+    pub apply: ApplySettings,
+}
+
+/// Secrets of the HTTP side, read from the environment at start. A hook
+/// whose secret is not set is disabled.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    pub github: Option<String>,
+    pub gitlab: Option<String>,
+    pub registry_hook: Option<String>,
+    pub api: Option<String>,
+}
+
+impl Secrets {
+    pub fn from_environment() -> Secrets {
+        let read = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Secrets {
+            github: read("PIER_GITHUB_SECRET"),
+            gitlab: read("PIER_GITLAB_TOKEN"),
+            registry_hook: read("PIER_REGISTRY_HOOK_TOKEN"),
+            api: read("PIER_API_TOKEN"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |s: &Option<String>| if s.is_some() { "set" } else { "unset" };
+        f.debug_struct("Secrets")
+            .field("github", &set(&self.github))
+            .field("gitlab", &set(&self.gitlab))
+            .field("registry_hook", &set(&self.registry_hook))
+            .field("api", &set(&self.api))
+            .finish()
+    }
+}
+
+/// Why a pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Trigger {
+    Startup,
+    Git,
+    Registry,
+    Event,
+    Resync,
+    Webhook,
+    Api,
+    Retry,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Startup => "startup",
+            Trigger::Git => "git",
+            Trigger::Registry => "registry",
+            Trigger::Event => "event",
+            Trigger::Resync => "resync",
+            Trigger::Webhook => "webhook",
+            Trigger::Api => "api",
+            Trigger::Retry => "retry",
+        }
+    }
+}
+
+/// What the watchers need to know about the current desired state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Watched {
+    pub stack: String,
+    /// Image references of services with `autoredeploy: true`.
+    pub followed: BTreeSet<String>,
+    pub nodes: Vec<crate::manifest::model::Node>,
+}
+
+/// State shared by the loop, the watchers and the HTTP side.
+pub struct Shared {
+    pub status: RwLock<Status>,
+    pub metrics: Metrics,
+    pub store: Store,
+    /// Set once the first pass has finished.
+    pub ready: AtomicBool,
+    pub triggers: mpsc::UnboundedSender<Trigger>,
+    /// Ask the git watcher to check the branch tip now (webhooks).
+    pub git_check: Notify,
+    /// Ask the registry watcher to resolve the followed tags now (webhooks).
+    pub registry_check: Notify,
+    pub secrets: Secrets,
+    /// The latest digest of every followed reference, from the registry watcher.
+    pub followed: Mutex<std::collections::BTreeMap<String, crate::registry::Resolved>>,
+    pub watched: tokio_watch::Sender<Watched>,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "another pier daemon is using the state folder {0} ({1}); stop it, or give this one its own --state-dir"
+    )]
+    Locked(PathBuf, String),
+    #[error("cannot use the state folder {0}: {1}")]
+    StateDir(PathBuf, std::io::Error),
+    #[error("cannot open the state store {0}: {1}")]
+    Store(PathBuf, rusqlite::Error),
+    #[error("cannot listen on {0}: {1} (choose another with --listen)")]
+    Listen(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Source(#[from] crate::source::git::SourceError),
+}
+
+/// Hold the state folder for this process: a second daemon on the same
+/// folder would apply the same plans twice.
+fn lock_state_dir(dir: &Path) -> Result<File, StartError> {
+    std::fs::create_dir_all(dir).map_err(|e| StartError::StateDir(dir.into(), e))?;
+    let path = dir.join("lock");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StartError::StateDir(dir.into(), e))?;
+    if file.try_lock().is_err() {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        let holder = match holder.trim() {
+            "" => "pid unknown".to_string(),
+            pid => format!("pid {pid}"),
+        };
+        return Err(StartError::Locked(dir.into(), holder));
+    }
+    file.set_len(0)
+        .and_then(|_| write!(file, "{}", std::process::id()))
+        .map_err(|e| StartError::StateDir(dir.into(), e))?;
+    Ok(file)
+}
+
+/// Run the daemon until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let _lock = lock_state_dir(&config.state_dir)?;
+    let store_path = config.state_dir.join("pier.db");
+    let store = Store::open(&store_path).map_err(|e| StartError::Store(store_path.clone(), e))?;
+    let repo = {
+        let (location, cache) = (
+            config.settings.source.repo.clone(),
+            config.settings.source.cache_dir.clone(),
+        );
+        tokio::task::spawn_blocking(move || GitSource::open(&location, &cache))
+            .await
+            .expect("opening the repository does not panic")?
+    };
+    let stack = config.settings.stack.clone().unwrap_or_else(|| repo.name());
+    let repo = Arc::new(Mutex::new(repo));
+    let (triggers, queue) = mpsc::unbounded_channel();
+    let (watched, watched_rx) = tokio_watch::channel(Watched {
+        stack: stack.clone(),
+        ..Default::default()
+    });
+    let shared = Arc::new(Shared {
+        status: RwLock::new(Status {
+            stack: stack.clone(),
+            branch: config.branch.clone(),
+            ..Default::default()
+        }),
+        metrics: Metrics::default(),
+        store,
+        ready: AtomicBool::new(false),
+        triggers,
+        git_check: Notify::new(),
+        registry_check: Notify::new(),
+        secrets: Secrets::from_environment(),
+        followed: Mutex::new(Default::default()),
+        watched,
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartError::Listen(config.listen, e))?;
+    let address = listener.local_addr().unwrap_or(config.listen);
+    // `pier status` and scripts find the API here, also when --listen asked for port 0.
+    let _ = std::fs::write(config.state_dir.join("listen"), address.to_string());
+    info!(%address, stack, branch = %config.branch, "pier daemon listening");
+
+    let shutdown = Arc::new(Notify::new());
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(api::serve(listener, shared.clone(), shutdown.clone()));
+    tasks.spawn(watch::git(
+        repo.clone(),
+        config.branch.clone(),
+        config.git_interval,
+        shared.clone(),
+    ));
+    tasks.spawn(watch::registry(
+        config.settings.insecure_registries.clone(),
+        config.registry_interval,
+        shared.clone(),
+        watched_rx.clone(),
+    ));
+    tasks.spawn(watch::events(
+        config.settings.engine_timeout,
+        shared.clone(),
+        watched_rx,
+    ));
+    tasks.spawn(watch::resync(config.resync_interval, shared.clone()));
+
+    let _ = shared.triggers.send(Trigger::Startup);
+    let reconciler = Reconciler::new(config.clone(), stack, repo, shared.clone());
+    reconcile_loop(reconciler, queue, &config, shutdown_signal()).await;
+    info!("pier daemon stopping");
+    shutdown.notify_waiters();
+    tasks.abort_all();
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+/// Wait for a trigger, merge what arrives within the debounce window, run
+/// one pass, and schedule a retry when it failed transiently. A shutdown
+/// signal is honoured between passes, so a replica is never left
+/// half-replaced.
+async fn reconcile_loop(
+    mut reconciler: Reconciler,
+    mut queue: mpsc::UnboundedReceiver<Trigger>,
+    config: &Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut failures: u32 = 0;
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = &mut shutdown => return,
+            trigger = queue.recv() => match trigger {
+                Some(trigger) => trigger,
+                None => return,
+            },
+            _ = sleep_until(retry_at) => Trigger::Retry,
+        };
+        let mut triggers = BTreeSet::from([first]);
+        let window = tokio::time::Instant::now() + config.debounce;
+        while let Ok(Some(next)) = tokio::time::timeout_at(window, queue.recv()).await {
+            if !triggers.insert(next) {
+                reconciler.shared.metrics.triggers_dropped.inc();
+            }
+        }
+        let started = Instant::now();
+        let outcome = reconciler.pass(&triggers).await;
+        retry_at = match outcome {
+            Outcome::Transient(ref reason) => {
+                let wait = backoff(failures, config.retry_max);
+                failures = failures.saturating_add(1);
+                warn!(retry_in = ?wait, %reason, "pass incomplete; retrying");
+                Some(tokio::time::Instant::now() + wait)
+            }
+            Outcome::Done | Outcome::Permanent(_) => {
+                failures = 0;
+                None
+            }
+        };
+        tracing::debug!(took = ?started.elapsed(), "pass finished");
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// 1 s, 2 s, 4 s … up to `max`, each with ±20 % jitter so that many daemons
+/// hit by one outage do not retry in step.
+pub fn backoff(failures: u32, max: Duration) -> Duration {
+    let base = Duration::from_secs(1)
+        .saturating_mul(1u32 << failures.min(16))
+        .min(max);
+    let jitter = random_unit() * 0.4 - 0.2;
+    base.mul_f64(1.0 + jitter).min(max)
+}
+
+/// A number in [0, 1) from the standard library's per-process random keys.
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_stops_at_the_cap() {
+        let max = Duration::from_secs(60);
+        for failures in 0..5u32 {
+            let base = 1u64 << failures;
+            let wait = backoff(failures, max).as_secs_f64();
+            assert!(
+                wait >= base as f64 * 0.8 && wait <= base as f64 * 1.2,
+                "{failures} failures: waited {wait}s"
+            );
+        }
+        assert!(backoff(30, max) <= max);
+    }
+
+    #[test]
+    fn a_second_daemon_on_the_same_state_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = lock_state_dir(dir.path()).unwrap();
+        let second = lock_state_dir(dir.path()).unwrap_err();
+        let message = second.to_string();
+        assert!(
+            message.contains("another pier daemon")
+                && message.contains(&format!("pid {}", std::process::id())),
+            "{message}"
+        );
+    }
+}

@@ -1,0 +1,624 @@
+//! One pass of the daemon: decide which commit to converge to, pin its
+//! images, plan, apply, and record what happened.
+//!
+//! The rules that make the daemon safe to leave alone live here:
+//! - a commit whose manifests are invalid is refused; the nodes stay at (and
+//!   are healed towards) the last commit applied in full;
+//! - a rollout that was rolled back freezes that service at this commit
+//!   until a new commit arrives; the other services keep being healed;
+//! - services without `autoredeploy` keep the digests resolved when their
+//!   commit was first applied; services with it follow the registry watcher;
+//! - a failed fetch, an unreadable tree or an unreachable registry is a
+//!   transient failure, never an empty desired state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{Instrument, error, info, info_span, warn};
+
+use super::status::{Condition, NodeStatus, PassStatus, ServiceStatus};
+use super::store::{Failure, PassRecord};
+use super::{Config, Shared, Trigger, Watched};
+use crate::apply::{self, ApplyReport};
+use crate::converge::{self, Loaded, PassError, PassInput, Planned};
+use crate::manifest::{Severity, Vars};
+use crate::plan::Observed;
+use crate::registry::{CredentialStore, Registry, Resolved};
+use crate::source::git::GitSource;
+
+/// How a pass ended, for the loop's retry decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Converged, or nothing left that a retry could fix.
+    Done,
+    /// May succeed later by itself (fetch failed, node or registry unreachable).
+    Transient(String),
+    /// Will not succeed at this commit; wait for a new one.
+    Permanent(String),
+}
+
+impl Outcome {
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Done => "ok",
+            Outcome::Transient(_) => "retry",
+            Outcome::Permanent(_) => "failed",
+        }
+    }
+}
+
+/// The digest a service without `autoredeploy` was pinned to at a commit.
+#[derive(Debug, Clone)]
+struct Pin {
+    commit: String,
+    reference: String,
+    resolved: Resolved,
+}
+
+/// The loop's memory between passes.
+pub struct Reconciler {
+    config: Config,
+    stack: String,
+    repo: Arc<Mutex<GitSource>>,
+    pub(super) shared: Arc<Shared>,
+    registry: Registry,
+    vars: Vars,
+    pins: BTreeMap<String, Pin>,
+    last_good: Option<String>,
+}
+
+/// Which commit a pass converges to, and why it is not the head if it is not.
+struct Target {
+    head: String,
+    commit: String,
+    /// Why the head is refused, when it is.
+    refused: Option<String>,
+    /// Services whose rollout of the head was rolled back, with the reason.
+    frozen: BTreeMap<String, String>,
+}
+
+impl Reconciler {
+    pub fn new(
+        config: Config,
+        stack: String,
+        repo: Arc<Mutex<GitSource>>,
+        shared: Arc<Shared>,
+    ) -> Reconciler {
+        let metrics = shared.metrics.clone();
+        let registry = Registry::new(
+            config.settings.insecure_registries.clone(),
+            CredentialStore::from_environment(),
+        )
+        .with_observer(Arc::new(move |result| metrics.registry_request(result)));
+        let last_good = shared.store.last_good().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the last good revision; starting without it");
+            None
+        });
+        Reconciler {
+            config,
+            stack,
+            repo,
+            shared,
+            registry,
+            vars: std::env::vars().collect(),
+            pins: BTreeMap::new(),
+            last_good,
+        }
+    }
+
+    /// Run one pass for `triggers` and record it.
+    pub async fn pass(&mut self, triggers: &BTreeSet<Trigger>) -> Outcome {
+        let trigger: Vec<&str> = triggers.iter().map(|t| t.as_str()).collect();
+        let trigger = trigger.join("+");
+        let span = info_span!("pass", trigger = %trigger, revision = tracing::field::Empty);
+        let started = (Instant::now(), SystemTime::now());
+        let (outcome, commit, steps) = self.run(&span).instrument(span.clone()).await;
+        let took = started.0.elapsed();
+        let message = match &outcome {
+            Outcome::Done => String::new(),
+            Outcome::Transient(m) | Outcome::Permanent(m) => m.clone(),
+        };
+        self.shared
+            .metrics
+            .pass(&trigger, outcome.label(), took.as_secs_f64());
+        let record = PassRecord {
+            started: started.1,
+            duration_ms: took.as_millis() as u64,
+            trigger: trigger.clone(),
+            commit: commit.clone(),
+            result: outcome.label().into(),
+            steps,
+            message: message.clone(),
+        };
+        if let Err(e) = self.shared.store.record_pass(&record) {
+            warn!(error = %e, "cannot record the pass in the state store");
+        }
+        self.shared.status.write().expect("status lock").last_pass = Some(PassStatus {
+            trigger,
+            commit,
+            result: outcome.label().into(),
+            message,
+            finished_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            duration_ms: took.as_millis() as u64,
+        });
+        self.shared.ready.store(true, Ordering::Relaxed);
+        outcome
+    }
+
+    /// The pass proper: returns the outcome, the commit converged to and the
+    /// number of engine steps taken.
+    async fn run(&mut self, span: &tracing::Span) -> (Outcome, String, usize) {
+        let head = match self.head().await {
+            Ok(head) => head,
+            Err(reason) => return (Outcome::Transient(reason), String::new(), 0),
+        };
+        self.shared.status.write().expect("status lock").head = Some(head.clone());
+        let mut target = self.target(&head);
+        let loaded = match self.load(&target.commit).await {
+            Ok(loaded) => loaded,
+            Err(PassError::Invalid { diagnostics, .. }) => {
+                let reason = invalid_reason(&target.commit, &diagnostics);
+                error!(commit = %target.commit, "{reason}");
+                if let Err(e) =
+                    self.shared
+                        .store
+                        .mark_failed(&target.commit, &reason, &BTreeMap::new())
+                {
+                    warn!(error = %e, "cannot record the refused revision");
+                }
+                match self.last_good.clone().filter(|good| *good != target.commit) {
+                    Some(good) => {
+                        target.commit = good;
+                        target.refused = Some(reason);
+                        match self.load(&target.commit).await {
+                            Ok(loaded) => loaded,
+                            Err(e) => return (Outcome::Transient(e.to_string()), target.commit, 0),
+                        }
+                    }
+                    None => {
+                        self.publish_stalled(&reason);
+                        return (Outcome::Permanent(reason), head, 0);
+                    }
+                }
+            }
+            Err(error) => return (Outcome::Transient(error.to_string()), target.commit, 0),
+        };
+        span.record("revision", short(&loaded.commit));
+        let (outcome, steps) = self.converge(&loaded, &target).await;
+        (outcome, loaded.commit, steps)
+    }
+
+    /// Where the branch points now.
+    async fn head(&self) -> Result<String, String> {
+        let repo = self.repo.clone();
+        let branch = self.config.branch.clone();
+        tokio::task::spawn_blocking(move || {
+            let repo = repo.lock().expect("repository lock");
+            repo.resolve(&branch).map(|oid| oid.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+    }
+
+    /// Read and validate the manifests at `commit`.
+    async fn load(&self, commit: &str) -> Result<Loaded, PassError> {
+        let (repo, commit) = (self.repo.clone(), commit.to_string());
+        let (folder, stack, vars) = (
+            self.config.settings.source.path.clone(),
+            self.stack.clone(),
+            self.vars.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let repo = repo.lock().expect("repository lock");
+            converge::load(&repo, &commit, &folder, Some(&stack), &vars)
+        })
+        .await
+        .expect("loading manifests does not panic")
+    }
+
+    /// The head, unless it was refused: then the last good commit (invalid
+    /// manifests) or the head with its rolled-back services frozen.
+    fn target(&self, head: &str) -> Target {
+        let failure = self.shared.store.failure(head).unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the state store; treating the head as new");
+            None
+        });
+        match failure {
+            Some(Failure { reason, services }) if services.is_empty() => Target {
+                head: head.into(),
+                commit: self.last_good.clone().unwrap_or_else(|| head.into()),
+                refused: Some(reason),
+                frozen: BTreeMap::new(),
+            },
+            Some(Failure { services, .. }) => Target {
+                head: head.into(),
+                commit: head.into(),
+                refused: None,
+                frozen: services,
+            },
+            None => Target {
+                head: head.into(),
+                commit: head.into(),
+                refused: None,
+                frozen: BTreeMap::new(),
+            },
+        }
+    }
+
+    /// Plan and apply `loaded`, then record conditions and status.
+    async fn converge(&mut self, loaded: &Loaded, target: &Target) -> (Outcome, usize) {
+        if target.refused.is_some() && loaded.commit != target.head {
+            info!(head = %short(&target.head), at = %short(&loaded.commit), "head refused; healing towards the last good revision");
+        }
+        self.publish_watched(loaded);
+        let input = PassInput {
+            pins: self.pins_for(loaded),
+            frozen: target
+                .frozen
+                .iter()
+                .map(|(service, reason)| {
+                    (
+                        service.clone(),
+                        format!("its rollout of {} was rolled back ({reason}); waiting for a new commit", short(&loaded.commit)),
+                    )
+                })
+                .collect(),
+        };
+        let planned =
+            converge::plan_loaded(loaded, &self.config.settings, &self.registry, &input).await;
+        self.remember_pins(loaded, &planned);
+        if !planned.plan.refused.is_empty() {
+            let reason = planned.plan.refused.join("; ");
+            self.publish(
+                loaded,
+                &planned,
+                &planned.observed,
+                &ApplyReport::default(),
+                target,
+            );
+            return (Outcome::Permanent(reason), 0);
+        }
+        let report = if planned.plan.is_empty() {
+            ApplyReport::default()
+        } else {
+            self.apply(loaded, &planned).await
+        };
+        let observed = if planned.plan.is_empty() {
+            planned.observed.clone()
+        } else {
+            crate::observe::observe(
+                &loaded.stack,
+                &planned
+                    .engines
+                    .iter()
+                    .map(|(name, engine)| (name.clone(), Ok(engine.clone())))
+                    .collect(),
+                self.config.settings.engine_timeout,
+            )
+            .await
+        };
+        self.publish(loaded, &planned, &observed, &report, target);
+        let steps = report.records.len();
+        if report.failed.keys().any(|s| report.transient.contains(s)) {
+            return (Outcome::Transient(report.failures.join("; ")), steps);
+        }
+        if !report.failed.is_empty() {
+            let mut frozen = target.frozen.clone();
+            frozen.extend(report.failed.clone());
+            let reason = report.failures.join("; ");
+            if let Err(e) = self
+                .shared
+                .store
+                .mark_failed(&loaded.commit, &reason, &frozen)
+            {
+                warn!(error = %e, "cannot record the failed rollout");
+            }
+            return (Outcome::Permanent(reason), steps);
+        }
+        if let Some(reason) = planned.transient {
+            return (Outcome::Transient(reason), steps);
+        }
+        if target.refused.is_none() && target.frozen.is_empty() {
+            self.applied(&loaded.commit);
+        }
+        match &target.refused {
+            Some(reason) => (Outcome::Permanent(reason.clone()), steps),
+            None => (Outcome::Done, steps),
+        }
+    }
+
+    async fn apply(&self, loaded: &Loaded, planned: &Planned) -> ApplyReport {
+        let changing: BTreeSet<&str> = planned
+            .plan
+            .services
+            .iter()
+            .filter(|s| !s.changes.is_empty())
+            .map(|s| s.service.as_str())
+            .collect();
+        {
+            let mut status = self.shared.status.write().expect("status lock");
+            for service in status.services.iter_mut() {
+                if changing.contains(service.name.as_str()) {
+                    service.condition = Condition::Progressing;
+                    service.reason = format!("rolling out {}", short(&loaded.commit));
+                }
+            }
+        }
+        info!(
+            commit = %short(&loaded.commit),
+            changes = planned.plan.count(|_| true),
+            "applying"
+        );
+        let on_step = |record: &apply::StepRecord| {
+            if record.ok {
+                info!(service = %record.service, node = %record.node, action = %record.action, target = %record.target, "step ok");
+            } else {
+                warn!(service = %record.service, node = %record.node, action = %record.action, target = %record.target, message = %record.message, "step failed");
+            }
+        };
+        apply::apply(
+            &planned.desired,
+            &planned.plan,
+            &planned.engines,
+            self.registry.credentials(),
+            &self.config.apply,
+            &on_step,
+        )
+        .await
+    }
+
+    fn applied(&mut self, commit: &str) {
+        if self.last_good.as_deref() != Some(commit) {
+            info!(commit = %short(commit), "revision applied");
+        }
+        self.last_good = Some(commit.to_string());
+        if let Err(e) = self.shared.store.mark_applied(commit) {
+            warn!(error = %e, "cannot record the applied revision");
+        }
+        self.shared.metrics.set_revision(commit);
+        self.shared.status.write().expect("status lock").revision = Some(commit.to_string());
+    }
+
+    /// Tell the watchers which tags to follow and which nodes to watch.
+    fn publish_watched(&self, loaded: &Loaded) {
+        let watched = Watched {
+            stack: loaded.stack.clone(),
+            followed: loaded
+                .manifest
+                .services
+                .values()
+                .filter(|s| s.autoredeploy)
+                .filter_map(|s| s.image.clone())
+                .collect(),
+            nodes: loaded.manifest.nodes.values().cloned().collect(),
+        };
+        self.shared.watched.send_if_modified(|current| {
+            let changed = *current != watched;
+            if changed {
+                *current = watched.clone();
+            }
+            changed
+        });
+    }
+
+    /// Digests already decided: the registry watcher's latest for services
+    /// that follow their tag, the commit's first resolution for the others.
+    fn pins_for(&self, loaded: &Loaded) -> converge::Pins {
+        let followed = self.shared.followed.lock().expect("followed lock").clone();
+        let mut pins = converge::Pins::new();
+        for service in loaded.manifest.services.values() {
+            let Some(reference) = service.image.as_deref() else {
+                continue;
+            };
+            let pinned = if service.autoredeploy {
+                followed.get(reference).cloned()
+            } else {
+                self.pins
+                    .get(&service.name)
+                    .filter(|p| p.commit == loaded.commit && p.reference == reference)
+                    .map(|p| p.resolved.clone())
+                    .or_else(|| {
+                        self.shared
+                            .store
+                            .digest(&loaded.commit, &service.name, reference)
+                            .ok()
+                            .flatten()
+                    })
+            };
+            if let Some(resolved) = pinned {
+                pins.insert(service.name.clone(), resolved);
+            }
+        }
+        pins
+    }
+
+    /// Keep what this pass resolved, so later passes at the same commit
+    /// deploy the same bits.
+    fn remember_pins(&mut self, loaded: &Loaded, planned: &Planned) {
+        for desired in planned.desired.services.values() {
+            let Some(service) = loaded.manifest.services.get(&desired.name) else {
+                continue;
+            };
+            let Some(reference) = service.image.clone() else {
+                continue;
+            };
+            let resolved = Resolved {
+                pinned: desired.spec.image.clone(),
+                digest: desired.digest.clone(),
+            };
+            if service.autoredeploy {
+                self.shared
+                    .followed
+                    .lock()
+                    .expect("followed lock")
+                    .entry(reference)
+                    .or_insert(resolved);
+                continue;
+            }
+            let known = self
+                .pins
+                .get(&desired.name)
+                .is_some_and(|p| p.commit == loaded.commit && p.reference == reference);
+            if !known {
+                if let Err(e) = self.shared.store.save_digest(
+                    &loaded.commit,
+                    &desired.name,
+                    &reference,
+                    &resolved,
+                ) {
+                    warn!(error = %e, "cannot record the resolved digest");
+                }
+                self.pins.insert(
+                    desired.name.clone(),
+                    Pin {
+                        commit: loaded.commit.clone(),
+                        reference,
+                        resolved,
+                    },
+                );
+            }
+        }
+    }
+
+    fn publish_stalled(&self, reason: &str) {
+        let mut status = self.shared.status.write().expect("status lock");
+        status.stalled = Some(reason.to_string());
+        for service in status.services.iter_mut() {
+            service.condition = Condition::Stalled;
+            service.reason = reason.to_string();
+        }
+    }
+
+    /// Conditions, status document and metrics after a pass.
+    fn publish(
+        &self,
+        loaded: &Loaded,
+        planned: &Planned,
+        observed: &Observed,
+        report: &ApplyReport,
+        target: &Target,
+    ) {
+        let running = running_by_service(observed);
+        let mut services = Vec::new();
+        for service in loaded.manifest.services.values() {
+            let desired = service.replicas.map(|r| r as usize).unwrap_or_else(|| {
+                loaded
+                    .manifest
+                    .nodes
+                    .values()
+                    .filter(|n| service.tags.iter().all(|t| n.tags.contains(t)))
+                    .count()
+            });
+            let desired_service = planned.desired.services.get(&service.name);
+            let service_plan = planned
+                .plan
+                .services
+                .iter()
+                .find(|p| p.service == service.name);
+            let (condition, reason) = if let Some(failure) = report.failed.get(&service.name) {
+                let condition = if report.transient.contains(&service.name) {
+                    Condition::Degraded
+                } else {
+                    Condition::Stalled
+                };
+                (condition, failure.clone())
+            } else if let Some(reason) = target.refused.as_ref() {
+                (Condition::Stalled, reason.clone())
+            } else if let Some(reason) = planned.desired.frozen.get(&service.name) {
+                let condition = if target.frozen.contains_key(&service.name) {
+                    Condition::Stalled
+                } else {
+                    Condition::Degraded
+                };
+                (condition, reason.clone())
+            } else if let Some(blocked) = service_plan.and_then(|p| p.blocked.first()) {
+                (Condition::Degraded, blocked.reason.clone())
+            } else {
+                (Condition::Ready, String::new())
+            };
+            if let Err(e) =
+                self.shared
+                    .store
+                    .set_condition(&service.name, condition.as_str(), &reason)
+            {
+                warn!(error = %e, "cannot record a condition");
+            }
+            services.push(ServiceStatus {
+                name: service.name.clone(),
+                desired,
+                running: running.get(service.name.as_str()).copied().unwrap_or(0),
+                image: service.image.clone().unwrap_or_default(),
+                digest: desired_service
+                    .map(|d| d.digest.clone())
+                    .unwrap_or_default(),
+                autoredeploy: service.autoredeploy,
+                condition,
+                reason,
+            });
+        }
+        let nodes = observed
+            .nodes
+            .iter()
+            .map(|(name, o)| NodeStatus {
+                name: name.clone(),
+                reachable: o.unreachable.is_none(),
+                reason: o.unreachable.clone().unwrap_or_default(),
+                containers: o.owned.iter().filter(|c| c.running).count(),
+            })
+            .collect();
+        self.shared
+            .metrics
+            .set_containers(observed.nodes.iter().flat_map(|(node, o)| {
+                let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+                for c in &o.owned {
+                    let state = if c.running { "running" } else { "stopped" };
+                    *counts.entry((c.service.as_str(), state)).or_default() += 1;
+                }
+                counts
+                    .into_iter()
+                    .map(move |((service, state), n)| (service, node.as_str(), state, n))
+                    .collect::<Vec<_>>()
+            }));
+        let mut status = self.shared.status.write().expect("status lock");
+        status.services = services;
+        status.nodes = nodes;
+        status.stalled = target.refused.clone();
+        if status.revision.is_none() && target.refused.is_some() {
+            status.revision = Some(loaded.commit.clone());
+        }
+    }
+}
+
+fn running_by_service(observed: &Observed) -> BTreeMap<&str, usize> {
+    let mut running = BTreeMap::new();
+    for node in observed.nodes.values() {
+        for c in node.owned.iter().filter(|c| c.running) {
+            *running.entry(c.service.as_str()).or_default() += 1;
+        }
+    }
+    running
+}
+
+/// Every error of invalid manifests, one `file:line:col: message` per line.
+fn invalid_reason(commit: &str, diagnostics: &[crate::manifest::Diagnostic]) -> String {
+    let errors: Vec<String> = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.to_string())
+        .collect();
+    format!(
+        "the manifests at {} are invalid; the nodes stay at the last good revision:\n{}",
+        short(commit),
+        errors.join("\n")
+    )
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}

@@ -1,0 +1,148 @@
+//! What the daemon reports about the deployment: the document behind
+//! `GET /api/v1/status` and `pier status`. Fields are only ever added.
+
+use serde::{Deserialize, Serialize};
+
+/// How a service is doing, in the vocabulary of Kubernetes conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Condition {
+    /// Every replica runs the desired spec.
+    Ready,
+    /// A rollout is under way.
+    Progressing,
+    /// Not converged for a reason expected to pass (a node or the registry is
+    /// unreachable); pier retries.
+    Degraded,
+    /// Not converged and pier will not retry until a new commit arrives (the
+    /// manifests are invalid, or a rollout was rolled back).
+    Stalled,
+}
+
+impl Condition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::Ready => "Ready",
+            Condition::Progressing => "Progressing",
+            Condition::Degraded => "Degraded",
+            Condition::Stalled => "Stalled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub desired: usize,
+    pub running: usize,
+    /// The image reference as written in the manifest.
+    pub image: String,
+    /// The digest the service is deployed with.
+    pub digest: String,
+    pub autoredeploy: bool,
+    pub condition: Condition,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub reachable: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Running containers of this stack.
+    pub containers: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PassStatus {
+    pub trigger: String,
+    pub commit: String,
+    pub result: String,
+    pub message: String,
+    /// Seconds since the epoch.
+    pub finished_at: u64,
+    pub duration_ms: u64,
+}
+
+/// The whole status document.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Status {
+    pub stack: String,
+    pub branch: String,
+    /// The tip of the branch, as last seen.
+    pub head: Option<String>,
+    /// The commit the nodes were last converged to.
+    pub revision: Option<String>,
+    /// Why the head is not deployed, when it is refused: for invalid
+    /// manifests, one `file:line:col: message` line per problem.
+    pub stalled: Option<String>,
+    pub services: Vec<ServiceStatus>,
+    pub nodes: Vec<NodeStatus>,
+    pub last_pass: Option<PassStatus>,
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}
+
+/// The status as tables for a terminal: services, then nodes, then the last pass.
+pub fn render(status: &Status) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let revision = status.revision.as_deref().map(short).unwrap_or("none");
+    let head = status.head.as_deref().map(short).unwrap_or("unknown");
+    let _ = writeln!(
+        out,
+        "Stack {} on {}: applied {revision}, branch tip {head}",
+        status.stack, status.branch
+    );
+    if let Some(reason) = &status.stalled {
+        let _ = writeln!(out, "\nStalled: {reason}");
+    }
+    let name_width = status
+        .services
+        .iter()
+        .map(|s| s.name.len())
+        .chain([7])
+        .max()
+        .unwrap_or(7);
+    let _ = writeln!(
+        out,
+        "\n{:name_width$}  {:>7}  {:12}  {:11}  REASON",
+        "SERVICE", "RUNNING", "DIGEST", "CONDITION"
+    );
+    for s in &status.services {
+        let reason = s.reason.lines().next().unwrap_or("");
+        let _ = writeln!(
+            out,
+            "{:name_width$}  {:>7}  {:12}  {:11}  {reason}",
+            s.name,
+            format!("{}/{}", s.running, s.desired),
+            short(&s.digest),
+            s.condition.as_str(),
+        );
+    }
+    let _ = writeln!(out, "\n{:name_width$}  {:>7}  STATE", "NODE", "RUNNING");
+    for n in &status.nodes {
+        let state = if n.reachable {
+            "reachable".to_string()
+        } else {
+            format!("unreachable: {}", n.reason)
+        };
+        let _ = writeln!(out, "{:name_width$}  {:>7}  {state}", n.name, n.containers);
+    }
+    if let Some(pass) = &status.last_pass {
+        let _ = writeln!(
+            out,
+            "\nLast pass: {} ({}) at {}, {} ms: {}{}",
+            pass.result,
+            pass.trigger,
+            short(&pass.commit),
+            pass.duration_ms,
+            if pass.message.is_empty() { "" } else { "\n  " },
+            pass.message.lines().next().unwrap_or("")
+        );
+    }
+    out
+}

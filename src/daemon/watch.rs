@@ -1,0 +1,258 @@
+//! The daemon's triggers: the branch tip (polled, and watched on disk for a
+//! local repository), the registry tags that services follow, the engines'
+//! container events, and the resync timer. Each only says *that* something
+//! may have changed; the pass reads the truth itself.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::{Shared, Trigger, Watched};
+use crate::docker::engine::Engine;
+use crate::manifest::model::Node;
+use crate::registry::{CredentialStore, Registry};
+use crate::source::git::GitSource;
+
+/// Check the branch tip every `interval`, when a webhook asks, and (for a
+/// local repository) as soon as its refs change on disk. A remote is asked
+/// for its tip first and fetched only when the tip moved.
+pub async fn git(
+    repo: Arc<Mutex<GitSource>>,
+    branch: String,
+    interval: Duration,
+    shared: Arc<Shared>,
+) {
+    let (changed_tx, mut changed) = mpsc::unbounded_channel();
+    let _watcher = watch_refs(&repo, changed_tx);
+    let mut last = head_of(&repo, &branch).await.ok().flatten();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shared.git_check.notified() => {}
+            Some(()) = changed.recv() => {
+                // A commit touches several files; let it finish.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                while changed.try_recv().is_ok() {}
+            }
+        }
+        let tip = check(&repo, &branch, &shared).await;
+        match tip {
+            Ok(tip) if tip != last => {
+                info!(
+                    branch,
+                    tip = tip.as_deref().unwrap_or("none"),
+                    "branch moved"
+                );
+                last = tip;
+                let _ = shared.triggers.send(Trigger::Git);
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot check the branch"),
+        }
+    }
+}
+
+/// Watch a local repository's refs; `None` for a remote one (polled instead)
+/// or when the platform offers no watcher.
+fn watch_refs(
+    repo: &Arc<Mutex<GitSource>>,
+    changed: mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    let repo = repo.lock().expect("repository lock");
+    if repo.is_remote() {
+        return None;
+    }
+    let git_dir = repo.git_dir().to_path_buf();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = changed.send(());
+        }
+    })
+    .map_err(|e| warn!(error = %e, "cannot watch the repository; polling only"))
+    .ok()?;
+    // HEAD and packed-refs live in the git folder itself, branches under refs/.
+    let watched = watcher
+        .watch(&git_dir, RecursiveMode::NonRecursive)
+        .and_then(|_| watcher.watch(&git_dir.join("refs"), RecursiveMode::Recursive));
+    if let Err(e) = watched {
+        warn!(error = %e, "cannot watch the repository; polling only");
+        return None;
+    }
+    Some(watcher)
+}
+
+async fn head_of(repo: &Arc<Mutex<GitSource>>, branch: &str) -> Result<Option<String>, String> {
+    let (repo, branch) = (repo.clone(), branch.to_string());
+    tokio::task::spawn_blocking(move || {
+        let repo = repo.lock().expect("repository lock");
+        Ok(repo.resolve(&branch).ok().map(|oid| oid.to_string()))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// One check: ask the remote for the tip, fetch only if it moved, then
+/// resolve the branch locally.
+async fn check(
+    repo: &Arc<Mutex<GitSource>>,
+    branch: &str,
+    shared: &Arc<Shared>,
+) -> Result<Option<String>, String> {
+    let (repo, branch, shared) = (repo.clone(), branch.to_string(), shared.clone());
+    tokio::task::spawn_blocking(move || {
+        let repo = repo.lock().expect("repository lock");
+        shared.metrics.git_checks.inc();
+        if repo.is_remote() {
+            let remote = repo.remote_tip(&branch).map_err(|e| e.to_string())?;
+            let local = repo.resolve(&branch).ok();
+            if remote.is_some() && remote != local {
+                shared.metrics.git_fetches.inc();
+                repo.fetch().map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(repo.resolve(&branch).ok().map(|oid| oid.to_string()))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Resolve every followed tag once per `interval` (or when a registry
+/// webhook asks); a digest that changed triggers a pass, which replaces
+/// only the services that follow that tag.
+pub async fn registry(
+    insecure: Vec<String>,
+    interval: Duration,
+    shared: Arc<Shared>,
+    mut watched: watch::Receiver<Watched>,
+) {
+    let metrics = shared.metrics.clone();
+    let registry = Registry::new(insecure, CredentialStore::from_environment())
+        .with_observer(Arc::new(move |result| metrics.registry_request(result)));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut failing: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shared.registry_check.notified() => {}
+            changed = watched.changed() => {
+                if changed.is_err() { return; }
+                continue;
+            }
+        }
+        let references = watched.borrow().followed.clone();
+        let mut moved = false;
+        for reference in references {
+            match registry.resolve(&reference).await {
+                Ok(resolved) => {
+                    if failing.remove(&reference).is_some() {
+                        info!(reference, "registry reachable again");
+                    }
+                    let mut followed = shared.followed.lock().expect("followed lock");
+                    let previous = followed.insert(reference.clone(), resolved.clone());
+                    if previous.is_some_and(|p| p != resolved) {
+                        info!(reference, digest = %resolved.digest, "followed tag moved");
+                        moved = true;
+                    }
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    if failing.insert(reference.clone(), message.clone()).as_ref() != Some(&message)
+                    {
+                        warn!(reference, error = %message, "cannot resolve a followed tag; keeping the running digest");
+                    }
+                }
+            }
+        }
+        if moved {
+            let _ = shared.triggers.send(Trigger::Registry);
+        }
+    }
+}
+
+/// Follow every node's container events for the stack: a replica that dies
+/// or is removed triggers a pass at once. A broken stream is re-established
+/// with backoff; the node set follows the manifests.
+pub async fn events(
+    engine_timeout: Duration,
+    shared: Arc<Shared>,
+    mut watched: watch::Receiver<Watched>,
+) {
+    let mut followers = tokio::task::JoinSet::new();
+    let mut current: Option<(String, Vec<Node>)> = None;
+    loop {
+        let next = {
+            let w = watched.borrow_and_update();
+            (w.stack.clone(), w.nodes.clone())
+        };
+        if current.as_ref() != Some(&next) {
+            followers.abort_all();
+            for node in next.1.clone() {
+                followers.spawn(follow_node(
+                    node,
+                    next.0.clone(),
+                    engine_timeout,
+                    shared.clone(),
+                ));
+            }
+            current = Some(next);
+        }
+        if watched.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn follow_node(node: Node, stack: String, engine_timeout: Duration, shared: Arc<Shared>) {
+    let mut failures = 0u32;
+    loop {
+        match Engine::connect(&node, engine_timeout).await {
+            Ok(engine) => {
+                debug!(node = %node.name, "following container events");
+                let mut stream = Box::pin(engine.container_events(&stack));
+                if failures > 0 {
+                    // Events may have been missed while the stream was down.
+                    let _ = shared.triggers.send(Trigger::Event);
+                }
+                while let Some(event) = stream.next().await {
+                    match event {
+                        Ok(event) => {
+                            failures = 0;
+                            debug!(node = %node.name, action = %event.action, container = %event.container, "container event");
+                            let _ = shared.triggers.send(Trigger::Event);
+                        }
+                        Err(e) => {
+                            debug!(node = %node.name, error = %e, "event stream broke");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => debug!(node = %node.name, error = %e, "cannot follow events"),
+        }
+        let wait = super::backoff(failures, Duration::from_secs(30));
+        failures = failures.saturating_add(1);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// A full pass every `interval`, whatever else happened: corrects drift
+/// nothing reported.
+pub async fn resync(interval: Duration, shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let _ = shared.triggers.send(Trigger::Resync);
+    }
+}

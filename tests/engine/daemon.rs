@@ -1,0 +1,511 @@
+//! `pier daemon` as a real subprocess against the bed: commits, the
+//! registry, container events, webhooks and crashes.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{
+    Bed, Daemon, DaemonOptions, UserRepo, eventually, git, nodes_yaml, push_image, remove_stack,
+    stack_replicas, unique,
+};
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+fn sleeper(bed: &Bed, name: &str, replicas: u32, extra: &str) -> String {
+    format!(
+        "  {name}:\n    image: {}\n    command: sleep 3600\n    stop_grace_period: 1s\n    target_num_containers: {replicas}\n    deployment_strategy: high_availability\n{extra}",
+        bed.base_image
+    )
+}
+
+/// Running replicas of `service` in `stack`, as `node:name`.
+async fn running(bed: &Bed, stack: &str, service: &str) -> Vec<String> {
+    stack_replicas(bed, stack)
+        .await
+        .into_iter()
+        .filter(|(_, _, up, labels)| {
+            *up && labels.get("pier.service").map(String::as_str) == Some(service)
+        })
+        .map(|(node, name, _, _)| format!("{node}:{name}"))
+        .collect()
+}
+
+async fn wait_running(bed: &Bed, stack: &str, service: &str, count: usize) -> Vec<String> {
+    eventually(
+        &format!("{count} running replicas of {service}"),
+        CONVERGE,
+        || async {
+            let up = running(bed, stack, service).await;
+            let all = stack_replicas(bed, stack).await;
+            let of_service = all
+                .iter()
+                .filter(|(_, _, _, l)| l.get("pier.service").map(String::as_str) == Some(service))
+                .count();
+            (up.len() == count && of_service == count).then_some(up)
+        },
+    )
+    .await
+}
+
+/// A commit converges at once through the refs watcher (the git interval is
+/// an hour here); a removed replica is back within 5 s; an invalid commit
+/// changes nothing and shows as Stalled with its file:line; the next valid
+/// commit deploys.
+#[tokio::test]
+async fn daemon_follows_commits_heals_and_refuses_invalid_manifests() {
+    let bed = Bed::get();
+    let nodes = nodes_yaml(&bed, &[&["app"], &["app"], &[]]);
+    let manifest =
+        |replicas: u32| format!("{nodes}services:\n{}", sleeper(&bed, "web", replicas, ""));
+    let repo = UserRepo::new("dmn", &manifest(1));
+    let state = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &DaemonOptions::default(),
+    );
+    wait_running(&bed, &repo.stack, "web", 1).await;
+
+    repo.commit(&manifest(3), "scale web to 3");
+    let replicas = wait_running(&bed, &repo.stack, "web", 3).await;
+    let status = daemon.status().await;
+    assert_eq!(status["services"][0]["condition"], "Ready", "{status}");
+    assert_eq!(status["services"][0]["running"], 3, "{status}");
+
+    // Self-heal: remove one replica behind pier's back.
+    let (node, name) = replicas[0].split_once(':').unwrap();
+    let node = bed.nodes.iter().find(|n| n.name == node).unwrap();
+    let removed_at = Instant::now();
+    crate::support::engine(node)
+        .await
+        .remove_container(
+            name,
+            Some(
+                bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .build(),
+            ),
+        )
+        .await
+        .expect("docker rm -f");
+    eventually(
+        "the removed replica is back",
+        Duration::from_secs(5),
+        || async {
+            running(&bed, &repo.stack, "web")
+                .await
+                .contains(&replicas[0])
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(removed_at.elapsed() < Duration::from_secs(5));
+
+    // An invalid commit: an unknown key on line 2 of the service.
+    let ids_before = stack_replicas(&bed, &repo.stack).await;
+    let broken = manifest(1).replace("    command:", "    comand: oops\n    command:");
+    let line = broken.lines().position(|l| l.contains("comand:")).unwrap() + 1;
+    repo.commit(&broken, "a typo");
+    let status = eventually("status shows the refused commit", CONVERGE, || async {
+        let status = daemon.status().await;
+        status["stalled"].as_str().is_some().then_some(status)
+    })
+    .await;
+    let stalled = status["stalled"].as_str().unwrap();
+    assert!(
+        stalled.contains(&format!("pier/stack.yml:{line}:")) && stalled.contains("comand"),
+        "{stalled}"
+    );
+    assert_eq!(status["services"][0]["condition"], "Stalled", "{status}");
+    assert_eq!(
+        stack_replicas(&bed, &repo.stack)
+            .await
+            .iter()
+            .map(|r| (&r.1, r.2))
+            .collect::<Vec<_>>(),
+        ids_before.iter().map(|r| (&r.1, r.2)).collect::<Vec<_>>(),
+        "the refused commit changed nothing"
+    );
+
+    repo.commit(&manifest(2), "fix the typo, scale to 2");
+    wait_running(&bed, &repo.stack, "web", 2).await;
+    let status = eventually("status is Ready again", CONVERGE, || async {
+        let status = daemon.status().await;
+        (status["stalled"].is_null() && status["services"][0]["condition"] == "Ready")
+            .then_some(status)
+    })
+    .await;
+    assert_eq!(status["revision"], status["head"]);
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+}
+
+/// A remote repository is polled: one cheap check per interval, a fetch only
+/// when the tip moved, and the commit converges within the interval.
+#[tokio::test]
+async fn daemon_polls_a_remote_and_fetches_only_when_it_moved() {
+    let bed = Bed::get();
+    let nodes = nodes_yaml(&bed, &[&["app"], &["app"], &[]]);
+    let manifest =
+        |replicas: u32| format!("{nodes}services:\n{}", sleeper(&bed, "web", replicas, ""));
+    let repo = UserRepo::new("dmr", &manifest(1));
+    let bare = tempfile::tempdir().unwrap();
+    git(
+        bare.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            repo.dir.path().to_str().unwrap(),
+            ".",
+        ],
+    );
+    repo.git(&["remote", "add", "origin", bare.path().to_str().unwrap()]);
+    let state = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        &bed,
+        &format!("file://{}", bare.path().display()),
+        &repo.stack,
+        state.path(),
+        &DaemonOptions::default().arg("--git-interval", "500ms"),
+    );
+    wait_running(&bed, &repo.stack, "web", 1).await;
+    eventually("several checks", CONVERGE, || async {
+        (daemon.metric("pier_git_checks_total").await >= 3.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        daemon.metric("pier_git_fetches_total").await,
+        0.0,
+        "no fetch while nothing moved"
+    );
+
+    repo.commit(&manifest(2), "scale to 2");
+    let pushed_at = Instant::now();
+    repo.git(&["push", "-q", "origin", "main"]);
+    wait_running(&bed, &repo.stack, "web", 2).await;
+    assert!(
+        pushed_at.elapsed() < Duration::from_secs(15),
+        "converged {:?} after the push",
+        pushed_at.elapsed()
+    );
+    assert_eq!(daemon.metric("pier_git_fetches_total").await, 1.0);
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+}
+
+/// A new digest under a followed tag replaces only the `autoredeploy`
+/// service, pinned by the new digest; the other keeps its digest.
+#[tokio::test]
+async fn daemon_redeploys_only_autoredeploy_services_on_a_new_digest() {
+    let bed = Bed::get();
+    let repository = format!("pier-test/{}", unique("follow"));
+    let first = push_image(&bed, &bed.nodes[0], &repository, "latest", "one").await;
+    let image = format!("{}/{repository}:latest", bed.registry);
+    let nodes = nodes_yaml(&bed, &[&["app"], &["app"], &[]]);
+    let service = |name: &str, follow: bool| {
+        format!(
+            "  {name}:\n    image: {image}\n    stop_grace_period: 1s\n    target_num_containers: 2\n    deployment_strategy: high_availability\n    autoredeploy: {follow}\n"
+        )
+    };
+    let manifest = format!(
+        "{nodes}services:\n{}{}",
+        service("follows", true),
+        service("pinned", false)
+    );
+    let repo = UserRepo::new("dma", &manifest);
+    let state = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &DaemonOptions::default().arg("--registry-interval", "500ms"),
+    );
+    wait_running(&bed, &repo.stack, "follows", 2).await;
+    wait_running(&bed, &repo.stack, "pinned", 2).await;
+    let digests = |service: &'static str| {
+        let (bed, stack) = (&bed, &repo.stack);
+        async move {
+            stack_replicas(bed, stack)
+                .await
+                .into_iter()
+                .filter(|r| r.3.get("pier.service").map(String::as_str) == Some(service))
+                .map(|r| {
+                    (
+                        r.1,
+                        r.3.get("pier.image-digest").cloned().unwrap_or_default(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(digests("pinned").await.iter().all(|(_, d)| *d == first));
+    let pinned_before = stack_replicas(&bed, &repo.stack).await;
+
+    let second = push_image(&bed, &bed.nodes[0], &repository, "latest", "two").await;
+    assert_ne!(first, second);
+    eventually("`follows` runs the new digest", CONVERGE, || async {
+        let now = digests("follows").await;
+        (now.len() == 2 && now.iter().all(|(_, d)| *d == second)).then_some(())
+    })
+    .await;
+    wait_running(&bed, &repo.stack, "follows", 2).await;
+    let pinned_after = stack_replicas(&bed, &repo.stack).await;
+    let pinned_ids = |all: &Vec<(
+        String,
+        String,
+        bool,
+        std::collections::HashMap<String, String>,
+    )>| {
+        all.iter()
+            .filter(|r| r.3.get("pier.service").map(String::as_str) == Some("pinned"))
+            .map(|r| (r.1.clone(), r.3.get("pier.image-digest").cloned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        pinned_ids(&pinned_after),
+        pinned_ids(&pinned_before),
+        "`pinned` untouched"
+    );
+    let status = daemon.status().await;
+    let follows = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "follows")
+        .unwrap();
+    assert_eq!(follows["digest"], second.as_str(), "{status}");
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+}
+
+/// Webhooks: a bad signature gets 401 and runs no pass; a good one runs a
+/// pass; unset secrets disable their hook; big bodies are refused; the
+/// reconcile call needs the API token; secrets never reach the log.
+#[tokio::test]
+async fn daemon_webhooks_check_signatures_and_tokens() {
+    let bed = Bed::get();
+    let nodes = nodes_yaml(&bed, &[&["app"], &[], &[]]);
+    let repo = UserRepo::new(
+        "dmw",
+        &format!("{nodes}services:\n{}", sleeper(&bed, "web", 1, "")),
+    );
+    let state = tempfile::tempdir().unwrap();
+    let (github_secret, api_token) = (unique("gh-secret"), unique("api-token"));
+    let daemon = Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &DaemonOptions::default()
+            .env("PIER_GITHUB_SECRET", &github_secret)
+            .env("PIER_API_TOKEN", &api_token),
+    );
+    wait_running(&bed, &repo.stack, "web", 1).await;
+    let (code, _) = daemon.request("GET", "/readyz", &[], b"").await;
+    assert_eq!(code, 200);
+    let passes = daemon.passes().await;
+    assert!(passes >= 1.0);
+
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let bad = "sha256=0000000000000000000000000000000000000000000000000000000000000000";
+    let (code, _) = daemon
+        .request(
+            "POST",
+            "/hooks/github",
+            &[("X-Hub-Signature-256", bad), ("X-GitHub-Event", "push")],
+            body,
+        )
+        .await;
+    assert_eq!(code, 401);
+    let (code, _) = daemon
+        .request(
+            "POST",
+            "/api/v1/reconcile",
+            &[("Authorization", "Bearer wrong")],
+            b"",
+        )
+        .await;
+    assert_eq!(code, 401);
+    let (code, text) = daemon
+        .request("POST", "/hooks/gitlab", &[("X-Gitlab-Token", "x")], b"")
+        .await;
+    assert_eq!(code, 404, "an unset secret disables its hook: {text}");
+    let (code, _) = daemon
+        .request(
+            "POST",
+            "/hooks/github",
+            &[("X-Hub-Signature-256", bad)],
+            &vec![b'x'; 2 << 20],
+        )
+        .await;
+    assert_eq!(code, 413);
+
+    // The bad calls ran no pass. A good signature does.
+    let good = {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(github_secret.as_bytes()).unwrap();
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    // Passes are counted when they finish; give a wrongly started one time to show.
+    let (code, _) = daemon
+        .request(
+            "POST",
+            "/api/v1/reconcile",
+            &[("Authorization", &format!("Bearer {api_token}"))],
+            b"",
+        )
+        .await;
+    assert_eq!(code, 202);
+    eventually("the API call runs a pass", CONVERGE, || async {
+        (daemon.passes().await == passes + 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        daemon
+            .metric("pier_passes_total{trigger=\"webhook\",result=\"ok\"}")
+            .await,
+        0.0
+    );
+    let (code, _) = daemon
+        .request(
+            "POST",
+            "/hooks/github",
+            &[("X-Hub-Signature-256", &good), ("X-GitHub-Event", "push")],
+            body,
+        )
+        .await;
+    assert_eq!(code, 202);
+    eventually("the webhook runs a pass", CONVERGE, || async {
+        (daemon
+            .metric("pier_passes_total{trigger=\"webhook\",result=\"ok\"}")
+            .await
+            == 1.0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        daemon.passes().await,
+        passes + 2.0,
+        "only the two valid calls ran passes"
+    );
+
+    let log = daemon.log_text();
+    assert!(
+        !log.contains(&github_secret) && !log.contains(&api_token),
+        "a secret reached the log"
+    );
+    let db = std::fs::read(state.path().join("pier.db")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&db).contains(&api_token));
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+}
+
+/// `kill -9` in the middle of a rolling replace, then a restart: the stack
+/// converges with no duplicate and no missing replica; SIGTERM then exits
+/// cleanly; a second daemon on the same state folder is refused.
+#[tokio::test]
+async fn daemon_recovers_from_a_crash_mid_rollout() {
+    let bed = Bed::get();
+    let nodes = nodes_yaml(&bed, &[&["app"], &["app"], &[]]);
+    // Each new replica takes about a second to report healthy, so the rollout
+    // of two replicas one at a time is still running when the daemon dies.
+    let health = "    healthcheck:\n      test: [\"CMD\", \"sh\", \"-c\", \"test -f /up\"]\n      interval: 300ms\n      start_period: 5s\n    sequential_deployment: true\n";
+    let manifest = |version: &str| {
+        let service = sleeper(&bed, "web", 2, health).replace(
+            "command: sleep 3600",
+            "command: [\"sh\", \"-c\", \"sleep 1; touch /up; exec sleep 3600\"]",
+        );
+        format!("{nodes}services:\n{service}    environment:\n      VERSION: \"{version}\"\n")
+    };
+    let repo = UserRepo::new("dmk", &manifest("1"));
+    let state = tempfile::tempdir().unwrap();
+    let path = repo.dir.path().to_str().unwrap().to_string();
+    let mut daemon = Daemon::start(
+        &bed,
+        &path,
+        &repo.stack,
+        state.path(),
+        &DaemonOptions::default(),
+    );
+    wait_running(&bed, &repo.stack, "web", 2).await;
+
+    let old_hash = stack_replicas(&bed, &repo.stack).await[0].3["pier.spec-hash"].clone();
+    repo.commit(&manifest("2"), "version 2");
+    eventually("the rollout has begun", CONVERGE, || async {
+        stack_replicas(&bed, &repo.stack)
+            .await
+            .iter()
+            .any(|r| r.1.ends_with("-pier-old") || r.3["pier.spec-hash"] != old_hash)
+            .then_some(())
+    })
+    .await;
+    daemon.kill();
+
+    let second = Daemon::start(
+        &bed,
+        &path,
+        &repo.stack,
+        state.path(),
+        &DaemonOptions::default(),
+    );
+    let head = {
+        let out = std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(repo.dir.path())
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let replicas = eventually(
+        "two replicas of version 2, nothing else",
+        CONVERGE,
+        || async {
+            let all = stack_replicas(&bed, &repo.stack).await;
+            (all.len() == 2
+                && all
+                    .iter()
+                    .all(|r| r.2 && r.3.get("pier.commit") == Some(&head)))
+            .then_some(all)
+        },
+    )
+    .await;
+    let mut names: Vec<&str> = replicas.iter().map(|r| r.1.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            format!("{}-web-1", repo.stack),
+            format!("{}-web-2", repo.stack)
+        ]
+    );
+
+    // A second daemon on the same state folder is refused.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
+        .args([
+            "daemon",
+            "--repo",
+            &path,
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another pier daemon"));
+
+    let mut second = second;
+    let exit = second.terminate();
+    assert!(
+        exit.success(),
+        "SIGTERM exits cleanly: {exit:?}\n{}",
+        second.log_text()
+    );
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+}
