@@ -27,10 +27,14 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Show what the daemon has deployed and how each service is doing
     Status(StatusArgs),
-    /// Change a service's replica count by committing to the manifests
-    Scale,
+    /// Change services' replica counts by committing to the manifests
+    Scale(ScaleArgs),
     /// Add, remove or retag nodes by committing to the manifests
-    Node,
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Change a service's image or environment by committing to the manifests
+    #[command(subcommand)]
+    Set(SetCommand),
     /// Print the logs of a pipeline run
     Logs,
 }
@@ -44,8 +48,9 @@ impl Command {
             Command::Apply(_) => "apply",
             Command::Daemon(_) => "daemon",
             Command::Status(_) => "status",
-            Command::Scale => "scale",
-            Command::Node => "node",
+            Command::Scale(_) => "scale",
+            Command::Node(_) => "node",
+            Command::Set(_) => "set",
             Command::Logs => "logs",
         }
     }
@@ -227,4 +232,97 @@ pub struct StatusArgs {
     /// Output format
     #[arg(short, long, value_enum, default_value_t = Output::Human)]
     pub output: Output,
+}
+
+/// Where to commit an edit, and how.
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// Git repository: a path inside a local one, or a URL (fetched into the cache folder)
+    #[arg(long, env = "PIER_REPO", default_value = ".")]
+    pub repo: String,
+    /// Branch to commit to (default: the checked-out branch of a local repository, `main` for a URL)
+    #[arg(long, env = "PIER_BRANCH")]
+    pub branch: Option<String>,
+    /// Folder of the manifests in the repository
+    #[arg(long, env = "PIER_PATH", default_value = "pier")]
+    pub path: String,
+    /// Where remote repositories are fetched to
+    #[arg(long, env = "PIER_CACHE_DIR", default_value_os_t = default_cache_dir())]
+    pub cache_dir: std::path::PathBuf,
+    /// Commit message (default: one naming the change)
+    #[arg(long, short = 'm')]
+    pub message: Option<String>,
+    /// Commit author as `Name <mail>` (default: git config)
+    #[arg(long, env = "PIER_AUTHOR")]
+    pub author: Option<String>,
+    /// Push the commit (default for a URL; for a local repository, to its `origin`)
+    #[arg(long, overrides_with = "no_push")]
+    pub push: bool,
+    /// Do not push, also for a URL
+    #[arg(long)]
+    pub no_push: bool,
+    /// Show the change and the plan it leads to; commit nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub nodes: NodesArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// `SERVICE=COUNT`, one or more
+    #[arg(required = true, value_name = "SERVICE=COUNT")]
+    pub targets: Vec<String>,
+    #[command(flatten)]
+    pub commit: CommitArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Declare a new node
+    Add {
+        name: String,
+        /// The node's Docker endpoint: unix:///path, tcp://host:port
+        #[arg(long)]
+        endpoint: String,
+        /// A tag for placement (repeat for more)
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[command(flatten)]
+        commit: CommitArgs,
+    },
+    /// Remove a node from the manifests
+    Rm {
+        name: String,
+        #[command(flatten)]
+        commit: CommitArgs,
+    },
+    /// Add (+TAG) or remove (-TAG) tags of a node
+    Tag {
+        name: String,
+        /// `+TAG` to add, `-TAG` to remove
+        #[arg(required = true, allow_hyphen_values = true, value_name = "+TAG|-TAG")]
+        changes: Vec<String>,
+        #[command(flatten)]
+        commit: CommitArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetCommand {
+    /// Set a service's image: IMAGE[:TAG|@DIGEST]
+    Image {
+        service: String,
+        image: String,
+        #[command(flatten)]
+        commit: CommitArgs,
+    },
+    /// Set (KEY=VALUE) or remove (KEY-) environment variables of a service
+    Env {
+        service: String,
+        #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+        vars: Vec<String>,
+        #[command(flatten)]
+        commit: CommitArgs,
+    },
 }

@@ -9,6 +9,7 @@ pub mod apply;
 pub mod converge;
 pub mod daemon;
 pub mod docker;
+pub mod edit;
 pub mod manifest;
 pub mod observe;
 pub mod plan;

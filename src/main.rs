@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod edits;
 
 use std::process::ExitCode;
 
@@ -17,7 +18,10 @@ fn main() -> ExitCode {
         Command::Apply(args) => runtime().block_on(commands::apply(args)),
         Command::Daemon(args) => runtime().block_on(commands::daemon(args)),
         Command::Status(args) => runtime().block_on(commands::status(args)),
-        command @ (Command::Scale | Command::Node | Command::Logs) => not_built_yet(command.name()),
+        Command::Scale(args) => runtime().block_on(edits::scale(args)),
+        Command::Node(command) => runtime().block_on(edits::node(command)),
+        Command::Set(command) => runtime().block_on(edits::set(command)),
+        command @ Command::Logs => not_built_yet(command.name()),
     }
 }
 

@@ -135,14 +135,15 @@ pub fn render(status: &Status) -> String {
     if let Some(pass) = &status.last_pass {
         let _ = writeln!(
             out,
-            "\nLast pass: {} ({}) at {}, {} ms: {}{}",
+            "\nLast pass: {} ({}) at {}, {} ms",
             pass.result,
             pass.trigger,
             short(&pass.commit),
             pass.duration_ms,
-            if pass.message.is_empty() { "" } else { "\n  " },
-            pass.message.lines().next().unwrap_or("")
         );
+        if let Some(first) = pass.message.lines().next() {
+            let _ = writeln!(out, "  {first}");
+        }
     }
     out
 }

@@ -152,6 +152,16 @@ impl GitSource {
             })
     }
 
+    /// The underlying repository (the fetch cache for a remote one).
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The URL of a remote repository.
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
     /// Whether the repository is fetched from a URL (rather than read in place).
     pub fn is_remote(&self) -> bool {
         self.url.is_some()
