@@ -7,6 +7,9 @@ use std::process::Command;
 
 mod support;
 
+#[path = "manifests/edits.rs"]
+mod edits;
+
 use pier::manifest::{self, MemoryTree, SourceFile, Vars};
 use support::git;
 

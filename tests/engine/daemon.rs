@@ -137,6 +137,19 @@ async fn daemon_follows_commits_heals_and_refuses_invalid_manifests() {
     })
     .await;
     assert_eq!(status["revision"], status["head"]);
+
+    // `pier scale` commits to the repository; the daemon deploys the commit.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
+        .args(["scale", "web=3"])
+        .current_dir(repo.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_running(&bed, &repo.stack, "web", 3).await;
     drop(daemon);
     remove_stack(&bed, &repo.stack).await;
 }
