@@ -146,8 +146,8 @@ async fn github(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     if headers.get("x-github-event").is_some_and(|e| e == "ping") {
         return (StatusCode::OK, "pong\n").into_response();
     }
+    // The git watcher checks the branch now and runs the pass after it.
     shared.git_check.notify_one();
-    let _ = shared.triggers.send(Trigger::Webhook);
     accepted("github")
 }
 
@@ -162,8 +162,8 @@ async fn gitlab(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     if !equal_secrets(given, token) {
         return unauthorized("gitlab");
     }
+    // The git watcher checks the branch now and runs the pass after it.
     shared.git_check.notify_one();
-    let _ = shared.triggers.send(Trigger::Webhook);
     accepted("gitlab")
 }
 

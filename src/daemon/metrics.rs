@@ -27,7 +27,7 @@ pub struct Metrics {
     pub git_checks: Counter,
     pub git_fetches: Counter,
     revision: Family<Labels, Gauge>,
-    pub triggers_dropped: Counter,
+    pub triggers_coalesced: Counter,
 }
 
 impl Default for Metrics {
@@ -40,7 +40,7 @@ impl Default for Metrics {
             git_checks: Counter::default(),
             git_fetches: Counter::default(),
             revision: Family::default(),
-            triggers_dropped: Counter::default(),
+            triggers_coalesced: Counter::default(),
         }
     }
 }
@@ -124,7 +124,7 @@ impl Metrics {
         registry.register(
             "triggers_coalesced",
             "Triggers merged into a pass already queued",
-            self.triggers_dropped.clone(),
+            self.triggers_coalesced.clone(),
         );
         let mut text = String::new();
         encode(&mut text, &registry).expect("writing to a String cannot fail");

@@ -310,7 +310,7 @@ async fn reconcile_loop(
         let window = tokio::time::Instant::now() + config.debounce;
         while let Ok(Some(next)) = tokio::time::timeout_at(window, queue.recv()).await {
             if !triggers.insert(next) {
-                reconciler.shared.metrics.triggers_dropped.inc();
+                reconciler.shared.metrics.triggers_coalesced.inc();
             }
         }
         let started = Instant::now();

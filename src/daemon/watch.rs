@@ -34,17 +34,19 @@ pub async fn git(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shared.git_check.notified() => {}
+        let cause = tokio::select! {
+            _ = ticker.tick() => Trigger::Git,
+            _ = shared.git_check.notified() => Trigger::Webhook,
             Some(()) = changed.recv() => {
                 // A commit touches several files; let it finish.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 while changed.try_recv().is_ok() {}
+                Trigger::Git
             }
-        }
-        let tip = check(&repo, &branch, &shared).await;
-        match tip {
+        };
+        // A webhook's pass runs after the fetch, so it sees the new commit;
+        // and it runs even when the tip had not moved, as the caller asked.
+        match check(&repo, &branch, &shared).await {
             Ok(tip) if tip != last => {
                 info!(
                     branch,
@@ -52,10 +54,18 @@ pub async fn git(
                     "branch moved"
                 );
                 last = tip;
-                let _ = shared.triggers.send(Trigger::Git);
+                let _ = shared.triggers.send(cause);
+            }
+            Ok(_) if cause == Trigger::Webhook => {
+                let _ = shared.triggers.send(cause);
             }
             Ok(_) => {}
-            Err(e) => warn!(error = %e, "cannot check the branch"),
+            Err(e) => {
+                warn!(error = %e, "cannot check the branch");
+                if cause == Trigger::Webhook {
+                    let _ = shared.triggers.send(cause);
+                }
+            }
         }
     }
 }
