@@ -163,7 +163,10 @@ impl Reconciler {
             Ok(loaded) => loaded,
             Err(PassError::Invalid { diagnostics, .. }) => {
                 let reason = invalid_reason(&target.commit, &diagnostics);
-                error!(commit = %target.commit, "{reason}");
+                if target.refused.is_none() {
+                    // Said once per commit, not on every pass that meets it again.
+                    error!(commit = %target.commit, "{reason}");
+                }
                 if let Err(e) =
                     self.shared
                         .store
