@@ -35,25 +35,11 @@ pub enum Command {
     /// Change a service's image or environment by committing to the manifests
     #[command(subcommand)]
     Set(SetCommand),
-    /// Print the logs of a pipeline run
-    Logs,
-}
-
-impl Command {
-    /// The name the user typed, for messages.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Command::Validate(_) => "validate",
-            Command::Diff(_) => "diff",
-            Command::Apply(_) => "apply",
-            Command::Daemon(_) => "daemon",
-            Command::Status(_) => "status",
-            Command::Scale(_) => "scale",
-            Command::Node(_) => "node",
-            Command::Set(_) => "set",
-            Command::Logs => "logs",
-        }
-    }
+    /// Print the logs of a pipeline run the daemon recorded
+    Logs(LogsArgs),
+    /// Run the pipeline (test and build stages) for a commit on demand
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
 }
 
 /// Where the manifests are: a repository and a folder in it.
@@ -324,5 +310,35 @@ pub enum SetCommand {
         vars: Vec<String>,
         #[command(flatten)]
         commit: CommitArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// A run id, or a commit (its first 4 or more characters: the latest run of it)
+    #[arg(value_name = "COMMIT|RUN-ID")]
+    pub run: String,
+    /// Only this stage
+    #[arg(long)]
+    pub stage: Option<String>,
+    /// Keep printing while the run is going on
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// The daemon's state folder
+    #[arg(long, env = "PIER_STATE_DIR", default_value_os_t = default_state_dir())]
+    pub state_dir: std::path::PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// Run every stage for a commit, printing their output; deploy only with --deploy
+    Run {
+        #[command(flatten)]
+        deploy: DeployArgs,
+        /// Deploy the commit with the images just built when every stage passed
+        #[arg(long = "deploy")]
+        deploy_after: bool,
+        #[command(flatten)]
+        rollout: RolloutArgs,
     },
 }

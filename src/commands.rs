@@ -21,7 +21,7 @@ pub fn source(args: SourceArgs) -> pier::validate::Source {
     }
 }
 
-fn settings(args: DeployArgs) -> Settings {
+pub fn settings(args: DeployArgs) -> Settings {
     nodes_settings(source(args.source), args.nodes)
 }
 
@@ -39,7 +39,7 @@ fn nodes_settings(source: pier::validate::Source, args: NodesArgs) -> Settings {
     }
 }
 
-fn apply_settings(args: &RolloutArgs) -> ApplySettings {
+pub fn apply_settings(args: &RolloutArgs) -> ApplySettings {
     ApplySettings {
         health_timeout: args.health_timeout,
         per_node: args.node_parallelism.max(1),
@@ -47,7 +47,7 @@ fn apply_settings(args: &RolloutArgs) -> ApplySettings {
     }
 }
 
-fn report_pass_error(error: &PassError) {
+pub fn report_pass_error(error: &PassError) {
     if let PassError::Invalid { diagnostics, .. } = error {
         for diagnostic in diagnostics {
             eprintln!("{diagnostic}");
@@ -85,7 +85,7 @@ pub async fn diff(args: DiffArgs) -> ExitCode {
     }
 }
 
-fn print_step(record: &StepRecord) {
+pub fn print_step(record: &StepRecord) {
     let took = record
         .ended
         .duration_since(record.started)

@@ -12,6 +12,7 @@ pub mod docker;
 pub mod edit;
 pub mod manifest;
 pub mod observe;
+pub mod pipeline;
 pub mod plan;
 pub mod registry;
 pub mod source;

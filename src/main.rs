@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod edits;
+mod runs;
 
 use std::process::ExitCode;
 
@@ -21,7 +22,8 @@ fn main() -> ExitCode {
         Command::Scale(args) => runtime().block_on(edits::scale(args)),
         Command::Node(command) => runtime().block_on(edits::node(command)),
         Command::Set(command) => runtime().block_on(edits::set(command)),
-        command @ Command::Logs => not_built_yet(command.name()),
+        Command::Logs(args) => runtime().block_on(runs::logs(args)),
+        Command::Pipeline(command) => runtime().block_on(runs::pipeline(command)),
     }
 }
 
@@ -52,9 +54,4 @@ fn validate(args: cli::ValidateArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn not_built_yet(name: &str) -> ExitCode {
-    eprintln!("pier {name}: not built yet in this version of pier");
-    ExitCode::FAILURE
 }

@@ -75,6 +75,11 @@ impl CredentialStore {
         store
     }
 
+    /// Every password held, for masking in logs.
+    pub fn passwords(&self) -> Vec<String> {
+        self.by_host.values().map(|c| c.password.clone()).collect()
+    }
+
     pub fn insert(&mut self, host: &str, credentials: Credentials) {
         self.by_host.insert(host.to_string(), credentials);
     }

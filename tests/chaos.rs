@@ -223,3 +223,170 @@ async fn a_registry_outage_changes_nothing_and_deploys_resume() {
     drop(daemon);
     support::remove_stack(&bed, &repo.stack).await;
 }
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The threebar example end to end, with the daemon as a subprocess: each
+/// commit is tested on the `ci` node, built and pushed to the authenticated
+/// registry, and deployed to both production nodes; a commit whose test fails
+/// is neither built nor deployed, and the status says why. No password shows
+/// in the log, the store or `pier logs`. (Here rather than in `engine`: the
+/// example publishes port 8080 on the production nodes.)
+#[tokio::test]
+async fn threebar_commits_are_tested_built_and_deployed() {
+    let _turn = BED_CHANGES.lock().await;
+    let bed = Bed::get();
+    let repo = tempfile::tempdir().unwrap();
+    copy_tree(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/threebar")),
+        repo.path(),
+    );
+    let git = |args: &[&str]| support::git(repo.path(), args);
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "threebar"]);
+    let stack = support::unique("threebar");
+    let state = tempfile::tempdir().unwrap();
+    let daemon = support::Daemon::start(
+        &bed,
+        repo.path().to_str().unwrap(),
+        &stack,
+        state.path(),
+        &support::DaemonOptions::default()
+            .arg("--health-timeout", "60s")
+            .env("PIER_TB_REGISTRY", &bed.registry_auth)
+            .env("PIER_TB_BASE_IMAGE", &bed.base_image)
+            .env("PIER_REGISTRY_HOST", &bed.registry_auth)
+            .env("PIER_REGISTRY_USER", &bed.registry_user)
+            .env("PIER_REGISTRY_PASSWORD", &bed.registry_password),
+    );
+    let production: Vec<&support::Node> = bed.nodes.iter().take(2).collect();
+    let serves = |text: &'static str| {
+        let production = production.clone();
+        async move {
+            for node in &production {
+                let (code, body) = support::http_get(&node.addr, 8080, "/").await?;
+                if code != 200 || !body.contains(text) {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    };
+    support::eventually(
+        "both production nodes serve threebar",
+        Duration::from_secs(180),
+        || serves("<h1>threebar</h1>"),
+    )
+    .await;
+    let status = support::eventually("the pass finishes", Duration::from_secs(120), || async {
+        let status = daemon.status().await;
+        (status["services"][0]["condition"] == "Ready").then_some(status)
+    })
+    .await;
+    assert_eq!(status["pipeline"]["state"], "passed", "{status}");
+    let web = &status["services"][0];
+    assert_eq!(
+        (web["name"].as_str(), web["running"].as_u64()),
+        (Some("web"), Some(2)),
+        "{status}"
+    );
+    let first_digest = web["digest"].as_str().unwrap().to_string();
+
+    // A change to the page: tested, built, pushed and rolled out.
+    std::fs::write(
+        repo.path().join("app/www/index.html"),
+        "<h1>threebar v2</h1>\n",
+    )
+    .unwrap();
+    git(&["commit", "-q", "-am", "v2 of the page"]);
+    support::eventually("both nodes serve v2", Duration::from_secs(180), || {
+        serves("threebar v2")
+    })
+    .await;
+    support::eventually("the rollout finishes", Duration::from_secs(120), || async {
+        let status = daemon.status().await;
+        (status["services"][0]["condition"] == "Ready"
+            && status["services"][0]["digest"].as_str() != Some(first_digest.as_str()))
+        .then_some(())
+    })
+    .await;
+    let commit = String::from_utf8(
+        Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(repo.path())
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let logs = Command::new(env!("CARGO_BIN_EXE_pier"))
+        .args(["logs", commit.trim(), "--state-dir"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&logs.stdout).into_owned();
+    assert!(logs.contains("ok: index.html names the app"), "{logs}");
+    assert!(
+        logs.contains("== test passed on n3"),
+        "the test ran on the ci node: {logs}"
+    );
+    assert!(
+        logs.contains("pushed ") && logs.contains("== build passed on n3"),
+        "{logs}"
+    );
+
+    // A commit whose test fails: nothing is built or deployed.
+    std::fs::write(repo.path().join("app/www/index.html"), "<h1>oops</h1>\n").unwrap();
+    git(&["commit", "-q", "-am", "a page that fails its test"]);
+    let status = support::eventually(
+        "the failing pipeline shows",
+        Duration::from_secs(120),
+        || async {
+            let status = daemon.status().await;
+            (status["pipeline"]["state"] == "failed").then_some(status)
+        },
+    )
+    .await;
+    let summary = status["pipeline"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("stage `test` failed") && summary.contains("exit code 1"),
+        "{summary}"
+    );
+    assert!(
+        status["stalled"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("pipeline"),
+        "{status}"
+    );
+    assert!(serves("threebar v2").await.is_some(), "v2 still serves");
+
+    // No secret anywhere pier writes.
+    let password = &bed.registry_password;
+    assert!(
+        !daemon.log_text().contains(password.as_str()),
+        "password in the daemon log"
+    );
+    let db = std::fs::read(state.path().join("pier.db")).unwrap();
+    let wal = std::fs::read(state.path().join("pier.db-wal")).unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(&db).contains(password.as_str())
+            && !String::from_utf8_lossy(&wal).contains(password.as_str()),
+        "password in the store"
+    );
+    assert!(!logs.contains(password.as_str()), "password in pier logs");
+    drop(daemon);
+    support::remove_stack(&bed, &stack).await;
+}

@@ -144,6 +144,9 @@ pub struct Shared {
     /// The latest digest of every followed reference, from the registry watcher.
     pub followed: Mutex<std::collections::BTreeMap<String, crate::registry::Resolved>>,
     pub watched: tokio_watch::Sender<Watched>,
+    /// The branch tip as the git watcher last saw it: a pipeline run for an
+    /// older commit stops when it moves.
+    pub tip: tokio_watch::Sender<Option<String>>,
 }
 
 /// Why the daemon could not start.
@@ -225,6 +228,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         secrets: Secrets::from_environment(),
         followed: Mutex::new(Default::default()),
         watched,
+        tip: tokio_watch::channel(None).0,
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)

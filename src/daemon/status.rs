@@ -64,6 +64,19 @@ pub struct PassStatus {
     pub duration_ms: u64,
 }
 
+/// The last pipeline run of the deployed branch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineStatus {
+    pub run: i64,
+    pub branch: String,
+    pub commit: String,
+    /// `running`, `passed`, `failed` or `cancelled`.
+    pub state: String,
+    /// For a failed run: the failing stage, why, and the last lines of its log.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub summary: String,
+}
+
 /// The whole status document.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Status {
@@ -79,6 +92,8 @@ pub struct Status {
     pub services: Vec<ServiceStatus>,
     pub nodes: Vec<NodeStatus>,
     pub last_pass: Option<PassStatus>,
+    #[serde(default)]
+    pub pipeline: Option<PipelineStatus>,
 }
 
 fn short(digest: &str) -> &str {
@@ -131,6 +146,19 @@ pub fn render(status: &Status) -> String {
             format!("unreachable: {}", n.reason)
         };
         let _ = writeln!(out, "{:name_width$}  {:>7}  {state}", n.name, n.containers);
+    }
+    if let Some(run) = &status.pipeline {
+        let _ = writeln!(
+            out,
+            "\nPipeline run {} of {} ({}): {}",
+            run.run,
+            short(&run.commit),
+            run.branch,
+            run.state
+        );
+        for line in run.summary.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
     }
     if let Some(pass) = &status.last_pass {
         let _ = writeln!(

@@ -49,6 +49,27 @@ CREATE TABLE IF NOT EXISTS conditions (
     reason TEXT NOT NULL,
     updated_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pipeline_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    commit_id TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    state TEXT NOT NULL,          -- running | passed | failed | cancelled
+    started_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    summary TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS pipeline_stages (
+    run_id INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    node TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT 'running',
+    exit_code INTEGER,
+    duration_ms INTEGER NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    log TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, name)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -283,6 +304,176 @@ impl Store {
     }
 }
 
+/// One pipeline run as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub commit: String,
+    pub branch: String,
+    pub state: String,
+    pub summary: String,
+}
+
+/// One stage of a recorded run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageRow {
+    pub name: String,
+    pub node: String,
+    pub state: String,
+    pub exit_code: Option<i64>,
+    pub duration_ms: u64,
+    pub message: String,
+    pub log: String,
+}
+
+impl Store {
+    /// Open the store of a daemon's state folder for reading (`pier logs`).
+    pub fn open_existing(path: &Path) -> rusqlite::Result<Store> {
+        let connection =
+            Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        Ok(Store {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    pub fn start_run(&self, commit: &str, branch: &str) -> rusqlite::Result<i64> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO pipeline_runs (commit_id, branch, state, started_at) VALUES (?1, ?2, 'running', ?3)",
+                params![commit, branch, now()],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    pub fn finish_run(&self, id: i64, state: &str, summary: &str) -> rusqlite::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE pipeline_runs SET state = ?2, summary = ?3, finished_at = ?4 WHERE id = ?1",
+                params![id, state, summary, now()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Append output to a stage's log (creating its row on first output).
+    pub fn append_stage_log(
+        &self,
+        run: i64,
+        position: usize,
+        name: &str,
+        text: &str,
+    ) -> rusqlite::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO pipeline_stages (run_id, position, name, log) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(run_id, name) DO UPDATE SET log = log || excluded.log",
+                params![run, position as i64, name, text],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn finish_stage(
+        &self,
+        run: i64,
+        position: usize,
+        stage: &StageRow,
+    ) -> rusqlite::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO pipeline_stages (run_id, position, name, node, state, exit_code, duration_ms, message, log)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(run_id, name) DO UPDATE SET node = ?4, state = ?5, exit_code = ?6,
+                   duration_ms = ?7, message = ?8, log = ?9",
+                params![
+                    run,
+                    position as i64,
+                    stage.name,
+                    stage.node,
+                    stage.state,
+                    stage.exit_code,
+                    stage.duration_ms as i64,
+                    stage.message,
+                    stage.log
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Whether a run for `commit` passed.
+    pub fn pipeline_passed(&self, commit: &str) -> rusqlite::Result<bool> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM pipeline_runs WHERE commit_id = ?1 AND state = 'passed'",
+                params![commit],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    /// The run with this id, or the latest run of a commit given by a prefix
+    /// of at least 4 characters.
+    pub fn find_run(&self, run: &str) -> rusqlite::Result<Option<RunRecord>> {
+        let read = |row: &rusqlite::Row<'_>| {
+            Ok(RunRecord {
+                id: row.get(0)?,
+                commit: row.get(1)?,
+                branch: row.get(2)?,
+                state: row.get(3)?,
+                summary: row.get(4)?,
+            })
+        };
+        self.with(|c| {
+            if let Ok(id) = run.parse::<i64>() {
+                let found = c
+                    .query_row(
+                        "SELECT id, commit_id, branch, state, summary FROM pipeline_runs WHERE id = ?1",
+                        params![id],
+                        read,
+                    )
+                    .optional()?;
+                if found.is_some() {
+                    return Ok(found);
+                }
+            }
+            if run.len() < 4 {
+                return Ok(None);
+            }
+            c.query_row(
+                "SELECT id, commit_id, branch, state, summary FROM pipeline_runs
+                 WHERE commit_id LIKE ?1 || '%' ORDER BY id DESC LIMIT 1",
+                params![run],
+                read,
+            )
+            .optional()
+        })
+    }
+
+    pub fn stages(&self, run: i64) -> rusqlite::Result<Vec<StageRow>> {
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT name, node, state, exit_code, duration_ms, message, log
+                 FROM pipeline_stages WHERE run_id = ?1 ORDER BY position",
+            )?;
+            let rows = statement.query_map(params![run], |row| {
+                Ok(StageRow {
+                    name: row.get(0)?,
+                    node: row.get(1)?,
+                    state: row.get(2)?,
+                    exit_code: row.get(3)?,
+                    duration_ms: row.get::<_, i64>(4)?.max(0) as u64,
+                    message: row.get(5)?,
+                    log: row.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,6 +514,39 @@ mod tests {
         );
         assert_eq!(store.digest("c1", "web", "r/web:2").unwrap(), None);
         assert_eq!(store.digest("c2", "web", "r/web:1").unwrap(), None);
+    }
+
+    #[test]
+    fn pipeline_runs_keep_their_stages_and_logs() {
+        let store = Store::in_memory().unwrap();
+        let run = store.start_run("abcdef123456", "main").unwrap();
+        store
+            .append_stage_log(run, 0, "test", "$ sh app/test.sh\n")
+            .unwrap();
+        store.append_stage_log(run, 0, "test", "ok\n").unwrap();
+        assert!(!store.pipeline_passed("abcdef123456").unwrap());
+        store
+            .finish_stage(
+                run,
+                0,
+                &StageRow {
+                    name: "test".into(),
+                    node: "n3".into(),
+                    state: "passed".into(),
+                    exit_code: Some(0),
+                    duration_ms: 5,
+                    message: String::new(),
+                    log: "$ sh app/test.sh\nok\n".into(),
+                },
+            )
+            .unwrap();
+        store.finish_run(run, "passed", "").unwrap();
+        assert!(store.pipeline_passed("abcdef123456").unwrap());
+        let found = store.find_run("abcdef").unwrap().unwrap();
+        assert_eq!((found.id, found.state.as_str()), (run, "passed"));
+        assert_eq!(store.find_run(&run.to_string()).unwrap().unwrap().id, run);
+        let stages = store.stages(run).unwrap();
+        assert_eq!(stages[0].log, "$ sh app/test.sh\nok\n");
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub async fn git(
     let (changed_tx, mut changed) = mpsc::unbounded_channel();
     let _watcher = watch_refs(&repo, changed_tx);
     let mut last = head_of(&repo, &branch).await.ok().flatten();
+    shared.tip.send_replace(last.clone());
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -53,6 +54,7 @@ pub async fn git(
                     tip = tip.as_deref().unwrap_or("none"),
                     "branch moved"
                 );
+                shared.tip.send_replace(tip.clone());
                 last = tip;
                 let _ = shared.triggers.send(cause);
             }

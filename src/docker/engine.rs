@@ -54,6 +54,11 @@ fn tls_paths(tls: &Tls) -> Result<(PathBuf, PathBuf, PathBuf), RuntimeError> {
 }
 
 impl Engine {
+    /// The bollard client, for the operations beyond [`Runtime`] (jobs, builds).
+    pub(crate) fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
     /// Connect to a node and negotiate the API version.
     /// `timeout` bounds the version handshake, which decides whether the node
     /// is reachable at all.

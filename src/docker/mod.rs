@@ -8,6 +8,7 @@
 
 pub mod engine;
 pub mod fake;
+pub mod jobs;
 
 use std::collections::BTreeMap;
 use std::future::Future;

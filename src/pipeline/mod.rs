@@ -1,0 +1,545 @@
+//! The pipeline: a commit's `pipeline.stages`, in order, in containers on a
+//! runner node chosen by `runner_tags`.
+//!
+//! - A script stage creates a container from the stage image, uploads the
+//!   commit's tree into it as a tar stream (so remote engines work; nothing
+//!   of pier's disk is mounted), runs each `script` line with `sh -c` in
+//!   order, and stops at the first non-zero exit.
+//! - A build stage sends each listed service's build context (from the
+//!   commit's tree, `.dockerignore` honoured) to the runner's engine, tags the
+//!   image `<image>:<commit>` and with the tag the service follows, pushes
+//!   both, and records the pushed digest, which the deploy then pins.
+//!
+//! Stage containers carry pier's pipeline label and are always removed. A
+//! cancelled or failed run changes nothing that is running; secrets are
+//! masked in every log line kept.
+
+pub mod archive;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use crate::docker::engine::Engine;
+use crate::docker::jobs::{JobSpec, LABEL_PIPELINE};
+use crate::docker::{Credentials, Runtime};
+use crate::manifest::Manifest;
+use crate::manifest::model::Stage;
+use crate::registry::{CredentialStore, Resolved};
+
+/// Where job containers find the commit's tree.
+pub const WORKSPACE: &str = "/workspace";
+/// The script a script stage runs, placed beside the workspace.
+const STAGE_SCRIPT: &str = "pier-stage.sh";
+/// How long a stage may run when its manifest sets no `timeout`.
+pub const DEFAULT_STAGE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    Passed,
+    Failed,
+    Cancelled,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Passed => "passed",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One stage as it ran.
+#[derive(Debug, Clone, Default)]
+pub struct StageRecord {
+    pub name: String,
+    pub node: String,
+    pub ok: bool,
+    pub exit_code: Option<i64>,
+    pub duration_ms: u64,
+    /// Everything the stage printed, secrets masked.
+    pub log: String,
+    /// Why it failed, in a line.
+    pub message: String,
+}
+
+/// One run of the pipeline for a commit.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub state: RunState,
+    pub stages: Vec<StageRecord>,
+    /// Images pushed by build stages: service → (its image reference, pushed digest).
+    pub built: BTreeMap<String, (String, Resolved)>,
+}
+
+impl RunOutcome {
+    /// The stage that failed and the end of its log, for status displays.
+    pub fn failure_summary(&self, lines: usize) -> Option<String> {
+        let stage = self.stages.iter().find(|s| !s.ok)?;
+        let tail: Vec<&str> = stage.log.lines().rev().take(lines).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Some(format!(
+            "stage `{}` failed: {}\n{}",
+            stage.name,
+            stage.message,
+            tail.join("\n")
+        ))
+    }
+}
+
+/// What a run needs. Archives are made beforehand from the commit's tree.
+pub struct Context<'a> {
+    pub stack: &'a str,
+    pub commit: &'a str,
+    pub manifest: &'a Manifest,
+    /// Reachable engines by node name.
+    pub engines: &'a BTreeMap<String, Engine>,
+    pub credentials: &'a CredentialStore,
+    /// The whole tree under `workspace/`, for script stages.
+    pub workspace: Vec<u8>,
+    /// Build contexts by service.
+    pub contexts: BTreeMap<String, Vec<u8>>,
+    /// Values never to show in a log (stage secrets, registry passwords).
+    pub secrets: Vec<String>,
+    /// Environment for `env` entries given by name only.
+    pub environment: &'a crate::manifest::Vars,
+    /// The branch tip as last seen: the run stops when it moves elsewhere
+    /// (a newer commit supersedes this one).
+    pub tip: watch::Receiver<Option<String>>,
+    /// Called with each piece of output as it arrives (stage name, masked text).
+    pub on_output: &'a (dyn Fn(&str, &str) + Sync),
+}
+
+/// Replace every secret value in `text` with `***`.
+pub fn mask(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        out = out.replace(secret.as_str(), "***");
+    }
+    out
+}
+
+/// Run every stage in order; stop at the first failure or on cancellation.
+pub async fn run(ctx: &Context<'_>) -> RunOutcome {
+    let mut outcome = RunOutcome {
+        state: RunState::Passed,
+        stages: Vec::new(),
+        built: BTreeMap::new(),
+    };
+    let Some(pipeline) = &ctx.manifest.pipeline else {
+        return outcome;
+    };
+    let runner = match choose_runner(ctx, &pipeline.runner_tags).await {
+        Ok(runner) => runner,
+        Err(message) => {
+            outcome.state = RunState::Failed;
+            outcome.stages.push(StageRecord {
+                name: pipeline
+                    .stages
+                    .first()
+                    .map(stage_name)
+                    .unwrap_or_default()
+                    .to_string(),
+                message,
+                ..Default::default()
+            });
+            return outcome;
+        }
+    };
+    let engine = &ctx.engines[&runner];
+    for stage in &pipeline.stages {
+        if superseded(ctx) {
+            outcome.state = RunState::Cancelled;
+            break;
+        }
+        let started = Instant::now();
+        let mut record = StageRecord {
+            name: stage_name(stage).to_string(),
+            node: runner.clone(),
+            ..Default::default()
+        };
+        let result = match stage {
+            Stage::Script {
+                name,
+                image,
+                script,
+                env,
+                timeout,
+            } => {
+                let timeout = timeout.unwrap_or(DEFAULT_STAGE_TIMEOUT);
+                script_stage(ctx, engine, name, image, script, env, timeout, &mut record).await
+            }
+            Stage::Build { name, services } => {
+                build_stage(ctx, engine, name, services, &mut record, &mut outcome.built).await
+            }
+        };
+        record.duration_ms = started.elapsed().as_millis() as u64;
+        record.log = mask(&record.log, &ctx.secrets);
+        match result {
+            Ok(()) => record.ok = true,
+            Err(StageError::Cancelled) => {
+                record.message = "cancelled: a newer commit arrived".into();
+                outcome.state = RunState::Cancelled;
+            }
+            Err(StageError::Failed(message)) => {
+                record.message = mask(&message, &ctx.secrets);
+                outcome.state = RunState::Failed;
+            }
+        }
+        let stop = !record.ok;
+        outcome.stages.push(record);
+        if stop {
+            break;
+        }
+    }
+    outcome
+}
+
+fn superseded(ctx: &Context<'_>) -> bool {
+    ctx.tip
+        .borrow()
+        .as_deref()
+        .is_some_and(|tip| tip != ctx.commit)
+}
+
+fn stage_name(stage: &Stage) -> &str {
+    match stage {
+        Stage::Script { name, .. } | Stage::Build { name, .. } => name,
+    }
+}
+
+enum StageError {
+    Failed(String),
+    Cancelled,
+}
+
+/// The first node carrying every runner tag, with the fewest stage
+/// containers running; ties by name.
+async fn choose_runner(
+    ctx: &Context<'_>,
+    tags: &std::collections::BTreeSet<String>,
+) -> Result<String, String> {
+    let mut best: Option<(usize, String)> = None;
+    for node in ctx.manifest.nodes.values() {
+        if !tags.iter().all(|t| node.tags.contains(t)) {
+            continue;
+        }
+        let Some(engine) = ctx.engines.get(&node.name) else {
+            continue;
+        };
+        let Ok(jobs) = engine.labelled(LABEL_PIPELINE, ctx.stack).await else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(n, _)| jobs.len() < *n) {
+            best = Some((jobs.len(), node.name.clone()));
+        }
+    }
+    best.map(|(_, name)| name).ok_or_else(|| {
+        format!(
+            "no reachable node carries the runner tags [{}]",
+            tags.iter().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
+/// The shell script of a script stage: each line echoed, then run with
+/// `sh -c`; the first non-zero exit ends the stage with that code.
+pub fn stage_script(lines: &[String]) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut script = format!("#!/bin/sh\ncd {WORKSPACE} || exit 1\n");
+    for line in lines {
+        script.push_str(&format!(
+            "printf '$ %s\\n' {q}\nsh -c {q} || exit $?\n",
+            q = quote(line)
+        ));
+    }
+    script
+}
+
+fn credentials_for(ctx: &Context<'_>, image: &str) -> Option<Credentials> {
+    ctx.credentials.for_image(image).cloned()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn script_stage(
+    ctx: &Context<'_>,
+    engine: &Engine,
+    name: &str,
+    image: &str,
+    script: &[String],
+    env: &BTreeMap<String, Option<String>>,
+    timeout: Duration,
+    record: &mut StageRecord,
+) -> Result<(), StageError> {
+    let failed =
+        |what: &str, e: crate::docker::RuntimeError| StageError::Failed(format!("{what}: {e}"));
+    if engine.image_id(image).await.ok().flatten().is_none() {
+        engine
+            .pull(image, credentials_for(ctx, image).as_ref())
+            .await
+            .map_err(|e| failed(&format!("pulling {image}"), e))?;
+    }
+    let env: Vec<String> = env
+        .iter()
+        .filter_map(|(key, value)| match value {
+            Some(value) => Some(format!("{key}={value}")),
+            None => ctx.environment.get(key).map(|v| format!("{key}={v}")),
+        })
+        .collect();
+    let short = &ctx.commit[..ctx.commit.len().min(12)];
+    let spec = JobSpec {
+        image: image.to_string(),
+        command: vec!["sh".into(), format!("/{STAGE_SCRIPT}")],
+        env,
+        working_dir: WORKSPACE.into(),
+        labels: HashMap::from([
+            (LABEL_PIPELINE.to_string(), ctx.stack.to_string()),
+            (
+                crate::docker::LABEL_COMMIT.to_string(),
+                ctx.commit.to_string(),
+            ),
+            ("pier.stage".to_string(), name.to_string()),
+        ]),
+    };
+    let container = format!("{}-pipeline-{short}-{name}", ctx.stack);
+    // A leftover of a crashed run under the same name goes first.
+    if let Ok(ids) = engine.labelled(LABEL_PIPELINE, ctx.stack).await {
+        for id in ids {
+            if engine
+                .labelled("pier.stage", name)
+                .await
+                .is_ok_and(|s| s.contains(&id))
+            {
+                engine.remove_job(&id).await;
+            }
+        }
+    }
+    let id = engine
+        .create_job(&container, &spec)
+        .await
+        .map_err(|e| failed("creating the stage container", e))?;
+    let result = run_job(ctx, engine, &id, name, script, timeout, record).await;
+    engine.remove_job(&id).await;
+    result
+}
+
+async fn run_job(
+    ctx: &Context<'_>,
+    engine: &Engine,
+    id: &str,
+    name: &str,
+    script: &[String],
+    timeout: Duration,
+    record: &mut StageRecord,
+) -> Result<(), StageError> {
+    let failed =
+        |what: &str, e: crate::docker::RuntimeError| StageError::Failed(format!("{what}: {e}"));
+    let mut tar = ctx.workspace.clone();
+    append_to_archive(&mut tar, STAGE_SCRIPT, stage_script(script).as_bytes());
+    engine
+        .upload(id, "/", tar)
+        .await
+        .map_err(|e| failed("uploading the tree", e))?;
+    engine
+        .start_job(id)
+        .await
+        .map_err(|e| failed("starting the stage", e))?;
+    let mut output = Box::pin(engine.follow_output(id));
+    let mut tip = ctx.tip.clone();
+    let commit = ctx.commit.to_string();
+    let follow = async {
+        while let Some(chunk) = output.next().await {
+            let Ok(chunk) = chunk else { break };
+            let chunk = mask(&chunk, &ctx.secrets);
+            (ctx.on_output)(name, &chunk);
+            record.log.push_str(&chunk);
+        }
+        engine.wait_job(id).await
+    };
+    let exit = tokio::select! {
+        exit = tokio::time::timeout(timeout, follow) => exit,
+        _ = tip.wait_for(|t| t.as_deref().is_some_and(|t| t != commit)) => {
+            engine.kill_job(id).await;
+            return Err(StageError::Cancelled);
+        }
+    };
+    match exit {
+        Err(_) => {
+            engine.kill_job(id).await;
+            Err(StageError::Failed(format!(
+                "timed out after {}",
+                humantime::format_duration(timeout)
+            )))
+        }
+        Ok(Err(e)) => Err(failed("waiting for the stage", e)),
+        Ok(Ok(0)) => {
+            record.exit_code = Some(0);
+            Ok(())
+        }
+        Ok(Ok(code)) => {
+            record.exit_code = Some(code);
+            Err(StageError::Failed(format!("exit code {code}")))
+        }
+    }
+}
+
+/// Add one file to a finished tar archive (drops its end marker first).
+fn append_to_archive(tar: &mut Vec<u8>, path: &str, contents: &[u8]) {
+    // A tar archive ends with two 512-byte zero blocks; entries follow the last header.
+    while tar.len() >= 512 && tar[tar.len() - 512..].iter().all(|b| *b == 0) {
+        tar.truncate(tar.len() - 512);
+    }
+    let mut builder = tar::Builder::new(std::mem::take(tar));
+    let mut header = tar::Header::new_gnu();
+    header.set_size(contents.len() as u64);
+    header.set_mode(0o755);
+    header.set_mtime(0);
+    builder
+        .append_data(&mut header, path, contents)
+        .expect("writing to memory");
+    *tar = builder.into_inner().expect("writing to memory");
+}
+
+/// `registry/repo:tag` → (`registry/repo`, `tag`); the tag defaults to `latest`.
+pub fn split_tag(image: &str) -> (&str, &str) {
+    let name = image.split('@').next().unwrap_or(image);
+    match name.rsplit_once(':') {
+        Some((repository, tag)) if !tag.contains('/') => (repository, tag),
+        _ => (name, "latest"),
+    }
+}
+
+async fn build_stage(
+    ctx: &Context<'_>,
+    engine: &Engine,
+    name: &str,
+    services: &[String],
+    record: &mut StageRecord,
+    built: &mut BTreeMap<String, (String, Resolved)>,
+) -> Result<(), StageError> {
+    for service_name in services {
+        if superseded(ctx) {
+            return Err(StageError::Cancelled);
+        }
+        let service = ctx.manifest.services.get(service_name).ok_or_else(|| {
+            StageError::Failed(format!("stage `{name}`: no service `{service_name}`"))
+        })?;
+        let (Some(build), Some(image)) = (&service.build, &service.image) else {
+            return Err(StageError::Failed(format!(
+                "`{service_name}` needs both `build` and `image` (where to push) to be built"
+            )));
+        };
+        let context = ctx.contexts.get(service_name).cloned().unwrap_or_default();
+        let (repository, tag) = split_tag(image);
+        let short = &ctx.commit[..ctx.commit.len().min(12)];
+        let commit_tag = format!("{repository}:{short}");
+        let args: HashMap<String, String> = build
+            .args
+            .iter()
+            .filter_map(|(k, v)| {
+                v.clone()
+                    .or_else(|| ctx.environment.get(k).cloned())
+                    .map(|v| (k.clone(), v))
+            })
+            .collect();
+        record
+            .log
+            .push_str(&format!("$ build {service_name} → {commit_tag}\n"));
+        let mut output = Box::pin(engine.build(context, &commit_tag, &build.dockerfile, args));
+        while let Some(line) = output.next().await {
+            let line =
+                line.map_err(|e| StageError::Failed(format!("building {service_name}: {e}")))?;
+            let line = mask(&line, &ctx.secrets);
+            (ctx.on_output)(name, &line);
+            record.log.push_str(&line);
+        }
+        engine
+            .tag(&commit_tag, repository, tag)
+            .await
+            .map_err(|e| StageError::Failed(format!("tagging {image}: {e}")))?;
+        let credentials = credentials_for(ctx, image);
+        let mut digest = String::new();
+        for pushed_tag in [short, tag] {
+            record
+                .log
+                .push_str(&format!("$ push {repository}:{pushed_tag}\n"));
+            digest = engine
+                .push(repository, pushed_tag, credentials.as_ref())
+                .await
+                .map_err(|e| {
+                    StageError::Failed(format!("pushing {repository}:{pushed_tag}: {e}"))
+                })?;
+        }
+        record
+            .log
+            .push_str(&format!("pushed {repository}@{digest}\n"));
+        built.insert(
+            service_name.clone(),
+            (
+                image.clone(),
+                Resolved {
+                    pinned: format!("{repository}@{digest}"),
+                    digest,
+                },
+            ),
+        );
+    }
+    record.exit_code = Some(0);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_scripts_echo_and_stop_at_the_first_failure() {
+        let script = stage_script(&["echo 'hi'".into(), "false".into()]);
+        assert_eq!(
+            script,
+            "#!/bin/sh\ncd /workspace || exit 1\nprintf '$ %s\\n' 'echo '\\''hi'\\'''\nsh -c 'echo '\\''hi'\\''' || exit $?\nprintf '$ %s\\n' 'false'\nsh -c 'false' || exit $?\n"
+        );
+    }
+
+    #[test]
+    fn tags_split_after_the_registry_port() {
+        assert_eq!(
+            split_tag("10.0.0.1:5000/app/web:latest"),
+            ("10.0.0.1:5000/app/web", "latest")
+        );
+        assert_eq!(
+            split_tag("10.0.0.1:5000/app/web"),
+            ("10.0.0.1:5000/app/web", "latest")
+        );
+        assert_eq!(split_tag("web:1"), ("web", "1"));
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        assert_eq!(
+            mask("user pier pw s3cr3t!", &["s3cr3t!".into()]),
+            "user pier pw ***"
+        );
+    }
+
+    #[test]
+    fn files_are_appended_to_a_finished_archive() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(1);
+        builder.append_data(&mut header, "a", &b"x"[..]).unwrap();
+        let mut tar = builder.into_inner().unwrap();
+        append_to_archive(&mut tar, "b.sh", b"true");
+        let names: Vec<String> = tar::Archive::new(tar.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["a", "b.sh"]);
+    }
+}

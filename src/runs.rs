@@ -1,0 +1,239 @@
+//! `pier logs` (a recorded pipeline run, from the daemon's store) and
+//! `pier pipeline run` (a run on demand, printed as it goes).
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use pier::apply;
+use pier::converge::{self, PassInput};
+use pier::daemon::store::Store;
+use pier::docker::engine::Engine;
+use pier::manifest::Vars;
+use pier::pipeline::{self, RunState, archive};
+use pier::plan::render::{self, Style};
+use pier::registry::{CredentialStore, Registry};
+use pier::source::git::GitSource;
+
+use crate::cli::{LogsArgs, PipelineCommand};
+
+pub async fn logs(args: LogsArgs) -> ExitCode {
+    let path = args.state_dir.join("pier.db");
+    let store = match Store::open_existing(&path) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!(
+                "error: cannot read {}: {e}; pass the daemon's --state-dir",
+                path.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let mut printed: BTreeMap<String, usize> = BTreeMap::new();
+    let mut headed = std::collections::BTreeSet::new();
+    loop {
+        let run = match store.find_run(&args.run) {
+            Ok(Some(run)) => run,
+            Ok(None) => {
+                eprintln!(
+                    "error: no pipeline run `{}` in {}",
+                    args.run,
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("error: reading {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        };
+        let stages = store.stages(run.id).unwrap_or_default();
+        let mut out = std::io::stdout().lock();
+        for stage in stages
+            .iter()
+            .filter(|s| args.stage.as_ref().is_none_or(|name| *name == s.name))
+        {
+            if headed.insert(stage.name.clone()) {
+                let _ = writeln!(
+                    out,
+                    "== stage {} (run {}, {})",
+                    stage.name,
+                    run.id,
+                    &run.commit[..run.commit.len().min(12)]
+                );
+            }
+            let done = printed.entry(stage.name.clone()).or_default();
+            if stage.log.len() > *done {
+                let _ = write!(out, "{}", &stage.log[*done..]);
+                *done = stage.log.len();
+            }
+            if stage.state != "running" && !printed.contains_key(&format!("{}#end", stage.name)) {
+                let code = stage
+                    .exit_code
+                    .map(|c| format!(", exit code {c}"))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "== {} {} on {} in {} ms{code}{}",
+                    stage.name,
+                    stage.state,
+                    stage.node,
+                    stage.duration_ms,
+                    if stage.message.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", stage.message)
+                    }
+                );
+                printed.insert(format!("{}#end", stage.name), 0);
+            }
+        }
+        if !args.follow || run.state != "running" {
+            let _ = writeln!(out, "== run {}: {}", run.id, run.state);
+            return if run.state == "passed" || run.state == "running" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+        drop(out);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+pub async fn pipeline(command: PipelineCommand) -> ExitCode {
+    let PipelineCommand::Run {
+        deploy,
+        deploy_after,
+        rollout,
+    } = command;
+    let settings = crate::commands::settings(deploy);
+    let vars: Vars = std::env::vars().collect();
+    let repo = match GitSource::open(&settings.source.repo, &settings.source.cache_dir) {
+        Ok(repo) => repo,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let loaded = match converge::load(
+        &repo,
+        &settings.source.reference,
+        &settings.source.path,
+        settings.stack.as_deref(),
+        &vars,
+    ) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            crate::commands::report_pass_error(&e);
+            return ExitCode::from(2);
+        }
+    };
+    if loaded.manifest.pipeline.is_none() {
+        eprintln!("error: the manifests declare no `pipeline:`");
+        return ExitCode::from(2);
+    }
+    let archive::Archives {
+        workspace,
+        contexts,
+    } = match archive::for_pipeline(repo.repository(), &loaded.commit, &loaded.manifest) {
+        Ok(archives) => archives,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let engines: BTreeMap<String, Engine> =
+        converge::connect_all(&loaded.manifest, settings.engine_timeout)
+            .await
+            .into_iter()
+            .filter_map(|(name, engine)| engine.ok().map(|e| (name, e)))
+            .collect();
+    let credentials = CredentialStore::from_environment();
+    let (_tip, tip) = tokio::sync::watch::channel(None);
+    let last_stage = std::sync::Mutex::new(String::new());
+    let on_output = |stage: &str, text: &str| {
+        let mut last = last_stage.lock().expect("stage lock");
+        if *last != stage {
+            println!("== stage {stage}");
+            *last = stage.to_string();
+        }
+        print!("{text}");
+        let _ = std::io::stdout().flush();
+    };
+    let ctx = pipeline::Context {
+        stack: &loaded.stack,
+        commit: &loaded.commit,
+        manifest: &loaded.manifest,
+        engines: &engines,
+        credentials: &credentials,
+        workspace,
+        contexts,
+        secrets: credentials.passwords(),
+        environment: &vars,
+        tip,
+        on_output: &on_output,
+    };
+    let outcome = pipeline::run(&ctx).await;
+    for stage in &outcome.stages {
+        let status = if stage.ok { "passed" } else { "FAILED" };
+        println!(
+            "== {} {status} on {} in {} ms{}",
+            stage.name,
+            stage.node,
+            stage.duration_ms,
+            if stage.message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", stage.message)
+            }
+        );
+    }
+    for (service, (_, resolved)) in &outcome.built {
+        println!("built {service}: {}", resolved.pinned);
+    }
+    if outcome.state != RunState::Passed {
+        println!("Pipeline {}.", outcome.state.as_str());
+        return ExitCode::FAILURE;
+    }
+    println!("Pipeline passed.");
+    if !deploy_after {
+        return ExitCode::SUCCESS;
+    }
+    let registry = Registry::new(settings.insecure_registries.clone(), credentials.clone());
+    let input = PassInput {
+        pins: outcome
+            .built
+            .iter()
+            .map(|(service, (_, resolved))| (service.clone(), resolved.clone()))
+            .collect(),
+        frozen: BTreeMap::new(),
+    };
+    let planned = converge::plan_loaded(&loaded, &settings, &registry, &input).await;
+    print!(
+        "{}",
+        render::human(&planned.plan, &planned.desired, Style::for_stdout())
+    );
+    if !planned.plan.refused.is_empty() {
+        return ExitCode::FAILURE;
+    }
+    let report = apply::apply(
+        &planned.desired,
+        &planned.plan,
+        &planned.engines,
+        registry.credentials(),
+        &crate::commands::apply_settings(&rollout),
+        &crate::commands::print_step,
+    )
+    .await;
+    if report.ok() {
+        println!("Deployed.");
+        ExitCode::SUCCESS
+    } else {
+        for failure in &report.failures {
+            eprintln!("  {failure}");
+        }
+        ExitCode::FAILURE
+    }
+}
