@@ -413,6 +413,12 @@ impl Reconciler {
                     .into_iter()
                     .filter_map(|(name, engine)| engine.ok().map(|e| (name, e)))
                     .collect();
+                // One run at a time per stack: any stage container of the
+                // stack still there was left by a daemon that died mid-stage.
+                let leftovers = pipeline::remove_leftovers(&loaded.stack, &engines).await;
+                if leftovers > 0 {
+                    info!(leftovers, "removed stage containers of an unfinished run");
+                }
                 let positions: BTreeMap<String, usize> = loaded
                     .manifest
                     .pipeline

@@ -200,6 +200,23 @@ pub async fn run(ctx: &Context<'_>) -> RunOutcome {
     outcome
 }
 
+/// Remove stage containers of `stack` left by a run that never finished
+/// (the daemon was killed mid-stage); returns how many went.
+pub async fn remove_leftovers(stack: &str, engines: &BTreeMap<String, Engine>) -> usize {
+    let mut removed = 0;
+    for engine in engines.values() {
+        for id in engine
+            .labelled(LABEL_PIPELINE, stack)
+            .await
+            .unwrap_or_default()
+        {
+            engine.remove_job(&id).await;
+            removed += 1;
+        }
+    }
+    removed
+}
+
 fn superseded(ctx: &Context<'_>) -> bool {
     ctx.tip
         .borrow()

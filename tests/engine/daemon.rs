@@ -522,3 +522,108 @@ async fn daemon_recovers_from_a_crash_mid_rollout() {
     drop(daemon);
     remove_stack(&bed, &repo.stack).await;
 }
+
+/// Stage containers of `stack` on every node.
+async fn stage_containers(bed: &Bed, stack: &str) -> usize {
+    let mut count = 0;
+    for node in &bed.nodes {
+        let filters = std::collections::HashMap::from([(
+            "label".to_string(),
+            vec![format!("pier.pipeline={stack}")],
+        )]);
+        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        count += crate::support::engine(node)
+            .await
+            .list_containers(Some(options))
+            .await
+            .unwrap()
+            .len();
+    }
+    count
+}
+
+/// Each commit is tested on the `ci` node before it is deployed; a commit
+/// arriving while the previous one's pipeline runs cancels that run (its
+/// stage container goes) and is itself tested and deployed.
+#[tokio::test]
+async fn daemon_tests_each_commit_and_a_newer_one_cancels_the_run() {
+    let bed = Bed::get();
+    let nodes = nodes_yaml(&bed, &[&["app"], &["app"], &["ci"]]);
+    let manifest = |replicas: u32| {
+        format!(
+            "{nodes}pipeline:\n  branches: [main]\n  runner_tags: [ci]\n  stages:\n    - name: test\n      image: {}\n      script:\n        - \"if [ -f SLOW ]; then echo slow test; sleep 300; fi\"\n        - echo tested $(cat VERSION)\nservices:\n{}",
+            bed.base_image,
+            sleeper(&bed, "web", replicas, "    tags: [app]\n")
+        )
+    };
+    let repo = UserRepo::new("dmp", &manifest(1));
+    std::fs::write(repo.dir.path().join("SLOW"), "").unwrap();
+    std::fs::write(repo.dir.path().join("VERSION"), "1").unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "a slow test"]);
+    let head = |repo: &UserRepo| {
+        let out = std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(repo.dir.path())
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let slow = head(&repo);
+    let state = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &DaemonOptions::default(),
+    );
+    let pier_logs = |commit: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
+            .args(["logs", commit, "--state-dir"])
+            .arg(state.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    eventually("the slow test is running", CONVERGE, || async {
+        pier_logs(&slow).contains("slow test").then_some(())
+    })
+    .await;
+    assert_eq!(stage_containers(&bed, &repo.stack).await, 1);
+    assert!(
+        running(&bed, &repo.stack, "web").await.is_empty(),
+        "nothing deployed before the test passed"
+    );
+
+    std::fs::remove_file(repo.dir.path().join("SLOW")).unwrap();
+    std::fs::write(repo.dir.path().join("VERSION"), "2").unwrap();
+    repo.commit(&manifest(2), "a quick test, two replicas");
+    let fast = head(&repo);
+    let committed = Instant::now();
+    wait_running(&bed, &repo.stack, "web", 2).await;
+    assert!(
+        committed.elapsed() < Duration::from_secs(60),
+        "the slow run was not waited for"
+    );
+
+    let slow_logs = pier_logs(&slow);
+    assert!(slow_logs.contains("cancelled"), "{slow_logs}");
+    let fast_logs = pier_logs(&fast);
+    assert!(
+        fast_logs.contains("tested 2") && fast_logs.contains("== test passed on n3"),
+        "{fast_logs}"
+    );
+    assert_eq!(
+        stage_containers(&bed, &repo.stack).await,
+        0,
+        "stage containers are removed"
+    );
+    let status = daemon.status().await;
+    assert_eq!(status["pipeline"]["state"], "passed", "{status}");
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+}
