@@ -15,6 +15,7 @@
 pub mod api;
 pub mod metrics;
 pub mod reconciler;
+pub mod runner;
 pub mod status;
 pub mod store;
 pub mod watch;
@@ -147,6 +148,12 @@ pub struct Shared {
     /// The branch tip as the git watcher last saw it: a pipeline run for an
     /// older commit stops when it moves.
     pub tip: tokio_watch::Sender<Option<String>>,
+    /// The tips of the other branches, as the git watcher last saw them.
+    pub branch_tips: tokio_watch::Sender<std::collections::BTreeMap<String, String>>,
+    /// Commits of other branches to test: (branch, commit).
+    pub branch_runs: mpsc::UnboundedSender<(String, String)>,
+    /// Set once stage containers left by an earlier daemon were removed.
+    pub leftovers: tokio::sync::OnceCell<()>,
 }
 
 /// Why the daemon could not start.
@@ -209,6 +216,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let stack = config.settings.stack.clone().unwrap_or_else(|| repo.name());
     let repo = Arc::new(Mutex::new(repo));
     let (triggers, queue) = mpsc::unbounded_channel();
+    let (branch_runs, branch_queue) = mpsc::unbounded_channel();
     let (watched, watched_rx) = tokio_watch::channel(Watched {
         stack: stack.clone(),
         ..Default::default()
@@ -229,6 +237,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         followed: Mutex::new(Default::default()),
         watched,
         tip: tokio_watch::channel(None).0,
+        branch_tips: tokio_watch::channel(Default::default()).0,
+        branch_runs,
+        leftovers: tokio::sync::OnceCell::new(),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -260,6 +271,18 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         watched_rx,
     ));
     tasks.spawn(watch::resync(config.resync_interval, shared.clone()));
+    tasks.spawn(runner::other_branches(
+        branch_queue,
+        runner::PipelineRunner {
+            shared: shared.clone(),
+            repo: repo.clone(),
+            credentials: crate::registry::CredentialStore::from_environment(),
+            vars: std::env::vars().collect(),
+            engine_timeout: config.settings.engine_timeout,
+        },
+        config.settings.source.path.clone(),
+        stack.clone(),
+    ));
 
     let _ = shared.triggers.send(Trigger::Startup);
     let reconciler = Reconciler::new(config.clone(), stack, repo, shared.clone());

@@ -18,15 +18,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{Instrument, error, info, info_span, warn};
 
-use super::status::{Condition, NodeStatus, PassStatus, PipelineStatus, ServiceStatus};
-use super::store::{Failure, PassRecord, StageRow};
+use super::status::{Condition, NodeStatus, PassStatus, ServiceStatus};
+use super::store::{Failure, PassRecord};
 use super::{Config, Shared, Trigger, Watched};
 use crate::apply::{self, ApplyReport};
 use crate::converge::{self, Loaded, PassError, PassInput, Planned};
-use crate::docker::engine::Engine;
-use crate::manifest::model::Stage;
 use crate::manifest::{Severity, Vars};
-use crate::pipeline::{self, RunState, archive};
+use crate::pipeline::{self, RunState};
 use crate::plan::Observed;
 use crate::registry::{CredentialStore, Registry, Resolved};
 use crate::source::git::GitSource;
@@ -70,6 +68,7 @@ pub struct Reconciler {
     vars: Vars,
     pins: BTreeMap<String, Pin>,
     last_good: Option<String>,
+    runner: super::runner::PipelineRunner,
 }
 
 /// Which commit a pass converges to, and why it is not the head if it is not.
@@ -99,6 +98,13 @@ impl Reconciler {
             warn!(error = %e, "cannot read the last good revision; starting without it");
             None
         });
+        let runner = super::runner::PipelineRunner {
+            shared: shared.clone(),
+            repo: repo.clone(),
+            credentials: registry.credentials().clone(),
+            vars: std::env::vars().collect(),
+            engine_timeout: config.settings.engine_timeout,
+        };
         Reconciler {
             config,
             stack,
@@ -108,6 +114,7 @@ impl Reconciler {
             vars: std::env::vars().collect(),
             pins: BTreeMap::new(),
             last_good,
+            runner,
         }
     }
 
@@ -359,7 +366,10 @@ impl Reconciler {
             return None;
         }
         let deploys = pipeline.branches.contains(&self.config.branch);
-        let outcome = self.run_pipeline(loaded).await;
+        let outcome = self
+            .runner
+            .run(loaded, &self.config.branch, self.shared.tip.subscribe())
+            .await;
         match outcome.state {
             RunState::Passed if deploys => {
                 self.pin_built(loaded, &outcome);
@@ -384,134 +394,6 @@ impl Reconciler {
                 Some((Outcome::Permanent(reason), 0))
             }
         }
-    }
-
-    /// Run the pipeline for `loaded`, recording the run and its logs.
-    async fn run_pipeline(&mut self, loaded: &Loaded) -> pipeline::RunOutcome {
-        let store = &self.shared.store;
-        let branch = self.config.branch.clone();
-        let run = store.start_run(&loaded.commit, &branch).unwrap_or(-1);
-        let status = |state: &str, summary: String| PipelineStatus {
-            run,
-            branch: branch.clone(),
-            commit: loaded.commit.clone(),
-            state: state.into(),
-            summary,
-        };
-        self.shared.status.write().expect("status lock").pipeline =
-            Some(status("running", String::new()));
-        info!(commit = %short(&loaded.commit), run, "pipeline started");
-        let outcome = match self.archives(loaded).await {
-            Ok(archive::Archives {
-                workspace,
-                contexts,
-            }) => {
-                let connections =
-                    converge::connect_all(&loaded.manifest, self.config.settings.engine_timeout)
-                        .await;
-                let engines: BTreeMap<String, Engine> = connections
-                    .into_iter()
-                    .filter_map(|(name, engine)| engine.ok().map(|e| (name, e)))
-                    .collect();
-                // One run at a time per stack: any stage container of the
-                // stack still there was left by a daemon that died mid-stage.
-                let leftovers = pipeline::remove_leftovers(&loaded.stack, &engines).await;
-                if leftovers > 0 {
-                    info!(leftovers, "removed stage containers of an unfinished run");
-                }
-                let positions: BTreeMap<String, usize> = loaded
-                    .manifest
-                    .pipeline
-                    .iter()
-                    .flat_map(|p| p.stages.iter())
-                    .enumerate()
-                    .map(|(i, stage)| (stage_name(stage).to_string(), i))
-                    .collect();
-                let on_output = |stage: &str, text: &str| {
-                    let position = positions.get(stage).copied().unwrap_or(0);
-                    let _ = store.append_stage_log(run, position, stage, text);
-                };
-                let ctx = pipeline::Context {
-                    stack: &loaded.stack,
-                    commit: &loaded.commit,
-                    manifest: &loaded.manifest,
-                    engines: &engines,
-                    credentials: self.registry.credentials(),
-                    workspace,
-                    contexts,
-                    secrets: self.secrets(loaded),
-                    environment: &self.vars,
-                    tip: self.shared.tip.subscribe(),
-                    on_output: &on_output,
-                };
-                pipeline::run(&ctx).await
-            }
-            Err(message) => pipeline::RunOutcome {
-                state: RunState::Failed,
-                stages: vec![pipeline::StageRecord {
-                    name: "checkout".into(),
-                    message,
-                    ..Default::default()
-                }],
-                built: BTreeMap::new(),
-            },
-        };
-        for (position, stage) in outcome.stages.iter().enumerate() {
-            let row = StageRow {
-                name: stage.name.clone(),
-                node: stage.node.clone(),
-                state: if stage.ok { "passed" } else { "failed" }.into(),
-                exit_code: stage.exit_code,
-                duration_ms: stage.duration_ms,
-                message: stage.message.clone(),
-                log: stage.log.clone(),
-            };
-            if let Err(e) = store.finish_stage(run, position, &row) {
-                warn!(error = %e, "cannot record a pipeline stage");
-            }
-        }
-        let summary = outcome.failure_summary(10).unwrap_or_default();
-        let _ = store.finish_run(run, outcome.state.as_str(), &summary);
-        info!(commit = %short(&loaded.commit), run, state = outcome.state.as_str(), "pipeline finished");
-        self.shared.status.write().expect("status lock").pipeline =
-            Some(status(outcome.state.as_str(), summary));
-        outcome
-    }
-
-    /// The commit's tree for script stages, and each build context.
-    async fn archives(&self, loaded: &Loaded) -> Result<archive::Archives, String> {
-        let (repo, commit, manifest) = (
-            self.repo.clone(),
-            loaded.commit.clone(),
-            loaded.manifest.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            let source = repo.lock().expect("repository lock");
-            archive::for_pipeline(source.repository(), &commit, &manifest)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-    }
-
-    /// Values no log line may show: registry passwords and the stages'
-    /// secrets (environment entries given by name only).
-    fn secrets(&self, loaded: &Loaded) -> Vec<String> {
-        let mut secrets = self.registry.credentials().passwords();
-        for stage in loaded
-            .manifest
-            .pipeline
-            .iter()
-            .flat_map(|p| p.stages.iter())
-        {
-            if let Stage::Script { env, .. } = stage {
-                secrets.extend(
-                    env.iter()
-                        .filter(|(_, value)| value.is_none())
-                        .filter_map(|(key, _)| self.vars.get(key).cloned()),
-                );
-            }
-        }
-        secrets
     }
 
     /// Pin the services the pipeline built to the digests it pushed.
@@ -824,12 +706,6 @@ fn invalid_reason(commit: &str, diagnostics: &[crate::manifest::Diagnostic]) -> 
         short(commit),
         errors.join("\n")
     )
-}
-
-fn stage_name(stage: &Stage) -> &str {
-    match stage {
-        Stage::Script { name, .. } | Stage::Build { name, .. } => name,
-    }
 }
 
 fn short(commit: &str) -> &str {

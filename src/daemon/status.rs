@@ -92,8 +92,12 @@ pub struct Status {
     pub services: Vec<ServiceStatus>,
     pub nodes: Vec<NodeStatus>,
     pub last_pass: Option<PassStatus>,
+    /// The last pipeline run of the deployed branch.
     #[serde(default)]
     pub pipeline: Option<PipelineStatus>,
+    /// The last pipeline run of every branch (other branches are tested, not deployed).
+    #[serde(default)]
+    pub pipelines: std::collections::BTreeMap<String, PipelineStatus>,
 }
 
 fn short(digest: &str) -> &str {

@@ -29,7 +29,12 @@ pub async fn git(
 ) {
     let (changed_tx, mut changed) = mpsc::unbounded_channel();
     let _watcher = watch_refs(&repo, changed_tx);
-    let mut last = head_of(&repo, &branch).await.ok().flatten();
+    // Where every branch was at start: only commits after it are tested.
+    let mut known = check(&repo, &shared).await.ok();
+    let mut last = match &known {
+        Some(tips) => tips.get(&branch).cloned(),
+        None => head_of(&repo, &branch).await.ok().flatten(),
+    };
     shared.tip.send_replace(last.clone());
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -45,31 +50,58 @@ pub async fn git(
                 Trigger::Git
             }
         };
-        // A webhook's pass runs after the fetch, so it sees the new commit;
-        // and it runs even when the tip had not moved, as the caller asked.
-        match check(&repo, &branch, &shared).await {
-            Ok(tip) if tip != last => {
-                info!(
-                    branch,
-                    tip = tip.as_deref().unwrap_or("none"),
-                    "branch moved"
-                );
-                shared.tip.send_replace(tip.clone());
-                last = tip;
-                let _ = shared.triggers.send(cause);
-            }
-            Ok(_) if cause == Trigger::Webhook => {
-                let _ = shared.triggers.send(cause);
-            }
-            Ok(_) => {}
+        let tips = match check(&repo, &shared).await {
+            Ok(tips) => tips,
             Err(e) => {
                 warn!(error = %e, "cannot check the branch");
                 if cause == Trigger::Webhook {
                     let _ = shared.triggers.send(cause);
                 }
+                continue;
+            }
+        };
+        // A webhook's pass runs after the fetch, so it sees the new commit;
+        // and it runs even when the tip had not moved, as the caller asked.
+        let tip = tips.get(&branch).cloned();
+        if tip != last {
+            info!(
+                branch,
+                tip = tip.as_deref().unwrap_or("none"),
+                "branch moved"
+            );
+            shared.tip.send_replace(tip.clone());
+            last = tip;
+            let _ = shared.triggers.send(cause);
+        } else if cause == Trigger::Webhook {
+            let _ = shared.triggers.send(cause);
+        }
+        other_branches_moved(&branch, &tips, known.as_ref(), &shared);
+        known = Some(tips);
+    }
+}
+
+/// Queue a pipeline run for every other branch whose tip moved (or that
+/// appeared) since the last check.
+fn other_branches_moved(
+    deployed: &str,
+    tips: &BTreeMap<String, String>,
+    known: Option<&BTreeMap<String, String>>,
+    shared: &Shared,
+) {
+    let others: BTreeMap<String, String> = tips
+        .iter()
+        .filter(|(name, _)| *name != deployed)
+        .map(|(name, commit)| (name.clone(), commit.clone()))
+        .collect();
+    if let Some(known) = known {
+        for (name, commit) in &others {
+            if known.get(name) != Some(commit) {
+                info!(branch = %name, tip = %commit, "branch moved; testing it");
+                let _ = shared.branch_runs.send((name.clone(), commit.clone()));
             }
         }
     }
+    shared.branch_tips.send_replace(others);
 }
 
 /// Watch a local repository's refs; `None` for a remote one (polled instead)
@@ -111,26 +143,25 @@ async fn head_of(repo: &Arc<Mutex<GitSource>>, branch: &str) -> Result<Option<St
     .map_err(|e| e.to_string())?
 }
 
-/// One check: ask the remote for the tip, fetch only if it moved, then
-/// resolve the branch locally.
+/// One check: ask the remote for every branch tip, fetch only if one
+/// moved, then read the tips locally.
 async fn check(
     repo: &Arc<Mutex<GitSource>>,
-    branch: &str,
     shared: &Arc<Shared>,
-) -> Result<Option<String>, String> {
-    let (repo, branch, shared) = (repo.clone(), branch.to_string(), shared.clone());
+) -> Result<BTreeMap<String, String>, String> {
+    let (repo, shared) = (repo.clone(), shared.clone());
     tokio::task::spawn_blocking(move || {
         let repo = repo.lock().expect("repository lock");
         shared.metrics.git_checks.inc();
-        if repo.is_remote() {
-            let remote = repo.remote_tip(&branch).map_err(|e| e.to_string())?;
-            let local = repo.resolve(&branch).ok();
-            if remote.is_some() && remote != local {
-                shared.metrics.git_fetches.inc();
-                repo.fetch().map_err(|e| e.to_string())?;
-            }
+        let tips = repo.branch_tips().map_err(|e| e.to_string())?;
+        if repo.is_behind(&tips) {
+            shared.metrics.git_fetches.inc();
+            repo.fetch().map_err(|e| e.to_string())?;
         }
-        Ok(repo.resolve(&branch).ok().map(|oid| oid.to_string()))
+        Ok(tips
+            .into_iter()
+            .map(|(branch, oid)| (branch, oid.to_string()))
+            .collect())
     })
     .await
     .map_err(|e| e.to_string())?

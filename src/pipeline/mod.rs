@@ -224,7 +224,8 @@ fn superseded(ctx: &Context<'_>) -> bool {
         .is_some_and(|tip| tip != ctx.commit)
 }
 
-fn stage_name(stage: &Stage) -> &str {
+/// A stage's name, whatever its kind.
+pub fn stage_name(stage: &Stage) -> &str {
     match stage {
         Stage::Script { name, .. } | Stage::Build { name, .. } => name,
     }
@@ -380,7 +381,8 @@ async fn run_job(
     };
     let exit = tokio::select! {
         exit = tokio::time::timeout(timeout, follow) => exit,
-        _ = tip.wait_for(|t| t.as_deref().is_some_and(|t| t != commit)) => {
+        // The guard `wait_for` returns is dropped at once, so the future stays `Send`.
+        _ = async { tip.wait_for(|t| t.as_deref().is_some_and(|t| t != commit)).await.map(drop) } => {
             engine.kill_job(id).await;
             return Err(StageError::Cancelled);
         }

@@ -172,11 +172,30 @@ impl GitSource {
         self.repo.path()
     }
 
-    /// Where `branch` points on the remote, asked without fetching (what `git
-    /// ls-remote` does), or where it points locally for a local repository.
-    pub fn remote_tip(&self, branch: &str) -> Result<Option<git2::Oid>, SourceError> {
+    /// Where every branch points: asked from the remote without fetching
+    /// (what `git ls-remote` does) for a URL, read from `refs/heads` for a
+    /// local repository.
+    pub fn branch_tips(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, git2::Oid>, SourceError> {
         let Some(url) = &self.url else {
-            return Ok(self.resolve(branch).ok());
+            let read_error = |source| SourceError::Resolve {
+                repo: self.display.clone(),
+                reference: "refs/heads/*".into(),
+                source,
+            };
+            let mut tips = std::collections::BTreeMap::new();
+            for reference in self
+                .repo
+                .references_glob("refs/heads/*")
+                .map_err(read_error)?
+            {
+                let reference = reference.map_err(read_error)?;
+                if let (Ok(name), Some(oid)) = (reference.shorthand(), reference.target()) {
+                    tips.insert(name.to_string(), oid);
+                }
+            }
+            return Ok(tips);
         };
         let fetch_error = |source| SourceError::Fetch {
             url: url.clone(),
@@ -186,14 +205,28 @@ impl GitSource {
         let connection = remote
             .connect_auth(git2::Direction::Fetch, None, None)
             .map_err(fetch_error)?;
-        let wanted = format!("refs/heads/{branch}");
-        let tip = connection
+        let tips = connection
             .list()
             .map_err(fetch_error)?
             .iter()
-            .find(|head| head.name() == wanted)
-            .map(|head| head.oid());
-        Ok(tip)
+            .filter_map(|head| {
+                let branch = head.name().strip_prefix("refs/heads/")?;
+                Some((branch.to_string(), head.oid()))
+            })
+            .collect();
+        Ok(tips)
+    }
+
+    /// Whether the fetched copy of a remote is behind `tips` (a local
+    /// repository never is).
+    pub fn is_behind(&self, tips: &std::collections::BTreeMap<String, git2::Oid>) -> bool {
+        self.url.is_some()
+            && tips.iter().any(|(branch, oid)| {
+                self.repo
+                    .refname_to_id(&format!("refs/remotes/origin/{branch}"))
+                    .ok()
+                    != Some(*oid)
+            })
     }
 
     /// The commit id `reference` (branch, tag, commit, `HEAD`) points at.

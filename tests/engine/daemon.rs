@@ -547,9 +547,10 @@ async fn stage_containers(bed: &Bed, stack: &str) -> usize {
 
 /// Each commit is tested on the `ci` node before it is deployed; a commit
 /// arriving while the previous one's pipeline runs cancels that run (its
-/// stage container goes) and is itself tested and deployed.
+/// stage container goes) and is itself tested and deployed; a commit on
+/// another branch is tested and never deployed.
 #[tokio::test]
-async fn daemon_tests_each_commit_and_a_newer_one_cancels_the_run() {
+async fn daemon_tests_each_commit_cancels_superseded_runs_and_only_tests_other_branches() {
     let bed = Bed::get();
     let nodes = nodes_yaml(&bed, &[&["app"], &["app"], &["ci"]]);
     let manifest = |replicas: u32| {
@@ -624,6 +625,31 @@ async fn daemon_tests_each_commit_and_a_newer_one_cancels_the_run() {
     );
     let status = daemon.status().await;
     assert_eq!(status["pipeline"]["state"], "passed", "{status}");
+
+    // A commit on another branch is tested, never deployed.
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    std::fs::write(repo.dir.path().join("VERSION"), "3").unwrap();
+    repo.commit(&manifest(3), "three replicas, on a feature branch");
+    let feature = head(&repo);
+    eventually("the feature branch is tested", CONVERGE, || async {
+        let status = daemon.status().await;
+        (status["pipelines"]["feature"]["state"] == "passed"
+            && status["pipelines"]["feature"]["commit"] == feature.as_str())
+        .then_some(())
+    })
+    .await;
+    assert!(pier_logs(&feature).contains("tested 3"));
+    let status = daemon.status().await;
+    assert_eq!(
+        status["head"],
+        fast.as_str(),
+        "the daemon deploys main only: {status}"
+    );
+    assert_eq!(
+        running(&bed, &repo.stack, "web").await.len(),
+        2,
+        "not deployed"
+    );
     drop(daemon);
     remove_stack(&bed, &repo.stack).await;
 }
