@@ -367,8 +367,7 @@ impl<'a> Editor<'a> {
             && !matches!(existing.value, Value::Map(_) | Value::Seq(_))
         {
             let splice = if raw {
-                let (start, end) = text::span(existing)
-                    .ok_or_else(|| Refused::Impossible("no position".into()))?;
+                let (start, end) = text::require_span(existing)?;
                 Splice {
                     start,
                     end,
@@ -453,8 +452,7 @@ impl<'a> Editor<'a> {
                 }
                 (Some((k, _)), Some(value)) => {
                     // `KEY:` with no value: rewrite the entry.
-                    let (start, end) =
-                        text::span(k).ok_or_else(|| Refused::Impossible("no position".into()))?;
+                    let (start, end) = text::require_span(k)?;
                     let rest = &text[end..];
                     let colon = rest.find(':').map(|i| end + i + 1).unwrap_or(end);
                     self.splice(
@@ -527,8 +525,7 @@ impl<'a> Editor<'a> {
                         Value::Map(_) => text::insert_entry(text, nodes_key, nodes, name, &value)?,
                         // `nodes:` with nothing under it yet.
                         _ => {
-                            let (_, end) = text::span(nodes_key)
-                                .ok_or_else(|| Refused::Impossible("no position".into()))?;
+                            let (_, end) = text::require_span(nodes_key)?;
                             let line_end = text[end..].find('\n').map_or(text.len(), |i| end + i);
                             Splice {
                                 start: line_end,
@@ -617,10 +614,10 @@ impl<'a> Editor<'a> {
             list.retain(|t| !remove.contains(t));
             list.extend(add.iter().filter(|t| !has(t)).cloned());
             let rendered: Vec<String> = list.iter().map(|t| text::scalar(t)).collect();
-            let (start, _) =
-                text::span(tags).ok_or_else(|| Refused::Impossible("no position".into()))?;
-            let end = text::flow_close(text, start)
-                .ok_or_else(|| Refused::Impossible("unclosed list".into()))?;
+            let (start, _) = text::require_span(tags)?;
+            let end = text::flow_close(text, start).ok_or_else(|| {
+                Refused::Impossible(format!("node `{name}`: its tags list is not closed"))
+            })?;
             self.splice(
                 found.file,
                 Splice {

@@ -35,6 +35,11 @@ pub fn span<T>(node: &serde_saphyr::Spanned<T>) -> Option<(usize, usize)> {
     Some((start, start + span.byte_len()? as usize))
 }
 
+/// Like [`span`], for callers that cannot go on without a position.
+pub fn require_span<T>(node: &serde_saphyr::Spanned<T>) -> Result<(usize, usize), EditError> {
+    span(node).ok_or_else(no_position)
+}
+
 /// Whether the node is written where it is used (not reached through an
 /// alias or a merge key, which would make an edit change other places too).
 pub fn is_own<T>(node: &serde_saphyr::Spanned<T>) -> bool {
@@ -140,7 +145,7 @@ pub fn flow_close(text: &str, open: usize) -> Option<usize> {
 pub struct EditError(pub String);
 
 fn no_position() -> EditError {
-    EditError("the YAML parser gave no position for this value".into())
+    EditError("the YAML parser gave no position for this value; edit the manifests by hand".into())
 }
 
 /// Replace a scalar with `new`, keeping its quoting style where it can.

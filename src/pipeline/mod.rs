@@ -324,19 +324,13 @@ async fn script_stage(
             ("pier.stage".to_string(), name.to_string()),
         ]),
     };
-    let container = format!("{}-pipeline-{short}-{name}", ctx.stack);
-    // A leftover of a crashed run under the same name goes first.
-    if let Ok(ids) = engine.labelled(LABEL_PIPELINE, ctx.stack).await {
-        for id in ids {
-            if engine
-                .labelled("pier.stage", name)
-                .await
-                .is_ok_and(|s| s.contains(&id))
-            {
-                engine.remove_job(&id).await;
-            }
-        }
-    }
+    // Two runs may test the same commit at once (it is the tip of two
+    // branches): the name carries a per-run suffix.
+    let suffix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() % 0x10000)
+        .unwrap_or(0);
+    let container = format!("{}-pipeline-{short}-{name}-{suffix:04x}", ctx.stack);
     let id = engine
         .create_job(&container, &spec)
         .await
