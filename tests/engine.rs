@@ -492,3 +492,55 @@ async fn an_invalid_commit_changes_nothing() {
     assert_eq!(support::stack_containers(&bed, &s).await, before);
     support::remove_stack(&bed, &s).await;
 }
+
+/// A node reached over mutual TLS (the bed's node 1 on :2376): `apply`
+/// converges it with the client certificate its `tls: { secret }` names;
+/// without that folder, or with a CA that did not sign the server, the node
+/// is reported unreachable with the reason and nothing is done.
+#[tokio::test]
+async fn a_node_over_mutual_tls() {
+    let bed = Bed::get();
+    let manifest = format!(
+        "nodes:\n  secure: {{ endpoint: \"{}\", tls: {{ secret: bed }} }}\nservices:\n  web:\n    image: {}\n    command: sleep 3600\n    stop_grace_period: 1s\n",
+        bed.tls_endpoint, bed.base_image
+    );
+    let repo = support::UserRepo::new("tls", &manifest);
+
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply", "--engine-timeout", "3s"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("set PIER_TLS_BED"), "{stdout}");
+
+    let wrong = tempfile::tempdir().unwrap();
+    for (from, to) in [
+        ("server-cert.pem", "ca.pem"),
+        ("cert.pem", "cert.pem"),
+        ("key.pem", "key.pem"),
+    ] {
+        std::fs::copy(format!("{}/{from}", bed.tls_dir), wrong.path().join(to)).unwrap();
+    }
+    let (code, stdout, stderr) = repo.pier_with_env(
+        &bed,
+        &["apply", "--engine-timeout", "3s"],
+        &[("PIER_TLS_BED", wrong.path().to_str().unwrap())],
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("unreachable"), "{stdout}");
+    assert!(
+        support::stack_containers(&bed, &repo.stack)
+            .await
+            .is_empty()
+    );
+
+    let tls = [("PIER_TLS_BED", bed.tls_dir.as_str())];
+    let (code, stdout, stderr) = repo.pier_with_env(&bed, &["apply"], &tls);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let containers = support::stack_containers(&bed, &repo.stack).await;
+    assert_eq!(
+        containers,
+        [("n1".to_string(), format!("{}-web-1", repo.stack), true)],
+        "created on node 1, through its TLS endpoint"
+    );
+    let (code, stdout, _) = repo.pier_with_env(&bed, &["diff"], &tls);
+    assert_eq!(code, 0, "{stdout}");
+    support::remove_stack(&bed, &repo.stack).await;
+}

@@ -33,6 +33,17 @@ pub struct Engine {
     docker: Docker,
 }
 
+/// Both of rustls's crypto back ends are linked (bollard and oci-client ask
+/// for different ones), so rustls cannot pick one by itself: pier names
+/// aws-lc-rs, once per process, before the first TLS connection.
+fn install_crypto_provider() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // An error means some provider is installed already, which is as good.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
 /// Where a node's TLS files are.
 fn tls_paths(tls: &Tls) -> Result<(PathBuf, PathBuf, PathBuf), RuntimeError> {
     match tls {
@@ -72,6 +83,7 @@ impl Engine {
             }
             (Endpoint::Tcp { host, port }, Some(tls)) => {
                 let (ca, cert, key) = tls_paths(tls)?;
+                install_crypto_provider();
                 Docker::connect_with_ssl(&format!("tcp://{host}:{port}"), &key, &cert, &ca, secs, version)
             }
             (Endpoint::Ssh { .. }, _) => {
@@ -89,7 +101,9 @@ impl Engine {
                     node.endpoint
                 ))
             })?
-            .map_err(|e| RuntimeError::Unreachable(format!("{}: {e}", node.endpoint)))?;
+            .map_err(|e| {
+                RuntimeError::Unreachable(format!("{}: {}", node.endpoint, with_causes(&e)))
+            })?;
         Ok(Engine { docker })
     }
 }
@@ -144,6 +158,22 @@ impl Engine {
     }
 }
 
+/// An error with its chain of causes: hyper's "client error (Connect)"
+/// means little without the TLS or network failure behind it.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let more = inner.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
 fn classify(error: bollard::errors::Error) -> RuntimeError {
     use bollard::errors::Error as E;
     match error {
@@ -154,7 +184,7 @@ fn classify(error: bollard::errors::Error) -> RuntimeError {
         E::DockerResponseServerError { message, .. } => RuntimeError::Failed(message),
         E::RequestTimeoutError => RuntimeError::Unreachable("request timed out".into()),
         E::HyperResponseError { .. } | E::IOError { .. } => {
-            RuntimeError::Unreachable(error.to_string())
+            RuntimeError::Unreachable(with_causes(&error))
         }
         other => RuntimeError::Failed(other.to_string()),
     }

@@ -222,6 +222,10 @@ pub struct Plan {
     pub services: Vec<ServicePlan>,
     /// Reasons the plan refuses to run at all.
     pub refused: Vec<String>,
+    /// Nodes that could not be observed, with the reason: nothing on them is
+    /// planned.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub unreachable: BTreeMap<String, String>,
 }
 
 impl Plan {
@@ -247,6 +251,11 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &Options) -> Plan {
     let mut plan = Plan {
         stack: desired.stack.clone(),
         commit: desired.commit.clone(),
+        unreachable: observed
+            .nodes
+            .iter()
+            .filter_map(|(name, o)| Some((name.clone(), o.unreachable.clone()?)))
+            .collect(),
         ..Default::default()
     };
     let owned_total: usize = observed.nodes.values().map(|n| n.owned.len()).sum();

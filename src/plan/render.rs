@@ -132,6 +132,12 @@ pub fn human(plan: &Plan, desired: &Desired, style: Style) -> String {
         return out;
     }
     out.push_str(&format!("Stack `{}` at {commit}:\n", plan.stack));
+    for (node, reason) in &plan.unreachable {
+        out.push_str(&format!(
+            "\n  {} node {node} is unreachable: {reason}\n",
+            style.paint("33", "!")
+        ));
+    }
     for service in &plan.services {
         if service.changes.is_empty() && service.blocked.is_empty() {
             continue;

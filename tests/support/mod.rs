@@ -33,6 +33,10 @@ pub struct Bed {
     pub registry_user: String,
     pub registry_password: String,
     pub base_image: String,
+    /// Node 1 over mutual TLS: `tcp://<addr>:2376`.
+    pub tls_endpoint: String,
+    /// The client's `ca.pem`, `cert.pem` and `key.pem`.
+    pub tls_dir: String,
 }
 
 impl Bed {
@@ -73,6 +77,11 @@ impl Bed {
             registry_user: var("PIER_TB_REGISTRY_USER"),
             registry_password: var("PIER_TB_REGISTRY_PASSWORD"),
             base_image: var("PIER_TB_BASE_IMAGE"),
+            tls_endpoint: var("PIER_TB_TLS_NODE")
+                .split_once('=')
+                .map(|(_, endpoint)| endpoint.to_string())
+                .unwrap_or_default(),
+            tls_dir: var("PIER_TB_TLS_DIR"),
         }
     }
 }
@@ -208,7 +217,18 @@ impl UserRepo {
 
     /// Run the pier binary on this repository with this stack; returns (status, stdout, stderr).
     pub fn pier(&self, bed: &Bed, args: &[&str]) -> (i32, String, String) {
+        self.pier_with_env(bed, args, &[])
+    }
+
+    /// [`UserRepo::pier`] with more environment.
+    pub fn pier_with_env(
+        &self,
+        bed: &Bed,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (i32, String, String) {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
+            .envs(env.iter().copied())
             .args(args)
             .args(["--stack", &self.stack])
             .current_dir(self.dir.path())
