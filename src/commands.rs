@@ -85,7 +85,8 @@ pub async fn diff(args: DiffArgs) -> ExitCode {
     }
 }
 
-pub fn print_step(record: &StepRecord) {
+/// One line per engine call: what, on which node, how it went.
+fn step_line(record: &StepRecord) -> String {
     let took = record
         .ended
         .duration_since(record.started)
@@ -101,13 +102,82 @@ pub fn print_step(record: &StepRecord) {
     } else {
         format!(": {}", record.message)
     };
-    eprintln!(
+    format!(
         "  {service}{} {} on {} {mark} ({:.2}s){detail}",
         record.action,
         record.target,
         record.node,
         took.as_secs_f64()
-    );
+    )
+}
+
+pub fn print_step(record: &StepRecord) {
+    eprintln!("{}", step_line(record));
+}
+
+/// Step lines, and on a terminal a progress bar of the plan's steps kept
+/// below them.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(plan: &pier::plan::Plan) -> Progress {
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            return Progress { bar: None };
+        }
+        let bar = indicatif::ProgressBar::new(expected_steps(plan));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("  [{bar:30}] {pos}/{len} steps  {msg}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        Progress { bar: Some(bar) }
+    }
+
+    fn step(&self, record: &StepRecord) {
+        let Some(bar) = &self.bar else {
+            return print_step(record);
+        };
+        bar.println(step_line(record));
+        bar.inc(1);
+        if bar.position() > bar.length().unwrap_or(0) {
+            bar.set_length(bar.position());
+        }
+        bar.set_message(format!(
+            "{} {} on {}",
+            record.action, record.target, record.node
+        ));
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// About how many engine calls a plan takes: networks and pulls once per
+/// node, then per change its create/start or stop/rename/remove calls (and a
+/// health wait). An estimate for the bar; it grows if the apply takes more.
+fn expected_steps(plan: &pier::plan::Plan) -> u64 {
+    use pier::plan::Change;
+    let nodes: std::collections::BTreeSet<&str> = plan
+        .services
+        .iter()
+        .flat_map(|s| s.changes.iter().map(Change::node))
+        .collect();
+    let changes: u64 = plan
+        .services
+        .iter()
+        .flat_map(|s| &s.changes)
+        .map(|change| match change {
+            Change::Create { .. } => 3,
+            Change::Replace { .. } => 6,
+            Change::Remove { .. } => 2,
+        })
+        .sum();
+    changes + 2 * nodes.len() as u64
 }
 
 pub async fn apply(args: ApplyArgs) -> ExitCode {
@@ -137,15 +207,17 @@ pub async fn apply(args: ApplyArgs) -> ExitCode {
         };
     }
     eprintln!("\nApplying:");
+    let progress = Progress::new(&prepared.plan);
     let report = apply::apply(
         &prepared.desired,
         &prepared.plan,
         &prepared.engines,
         prepared.registry.credentials(),
         &apply_settings,
-        &print_step,
+        &|record: &StepRecord| progress.step(record),
     )
     .await;
+    progress.finish();
     let summary = render::summary(&prepared.plan);
     if report.ok() {
         println!(
