@@ -30,8 +30,11 @@ pub async fn logs(args: LogsArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // What was printed so far, for --follow: log bytes per stage, and which
+    // stages got their heading and their result line.
     let mut printed: BTreeMap<String, usize> = BTreeMap::new();
     let mut headed = std::collections::BTreeSet::new();
+    let mut ended = std::collections::BTreeSet::new();
     loop {
         let run = match store.find_run(&args.run) {
             Ok(Some(run)) => run,
@@ -68,7 +71,7 @@ pub async fn logs(args: LogsArgs) -> ExitCode {
                 let _ = write!(out, "{}", &stage.log[*done..]);
                 *done = stage.log.len();
             }
-            if stage.state != "running" && !printed.contains_key(&format!("{}#end", stage.name)) {
+            if stage.state != "running" && ended.insert(stage.name.clone()) {
                 let code = stage
                     .exit_code
                     .map(|c| format!(", exit code {c}"))
@@ -86,7 +89,6 @@ pub async fn logs(args: LogsArgs) -> ExitCode {
                         format!(": {}", stage.message)
                     }
                 );
-                printed.insert(format!("{}#end", stage.name), 0);
             }
         }
         if !args.follow || run.state != "running" {

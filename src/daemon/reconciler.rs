@@ -357,15 +357,20 @@ impl Reconciler {
     /// images are pinned); `Some`: the pass ends here.
     async fn pipeline_gate(&mut self, loaded: &Loaded) -> Option<(Outcome, usize)> {
         let pipeline = loaded.manifest.pipeline.as_ref()?;
-        if self
+        // A branch not listed in `pipeline.branches` is tested, never deployed.
+        let deploys = pipeline.branches.contains(&self.config.branch);
+        let passed = self
             .shared
             .store
             .pipeline_passed(&loaded.commit)
-            .unwrap_or(false)
-        {
-            return None;
+            .unwrap_or(false);
+        if passed {
+            return if deploys {
+                None
+            } else {
+                Some((Outcome::Done, 0))
+            };
         }
-        let deploys = pipeline.branches.contains(&self.config.branch);
         let outcome = self
             .runner
             .run(loaded, &self.config.branch, self.shared.tip.subscribe())
