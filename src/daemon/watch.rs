@@ -18,9 +18,11 @@ use crate::manifest::model::Node;
 use crate::registry::{CredentialStore, Registry};
 use crate::source::git::GitSource;
 
-/// Check the branch tip every `interval`, when a webhook asks, and (for a
+/// Check the branch tips every `interval`, when a webhook asks, and (for a
 /// local repository) as soon as its refs change on disk. A remote is asked
-/// for its tip first and fetched only when the tip moved.
+/// for its tips first (one ls-remote) and fetched only when one moved. The
+/// deployed branch moving triggers a pass; another branch moving queues its
+/// new commit for testing.
 pub async fn git(
     repo: Arc<Mutex<GitSource>>,
     branch: String,
