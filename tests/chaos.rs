@@ -195,14 +195,7 @@ async fn a_registry_outage_changes_nothing_and_deploys_resume() {
         );
     }
 
-    let head = {
-        let out = Command::new("git")
-            .args(["rev-parse", "HEAD"])
-            .current_dir(repo.dir.path())
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let head = support::head_commit(repo.dir.path());
     support::eventually(
         "version 2 deploys once the registry is back",
         Duration::from_secs(60),
@@ -322,17 +315,9 @@ async fn threebar_commits_are_tested_built_and_deployed() {
         .then_some(())
     })
     .await;
-    let commit = String::from_utf8(
-        Command::new("git")
-            .args(["rev-parse", "HEAD"])
-            .current_dir(repo.path())
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let commit = support::head_commit(repo.path());
     let logs = Command::new(env!("CARGO_BIN_EXE_pier"))
-        .args(["logs", commit.trim(), "--state-dir"])
+        .args(["logs", &commit, "--state-dir"])
         .arg(state.path())
         .output()
         .unwrap();

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Bed, Daemon, DaemonOptions, UserRepo, eventually, git, nodes_yaml, push_image, remove_stack,
-    stack_replicas, unique,
+    Bed, Daemon, DaemonOptions, UserRepo, eventually, git, head_commit, nodes_yaml, push_image,
+    remove_stack, stack_replicas, unique,
 };
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -465,14 +465,7 @@ async fn daemon_recovers_from_a_crash_mid_rollout() {
         state.path(),
         &DaemonOptions::default(),
     );
-    let head = {
-        let out = std::process::Command::new("git")
-            .args(["rev-parse", "HEAD"])
-            .current_dir(repo.dir.path())
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let head = head_commit(repo.dir.path());
     let replicas = eventually(
         "two replicas of version 2, nothing else",
         CONVERGE,
@@ -527,19 +520,9 @@ async fn daemon_recovers_from_a_crash_mid_rollout() {
 async fn stage_containers(bed: &Bed, stack: &str) -> usize {
     let mut count = 0;
     for node in &bed.nodes {
-        let filters = std::collections::HashMap::from([(
-            "label".to_string(),
-            vec![format!("pier.pipeline={stack}")],
-        )]);
-        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        count += crate::support::engine(node)
+        let docker = crate::support::engine(node).await;
+        count += crate::support::labelled(&docker, &format!("pier.pipeline={stack}"))
             .await
-            .list_containers(Some(options))
-            .await
-            .unwrap()
             .len();
     }
     count
@@ -565,15 +548,7 @@ async fn daemon_tests_each_commit_cancels_superseded_runs_and_only_tests_other_b
     std::fs::write(repo.dir.path().join("VERSION"), "1").unwrap();
     repo.git(&["add", "-A"]);
     repo.git(&["commit", "-q", "-m", "a slow test"]);
-    let head = |repo: &UserRepo| {
-        let out = std::process::Command::new("git")
-            .args(["rev-parse", "HEAD"])
-            .current_dir(repo.dir.path())
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
-    let slow = head(&repo);
+    let slow = head_commit(repo.dir.path());
     let state = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(
         &bed,
@@ -603,7 +578,7 @@ async fn daemon_tests_each_commit_cancels_superseded_runs_and_only_tests_other_b
     std::fs::remove_file(repo.dir.path().join("SLOW")).unwrap();
     std::fs::write(repo.dir.path().join("VERSION"), "2").unwrap();
     repo.commit(&manifest(2), "a quick test, two replicas");
-    let fast = head(&repo);
+    let fast = head_commit(repo.dir.path());
     let committed = Instant::now();
     wait_running(&bed, &repo.stack, "web", 2).await;
     assert!(
@@ -630,7 +605,7 @@ async fn daemon_tests_each_commit_cancels_superseded_runs_and_only_tests_other_b
     repo.git(&["checkout", "-q", "-b", "feature"]);
     std::fs::write(repo.dir.path().join("VERSION"), "3").unwrap();
     repo.commit(&manifest(3), "three replicas, on a feature branch");
-    let feature = head(&repo);
+    let feature = head_commit(repo.dir.path());
     eventually("the feature branch is tested", CONVERGE, || async {
         let status = daemon.status().await;
         (status["pipelines"]["feature"]["state"] == "passed"

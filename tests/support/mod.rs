@@ -184,6 +184,20 @@ pub fn git(dir: &std::path::Path, args: &[&str]) {
     assert!(status.success(), "git {args:?} failed");
 }
 
+/// The commit `HEAD` of the repository in `dir` points at.
+pub fn head_commit(dir: &std::path::Path) -> String {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git rev-parse HEAD failed");
+    String::from_utf8(out.stdout)
+        .expect("a commit id")
+        .trim()
+        .to_string()
+}
+
 /// A user repository on disk with pier manifests, committed with real git.
 pub struct UserRepo {
     pub dir: tempfile::TempDir,
@@ -263,30 +277,23 @@ pub fn nodes_yaml(bed: &Bed, tags: &[&[&str]]) -> String {
 
 /// (node, container name, running) of every container of `stack`, sorted.
 pub async fn stack_containers(bed: &Bed, stack: &str) -> Vec<(String, String, bool)> {
-    let mut out = Vec::new();
-    for node in &bed.nodes {
-        for c in containers_of(&engine(node).await, stack).await {
-            let name = c
-                .names
-                .unwrap_or_default()
-                .first()
-                .cloned()
-                .unwrap_or_default();
-            let running = c.state.is_some_and(|s| s.to_string() == "running");
-            out.push((
-                node.name.clone(),
-                name.trim_start_matches('/').to_string(),
-                running,
-            ));
-        }
-    }
+    let mut out: Vec<(String, String, bool)> = stack_replicas(bed, stack)
+        .await
+        .into_iter()
+        .map(|(node, name, running, _)| (node, name, running))
+        .collect();
     out.sort();
     out
 }
 
 /// Every container (running or not) labelled with `stack` on one engine.
 async fn containers_of(docker: &Docker, stack: &str) -> Vec<bollard::models::ContainerSummary> {
-    let filters = std::collections::HashMap::from([("label", vec![format!("pier.stack={stack}")])]);
+    labelled(docker, &format!("pier.stack={stack}")).await
+}
+
+/// Every container (running or not) carrying `label` (`key=value`) on one engine.
+pub async fn labelled(docker: &Docker, label: &str) -> Vec<bollard::models::ContainerSummary> {
+    let filters = std::collections::HashMap::from([("label", vec![label.to_string()])]);
     let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
         .all(true)
         .filters(&filters)
