@@ -436,14 +436,7 @@ async fn run_change<R: Runtime>(
         }
         Change::Create { replica, name, .. } => {
             let desired = desired.ok_or_else(|| format!("{service}: not declared"))?;
-            let id = start_new(ctx, engine, desired, node, name, *replica).await?;
-            wait_healthy(ctx, engine, desired, node, name, &id)
-                .await
-                .map_err(|reason| {
-                    format!(
-                        "{service}: replica {replica} on {node} did not become healthy: {reason}"
-                    )
-                })
+            create_healthy(ctx, engine, desired, node, name, *replica).await
         }
         Change::Replace {
             replica,
@@ -460,6 +453,26 @@ async fn run_change<R: Runtime>(
             }
         }
     }
+}
+
+/// A new replica, started and waited for until healthy.
+async fn create_healthy<R: Runtime>(
+    ctx: &Context<'_, R>,
+    engine: &R,
+    desired: &DesiredService,
+    node: &str,
+    name: &str,
+    replica: u32,
+) -> Result<(), String> {
+    let id = start_new(ctx, engine, desired, node, name, replica).await?;
+    wait_healthy(ctx, engine, desired, node, name, &id)
+        .await
+        .map_err(|reason| {
+            format!(
+                "{}: replica {replica} on {node} did not become healthy: {reason}",
+                desired.name
+            )
+        })
 }
 
 /// Create and start a replica under `name`; returns its id. A container that
@@ -567,12 +580,7 @@ async fn replace_stop_first<R: Runtime>(
         .await?;
     if stopped == Vanished::Yes {
         // The old container went away by itself: nothing to keep aside.
-        let id = start_new(ctx, engine, desired, node, name, replica).await?;
-        return wait_healthy(ctx, engine, desired, node, name, &id)
-            .await
-            .map_err(|reason| {
-                format!("{service}: replica {replica} on {node} did not become healthy: {reason}")
-            });
+        return create_healthy(ctx, engine, desired, node, name, replica).await;
     }
     ctx.step(
         service,

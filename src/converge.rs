@@ -152,10 +152,7 @@ pub async fn plan_loaded(
     let connections = connect_all(manifest, settings.engine_timeout).await;
     let observed =
         crate::observe::observe(&loaded.stack, &connections, settings.engine_timeout).await;
-    let engines: BTreeMap<String, Engine> = connections
-        .into_iter()
-        .filter_map(|(name, engine)| engine.ok().map(|e| (name, e)))
-        .collect();
+    let engines = reachable(connections);
     let images = resolve_images(manifest, registry, &engines, pins).await;
     let mut desired = desired_state(manifest, &loaded.stack, &loaded.commit, &images, pins);
     for (service, reason) in &input.frozen {
@@ -211,6 +208,16 @@ pub async fn connect_all(
         )
     });
     join_all(attempts).await.into_iter().collect()
+}
+
+/// The engines that answered, by node.
+pub fn reachable(
+    connections: BTreeMap<String, Result<Engine, String>>,
+) -> BTreeMap<String, Engine> {
+    connections
+        .into_iter()
+        .filter_map(|(name, engine)| engine.ok().map(|e| (name, e)))
+        .collect()
 }
 
 /// How an image reference was pinned, or why it could not be.

@@ -146,7 +146,7 @@ async fn run(edit: Edit, args: CommitArgs) -> ExitCode {
     let commit = outcome.commit.as_deref().unwrap_or_default();
     println!(
         "\nCommitted {} on {}: {}{}",
-        &commit[..commit.len().min(12)],
+        pier::source::git::short_commit(commit),
         outcome.branch,
         request.message.unwrap_or_else(|| edit.message()),
         if outcome.retried {

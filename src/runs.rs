@@ -9,7 +9,6 @@ use std::time::Duration;
 use pier::apply;
 use pier::converge::{self, PassInput};
 use pier::daemon::store::Store;
-use pier::docker::engine::Engine;
 use pier::manifest::Vars;
 use pier::pipeline::{self, RunState, archive};
 use pier::plan::render::{self, Style};
@@ -17,6 +16,26 @@ use pier::registry::{CredentialStore, Registry};
 use pier::source::git::GitSource;
 
 use crate::cli::{LogsArgs, PipelineCommand};
+
+/// `== NAME STATE on NODE in N ms, exit code C: MESSAGE`, a stage's last line.
+fn stage_result(
+    name: &str,
+    state: &str,
+    node: &str,
+    duration_ms: u64,
+    exit_code: Option<i64>,
+    message: &str,
+) -> String {
+    let code = exit_code
+        .map(|c| format!(", exit code {c}"))
+        .unwrap_or_default();
+    let message = if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    };
+    format!("== {name} {state} on {node} in {duration_ms} ms{code}{message}")
+}
 
 pub async fn logs(args: LogsArgs) -> ExitCode {
     let path = args.state_dir.join("pier.db");
@@ -63,7 +82,7 @@ pub async fn logs(args: LogsArgs) -> ExitCode {
                     "== stage {} (run {}, {})",
                     stage.name,
                     run.id,
-                    &run.commit[..run.commit.len().min(12)]
+                    pier::source::git::short_commit(&run.commit)
                 );
             }
             let done = printed.entry(stage.name.clone()).or_default();
@@ -72,23 +91,15 @@ pub async fn logs(args: LogsArgs) -> ExitCode {
                 *done = stage.log.len();
             }
             if stage.state != "running" && ended.insert(stage.name.clone()) {
-                let code = stage
-                    .exit_code
-                    .map(|c| format!(", exit code {c}"))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "== {} {} on {} in {} ms{code}{}",
-                    stage.name,
-                    stage.state,
-                    stage.node,
+                let line = stage_result(
+                    &stage.name,
+                    &stage.state,
+                    &stage.node,
                     stage.duration_ms,
-                    if stage.message.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", stage.message)
-                    }
+                    stage.exit_code,
+                    &stage.message,
                 );
+                let _ = writeln!(out, "{line}");
             }
         }
         if !args.follow || run.state != "running" {
@@ -146,12 +157,8 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let engines: BTreeMap<String, Engine> =
-        converge::connect_all(&loaded.manifest, settings.engine_timeout)
-            .await
-            .into_iter()
-            .filter_map(|(name, engine)| engine.ok().map(|e| (name, e)))
-            .collect();
+    let engines =
+        converge::reachable(converge::connect_all(&loaded.manifest, settings.engine_timeout).await);
     let credentials = CredentialStore::from_environment();
     let (_tip, tip) = tokio::sync::watch::channel(None);
     let last_stage = std::sync::Mutex::new(String::new());
@@ -179,18 +186,16 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
     };
     let outcome = pipeline::run(&ctx).await;
     for stage in &outcome.stages {
-        let status = if stage.ok { "passed" } else { "FAILED" };
-        println!(
-            "== {} {status} on {} in {} ms{}",
-            stage.name,
-            stage.node,
+        let state = if stage.ok { "passed" } else { "FAILED" };
+        let line = stage_result(
+            &stage.name,
+            state,
+            &stage.node,
             stage.duration_ms,
-            if stage.message.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", stage.message)
-            }
+            stage.exit_code,
+            &stage.message,
         );
+        println!("{line}");
     }
     for (service, (_, resolved)) in &outcome.built {
         println!("built {service}: {}", resolved.pinned);

@@ -56,7 +56,7 @@ impl Report {
                 .filter(|d| d.severity == severity)
                 .count()
         };
-        let short = &self.commit[..self.commit.len().min(12)];
+        let short = crate::source::git::short_commit(&self.commit);
         out.push_str(&format!(
             "{}: {} service(s), {} node(s) in {} file(s) at {short}; {} error(s), {} warning(s), {} notice(s)\n",
             if self.valid { "valid" } else { "invalid" },

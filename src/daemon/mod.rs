@@ -259,8 +259,25 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         config.git_interval,
         shared.clone(),
     ));
+    // One registry client for the watcher and the passes: bearer tokens are
+    // fetched once and every request is counted in the metrics.
+    let metrics = shared.metrics.clone();
+    let registry = Arc::new(
+        crate::registry::Registry::new(
+            config.settings.insecure_registries.clone(),
+            crate::registry::CredentialStore::from_environment(),
+        )
+        .with_observer(Arc::new(move |result| metrics.registry_request(result))),
+    );
+    let runner = runner::PipelineRunner {
+        shared: shared.clone(),
+        repo: repo.clone(),
+        credentials: registry.credentials().clone(),
+        vars: std::env::vars().collect(),
+        engine_timeout: config.settings.engine_timeout,
+    };
     tasks.spawn(watch::registry(
-        config.settings.insecure_registries.clone(),
+        registry.clone(),
         config.registry_interval,
         shared.clone(),
         watched_rx.clone(),
@@ -273,19 +290,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tasks.spawn(watch::resync(config.resync_interval, shared.clone()));
     tasks.spawn(runner::other_branches(
         branch_queue,
-        runner::PipelineRunner {
-            shared: shared.clone(),
-            repo: repo.clone(),
-            credentials: crate::registry::CredentialStore::from_environment(),
-            vars: std::env::vars().collect(),
-            engine_timeout: config.settings.engine_timeout,
-        },
+        runner.clone(),
         config.settings.source.path.clone(),
         stack.clone(),
     ));
 
     let _ = shared.triggers.send(Trigger::Startup);
-    let reconciler = Reconciler::new(config.clone(), stack, repo, shared.clone());
+    let reconciler = Reconciler::new(config.clone(), stack, registry, runner);
     reconcile_loop(reconciler, queue, &config, shutdown_signal()).await;
     info!("pier daemon stopping");
     shutdown.notify_waiters();

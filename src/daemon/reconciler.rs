@@ -23,11 +23,11 @@ use super::store::{Failure, PassRecord};
 use super::{Config, Shared, Trigger, Watched};
 use crate::apply::{self, ApplyReport};
 use crate::converge::{self, Loaded, PassError, PassInput, Planned};
-use crate::manifest::{Severity, Vars};
+use crate::manifest::Severity;
 use crate::pipeline::{self, RunState};
 use crate::plan::Observed;
-use crate::registry::{CredentialStore, Registry, Resolved};
-use crate::source::git::GitSource;
+use crate::registry::{Registry, Resolved};
+use crate::source::git::{GitSource, short_commit as short};
 
 /// How a pass ended, for the loop's retry decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,8 +64,8 @@ pub struct Reconciler {
     stack: String,
     repo: Arc<Mutex<GitSource>>,
     pub(super) shared: Arc<Shared>,
-    registry: Registry,
-    vars: Vars,
+    /// Shared with the registry watcher, so bearer tokens are fetched once.
+    registry: Arc<Registry>,
     pins: BTreeMap<String, Pin>,
     last_good: Option<String>,
     runner: super::runner::PipelineRunner,
@@ -85,33 +85,20 @@ impl Reconciler {
     pub fn new(
         config: Config,
         stack: String,
-        repo: Arc<Mutex<GitSource>>,
-        shared: Arc<Shared>,
+        registry: Arc<Registry>,
+        runner: super::runner::PipelineRunner,
     ) -> Reconciler {
-        let metrics = shared.metrics.clone();
-        let registry = Registry::new(
-            config.settings.insecure_registries.clone(),
-            CredentialStore::from_environment(),
-        )
-        .with_observer(Arc::new(move |result| metrics.registry_request(result)));
+        let (repo, shared) = (runner.repo.clone(), runner.shared.clone());
         let last_good = shared.store.last_good().unwrap_or_else(|e| {
             warn!(error = %e, "cannot read the last good revision; starting without it");
             None
         });
-        let runner = super::runner::PipelineRunner {
-            shared: shared.clone(),
-            repo: repo.clone(),
-            credentials: registry.credentials().clone(),
-            vars: std::env::vars().collect(),
-            engine_timeout: config.settings.engine_timeout,
-        };
         Reconciler {
             config,
             stack,
             repo,
             shared,
             registry,
-            vars: std::env::vars().collect(),
             pins: BTreeMap::new(),
             last_good,
             runner,
@@ -225,7 +212,7 @@ impl Reconciler {
         let (folder, stack, vars) = (
             self.config.settings.source.path.clone(),
             self.stack.clone(),
-            self.vars.clone(),
+            self.runner.vars.clone(),
         );
         tokio::task::spawn_blocking(move || {
             let repo = repo.lock().expect("repository lock");
@@ -711,8 +698,4 @@ fn invalid_reason(commit: &str, diagnostics: &[crate::manifest::Diagnostic]) -> 
         short(commit),
         errors.join("\n")
     )
-}
-
-fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(12)]
 }

@@ -19,7 +19,7 @@ use crate::manifest::Vars;
 use crate::manifest::model::Stage;
 use crate::pipeline::{self, RunState, archive};
 use crate::registry::CredentialStore;
-use crate::source::git::GitSource;
+use crate::source::git::{GitSource, short_commit as short};
 
 /// Everything a pipeline run needs from the daemon.
 #[derive(Clone)]
@@ -29,10 +29,6 @@ pub struct PipelineRunner {
     pub credentials: CredentialStore,
     pub vars: Vars,
     pub engine_timeout: Duration,
-}
-
-fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(12)]
 }
 
 impl PipelineRunner {
@@ -60,12 +56,9 @@ impl PipelineRunner {
                 workspace,
                 contexts,
             }) => {
-                let connections =
-                    converge::connect_all(&loaded.manifest, self.engine_timeout).await;
-                let engines: BTreeMap<String, Engine> = connections
-                    .into_iter()
-                    .filter_map(|(name, engine)| engine.ok().map(|e| (name, e)))
-                    .collect();
+                let engines = converge::reachable(
+                    converge::connect_all(&loaded.manifest, self.engine_timeout).await,
+                );
                 self.remove_leftovers_once(&loaded.stack, &engines).await;
                 let positions: BTreeMap<String, usize> = loaded
                     .manifest

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::{Shared, Trigger, Watched};
 use crate::docker::engine::Engine;
 use crate::manifest::model::Node;
-use crate::registry::{CredentialStore, Registry};
+use crate::registry::Registry;
 use crate::source::git::GitSource;
 
 /// Check the branch tips every `interval`, when a webhook asks, and (for a
@@ -173,14 +173,11 @@ async fn check(
 /// webhook asks); a digest that changed triggers a pass, which replaces
 /// only the services that follow that tag.
 pub async fn registry(
-    insecure: Vec<String>,
+    registry: Arc<Registry>,
     interval: Duration,
     shared: Arc<Shared>,
     mut watched: watch::Receiver<Watched>,
 ) {
-    let metrics = shared.metrics.clone();
-    let registry = Registry::new(insecure, CredentialStore::from_environment())
-        .with_observer(Arc::new(move |result| metrics.registry_request(result)));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;

@@ -28,6 +28,7 @@ use crate::docker::{Credentials, Runtime};
 use crate::manifest::Manifest;
 use crate::manifest::model::Stage;
 use crate::registry::{CredentialStore, Resolved};
+use crate::source::git::short_commit;
 
 /// Where job containers find the commit's tree.
 pub const WORKSPACE: &str = "/workspace";
@@ -309,7 +310,7 @@ async fn script_stage(
             None => ctx.environment.get(key).map(|v| format!("{key}={v}")),
         })
         .collect();
-    let short = &ctx.commit[..ctx.commit.len().min(12)];
+    let short = short_commit(ctx.commit);
     let spec = JobSpec {
         image: image.to_string(),
         command: vec!["sh".into(), format!("/{STAGE_SCRIPT}")],
@@ -449,7 +450,7 @@ async fn build_stage(
         };
         let context = ctx.contexts.get(service_name).cloned().unwrap_or_default();
         let (repository, tag) = split_tag(image);
-        let short = &ctx.commit[..ctx.commit.len().min(12)];
+        let short = short_commit(ctx.commit);
         let commit_tag = format!("{repository}:{short}");
         let args: HashMap<String, String> = build
             .args

@@ -116,7 +116,7 @@ fn clip(value: &str) -> String {
 /// The plan as text.
 pub fn human(plan: &Plan, desired: &Desired, style: Style) -> String {
     let mut out = String::new();
-    let commit = &plan.commit[..plan.commit.len().min(12)];
+    let commit = crate::source::git::short_commit(&plan.commit);
     for reason in &plan.refused {
         out.push_str(&format!("{} {reason}\n", style.paint("31", "refused:")));
     }

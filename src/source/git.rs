@@ -326,6 +326,11 @@ impl GitSource {
     }
 }
 
+/// A commit id shortened for people (12 hex digits, as in pier's messages).
+pub fn short_commit(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
 /// A commit's tree, answering questions about paths in it.
 pub struct GitTree {
     repo: Repository,
