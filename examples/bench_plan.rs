@@ -48,7 +48,6 @@ fn desired() -> Desired {
             let service = DesiredService {
                 name: name.clone(),
                 hash: plan::spec::spec_hash(&spec),
-                fields: plan::spec::field_fingerprints(&spec),
                 spec: Arc::new(spec),
                 image_display: "app:1".into(),
                 digest: format!("sha256:{i:064x}"),
@@ -127,7 +126,7 @@ fn main() {
                     image_digest: String::new(),
                     commit: "c".into(),
                     running: true,
-                    fields: BTreeMap::new(),
+                    spec_fields: String::new(),
                 });
             }
         }

@@ -495,7 +495,7 @@ async fn start_new<R: Runtime>(
         .insert(docker::LABEL_COMMIT.into(), ctx.desired.commit.clone());
     spec.labels
         .insert(docker::LABEL_IMAGE_DIGEST.into(), desired.digest.clone());
-    let fields = serde_json::to_string(&desired.fields).expect("fingerprints serialise");
+    let fields = serde_json::to_string(&desired.fields()).expect("fingerprints serialise");
     spec.labels.insert(docker::LABEL_SPEC_FIELDS.into(), fields);
     let id = ctx
         .step(service, node, "create", name, engine.create(name, &spec))

@@ -333,7 +333,6 @@ pub fn desired_state(
             DesiredService {
                 name: service.name.clone(),
                 hash: plan::spec::spec_hash(&spec),
-                fields: plan::spec::field_fingerprints(&spec),
                 spec: Arc::new(spec),
                 image_display: image.to_string(),
                 digest: resolved.digest.clone(),

@@ -44,9 +44,7 @@ fn owned(stack: &str, container: &ContainerInfo) -> Option<OwnedContainer> {
         image_digest: label(docker::LABEL_IMAGE_DIGEST).unwrap_or_default(),
         commit: label(docker::LABEL_COMMIT).unwrap_or_default(),
         running: container.running,
-        fields: label(docker::LABEL_SPEC_FIELDS)
-            .and_then(|json| serde_json::from_str(&json).ok())
-            .unwrap_or_default(),
+        spec_fields: label(docker::LABEL_SPEC_FIELDS).unwrap_or_default(),
     })
 }
 

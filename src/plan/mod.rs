@@ -9,7 +9,9 @@
 pub mod render;
 pub mod spec;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -36,14 +38,19 @@ pub struct DesiredService {
     pub sequential: bool,
     /// Services this one starts after (links, depends_on, volumes_from).
     pub after: Vec<String>,
-    /// Fingerprints of each part of `spec` ([`spec::field_fingerprints`]).
-    pub fields: BTreeMap<String, String>,
 }
 
 impl DesiredService {
     /// Whether a replica binds a fixed host port, so two cannot share a node.
     pub fn has_fixed_host_port(&self) -> bool {
         self.spec.ports.iter().any(|p| p.host_port.is_some())
+    }
+
+    /// Fingerprints of each part of `spec` ([`spec::field_fingerprints`]).
+    /// Computed on demand: only replicas being created or replaced need them,
+    /// and a converged pass has none.
+    pub fn fields(&self) -> BTreeMap<String, String> {
+        spec::field_fingerprints(&self.spec)
     }
 
     fn admits(&self, node: &Node) -> bool {
@@ -74,9 +81,18 @@ pub struct OwnedContainer {
     pub image_digest: String,
     pub commit: String,
     pub running: bool,
-    /// Its `pier.spec-fields` label: which parts of its configuration hash to what.
+    /// Its `pier.spec-fields` label as found (JSON): which parts of its
+    /// configuration hash to what. Read only when the container is replaced.
     #[serde(skip)]
-    pub fields: BTreeMap<String, String>,
+    pub spec_fields: String,
+}
+
+impl OwnedContainer {
+    /// The fingerprints its `pier.spec-fields` label records; empty when the
+    /// label is missing or unreadable.
+    pub fn fields(&self) -> BTreeMap<String, String> {
+        serde_json::from_str(&self.spec_fields).unwrap_or_default()
+    }
 }
 
 /// What one node looks like right now.
@@ -152,10 +168,12 @@ pub struct FieldChange {
 }
 
 /// What differs between a running container's fingerprints and the desired ones.
-pub fn field_changes(old: &BTreeMap<String, String>, service: &DesiredService) -> Vec<FieldChange> {
+pub fn field_changes(old: &OwnedContainer, service: &DesiredService) -> Vec<FieldChange> {
+    let old = old.fields();
     if old.is_empty() {
         return Vec::new();
     }
+    let new = service.fields();
     let env_value = |key: &str| -> Option<String> {
         let key = key.strip_prefix("env.")?;
         if spec::looks_secret(key) {
@@ -168,7 +186,7 @@ pub fn field_changes(old: &BTreeMap<String, String>, service: &DesiredService) -
         })
     };
     let mut changes = Vec::new();
-    for (field, hash) in &service.fields {
+    for (field, hash) in &new {
         let change = match old.get(field) {
             None => "added",
             Some(previous) if previous != hash => "changed",
@@ -180,7 +198,7 @@ pub fn field_changes(old: &BTreeMap<String, String>, service: &DesiredService) -
             value: env_value(field),
         });
     }
-    for field in old.keys().filter(|f| !service.fields.contains_key(*f)) {
+    for field in old.keys().filter(|f| !new.contains_key(*f)) {
         changes.push(FieldChange {
             field: field.clone(),
             change: "removed",
@@ -375,14 +393,22 @@ struct Index<'a> {
     /// container under its own name and running comes first.
     by_service: HashMap<&'a str, Vec<(&'a str, &'a OwnedContainer)>>,
     /// Nodes matching a tag set, for services without constraints.
-    matching: HashMap<BTreeSet<String>, Matching<'a>>,
+    matching: HashMap<BTreeSet<String>, Rc<Matching<'a>>>,
 }
 
 /// Nodes a service may run on and their slots in [`Load`].
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct Matching<'a> {
     nodes: Vec<&'a Node>,
     slots: Vec<usize>,
+    /// Each node's position in `nodes`, by name.
+    positions: HashMap<&'a str, usize>,
+}
+
+impl Matching<'_> {
+    fn position(&self, node: &str) -> Option<usize> {
+        self.positions.get(node).copied()
+    }
 }
 
 impl<'a> Index<'a> {
@@ -409,20 +435,24 @@ impl<'a> Index<'a> {
 
     /// The nodes a service may run on, in name order, with their slots in
     /// [`Load`] (which numbers the desired nodes first, in the same order).
-    fn matching(&mut self, desired: &'a Desired, service: &DesiredService) -> Matching<'a> {
+    fn matching(&mut self, desired: &'a Desired, service: &DesiredService) -> Rc<Matching<'a>> {
         let select = |admits: &dyn Fn(&Node) -> bool| {
             let mut matching = Matching::default();
             for (slot, node) in desired.nodes.values().enumerate() {
                 if admits(node) {
+                    matching
+                        .positions
+                        .insert(node.name.as_str(), matching.nodes.len());
                     matching.nodes.push(node);
                     matching.slots.push(slot);
                 }
             }
-            matching
+            Rc::new(matching)
         };
         if !service.constraints.is_empty() {
             return select(&|n| service.admits(n));
         }
+        // Services share a handful of tag sets: select their nodes once.
         self.matching
             .entry(service.tags.clone())
             .or_insert_with(|| select(&|n| service.tags.is_subset(&n.tags)))
@@ -455,10 +485,7 @@ fn plan_service<'a>(
             service.update.parallelism.max(1)
         },
     };
-    let Matching {
-        nodes: matching,
-        slots,
-    } = index.matching(desired, service);
+    let matching = index.matching(desired, service);
     let reachable = |node: &str| {
         observed
             .nodes
@@ -495,7 +522,7 @@ fn plan_service<'a>(
     // Replicas on nodes that no longer match move; unreachable ones stay untouched.
     let mut kept: Vec<(String, OwnedContainer)> = Vec::new();
     for (node, container) in current {
-        let still_matches = matching.iter().any(|m| m.name == node);
+        let still_matches = matching.position(&node).is_some();
         if still_matches || !reachable(&node) {
             kept.push((node, container));
         } else {
@@ -512,7 +539,7 @@ fn plan_service<'a>(
         Strategy::EveryNode => every_node(
             desired,
             service,
-            &matching,
+            &matching.nodes,
             observed,
             &mut kept,
             &mut result,
@@ -522,7 +549,6 @@ fn plan_service<'a>(
             desired,
             service,
             &matching,
-            &slots,
             observed,
             &mut kept,
             &mut result,
@@ -549,7 +575,7 @@ fn plan_service<'a>(
                 name: spec::container_name(&desired.stack, name, container.replica),
                 old: container.clone(),
                 start_first,
-                changed: field_changes(&container.fields, service),
+                changed: field_changes(container, service),
             });
         }
     }
@@ -645,13 +671,13 @@ fn every_node(
 fn scaled(
     desired: &Desired,
     service: &DesiredService,
-    matching: &[&Node],
-    slots: &[usize],
+    matching: &Matching,
     observed: &Observed,
     kept: &mut Vec<(String, OwnedContainer)>,
     result: &mut ServicePlan,
     load: &mut Load,
 ) {
+    let slots = &matching.slots;
     let wanted = service.replicas.unwrap_or(1) as usize;
     // Scale down: highest replica numbers first, only where the node answers.
     while kept.len() > wanted {
@@ -684,35 +710,40 @@ fn scaled(
         return;
     }
     let fixed_port = service.has_fixed_host_port();
-    // Positions in `matching` (name order, so the lowest position breaks ties
-    // by name) with their node's slot in `load`: the loop below runs once per
-    // replica over every matching node and must not hash or compare names.
-    let mut of_service = vec![0i64; matching.len()];
+    // Nodes by position in `matching` (name order, so the lowest position
+    // breaks ties by name) with their slot in `load`: placing compares numbers,
+    // never names.
+    let mut of_service = vec![0i64; matching.nodes.len()];
     for (node, _) in kept.iter() {
-        let slot = load.slot(node);
-        if let Some(position) = slots.iter().position(|&s| s == slot) {
+        if let Some(position) = matching.position(node) {
             of_service[position] += 1;
         }
     }
-    for replica in free_replicas(kept, wanted - kept.len()) {
-        let candidates = (0..matching.len())
-            .filter(|&p| load.reachable[slots[p]])
-            .filter(|&p| !fixed_port || of_service[p] == 0);
-        let choice = match service.strategy {
-            Strategy::HighAvailability => {
-                candidates.min_by_key(|&p| (of_service[p], load.total[slots[p]], p))
-            }
-            _ => candidates.min_by_key(|&p| (load.total[slots[p]], p)),
+    // How the strategy ranks a node, lowest first. While this service's
+    // replicas are placed only the chosen node's rank changes, so a heap of
+    // the candidates picks each replica without rescanning every node.
+    let rank = |p: usize, of_service: &[i64], total: &[i64]| {
+        let spread = match service.strategy {
+            Strategy::HighAvailability => of_service[p],
+            _ => 0,
         };
-        let Some(position) = choice else {
+        Reverse((spread, total[slots[p]], p))
+    };
+    let mut candidates: BinaryHeap<Reverse<(i64, i64, usize)>> = (0..matching.nodes.len())
+        .filter(|&p| load.reachable[slots[p]])
+        .filter(|&p| !fixed_port || of_service[p] == 0)
+        .map(|p| rank(p, &of_service, &load.total))
+        .collect();
+    for replica in free_replicas(kept, wanted - kept.len()) {
+        let Some(Reverse((_, _, position))) = candidates.pop() else {
             result.blocked.push(Blocked {
                 replica: Some(replica),
                 node: None,
-                reason: no_node_reason(desired, service, matching, observed, fixed_port),
+                reason: no_node_reason(desired, service, &matching.nodes, observed, fixed_port),
             });
             continue;
         };
-        let node = matching[position].name.clone();
+        let node = matching.nodes[position].name.clone();
         result.changes.push(Change::Create {
             node: node.clone(),
             replica,
@@ -720,6 +751,10 @@ fn scaled(
         });
         of_service[position] += 1;
         load.total[slots[position]] += 1;
+        // A fixed host port allows one replica per node.
+        if !fixed_port {
+            candidates.push(rank(position, &of_service, &load.total));
+        }
         kept.push((node, placeholder(&service.name, replica)));
     }
     // Placeholders only reserved replica numbers and nodes; they are not replicas to check.
@@ -736,7 +771,7 @@ fn placeholder(service: &str, replica: u32) -> OwnedContainer {
         image_digest: String::new(),
         commit: String::new(),
         running: true,
-        fields: BTreeMap::new(),
+        spec_fields: String::new(),
     }
 }
 

@@ -43,7 +43,6 @@ fn service(name: &str, replicas: Option<u32>, strategy: Strategy, tags: &[&str])
     DesiredService {
         name: name.into(),
         hash: super::spec::spec_hash(&spec),
-        fields: super::spec::field_fingerprints(&spec),
         spec: Arc::new(spec),
         image_display: "img:1".into(),
         digest: "sha256:new".into(),
@@ -96,7 +95,7 @@ fn owned(obs: &mut Observed, node: &str, service: &str, replica: u32, hash: &str
         image_digest: "sha256:old".into(),
         commit: "old".into(),
         running: true,
-        fields: BTreeMap::new(),
+        spec_fields: String::new(),
     });
 }
 
@@ -490,12 +489,12 @@ fn replacements_say_which_parts_change_and_mask_secrets() {
     let mut old = (*old_spec).clone();
     old.env = vec!["GREETING=hi".into(), "OLD=1".into()];
     let web = d.services.get_mut("web").unwrap();
-    web.fields = super::spec::field_fingerprints(&new_spec);
     web.hash = super::spec::spec_hash(&new_spec);
     web.spec = Arc::new(new_spec);
     let mut o = observed(&[("n1", 0)]);
     owned(&mut o, "n1", "web", 1, "old");
-    o.nodes.get_mut("n1").unwrap().owned[0].fields = super::spec::field_fingerprints(&old);
+    o.nodes.get_mut("n1").unwrap().owned[0].spec_fields =
+        serde_json::to_string(&super::spec::field_fingerprints(&old)).unwrap();
     o.nodes.get_mut("n1").unwrap().owned[0].image_digest = "sha256:new".into();
     let p = plan(&d, &o, &Options::default());
     let Change::Replace { changed, .. } = &p.services[0].changes[0] else {
