@@ -315,19 +315,17 @@ async fn prepare_nodes<R: Runtime>(ctx: &Context<'_, R>, level: &[&ServicePlan])
     join_all(pulls.iter().map(|((node, image), service)| async move {
         let Ok(engine) = ctx.engine(node) else { return };
         // Pinned by digest: present locally means exactly these bits.
-        if matches!(engine.image_id(image).await, Ok(Some(_))) {
+        let present = engine.image_id(image).await;
+        if matches!(present, Ok(Some(_))) {
             return;
         }
         let credentials = ctx.credentials.for_image(image);
-        let _ = ctx
-            .step(
-                service,
-                node,
-                "pull",
-                image,
-                engine.pull(image, credentials.as_ref()),
-            )
-            .await;
+        let pull = async {
+            // An engine that cannot say what it holds is not asked to pull.
+            present?;
+            engine.pull(image, credentials.as_ref()).await
+        };
+        let _ = ctx.step(service, node, "pull", image, pull).await;
     }))
     .await;
 }

@@ -97,6 +97,102 @@ async fn a_dead_node_is_reported_and_the_others_still_converge() {
     support::remove_stack(&bed, &s).await;
 }
 
+/// Pauses a node's engine now (it accepts connections and never answers) and
+/// lets it run again when dropped.
+struct FrozenNode(&'static str);
+
+impl FrozenNode {
+    fn freeze(name: &'static str) -> FrozenNode {
+        testbed(&["freeze-node", name]);
+        FrozenNode(name)
+    }
+}
+
+impl Drop for FrozenNode {
+    fn drop(&mut self) {
+        testbed(&["thaw-node", self.0]);
+    }
+}
+
+/// An engine that stops answering after pier connected to it: the steps that
+/// meet it fail within the engine timeout as retryable, instead of holding
+/// the apply for the HTTP client's ten minutes; the other node converges,
+/// and once the engine answers again the next apply finishes the job.
+#[tokio::test]
+async fn a_hung_engine_fails_its_steps_in_time_and_the_rest_converges() {
+    let _turn = BED_CHANGES.lock().await;
+    let bed = Bed::get();
+    let manifest = format!(
+        "{}services:\n  agent:\n    image: {}\n    command: sleep 3600\n    stop_grace_period: 1s\n    deployment_strategy: every_node\n",
+        support::nodes_yaml(&bed, &[&[], &[]]),
+        bed.base_image
+    );
+    let repo = support::UserRepo::new("hung", &manifest);
+    let s = repo.stack.clone();
+    let settings = pier::converge::Settings {
+        source: pier::validate::Source {
+            repo: repo.dir.path().display().to_string(),
+            reference: "HEAD".into(),
+            path: "pier".into(),
+            cache_dir: repo.dir.path().join(".cache"),
+        },
+        stack: Some(s.clone()),
+        insecure_registries: vec![bed.registry.clone()],
+        engine_timeout: Duration::from_secs(2),
+        allow_empty: false,
+    };
+    let vars = std::env::vars().collect();
+    let prepared = pier::converge::prepare(&settings, &vars)
+        .await
+        .expect("a plan");
+    assert_eq!(pier::plan::render::summary(&prepared.plan).create, 2);
+
+    let apply_settings = pier::apply::ApplySettings::default();
+    let report = {
+        let _hung = FrozenNode::freeze("n2");
+        let apply = pier::apply::apply(
+            &prepared.desired,
+            &prepared.plan,
+            &prepared.engines,
+            prepared.registry.credentials(),
+            &apply_settings,
+            &|_| {},
+        );
+        tokio::time::timeout(Duration::from_secs(60), apply)
+            .await
+            .expect("apply ends although n2 never answers")
+    };
+    let failure = report.failures.join("\n");
+    assert!(
+        failure.contains("on n2") && failure.contains("did not answer"),
+        "the failure names the node and why: {failure}"
+    );
+    assert!(
+        report.transient.contains("agent"),
+        "a hung engine is retried, not a failed release: {report:?}"
+    );
+    assert_eq!(
+        support::stack_containers_on(&bed, &s, &["n1"]).await,
+        [format!("n1:{s}-agent-1")],
+        "n1 converged meanwhile"
+    );
+
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let running: Vec<_> = support::stack_containers(&bed, &s)
+        .await
+        .into_iter()
+        .filter(|(_, _, running)| *running)
+        .map(|(node, name, _)| format!("{node}:{name}"))
+        .collect();
+    assert_eq!(
+        running,
+        [format!("n1:{s}-agent-1"), format!("n2:{s}-agent-2")]
+    );
+    assert_eq!(repo.pier(&bed, &["diff"]).0, 0);
+    support::remove_stack(&bed, &s).await;
+}
+
 /// Stops the open registry now and starts it again when dropped.
 struct StoppedRegistry;
 

@@ -22,15 +22,23 @@ use futures_util::TryStreamExt;
 use super::{ContainerInfo, ContainerSpec, Credentials, Health, Runtime, RuntimeError};
 use crate::manifest::model::{Endpoint, Node, Tls};
 
-/// Upper bound for one engine request. Long on purpose: stopping a container
-/// waits for its grace period and a pull for the download. Reachability is
-/// judged separately, with the shorter timeout given to [`Engine::connect`].
+/// The HTTP client's own cap on any request, the long-running ones (builds,
+/// job waits, log streams) included. Short requests are bounded much more
+/// tightly by the engine timeout given to [`Engine::connect`].
 const REQUEST_TIMEOUT_S: u64 = 600;
+
+/// A pull fails when the engine reports no progress for this long (or for
+/// the engine timeout, if longer): committing a large layer can leave a
+/// healthy engine silent for a while, so the engine timeout alone is too tight.
+const PULL_SILENCE_FLOOR: Duration = Duration::from_secs(60);
 
 /// One node's engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
     docker: Docker,
+    /// How long a short request (list, inspect, create, start, rename,
+    /// remove) may go unanswered before the engine counts as unreachable.
+    timeout: Duration,
 }
 
 /// Both of rustls's crypto back ends are linked (bollard and oci-client ask
@@ -72,7 +80,9 @@ impl Engine {
 
     /// Connect to a node and negotiate the API version.
     /// `timeout` bounds the version handshake, which decides whether the node
-    /// is reachable at all.
+    /// is reachable at all, and every later short request: an engine that
+    /// accepts connections but stops answering fails the step that met it
+    /// (as unreachable, so it is retried) instead of holding the whole pass.
     pub async fn connect(node: &Node, timeout: Duration) -> Result<Engine, RuntimeError> {
         let secs = REQUEST_TIMEOUT_S;
         let version = bollard::API_DEFAULT_VERSION;
@@ -104,7 +114,30 @@ impl Engine {
             .map_err(|e| {
                 RuntimeError::Unreachable(format!("{}: {}", node.endpoint, with_causes(&e)))
             })?;
-        Ok(Engine { docker })
+        Ok(Engine { docker, timeout })
+    }
+
+    /// Await one short engine request, bounded by the engine timeout.
+    pub(crate) async fn within<T>(
+        &self,
+        what: &str,
+        request: impl Future<Output = T>,
+    ) -> Result<T, RuntimeError> {
+        self.within_plus(Duration::ZERO, what, request).await
+    }
+
+    /// Await an engine request that legitimately takes `expected` (a stop's
+    /// grace period) plus the engine timeout.
+    pub(crate) async fn within_plus<T>(
+        &self,
+        expected: Duration,
+        what: &str,
+        request: impl Future<Output = T>,
+    ) -> Result<T, RuntimeError> {
+        let bound = expected + self.timeout;
+        tokio::time::timeout(bound, request).await.map_err(|_| {
+            RuntimeError::Unreachable(format!("the engine did not answer {what} within {bound:?}"))
+        })
     }
 }
 
@@ -281,9 +314,11 @@ impl Runtime for Engine {
     async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
         let options = ListContainersOptionsBuilder::default().all(true).build();
         let containers = self
-            .docker
-            .list_containers(Some(options))
-            .await
+            .within(
+                "the container list",
+                self.docker.list_containers(Some(options)),
+            )
+            .await?
             .map_err(classify)?;
         Ok(containers
             .into_iter()
@@ -308,7 +343,10 @@ impl Runtime for Engine {
     }
 
     async fn image_id(&self, reference: &str) -> Result<Option<String>, RuntimeError> {
-        match self.docker.inspect_image(reference).await {
+        match self
+            .within("an image inspection", self.docker.inspect_image(reference))
+            .await?
+        {
             Ok(image) => Ok(image.id),
             Err(e) => match classify(e) {
                 RuntimeError::NotFound(_) => Ok(None),
@@ -330,12 +368,20 @@ impl Runtime for Engine {
             password: Some(c.password.clone()),
             ..Default::default()
         });
-        self.docker
-            .create_image(Some(options), None, credentials)
-            .try_collect::<Vec<_>>()
-            .await
-            .map(|_| ())
-            .map_err(classify)
+        let silence = self.timeout.max(PULL_SILENCE_FLOOR);
+        let mut progress = self.docker.create_image(Some(options), None, credentials);
+        loop {
+            match tokio::time::timeout(silence, progress.try_next()).await {
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Err(e)) => return Err(classify(e)),
+                Err(_) => {
+                    return Err(RuntimeError::Unreachable(format!(
+                        "the pull of {reference} made no progress for {silence:?}"
+                    )));
+                }
+            }
+        }
     }
 
     async fn ensure_network(
@@ -343,7 +389,13 @@ impl Runtime for Engine {
         name: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), RuntimeError> {
-        match self.docker.inspect_network(name, None).await {
+        match self
+            .within(
+                "a network inspection",
+                self.docker.inspect_network(name, None),
+            )
+            .await?
+        {
             Ok(_) => return Ok(()),
             Err(e) => match classify(e) {
                 RuntimeError::NotFound(_) => {}
@@ -356,7 +408,10 @@ impl Runtime for Engine {
             labels: Some(labels.clone().into_iter().collect()),
             ..Default::default()
         };
-        match self.docker.create_network(request).await {
+        match self
+            .within("a network creation", self.docker.create_network(request))
+            .await?
+        {
             Ok(_) => Ok(()),
             // Another pass created it meanwhile.
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -369,17 +424,19 @@ impl Runtime for Engine {
     async fn create(&self, name: &str, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         let options = CreateContainerOptionsBuilder::default().name(name).build();
         let created = self
-            .docker
-            .create_container(Some(options), create_body(spec))
-            .await
+            .within(
+                "a container creation",
+                self.docker
+                    .create_container(Some(options), create_body(spec)),
+            )
+            .await?
             .map_err(classify)?;
         Ok(created.id)
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        self.docker
-            .start_container(id, None)
-            .await
+        self.within("a container start", self.docker.start_container(id, None))
+            .await?
             .map_err(classify)
     }
 
@@ -387,7 +444,11 @@ impl Runtime for Engine {
         let options = StopContainerOptionsBuilder::default()
             .t(timeout.as_secs() as i32)
             .build();
-        match self.docker.stop_container(id, Some(options)).await {
+        let request = self.docker.stop_container(id, Some(options));
+        match self
+            .within_plus(timeout, "a container stop", request)
+            .await?
+        {
             // 304: already stopped.
             Ok(())
             | Err(bollard::errors::Error::DockerResponseServerError {
@@ -399,10 +460,12 @@ impl Runtime for Engine {
 
     async fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
         let options = RenameContainerOptionsBuilder::default().name(name).build();
-        self.docker
-            .rename_container(id, options)
-            .await
-            .map_err(classify)
+        self.within(
+            "a container rename",
+            self.docker.rename_container(id, options),
+        )
+        .await?
+        .map_err(classify)
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
@@ -410,7 +473,8 @@ impl Runtime for Engine {
             .force(true)
             .v(true)
             .build();
-        match self.docker.remove_container(id, Some(options)).await {
+        let request = self.docker.remove_container(id, Some(options));
+        match self.within("a container removal", request).await? {
             Ok(()) => Ok(()),
             Err(e) => match classify(e) {
                 RuntimeError::NotFound(_) => Ok(()),
@@ -421,9 +485,11 @@ impl Runtime for Engine {
 
     async fn health(&self, id: &str) -> Result<Health, RuntimeError> {
         let inspect = self
-            .docker
-            .inspect_container(id, None)
-            .await
+            .within(
+                "a container inspection",
+                self.docker.inspect_container(id, None),
+            )
+            .await?
             .map_err(classify)?;
         let state = inspect.state.unwrap_or_default();
         if !state.running.unwrap_or(false) {

@@ -56,11 +56,13 @@ impl Engine {
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::default().name(name).build();
-        self.docker()
-            .create_container(Some(options), body)
-            .await
-            .map(|r| r.id)
-            .map_err(failed)
+        self.within(
+            "a job container creation",
+            self.docker().create_container(Some(options), body),
+        )
+        .await?
+        .map(|r| r.id)
+        .map_err(failed)
     }
 
     /// Unpack a tar archive into the container at `path`.
@@ -75,9 +77,11 @@ impl Engine {
     }
 
     pub async fn start_job(&self, id: &str) -> Result<(), RuntimeError> {
-        self.docker()
-            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
+        let request = self
+            .docker()
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>);
+        self.within("a job container start", request)
+            .await?
             .map_err(failed)
     }
 
@@ -112,10 +116,10 @@ impl Engine {
     }
 
     pub async fn kill_job(&self, id: &str) {
-        let _ = self
+        let request = self
             .docker()
-            .kill_container(id, Some(KillContainerOptionsBuilder::default().build()))
-            .await;
+            .kill_container(id, Some(KillContainerOptionsBuilder::default().build()));
+        let _ = self.within("a job container kill", request).await;
     }
 
     /// Remove a job container whatever its state.
@@ -124,7 +128,8 @@ impl Engine {
             .force(true)
             .v(true)
             .build();
-        let _ = self.docker().remove_container(id, Some(options)).await;
+        let request = self.docker().remove_container(id, Some(options));
+        let _ = self.within("a job container removal", request).await;
     }
 
     /// Ids of the containers carrying `label=value`, running or not.
@@ -135,9 +140,11 @@ impl Engine {
             .filters(&filters)
             .build();
         Ok(self
-            .docker()
-            .list_containers(Some(options))
-            .await
+            .within(
+                "the container list",
+                self.docker().list_containers(Some(options)),
+            )
+            .await?
             .map_err(failed)?
             .into_iter()
             .filter_map(|c| c.id)
@@ -181,10 +188,12 @@ impl Engine {
             .repo(repository)
             .tag(tag)
             .build();
-        self.docker()
-            .tag_image(image, Some(options))
-            .await
-            .map_err(failed)
+        self.within(
+            "an image tag",
+            self.docker().tag_image(image, Some(options)),
+        )
+        .await?
+        .map_err(failed)
     }
 
     /// Push `repository:tag`; returns the digest the registry stored.
