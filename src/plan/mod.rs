@@ -719,22 +719,35 @@ fn scaled(
             of_service[position] += 1;
         }
     }
-    // How the strategy ranks a node, lowest first. While this service's
-    // replicas are placed only the chosen node's rank changes, so a heap of
-    // the candidates picks each replica without rescanning every node.
+    // How the strategy ranks a node, lowest first.
     let rank = |p: usize, of_service: &[i64], total: &[i64]| {
         let spread = match service.strategy {
             Strategy::HighAvailability => of_service[p],
             _ => 0,
         };
-        Reverse((spread, total[slots[p]], p))
+        (spread, total[slots[p]], p)
     };
-    let mut candidates: BinaryHeap<Reverse<(i64, i64, usize)>> = (0..matching.nodes.len())
+    // While this service's replicas are placed, only a chosen node's rank
+    // changes, and only upwards: the best node is always among the `needed`
+    // best-ranked at the start or the ones chosen since. So one pass keeps
+    // those few, and a heap of them picks each replica.
+    let needed = wanted - kept.len();
+    let mut best: BinaryHeap<(i64, i64, usize)> = BinaryHeap::with_capacity(needed + 1);
+    for p in (0..matching.nodes.len())
         .filter(|&p| load.reachable[slots[p]])
         .filter(|&p| !fixed_port || of_service[p] == 0)
-        .map(|p| rank(p, &of_service, &load.total))
-        .collect();
-    for replica in free_replicas(kept, wanted - kept.len()) {
+    {
+        let candidate = rank(p, &of_service, &load.total);
+        if best.len() < needed {
+            best.push(candidate);
+        } else if best.peek().is_some_and(|worst| candidate < *worst) {
+            best.pop();
+            best.push(candidate);
+        }
+    }
+    let mut candidates: BinaryHeap<Reverse<(i64, i64, usize)>> =
+        best.into_iter().map(Reverse).collect();
+    for replica in free_replicas(kept, needed) {
         let Some(Reverse((_, _, position))) = candidates.pop() else {
             result.blocked.push(Blocked {
                 replica: Some(replica),
@@ -753,7 +766,7 @@ fn scaled(
         load.total[slots[position]] += 1;
         // A fixed host port allows one replica per node.
         if !fixed_port {
-            candidates.push(rank(position, &of_service, &load.total));
+            candidates.push(Reverse(rank(position, &of_service, &load.total)));
         }
         kept.push((node, placeholder(&service.name, replica)));
     }

@@ -526,3 +526,88 @@ fn replacements_say_which_parts_change_and_mask_secrets() {
         "{text}"
     );
 }
+
+/// Placement keeps only the few best-ranked nodes per service (see
+/// `scaled`): on random loads, reachability, existing replicas, host ports
+/// and strategies it picks exactly what scanning every node for every
+/// replica picks.
+#[test]
+fn placement_matches_a_full_scan_on_random_inputs() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = |bound: u64| {
+        // xorshift64: reproducible without a dependency.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % bound
+    };
+    for case in 0..500 {
+        let n = 1 + next(8) as usize;
+        let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+        let spread = next(2) == 0;
+        let fixed_port = next(4) == 0;
+        let strategy = if spread {
+            Strategy::HighAvailability
+        } else {
+            Strategy::EmptiestNode
+        };
+        let mut web = service("web", None, strategy, &[]);
+        if fixed_port {
+            web.spec = Arc::new(spec("img@sha256:new", Some(80)));
+            web.hash = super::spec::spec_hash(&web.spec);
+        }
+        let loads: Vec<(&str, usize)> = names
+            .iter()
+            .map(|name| (name.as_str(), next(6) as usize))
+            .collect();
+        let mut o = observed(&loads);
+        let mut existing = 0;
+        let mut of_service = vec![0i64; n];
+        for (p, name) in names.iter().enumerate() {
+            for _ in 0..next(3) {
+                if fixed_port && of_service[p] > 0 {
+                    break;
+                }
+                existing += 1;
+                owned(&mut o, name, "web", existing, &web.hash);
+                of_service[p] += 1;
+            }
+            if next(5) == 0 {
+                o.nodes.get_mut(name).unwrap().unreachable = Some("down".into());
+            }
+        }
+        let wanted = existing + 1 + next(8) as u32;
+        web.replicas = Some(wanted);
+
+        let mut total: Vec<i64> = names.iter().map(|n| o.nodes[n].running as i64).collect();
+        let reachable: Vec<bool> = names
+            .iter()
+            .map(|n| o.nodes[n].unreachable.is_none())
+            .collect();
+        let mut expected = Vec::new();
+        for replica in existing + 1..=wanted {
+            let best = (0..n)
+                .filter(|&p| reachable[p] && (!fixed_port || of_service[p] == 0))
+                .min_by_key(|&p| (if spread { of_service[p] } else { 0 }, total[p], p));
+            match best {
+                Some(p) => {
+                    expected.push(format!("+ web-{replica} n{p}"));
+                    of_service[p] += 1;
+                    total[p] += 1;
+                }
+                None => expected.push(format!("! web-{replica}")),
+            }
+        }
+
+        let d = desired(names.iter().map(|n| node(n, &[])).collect(), vec![web]);
+        let planned: Vec<String> = run(&d, &o)
+            .into_iter()
+            .map(|line| match line.strip_prefix("! ") {
+                // Blocked lines without their reason.
+                Some(rest) => format!("! {}", rest.split(' ').next().unwrap_or_default()),
+                None => line,
+            })
+            .collect();
+        assert_eq!(planned, expected, "case {case}");
+    }
+}
