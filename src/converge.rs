@@ -92,6 +92,11 @@ pub struct PassInput {
 
 /// Load, observe, resolve and plan. Touches nothing.
 pub async fn prepare(settings: &Settings, vars: &Vars) -> Result<Prepared, PassError> {
+    // Two one-off costs of some 40 ms each sit on the path of every `diff`
+    // and `apply`: libgit2 loading the system's CA bundle on first use, and
+    // the image reference parser compiling its pattern. The second runs on
+    // another core while this one opens the repository.
+    std::thread::spawn(crate::registry::prepare_reference_parser);
     let repo = GitSource::open(&settings.source.repo, &settings.source.cache_dir)?;
     let loaded = load(
         &repo,

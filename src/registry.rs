@@ -234,6 +234,12 @@ fn classify(image: &str, error: OciDistributionError) -> ResolveError {
     }
 }
 
+/// Compile the image reference parser's pattern now (it is compiled once per
+/// process, on first use), so a caller can do it off its critical path.
+pub fn prepare_reference_parser() {
+    let _ = "busybox".parse::<Reference>();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
