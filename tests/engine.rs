@@ -544,3 +544,74 @@ async fn a_node_over_mutual_tls() {
     assert_eq!(code, 0, "{stdout}");
     support::remove_stack(&bed, &repo.stack).await;
 }
+
+/// A node reached over SSH (`ssh://root@<node 1>`), the way the Docker CLI
+/// does it: the system's ssh runs `docker system dial-stdio` on the host, so
+/// the user's ssh configuration, agent and known hosts apply. Without a key
+/// the host accepts, the node is reported unreachable and nothing is done.
+#[tokio::test]
+async fn a_node_over_ssh() {
+    let bed = Bed::get();
+    let manifest = format!(
+        "nodes:\n  remote: {{ endpoint: \"{}\" }}\nservices:\n  web:\n    image: {}\n    command: sleep 3600\n    stop_grace_period: 1s\n",
+        bed.ssh_endpoint, bed.base_image
+    );
+    let repo = support::UserRepo::new("ssh", &manifest);
+    let path_with =
+        |folder: &str| format!("{folder}:{}", std::env::var("PATH").unwrap_or_default());
+
+    // An ssh that knows the host but offers a key the host does not accept.
+    let stranger = tempfile::tempdir().unwrap();
+    let key = stranger.path().join("id_ed25519");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(keygen.success());
+    let known_hosts = std::path::Path::new(&bed.ssh_path).join("../known_hosts");
+    let wrapper = stranger.path().join("ssh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec /usr/bin/ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o UserKnownHostsFile={} -i {} \"$@\"\n",
+            known_hosts.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let stranger_path = path_with(stranger.path().to_str().unwrap());
+    let (code, stdout, stderr) = repo.pier_with_env(
+        &bed,
+        &["apply", "--engine-timeout", "5s"],
+        &[("PATH", stranger_path.as_str())],
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("remote") && stdout.contains("unreachable"),
+        "{stdout}"
+    );
+    assert!(
+        support::stack_containers(&bed, &repo.stack)
+            .await
+            .is_empty()
+    );
+
+    let bed_path = path_with(&bed.ssh_path);
+    let with_key = [("PATH", bed_path.as_str())];
+    let (code, stdout, stderr) = repo.pier_with_env(&bed, &["apply"], &with_key);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        support::stack_containers(&bed, &repo.stack).await,
+        [("n1".to_string(), format!("{}-web-1", repo.stack), true)],
+        "created on node 1, through ssh"
+    );
+    let (code, stdout, _) = repo.pier_with_env(&bed, &["diff"], &with_key);
+    assert_eq!(code, 0, "{stdout}");
+    support::remove_stack(&bed, &repo.stack).await;
+}

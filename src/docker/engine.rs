@@ -1,6 +1,6 @@
 //! [`Runtime`] over a real Docker engine with bollard: unix sockets, plain
-//! TCP and TCP with TLS, API version negotiated with the engine (the test
-//! bed's speak 1.41; newer engines work the same).
+//! TCP, TCP with TLS and SSH, API version negotiated with the engine (the
+//! test bed's speak 1.41; newer engines work the same).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -94,12 +94,25 @@ impl Engine {
             (Endpoint::Tcp { host, port }, Some(tls)) => {
                 let (ca, cert, key) = tls_paths(tls)?;
                 install_crypto_provider();
-                Docker::connect_with_ssl(&format!("tcp://{host}:{port}"), &key, &cert, &ca, secs, version)
+                Docker::connect_with_ssl(
+                    &format!("tcp://{host}:{port}"),
+                    &key,
+                    &cert,
+                    &ca,
+                    secs,
+                    version,
+                )
             }
-            (Endpoint::Ssh { .. }, _) => {
-                return Err(RuntimeError::Failed(
-                    "ssh:// endpoints are not supported yet; expose the engine over tcp:// with TLS".into(),
-                ));
+            // As the Docker CLI does: the system's ssh (with the user's
+            // configuration, agent and known hosts) runs `docker system
+            // dial-stdio` on the host, and the API goes through its stdio.
+            // The port is always ssh's own (validation refuses others).
+            (Endpoint::Ssh { user, host, .. }, _) => {
+                let destination = match user {
+                    Some(user) => format!("ssh://{user}@{host}"),
+                    None => format!("ssh://{host}"),
+                };
+                Docker::connect_with_ssh(&destination, secs, version, None)
             }
         }
         .map_err(|e| RuntimeError::Failed(e.to_string()))?;

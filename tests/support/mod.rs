@@ -37,6 +37,11 @@ pub struct Bed {
     pub tls_endpoint: String,
     /// The client's `ca.pem`, `cert.pem` and `key.pem`.
     pub tls_dir: String,
+    /// Node 1 over SSH: `ssh://root@<addr>`.
+    pub ssh_endpoint: String,
+    /// A folder holding an `ssh` that uses the bed's key and known hosts;
+    /// put it first in PATH.
+    pub ssh_path: String,
 }
 
 impl Bed {
@@ -82,6 +87,11 @@ impl Bed {
                 .map(|(_, endpoint)| endpoint.to_string())
                 .unwrap_or_default(),
             tls_dir: var("PIER_TB_TLS_DIR"),
+            ssh_endpoint: var("PIER_TB_SSH_NODE")
+                .split_once('=')
+                .map(|(_, endpoint)| endpoint.to_string())
+                .unwrap_or_default(),
+            ssh_path: var("PIER_TB_SSH_PATH"),
         }
     }
 }
