@@ -21,19 +21,20 @@ fn testbed(args: &[&str]) {
     assert!(status.success(), "tests/testbed {args:?} failed");
 }
 
-/// Kills a node's engine now and starts it again when dropped.
-struct KilledNode(&'static str);
+/// A change to the shared bed (`tests/testbed` subcommand and arguments),
+/// undone when dropped: also when the test fails.
+struct BedChange(&'static [&'static str]);
 
-impl KilledNode {
-    fn kill(name: &'static str) -> KilledNode {
-        testbed(&["kill-node", name]);
-        KilledNode(name)
+impl BedChange {
+    fn make(change: &[&str], undo: &'static [&'static str]) -> BedChange {
+        testbed(change);
+        BedChange(undo)
     }
 }
 
-impl Drop for KilledNode {
+impl Drop for BedChange {
     fn drop(&mut self) {
-        testbed(&["start-node", self.0]);
+        testbed(self.0);
     }
 }
 
@@ -57,7 +58,7 @@ async fn a_dead_node_is_reported_and_the_others_still_converge() {
     assert_eq!(support::stack_containers(&bed, &s).await.len(), 6);
 
     {
-        let _down = KilledNode::kill("n3");
+        let _down = BedChange::make(&["kill-node", "n3"], &["start-node", "n3"]);
         repo.commit(&manifest(2), "scale web down");
         let (code, stdout, _) = repo.pier(&bed, &["diff", "--engine-timeout", "2s"]);
         assert_eq!(code, 1, "{stdout}");
@@ -97,23 +98,6 @@ async fn a_dead_node_is_reported_and_the_others_still_converge() {
     support::remove_stack(&bed, &s).await;
 }
 
-/// Pauses a node's engine now (it accepts connections and never answers) and
-/// lets it run again when dropped.
-struct FrozenNode(&'static str);
-
-impl FrozenNode {
-    fn freeze(name: &'static str) -> FrozenNode {
-        testbed(&["freeze-node", name]);
-        FrozenNode(name)
-    }
-}
-
-impl Drop for FrozenNode {
-    fn drop(&mut self) {
-        testbed(&["thaw-node", self.0]);
-    }
-}
-
 /// An engine that stops answering after pier connected to it: the steps that
 /// meet it fail within the engine timeout as retryable, instead of holding
 /// the apply for the HTTP client's ten minutes; the other node converges,
@@ -149,7 +133,7 @@ async fn a_hung_engine_fails_its_steps_in_time_and_the_rest_converges() {
 
     let apply_settings = pier::apply::ApplySettings::default();
     let report = {
-        let _hung = FrozenNode::freeze("n2");
+        let _hung = BedChange::make(&["freeze-node", "n2"], &["thaw-node", "n2"]);
         let apply = pier::apply::apply(
             &prepared.desired,
             &prepared.plan,
@@ -191,22 +175,6 @@ async fn a_hung_engine_fails_its_steps_in_time_and_the_rest_converges() {
     );
     assert_eq!(repo.pier(&bed, &["diff"]).0, 0);
     support::remove_stack(&bed, &s).await;
-}
-
-/// Stops the open registry now and starts it again when dropped.
-struct StoppedRegistry;
-
-impl StoppedRegistry {
-    fn stop() -> StoppedRegistry {
-        testbed(&["stop-registry"]);
-        StoppedRegistry
-    }
-}
-
-impl Drop for StoppedRegistry {
-    fn drop(&mut self) {
-        testbed(&["start-registry"]);
-    }
 }
 
 /// The registry goes away under a running daemon: nothing running is
@@ -252,7 +220,7 @@ async fn a_registry_outage_changes_nothing_and_deploys_resume() {
     let before = support::stack_replicas(&bed, &repo.stack).await;
 
     {
-        let _down = StoppedRegistry::stop();
+        let _down = BedChange::make(&["stop-registry"], &["start-registry"]);
         support::eventually(
             "the registry watcher notices",
             Duration::from_secs(30),
