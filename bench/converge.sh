@@ -38,9 +38,24 @@ done
 clean="docker -H $n1 ps -aq | xargs -r docker -H $n1 rm -f >/dev/null"
 
 echo "== 50 services on one node, from empty"
-hyperfine --runs 7 --export-json "$work/empty.json" --prepare "$clean" \
-  -n "pier apply" "$pier apply --repo $work/one --stack bench" \
-  -n "docker-compose up -d" "DOCKER_HOST=$n1 docker-compose -p bench -f $work/compose/compose.yml up -d --quiet-pull"
+# Both tools wait on the same engine, whose speed drifts over minutes; so the
+# runs are paired and interleaved (the order alternates per round) instead of
+# one block per tool, and each round's ratio is taken within the round.
+rounds=${ROUNDS:-15}
+for round in $(seq "$rounds"); do
+  pair=("pier" "compose")
+  [ $((round % 2)) -eq 0 ] && pair=("compose" "pier")
+  for tool in "${pair[@]}"; do
+    bash -c "$clean"
+    started=$(date +%s%N)
+    if [ "$tool" = pier ]; then
+      "$pier" apply --repo "$work/one" --stack bench >/dev/null 2>&1
+    else
+      DOCKER_HOST=$n1 docker-compose -p bench -f "$work/compose/compose.yml" up -d --quiet-pull >/dev/null 2>&1
+    fi
+    echo "$round $tool $(( $(date +%s%N) - started ))" >>"$work/empty.txt"
+  done
+done
 
 echo "== the same 50, already running"
 bash -c "$clean"
@@ -56,13 +71,25 @@ bash -c "$clean"
 hyperfine --warmup 2 --runs 20 --export-json "$work/diff.json" -N "$pier diff --repo $work/three --stack spread"
 
 python3 - "$work" <<'PY'
-import json, sys
+import json, statistics, sys
+work = sys.argv[1]
 def medians(name):
-    return {r["command"]: r["median"] for r in json.load(open(f"{sys.argv[1]}/{name}.json"))["results"]}
-for name, title in [("empty", "from empty"), ("noop", "already converged")]:
-    m = medians(name)
-    p, c = m["pier apply"], m["docker-compose up -d"]
-    print(f"{title}: median pier {p:.2f} s, compose {c:.2f} s, ratio pier/compose {p/c:.2f}")
+    return {r["command"]: r["median"] for r in json.load(open(f"{work}/{name}.json"))["results"]}
+rounds = {}
+for line in open(f"{work}/empty.txt"):
+    round_, tool, nanos = line.split()
+    rounds.setdefault(round_, {})[tool] = int(nanos) / 1e9
+pier = [r["pier"] for r in rounds.values()]
+compose = [r["compose"] for r in rounds.values()]
+ratios = sorted(r["pier"] / r["compose"] for r in rounds.values())
+quartiles = statistics.quantiles(ratios, n=4)
+print(f"from empty, {len(ratios)} interleaved rounds: median pier {statistics.median(pier):.2f} s, "
+      f"compose {statistics.median(compose):.2f} s; ratio of medians {statistics.median(pier)/statistics.median(compose):.2f}; "
+      f"median ratio per round {statistics.median(ratios):.2f} (quartiles {quartiles[0]:.2f}-{quartiles[2]:.2f}); "
+      f"pier faster in {sum(r < 1 for r in ratios)} of {len(ratios)} rounds")
+m = medians("noop")
+p, c = m["pier apply"], m["docker-compose up -d"]
+print(f"already converged: median pier {p:.2f} s, compose {c:.2f} s, ratio pier/compose {p/c:.2f}")
 d = list(medians("diff").values())[0]
 print(f"pier diff with 50 running on 3 nodes: median {d*1000:.0f} ms")
 PY
