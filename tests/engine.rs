@@ -615,3 +615,25 @@ async fn a_node_over_ssh() {
     assert_eq!(code, 0, "{stdout}");
     support::remove_stack(&bed, &repo.stack).await;
 }
+
+/// A stage's `timeout` stops it: `pier pipeline run` fails the stage with
+/// the time it was given, and its container is removed.
+#[tokio::test]
+async fn a_stage_that_runs_past_its_timeout_is_stopped() {
+    let bed = Bed::get();
+    let manifest = format!(
+        "{}pipeline:\n  runner_tags: [ci]\n  stages:\n    - name: slow\n      image: {}\n      timeout: 2s\n      script:\n        - echo started\n        - sleep 60\nservices:\n  web:\n    image: {}\n    command: sleep 3600\n",
+        support::nodes_yaml(&bed, &[&[], &[], &["ci"]]),
+        bed.base_image,
+        bed.base_image
+    );
+    let repo = support::UserRepo::new("stagetimeout", &manifest);
+    let (code, stdout, stderr) = repo.pier(&bed, &["pipeline", "run"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let output = format!("{stdout}{stderr}");
+    assert!(output.contains("started"), "the stage ran: {output}");
+    assert!(output.contains("timed out after 2s"), "{output}");
+    let runner = support::engine(&bed.nodes[2]).await;
+    let left = support::labelled(&runner, &format!("pier.pipeline={}", repo.stack)).await;
+    assert!(left.is_empty(), "stage containers left: {left:?}");
+}

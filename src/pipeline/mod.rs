@@ -352,11 +352,19 @@ async fn run_job(
 ) -> Result<(), StageError> {
     let failed =
         |what: &str, e: crate::docker::RuntimeError| StageError::Failed(format!("{what}: {e}"));
+    // `timeout` bounds the stage from the upload of its tree to its exit.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let timed_out = || {
+        StageError::Failed(format!(
+            "timed out after {}",
+            humantime::format_duration(timeout)
+        ))
+    };
     let mut tar = ctx.workspace.clone();
     append_to_archive(&mut tar, STAGE_SCRIPT, stage_script(script).as_bytes());
-    engine
-        .upload(id, "/", tar)
+    tokio::time::timeout_at(deadline, engine.upload(id, "/", tar))
         .await
+        .map_err(|_| timed_out())?
         .map_err(|e| failed("uploading the tree", e))?;
     engine
         .start_job(id)
@@ -375,7 +383,7 @@ async fn run_job(
         engine.wait_job(id).await
     };
     let exit = tokio::select! {
-        exit = tokio::time::timeout(timeout, follow) => exit,
+        exit = tokio::time::timeout_at(deadline, follow) => exit,
         // The guard `wait_for` returns is dropped at once, so the future stays `Send`.
         _ = async { tip.wait_for(|t| t.as_deref().is_some_and(|t| t != commit)).await.map(drop) } => {
             engine.kill_job(id).await;
@@ -385,10 +393,7 @@ async fn run_job(
     match exit {
         Err(_) => {
             engine.kill_job(id).await;
-            Err(StageError::Failed(format!(
-                "timed out after {}",
-                humantime::format_duration(timeout)
-            )))
+            Err(timed_out())
         }
         Ok(Err(e)) => Err(failed("waiting for the stage", e)),
         Ok(Ok(0)) => {
