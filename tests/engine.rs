@@ -500,10 +500,7 @@ async fn an_invalid_commit_changes_nothing() {
 #[tokio::test]
 async fn a_node_over_mutual_tls() {
     let bed = Bed::get();
-    let manifest = format!(
-        "nodes:\n  secure: {{ endpoint: \"{}\", tls: {{ secret: bed }} }}\nservices:\n  web:\n    image: {}\n    command: sleep 3600\n    stop_grace_period: 1s\n",
-        bed.tls_endpoint, bed.base_image
-    );
+    let manifest = one_node_manifest(&bed, &bed.tls_endpoint, ", tls: { secret: bed }");
     let repo = support::UserRepo::new("tls", &manifest);
 
     let (code, stdout, stderr) = repo.pier(&bed, &["apply", "--engine-timeout", "3s"]);
@@ -532,17 +529,35 @@ async fn a_node_over_mutual_tls() {
     );
 
     let tls = [("PIER_TLS_BED", bed.tls_dir.as_str())];
-    let (code, stdout, stderr) = repo.pier_with_env(&bed, &["apply"], &tls);
+    converges_on_node_one(&bed, &repo, &tls, "through its TLS endpoint").await;
+}
+
+/// One service on one node, reached at `endpoint` (with `extra` node keys).
+fn one_node_manifest(bed: &Bed, endpoint: &str, extra: &str) -> String {
+    format!(
+        "nodes:\n  remote: {{ endpoint: \"{endpoint}\"{extra} }}\nservices:\n  web:\n    image: {}\n    command: sleep 3600\n    stop_grace_period: 1s\n",
+        bed.base_image
+    )
+}
+
+/// `apply` with `env` creates `web` on node 1 alone, then `diff` has nothing
+/// to do; the stack is removed afterwards.
+async fn converges_on_node_one(
+    bed: &Bed,
+    repo: &support::UserRepo,
+    env: &[(&str, &str)],
+    how: &str,
+) {
+    let (code, stdout, stderr) = repo.pier_with_env(bed, &["apply"], env);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    let containers = support::stack_containers(&bed, &repo.stack).await;
     assert_eq!(
-        containers,
+        support::stack_containers(bed, &repo.stack).await,
         [("n1".to_string(), format!("{}-web-1", repo.stack), true)],
-        "created on node 1, through its TLS endpoint"
+        "created on node 1, {how}"
     );
-    let (code, stdout, _) = repo.pier_with_env(&bed, &["diff"], &tls);
+    let (code, stdout, _) = repo.pier_with_env(bed, &["diff"], env);
     assert_eq!(code, 0, "{stdout}");
-    support::remove_stack(&bed, &repo.stack).await;
+    support::remove_stack(bed, &repo.stack).await;
 }
 
 /// A node reached over SSH (`ssh://root@<node 1>`), the way the Docker CLI
@@ -552,11 +567,7 @@ async fn a_node_over_mutual_tls() {
 #[tokio::test]
 async fn a_node_over_ssh() {
     let bed = Bed::get();
-    let manifest = format!(
-        "nodes:\n  remote: {{ endpoint: \"{}\" }}\nservices:\n  web:\n    image: {}\n    command: sleep 3600\n    stop_grace_period: 1s\n",
-        bed.ssh_endpoint, bed.base_image
-    );
-    let repo = support::UserRepo::new("ssh", &manifest);
+    let repo = support::UserRepo::new("ssh", &one_node_manifest(&bed, &bed.ssh_endpoint, ""));
     let path_with =
         |folder: &str| format!("{folder}:{}", std::env::var("PATH").unwrap_or_default());
 
@@ -604,16 +615,7 @@ async fn a_node_over_ssh() {
 
     let bed_path = path_with(&bed.ssh_path);
     let with_key = [("PATH", bed_path.as_str())];
-    let (code, stdout, stderr) = repo.pier_with_env(&bed, &["apply"], &with_key);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    assert_eq!(
-        support::stack_containers(&bed, &repo.stack).await,
-        [("n1".to_string(), format!("{}-web-1", repo.stack), true)],
-        "created on node 1, through ssh"
-    );
-    let (code, stdout, _) = repo.pier_with_env(&bed, &["diff"], &with_key);
-    assert_eq!(code, 0, "{stdout}");
-    support::remove_stack(&bed, &repo.stack).await;
+    converges_on_node_one(&bed, &repo, &with_key, "through ssh").await;
 }
 
 /// A stage's `timeout` stops it: `pier pipeline run` fails the stage with
