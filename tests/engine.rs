@@ -560,32 +560,14 @@ async fn converges_on_node_one(
     support::remove_stack(bed, &repo.stack).await;
 }
 
-/// A node reached over SSH (`ssh://root@<node 1>`), the way the Docker CLI
-/// does it: the system's ssh runs `docker system dial-stdio` on the host, so
-/// the user's ssh configuration, agent and known hosts apply. Without a key
-/// the host accepts, the node is reported unreachable and nothing is done.
-#[tokio::test]
-async fn a_node_over_ssh() {
-    let bed = Bed::get();
-    let repo = support::UserRepo::new("ssh", &one_node_manifest(&bed, &bed.ssh_endpoint, ""));
-    let path_with =
-        |folder: &str| format!("{folder}:{}", std::env::var("PATH").unwrap_or_default());
-
-    // An ssh that knows the host but offers a key the host does not accept.
-    let stranger = tempfile::tempdir().unwrap();
-    let key = stranger.path().join("id_ed25519");
-    let keygen = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen runs");
-    assert!(keygen.success());
-    let known_hosts = std::path::Path::new(&bed.ssh_path).join("../known_hosts");
-    let wrapper = stranger.path().join("ssh");
+/// A folder holding an `ssh` that uses only `key` and `known_hosts` (no
+/// ssh configuration at all), for `PATH`.
+fn ssh_with(folder: &std::path::Path, key: &std::path::Path, known_hosts: &std::path::Path) {
+    let wrapper = folder.join("ssh");
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nexec /usr/bin/ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o UserKnownHostsFile={} -i {} \"$@\"\n",
+            "#!/bin/sh\nexec /usr/bin/ssh -F /dev/null -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -i {} \"$@\"\n",
             known_hosts.display(),
             key.display()
         ),
@@ -596,24 +578,65 @@ async fn a_node_over_ssh() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let stranger_path = path_with(stranger.path().to_str().unwrap());
-    let (code, stdout, stderr) = repo.pier_with_env(
-        &bed,
-        &["apply", "--engine-timeout", "5s"],
-        &[("PATH", stranger_path.as_str())],
-    );
-    assert_eq!(code, 1, "{stdout}{stderr}");
-    assert!(
-        stdout.contains("remote") && stdout.contains("unreachable"),
-        "{stdout}"
-    );
-    assert!(
-        support::stack_containers(&bed, &repo.stack)
-            .await
-            .is_empty()
+}
+
+/// A node reached over SSH (`ssh://root@<node 1>`), the way the Docker CLI
+/// does it: the system's ssh runs `docker system dial-stdio` on the host, so
+/// the user's ssh configuration, agent and known hosts apply. A host whose
+/// key is not known, or that refuses the key offered, is reported
+/// unreachable with ssh's own words, and nothing is done.
+#[tokio::test]
+async fn a_node_over_ssh() {
+    let bed = Bed::get();
+    let repo = support::UserRepo::new("ssh", &one_node_manifest(&bed, &bed.ssh_endpoint, ""));
+    let path_with = |folder: &std::path::Path| {
+        format!(
+            "{}:{}",
+            folder.display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    };
+    let stranger = tempfile::tempdir().unwrap();
+    let key = stranger.path().join("id_ed25519");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(keygen.success());
+    let bed_known_hosts = std::path::Path::new(&bed.ssh_path).join("../known_hosts");
+    let no_known_hosts = stranger.path().join("known_hosts");
+    std::fs::write(&no_known_hosts, "").unwrap();
+
+    for (known_hosts, says) in [
+        (&no_known_hosts, "Host key verification failed"),
+        (&bed_known_hosts, "Permission denied (publickey)"),
+    ] {
+        ssh_with(stranger.path(), &key, known_hosts);
+        let path = path_with(stranger.path());
+        let (code, stdout, stderr) = repo.pier_with_env(
+            &bed,
+            &["apply", "--engine-timeout", "5s"],
+            &[("PATH", path.as_str())],
+        );
+        assert_eq!(code, 1, "{stdout}{stderr}");
+        assert!(
+            stdout.contains("node remote is unreachable") && stdout.contains(says),
+            "{stdout}"
+        );
+        assert!(
+            support::stack_containers(&bed, &repo.stack)
+                .await
+                .is_empty()
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&no_known_hosts).unwrap(),
+        "",
+        "an unknown host is not trusted on first use"
     );
 
-    let bed_path = path_with(&bed.ssh_path);
+    let bed_path = path_with(std::path::Path::new(&bed.ssh_path));
     let with_key = [("PATH", bed_path.as_str())];
     converges_on_node_one(&bed, &repo, &with_key, "through ssh").await;
 }

@@ -103,17 +103,14 @@ impl Engine {
                     version,
                 )
             }
-            // As the Docker CLI does: the system's ssh (with the user's
-            // configuration, agent and known hosts) runs `docker system
-            // dial-stdio` on the host, and the API goes through its stdio.
-            // The port is always ssh's own (validation refuses others).
-            (Endpoint::Ssh { user, host, .. }, _) => {
-                let destination = match user {
-                    Some(user) => format!("ssh://{user}@{host}"),
-                    None => format!("ssh://{host}"),
-                };
-                Docker::connect_with_ssh(&destination, secs, version, None)
-            }
+            // Port 22 is left to ssh's configuration, which may say otherwise.
+            (Endpoint::Ssh { user, host, port }, _) => super::ssh::connect(
+                user.as_deref(),
+                host,
+                (*port != 22).then_some(*port),
+                secs,
+                version,
+            ),
         }
         .map_err(|e| RuntimeError::Failed(e.to_string()))?;
         let docker = tokio::time::timeout(timeout, docker.negotiate_version())

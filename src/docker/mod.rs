@@ -9,6 +9,7 @@
 pub mod engine;
 pub mod fake;
 pub mod jobs;
+mod ssh;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -1039,13 +1039,6 @@ pub fn parse_endpoint(text: &str, tls: bool) -> Result<Endpoint, String> {
                 Ok(Endpoint::Tcp { host, port })
             } else {
                 let user = Some(url.username().to_string()).filter(|u| !u.is_empty());
-                if let Some(port) = url.port().filter(|&p| p != 22) {
-                    return Err(format!(
-                        "pier reaches ssh:// nodes through the system's ssh, which takes the port \
-                         from its own configuration: remove `:{port}` and add `Port {port}` under \
-                         `Host {host}` in ~/.ssh/config"
-                    ));
-                }
                 Ok(Endpoint::Ssh {
                     user,
                     host,
@@ -1228,12 +1221,14 @@ mod tests {
                 port: 22
             }
         );
-        assert!(
-            parse_endpoint("ssh://deploy@h:2222", false)
-                .unwrap_err()
-                .contains("add `Port 2222` under `Host h` in ~/.ssh/config")
+        assert_eq!(
+            parse_endpoint("ssh://h:2222", false).unwrap(),
+            Endpoint::Ssh {
+                user: None,
+                host: "h".into(),
+                port: 2222
+            }
         );
-        assert!(parse_endpoint("ssh://deploy@h:22", false).is_ok());
         assert!(
             parse_endpoint("http://h", false)
                 .unwrap_err()

@@ -390,7 +390,7 @@ pub struct DependsOnConditionSpec {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSpec {
-    /// `unix:///var/run/docker.sock`, `tcp://HOST:PORT` or `ssh://USER@HOST`.
+    /// `unix:///var/run/docker.sock`, `tcp://HOST:PORT` or `ssh://USER@HOST[:PORT]`.
     pub endpoint: String,
     /// Tags services select nodes by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
