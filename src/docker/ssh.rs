@@ -117,12 +117,13 @@ impl SshStream {
         else {
             return Err(io::Error::other("ssh started without its pipes"));
         };
+        // Drained to the end (a full pipe would stall ssh), kept up to a limit.
         let stderr = tokio::spawn(async move {
-            let mut text = Vec::new();
-            let _ = (&mut stderr)
-                .take(STDERR_LIMIT as u64)
-                .read_to_end(&mut text)
-                .await;
+            let (mut text, mut chunk) = (Vec::new(), [0u8; 1024]);
+            while let Ok(read @ 1..) = stderr.read(&mut chunk).await {
+                let room = STDERR_LIMIT.saturating_sub(text.len());
+                text.extend_from_slice(&chunk[..read.min(room)]);
+            }
             String::from_utf8_lossy(&text).trim().to_string()
         });
         Ok(SshStream {
@@ -150,6 +151,19 @@ impl SshStream {
             self.failure = Some(text);
         }
         Poll::Ready(self.failure.clone().filter(|text| !text.is_empty()))
+    }
+}
+
+impl SshStream {
+    /// A write that failed because ssh is gone fails with what ssh said.
+    fn explain<T>(&mut self, cx: &mut Context<'_>, result: io::Result<T>) -> Poll<io::Result<T>> {
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                let text = ready!(self.poll_failure(cx));
+                Poll::Ready(Err(text.map_or(e, io::Error::other)))
+            }
+            other => Poll::Ready(other),
+        }
     }
 }
 
@@ -181,11 +195,15 @@ impl hyper::rt::Write for SshStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().stdin()?.poll_write(cx, buf)
+        let this = self.get_mut();
+        let result = ready!(this.stdin()?.poll_write(cx, buf));
+        this.explain(cx, result)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().stdin()?.poll_flush(cx)
+        let this = self.get_mut();
+        let result = ready!(this.stdin()?.poll_flush(cx));
+        this.explain(cx, result)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
