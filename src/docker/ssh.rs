@@ -152,9 +152,7 @@ impl SshStream {
         }
         Poll::Ready(self.failure.clone().filter(|text| !text.is_empty()))
     }
-}
 
-impl SshStream {
     /// A write that failed because ssh is gone fails with what ssh said.
     fn explain<T>(&mut self, cx: &mut Context<'_>, result: io::Result<T>) -> Poll<io::Result<T>> {
         match result {
