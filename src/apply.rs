@@ -15,7 +15,7 @@ use futures_util::future::join_all;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::docker::{self, Credentials, Health, Runtime, RuntimeError};
+use crate::docker::{self, AnonymousVolume, Credentials, Health, Runtime, RuntimeError, Volumes};
 use crate::plan::{Change, Desired, DesiredService, OwnedContainer, Plan, ServicePlan, spec};
 
 /// Tuning for one apply.
@@ -32,6 +32,10 @@ pub struct ApplySettings {
     pub total: usize,
     /// Default time to wait after SIGTERM (a service's `stop_grace_period` wins).
     pub stop_timeout: Duration,
+    /// Whether removing a replica for good (pruned, scaled down, moved off a
+    /// node) also removes its anonymous volumes. Replacements never do: the
+    /// new container takes them over.
+    pub prune_volumes: bool,
 }
 
 impl Default for ApplySettings {
@@ -42,6 +46,7 @@ impl Default for ApplySettings {
             per_node: 4,
             total: 32,
             stop_timeout: Duration::from_secs(10),
+            prune_volumes: false,
         }
     }
 }
@@ -415,6 +420,11 @@ async fn run_change<R: Runtime>(
     let engine = ctx.engine(node)?;
     match change {
         Change::Remove { container, .. } => {
+            let volumes = if ctx.settings.prune_volumes {
+                Volumes::Remove
+            } else {
+                Volumes::Keep
+            };
             ctx.step(
                 service,
                 node,
@@ -428,13 +438,13 @@ async fn run_change<R: Runtime>(
                 node,
                 "remove",
                 &container.name,
-                already_gone_is_done(engine.remove(&container.id)),
+                already_gone_is_done(engine.remove(&container.id, volumes)),
             )
             .await
         }
         Change::Create { replica, name, .. } => {
             let desired = desired.ok_or_else(|| format!("{service}: not declared"))?;
-            create_healthy(ctx, engine, desired, node, name, *replica).await
+            create_healthy(ctx, engine, desired, node, name, *replica, &[]).await
         }
         Change::Replace {
             replica,
@@ -461,8 +471,9 @@ async fn create_healthy<R: Runtime>(
     node: &str,
     name: &str,
     replica: u32,
+    inherited: &[AnonymousVolume],
 ) -> Result<(), String> {
-    let id = start_new(ctx, engine, desired, node, name, replica).await?;
+    let id = start_new(ctx, engine, desired, node, name, replica, inherited).await?;
     wait_healthy(ctx, engine, desired, node, name, &id)
         .await
         .map_err(|reason| {
@@ -473,8 +484,9 @@ async fn create_healthy<R: Runtime>(
         })
 }
 
-/// Create and start a replica under `name`; returns its id. A container that
-/// was created but could not start is removed again.
+/// Create and start a replica under `name`, mounting the `inherited`
+/// anonymous volumes of the container it replaces; returns its id. A
+/// container that was created but could not start is removed again.
 async fn start_new<R: Runtime>(
     ctx: &Context<'_, R>,
     engine: &R,
@@ -482,9 +494,11 @@ async fn start_new<R: Runtime>(
     node: &str,
     name: &str,
     replica: u32,
+    inherited: &[AnonymousVolume],
 ) -> Result<String, String> {
     let service = &desired.name;
     let mut spec = (*desired.spec).clone();
+    inherit_volumes(&mut spec, inherited);
     spec.labels
         .insert(docker::LABEL_REPLICA.into(), replica.to_string());
     spec.labels
@@ -503,11 +517,58 @@ async fn start_new<R: Runtime>(
         .await
     {
         let _ = ctx
-            .step(service, node, "remove", name, engine.remove(&id))
+            .step(
+                service,
+                node,
+                "remove",
+                name,
+                engine.remove(&id, Volumes::Keep),
+            )
             .await;
         return Err(e);
     }
     Ok(id)
+}
+
+/// Mount the old container's anonymous volumes at the same paths, as Compose
+/// does: a bare `volumes: ["/data"]` entry or an image's `VOLUME` keeps its
+/// data across a replacement. A path the new configuration mounts a named
+/// volume or a host folder at keeps that mount instead.
+fn inherit_volumes(spec: &mut docker::ContainerSpec, inherited: &[AnonymousVolume]) {
+    for volume in inherited {
+        match spec.mounts.iter_mut().find(|m| m.target == volume.target) {
+            Some(mount) if mount.kind == "volume" && mount.source.is_empty() => {
+                mount.source = volume.name.clone();
+            }
+            Some(_) => {}
+            None => spec.mounts.push(docker::MountSpec {
+                kind: "volume".into(),
+                source: volume.name.clone(),
+                target: volume.target.clone(),
+                read_only: false,
+            }),
+        }
+    }
+}
+
+/// The anonymous volumes of the container being replaced, read before it is
+/// touched: an engine that cannot say fails the replacement (retried later)
+/// rather than start the new replica with empty volumes.
+async fn volumes_of<R: Runtime>(
+    ctx: &Context<'_, R>,
+    engine: &R,
+    service: &str,
+    node: &str,
+    old: &OwnedContainer,
+) -> Result<Option<Vec<AnonymousVolume>>, String> {
+    let lookup = async {
+        match engine.anonymous_volumes(&old.id).await {
+            Ok(volumes) => Ok(Some(volumes)),
+            Err(RuntimeError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    ctx.step(service, node, "volumes", &old.name, lookup).await
 }
 
 /// Wait for the container to be healthy (or, without a health check, running).
@@ -567,6 +628,10 @@ async fn replace_stop_first<R: Runtime>(
 ) -> Result<(), String> {
     let service = &desired.name;
     let aside = format!("{name}-pier-old");
+    let Some(inherited) = volumes_of(ctx, engine, service, node, old).await? else {
+        // The old container went away by itself: nothing to keep aside.
+        return create_healthy(ctx, engine, desired, node, name, replica, &[]).await;
+    };
     let stopped = ctx
         .step(
             service,
@@ -577,18 +642,22 @@ async fn replace_stop_first<R: Runtime>(
         )
         .await?;
     if stopped == Vanished::Yes {
-        // The old container went away by itself: nothing to keep aside.
-        return create_healthy(ctx, engine, desired, node, name, replica).await;
+        return create_healthy(ctx, engine, desired, node, name, replica, &inherited).await;
     }
-    ctx.step(
-        service,
-        node,
-        "rename",
-        &aside,
-        engine.rename(&old.id, &aside),
-    )
-    .await?;
-    let outcome = match start_new(ctx, engine, desired, node, name, replica).await {
+    if let Err(reason) = ctx
+        .step(
+            service,
+            node,
+            "rename",
+            &aside,
+            engine.rename(&old.id, &aside),
+        )
+        .await
+    {
+        // Stopped but still under its own name: start it again as it was.
+        return Err(restart_after_failure(ctx, engine, service, node, replica, old, reason).await);
+    }
+    let outcome = match start_new(ctx, engine, desired, node, name, replica, &inherited).await {
         Ok(id) => match wait_healthy(ctx, engine, desired, node, name, &id).await {
             Ok(()) => Ok(()),
             Err(reason) => Err((Some(id), reason)),
@@ -597,13 +666,25 @@ async fn replace_stop_first<R: Runtime>(
     };
     match outcome {
         Ok(_) => {
-            ctx.step(service, node, "remove", &aside, engine.remove(&old.id))
-                .await
+            ctx.step(
+                service,
+                node,
+                "remove",
+                &aside,
+                engine.remove(&old.id, Volumes::Keep),
+            )
+            .await
         }
         Err((new_id, reason)) => {
             if let Some(new_id) = new_id {
                 let _ = ctx
-                    .step(service, node, "remove", name, engine.remove(&new_id))
+                    .step(
+                        service,
+                        node,
+                        "remove",
+                        name,
+                        engine.remove(&new_id, Volumes::Keep),
+                    )
                     .await;
             }
             let back = async {
@@ -615,15 +696,45 @@ async fn replace_stop_first<R: Runtime>(
                 }
             };
             let restored = ctx.step(service, node, "rollback", &old.name, back).await;
-            Err(format!(
-                "{service}: replica {replica} on {node} failed ({reason}); {}",
-                match restored {
-                    Ok(()) => "rolled back to the previous container".to_string(),
-                    Err(e) => format!("rollback failed too: {e}"),
-                }
-            ))
+            Err(rollback_message(service, node, replica, &reason, restored))
         }
     }
+}
+
+/// After a failure between stopping the old container and renaming it
+/// aside, start it again under its own name.
+async fn restart_after_failure<R: Runtime>(
+    ctx: &Context<'_, R>,
+    engine: &R,
+    service: &str,
+    node: &str,
+    replica: u32,
+    old: &OwnedContainer,
+    reason: String,
+) -> String {
+    let restored = if old.running {
+        ctx.step(service, node, "rollback", &old.name, engine.start(&old.id))
+            .await
+    } else {
+        Ok(())
+    };
+    rollback_message(service, node, replica, &reason, restored)
+}
+
+fn rollback_message(
+    service: &str,
+    node: &str,
+    replica: u32,
+    reason: &str,
+    restored: Result<(), String>,
+) -> String {
+    format!(
+        "{service}: replica {replica} on {node} failed ({reason}); {}",
+        match restored {
+            Ok(()) => "rolled back to the previous container".to_string(),
+            Err(e) => format!("rollback failed too: {e}"),
+        }
+    )
 }
 
 /// Start the new replica beside the old one; swap them once it is healthy.
@@ -639,10 +750,19 @@ async fn replace_start_first<R: Runtime>(
 ) -> Result<(), String> {
     let service = &desired.name;
     let next = format!("{name}-pier-next");
-    let id = start_new(ctx, engine, desired, node, &next, replica).await?;
+    let inherited = volumes_of(ctx, engine, service, node, old)
+        .await?
+        .unwrap_or_default();
+    let id = start_new(ctx, engine, desired, node, &next, replica, &inherited).await?;
     if let Err(reason) = wait_healthy(ctx, engine, desired, node, &next, &id).await {
         let _ = ctx
-            .step(service, node, "remove", &next, engine.remove(&id))
+            .step(
+                service,
+                node,
+                "remove",
+                &next,
+                engine.remove(&id, Volumes::Keep),
+            )
             .await;
         return Err(format!(
             "{service}: replica {replica} on {node} failed ({reason}); the previous container keeps running"
@@ -656,8 +776,14 @@ async fn replace_start_first<R: Runtime>(
         engine.stop(&old.id, stop_timeout(ctx, Some(desired))),
     )
     .await?;
-    ctx.step(service, node, "remove", &old.name, engine.remove(&old.id))
-        .await?;
+    ctx.step(
+        service,
+        node,
+        "remove",
+        &old.name,
+        engine.remove(&old.id, Volumes::Keep),
+    )
+    .await?;
     ctx.step(service, node, "rename", name, engine.rename(&id, name))
         .await
 }
@@ -668,6 +794,48 @@ mod tests {
     use crate::docker::fake::FakeRuntime;
     use crate::manifest::{self, MemoryTree, SourceFile, Vars};
     use crate::registry::{CredentialStore, Resolved};
+
+    /// A bare path takes the old volume; a path without a declaration is
+    /// added (an image `VOLUME`); a named volume or bind mount keeps its source.
+    #[test]
+    fn a_replacement_mounts_the_old_anonymous_volumes() {
+        let mount = |kind: &str, source: &str, target: &str| docker::MountSpec {
+            kind: kind.into(),
+            source: source.into(),
+            target: target.into(),
+            read_only: false,
+        };
+        let mut spec = docker::ContainerSpec {
+            mounts: vec![
+                mount("volume", "", "/data"),
+                mount("volume", "s_named", "/named"),
+                mount("bind", "/srv", "/srv"),
+            ],
+            ..Default::default()
+        };
+        let old = |name: &str, target: &str| AnonymousVolume {
+            name: name.into(),
+            target: target.into(),
+        };
+        inherit_volumes(
+            &mut spec,
+            &[
+                old("a", "/data"),
+                old("b", "/image-data"),
+                old("c", "/named"),
+                old("d", "/srv"),
+            ],
+        );
+        assert_eq!(
+            spec.mounts,
+            [
+                mount("volume", "a", "/data"),
+                mount("volume", "s_named", "/named"),
+                mount("bind", "/srv", "/srv"),
+                mount("volume", "b", "/image-data"),
+            ]
+        );
+    }
 
     /// Two services of one image on one node: one pull, both created and started.
     #[tokio::test]

@@ -154,6 +154,10 @@ pub struct RolloutArgs {
     /// Engine operations in flight per node
     #[arg(long, env = "PIER_NODE_PARALLELISM", default_value_t = pier::apply::ApplySettings::default().per_node)]
     pub node_parallelism: usize,
+    /// Also remove the anonymous volumes of containers removed for good
+    /// (pruned, scaled down, moved off a node); replacements always keep them
+    #[arg(long, env = "PIER_PRUNE_VOLUMES")]
+    pub prune_volumes: bool,
 }
 
 #[derive(Debug, Args)]

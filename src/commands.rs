@@ -43,6 +43,7 @@ pub fn apply_settings(args: &RolloutArgs) -> ApplySettings {
     ApplySettings {
         health_timeout: args.health_timeout,
         per_node: args.node_parallelism.max(1),
+        prune_volumes: args.prune_volumes,
         ..Default::default()
     }
 }

@@ -662,3 +662,152 @@ async fn a_stage_that_runs_past_its_timeout_is_stopped() {
     let left = support::labelled(&runner, &format!("pier.pipeline={}", repo.stack)).await;
     assert!(left.is_empty(), "stage containers left: {left:?}");
 }
+
+/// The anonymous volumes of `container` on `docker`: (mount path, volume name), sorted.
+async fn anonymous_volumes(docker: &bollard::Docker, container: &str) -> Vec<(String, String)> {
+    let inspect = docker
+        .inspect_container(container, None)
+        .await
+        .expect("inspect");
+    let mut volumes: Vec<(String, String)> = inspect
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.typ.as_deref() == Some("volume"))
+        .map(|m| {
+            (
+                m.destination.unwrap_or_default(),
+                m.name.unwrap_or_default(),
+            )
+        })
+        .collect();
+    volumes.sort();
+    volumes
+}
+
+async fn volume_exists(docker: &bollard::Docker, name: &str) -> bool {
+    docker.inspect_volume(name).await.is_ok()
+}
+
+/// A replacement takes over the old container's anonymous volumes, both a
+/// bare `volumes: ["/data"]` entry and the image's own `VOLUME`, with the
+/// data in them. Pruning keeps them unless `--prune-volumes` is given.
+#[tokio::test]
+async fn anonymous_volumes_survive_replace_and_prune_only_when_asked() {
+    let bed = Bed::get();
+    let node = &bed.nodes[0];
+    let docker = engine(node).await;
+    let tag = unique("vol");
+    support::push_image_with_volumes(
+        &bed,
+        node,
+        "pier-test/volumes",
+        &tag,
+        &tag,
+        &["/image-data"],
+    )
+    .await;
+    let manifest = |generation: u32| {
+        format!(
+            "{nodes}services:\n  db:\n    image: {registry}/pier-test/volumes:{tag}\n    command: [\"sh\", \"-c\", \"[ -f /data/first ] || echo $$GENERATION > /data/first; exec sleep 3600\"]\n    environment: {{ GENERATION: \"{generation}\" }}\n    volumes: [\"/data\"]\n    stop_grace_period: 1s\n    deploy: {{ placement: {{ constraints: [\"node.name == n1\"] }} }}\n",
+            nodes = support::nodes_yaml(&bed, &[&[], &[]]),
+            registry = bed.registry,
+        )
+    };
+    let repo = support::UserRepo::new("volumes", &manifest(1));
+    let s = repo.stack.clone();
+    let name = format!("{s}-db-1");
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let first = anonymous_volumes(&docker, &name).await;
+    assert_eq!(
+        first
+            .iter()
+            .map(|(path, _)| path.as_str())
+            .collect::<Vec<_>>(),
+        ["/data", "/image-data"],
+        "both anonymous volumes are mounted"
+    );
+
+    repo.commit(&manifest(2), "a new configuration");
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("~ {name} on n1")), "{stdout}");
+    assert_eq!(
+        anonymous_volumes(&docker, &name).await,
+        first,
+        "the replacement mounts the same volumes"
+    );
+    let exec = |command: &str| {
+        let (docker, name, command) = (docker.clone(), name.clone(), command.to_string());
+        async move {
+            use bollard::exec::{CreateExecOptions, StartExecResults};
+            let exec = docker
+                .create_exec(
+                    &name,
+                    CreateExecOptions {
+                        cmd: Some(vec!["cat".to_string(), command]),
+                        attach_stdout: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("exec");
+            let mut text = String::new();
+            if let StartExecResults::Attached { mut output, .. } =
+                docker.start_exec(&exec.id, None).await.expect("start exec")
+            {
+                while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut output).await {
+                    text.push_str(&chunk.to_string());
+                }
+            }
+            text
+        }
+    };
+    assert_eq!(
+        exec("/data/first").await.trim(),
+        "1",
+        "the data written by the first container is still there"
+    );
+
+    // Pruned without --prune-volumes: the container goes, its volumes stay.
+    repo.commit(
+        &support::nodes_yaml(&bed, &[&[], &[]]),
+        "no services at all",
+    );
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply", "--allow-empty"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(support::stack_containers(&bed, &s).await.is_empty());
+    for (_, volume) in &first {
+        assert!(volume_exists(&docker, volume).await, "{volume} is kept");
+    }
+
+    // Pruned with --prune-volumes: a fresh container's volumes go with it.
+    repo.commit(&manifest(3), "back again");
+    assert_eq!(repo.pier(&bed, &["apply"]).0, 0);
+    let second = anonymous_volumes(&docker, &name).await;
+    assert!(
+        second.iter().all(|v| !first.contains(v)),
+        "a new container starts with new volumes"
+    );
+    repo.commit(&support::nodes_yaml(&bed, &[&[], &[]]), "gone again");
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply", "--allow-empty", "--prune-volumes"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for (_, volume) in &second {
+        assert!(!volume_exists(&docker, volume).await, "{volume} is removed");
+    }
+    for (_, volume) in &first {
+        assert!(
+            volume_exists(&docker, volume).await,
+            "{volume} is untouched"
+        );
+        docker
+            .remove_volume(
+                volume,
+                None::<bollard::query_parameters::RemoveVolumeOptions>,
+            )
+            .await
+            .expect("clean up");
+    }
+    support::remove_stack(&bed, &s).await;
+}

@@ -19,7 +19,10 @@ use bollard::query_parameters::{
 };
 use futures_util::TryStreamExt;
 
-use super::{ContainerInfo, ContainerSpec, Credentials, Health, Runtime, RuntimeError};
+use super::{
+    AnonymousVolume, ContainerInfo, ContainerSpec, Credentials, Health, Runtime, RuntimeError,
+    Volumes,
+};
 use crate::manifest::model::{Endpoint, Node, Tls};
 
 /// The HTTP client's own cap on any request, the long-running ones (builds,
@@ -478,10 +481,10 @@ impl Runtime for Engine {
         .map_err(classify)
     }
 
-    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+    async fn remove(&self, id: &str, volumes: Volumes) -> Result<(), RuntimeError> {
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
-            .v(true)
+            .v(volumes == Volumes::Remove)
             .build();
         let request = self.docker.remove_container(id, Some(options));
         match self.within("a container removal", request).await? {
@@ -491,6 +494,29 @@ impl Runtime for Engine {
                 other => Err(other),
             },
         }
+    }
+
+    async fn anonymous_volumes(&self, id: &str) -> Result<Vec<AnonymousVolume>, RuntimeError> {
+        let inspect = self
+            .within(
+                "a container inspection",
+                self.docker.inspect_container(id, None),
+            )
+            .await?
+            .map_err(classify)?;
+        Ok(inspect
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.typ.as_deref() == Some("volume"))
+            .filter_map(|m| {
+                let name = m.name.filter(|n| super::is_generated_volume_name(n))?;
+                Some(AnonymousVolume {
+                    name,
+                    target: m.destination?,
+                })
+            })
+            .collect())
     }
 
     async fn health(&self, id: &str) -> Result<Health, RuntimeError> {

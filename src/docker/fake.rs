@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{ContainerInfo, ContainerSpec, Credentials, Health, Runtime, RuntimeError};
+use super::{
+    AnonymousVolume, ContainerInfo, ContainerSpec, Credentials, Health, Runtime, RuntimeError,
+    Volumes, is_generated_volume_name,
+};
 
 #[derive(Debug, Default)]
 struct State {
@@ -139,7 +142,14 @@ impl Runtime for FakeRuntime {
                 labels: spec.labels.clone(),
                 running: false,
             };
-            s.containers.insert(id.clone(), (info, Some(spec.clone())));
+            // As an engine does, an anonymous volume gets a generated name.
+            let mut spec = spec.clone();
+            for (n, mount) in spec.mounts.iter_mut().enumerate() {
+                if mount.kind == "volume" && mount.source.is_empty() {
+                    mount.source = format!("{:060x}{n:04x}", s.next_id);
+                }
+            }
+            s.containers.insert(id.clone(), (info, Some(spec)));
             Ok(id)
         })
     }
@@ -165,10 +175,25 @@ impl Runtime for FakeRuntime {
         })
     }
 
-    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+    async fn remove(&self, id: &str, _volumes: Volumes) -> Result<(), RuntimeError> {
         self.with(|s| {
             s.containers.remove(id);
             Ok(())
+        })
+    }
+
+    async fn anonymous_volumes(&self, id: &str) -> Result<Vec<AnonymousVolume>, RuntimeError> {
+        self.with(|s| {
+            let (_, spec) = find(s, id)?;
+            Ok(spec
+                .iter()
+                .flat_map(|spec| &spec.mounts)
+                .filter(|m| m.kind == "volume" && is_generated_volume_name(&m.source))
+                .map(|m| AnonymousVolume {
+                    name: m.source.clone(),
+                    target: m.target.clone(),
+                })
+                .collect())
         })
     }
 

@@ -91,6 +91,29 @@ pub struct HealthcheckSpec {
     pub start_period: Option<Duration>,
 }
 
+/// What becomes of a container's anonymous volumes when it is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Volumes {
+    /// Kept: the default, since they may hold the only copy of a replica's data.
+    Keep,
+    /// Removed with the container (`docker rm -v`), when the user asks for it.
+    Remove,
+}
+
+/// An anonymous volume mounted in a container: the engine's generated name
+/// and where it is mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnonymousVolume {
+    pub name: String,
+    pub target: String,
+}
+
+/// Whether a volume name is one the engine generated for an anonymous
+/// volume: 64 hex digits. (Engines before 23.0 mark them no other way.)
+pub fn is_generated_volume_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// A container as listed by an engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerInfo {
@@ -174,6 +197,18 @@ pub trait Runtime: Send + Sync {
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     fn rename(&self, id: &str, name: &str)
     -> impl Future<Output = Result<(), RuntimeError>> + Send;
-    fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Remove a container (running or not). Its anonymous volumes go with it
+    /// only when `volumes` is [`Volumes::Remove`]; named volumes never do.
+    fn remove(
+        &self,
+        id: &str,
+        volumes: Volumes,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// The anonymous volumes a container has mounted (declared as a bare
+    /// path or by its image's `VOLUME`), so a replacement can take them over.
+    fn anonymous_volumes(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Vec<AnonymousVolume>, RuntimeError>> + Send;
     fn health(&self, id: &str) -> impl Future<Output = Result<Health, RuntimeError>> + Send;
 }

@@ -591,6 +591,18 @@ pub async fn push_image(
     tag: &str,
     marker: &str,
 ) -> String {
+    push_image_with_volumes(bed, node, repository, tag, marker, &[]).await
+}
+
+/// [`push_image`] of an image that declares `volumes` (Dockerfile `VOLUME`).
+pub async fn push_image_with_volumes(
+    bed: &Bed,
+    node: &Node,
+    repository: &str,
+    tag: &str,
+    marker: &str,
+    volumes: &[&str],
+) -> String {
     use bollard::models::ContainerCreateBody;
     use bollard::query_parameters::{
         CommitContainerOptionsBuilder, CreateContainerOptionsBuilder, PushImageOptionsBuilder,
@@ -624,6 +636,8 @@ pub async fn push_image(
                     marker.to_string(),
                 )])),
                 cmd: Some(vec!["sleep".into(), "3600".into()]),
+                volumes: (!volumes.is_empty())
+                    .then(|| volumes.iter().map(|v| v.to_string()).collect()),
                 ..Default::default()
             },
         )
