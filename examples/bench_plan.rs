@@ -62,6 +62,7 @@ fn desired() -> Desired {
                 update: UpdateConfig::default(),
                 sequential: false,
                 after: vec![],
+                movable: true,
             };
             (name, service)
         })
@@ -126,6 +127,7 @@ fn main() {
                     image_digest: String::new(),
                     commit: "c".into(),
                     running: true,
+                    created: 0,
                     spec_fields: String::new(),
                 });
             }

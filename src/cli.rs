@@ -192,6 +192,10 @@ pub struct DaemonArgs {
     /// The longest wait between retries after a transient failure
     #[arg(long, env = "PIER_RETRY_MAX", default_value = "5m", value_parser = humantime::parse_duration)]
     pub retry_max: std::time::Duration,
+    /// How long a node may stay unreachable before it counts as down and the
+    /// replicas of services that can move are started on other nodes
+    #[arg(long, env = "PIER_NODE_DOWN_AFTER", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub node_down_after: std::time::Duration,
     /// Log format
     #[arg(long, env = "PIER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,

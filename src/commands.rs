@@ -279,6 +279,7 @@ pub async fn daemon(args: DaemonArgs) -> ExitCode {
         resync_interval: args.resync_interval,
         debounce: args.debounce,
         retry_max: args.retry_max,
+        node_down_after: args.node_down_after,
         apply: apply_settings(&args.rollout),
     };
     match pier::daemon::run(config).await {

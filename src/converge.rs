@@ -75,6 +75,8 @@ pub struct Planned {
     /// Why this pass could not do everything, when the cause may pass by
     /// itself (an unreachable node or registry): worth retrying.
     pub transient: Option<String>,
+    /// Unreachable nodes given up as down this pass.
+    pub down: BTreeSet<String>,
 }
 
 /// Images a caller has already pinned, by service name: these services are
@@ -88,6 +90,56 @@ pub struct PassInput {
     /// Services to leave as they are, with the reason (the daemon freezes a
     /// service whose rollout of this commit was rolled back).
     pub frozen: BTreeMap<String, String>,
+    /// The daemon's view of node loss; `None` (one-shot commands): an
+    /// unreachable node is never given up on.
+    pub node_loss: Option<NodeLoss>,
+}
+
+/// Since when each node has been unreachable, and how long that may last
+/// before the node counts as down and its movable replicas start elsewhere.
+#[derive(Debug, Clone, Default)]
+pub struct NodeLoss {
+    pub unreachable_since: BTreeMap<String, std::time::Instant>,
+    pub down_after: Duration,
+}
+
+impl NodeLoss {
+    /// The unreachable nodes of `observed` that have been so for long enough.
+    pub fn down(&self, observed: &Observed, now: std::time::Instant) -> BTreeSet<String> {
+        observed
+            .nodes
+            .iter()
+            .filter(|(_, o)| o.unreachable.is_some())
+            .filter(|(name, _)| {
+                self.unreachable_since
+                    .get(*name)
+                    .is_some_and(|since| now.saturating_duration_since(*since) >= self.down_after)
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Remember which nodes answered in `observed`.
+    pub fn observe(&mut self, observed: &Observed, now: std::time::Instant) {
+        for (name, o) in &observed.nodes {
+            if o.unreachable.is_some() {
+                self.unreachable_since.entry(name.clone()).or_insert(now);
+            } else {
+                self.unreachable_since.remove(name);
+            }
+        }
+        self.unreachable_since
+            .retain(|name, _| observed.nodes.contains_key(name));
+    }
+
+    /// When the next node will count as down, if one is on its way.
+    pub fn next_down_at(&self, now: std::time::Instant) -> Option<std::time::Instant> {
+        self.unreachable_since
+            .values()
+            .map(|since| *since + self.down_after)
+            .filter(|at| *at > now)
+            .min()
+    }
 }
 
 /// Load, observe, resolve and plan. Touches nothing.
@@ -166,11 +218,17 @@ pub async fn plan_loaded(
         }
     }
     let transient = transient_reason(&images, &observed);
+    let down = input
+        .node_loss
+        .as_ref()
+        .map(|loss| loss.down(&observed, std::time::Instant::now()))
+        .unwrap_or_default();
     let plan = plan::plan(
         &desired,
         &observed,
         &plan::Options {
             allow_empty: settings.allow_empty,
+            down: down.clone(),
         },
     );
     Planned {
@@ -179,6 +237,7 @@ pub async fn plan_loaded(
         plan,
         engines,
         transient,
+        down,
     }
 }
 
@@ -278,6 +337,18 @@ async fn local_image<R: Runtime>(
         })
 }
 
+/// Whether a service's replicas may start on another node when theirs is
+/// down: no volume or host folder holds data there, and no constraint pins
+/// it to that node by name.
+fn movable(service: &manifest::model::Service, spec: &crate::docker::ContainerSpec) -> bool {
+    use manifest::model::ConstraintSubject;
+    spec.mounts.is_empty()
+        && !service
+            .constraints
+            .iter()
+            .any(|c| c.equal && c.subject == ConstraintSubject::NodeName)
+}
+
 /// The desired state: services with pinned images; services whose image
 /// could not be resolved are frozen with the reason.
 pub fn desired_state(
@@ -338,6 +409,7 @@ pub fn desired_state(
             DesiredService {
                 name: service.name.clone(),
                 hash: plan::spec::spec_hash(&spec),
+                movable: movable(service, &spec),
                 spec: Arc::new(spec),
                 image_display: image.to_string(),
                 digest: resolved.digest.clone(),

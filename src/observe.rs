@@ -44,6 +44,7 @@ fn owned(stack: &str, container: &ContainerInfo) -> Option<OwnedContainer> {
         image_digest: label(docker::LABEL_IMAGE_DIGEST).unwrap_or_default(),
         commit: label(docker::LABEL_COMMIT).unwrap_or_default(),
         running: container.running,
+        created: container.created,
         spec_fields: label(docker::LABEL_SPEC_FIELDS).unwrap_or_default(),
     })
 }
@@ -93,6 +94,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             running,
+            created: 0,
         }
     }
 

@@ -216,6 +216,7 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
             .map(|(service, (_, resolved))| (service.clone(), resolved.clone()))
             .collect(),
         frozen: BTreeMap::new(),
+        node_loss: None,
     };
     let planned = converge::plan_loaded(&loaded, &settings, &registry, &input).await;
     print!(

@@ -55,6 +55,8 @@ pub struct Config {
     pub debounce: Duration,
     /// The longest wait between retries of a transient failure.
     pub retry_max: Duration,
+    /// How long a node may stay unreachable before it counts as down.
+    pub node_down_after: Duration,
     pub apply: ApplySettings,
 }
 
@@ -365,6 +367,11 @@ async fn reconcile_loop(
                 None
             }
         };
+        // A node on its way to counting as down gets a pass the moment it does.
+        if let Some(down_at) = reconciler.next_down_at() {
+            let down_at = tokio::time::Instant::from_std(down_at);
+            retry_at = Some(retry_at.map_or(down_at, |at| at.min(down_at)));
+        }
         tracing::debug!(took = ?started.elapsed(), "pass finished");
     }
 }

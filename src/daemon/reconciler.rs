@@ -69,6 +69,8 @@ pub struct Reconciler {
     pins: BTreeMap<String, Pin>,
     last_good: Option<String>,
     runner: super::runner::PipelineRunner,
+    /// Since when each unreachable node has been so.
+    node_loss: converge::NodeLoss,
 }
 
 /// Which commit a pass converges to, and why it is not the head if it is not.
@@ -94,15 +96,24 @@ impl Reconciler {
             None
         });
         Reconciler {
-            config,
             stack,
             repo,
             shared,
             registry,
             pins: BTreeMap::new(),
             last_good,
+            node_loss: converge::NodeLoss {
+                down_after: config.node_down_after,
+                ..Default::default()
+            },
+            config,
             runner,
         }
+    }
+
+    /// When an unreachable node will count as down, if one is on its way.
+    pub fn next_down_at(&self) -> Option<Instant> {
+        self.node_loss.next_down_at(Instant::now())
     }
 
     /// Run one pass for `triggers` and record it.
@@ -156,6 +167,12 @@ impl Reconciler {
         };
         self.shared.status.write().expect("status lock").head = Some(head.clone());
         let mut target = self.target(&head);
+        if let Some(reason) = target.refused.clone().filter(|_| target.commit == head) {
+            // The head was refused and nothing was ever applied: there is no
+            // revision to deploy or heal towards, so the stack stays as it is.
+            self.publish_stalled(&reason);
+            return (Outcome::Permanent(reason), head, 0);
+        }
         let loaded = match self.load(&target.commit).await {
             Ok(loaded) => loaded,
             Err(PassError::Invalid { diagnostics, .. }) => {
@@ -230,6 +247,8 @@ impl Reconciler {
             None
         });
         match failure {
+            // With no good revision the target stays the refused head, and
+            // the pass deploys nothing.
             Some(Failure { reason, services }) if services.is_empty() => Target {
                 head: head.into(),
                 commit: self.last_good.clone().unwrap_or_else(|| head.into()),
@@ -257,8 +276,10 @@ impl Reconciler {
             info!(head = %short(&target.head), at = %short(&loaded.commit), "head refused; healing towards the last good revision");
         }
         self.publish_watched(loaded);
-        if target.refused.is_none()
-            && loaded.commit == target.head
+        // Every commit but the last one applied in full (which passed its
+        // pipeline then) goes through the gate: a pass never deploys a
+        // commit on the strength of how it was triggered.
+        if self.last_good.as_deref() != Some(loaded.commit.as_str())
             && let Some(stop) = self.pipeline_gate(loaded).await
         {
             return stop;
@@ -275,9 +296,12 @@ impl Reconciler {
                     )
                 })
                 .collect(),
+            node_loss: Some(self.node_loss.clone()),
         };
         let planned =
             converge::plan_loaded(loaded, &self.config.settings, &self.registry, &input).await;
+        self.node_loss
+            .observe(&planned.observed, std::time::Instant::now());
         self.remember_pins(loaded, &planned);
         if !planned.plan.refused.is_empty() {
             let reason = planned.plan.refused.join("; ");
@@ -649,6 +673,7 @@ impl Reconciler {
             .map(|(name, o)| NodeStatus {
                 name: name.clone(),
                 reachable: o.unreachable.is_none(),
+                down: o.unreachable.is_some() && planned.down.contains(name),
                 reason: o.unreachable.clone().unwrap_or_default(),
                 containers: o.owned.iter().filter(|c| c.running).count(),
             })

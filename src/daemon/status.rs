@@ -47,6 +47,10 @@ pub struct ServiceStatus {
 pub struct NodeStatus {
     pub name: String,
     pub reachable: bool,
+    /// Unreachable for longer than `--node-down-after`: the replicas of
+    /// services that can move were started on other nodes.
+    #[serde(default)]
+    pub down: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
     /// Running containers of this stack.
@@ -146,6 +150,8 @@ pub fn render(status: &Status) -> String {
     for n in &status.nodes {
         let state = if n.reachable {
             "reachable".to_string()
+        } else if n.down {
+            format!("down: {}", n.reason)
         } else {
             format!("unreachable: {}", n.reason)
         };

@@ -346,6 +346,7 @@ impl Runtime for Engine {
                     .map(|n| n.trim_start_matches('/').to_string())
                     .unwrap_or_default(),
                 labels: c.labels.unwrap_or_default().into_iter().collect(),
+                created: c.created.unwrap_or_default(),
                 // A restarting container is the engine honouring its restart
                 // policy (`autorestart`); pier does not race it with a replacement.
                 running: c

@@ -56,6 +56,7 @@ impl FakeRuntime {
             name: name.into(),
             labels,
             running: true,
+            created: state.next_id as i64,
         };
         state.containers.insert(id.clone(), (info, None));
         id
@@ -141,6 +142,7 @@ impl Runtime for FakeRuntime {
                 name: name.into(),
                 labels: spec.labels.clone(),
                 running: false,
+                created: s.next_id as i64,
             };
             // As an engine does, an anonymous volume gets a generated name.
             let mut spec = spec.clone();

@@ -121,6 +121,8 @@ pub struct ContainerInfo {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub running: bool,
+    /// When it was created (seconds since the epoch).
+    pub created: i64,
 }
 
 /// What an engine says about a container's health.

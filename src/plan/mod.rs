@@ -38,6 +38,10 @@ pub struct DesiredService {
     pub sequential: bool,
     /// Services this one starts after (links, depends_on, volumes_from).
     pub after: Vec<String>,
+    /// Whether its replicas may be started elsewhere when their node is
+    /// down: not with volumes or host folders (the data stays on the node)
+    /// nor when pinned to a node by name.
+    pub movable: bool,
 }
 
 impl DesiredService {
@@ -81,6 +85,10 @@ pub struct OwnedContainer {
     pub image_digest: String,
     pub commit: String,
     pub running: bool,
+    /// When the engine created it (seconds since the epoch): of two copies
+    /// of one replica, the older placement goes.
+    #[serde(skip)]
+    pub created: i64,
     /// Its `pier.spec-fields` label as found (JSON): which parts of its
     /// configuration hash to what. Read only when the container is replaced.
     #[serde(skip)]
@@ -117,6 +125,11 @@ pub struct Observed {
 pub struct Options {
     /// Allow a desired state with no services to remove every owned container.
     pub allow_empty: bool,
+    /// Unreachable nodes the caller has given up waiting for (the daemon,
+    /// after `--node-down-after`): the replicas of movable services that
+    /// ran there are started on other nodes. Any other unreachable node may
+    /// still run its replicas, so none of them is started elsewhere.
+    pub down: BTreeSet<String>,
 }
 
 /// One change to one replica.
@@ -294,7 +307,7 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &Options) -> Plan {
     for name in dependency_order(desired) {
         let service = &desired.services[&name];
         plan.services.push(plan_service(
-            desired, observed, service, &mut load, &mut index,
+            desired, observed, options, service, &mut load, &mut index,
         ));
     }
     for (name, reason) in &desired.frozen {
@@ -424,8 +437,17 @@ impl<'a> Index<'a> {
         }
         for containers in by_service.values_mut() {
             // A container set aside by an interrupted replacement loses to the one under its name.
-            containers
-                .sort_by_key(|(node, c)| (c.replica, is_set_aside(&c.name), !c.running, *node));
+            // Of two copies of one replica (the second started while the
+            // first one's node was down), the newer placement stays.
+            containers.sort_by_key(|(node, c)| {
+                (
+                    c.replica,
+                    is_set_aside(&c.name),
+                    !c.running,
+                    Reverse(c.created),
+                    *node,
+                )
+            });
         }
         Index {
             by_service,
@@ -468,6 +490,7 @@ fn is_set_aside(name: &str) -> bool {
 fn plan_service<'a>(
     desired: &'a Desired,
     observed: &Observed,
+    options: &Options,
     service: &DesiredService,
     load: &mut Load,
     index: &mut Index<'a>,
@@ -550,6 +573,7 @@ fn plan_service<'a>(
             service,
             &matching,
             observed,
+            options,
             &mut kept,
             &mut result,
             load,
@@ -673,6 +697,7 @@ fn scaled(
     service: &DesiredService,
     matching: &Matching,
     observed: &Observed,
+    options: &Options,
     kept: &mut Vec<(String, OwnedContainer)>,
     result: &mut ServicePlan,
     load: &mut Load,
@@ -707,6 +732,16 @@ fn scaled(
         load.add(&node, -1);
     }
     if kept.len() >= wanted {
+        return;
+    }
+    if let Some(reason) = missing_may_run_elsewhere(service, matching, observed, options) {
+        for replica in free_replicas(kept, wanted - kept.len()) {
+            result.blocked.push(Blocked {
+                replica: Some(replica),
+                node: None,
+                reason: reason.clone(),
+            });
+        }
         return;
     }
     let fixed_port = service.has_fixed_host_port();
@@ -774,6 +809,43 @@ fn scaled(
     kept.retain(|(_, c)| !c.id.is_empty());
 }
 
+/// Why the replicas a service lacks must not be started now, if they must
+/// not: an unreachable node the service may run on could still run them
+/// (unknown is not empty), and a node given up as down holds the data of a
+/// service that cannot move.
+fn missing_may_run_elsewhere(
+    service: &DesiredService,
+    matching: &Matching,
+    observed: &Observed,
+    options: &Options,
+) -> Option<String> {
+    let unreachable = |node: &&&Node| {
+        observed
+            .nodes
+            .get(&node.name)
+            .is_none_or(|o| o.unreachable.is_some())
+    };
+    let (down, unknown): (Vec<&&Node>, Vec<&&Node>) = matching
+        .nodes
+        .iter()
+        .filter(unreachable)
+        .partition(|n| options.down.contains(&n.name));
+    if let Some(node) = unknown.first() {
+        return Some(format!(
+            "waiting on node {}: it is unreachable ({}) and may still run this replica",
+            node.name,
+            unreachable_reason(observed, &node.name)
+        ));
+    }
+    match down.first() {
+        Some(node) if !service.movable => Some(format!(
+            "waiting for node {}: it is down, and {} cannot move (it has volumes or host folders, or is pinned to the node by name)",
+            node.name, service.name
+        )),
+        _ => None,
+    }
+}
+
 fn placeholder(service: &str, replica: u32) -> OwnedContainer {
     OwnedContainer {
         id: String::new(),
@@ -784,6 +856,7 @@ fn placeholder(service: &str, replica: u32) -> OwnedContainer {
         image_digest: String::new(),
         commit: String::new(),
         running: true,
+        created: 0,
         spec_fields: String::new(),
     }
 }

@@ -53,6 +53,7 @@ fn service(name: &str, replicas: Option<u32>, strategy: Strategy, tags: &[&str])
         update: UpdateConfig::default(),
         sequential: false,
         after: vec![],
+        movable: true,
     }
 }
 
@@ -95,6 +96,7 @@ fn owned(obs: &mut Observed, node: &str, service: &str, replica: u32, hash: &str
         image_digest: "sha256:old".into(),
         commit: "old".into(),
         running: true,
+        created: 0,
         spec_fields: String::new(),
     });
 }
@@ -437,7 +439,14 @@ fn an_empty_desired_state_never_deletes_everything_unless_allowed() {
         p.refused
     );
     assert!(p.is_empty());
-    let p = plan(&d, &o, &Options { allow_empty: true });
+    let p = plan(
+        &d,
+        &o,
+        &Options {
+            allow_empty: true,
+            ..Default::default()
+        },
+    );
     assert_eq!(lines(&p), ["- web-1 n1"]);
 }
 
@@ -600,7 +609,18 @@ fn placement_matches_a_full_scan_on_random_inputs() {
         }
 
         let d = desired(names.iter().map(|n| node(n, &[])).collect(), vec![web]);
-        let planned: Vec<String> = run(&d, &o)
+        // Unreachable nodes are given up as down, so placement goes on
+        // around them (otherwise nothing is placed: see
+        // `an_unreachable_node_may_still_run_the_missing_replicas`).
+        let options = Options {
+            down: names
+                .iter()
+                .filter(|n| o.nodes[*n].unreachable.is_some())
+                .cloned()
+                .collect(),
+            ..Default::default()
+        };
+        let planned: Vec<String> = lines(&plan(&d, &o, &options))
             .into_iter()
             .map(|line| match line.strip_prefix("! ") {
                 // Blocked lines without their reason.
@@ -610,4 +630,65 @@ fn placement_matches_a_full_scan_on_random_inputs() {
             .collect();
         assert_eq!(planned, expected, "case {case}");
     }
+}
+
+/// Unknown is not empty: while a node the service may run on does not
+/// answer, the replicas the others lack may be running there, so none is
+/// started elsewhere; once the caller gives the node up as down, movable
+/// services are placed on the others, and the rest wait for the node.
+#[test]
+fn an_unreachable_node_may_still_run_the_missing_replicas() {
+    let web = service("web", Some(3), Strategy::HighAvailability, &[]);
+    let mut db = service("db", Some(1), Strategy::HighAvailability, &[]);
+    db.movable = false;
+    let d = desired(
+        vec![node("n1", &[]), node("n2", &[]), node("n3", &[])],
+        vec![web.clone(), db],
+    );
+    let mut o = observed(&[("n1", 0), ("n2", 0), ("n3", 0)]);
+    owned(&mut o, "n1", "web", 1, &web.hash);
+    owned(&mut o, "n2", "web", 2, &web.hash);
+    o.nodes.get_mut("n3").unwrap().unreachable = Some("connection refused".into());
+    assert_eq!(
+        run(&d, &o),
+        [
+            "! db-1 waiting on node n3: it is unreachable (connection refused) and may still run this replica",
+            "! web-3 waiting on node n3: it is unreachable (connection refused) and may still run this replica",
+        ]
+    );
+    let down = Options {
+        down: ["n3".to_string()].into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        lines(&plan(&d, &o, &down)),
+        [
+            "! db-1 waiting for node n3: it is down, and db cannot move (it has volumes or host folders, or is pinned to the node by name)",
+            "+ web-3 n1",
+        ]
+    );
+}
+
+/// When a node given up as down comes back, the older copy of a replica
+/// that was started elsewhere meanwhile is removed, whichever node it is on.
+#[test]
+fn a_returning_node_loses_its_older_copies() {
+    let web = service("web", Some(2), Strategy::HighAvailability, &[]);
+    let d = desired(vec![node("n1", &[]), node("n2", &[])], vec![web.clone()]);
+    let mut o = observed(&[("n1", 0), ("n2", 0)]);
+    owned(&mut o, "n1", "web", 1, &web.hash);
+    owned(&mut o, "n1", "web", 2, &web.hash);
+    owned(&mut o, "n2", "web", 2, &web.hash);
+    // n2's copy of replica 2 is the older: n1's was started while n2 was down.
+    for (node, created) in [("n1", 10), ("n2", 5)] {
+        let copy = o
+            .nodes
+            .get_mut(node)
+            .unwrap()
+            .owned
+            .iter_mut()
+            .find(|c| c.replica == 2);
+        copy.unwrap().created = created;
+    }
+    assert_eq!(run(&d, &o), ["- web-2 n2"]);
 }

@@ -628,3 +628,95 @@ async fn daemon_tests_each_commit_cancels_superseded_runs_and_only_tests_other_b
     drop(daemon);
     remove_stack(&bed, &repo.stack).await;
 }
+
+async fn pipeline_failed(daemon: &Daemon) {
+    eventually("the pipeline fails", CONVERGE, || async {
+        let status = daemon.status().await;
+        (status["pipeline"]["state"] == "failed").then_some(())
+    })
+    .await
+}
+
+async fn passes_reach(daemon: &Daemon, at_least: f64) {
+    eventually("a pass after the request", CONVERGE, || async {
+        (daemon.passes().await >= at_least).then_some(())
+    })
+    .await
+}
+
+/// A first commit whose pipeline fails is never deployed, whatever starts
+/// the next pass: an API reconcile, a restart of the daemon, or a restart
+/// with its state store gone (the pipeline runs again and fails again).
+#[tokio::test]
+async fn daemon_never_deploys_a_commit_whose_pipeline_failed() {
+    let bed = Bed::get();
+    let nodes = nodes_yaml(&bed, &[&["app"], &["app"], &["ci"]]);
+    let manifest = format!(
+        "{nodes}pipeline:\n  branches: [main]\n  runner_tags: [ci]\n  stages:\n    - name: test\n      image: {}\n      script: [\"echo failing on purpose\", \"false\"]\nservices:\n{}",
+        bed.base_image,
+        sleeper(&bed, "web", 1, "    tags: [app]\n")
+    );
+    let repo = UserRepo::new("dgate", &manifest);
+    let state = tempfile::tempdir().unwrap();
+    let token = unique("token");
+    let options = DaemonOptions::default().env("PIER_API_TOKEN", &token);
+    let start = || {
+        Daemon::start(
+            &bed,
+            repo.dir.path().to_str().unwrap(),
+            &repo.stack,
+            state.path(),
+            &options,
+        )
+    };
+    let mut daemon = start();
+    pipeline_failed(&daemon).await;
+    let before = daemon.passes().await;
+    let (code, body) = daemon
+        .request(
+            "POST",
+            "/api/v1/reconcile",
+            &[("Authorization", &format!("Bearer {token}"))],
+            b"",
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    passes_reach(&daemon, before + 1.0).await;
+    assert!(
+        stack_replicas(&bed, &repo.stack).await.is_empty(),
+        "a reconcile deploys nothing: {}",
+        daemon.log_text()
+    );
+    let status = daemon.status().await;
+    assert!(
+        status["stalled"]
+            .as_str()
+            .is_some_and(|s| s.contains("pipeline")),
+        "{status}"
+    );
+
+    // A restart reads the refusal from the store and deploys nothing.
+    daemon.kill();
+    let daemon = start();
+    passes_reach(&daemon, 1.0).await;
+    assert!(stack_replicas(&bed, &repo.stack).await.is_empty());
+    drop(daemon);
+
+    // Without its store the daemon tests the commit again before anything.
+    for entry in std::fs::read_dir(state.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("pier.db")
+        {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let daemon = start();
+    pipeline_failed(&daemon).await;
+    assert!(stack_replicas(&bed, &repo.stack).await.is_empty());
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+}
