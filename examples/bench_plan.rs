@@ -73,6 +73,7 @@ fn desired() -> Desired {
         nodes,
         services,
         frozen: BTreeMap::new(),
+        source: Default::default(),
     }
 }
 
@@ -128,6 +129,8 @@ fn main() {
                     commit: "c".into(),
                     running: true,
                     created: 0,
+                    healthy: true,
+                    source: Default::default(),
                     spec_fields: String::new(),
                 });
             }

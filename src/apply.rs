@@ -474,14 +474,28 @@ async fn create_healthy<R: Runtime>(
     inherited: &[AnonymousVolume],
 ) -> Result<(), String> {
     let id = start_new(ctx, engine, desired, node, name, replica, inherited).await?;
-    wait_healthy(ctx, engine, desired, node, name, &id)
-        .await
-        .map_err(|reason| {
-            format!(
-                "{}: replica {replica} on {node} did not become healthy: {reason}",
-                desired.name
-            )
-        })
+    let Err(reason) = wait_healthy(ctx, engine, desired, node, name, &id).await else {
+        return Ok(());
+    };
+    // A replica that never became healthy is not left behind, restarting or
+    // holding its name; its volumes stay (they may be inherited ones).
+    let removed = ctx
+        .step(
+            &desired.name,
+            node,
+            "remove",
+            name,
+            engine.remove(&id, Volumes::Keep),
+        )
+        .await;
+    Err(format!(
+        "{}: replica {replica} on {node} did not become healthy: {reason}{}",
+        desired.name,
+        match removed {
+            Ok(()) => "; removed it".to_string(),
+            Err(e) => format!("; removing it failed too: {e}"),
+        }
+    ))
 }
 
 /// Create and start a replica under `name`, mounting the `inherited`
@@ -507,11 +521,20 @@ async fn start_new<R: Runtime>(
         .insert(docker::LABEL_COMMIT.into(), ctx.desired.commit.clone());
     spec.labels
         .insert(docker::LABEL_IMAGE_DIGEST.into(), desired.digest.clone());
+    if !ctx.desired.source.hash.is_empty() {
+        spec.labels
+            .insert(docker::LABEL_SOURCE.into(), ctx.desired.source.hash.clone());
+        spec.labels.insert(
+            docker::LABEL_SOURCE_NAME.into(),
+            ctx.desired.source.name.clone(),
+        );
+    }
     let fields = serde_json::to_string(&desired.fields()).expect("fingerprints serialise");
     spec.labels.insert(docker::LABEL_SPEC_FIELDS.into(), fields);
     let id = ctx
         .step(service, node, "create", name, engine.create(name, &spec))
         .await?;
+    crate::fault::point("create:created");
     if let Err(e) = ctx
         .step(service, node, "start", name, engine.start(&id))
         .await
@@ -644,19 +667,23 @@ async fn replace_stop_first<R: Runtime>(
     if stopped == Vanished::Yes {
         return create_healthy(ctx, engine, desired, node, name, replica, &inherited).await;
     }
-    if let Err(reason) = ctx
-        .step(
-            service,
-            node,
-            "rename",
-            &aside,
-            engine.rename(&old.id, &aside),
-        )
-        .await
+    crate::fault::point("replace:stopped");
+    // An old container already aside (an interrupted replacement) stays there.
+    if old.name != aside
+        && let Err(reason) = ctx
+            .step(
+                service,
+                node,
+                "rename",
+                &aside,
+                engine.rename(&old.id, &aside),
+            )
+            .await
     {
         // Stopped but still under its own name: start it again as it was.
         return Err(restart_after_failure(ctx, engine, service, node, replica, old, reason).await);
     }
+    crate::fault::point("replace:set-aside");
     let outcome = match start_new(ctx, engine, desired, node, name, replica, &inherited).await {
         Ok(id) => match wait_healthy(ctx, engine, desired, node, name, &id).await {
             Ok(()) => Ok(()),
@@ -666,6 +693,7 @@ async fn replace_stop_first<R: Runtime>(
     };
     match outcome {
         Ok(_) => {
+            crate::fault::point("replace:healthy");
             ctx.step(
                 service,
                 node,
@@ -687,15 +715,18 @@ async fn replace_stop_first<R: Runtime>(
                     )
                     .await;
             }
+            // Back under the replica's name; one found aside was running
+            // before the interrupted replacement stopped it.
+            let start = old.running || old.name != name;
             let back = async {
-                engine.rename(&old.id, &old.name).await?;
-                if old.running {
+                engine.rename(&old.id, name).await?;
+                if start {
                     engine.start(&old.id).await
                 } else {
                     Ok(())
                 }
             };
-            let restored = ctx.step(service, node, "rollback", &old.name, back).await;
+            let restored = ctx.step(service, node, "rollback", name, back).await;
             Err(rollback_message(service, node, replica, &reason, restored))
         }
     }

@@ -120,6 +120,10 @@ pub struct NodesArgs {
     /// Allow manifests without services to remove every container of the stack
     #[arg(long)]
     pub allow_empty: bool,
+    /// Take over containers of this stack that another repository or
+    /// manifest folder deployed (otherwise pier refuses to touch them)
+    #[arg(long, env = "PIER_ADOPT")]
+    pub adopt: bool,
 }
 
 #[derive(Debug, Args)]

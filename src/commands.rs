@@ -36,6 +36,7 @@ fn nodes_settings(source: pier::validate::Source, args: NodesArgs) -> Settings {
             .collect(),
         engine_timeout: args.engine_timeout,
         allow_empty: args.allow_empty,
+        adopt: args.adopt,
     }
 }
 

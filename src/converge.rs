@@ -31,6 +31,8 @@ pub struct Settings {
     /// How long an engine may take to answer before its node counts as unreachable.
     pub engine_timeout: Duration,
     pub allow_empty: bool,
+    /// Take over containers of the stack deployed from another repository.
+    pub adopt: bool,
 }
 
 /// Why a pass could not produce a plan.
@@ -49,6 +51,8 @@ pub enum PassError {
 pub struct Loaded {
     pub commit: String,
     pub stack: String,
+    /// Where the manifests come from, recorded on every container.
+    pub source: plan::SourceId,
     pub manifest: Manifest,
     /// Warnings and notices from validation.
     pub diagnostics: Vec<Diagnostic>,
@@ -193,6 +197,7 @@ pub fn load(
     Ok(Loaded {
         commit: snapshot.commit,
         stack,
+        source: plan::SourceId::new(&repo.identity(), folder),
         manifest: loaded.manifest,
         diagnostics: loaded.diagnostics,
     })
@@ -212,6 +217,7 @@ pub async fn plan_loaded(
     let engines = reachable(connections);
     let images = resolve_images(manifest, registry, &engines, pins).await;
     let mut desired = desired_state(manifest, &loaded.stack, &loaded.commit, &images, pins);
+    desired.source = loaded.source.clone();
     for (service, reason) in &input.frozen {
         if desired.services.remove(service).is_some() {
             desired.frozen.insert(service.clone(), reason.clone());
@@ -229,6 +235,7 @@ pub async fn plan_loaded(
         &plan::Options {
             allow_empty: settings.allow_empty,
             down: down.clone(),
+            adopt: settings.adopt,
         },
     );
     Planned {
@@ -306,8 +313,11 @@ pub async fn resolve_images<R: Runtime>(
         let resolved = match registry.resolve(image).await {
             Ok(resolved) => Ok(resolved),
             // Only an image the registry does not have may come from the nodes'
-            // own stores; an unreachable registry freezes the service instead, so
-            // a registry outage never swaps running digests for local ids.
+            // own stores; an unreachable registry or rejected credentials
+            // freeze the service instead, so neither an outage nor an expired
+            // password ever swaps running digests for local ids. (Anonymous
+            // access refused is how Docker Hub answers for a repository it
+            // does not have, so it counts as not found.)
             Err(error @ (ResolveError::NotFound { .. } | ResolveError::Unauthorized { .. })) => {
                 local_image(image, engines).await.ok_or(error)
             }
@@ -364,6 +374,7 @@ pub fn desired_state(
         nodes: manifest.nodes.clone(),
         services: BTreeMap::new(),
         frozen: BTreeMap::new(),
+        source: Default::default(),
     };
     for service in manifest.services.values() {
         let Some(image) = service.image.as_deref() else {

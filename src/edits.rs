@@ -217,6 +217,7 @@ async fn show_plan(args: &CommitArgs, outcome: &Outcome, vars: &Vars) {
     let loaded = Loaded {
         commit: "(dry run)".into(),
         stack: args.nodes.stack.clone().unwrap_or_else(|| repo.name()),
+        source: pier::plan::SourceId::new(&repo.identity(), &args.path),
         manifest: loaded.manifest,
         diagnostics: loaded.diagnostics,
     };
@@ -237,6 +238,7 @@ async fn show_plan(args: &CommitArgs, outcome: &Outcome, vars: &Vars) {
             .collect(),
         engine_timeout: args.nodes.engine_timeout,
         allow_empty: args.nodes.allow_empty,
+        adopt: args.nodes.adopt,
     };
     let registry = pier::registry::Registry::new(
         settings.insecure_registries.clone(),

@@ -10,6 +10,7 @@ pub mod converge;
 pub mod daemon;
 pub mod docker;
 pub mod edit;
+pub mod fault;
 pub mod manifest;
 pub mod observe;
 pub mod pipeline;

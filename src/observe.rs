@@ -45,6 +45,11 @@ fn owned(stack: &str, container: &ContainerInfo) -> Option<OwnedContainer> {
         commit: label(docker::LABEL_COMMIT).unwrap_or_default(),
         running: container.running,
         created: container.created,
+        healthy: container.running && !container.unhealthy,
+        source: crate::plan::SourceId {
+            hash: label(docker::LABEL_SOURCE).unwrap_or_default(),
+            name: label(docker::LABEL_SOURCE_NAME).unwrap_or_default(),
+        },
         spec_fields: label(docker::LABEL_SPEC_FIELDS).unwrap_or_default(),
     })
 }
@@ -95,6 +100,7 @@ mod tests {
                 .collect(),
             running,
             created: 0,
+            unhealthy: false,
         }
     }
 

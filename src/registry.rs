@@ -28,6 +28,12 @@ pub enum ResolveError {
         "the registry refused access to `{reference}`; set credentials (PIER_REGISTRY_USER / PIER_REGISTRY_PASSWORD for PIER_REGISTRY_HOST, or docker login)"
     )]
     Unauthorized { reference: String },
+    /// The credentials pier sent were refused: permanent until they are
+    /// fixed, and never a reason to fall back to an image on the nodes.
+    #[error(
+        "the registry rejected the credentials for `{reference}` (user `{username}`); fix PIER_REGISTRY_USER / PIER_REGISTRY_PASSWORD or the docker login for its host"
+    )]
+    CredentialsRejected { reference: String, username: String },
     /// Transient: retry later, change nothing.
     #[error("the registry for `{reference}` is unreachable: {reason}")]
     Unreachable { reference: String, reason: String },
@@ -190,12 +196,22 @@ impl Registry {
             .client
             .fetch_manifest_digest(&reference, &auth)
             .await
-            .map_err(|e| classify(image, e));
+            .map_err(|e| match (classify(image, e), &auth) {
+                (ResolveError::Unauthorized { reference }, RegistryAuth::Basic(username, _)) => {
+                    ResolveError::CredentialsRejected {
+                        reference,
+                        username: username.clone(),
+                    }
+                }
+                (other, _) => other,
+            });
         if let Some(observer) = &self.observer {
             observer(match &outcome {
                 Ok(_) => "ok",
                 Err(ResolveError::NotFound { .. }) => "not_found",
-                Err(ResolveError::Unauthorized { .. }) => "unauthorized",
+                Err(
+                    ResolveError::Unauthorized { .. } | ResolveError::CredentialsRejected { .. },
+                ) => "unauthorized",
                 Err(_) => "unreachable",
             });
         }

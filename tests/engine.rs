@@ -811,3 +811,264 @@ async fn anonymous_volumes_survive_replace_and_prune_only_when_asked() {
     }
     support::remove_stack(&bed, &s).await;
 }
+
+/// The crash windows of a stop-first replacement, reached on purpose with
+/// `PIER_FAULT_AT`: the next `apply` recovers each one with one copy of the
+/// replica in the end. A foreign container under the set-aside name blocks
+/// the replacement up front, and a new replica that never becomes healthy
+/// is removed.
+#[tokio::test]
+async fn crash_windows_of_a_replacement_are_recovered() {
+    let bed = Bed::get();
+    let port = 25000 + (std::process::id() % 2000) as u16;
+    let manifest = |greeting: &str, health_port: u16| {
+        web_manifest(&bed, 1, greeting, Some(port), health_port).replace(
+            "tags: [web]\n    stop",
+            "tags: [web]\n    deploy: { placement: { constraints: [\"node.name == n1\"] } }\n    stop",
+        )
+    };
+    let repo = support::UserRepo::new("crash", &manifest("v1", 8080));
+    let s = repo.stack.clone();
+    let name = format!("{s}-web-1");
+    let docker = engine(&bed.nodes[0]).await;
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let crash = |point: &'static str| {
+        let repo = &repo;
+        let bed = &bed;
+        move || {
+            let (code, stdout, stderr) = repo.pier_with_env(
+                bed,
+                &["apply", "--health-timeout", "20s"],
+                &[("PIER_FAULT_AT", point)],
+            );
+            assert_eq!(code, -1, "aborted at {point}: {stdout}{stderr}");
+            assert!(
+                stderr.contains(&format!("PIER_FAULT_AT={point}")),
+                "{stderr}"
+            );
+        }
+    };
+    let original = docker
+        .inspect_container(&name, None)
+        .await
+        .unwrap()
+        .id
+        .unwrap();
+
+    // Crashed with the old container set aside: the next apply finishes the job.
+    repo.commit(&manifest("v2", 8080), "v2");
+    crash("replace:set-aside")();
+    assert_eq!(
+        support::stack_containers(&bed, &s).await,
+        [("n1".to_string(), format!("{name}-pier-old"), false)]
+    );
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        support::stack_containers(&bed, &s).await,
+        [("n1".to_string(), name.clone(), true)]
+    );
+    let page = eventually("v2 serving", Duration::from_secs(20), || {
+        http_get(&bed.nodes[0].addr, port, "/")
+    })
+    .await;
+    assert_eq!(page.1.trim(), "v2");
+
+    // Crashed after creating a successor that is never healthy: the old
+    // container aside is not pruned for it; it is put back and runs.
+    let v2 = docker
+        .inspect_container(&name, None)
+        .await
+        .unwrap()
+        .id
+        .unwrap();
+    assert_ne!(v2, original);
+    repo.commit(&manifest("v3", 9999), "v3 with a broken health check");
+    crash("create:created")();
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply", "--health-timeout", "20s"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("rolled back to the previous container"),
+        "{stderr}"
+    );
+    assert_eq!(
+        support::stack_containers(&bed, &s).await,
+        [("n1".to_string(), name.clone(), true)]
+    );
+    assert_eq!(
+        docker
+            .inspect_container(&name, None)
+            .await
+            .unwrap()
+            .id
+            .unwrap(),
+        v2,
+        "the v2 container itself runs again"
+    );
+
+    // A container pier does not own holds the set-aside name: blocked, untouched.
+    let squatter = format!("{name}-pier-old");
+    docker
+        .create_container(
+            Some(
+                CreateContainerOptionsBuilder::default()
+                    .name(&squatter)
+                    .build(),
+            ),
+            ContainerCreateBody {
+                image: Some(bed.base_image.clone()),
+                cmd: Some(vec!["sleep".into(), "3600".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    repo.commit(&manifest("v4", 8080), "v4");
+    let (code, stdout, _) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!("a container named `{squatter}` exists on n1")),
+        "{stdout}"
+    );
+    assert_eq!(
+        docker
+            .inspect_container(&name, None)
+            .await
+            .unwrap()
+            .id
+            .unwrap(),
+        v2
+    );
+    let force = RemoveContainerOptionsBuilder::default().force(true).build();
+    docker
+        .remove_container(&squatter, Some(force))
+        .await
+        .unwrap();
+    support::remove_stack(&bed, &s).await;
+
+    // A new replica that never becomes healthy is removed, not left restarting.
+    let repo = support::UserRepo::new("unhealthy", &manifest("v1", 9999));
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply", "--health-timeout", "20s"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("did not become healthy"), "{stderr}");
+    assert!(stderr.contains("removed it"), "{stderr}");
+    assert!(
+        support::stack_containers(&bed, &repo.stack)
+            .await
+            .is_empty()
+    );
+    support::remove_stack(&bed, &repo.stack).await;
+}
+
+/// Credentials the registry rejects are an error that freezes the service,
+/// never a fall-back to the image the node holds locally.
+#[tokio::test]
+async fn rejected_registry_credentials_never_fall_back_to_a_local_image() {
+    let bed = Bed::get();
+    let node = &bed.nodes[0];
+    let docker = engine(node).await;
+    let image = format!(
+        "{}/{}",
+        bed.registry_auth,
+        bed.base_image.split_once('/').unwrap().1
+    );
+    let options = CreateImageOptionsBuilder::default()
+        .from_image(&image)
+        .build();
+    let credentials = DockerCredentials {
+        username: Some(bed.registry_user.clone()),
+        password: Some(bed.registry_password.clone()),
+        serveraddress: Some(bed.registry_auth.clone()),
+        ..Default::default()
+    };
+    docker
+        .create_image(Some(options), None, Some(credentials))
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("pull with the right password");
+    let manifest = format!(
+        "{}services:\n  web:\n    image: {image}\n    command: sleep 3600\n",
+        support::nodes_yaml(&bed, &[&[]])
+    );
+    let repo = support::UserRepo::new("rejected", &manifest);
+    let wrong = unique("wrong-password");
+    let (code, stdout, stderr) = repo.pier_with_env(
+        &bed,
+        &["apply"],
+        &[
+            ("PIER_REGISTRY_HOST", &bed.registry_auth),
+            ("PIER_REGISTRY_USER", &bed.registry_user),
+            ("PIER_REGISTRY_PASSWORD", &wrong),
+        ],
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("the registry rejected the credentials"),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        !format!("{stdout}{stderr}").contains(&wrong),
+        "the password is never printed"
+    );
+    assert!(
+        support::stack_containers(&bed, &repo.stack)
+            .await
+            .is_empty()
+    );
+}
+
+/// Two repositories that happen to share a stack name on the same hosts:
+/// the second refuses to touch the first one's containers, naming both,
+/// until it is told to `--adopt` them; then they carry its source.
+#[tokio::test]
+async fn a_stack_of_another_repository_is_refused_unless_adopted() {
+    let bed = Bed::get();
+    let manifest = |greeting: &str| {
+        format!(
+            "{}services:\n  web:\n    image: {}\n    command: sleep 3600\n    environment: {{ GREETING: {greeting} }}\n    stop_grace_period: 1s\n",
+            support::nodes_yaml(&bed, &[&[]]),
+            bed.base_image
+        )
+    };
+    let first = support::UserRepo::new("source", &manifest("one"));
+    let (code, stdout, stderr) = first.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let sources = |label: &'static str| {
+        let (bed, stack) = (&bed, first.stack.clone());
+        async move {
+            support::stack_replicas(bed, &stack)
+                .await
+                .into_iter()
+                .map(|(_, _, _, labels)| labels.get(label).cloned().unwrap_or_default())
+                .collect::<Vec<_>>()
+        }
+    };
+    let before = sources("pier.source").await;
+    assert_eq!(before.len(), 1);
+    assert!(!before[0].is_empty(), "the container records its source");
+
+    let mut second = support::UserRepo::new("other", &manifest("two"));
+    second.stack = first.stack.clone();
+    let (code, stdout, stderr) = second.pier(&bed, &["apply"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let first_path = first.dir.path().canonicalize().unwrap();
+    let second_path = second.dir.path().canonicalize().unwrap();
+    for path in [&first_path, &second_path] {
+        assert!(
+            stdout.contains(&format!("{}#pier", path.display())),
+            "both sources are named: {stdout}"
+        );
+    }
+    assert!(stdout.contains("--adopt"), "{stdout}");
+    assert_eq!(sources("pier.source").await, before, "nothing was touched");
+
+    let (code, stdout, stderr) = second.pier(&bed, &["apply", "--adopt"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        sources("pier.source-name").await,
+        [format!("{}#pier", second_path.display())]
+    );
+    assert_eq!(second.pier(&bed, &["diff"]).0, 0, "adopted for good");
+    support::remove_stack(&bed, &first.stack).await;
+}

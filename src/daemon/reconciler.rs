@@ -335,21 +335,31 @@ impl Reconciler {
         };
         self.publish(loaded, &planned, &observed, &report, target);
         let steps = report.records.len();
-        if report.failed.keys().any(|s| report.transient.contains(s)) {
-            return (Outcome::Transient(report.failures.join("; ")), steps);
-        }
-        if !report.failed.is_empty() {
+        // Services rolled back stay frozen at this commit, also when another
+        // service of the same pass failed only transiently.
+        let rolled_back: BTreeMap<String, String> = report
+            .failed
+            .iter()
+            .filter(|(service, _)| !report.transient.contains(*service))
+            .map(|(service, reason)| (service.clone(), reason.clone()))
+            .collect();
+        if !rolled_back.is_empty() {
             let mut frozen = target.frozen.clone();
-            frozen.extend(report.failed.clone());
-            let reason = report.failures.join("; ");
-            if let Err(e) = self
-                .shared
-                .store
-                .mark_failed(&loaded.commit, &reason, &frozen)
+            frozen.extend(rolled_back.clone());
+            let reason: Vec<&str> = rolled_back.values().map(String::as_str).collect();
+            if let Err(e) =
+                self.shared
+                    .store
+                    .mark_failed(&loaded.commit, &reason.join("; "), &frozen)
             {
                 warn!(error = %e, "cannot record the failed rollout");
             }
-            return (Outcome::Permanent(reason), steps);
+        }
+        if report.failed.keys().any(|s| report.transient.contains(s)) {
+            return (Outcome::Transient(report.failures.join("; ")), steps);
+        }
+        if !rolled_back.is_empty() {
+            return (Outcome::Permanent(report.failures.join("; ")), steps);
         }
         if let Some(reason) = planned.transient {
             return (Outcome::Transient(reason), steps);

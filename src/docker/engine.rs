@@ -347,6 +347,11 @@ impl Runtime for Engine {
                     .unwrap_or_default(),
                 labels: c.labels.unwrap_or_default().into_iter().collect(),
                 created: c.created.unwrap_or_default(),
+                // The engine's one-line status, e.g. "Up 3 seconds (health: starting)".
+                unhealthy: c
+                    .status
+                    .as_deref()
+                    .is_some_and(|s| s.contains("(unhealthy)") || s.contains("(health: starting)")),
                 // A restarting container is the engine honouring its restart
                 // policy (`autorestart`); pier does not race it with a replacement.
                 running: c

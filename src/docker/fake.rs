@@ -57,6 +57,7 @@ impl FakeRuntime {
             labels,
             running: true,
             created: state.next_id as i64,
+            unhealthy: false,
         };
         state.containers.insert(id.clone(), (info, None));
         id
@@ -143,6 +144,7 @@ impl Runtime for FakeRuntime {
                 labels: spec.labels.clone(),
                 running: false,
                 created: s.next_id as i64,
+                unhealthy: false,
             };
             // As an engine does, an anonymous volume gets a generated name.
             let mut spec = spec.clone();

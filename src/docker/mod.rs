@@ -29,6 +29,13 @@ pub const LABEL_SPEC_HASH: &str = "pier.spec-hash";
 pub const LABEL_COMMIT: &str = "pier.commit";
 /// Image digest (or local image id) the container runs.
 pub const LABEL_IMAGE_DIGEST: &str = "pier.image-digest";
+/// Where the manifests that created the container come from: a hash of the
+/// repository (see [`crate::source::git::GitSource::identity`]) and the
+/// manifest folder. Two repositories that share a stack name never touch
+/// each other's containers.
+pub const LABEL_SOURCE: &str = "pier.source";
+/// The same, readable (the repository without credentials, `#` the folder).
+pub const LABEL_SOURCE_NAME: &str = "pier.source-name";
 /// Short hashes of each part of the configuration (each env value apart),
 /// so a plan can say which parts a replacement changes without storing values.
 pub const LABEL_SPEC_FIELDS: &str = "pier.spec-fields";
@@ -123,6 +130,8 @@ pub struct ContainerInfo {
     pub running: bool,
     /// When it was created (seconds since the epoch).
     pub created: i64,
+    /// Running, but its health check has not passed (yet).
+    pub unhealthy: bool,
 }
 
 /// What an engine says about a container's health.

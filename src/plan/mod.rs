@@ -62,11 +62,31 @@ impl DesiredService {
     }
 }
 
+/// Where a deployment's manifests come from, as its containers' labels record it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceId {
+    /// What is compared: a hash of `name`.
+    pub hash: String,
+    /// The repository (no credentials) and the manifest folder, for people.
+    pub name: String,
+}
+
+impl SourceId {
+    pub fn new(repository: &str, folder: &str) -> SourceId {
+        use sha2::Digest;
+        let name = format!("{repository}#{}", folder.trim_matches('/'));
+        let hash = hex::encode(&sha2::Sha256::digest(name.as_bytes())[..8]);
+        SourceId { hash, name }
+    }
+}
+
 /// Everything that should run, at one commit.
 #[derive(Debug, Clone, Default)]
 pub struct Desired {
     pub stack: String,
     pub commit: String,
+    /// Where these manifests come from (empty: not recorded, as in unit tests).
+    pub source: SourceId,
     pub nodes: BTreeMap<String, Node>,
     pub services: BTreeMap<String, DesiredService>,
     /// Declared services that cannot be planned this pass (e.g. their registry
@@ -89,6 +109,14 @@ pub struct OwnedContainer {
     /// of one replica, the older placement goes.
     #[serde(skip)]
     pub created: i64,
+    /// Running, and its health check (if any) passed.
+    #[serde(skip)]
+    pub healthy: bool,
+    /// Its `pier.source` and `pier.source-name` labels (empty for
+    /// containers from before pier recorded them, which count as this
+    /// source's).
+    #[serde(skip)]
+    pub source: SourceId,
     /// Its `pier.spec-fields` label as found (JSON): which parts of its
     /// configuration hash to what. Read only when the container is replaced.
     #[serde(skip)]
@@ -130,6 +158,9 @@ pub struct Options {
     /// ran there are started on other nodes. Any other unreachable node may
     /// still run its replicas, so none of them is started elsewhere.
     pub down: BTreeSet<String>,
+    /// Take over containers of this stack deployed from another source,
+    /// instead of refusing to touch them.
+    pub adopt: bool,
 }
 
 /// One change to one replica.
@@ -302,6 +333,12 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &Options) -> Plan {
         ));
         return plan;
     }
+    if !options.adopt
+        && let Some(refusal) = other_source(desired, observed)
+    {
+        plan.refused.push(refusal);
+        return plan;
+    }
     let mut load = Load::new(desired, observed);
     let mut index = Index::new(observed);
     for name in dependency_order(desired) {
@@ -326,6 +363,34 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &Options) -> Plan {
     }
     plan.services.extend(prune(desired, observed));
     plan
+}
+
+/// Whether a container records a source other than the desired state's.
+fn from_other_source(desired: &Desired, container: &OwnedContainer) -> bool {
+    !container.source.hash.is_empty()
+        && !desired.source.hash.is_empty()
+        && container.source.hash != desired.source.hash
+}
+
+/// A refusal naming both sources, when containers of this stack come from
+/// another repository or folder: two deployments share the stack name.
+fn other_source(desired: &Desired, observed: &Observed) -> Option<String> {
+    let (node, container) = observed.nodes.iter().find_map(|(node, o)| {
+        o.owned
+            .iter()
+            .find(|c| from_other_source(desired, c))
+            .map(|c| (node, c))
+    })?;
+    let theirs = if container.source.name.is_empty() {
+        container.source.hash.clone()
+    } else {
+        container.source.name.clone()
+    };
+    Some(format!(
+        "container `{}` on {node} belongs to stack `{}` as deployed from {theirs}, but these manifests are {}; \
+         two deployments share the stack name: give one of them another --stack, or pass --adopt to take its containers over",
+        container.name, desired.stack, desired.source.name
+    ))
 }
 
 /// Running containers per node as the plan unfolds, for `emptiest_node`.
@@ -402,8 +467,7 @@ fn dependency_order(desired: &Desired) -> Vec<String> {
 /// Lookups built once per plan, so planning stays linear in services and
 /// containers rather than their product.
 struct Index<'a> {
-    /// Each service's containers with their node; for one replica number the
-    /// container under its own name and running comes first.
+    /// Each service's containers with their node.
     by_service: HashMap<&'a str, Vec<(&'a str, &'a OwnedContainer)>>,
     /// Nodes matching a tag set, for services without constraints.
     matching: HashMap<BTreeSet<String>, Rc<Matching<'a>>>,
@@ -434,20 +498,6 @@ impl<'a> Index<'a> {
                     .or_default()
                     .push((node.as_str(), container));
             }
-        }
-        for containers in by_service.values_mut() {
-            // A container set aside by an interrupted replacement loses to the one under its name.
-            // Of two copies of one replica (the second started while the
-            // first one's node was down), the newer placement stays.
-            containers.sort_by_key(|(node, c)| {
-                (
-                    c.replica,
-                    is_set_aside(&c.name),
-                    !c.running,
-                    Reverse(c.created),
-                    *node,
-                )
-            });
         }
         Index {
             by_service,
@@ -487,6 +537,31 @@ fn is_set_aside(name: &str) -> bool {
     name.ends_with("-pier-old") || name.ends_with("-pier-next")
 }
 
+/// Which copy of one replica is the replica, when there are several (left
+/// by an interrupted replacement, or started elsewhere while a node was
+/// down), lowest first:
+/// 0. a healthy copy under its own name that runs the desired configuration
+///    (a replacement that finished);
+/// 1. the previous version set aside by a stop-first replacement that never
+///    finished: the last copy known to work, never pruned for a copy that
+///    is not healthy;
+/// 2. any other copy under its own name;
+/// 3. an unfinished start-first successor.
+///
+/// Then running before stopped, and the newer placement first.
+fn copy_rank(service: &DesiredService, c: &OwnedContainer) -> (u8, bool, Reverse<i64>) {
+    let rank = if c.name.ends_with("-pier-old") {
+        1
+    } else if c.name.ends_with("-pier-next") {
+        3
+    } else if c.healthy && c.spec_hash == service.hash {
+        0
+    } else {
+        2
+    };
+    (rank, !c.running, Reverse(c.created))
+}
+
 fn plan_service<'a>(
     desired: &'a Desired,
     observed: &Observed,
@@ -516,11 +591,17 @@ fn plan_service<'a>(
             .is_some_and(|o| o.unreachable.is_none())
     };
 
-    // Current replicas, by node; a duplicate replica number keeps its first container.
+    // Current replicas, by node; of several copies of one replica number,
+    // the best ranked is the replica and the others go.
     let mut current: Vec<(String, OwnedContainer)> = Vec::new();
     let mut seen_replicas = BTreeSet::new();
-    let empty = Vec::new();
-    for &(node, container) in index.by_service.get(name.as_str()).unwrap_or(&empty) {
+    let mut copies = index
+        .by_service
+        .get(name.as_str())
+        .cloned()
+        .unwrap_or_default();
+    copies.sort_by_key(|(node, c)| (c.replica, copy_rank(service, c), *node));
+    for (node, container) in copies {
         let node = &node.to_string();
         let answers = observed
             .nodes
@@ -584,7 +665,11 @@ fn plan_service<'a>(
     let fixed_port = service.has_fixed_host_port();
     let start_first = service.update.order == UpdateOrder::StartFirst && !fixed_port;
     for (node, container) in &kept {
-        if container.spec_hash == service.hash && container.running {
+        if container.spec_hash == service.hash
+            && container.running
+            && !is_set_aside(&container.name)
+            && !from_other_source(desired, container)
+        {
             result.unchanged += 1;
         } else if !reachable(node) {
             result.blocked.push(Blocked {
@@ -857,6 +942,8 @@ fn placeholder(service: &str, replica: u32) -> OwnedContainer {
         commit: String::new(),
         running: true,
         created: 0,
+        healthy: true,
+        source: SourceId::default(),
         spec_fields: String::new(),
     }
 }
@@ -907,9 +994,23 @@ fn check_names(desired: &Desired, observed: &Observed, result: &mut ServicePlan)
     let mut clashes = Vec::new();
     result.changes.retain(|change| {
         let (node, name, replica) = match change {
-            Change::Create { node, name, replica } => (node, name, *replica),
+            Change::Create { node, name, replica } => (node, name.clone(), *replica),
+            // A replacement sets the old container aside (stop-first) or
+            // starts the new one beside it (start-first) under these names.
+            Change::Replace { node, name, replica, old, start_first, .. } => {
+                let temporary = if *start_first {
+                    format!("{name}-pier-next")
+                } else {
+                    format!("{name}-pier-old")
+                };
+                if old.name == temporary {
+                    return true;
+                }
+                (node, temporary, *replica)
+            }
             _ => return true,
         };
+        let name = &name;
         let clash = observed.nodes.get(node).is_some_and(|o| o.foreign_names.contains(name));
         if clash {
             clashes.push(Blocked {

@@ -64,6 +64,7 @@ fn desired(nodes: Vec<Node>, services: Vec<DesiredService>) -> Desired {
         nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
         services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
         frozen: BTreeMap::new(),
+        source: Default::default(),
     }
 }
 
@@ -97,6 +98,8 @@ fn owned(obs: &mut Observed, node: &str, service: &str, replica: u32, hash: &str
         commit: "old".into(),
         running: true,
         created: 0,
+        healthy: true,
+        source: Default::default(),
         spec_fields: String::new(),
     });
 }
@@ -691,4 +694,68 @@ fn a_returning_node_loses_its_older_copies() {
         copy.unwrap().created = created;
     }
     assert_eq!(run(&d, &o), ["- web-2 n2"]);
+}
+
+fn copy(o: &mut Observed, node: &str, name: &str, hash: &str, running: bool, healthy: bool) {
+    owned(o, node, "web", 1, hash);
+    let c = o.nodes.get_mut(node).unwrap().owned.last_mut().unwrap();
+    c.name = name.into();
+    c.id = format!("id-{name}");
+    (c.running, c.healthy) = (running, healthy);
+}
+
+/// After a crash mid-replacement: the old copy set aside is kept while its
+/// successor is not healthy (the successor goes and the old one is
+/// replaced again, which puts it back if the new one fails), and removed
+/// once the successor is healthy.
+#[test]
+fn a_set_aside_copy_outlives_a_successor_that_is_not_healthy() {
+    let web = service("web", Some(1), Strategy::HighAvailability, &[]);
+    let d = desired(vec![node("n1", &[])], vec![web.clone()]);
+    let mut o = observed(&[("n1", 0)]);
+    copy(&mut o, "n1", "s-web-1-pier-old", "old", false, false);
+    copy(&mut o, "n1", "s-web-1", &web.hash, true, false);
+    let p = plan(&d, &o, &Options::default());
+    let changes: Vec<String> = p.services[0]
+        .changes
+        .iter()
+        .map(|c| match c {
+            Change::Remove { container, .. } => format!("- {}", container.name),
+            Change::Replace { old, .. } => format!("~ {}", old.name),
+            Change::Create { name, .. } => format!("+ {name}"),
+        })
+        .collect();
+    assert_eq!(changes, ["- s-web-1", "~ s-web-1-pier-old"]);
+
+    let mut o = observed(&[("n1", 0)]);
+    copy(&mut o, "n1", "s-web-1-pier-old", "old", false, false);
+    copy(&mut o, "n1", "s-web-1", &web.hash, true, true);
+    assert_eq!(run(&d, &o), ["- web-1 n1"]);
+    let p = plan(&d, &o, &Options::default());
+    assert!(
+        matches!(&p.services[0].changes[0], Change::Remove { container, .. } if container.name == "s-web-1-pier-old")
+    );
+}
+
+/// A container pier does not own under the name a replacement needs for
+/// the old one blocks that replacement up front.
+#[test]
+fn a_foreign_set_aside_name_blocks_the_replacement() {
+    let web = service("web", Some(1), Strategy::HighAvailability, &[]);
+    let d = desired(vec![node("n1", &[])], vec![web]);
+    let mut o = observed(&[("n1", 0)]);
+    owned(&mut o, "n1", "web", 1, "stale");
+    o.nodes
+        .get_mut("n1")
+        .unwrap()
+        .foreign_names
+        .insert("s-web-1-pier-old".into());
+    let lines = run(&d, &o);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(
+            "! web-1 a container named `s-web-1-pier-old` exists on n1 and is not pier's"
+        ),
+        "{lines:?}"
+    );
 }

@@ -97,6 +97,25 @@ impl GitSource {
         })
     }
 
+    /// Where the repository comes from, the same for every clone of one
+    /// remote: a remote's URL (a local clone's `origin`) without scheme,
+    /// user or password, and without `.git`; a local repository without a
+    /// remote is its folder.
+    pub fn identity(&self) -> String {
+        let origin = self.url.clone().or_else(|| {
+            let remote = self.repo.find_remote("origin").ok()?;
+            remote.url().ok().map(str::to_string)
+        });
+        match origin {
+            Some(url) => normalize_url(&url),
+            None => {
+                let root = self.repo.workdir().unwrap_or_else(|| self.repo.path());
+                let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+                root.to_string_lossy().trim_end_matches('/').to_string()
+            }
+        }
+    }
+
     /// A short name for the repository: its folder's (or URL's) last part.
     pub fn name(&self) -> String {
         let path = match &self.url {
@@ -371,4 +390,39 @@ fn cache_name(url: &str) -> String {
             }
         })
         .collect()
+}
+
+/// `https://user:token@example.com/team/app.git`, `ssh://git@example.com/team/app`
+/// and `git@example.com:team/app.git` all become `example.com/team/app`:
+/// one repository, whichever way it is reached, and never a credential.
+pub fn normalize_url(url: &str) -> String {
+    // scp-like `user@host:path` has no scheme, and a colon before the path.
+    let (rest, path_separator) = match url.split_once("://") {
+        Some((_, rest)) => (rest, '/'),
+        None => (url, ':'),
+    };
+    let (authority, path) = rest.split_once(path_separator).unwrap_or((rest, ""));
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let path = path.trim_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    format!("{host}/{path}").trim_end_matches('/').to_string()
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::normalize_url;
+
+    #[test]
+    fn every_spelling_of_one_remote_is_one_identity_without_credentials() {
+        for url in [
+            "https://user:s3cret@example.com/team/app.git",
+            "ssh://git@example.com/team/app",
+            "git@example.com:team/app.git",
+            "https://example.com/team/app/",
+        ] {
+            assert_eq!(normalize_url(url), "example.com/team/app", "{url}");
+        }
+    }
 }
