@@ -63,6 +63,9 @@ fn desired() -> Desired {
                 sequential: false,
                 after: vec![],
                 movable: true,
+                waits_for: vec![],
+                run_to_completion: false,
+                autodestroy: Default::default(),
             };
             (name, service)
         })
@@ -131,6 +134,7 @@ fn main() {
                     created: 0,
                     healthy: true,
                     source: Default::default(),
+                    exit_code: None,
                     spec_fields: String::new(),
                 });
             }

@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::docker::{self, AnonymousVolume, Credentials, Health, Runtime, RuntimeError, Volumes};
+use crate::manifest::model::{Autodestroy, DependsOnCondition};
 use crate::plan::{Change, Desired, DesiredService, OwnedContainer, Plan, ServicePlan, spec};
 
 /// Tuning for one apply.
@@ -141,6 +142,11 @@ pub async fn apply<R: Runtime>(
     let mut failures = Vec::new();
     let mut failed = BTreeMap::new();
     let mut failed_services = BTreeSet::new();
+    let by_name: BTreeMap<&str, &ServicePlan> = plan
+        .services
+        .iter()
+        .map(|s| (s.service.as_str(), s))
+        .collect();
     for level in levels(desired, plan) {
         prepare_nodes(&ctx, &level).await;
         let outcomes = join_all(level.iter().map(|service_plan| {
@@ -151,14 +157,17 @@ pub async fn apply<R: Runtime>(
                     .find(|a| failed_services.contains(*a))
                     .cloned()
             });
-            let ctx = &ctx;
+            let (ctx, by_name) = (&ctx, &by_name);
             async move {
                 match blocked_by {
                     Some(dependency) => Err(format!(
                         "{}: not rolled out because `{dependency}` failed",
                         service_plan.service
                     )),
-                    None => rollout(ctx, service_plan).await,
+                    None => {
+                        wait_for_dependencies(ctx, &service_plan.service, by_name).await?;
+                        rollout(ctx, service_plan).await
+                    }
                 }
             }
         }))
@@ -594,7 +603,75 @@ async fn volumes_of<R: Runtime>(
     ctx.step(service, node, "volumes", &old.name, lookup).await
 }
 
+/// Before a service rolls out, the replicas of the services it waits for
+/// (`depends_on` with `service_healthy` or `service_completed_successfully`)
+/// that this apply did not replace must be healthy, or have exited with 0;
+/// replicas it did start were waited for already. Bounded by the health timeout.
+async fn wait_for_dependencies<R: Runtime>(
+    ctx: &Context<'_, R>,
+    service: &str,
+    plans: &BTreeMap<&str, &ServicePlan>,
+) -> Result<(), String> {
+    let Some(desired) = ctx.desired.services.get(service) else {
+        return Ok(());
+    };
+    for (dependency, condition) in &desired.waits_for {
+        let Some(plan) = plans.get(dependency.as_str()) else {
+            continue;
+        };
+        for (node, id) in &plan.current {
+            let engine = ctx.engine(node)?;
+            let deadline = Instant::now() + ctx.settings.health_timeout;
+            loop {
+                let health = engine.health(id).await.map_err(|e| e.to_string());
+                let done = match (condition, &health) {
+                    (DependsOnCondition::ServiceHealthy, Ok(Health::Healthy)) => true,
+                    (
+                        DependsOnCondition::ServiceCompletedSuccessfully,
+                        Ok(Health::Exited(Some(0))),
+                    ) => true,
+                    (_, Ok(Health::Exited(code))) => {
+                        return Err(format!(
+                            "{service}: not rolled out: `{dependency}` on {node} exited{}, and it waits for {}",
+                            code.map(|c| format!(" with code {c}")).unwrap_or_default(),
+                            match condition {
+                                DependsOnCondition::ServiceCompletedSuccessfully =>
+                                    "an exit with 0",
+                                _ => "it to be healthy",
+                            }
+                        ));
+                    }
+                    (_, Err(e)) => {
+                        return Err(format!(
+                            "{service}: not rolled out: `{dependency}` on {node}: {e}"
+                        ));
+                    }
+                    _ => false,
+                };
+                if done {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "{service}: not rolled out: `{dependency}` on {node} did not become {} within {:?}",
+                        match condition {
+                            DependsOnCondition::ServiceCompletedSuccessfully => "complete",
+                            _ => "healthy",
+                        },
+                        ctx.settings.health_timeout
+                    ));
+                }
+                tokio::time::sleep(ctx.settings.health_poll).await;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Wait for the container to be healthy (or, without a health check, running).
+/// A job another service waits for must run to completion: it is waited for
+/// until it exits, and only an exit with 0 counts; an `autodestroy` job may
+/// have exited with 0 already.
 async fn wait_healthy<R: Runtime>(
     ctx: &Context<'_, R>,
     engine: &R,
@@ -610,8 +687,18 @@ async fn wait_healthy<R: Runtime>(
         .as_ref()
         .is_some_and(|h| h.test.first().is_some_and(|t| t != "NONE"));
     let deadline = Instant::now() + ctx.settings.health_timeout;
+    let job = desired.run_to_completion;
+    let may_exit = job || desired.autodestroy != Autodestroy::Off;
     let result = loop {
         match engine.health(id).await {
+            Ok(Health::Exited(Some(0))) if may_exit => break Ok(()),
+            Ok(Health::Healthy | Health::Starting) if job && Instant::now() < deadline => {}
+            Ok(Health::Healthy) if job => {
+                break Err(format!(
+                    "still running after {:?}; `depends_on: service_completed_successfully` waits for it to exit",
+                    ctx.settings.health_timeout
+                ));
+            }
             Ok(Health::Healthy) => break Ok(()),
             Ok(Health::Starting) if Instant::now() < deadline => {}
             Ok(Health::Starting) => {

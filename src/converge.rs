@@ -13,6 +13,7 @@ use futures_util::future::join_all;
 
 use crate::docker::Runtime;
 use crate::docker::engine::Engine;
+use crate::manifest::model::DependsOnCondition;
 use crate::manifest::{self, Diagnostic, Manifest, Vars};
 use crate::plan::{self, Desired, DesiredService, Observed, Plan};
 use crate::registry::{Registry, ResolveError};
@@ -97,6 +98,9 @@ pub struct PassInput {
     /// The daemon's view of node loss; `None` (one-shot commands): an
     /// unreachable node is never given up on.
     pub node_loss: Option<NodeLoss>,
+    /// `autodestroy` jobs that ran and were removed, by service and spec
+    /// hash: the daemon does not start them again for that configuration.
+    pub destroyed: BTreeSet<(String, String)>,
 }
 
 /// Since when each node has been unreachable, and how long that may last
@@ -236,6 +240,7 @@ pub async fn plan_loaded(
             allow_empty: settings.allow_empty,
             down: down.clone(),
             adopt: settings.adopt,
+            destroyed: input.destroyed.clone(),
         },
     );
     Planned {
@@ -431,6 +436,17 @@ pub fn desired_state(
                 update: service.update.clone(),
                 sequential: service.sequential_deployment,
                 after,
+                waits_for: service
+                    .depends_on
+                    .iter()
+                    .filter(|(_, c)| **c != DependsOnCondition::ServiceStarted)
+                    .map(|(dependency, c)| (dependency.clone(), *c))
+                    .collect(),
+                run_to_completion: manifest.services.values().any(|other| {
+                    other.depends_on.get(&service.name)
+                        == Some(&DependsOnCondition::ServiceCompletedSuccessfully)
+                }),
+                autodestroy: service.autodestroy,
             },
         );
     }

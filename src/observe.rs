@@ -46,6 +46,7 @@ fn owned(stack: &str, container: &ContainerInfo) -> Option<OwnedContainer> {
         running: container.running,
         created: container.created,
         healthy: container.running && !container.unhealthy,
+        exit_code: container.exit_code,
         source: crate::plan::SourceId {
             hash: label(docker::LABEL_SOURCE).unwrap_or_default(),
             name: label(docker::LABEL_SOURCE_NAME).unwrap_or_default(),
@@ -101,6 +102,7 @@ mod tests {
             running,
             created: 0,
             unhealthy: false,
+            exit_code: None,
         }
     }
 

@@ -217,6 +217,7 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
             .collect(),
         frozen: BTreeMap::new(),
         node_loss: None,
+        destroyed: Default::default(),
     };
     let planned = converge::plan_loaded(&loaded, &settings, &registry, &input).await;
     print!(

@@ -1072,3 +1072,69 @@ async fn a_stack_of_another_repository_is_refused_unless_adopted() {
     assert_eq!(second.pier(&bed, &["diff"]).0, 0, "adopted for good");
     support::remove_stack(&bed, &first.stack).await;
 }
+
+/// `depends_on` conditions on real engines: `web` starts only after the
+/// `migrate` job exited with 0 and `db` is healthy; the exited job is not
+/// replaced on the next pass, so `diff` afterwards has nothing to do. A job
+/// that fails keeps its dependents from rolling out.
+#[tokio::test]
+async fn depends_on_conditions_wait_for_health_and_completion() {
+    let bed = Bed::get();
+    let manifest = |job: &str| {
+        format!(
+            "{nodes}services:\n  db:\n    image: {image}\n    command: [\"sh\", \"-c\", \"sleep 1; touch /ready; exec sleep 3600\"]\n    stop_grace_period: 1s\n    healthcheck: {{ test: [\"CMD\", \"test\", \"-f\", \"/ready\"], interval: 500ms }}\n  migrate:\n    image: {image}\n    command: [\"sh\", \"-c\", \"{job}\"]\n  web:\n    image: {image}\n    command: sleep 3600\n    stop_grace_period: 1s\n    depends_on:\n      db: {{ condition: service_healthy }}\n      migrate: {{ condition: service_completed_successfully }}\n",
+            nodes = support::nodes_yaml(&bed, &[&[]]),
+            image = bed.base_image
+        )
+    };
+    let repo = support::UserRepo::new("conditions", &manifest("sleep 1; echo migrated"));
+    let s = repo.stack.clone();
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let started = |name: &str| {
+        let docker = engine(&bed.nodes[0]);
+        let name = format!("{s}-{name}-1");
+        async move {
+            let state = docker
+                .await
+                .inspect_container(&name, None)
+                .await
+                .expect("inspect")
+                .state
+                .unwrap_or_default();
+            (
+                state.started_at.unwrap_or_default(),
+                state.finished_at.unwrap_or_default(),
+                state.exit_code,
+            )
+        }
+    };
+    let (_, job_finished, job_exit) = started("migrate").await;
+    let (web_started, _, _) = started("web").await;
+    assert_eq!(job_exit, Some(0));
+    assert!(
+        web_started > job_finished,
+        "web started ({web_started}) after the job finished ({job_finished})"
+    );
+    let (code, stdout, _) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 0, "the finished job is left as it is: {stdout}");
+
+    repo.commit(
+        &manifest("exit 3").replace(
+            "command: sleep 3600\n    stop_grace_period: 1s\n    depends_on",
+            "command: sleep 3601\n    stop_grace_period: 1s\n    depends_on",
+        ),
+        "a failing job, and a new web",
+    );
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply", "--health-timeout", "20s"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("migrate: replica 1 on n1 failed (exited with code 3)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("web: not rolled out because `migrate` failed"),
+        "{stderr}"
+    );
+    support::remove_stack(&bed, &s).await;
+}

@@ -71,6 +71,9 @@ pub struct Reconciler {
     runner: super::runner::PipelineRunner,
     /// Since when each unreachable node has been so.
     node_loss: converge::NodeLoss,
+    /// `autodestroy` jobs that ran (service, spec hash): not run again. Kept
+    /// in memory: a restarted daemon runs such a job once more.
+    destroyed: BTreeSet<(String, String)>,
 }
 
 /// Which commit a pass converges to, and why it is not the head if it is not.
@@ -108,6 +111,24 @@ impl Reconciler {
             },
             config,
             runner,
+            destroyed: BTreeSet::new(),
+        }
+    }
+
+    /// Remember the `autodestroy` replicas this plan removes, so their job
+    /// is not started again for the same configuration.
+    fn remember_destroyed(&mut self, plan: &crate::plan::Plan) {
+        for service in &plan.services {
+            for change in &service.changes {
+                if let crate::plan::Change::Remove {
+                    container, reason, ..
+                } = change
+                    && reason == crate::plan::AUTODESTROYED
+                {
+                    self.destroyed
+                        .insert((service.service.clone(), container.spec_hash.clone()));
+                }
+            }
         }
     }
 
@@ -297,9 +318,11 @@ impl Reconciler {
                 })
                 .collect(),
             node_loss: Some(self.node_loss.clone()),
+            destroyed: self.destroyed.clone(),
         };
         let planned =
             converge::plan_loaded(loaded, &self.config.settings, &self.registry, &input).await;
+        self.remember_destroyed(&planned.plan);
         self.node_loss
             .observe(&planned.observed, std::time::Instant::now());
         self.remember_pins(loaded, &planned);

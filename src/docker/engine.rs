@@ -220,6 +220,12 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The exit code in an engine's one-line status, `Exited (137) 5 seconds ago`.
+fn exit_code(status: &str) -> Option<i64> {
+    let rest = status.strip_prefix("Exited (")?;
+    rest.split_once(')')?.0.parse().ok()
+}
+
 fn classify(error: bollard::errors::Error) -> RuntimeError {
     use bollard::errors::Error as E;
     match error {
@@ -352,6 +358,7 @@ impl Runtime for Engine {
                     .status
                     .as_deref()
                     .is_some_and(|s| s.contains("(unhealthy)") || s.contains("(health: starting)")),
+                exit_code: c.status.as_deref().and_then(exit_code),
                 // A restarting container is the engine honouring its restart
                 // policy (`autorestart`); pier does not race it with a replacement.
                 running: c

@@ -58,6 +58,7 @@ impl FakeRuntime {
             running: true,
             created: state.next_id as i64,
             unhealthy: false,
+            exit_code: None,
         };
         state.containers.insert(id.clone(), (info, None));
         id
@@ -145,6 +146,7 @@ impl Runtime for FakeRuntime {
                 running: false,
                 created: s.next_id as i64,
                 unhealthy: false,
+                exit_code: None,
             };
             // As an engine does, an anonymous volume gets a generated name.
             let mut spec = spec.clone();
@@ -160,14 +162,16 @@ impl Runtime for FakeRuntime {
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
         self.with(|s| {
-            find(s, id)?.0.running = true;
+            let container = &mut find(s, id)?.0;
+            (container.running, container.exit_code) = (true, None);
             Ok(())
         })
     }
 
     async fn stop(&self, id: &str, _timeout: Duration) -> Result<(), RuntimeError> {
         self.with(|s| {
-            find(s, id)?.0.running = false;
+            let container = &mut find(s, id)?.0;
+            (container.running, container.exit_code) = (false, Some(0));
             Ok(())
         })
     }

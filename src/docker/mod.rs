@@ -132,6 +132,8 @@ pub struct ContainerInfo {
     pub created: i64,
     /// Running, but its health check has not passed (yet).
     pub unhealthy: bool,
+    /// How it exited, once it has (not for a container never started).
+    pub exit_code: Option<i64>,
 }
 
 /// What an engine says about a container's health.

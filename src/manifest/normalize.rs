@@ -670,8 +670,9 @@ fn restart(spec: &ServiceSpec, here: &Here, p: &mut Problems) -> Restart {
 
 fn autodestroy(spec: &ServiceSpec, here: &Here, p: &mut Problems) -> Autodestroy {
     match spec.autodestroy.as_deref() {
-        None | Some("off") => Autodestroy::Off,
-        Some("on_success") => Autodestroy::OnSuccess,
+        // Tutum's documented spellings are `no` and `on-success`.
+        None | Some("off" | "no") => Autodestroy::Off,
+        Some("on_success" | "on-success") => Autodestroy::OnSuccess,
         Some("always") => Autodestroy::Always,
         Some(other) => {
             p.push(
@@ -679,7 +680,7 @@ fn autodestroy(spec: &ServiceSpec, here: &Here, p: &mut Problems) -> Autodestroy
                     &[k("autodestroy")],
                     format!("unknown autodestroy `{other}`"),
                 )
-                .help("use `off`, `on_success` or `always`"),
+                .help("use `no` (or `off`), `on-success` (or `on_success`) or `always`"),
             );
             Autodestroy::Off
         }

@@ -214,7 +214,7 @@ pub struct ServiceSpec {
     /// Tutum: `off`, `on_failure` or `always` (same as `restart`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autorestart: Option<String>,
-    /// Tutum: remove containers that stop: `off` (default), `on_success`, `always`.
+    /// Tutum: remove containers that stop: `no` (default), `on-success`, `always`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autodestroy: Option<String>,
     /// Tutum: replace containers one at a time, in order.

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::docker::ContainerSpec;
-use crate::manifest::model::{Constraint, Node, Strategy, UpdateConfig, UpdateOrder};
+use crate::manifest::model::{
+    Autodestroy, Constraint, DependsOnCondition, Node, Strategy, UpdateConfig, UpdateOrder,
+};
 
 /// One service as it should run.
 #[derive(Debug, Clone)]
@@ -42,7 +44,34 @@ pub struct DesiredService {
     /// down: not with volumes or host folders (the data stays on the node)
     /// nor when pinned to a node by name.
     pub movable: bool,
+    /// Services this one waits for beyond being started (`depends_on`
+    /// conditions `service_healthy` and `service_completed_successfully`).
+    pub waits_for: Vec<(String, DependsOnCondition)>,
+    /// Another service waits for this one to exit with 0: a job whose
+    /// replicas have done their work once they exited with 0.
+    pub run_to_completion: bool,
+    /// Tutum's `autodestroy`: remove a replica that exited (with 0, or at all).
+    pub autodestroy: Autodestroy,
 }
+
+impl DesiredService {
+    /// Whether an exited replica has done what it is for and stays as it is.
+    fn completed(&self, container: &OwnedContainer) -> bool {
+        self.run_to_completion && container.exit_code == Some(0)
+    }
+
+    /// Whether an exited replica is to be removed for good (`autodestroy`).
+    fn destroys(&self, container: &OwnedContainer) -> bool {
+        match self.autodestroy {
+            Autodestroy::Off => false,
+            Autodestroy::OnSuccess => container.exit_code == Some(0),
+            Autodestroy::Always => container.exit_code.is_some(),
+        }
+    }
+}
+
+/// The reason a removal gives when `autodestroy` takes an exited replica.
+pub const AUTODESTROYED: &str = "autodestroy: it exited";
 
 impl DesiredService {
     /// Whether a replica binds a fixed host port, so two cannot share a node.
@@ -117,6 +146,9 @@ pub struct OwnedContainer {
     /// source's).
     #[serde(skip)]
     pub source: SourceId,
+    /// The exit code of a container that has exited.
+    #[serde(skip)]
+    pub exit_code: Option<i64>,
     /// Its `pier.spec-fields` label as found (JSON): which parts of its
     /// configuration hash to what. Read only when the container is replaced.
     #[serde(skip)]
@@ -161,6 +193,9 @@ pub struct Options {
     /// Take over containers of this stack deployed from another source,
     /// instead of refusing to touch them.
     pub adopt: bool,
+    /// `(service, spec hash)` of `autodestroy` replicas that ran and were
+    /// removed: not started again for that configuration.
+    pub destroyed: BTreeSet<(String, String)>,
 }
 
 /// One change to one replica.
@@ -274,6 +309,10 @@ pub struct ServicePlan {
     pub unchanged: usize,
     /// How many replicas may change at once.
     pub parallelism: u32,
+    /// `(node, container id)` of the replicas that already match, so a
+    /// service waiting for this one can check their health.
+    #[serde(skip)]
+    pub current: Vec<(String, String)>,
 }
 
 /// The whole plan: services in dependency order, pruned services last.
@@ -359,6 +398,7 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &Options) -> Plan {
             }],
             unchanged: 0,
             parallelism: 1,
+            current: Vec::new(),
         });
     }
     plan.services.extend(prune(desired, observed));
@@ -582,6 +622,7 @@ fn plan_service<'a>(
         } else {
             service.update.parallelism.max(1)
         },
+        current: Vec::new(),
     };
     let matching = index.matching(desired, service);
     let reachable = |node: &str| {
@@ -661,16 +702,28 @@ fn plan_service<'a>(
         ),
     }
 
+    // A job that ran under `autodestroy` is not started again for this configuration.
+    if options
+        .destroyed
+        .contains(&(name.clone(), service.hash.clone()))
+    {
+        result
+            .changes
+            .retain(|c| !matches!(c, Change::Create { .. }));
+    }
+
     // Stale replicas are replaced where they are.
     let fixed_port = service.has_fixed_host_port();
     let start_first = service.update.order == UpdateOrder::StartFirst && !fixed_port;
     for (node, container) in &kept {
-        if container.spec_hash == service.hash
-            && container.running
+        let matches = container.spec_hash == service.hash
             && !is_set_aside(&container.name)
-            && !from_other_source(desired, container)
-        {
+            && !from_other_source(desired, container);
+        if reachable(node) && service.destroys(container) {
+            result.changes.push(remove(node, container, AUTODESTROYED));
+        } else if matches && (container.running || service.completed(container)) {
             result.unchanged += 1;
+            result.current.push((node.clone(), container.id.clone()));
         } else if !reachable(node) {
             result.blocked.push(Blocked {
                 replica: Some(container.replica),
@@ -944,6 +997,7 @@ fn placeholder(service: &str, replica: u32) -> OwnedContainer {
         created: 0,
         healthy: true,
         source: SourceId::default(),
+        exit_code: None,
         spec_fields: String::new(),
     }
 }
@@ -1044,6 +1098,7 @@ fn prune(desired: &Desired, observed: &Observed) -> Vec<ServicePlan> {
                     blocked: Vec::new(),
                     unchanged: 0,
                     parallelism: u32::MAX,
+                    current: Vec::new(),
                 });
             match &observation.unreachable {
                 None => entry.changes.push(remove(

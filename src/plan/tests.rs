@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::*;
 use crate::docker::ContainerSpec;
 use crate::manifest::Location;
-use crate::manifest::model::{Endpoint, Node, Strategy, UpdateConfig};
+use crate::manifest::model::{Autodestroy, Endpoint, Node, Strategy, UpdateConfig};
 
 fn node(name: &str, tags: &[&str]) -> Node {
     Node {
@@ -54,6 +54,9 @@ fn service(name: &str, replicas: Option<u32>, strategy: Strategy, tags: &[&str])
         sequential: false,
         after: vec![],
         movable: true,
+        waits_for: vec![],
+        run_to_completion: false,
+        autodestroy: Default::default(),
     }
 }
 
@@ -100,6 +103,7 @@ fn owned(obs: &mut Observed, node: &str, service: &str, replica: u32, hash: &str
         created: 0,
         healthy: true,
         source: Default::default(),
+        exit_code: None,
         spec_fields: String::new(),
     });
 }
@@ -758,4 +762,40 @@ fn a_foreign_set_aside_name_blocks_the_replacement() {
         ),
         "{lines:?}"
     );
+}
+
+/// A job another service waits for (`service_completed_successfully`) has
+/// done its work once it exited with 0: it is not replaced on every pass;
+/// one that failed runs again. An `autodestroy` replica that exited as asked
+/// is removed, and not started again once the caller remembers it ran.
+#[test]
+fn jobs_that_completed_stay_and_autodestroyed_ones_are_not_run_again() {
+    let mut job = service("migrate", Some(1), Strategy::HighAvailability, &[]);
+    job.run_to_completion = true;
+    let mut once = service("once", Some(1), Strategy::HighAvailability, &[]);
+    once.autodestroy = Autodestroy::OnSuccess;
+    let d = desired(vec![node("n1", &[])], vec![job.clone(), once.clone()]);
+    let exited = |o: &mut Observed, service: &str, hash: &str, code: i64| {
+        owned(o, "n1", service, 1, hash);
+        let c = o.nodes.get_mut("n1").unwrap().owned.last_mut().unwrap();
+        (c.running, c.exit_code) = (false, Some(code));
+    };
+    let mut o = observed(&[("n1", 0)]);
+    exited(&mut o, "migrate", &job.hash, 0);
+    exited(&mut o, "once", &once.hash, 0);
+    assert_eq!(run(&d, &o), ["- once-1 n1"]);
+    let p = plan(&d, &o, &Options::default());
+    assert!(matches!(
+        &p.services.iter().find(|s| s.service == "once").unwrap().changes[0],
+        Change::Remove { reason, .. } if reason == AUTODESTROYED
+    ));
+
+    let mut o = observed(&[("n1", 0)]);
+    exited(&mut o, "migrate", &job.hash, 3);
+    assert_eq!(run(&d, &o), ["~ migrate-1 n1", "+ once-1 n1"]);
+    let ran = Options {
+        destroyed: [("once".to_string(), once.hash.clone())].into(),
+        ..Default::default()
+    };
+    assert_eq!(lines(&plan(&d, &o, &ran)), ["~ migrate-1 n1"]);
 }

@@ -720,3 +720,53 @@ async fn daemon_never_deploys_a_commit_whose_pipeline_failed() {
     drop(daemon);
     remove_stack(&bed, &repo.stack).await;
 }
+
+/// Tutum's `autodestroy: on-success`: the daemon removes the replica once it
+/// exited with 0 and does not run it again at that configuration.
+#[tokio::test]
+async fn daemon_removes_an_autodestroy_job_once_it_succeeded_and_does_not_rerun_it() {
+    let bed = Bed::get();
+    let manifest = format!(
+        "{}services:\n  once:\n    image: {}\n    command: [\"sh\", \"-c\", \"sleep 1\"]\n    autodestroy: on-success\n",
+        nodes_yaml(&bed, &[&["app"]]),
+        bed.base_image
+    );
+    let repo = UserRepo::new("dauto", &manifest);
+    let state = tempfile::tempdir().unwrap();
+    let token = unique("token");
+    let daemon = Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &DaemonOptions::default().env("PIER_API_TOKEN", &token),
+    );
+    let created = || {
+        daemon
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("step ok") && l.contains("action=create"))
+            .count()
+    };
+    eventually("the job ran and was removed", CONVERGE, || async {
+        (created() == 1 && stack_replicas(&bed, &repo.stack).await.is_empty()).then_some(())
+    })
+    .await;
+    for _ in 0..2 {
+        let before = daemon.passes().await;
+        let (code, _) = daemon
+            .request(
+                "POST",
+                "/api/v1/reconcile",
+                &[("Authorization", &format!("Bearer {token}"))],
+                b"",
+            )
+            .await;
+        assert_eq!(code, 202);
+        passes_reach(&daemon, before + 1.0).await;
+    }
+    assert_eq!(created(), 1, "not run again: {}", daemon.log_text());
+    assert!(stack_replicas(&bed, &repo.stack).await.is_empty());
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+}
