@@ -200,6 +200,10 @@ pub struct DaemonArgs {
     /// replicas of services that can move are started on other nodes
     #[arg(long, env = "PIER_NODE_DOWN_AFTER", default_value = "1m", value_parser = humantime::parse_duration)]
     pub node_down_after: std::time::Duration,
+    /// Environment variables manifests may interpolate, as globs with `*`
+    /// (comma-separated; default: every variable but PIER_*)
+    #[arg(long, env = "PIER_ALLOW_ENV", value_delimiter = ',')]
+    pub allow_env: Vec<String>,
     /// Log format
     #[arg(long, env = "PIER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,

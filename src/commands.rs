@@ -281,6 +281,11 @@ pub async fn daemon(args: DaemonArgs) -> ExitCode {
         debounce: args.debounce,
         retry_max: args.retry_max,
         node_down_after: args.node_down_after,
+        allow_env: args
+            .allow_env
+            .into_iter()
+            .filter(|g| !g.is_empty())
+            .collect(),
         apply: apply_settings(&args.rollout),
     };
     match pier::daemon::run(config).await {

@@ -54,6 +54,8 @@ pub struct Loaded {
     pub stack: String,
     /// Where the manifests come from, recorded on every container.
     pub source: plan::SourceId,
+    /// The variables the manifest files interpolate, by name.
+    pub interpolated: BTreeSet<String>,
     pub manifest: Manifest,
     /// Warnings and notices from validation.
     pub diagnostics: Vec<Diagnostic>,
@@ -202,6 +204,11 @@ pub fn load(
         commit: snapshot.commit,
         stack,
         source: plan::SourceId::new(&repo.identity(), folder),
+        interpolated: snapshot
+            .files
+            .iter()
+            .flat_map(|f| manifest::interpolate::referenced_names(&f.text))
+            .collect(),
         manifest: loaded.manifest,
         diagnostics: loaded.diagnostics,
     })

@@ -323,6 +323,7 @@ async fn threebar_commits_are_tested_built_and_deployed() {
         state.path(),
         &support::DaemonOptions::default()
             .arg("--health-timeout", "60s")
+            .env("PIER_ALLOW_ENV", "PIER_TB_*")
             .env("PIER_TB_REGISTRY", &bed.registry_auth)
             .env("PIER_TB_BASE_IMAGE", &bed.base_image)
             .env("PIER_REGISTRY_HOST", &bed.registry_auth)

@@ -57,6 +57,9 @@ pub struct Config {
     pub retry_max: Duration,
     /// How long a node may stay unreachable before it counts as down.
     pub node_down_after: Duration,
+    /// Globs of the environment variables manifests may interpolate; empty:
+    /// every variable but `PIER_*` (pier's own settings and credentials).
+    pub allow_env: Vec<String>,
     pub apply: ApplySettings,
 }
 
@@ -156,6 +159,9 @@ pub struct Shared {
     pub branch_runs: mpsc::UnboundedSender<(String, String)>,
     /// Set once stage containers left by an earlier daemon were removed.
     pub leftovers: tokio::sync::OnceCell<()>,
+    /// Where other branches' stages run: from the deploy branch's last
+    /// applied revision, once there is one.
+    pub trusted_runners: Mutex<Option<runner::TrustedRunners>>,
 }
 
 /// Why the daemon could not start.
@@ -242,6 +248,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         branch_tips: tokio_watch::channel(Default::default()).0,
         branch_runs,
         leftovers: tokio::sync::OnceCell::new(),
+        trusted_runners: Mutex::new(None),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -271,11 +278,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         )
         .with_observer(Arc::new(move |result| metrics.registry_request(result))),
     );
+    let environment: crate::manifest::Vars = std::env::vars().collect();
     let runner = runner::PipelineRunner {
         shared: shared.clone(),
         repo: repo.clone(),
         credentials: registry.credentials().clone(),
-        vars: std::env::vars().collect(),
+        vars: allowed_variables(&environment, &config.allow_env),
+        environment,
+        branch: config.branch.clone(),
         engine_timeout: config.settings.engine_timeout,
     };
     tasks.spawn(watch::registry(
@@ -304,6 +314,45 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     shutdown.notify_waiters();
     tasks.abort_all();
     Ok(())
+}
+
+/// The variables of `environment` manifests may interpolate: those matching
+/// one of `allow` (globs with `*`), or with no list every one but `PIER_*`.
+pub fn allowed_variables(
+    environment: &crate::manifest::Vars,
+    allow: &[String],
+) -> crate::manifest::Vars {
+    environment
+        .iter()
+        .filter(|(name, _)| {
+            if allow.is_empty() {
+                !name.starts_with("PIER_")
+            } else {
+                allow.iter().any(|glob| glob_matches(glob, name))
+            }
+        })
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob_matches(glob: &str, name: &str) -> bool {
+    let mut parts = glob.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -409,6 +458,31 @@ fn random_unit() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_allow_list_keeps_pier_credentials_out_by_default() {
+        let environment: crate::manifest::Vars = [
+            ("PIER_REGISTRY_PASSWORD", "p"),
+            ("APP_VERSION", "1"),
+            ("APP_TOKEN", "t"),
+            ("HOME", "/root"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let names = |allow: &[&str]| {
+            let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
+            let mut names: Vec<String> = allowed_variables(&environment, &allow)
+                .into_keys()
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(&[]), ["APP_TOKEN", "APP_VERSION", "HOME"]);
+        assert_eq!(names(&["APP_*"]), ["APP_TOKEN", "APP_VERSION"]);
+        assert_eq!(names(&["*_VERSION", "HOME"]), ["APP_VERSION", "HOME"]);
+        assert_eq!(names(&["A*T*N"]), ["APP_TOKEN"]);
+    }
 
     #[test]
     fn backoff_doubles_within_jitter_and_stops_at_the_cap() {

@@ -246,18 +246,9 @@ impl Reconciler {
 
     /// Read and validate the manifests at `commit`.
     async fn load(&self, commit: &str) -> Result<Loaded, PassError> {
-        let (repo, commit) = (self.repo.clone(), commit.to_string());
-        let (folder, stack, vars) = (
-            self.config.settings.source.path.clone(),
-            self.stack.clone(),
-            self.runner.vars.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            let repo = repo.lock().expect("repository lock");
-            converge::load(&repo, &commit, &folder, Some(&stack), &vars)
-        })
-        .await
-        .expect("loading manifests does not panic")
+        self.runner
+            .load(commit, &self.config.settings.source.path, &self.stack)
+            .await
     }
 
     /// The head, unless it was refused: then the last good commit (invalid
@@ -297,6 +288,9 @@ impl Reconciler {
             info!(head = %short(&target.head), at = %short(&loaded.commit), "head refused; healing towards the last good revision");
         }
         self.publish_watched(loaded);
+        if self.last_good.as_deref() == Some(loaded.commit.as_str()) {
+            self.trust_runners_of(loaded);
+        }
         // Every commit but the last one applied in full (which passed its
         // pipeline then) goes through the gate: a pass never deploys a
         // commit on the strength of how it was triggered.
@@ -388,7 +382,7 @@ impl Reconciler {
             return (Outcome::Transient(reason), steps);
         }
         if target.refused.is_none() && target.frozen.is_empty() {
-            self.applied(&loaded.commit);
+            self.applied(loaded);
         }
         match &target.refused {
             Some(reason) => (Outcome::Permanent(reason.clone()), steps),
@@ -511,7 +505,9 @@ impl Reconciler {
         .await
     }
 
-    fn applied(&mut self, commit: &str) {
+    fn applied(&mut self, loaded: &Loaded) {
+        let commit = loaded.commit.as_str();
+        self.trust_runners_of(loaded);
         if self.last_good.as_deref() != Some(commit) {
             info!(commit = %short(commit), "revision applied");
         }
@@ -521,6 +517,18 @@ impl Reconciler {
         }
         self.shared.metrics.set_revision(commit);
         self.shared.status.write().expect("status lock").revision = Some(commit.to_string());
+    }
+
+    /// Other branches' stages run on the runner nodes of the last revision
+    /// applied (the deploy branch's, reviewed), never on their own.
+    fn trust_runners_of(&self, loaded: &Loaded) {
+        if let Some(runners) = super::runner::TrustedRunners::of(&loaded.manifest) {
+            *self
+                .shared
+                .trusted_runners
+                .lock()
+                .expect("trusted runners lock") = Some(runners);
+        }
     }
 
     /// Tell the watchers which tags to follow and which nodes to watch.

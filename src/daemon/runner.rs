@@ -27,11 +27,118 @@ pub struct PipelineRunner {
     pub shared: Arc<Shared>,
     pub repo: Arc<Mutex<GitSource>>,
     pub credentials: CredentialStore,
+    /// The variables manifests may interpolate (`--allow-env`).
     pub vars: Vars,
+    /// The daemon's whole environment: name-only `env` entries and build
+    /// args of the deploy branch's stages take their values from it.
+    pub environment: Vars,
     pub engine_timeout: Duration,
+    /// The branch the daemon deploys: its runs are trusted.
+    pub branch: String,
+}
+
+/// Where other branches' stages may run: the nodes and runner tags of the
+/// deploy branch's last applied revision. The branch under test chooses
+/// neither.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedRunners {
+    pub nodes: BTreeMap<String, crate::manifest::model::Node>,
+    pub runner_tags: std::collections::BTreeSet<String>,
+}
+
+impl TrustedRunners {
+    pub fn of(manifest: &crate::manifest::Manifest) -> Option<TrustedRunners> {
+        let pipeline = manifest.pipeline.as_ref()?;
+        Some(TrustedRunners {
+            nodes: manifest.nodes.clone(),
+            runner_tags: pipeline.runner_tags.clone(),
+        })
+    }
 }
 
 impl PipelineRunner {
+    /// Read and validate the manifests at `commit` with the variables the
+    /// allow-list admits; a variable of the daemon's environment that it
+    /// keeps out is named as such, not as unset.
+    pub async fn load(
+        &self,
+        commit: &str,
+        folder: &str,
+        stack: &str,
+    ) -> Result<Loaded, converge::PassError> {
+        self.load_with(commit, folder, stack, self.vars.clone(), false)
+            .await
+    }
+
+    /// [`Self::load`] for a branch under test: no variable at all, so no
+    /// value of the daemon's environment reaches its stages.
+    pub async fn load_untrusted(
+        &self,
+        commit: &str,
+        folder: &str,
+        stack: &str,
+    ) -> Result<Loaded, converge::PassError> {
+        self.load_with(commit, folder, stack, Vars::new(), true)
+            .await
+    }
+
+    async fn load_with(
+        &self,
+        commit: &str,
+        folder: &str,
+        stack: &str,
+        vars: Vars,
+        untrusted: bool,
+    ) -> Result<Loaded, converge::PassError> {
+        let repo = self.repo.clone();
+        let (commit, folder, stack) = (commit.to_string(), folder.to_string(), stack.to_string());
+        let loaded = tokio::task::spawn_blocking(move || {
+            let repo = repo.lock().expect("repository lock");
+            converge::load(&repo, &commit, &folder, Some(&stack), &vars)
+        })
+        .await
+        .expect("loading manifests does not panic");
+        loaded.map_err(|error| match error {
+            converge::PassError::Invalid {
+                commit,
+                mut diagnostics,
+            } => {
+                for diagnostic in &mut diagnostics {
+                    self.explain_denied(diagnostic, untrusted);
+                }
+                converge::PassError::Invalid {
+                    commit,
+                    diagnostics,
+                }
+            }
+            other => other,
+        })
+    }
+
+    fn explain_denied(&self, diagnostic: &mut crate::manifest::Diagnostic, untrusted: bool) {
+        let named = diagnostic
+            .message
+            .split_whitespace()
+            .skip_while(|w| *w != "variable")
+            .nth(1)
+            .map(str::to_string);
+        let Some(name) = named.filter(|name| {
+            diagnostic.message.contains("is not set") && self.environment.contains_key(name)
+        }) else {
+            return;
+        };
+        if untrusted {
+            diagnostic.message = format!(
+                "variable {name} is not available here: a branch other than `{}` gets no value of the daemon's environment",
+                self.branch
+            );
+        } else if !self.vars.contains_key(&name) {
+            diagnostic.message = format!(
+                "variable {name} is not one manifests may use: the daemon passes them only the variables --allow-env (PIER_ALLOW_ENV) names, and never PIER_* by default"
+            );
+        }
+    }
+
     /// Run the pipeline of `loaded` (a commit of `branch`), recording the run
     /// and its logs; it stops when `tip` moves away from the commit.
     pub async fn run(
@@ -51,13 +158,40 @@ impl PipelineRunner {
         };
         self.publish(branch, status("running", String::new()));
         info!(branch, commit = %short(&loaded.commit), run, "pipeline started");
-        let outcome = match self.archives(loaded).await {
-            Ok(archive::Archives {
-                workspace,
-                contexts,
-            }) => {
+        let trusted = branch == self.branch;
+        let untrusted = (CredentialStore::default(), Vars::new());
+        let (credentials, environment) = if trusted {
+            (&self.credentials, &self.environment)
+        } else {
+            (&untrusted.0, &untrusted.1)
+        };
+        let manifest = if trusted {
+            Ok(loaded.manifest.clone())
+        } else {
+            self.on_trusted_runners(&loaded.manifest)
+        };
+        let secrets = if trusted {
+            self.secrets(loaded)
+        } else {
+            Ok(self.credentials.passwords())
+        };
+        let prepared = match (manifest, secrets) {
+            (Ok(manifest), Ok(secrets)) => {
+                self.archives(loaded).await.map(|a| (manifest, a, secrets))
+            }
+            (Err(message), _) | (_, Err(message)) => Err(message),
+        };
+        let outcome = match prepared {
+            Ok((
+                manifest,
+                archive::Archives {
+                    workspace,
+                    contexts,
+                },
+                secrets,
+            )) => {
                 let engines = converge::reachable(
-                    converge::connect_all(&loaded.manifest, self.engine_timeout).await,
+                    converge::connect_all(&manifest, self.engine_timeout).await,
                 );
                 self.remove_leftovers_once(&loaded.stack, &engines).await;
                 let positions: BTreeMap<String, usize> = loaded
@@ -75,15 +209,16 @@ impl PipelineRunner {
                 let ctx = pipeline::Context {
                     stack: &loaded.stack,
                     commit: &loaded.commit,
-                    manifest: &loaded.manifest,
+                    manifest: &manifest,
                     engines: &engines,
-                    credentials: &self.credentials,
+                    credentials,
                     workspace,
                     contexts,
-                    secrets: self.secrets(loaded),
-                    environment: &self.vars,
+                    secrets,
+                    environment,
                     tip,
                     on_output: &on_output,
+                    trusted,
                 };
                 pipeline::run(&ctx).await
             }
@@ -156,10 +291,46 @@ impl PipelineRunner {
         .map_err(|e| e.to_string())?
     }
 
-    /// Values no log line may show: registry passwords and the stages'
-    /// secrets (environment entries given by name only).
-    fn secrets(&self, loaded: &Loaded) -> Vec<String> {
+    /// `manifest` with the nodes and runner tags of the deploy branch's last
+    /// applied revision in place of its own.
+    fn on_trusted_runners(
+        &self,
+        manifest: &crate::manifest::Manifest,
+    ) -> Result<crate::manifest::Manifest, String> {
+        let trusted = self
+            .shared
+            .trusted_runners
+            .lock()
+            .expect("trusted runners lock")
+            .clone()
+            .ok_or_else(|| {
+                format!(
+                    "no trusted runner yet: other branches run on the runner nodes of the last revision of `{}` applied, and none with a pipeline was applied",
+                    self.branch
+                )
+            })?;
+        let mut manifest = manifest.clone();
+        manifest.nodes = trusted.nodes;
+        if let Some(pipeline) = manifest.pipeline.as_mut() {
+            pipeline.runner_tags = trusted.runner_tags;
+        }
+        Ok(manifest)
+    }
+
+    /// Values no log line may show: registry passwords, and every value of
+    /// the daemon's environment the manifests brought in (stage `env`
+    /// entries given by name only, build args, `${…}` anywhere).
+    ///
+    /// Fails naming a variable whose value is too short to mask.
+    fn secrets(&self, loaded: &Loaded) -> Result<Vec<String>, String> {
         let mut secrets = self.credentials.passwords();
+        let from_environment = |key: &str, value: Option<&String>| {
+            self.environment
+                .get(key)
+                .filter(|v| value.is_none_or(|value| value == *v))
+                .map(|v| (key.to_string(), v.clone()))
+        };
+        let mut given = Vec::new();
         for stage in loaded
             .manifest
             .pipeline
@@ -167,14 +338,42 @@ impl PipelineRunner {
             .flat_map(|p| p.stages.iter())
         {
             if let Stage::Script { env, .. } = stage {
-                secrets.extend(
+                given.extend(
                     env.iter()
-                        .filter(|(_, value)| value.is_none())
-                        .filter_map(|(key, _)| self.vars.get(key).cloned()),
+                        .filter_map(|(key, value)| from_environment(key, value.as_ref())),
                 );
             }
         }
-        secrets
+        for service in loaded.manifest.services.values() {
+            for (key, value) in service.build.iter().flat_map(|b| &b.args) {
+                given.extend(from_environment(key, value.as_ref()));
+            }
+        }
+        if let Some((key, _)) = given
+            .iter()
+            .find(|(_, v)| !v.is_empty() && v.chars().count() < pipeline::MIN_SECRET_LEN)
+        {
+            return Err(format!(
+                "the value of {key} in the daemon's environment is shorter than {} characters, too short to mask in logs; use a longer one",
+                pipeline::MIN_SECRET_LEN
+            ));
+        }
+        secrets.extend(given.into_iter().map(|(_, v)| v));
+        // Values the allow-list lets manifests interpolate are not secrets by
+        // that list's word; they are masked all the same when long enough
+        // to mask without garbling the log.
+        secrets.extend(
+            loaded
+                .interpolated
+                .iter()
+                .filter_map(|name| self.vars.get(name))
+                .filter(|v| v.chars().count() >= pipeline::MIN_SECRET_LEN)
+                .cloned(),
+        );
+        secrets.retain(|s| !s.is_empty());
+        secrets.sort();
+        secrets.dedup();
+        Ok(secrets)
     }
 }
 
@@ -187,29 +386,19 @@ pub async fn other_branches(
     stack: String,
 ) {
     while let Some((branch, commit)) = queue.recv().await {
-        let loaded = {
-            let (repo, commit, folder, stack, vars) = (
-                runner.repo.clone(),
-                commit.clone(),
-                folder.clone(),
-                stack.clone(),
-                runner.vars.clone(),
-            );
-            tokio::task::spawn_blocking(move || {
-                let repo = repo.lock().expect("repository lock");
-                converge::load(&repo, &commit, &folder, Some(&stack), &vars)
-            })
-            .await
-        };
-        let loaded = match loaded {
-            Ok(Ok(loaded)) if loaded.manifest.pipeline.is_some() => loaded,
-            Ok(Ok(_)) => continue,
-            Ok(Err(e)) => {
-                warn!(branch, commit = %short(&commit), error = %e, "not testing a commit of another branch");
-                continue;
-            }
+        let loaded = match runner.load_untrusted(&commit, &folder, &stack).await {
+            Ok(loaded) if loaded.manifest.pipeline.is_some() => loaded,
+            Ok(_) => continue,
             Err(e) => {
-                warn!(error = %e, "loading a commit of another branch failed");
+                let detail = match &e {
+                    converge::PassError::Invalid { diagnostics, .. } => diagnostics
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    other => other.to_string(),
+                };
+                warn!(branch, commit = %short(&commit), error = %detail, "not testing a commit of another branch");
                 continue;
             }
         };

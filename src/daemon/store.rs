@@ -120,6 +120,8 @@ impl Store {
         // WAL keeps readers (the API) from waiting on the loop's writes.
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "NORMAL")?;
+        // Masked text must not linger in free pages once rows are rewritten.
+        connection.pragma_update(None, "secure_delete", "ON")?;
         connection.execute_batch(SCHEMA)?;
         Ok(Store {
             connection: Mutex::new(connection),

@@ -137,9 +137,58 @@ fn lookup_required(name: &str, vars: &Vars) -> Result<String, InterpolationError
     })
 }
 
+/// The variable names `text` interpolates (`$NAME`, `${NAME…}`), so the
+/// values they bring in can be masked wherever they show up.
+pub fn referenced_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] != b'$' {
+            at += 1;
+            continue;
+        }
+        match bytes.get(at + 1) {
+            // `$$` is a literal dollar.
+            Some(b'$') => at += 2,
+            Some(b'{') => {
+                let start = at + 2;
+                let end = start
+                    + bytes[start..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+                        .count();
+                names.insert(text[start..end].to_string());
+                at = end;
+            }
+            _ => {
+                let start = at + 1;
+                let end = start
+                    + bytes[start..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+                        .count();
+                names.insert(text[start..end].to_string());
+                at = end.max(at + 1);
+            }
+        }
+    }
+    names.remove("");
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn referenced_names_are_found_and_dollar_dollar_is_not_one() {
+        let names = referenced_names("a: ${ONE:-x} $TWO $$THREE ${FOUR?err} $");
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            ["FOUR", "ONE", "TWO"]
+        );
+    }
 
     fn vars() -> Vars {
         Vars::from([

@@ -114,15 +114,66 @@ pub struct Context<'a> {
     pub tip: watch::Receiver<Option<String>>,
     /// Called with each piece of output as it arrives (stage name, masked text).
     pub on_output: &'a (dyn Fn(&str, &str) + Sync),
+    /// A run of the deploy branch. Any other branch is untrusted: whoever
+    /// can push one chooses what runs, so its build stages build without
+    /// pushing (no tag production follows can change), and the caller gives
+    /// it no credentials and no environment.
+    pub trusted: bool,
 }
+
+/// Secrets shorter than this are refused: masking them would garble logs.
+pub const MIN_SECRET_LEN: usize = 4;
 
 /// Replace every secret value in `text` with `***`.
 pub fn mask(text: &str, secrets: &[String]) -> String {
     let mut out = text.to_string();
-    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+    let mut secrets: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
+    // The longest first, so a secret inside another is not masked piecemeal.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in secrets {
         out = out.replace(secret.as_str(), "***");
     }
     out
+}
+
+/// Masks a stream of output that arrives in arbitrary chunks: text is let
+/// out only once no secret could still straddle its end, so a secret split
+/// across two chunks is masked as surely as a whole one.
+pub struct Masker<'a> {
+    secrets: &'a [String],
+    /// Masked text held back: its tail may be the start of a secret.
+    pending: String,
+    /// Characters held back: one less than the longest secret.
+    hold: usize,
+}
+
+impl<'a> Masker<'a> {
+    pub fn new(secrets: &'a [String]) -> Masker<'a> {
+        let longest = secrets.iter().map(|s| s.chars().count()).max().unwrap_or(0);
+        Masker {
+            secrets,
+            pending: String::new(),
+            hold: longest.saturating_sub(1),
+        }
+    }
+
+    /// Take a chunk; returns what may be shown now.
+    pub fn push(&mut self, chunk: &str) -> String {
+        self.pending.push_str(chunk);
+        let masked = mask(&self.pending, self.secrets);
+        let chars = masked.chars().count();
+        let keep_from = masked
+            .char_indices()
+            .nth(chars.saturating_sub(self.hold))
+            .map_or(masked.len(), |(at, _)| at);
+        self.pending = masked[keep_from..].to_string();
+        masked[..keep_from].to_string()
+    }
+
+    /// The rest, at the end of the stream.
+    pub fn finish(&mut self) -> String {
+        mask(&std::mem::take(&mut self.pending), self.secrets)
+    }
 }
 
 /// Run every stage in order; stop at the first failure or on cancellation.
@@ -373,13 +424,17 @@ async fn run_job(
     let mut output = Box::pin(engine.follow_output(id));
     let mut tip = ctx.tip.clone();
     let commit = ctx.commit.to_string();
+    let mut masker = Masker::new(&ctx.secrets);
     let follow = async {
         while let Some(chunk) = output.next().await {
             let Ok(chunk) = chunk else { break };
-            let chunk = mask(&chunk, &ctx.secrets);
+            let chunk = masker.push(&chunk);
             (ctx.on_output)(name, &chunk);
             record.log.push_str(&chunk);
         }
+        let rest = masker.finish();
+        (ctx.on_output)(name, &rest);
+        record.log.push_str(&rest);
         engine.wait_job(id).await
     };
     let exit = tokio::select! {
@@ -477,6 +532,12 @@ async fn build_stage(
             (ctx.on_output)(name, &line);
             record.log.push_str(&line);
         }
+        if !ctx.trusted {
+            record.log.push_str(&format!(
+                "built {commit_tag}; not pushed: only the deploy branch pushes images\n"
+            ));
+            continue;
+        }
         engine
             .tag(&commit_tag, repository, tag)
             .await
@@ -515,6 +576,24 @@ async fn build_stage(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A secret split across chunks at every possible point is masked, and
+    /// nothing is lost or doubled.
+    #[test]
+    fn a_secret_split_across_chunks_is_masked() {
+        let secrets = vec!["hunter22".to_string(), "s3cr".to_string()];
+        let text = "a hunter22 b s3cr c hunter22";
+        for split in 0..=text.len() {
+            for second in split..=text.len() {
+                let mut masker = Masker::new(&secrets);
+                let mut out = masker.push(&text[..split]);
+                out.push_str(&masker.push(&text[split..second]));
+                out.push_str(&masker.push(&text[second..]));
+                out.push_str(&masker.finish());
+                assert_eq!(out, "a *** b *** c ***", "split at {split} and {second}");
+            }
+        }
+    }
 
     #[test]
     fn stage_scripts_echo_and_stop_at_the_first_failure() {

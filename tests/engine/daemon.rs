@@ -748,11 +748,7 @@ async fn daemon_removes_an_autodestroy_job_once_it_succeeded_and_does_not_rerun_
             .filter(|l| l.contains("step ok") && l.contains("action=create"))
             .count()
     };
-    eventually("the job ran and was removed", CONVERGE, || async {
-        (created() == 1 && stack_replicas(&bed, &repo.stack).await.is_empty()).then_some(())
-    })
-    .await;
-    for _ in 0..2 {
+    let reconcile = || async {
         let before = daemon.passes().await;
         let (code, _) = daemon
             .request(
@@ -764,9 +760,151 @@ async fn daemon_removes_an_autodestroy_job_once_it_succeeded_and_does_not_rerun_
             .await;
         assert_eq!(code, 202);
         passes_reach(&daemon, before + 1.0).await;
+    };
+    // The job's exit triggers a pass through the engine's events; a pass
+    // asked for here covers an exit that came before the events were watched.
+    eventually("the job ran and was removed", CONVERGE, || async {
+        let done = created() == 1 && stack_replicas(&bed, &repo.stack).await.is_empty();
+        if !done {
+            reconcile().await;
+        }
+        done.then_some(())
+    })
+    .await;
+    for _ in 0..2 {
+        reconcile().await;
     }
     assert_eq!(created(), 1, "not run again: {}", daemon.log_text());
     assert!(stack_replicas(&bed, &repo.stack).await.is_empty());
     drop(daemon);
     remove_stack(&bed, &repo.stack).await;
+}
+
+/// A branch under test chooses no node and gets no secret: a feature
+/// branch that tags a node of its own as runner still runs on the deploy
+/// branch's runner, its name-only `env` entry is empty, its build stage
+/// pushes nothing, and a manifest that interpolates a `PIER_*` variable is
+/// refused, naming it.
+#[tokio::test]
+async fn other_branches_run_on_trusted_runners_without_secrets_or_pushes() {
+    let bed = Bed::get();
+    let image = format!("{}/pier-test/{}", bed.registry, unique("trust"));
+    let manifest = |nodes: &str, runner: &str, script: &str| {
+        format!(
+            "{nodes}pipeline:\n  branches: [main]\n  runner_tags: [{runner}]\n  stages:\n    - name: test\n      image: {base}\n      env: [SECRET_TOKEN]\n      script: [\"{script}\"]\n    - name: build\n      build: [app]\nservices:\n  app:\n    image: {image}:latest\n    build: ../app\n    command: sleep 3600\n    stop_grace_period: 1s\n    tags: [app]\n",
+            base = bed.base_image,
+        )
+    };
+    let trusted_nodes = nodes_yaml(&bed, &[&["app"], &["app"], &["ci"]]);
+    let repo = UserRepo::new(
+        "dtrust",
+        &manifest(&trusted_nodes, "ci", "echo token=$SECRET_TOKEN"),
+    );
+    std::fs::create_dir_all(repo.dir.path().join("app")).unwrap();
+    std::fs::write(
+        repo.dir.path().join("app/Dockerfile"),
+        format!("FROM {}\nCOPY hello /hello\n", bed.base_image),
+    )
+    .unwrap();
+    std::fs::write(repo.dir.path().join("app/hello"), "hello\n").unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "an app to build"]);
+    let main = head_commit(repo.dir.path());
+    let secret = unique("s3cret-value");
+    let state = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &DaemonOptions::default().env("SECRET_TOKEN", &secret),
+    );
+    wait_running(&bed, &repo.stack, "app", 1).await;
+    let pier_logs = |commit: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
+            .args(["logs", commit, "--state-dir"])
+            .arg(state.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let main_logs = pier_logs(&main);
+    assert!(
+        main_logs.contains("token=***"),
+        "the deploy branch gets it, masked: {main_logs}"
+    );
+    let tags = || async {
+        let repository = image.split_once('/').unwrap().1;
+        let (_, body) = support_http_get(&bed, &format!("/v2/{repository}/tags/list")).await;
+        body
+    };
+    assert!(tags().await.contains(&main[..12]), "{}", tags().await);
+
+    // A feature branch that makes n1 its own runner.
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    let own_nodes = nodes_yaml(&bed, &[&["app", "evil"], &["app"], &["ci"]]);
+    repo.commit(
+        &manifest(&own_nodes, "evil", "echo token=$$SECRET_TOKEN"),
+        "run on my node",
+    );
+    let feature = head_commit(repo.dir.path());
+    eventually("the feature branch is tested", CONVERGE, || async {
+        let status = daemon.status().await;
+        (status["pipelines"]["feature"]["commit"] == feature.as_str()
+            && status["pipelines"]["feature"]["state"] == "passed")
+            .then_some(())
+    })
+    .await;
+    let logs = pier_logs(&feature);
+    assert!(
+        logs.contains("== test passed on n3"),
+        "the trusted runner: {logs}"
+    );
+    assert!(
+        logs.contains("token=\n"),
+        "no secret for a branch under test: {logs}"
+    );
+    assert!(!logs.contains(&secret));
+    assert!(logs.contains("not pushed"), "{logs}");
+    assert!(!tags().await.contains(&feature[..12]), "{}", tags().await);
+
+    // A branch under test may interpolate no variable of the daemon's.
+    repo.commit(
+        &manifest(&own_nodes, "ci", "echo ${SECRET_TOKEN}"),
+        "read the daemon's secret",
+    );
+    eventually("the refusal is logged", CONVERGE, || async {
+        daemon
+            .log_text()
+            .contains("variable SECRET_TOKEN is not available here")
+            .then_some(())
+    })
+    .await;
+
+    // The deploy branch may interpolate what --allow-env allows: no PIER_* by default.
+    repo.git(&["checkout", "-q", "main"]);
+    repo.commit(
+        &manifest(&trusted_nodes, "ci", "echo ${PIER_INSECURE_REGISTRIES}"),
+        "read the daemon's settings",
+    );
+    eventually("the deploy branch's refusal", CONVERGE, || async {
+        let status = daemon.status().await;
+        status["stalled"]
+            .as_str()
+            .is_some_and(|s| {
+                s.contains("variable PIER_INSECURE_REGISTRIES is not one manifests may use")
+                    && s.contains("pier/stack.yml:")
+            })
+            .then_some(())
+    })
+    .await;
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+}
+
+async fn support_http_get(bed: &Bed, path: &str) -> (u16, String) {
+    let (host, port) = bed.registry.split_once(':').unwrap();
+    crate::support::http_get(host, port.parse().unwrap(), path)
+        .await
+        .unwrap_or_default()
 }
