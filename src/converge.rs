@@ -103,6 +103,9 @@ pub struct PassInput {
     /// `autodestroy` jobs that ran and were removed, by service and spec
     /// hash: the daemon does not start them again for that configuration.
     pub destroyed: BTreeSet<(String, String)>,
+    /// Nodes that left the manifests and still hold containers of the
+    /// stack, as the daemon remembers them: observed too, and drained.
+    pub retired: BTreeMap<String, manifest::model::Node>,
 }
 
 /// Since when each node has been unreachable, and how long that may last
@@ -222,9 +225,18 @@ pub async fn plan_loaded(
     input: &PassInput,
 ) -> Planned {
     let (manifest, pins) = (&loaded.manifest, &input.pins);
-    let connections = connect_all(manifest, settings.engine_timeout).await;
-    let observed =
+    let mut connections = connect_all(manifest, settings.engine_timeout).await;
+    let retired: Vec<&manifest::model::Node> = input
+        .retired
+        .values()
+        .filter(|n| !manifest.nodes.contains_key(&n.name))
+        .collect();
+    connections.extend(connect_nodes(retired, settings.engine_timeout).await);
+    let mut observed =
         crate::observe::observe(&loaded.stack, &connections, settings.engine_timeout).await;
+    for (name, observation) in observed.nodes.iter_mut() {
+        observation.draining = !manifest.nodes.contains_key(name);
+    }
     let engines = reachable(connections);
     let images = resolve_images(manifest, registry, &engines, pins).await;
     let mut desired = desired_state(manifest, &loaded.stack, &loaded.commit, &images, pins);
@@ -282,7 +294,14 @@ pub async fn connect_all(
     manifest: &Manifest,
     timeout: Duration,
 ) -> BTreeMap<String, Result<Engine, String>> {
-    let attempts = manifest.nodes.values().map(|node| async move {
+    connect_nodes(manifest.nodes.values(), timeout).await
+}
+
+async fn connect_nodes(
+    nodes: impl IntoIterator<Item = &manifest::model::Node>,
+    timeout: Duration,
+) -> BTreeMap<String, Result<Engine, String>> {
+    let attempts = nodes.into_iter().map(|node| async move {
         (
             node.name.clone(),
             Engine::connect(node, timeout)

@@ -219,6 +219,7 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
         frozen: BTreeMap::new(),
         node_loss: None,
         destroyed: Default::default(),
+        retired: Default::default(),
     };
     let planned = converge::plan_loaded(&loaded, &settings, &registry, &input).await;
     print!(

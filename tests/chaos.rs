@@ -57,6 +57,9 @@ async fn a_dead_node_is_reported_and_the_others_still_converge() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(support::stack_containers(&bed, &s).await.len(), 6);
 
+    // Where the replicas landed depends on the nodes' load (other stacks count).
+    let before: Vec<String> = support::stack_containers_on(&bed, &s, &["n1", "n2"]).await;
+    assert_eq!(before.len(), 4, "{before:?}");
     {
         let _down = BedChange::make(&["kill-node", "n3"], &["start-node", "n3"]);
         repo.commit(&manifest(2), "scale web down");
@@ -73,21 +76,14 @@ async fn a_dead_node_is_reported_and_the_others_still_converge() {
         // What runs on the dead node is unknown, so nothing there is counted,
         // moved or removed: web already has 2 replicas on the live nodes.
         let alive: Vec<String> = support::stack_containers_on(&bed, &s, &["n1", "n2"]).await;
-        let expected = [
-            "n1:{s}-agent-1",
-            "n1:{s}-web-1",
-            "n2:{s}-agent-2",
-            "n2:{s}-web-2",
-        ]
-        .map(|e| e.replace("{s}", &s));
-        assert_eq!(alive, expected, "{stdout}{stderr}");
+        assert_eq!(alive, before, "{stdout}{stderr}");
     }
     // Back up: its containers are there again (stopped by the engine's death);
     // the next apply scales web down to 2 and restarts agent-3.
     let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
-        stdout.contains(&format!("- {s}-web-3 on n3: scaled down")),
+        stdout.contains(&format!("- {s}-web-3 on n")) && stdout.contains(": scaled down"),
         "{stdout}"
     );
     assert!(

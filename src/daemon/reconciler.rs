@@ -74,6 +74,11 @@ pub struct Reconciler {
     /// `autodestroy` jobs that ran (service, spec hash): not run again. Kept
     /// in memory: a restarted daemon runs such a job once more.
     destroyed: BTreeSet<(String, String)>,
+    /// The nodes of the manifests last converged to.
+    last_nodes: BTreeMap<String, crate::manifest::model::Node>,
+    /// Nodes that left the manifests and may still hold containers of the
+    /// stack: drained (observed, their containers removed) until empty.
+    retired: BTreeMap<String, crate::manifest::model::Node>,
 }
 
 /// Which commit a pass converges to, and why it is not the head if it is not.
@@ -112,7 +117,33 @@ impl Reconciler {
             config,
             runner,
             destroyed: BTreeSet::new(),
+            last_nodes: BTreeMap::new(),
+            retired: BTreeMap::new(),
         }
+    }
+
+    /// Nodes of the manifests converged to before that `loaded` no longer
+    /// declares are drained from now on; a node declared again is not.
+    fn retire_nodes(&mut self, loaded: &Loaded) -> BTreeMap<String, crate::manifest::model::Node> {
+        let nodes = &loaded.manifest.nodes;
+        for (name, node) in &self.last_nodes {
+            if !nodes.contains_key(name) {
+                self.retired.insert(name.clone(), node.clone());
+            }
+        }
+        self.retired.retain(|name, _| !nodes.contains_key(name));
+        self.last_nodes = nodes.clone();
+        self.retired.clone()
+    }
+
+    /// A retired node that answered with nothing of the stack left is forgotten.
+    fn forget_drained(&mut self, observed: &Observed) {
+        self.retired.retain(|name, _| {
+            observed
+                .nodes
+                .get(name)
+                .is_none_or(|o| o.unreachable.is_some() || !o.owned.is_empty())
+        });
     }
 
     /// Remember the `autodestroy` replicas this plan removes, so their job
@@ -313,6 +344,7 @@ impl Reconciler {
                 .collect(),
             node_loss: Some(self.node_loss.clone()),
             destroyed: self.destroyed.clone(),
+            retired: self.retire_nodes(loaded),
         };
         let planned =
             converge::plan_loaded(loaded, &self.config.settings, &self.registry, &input).await;
@@ -351,6 +383,7 @@ impl Reconciler {
             .await
         };
         self.publish(loaded, &planned, &observed, &report, target);
+        self.forget_drained(&observed);
         let steps = report.records.len();
         // Services rolled back stay frozen at this commit, also when another
         // service of the same pass failed only transiently.

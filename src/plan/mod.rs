@@ -173,6 +173,8 @@ pub struct NodeObservation {
     pub owned: Vec<OwnedContainer>,
     /// Names of containers pier does not own here: never touched, never reused.
     pub foreign_names: BTreeSet<String>,
+    /// The node left the manifests: what pier owns there is removed.
+    pub draining: bool,
 }
 
 /// What all nodes look like right now.
@@ -648,18 +650,19 @@ fn plan_service<'a>(
             .nodes
             .get(node)
             .is_some_and(|o| o.unreachable.is_none());
-        {
-            if seen_replicas.insert(container.replica) && desired.nodes.contains_key(node) {
-                current.push((node.clone(), container.clone()));
-            } else if answers {
-                let reason = if desired.nodes.contains_key(node) {
-                    "duplicate replica number"
-                } else {
-                    "node no longer in the manifests"
-                };
-                result.changes.push(remove(node, container, reason));
-                load.add(node, -1);
-            }
+        // A node that left the manifests is drained; its copies never
+        // count as the replica.
+        let declared = desired.nodes.contains_key(node);
+        if declared && seen_replicas.insert(container.replica) {
+            current.push((node.clone(), container.clone()));
+        } else if answers {
+            let reason = if declared {
+                "duplicate replica number"
+            } else {
+                "node no longer in the manifests"
+            };
+            result.changes.push(remove(node, container, reason));
+            load.add(node, -1);
         }
     }
     current.sort_by_key(|(_, c)| c.replica);
@@ -973,6 +976,18 @@ fn missing_may_run_elsewhere(
             "waiting on node {}: it is unreachable ({}) and may still run this replica",
             node.name,
             unreachable_reason(observed, &node.name)
+        ));
+    }
+    // A node being drained after it left the manifests, not answering.
+    if let Some((name, o)) = observed.nodes.iter().find(|(name, o)| {
+        !matching.positions.contains_key(name.as_str())
+            && o.draining
+            && o.unreachable.is_some()
+            && !options.down.contains(*name)
+    }) {
+        return Some(format!(
+            "waiting on node {name}: it left the manifests and is unreachable ({}), and may still run this replica",
+            o.unreachable.clone().unwrap_or_default()
         ));
     }
     match down.first() {

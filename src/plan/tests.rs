@@ -799,3 +799,26 @@ fn jobs_that_completed_stay_and_autodestroyed_ones_are_not_run_again() {
     };
     assert_eq!(lines(&plan(&d, &o, &ran)), ["~ migrate-1 n1"]);
 }
+
+/// A node that left the manifests is drained: its copies are removed and
+/// never count as the replica, whatever order the nodes sort in; while it
+/// does not answer, the replicas it may run are not started elsewhere.
+#[test]
+fn a_node_that_left_the_manifests_is_drained() {
+    let web = service("web", Some(2), Strategy::HighAvailability, &[]);
+    let d = desired(vec![node("n2", &[])], vec![web.clone()]);
+    let mut o = observed(&[("n1", 0), ("n2", 0)]);
+    o.nodes.get_mut("n1").unwrap().draining = true;
+    owned(&mut o, "n1", "web", 1, &web.hash);
+    owned(&mut o, "n2", "web", 2, &web.hash);
+    assert_eq!(run(&d, &o), ["- web-1 n1", "+ web-1 n2"]);
+
+    o.nodes.get_mut("n1").unwrap().unreachable = Some("timeout".into());
+    o.nodes.get_mut("n1").unwrap().owned.clear();
+    assert_eq!(
+        run(&d, &o),
+        [
+            "! web-1 waiting on node n1: it left the manifests and is unreachable (timeout), and may still run this replica"
+        ]
+    );
+}

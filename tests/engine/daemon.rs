@@ -908,3 +908,38 @@ async fn support_http_get(bed: &Bed, path: &str) -> (u16, String) {
         .await
         .unwrap_or_default()
 }
+
+/// A node removed from the manifests is drained: its replicas are removed
+/// while it answers and started on the nodes that remain, never orphaned.
+#[tokio::test]
+async fn daemon_drains_a_node_that_leaves_the_manifests() {
+    let bed = Bed::get();
+    let both = nodes_yaml(&bed, &[&["app"], &["app"]]);
+    let only_n1 = nodes_yaml(&bed, &[&["app"]]);
+    let manifest = |nodes: &str| {
+        format!(
+            "{nodes}services:\n{}",
+            sleeper(&bed, "web", 2, "    tags: [app]\n")
+        )
+    };
+    let repo = UserRepo::new("ddrain", &manifest(&both));
+    let state = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &DaemonOptions::default(),
+    );
+    let placed = wait_running(&bed, &repo.stack, "web", 2).await;
+    assert!(placed.iter().any(|r| r.starts_with("n2:")), "{placed:?}");
+
+    repo.commit(&manifest(&only_n1), "retire n2");
+    eventually("both replicas on n1, none left on n2", CONVERGE, || async {
+        let all = stack_replicas(&bed, &repo.stack).await;
+        (all.len() == 2 && all.iter().all(|r| r.0 == "n1" && r.2)).then_some(())
+    })
+    .await;
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+}
