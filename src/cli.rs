@@ -10,6 +10,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How long a git server may take to accept a connection, and to answer
+    /// each read of a fetch or push
+    #[arg(long, global = true, env = "PIER_GIT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub git_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,6 +121,11 @@ pub struct NodesArgs {
     /// How long a node's engine may take to answer before it counts as unreachable
     #[arg(long, env = "PIER_ENGINE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub engine_timeout: std::time::Duration,
+    /// How long an image registry may take to connect or answer a read (a
+    /// whole tag resolution gets four times that); past it the services
+    /// that need the registry are left as they are
+    #[arg(long, env = "PIER_REGISTRY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub registry_timeout: std::time::Duration,
     /// Allow manifests without services to remove every container of the stack
     #[arg(long)]
     pub allow_empty: bool,

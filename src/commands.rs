@@ -35,6 +35,7 @@ fn nodes_settings(source: pier::validate::Source, args: NodesArgs) -> Settings {
             .filter(|r| !r.is_empty())
             .collect(),
         engine_timeout: args.engine_timeout,
+        registry_timeout: args.registry_timeout,
         allow_empty: args.allow_empty,
         adopt: args.adopt,
     }

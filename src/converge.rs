@@ -31,6 +31,8 @@ pub struct Settings {
     pub insecure_registries: Vec<String>,
     /// How long an engine may take to answer before its node counts as unreachable.
     pub engine_timeout: Duration,
+    /// How long the registry may take to connect or answer a read.
+    pub registry_timeout: Duration,
     pub allow_empty: bool,
     /// Take over containers of the stack deployed from another repository.
     pub adopt: bool,
@@ -170,9 +172,10 @@ pub async fn prepare(settings: &Settings, vars: &Vars) -> Result<Prepared, PassE
         settings.stack.as_deref(),
         vars,
     )?;
-    let registry = Registry::new(
+    let registry = Registry::with_timeout(
         settings.insecure_registries.clone(),
         crate::registry::CredentialStore::from_environment(),
+        settings.registry_timeout,
     );
     let planned = plan_loaded(&loaded, settings, &registry, &PassInput::default()).await;
     Ok(Prepared {

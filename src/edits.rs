@@ -238,12 +238,14 @@ async fn show_plan(args: &CommitArgs, outcome: &Outcome, vars: &Vars) {
             .cloned()
             .collect(),
         engine_timeout: args.nodes.engine_timeout,
+        registry_timeout: args.nodes.registry_timeout,
         allow_empty: args.nodes.allow_empty,
         adopt: args.nodes.adopt,
     };
-    let registry = pier::registry::Registry::new(
+    let registry = pier::registry::Registry::with_timeout(
         settings.insecure_registries.clone(),
         pier::registry::CredentialStore::from_environment(),
+        settings.registry_timeout,
     );
     let planned = converge::plan_loaded(&loaded, &settings, &registry, &PassInput::default()).await;
     println!("\nThe plan after this change:");

@@ -13,6 +13,7 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    pier::source::git::bound_network_waits(cli.git_timeout);
     match cli.command {
         Command::Validate(args) => validate(args),
         Command::Diff(args) => runtime().block_on(commands::diff(args)),

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use base64::Engine as _;
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -145,20 +146,41 @@ pub struct Registry {
     client: Client,
     credentials: CredentialStore,
     observer: Option<RequestObserver>,
+    /// Bounds each request; four times it bounds a whole resolution.
+    timeout: Duration,
 }
+
+/// How long the registry may take to connect or answer a read, by default
+/// (`--registry-timeout`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Registry {
     /// `insecure`: `host:port` of registries served over plain HTTP
     /// (`PIER_INSECURE_REGISTRIES`, like Docker's `insecure-registries`).
     pub fn new(insecure: Vec<String>, credentials: CredentialStore) -> Registry {
+        Registry::with_timeout(insecure, credentials, DEFAULT_TIMEOUT)
+    }
+
+    /// [`Registry::new`] with `timeout` bounding connecting, each read, and
+    /// (four times over, for the token exchange and redirects) a whole
+    /// resolution: a registry that accepts connections and never answers
+    /// costs a pass at most that, and freezes only the services it serves.
+    pub fn with_timeout(
+        insecure: Vec<String>,
+        credentials: CredentialStore,
+        timeout: Duration,
+    ) -> Registry {
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(insecure),
+            connect_timeout: Some(timeout),
+            read_timeout: Some(timeout),
             ..Default::default()
         };
         Registry {
             client: Client::new(config),
             credentials,
             observer: None,
+            timeout,
         }
     }
 
@@ -192,19 +214,25 @@ impl Registry {
             Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
             None => RegistryAuth::Anonymous,
         };
-        let outcome = self
-            .client
-            .fetch_manifest_digest(&reference, &auth)
-            .await
-            .map_err(|e| match (classify(image, e), &auth) {
-                (ResolveError::Unauthorized { reference }, RegistryAuth::Basic(username, _)) => {
-                    ResolveError::CredentialsRejected {
+        let bound = self.timeout * 4;
+        let outcome =
+            tokio::time::timeout(bound, self.client.fetch_manifest_digest(&reference, &auth))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(OciDistributionError::GenericError(Some(format!(
+                        "no answer within {bound:?}"
+                    ))))
+                })
+                .map_err(|e| match (classify(image, e), &auth) {
+                    (
+                        ResolveError::Unauthorized { reference },
+                        RegistryAuth::Basic(username, _),
+                    ) => ResolveError::CredentialsRejected {
                         reference,
                         username: username.clone(),
-                    }
-                }
-                (other, _) => other,
-            });
+                    },
+                    (other, _) => other,
+                });
         if let Some(observer) = &self.observer {
             observer(match &outcome {
                 Ok(_) => "ok",

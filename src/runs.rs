@@ -209,7 +209,11 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
     if !deploy_after {
         return ExitCode::SUCCESS;
     }
-    let registry = Registry::new(settings.insecure_registries.clone(), credentials.clone());
+    let registry = Registry::with_timeout(
+        settings.insecure_registries.clone(),
+        credentials.clone(),
+        settings.registry_timeout,
+    );
     let input = PassInput {
         pins: outcome
             .built

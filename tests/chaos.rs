@@ -119,6 +119,7 @@ async fn a_hung_engine_fails_its_steps_in_time_and_the_rest_converges() {
         stack: Some(s.clone()),
         insecure_registries: vec![bed.registry.clone()],
         engine_timeout: Duration::from_secs(2),
+        registry_timeout: Duration::from_secs(2),
         allow_empty: false,
         adopt: false,
     };

@@ -1138,3 +1138,49 @@ async fn depends_on_conditions_wait_for_health_and_completion() {
     );
     support::remove_stack(&bed, &s).await;
 }
+
+/// A registry that accepts connections and never answers costs a pass at
+/// most its timeout: `apply` finishes, leaves the service as it is, and says
+/// the registry is unreachable.
+#[tokio::test]
+async fn a_silent_registry_is_bounded_by_its_timeout() {
+    let bed = Bed::get();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let registry = listener.local_addr().unwrap().to_string();
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            connections.push(socket);
+        }
+    });
+    let manifest = format!(
+        "{}services:\n  web:\n    image: {registry}/pier-test/silent:1\n    command: sleep 3600\n",
+        support::nodes_yaml(&bed, &[&[]])
+    );
+    let repo = support::UserRepo::new("silent", &manifest);
+    let pier = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
+        .args(["apply", "--stack", &repo.stack, "--registry-timeout", "1s"])
+        .args(["--insecure-registry", &registry])
+        .current_dir(repo.dir.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || pier.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("is unreachable") && stdout.contains("web"),
+        "{stdout}"
+    );
+    assert!(
+        support::stack_containers(&bed, &repo.stack)
+            .await
+            .is_empty()
+    );
+    held.abort();
+}

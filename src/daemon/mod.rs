@@ -272,9 +272,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     // fetched once and every request is counted in the metrics.
     let metrics = shared.metrics.clone();
     let registry = Arc::new(
-        crate::registry::Registry::new(
+        crate::registry::Registry::with_timeout(
             config.settings.insecure_registries.clone(),
             crate::registry::CredentialStore::from_environment(),
+            config.settings.registry_timeout,
         )
         .with_observer(Arc::new(move |result| metrics.registry_request(result))),
     );

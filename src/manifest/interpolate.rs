@@ -18,10 +18,26 @@ pub struct InterpolationError {
     pub help: String,
 }
 
+/// How deep `${A:-${B:-…}}` may nest: far beyond any real file, far below
+/// what would exhaust the stack (any branch can push a manifest).
+const MAX_NESTING: usize = 16;
+/// The longest value one string may expand to.
+const MAX_EXPANSION: usize = 1 << 20;
+
 /// Replace every variable reference in `text`.
 pub fn interpolate(text: &str, vars: &Vars) -> Result<String, InterpolationError> {
+    interpolate_at(text, vars, 0)
+}
+
+fn interpolate_at(text: &str, vars: &Vars, depth: usize) -> Result<String, InterpolationError> {
     if !text.contains('$') {
         return Ok(text.to_string());
+    }
+    if depth > MAX_NESTING {
+        return Err(InterpolationError {
+            message: format!("`${{...}}` nested more than {MAX_NESTING} deep"),
+            help: "nest defaults less deeply".into(),
+        });
     }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -36,8 +52,14 @@ pub fn interpolate(text: &str, vars: &Vars) -> Result<String, InterpolationError
                 message: format!("unclosed `${{` in {text:?}"),
                 help: "close it with `}`, or write `$$` for a literal `$`".into(),
             })?;
-            out.push_str(&expand_braced(&inner[..close], vars)?);
+            out.push_str(&expand_braced(&inner[..close], vars, depth)?);
             rest = &inner[close + 1..];
+            if out.len() > MAX_EXPANSION {
+                return Err(InterpolationError {
+                    message: format!("interpolation expands to more than {MAX_EXPANSION} bytes"),
+                    help: "a manifest value this large is a mistake".into(),
+                });
+            }
         } else {
             let name_len = after
                 .char_indices()
@@ -75,7 +97,8 @@ fn matching_brace(inner: &str) -> Option<usize> {
     None
 }
 
-fn expand_braced(expr: &str, vars: &Vars) -> Result<String, InterpolationError> {
+fn expand_braced(expr: &str, vars: &Vars, depth: usize) -> Result<String, InterpolationError> {
+    let interpolate = |word: &str, vars: &Vars| interpolate_at(word, vars, depth + 1);
     let name_len = expr
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .unwrap_or(expr.len());
@@ -106,10 +129,9 @@ fn expand_braced(expr: &str, vars: &Vars) -> Result<String, InterpolationError> 
             message: if word.is_empty() {
                 format!("required variable {name} is not set")
             } else {
-                format!(
-                    "required variable {name} is not set: {}",
-                    interpolate(word, vars)?
-                )
+                // The message is shown as written: expanding it could print
+                // another variable's value in an error.
+                format!("required variable {name} is not set: {word}")
             },
             help: format!("set {name} in the environment of the pier process"),
         }),
@@ -180,6 +202,23 @@ pub fn referenced_names(text: &str) -> std::collections::BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash_and_messages_are_not_expanded() {
+        let mut text = "x".to_string();
+        for _ in 0..5000 {
+            text = format!("${{A:-{text}}}");
+        }
+        let error = interpolate(&text, &Vars::new()).unwrap_err();
+        assert!(error.message.contains("nested more than"), "{error:?}");
+
+        let vars: Vars = [("SECRET".to_string(), "hunter22".to_string())].into();
+        let error = interpolate("${NOPE:?${SECRET}}", &vars).unwrap_err();
+        assert_eq!(
+            error.message,
+            "required variable NOPE is not set: ${SECRET}"
+        );
+    }
 
     #[test]
     fn referenced_names_are_found_and_dollar_dollar_is_not_one() {

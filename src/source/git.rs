@@ -392,6 +392,17 @@ fn cache_name(url: &str) -> String {
         .collect()
 }
 
+/// Bound every network wait of libgit2 (fetch, ls-remote, push): connecting,
+/// and each read from the server. Process-wide, so set once at start.
+pub fn bound_network_waits(timeout: std::time::Duration) {
+    let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: called once from `main` before any thread touches libgit2.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(millis);
+    }
+}
+
 /// `https://user:token@example.com/team/app.git`, `ssh://git@example.com/team/app`
 /// and `git@example.com:team/app.git` all become `example.com/team/app`:
 /// one repository, whichever way it is reached, and never a credential.
