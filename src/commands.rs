@@ -248,9 +248,23 @@ pub async fn apply(args: ApplyArgs) -> ExitCode {
     }
 }
 
+/// Libraries that log request and response bodies at debug level: the
+/// Engine API's carry containers' environment values, the registry's its
+/// tokens. They stay at `info` unless `PIER_LOG` names them itself.
+const BODY_LOGGERS: [&str; 2] = ["bollard", "oci_client"];
+
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PIER_LOG")
+    let asked = std::env::var("PIER_LOG")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "info".into());
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&asked)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for target in BODY_LOGGERS.iter().filter(|t| !asked.contains(*t)) {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()

@@ -184,15 +184,13 @@ pub enum StartError {
 /// Hold the state folder for this process: a second daemon on the same
 /// folder would apply the same plans twice.
 fn lock_state_dir(dir: &Path) -> Result<File, StartError> {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).map_err(|e| StartError::StateDir(dir.into(), e))?;
-    let path = dir.join("lock");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
+    // History and logs are the daemon's own: nobody else on the host reads them.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| StartError::StateDir(dir.into(), e))?;
+    let path = dir.join("lock");
+    let mut file = open_private(&path, false).map_err(|e| StartError::StateDir(dir.into(), e))?;
     if file.try_lock().is_err() {
         let holder = std::fs::read_to_string(&path).unwrap_or_default();
         let holder = match holder.trim() {
@@ -207,11 +205,29 @@ fn lock_state_dir(dir: &Path) -> Result<File, StartError> {
     Ok(file)
 }
 
+/// Open (creating, mode 0600) a file of the state folder, never through a
+/// symbolic link: another user must not redirect the daemon's writes.
+fn open_private(path: &Path, truncate: bool) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(truncate)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
 /// Run the daemon until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), StartError> {
     let _lock = lock_state_dir(&config.state_dir)?;
     let store_path = config.state_dir.join("pier.db");
     let store = Store::open(&store_path).map_err(|e| StartError::Store(store_path.clone(), e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&store_path, std::fs::Permissions::from_mode(0o600));
+    }
     let repo = {
         let (location, cache) = (
             config.settings.source.repo.clone(),
@@ -256,7 +272,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .map_err(|e| StartError::Listen(config.listen, e))?;
     let address = listener.local_addr().unwrap_or(config.listen);
     // `pier status` and scripts find the API here, also when --listen asked for port 0.
-    let _ = std::fs::write(config.state_dir.join("listen"), address.to_string());
+    if let Err(e) = open_private(&config.state_dir.join("listen"), true)
+        .and_then(|mut file| write!(file, "{address}"))
+    {
+        warn!(error = %e, "cannot write the API address to the state folder");
+    }
     info!(%address, stack, branch = %config.branch, "pier daemon listening");
 
     let shutdown = Arc::new(Notify::new());
@@ -336,24 +356,12 @@ pub fn allowed_variables(
         .collect()
 }
 
-/// `*` matches any run of characters; everything else matches itself.
+/// Whether `name` matches the glob (`*`, `?`, `[…]`); a glob that does not
+/// parse matches only itself.
 fn glob_matches(glob: &str, name: &str) -> bool {
-    let mut parts = glob.split('*');
-    let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = name.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty();
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.len() >= last.len() && rest.ends_with(last)
+    globset::Glob::new(glob)
+        .map(|g| g.compile_matcher().is_match(name))
+        .unwrap_or(glob == name)
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -497,6 +505,28 @@ mod tests {
             );
         }
         assert!(backoff(30, max) <= max);
+    }
+
+    #[test]
+    fn the_state_folder_is_private_and_its_files_are_never_symlinks() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let _lock = lock_state_dir(&state).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join("lock")), 0o600);
+
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "keep").unwrap();
+        std::os::unix::fs::symlink(&target, other.join("lock")).unwrap();
+        assert!(
+            lock_state_dir(&other).is_err(),
+            "a symlinked lock is refused"
+        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
     }
 
     #[test]

@@ -943,3 +943,31 @@ async fn daemon_drains_a_node_that_leaves_the_manifests() {
     drop(daemon);
     remove_stack(&bed, &repo.stack).await;
 }
+
+/// `PIER_LOG=debug` shows pier's own debugging, never the Engine API's
+/// request bodies, which carry containers' environment values.
+#[tokio::test]
+async fn debug_logs_never_show_environment_values() {
+    let bed = Bed::get();
+    let value = unique("env-value");
+    let manifest = format!(
+        "{}services:\n{}    environment: {{ TOKEN: {value} }}\n",
+        nodes_yaml(&bed, &[&["app"]]),
+        sleeper(&bed, "web", 1, "    tags: [app]\n")
+    );
+    let repo = UserRepo::new("dlog", &manifest);
+    let state = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &DaemonOptions::default().env("PIER_LOG", "debug"),
+    );
+    wait_running(&bed, &repo.stack, "web", 1).await;
+    let log = daemon.log_text();
+    assert!(log.contains("DEBUG"), "debug logging is on: {log}");
+    assert!(!log.contains(&value), "an environment value was logged");
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+}
