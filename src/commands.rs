@@ -327,7 +327,14 @@ pub async fn status(args: StatusArgs) -> ExitCode {
         },
     };
     let url = format!("{}/api/v1/status", address.trim_end_matches('/'));
-    let response = match reqwest::get(&url).await {
+    let mut request = reqwest::Client::new().get(&url);
+    if let Some(token) = std::env::var("PIER_STATUS_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        request = request.bearer_auth(token);
+    }
+    let response = match request.send().await {
         Ok(response) if response.status().is_success() => response,
         Ok(response) => {
             eprintln!("error: {url} answered {}", response.status());

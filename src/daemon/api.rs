@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hmac::{Hmac, Mac};
@@ -39,7 +40,35 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/hooks/gitlab", post(gitlab))
         .route("/hooks/registry", post(registry))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_large_bodies))
         .with_state(shared)
+}
+
+/// A body announced larger than the limit is refused before a byte of it
+/// is read; one that is not announced is cut off at the limit as it streams.
+async fn refuse_large_bodies(request: Request, next: Next) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("bodies are limited to {MAX_BODY_BYTES} bytes\n"),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether a read-only endpoint may answer: always, unless
+/// `PIER_STATUS_TOKEN` is set and the request does not carry it.
+fn may_read(shared: &Shared, headers: &HeaderMap) -> bool {
+    match shared.secrets.status.as_deref() {
+        None => true,
+        Some(token) => bearer(headers).is_some_and(|given| equal_secrets(given, token)),
+    }
 }
 
 /// Serve until `shutdown` is notified.
@@ -63,7 +92,10 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if !may_read(&shared, &headers) {
+        return unauthorized("metrics");
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -74,7 +106,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> Response {
+async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if !may_read(&shared, &headers) {
+        return unauthorized("status");
+    }
     let status = shared.status.read().expect("status lock").clone();
     axum::Json(status).into_response()
 }
@@ -179,13 +214,17 @@ struct RegistryEvent {
     action: String,
 }
 
-async fn registry(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn registry(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     let Some(token) = shared.secrets.registry_hook.as_deref() else {
         return disabled("PIER_REGISTRY_HOOK_TOKEN");
     };
+    // The token is checked before the body is read at all.
     if !bearer(&headers).is_some_and(|given| equal_secrets(given, token)) {
         return unauthorized("registry");
     }
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response();
+    };
     let Ok(envelope) = serde_json::from_slice::<Envelope>(&body) else {
         return (
             StatusCode::BAD_REQUEST,

@@ -71,6 +71,8 @@ pub struct Secrets {
     pub gitlab: Option<String>,
     pub registry_hook: Option<String>,
     pub api: Option<String>,
+    /// When set, `/api/v1/status` and `/metrics` need it as a bearer token.
+    pub status: Option<String>,
 }
 
 impl Secrets {
@@ -81,6 +83,7 @@ impl Secrets {
             gitlab: read("PIER_GITLAB_TOKEN"),
             registry_hook: read("PIER_REGISTRY_HOOK_TOKEN"),
             api: read("PIER_API_TOKEN"),
+            status: read("PIER_STATUS_TOKEN"),
         }
     }
 }
@@ -93,6 +96,7 @@ impl std::fmt::Debug for Secrets {
             .field("gitlab", &set(&self.gitlab))
             .field("registry_hook", &set(&self.registry_hook))
             .field("api", &set(&self.api))
+            .field("status", &set(&self.status))
             .finish()
     }
 }

@@ -971,3 +971,78 @@ async fn debug_logs_never_show_environment_values() {
     drop(daemon);
     remove_stack(&bed, &repo.stack).await;
 }
+
+/// The HTTP surface: with `PIER_STATUS_TOKEN` set, the status document and
+/// the metrics need it; a body announced over the limit is refused before
+/// it is sent; the registry hook checks its token before reading a body.
+#[tokio::test]
+async fn daemon_http_reads_need_the_status_token_and_bodies_are_bounded() {
+    let bed = Bed::get();
+    let repo = UserRepo::new(
+        "dhttp",
+        &format!(
+            "{}services:\n{}",
+            nodes_yaml(&bed, &[&["app"]]),
+            sleeper(&bed, "web", 1, "")
+        ),
+    );
+    let state = tempfile::tempdir().unwrap();
+    let (status_token, hook_token) = (unique("status-token"), unique("hook-token"));
+    let daemon = Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &DaemonOptions::default()
+            .env("PIER_STATUS_TOKEN", &status_token)
+            .env("PIER_REGISTRY_HOOK_TOKEN", &hook_token),
+    );
+    let bearer = format!("Bearer {status_token}");
+    for path in ["/api/v1/status", "/metrics"] {
+        assert_eq!(daemon.request("GET", path, &[], b"").await.0, 401, "{path}");
+        let (code, body) = daemon
+            .request("GET", path, &[("Authorization", &bearer)], b"")
+            .await;
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    let (code, _) = daemon.request("GET", "/healthz", &[], b"").await;
+    assert_eq!(code, 200, "liveness needs no token");
+
+    // Announced as 1 GiB, never sent: answered at once, not waited for.
+    let raw = |request: String| {
+        let address = daemon.address();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut response = vec![0u8; 64];
+            let read = stream.read(&mut response).await.unwrap();
+            String::from_utf8_lossy(&response[..read]).into_owned()
+        }
+    };
+    let announced = |authorization: &str| {
+        format!(
+            "POST /hooks/registry HTTP/1.1\r\nHost: pier\r\nAuthorization: {authorization}\r\nContent-Length: 1073741824\r\n\r\n"
+        )
+    };
+    let answer = tokio::time::timeout(CONVERGE, raw(announced(&format!("Bearer {hook_token}"))))
+        .await
+        .expect("an answer without the body");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let answer = raw(announced("Bearer wrong")).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 413") || answer.starts_with("HTTP/1.1 401"),
+        "{answer}"
+    );
+    let (code, _) = daemon
+        .request(
+            "POST",
+            "/hooks/registry",
+            &[("Authorization", "Bearer wrong")],
+            br#"{"events": []}"#,
+        )
+        .await;
+    assert_eq!(code, 401);
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+}
