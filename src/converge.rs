@@ -51,6 +51,7 @@ pub enum PassError {
 }
 
 /// The manifests at one commit, validated.
+#[derive(Clone)]
 pub struct Loaded {
     pub commit: String,
     pub stack: String,

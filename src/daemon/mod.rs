@@ -112,6 +112,8 @@ pub enum Trigger {
     Webhook,
     Api,
     Retry,
+    /// A pipeline run of the deploy branch finished.
+    Pipeline,
 }
 
 impl Trigger {
@@ -125,6 +127,7 @@ impl Trigger {
             Trigger::Webhook => "webhook",
             Trigger::Api => "api",
             Trigger::Retry => "retry",
+            Trigger::Pipeline => "pipeline",
         }
     }
 }

@@ -50,6 +50,34 @@ impl Outcome {
     }
 }
 
+/// What the pipeline gate says of a new commit.
+enum Gate {
+    /// Deploy it.
+    Open,
+    /// The pass ends here, with this outcome.
+    Closed(Outcome),
+    /// Its run goes on: heal the last good revision meanwhile.
+    Running,
+}
+
+/// Record the digests a passed run built for `commit`, so the deploy pins
+/// them, and tell the registry watcher's map the tags moved.
+fn record_built(shared: &Shared, commit: &str, outcome: &pipeline::RunOutcome) {
+    for (service, (reference, resolved)) in &outcome.built {
+        if let Err(e) = shared
+            .store
+            .save_digest(commit, service, reference, resolved)
+        {
+            warn!(error = %e, "cannot record a built digest");
+        }
+        shared
+            .followed
+            .lock()
+            .expect("followed lock")
+            .insert(reference.clone(), resolved.clone());
+    }
+}
+
 /// The digest a service without `autoredeploy` was pinned to at a commit.
 #[derive(Debug, Clone)]
 struct Pin {
@@ -74,6 +102,9 @@ pub struct Reconciler {
     /// `autodestroy` jobs that ran (service, spec hash): not run again. Kept
     /// in memory: a restarted daemon runs such a job once more.
     destroyed: BTreeSet<(String, String)>,
+    /// The pipeline run of a deploy-branch commit, going on in a task of
+    /// its own so passes keep healing meanwhile.
+    pipeline: Option<(String, tokio::task::JoinHandle<()>)>,
     /// The nodes of the manifests last converged to.
     last_nodes: BTreeMap<String, crate::manifest::model::Node>,
     /// Nodes that left the manifests and may still hold containers of the
@@ -118,6 +149,7 @@ impl Reconciler {
             runner,
             destroyed: BTreeSet::new(),
             last_nodes: BTreeMap::new(),
+            pipeline: None,
             retired: BTreeMap::new(),
         }
     }
@@ -257,6 +289,28 @@ impl Reconciler {
             }
             Err(error) => return (Outcome::Transient(error.to_string()), target.commit, 0),
         };
+        // Every commit but the last one applied in full (which passed its
+        // pipeline then) goes through the gate: a pass never deploys a
+        // commit on the strength of how it was triggered.
+        let mut loaded = loaded;
+        if self.last_good.as_deref() != Some(loaded.commit.as_str()) {
+            match self.pipeline_gate(&loaded) {
+                Gate::Open => {}
+                Gate::Closed(outcome) => return (outcome, loaded.commit, 0),
+                Gate::Running => {
+                    // Heal towards the last good revision while the run goes on.
+                    let Some(good) = self.last_good.clone() else {
+                        self.publish_watched(&loaded);
+                        return (Outcome::Done, loaded.commit, 0);
+                    };
+                    loaded = match self.load(&good).await {
+                        Ok(good) => good,
+                        Err(e) => return (Outcome::Transient(e.to_string()), good, 0),
+                    };
+                    target.commit = good;
+                }
+            }
+        }
         span.record("revision", short(&loaded.commit));
         let (outcome, steps) = self.converge(&loaded, &target).await;
         (outcome, loaded.commit, steps)
@@ -321,14 +375,6 @@ impl Reconciler {
         self.publish_watched(loaded);
         if self.last_good.as_deref() == Some(loaded.commit.as_str()) {
             self.trust_runners_of(loaded);
-        }
-        // Every commit but the last one applied in full (which passed its
-        // pipeline then) goes through the gate: a pass never deploys a
-        // commit on the strength of how it was triggered.
-        if self.last_good.as_deref() != Some(loaded.commit.as_str())
-            && let Some(stop) = self.pipeline_gate(loaded).await
-        {
-            return stop;
         }
         let input = PassInput {
             pins: self.pins_for(loaded),
@@ -423,11 +469,14 @@ impl Reconciler {
         }
     }
 
-    /// Test and build a new commit before it is deployed. `None`: go on and
-    /// deploy (no pipeline, it passed before, or it just passed and its
-    /// images are pinned); `Some`: the pass ends here.
-    async fn pipeline_gate(&mut self, loaded: &Loaded) -> Option<(Outcome, usize)> {
-        let pipeline = loaded.manifest.pipeline.as_ref()?;
+    /// Whether `loaded` (a new commit) may be deployed: yes when it has no
+    /// pipeline or its run passed; while its run goes on (started here, in
+    /// a task of its own, if it is not yet), the pass heals the last good
+    /// revision instead.
+    fn pipeline_gate(&mut self, loaded: &Loaded) -> Gate {
+        let Some(pipeline) = loaded.manifest.pipeline.as_ref() else {
+            return Gate::Open;
+        };
         // A branch not listed in `pipeline.branches` is tested, never deployed.
         let deploys = pipeline.branches.contains(&self.config.branch);
         let passed = self
@@ -435,67 +484,62 @@ impl Reconciler {
             .store
             .pipeline_passed(&loaded.commit)
             .unwrap_or(false);
-        if passed {
-            return if deploys {
-                None
-            } else {
-                Some((Outcome::Done, 0))
-            };
-        }
-        let outcome = self
-            .runner
-            .run(loaded, &self.config.branch, self.shared.tip.subscribe())
-            .await;
-        match outcome.state {
-            RunState::Passed if deploys => {
-                self.pin_built(loaded, &outcome);
-                None
-            }
-            RunState::Passed => Some((Outcome::Done, 0)),
-            RunState::Cancelled => Some((Outcome::Done, 0)),
-            RunState::Failed => {
-                let reason = format!(
-                    "the pipeline of {} failed; the nodes stay at the last good revision: {}",
-                    short(&loaded.commit),
-                    outcome.failure_summary(10).unwrap_or_default()
-                );
-                if let Err(e) =
-                    self.shared
-                        .store
-                        .mark_failed(&loaded.commit, &reason, &BTreeMap::new())
-                {
-                    warn!(error = %e, "cannot record the failed pipeline");
-                }
-                self.shared.status.write().expect("status lock").stalled = Some(reason.clone());
-                Some((Outcome::Permanent(reason), 0))
+        match (passed, deploys) {
+            (true, true) => Gate::Open,
+            (true, false) => Gate::Closed(Outcome::Done),
+            (false, _) => {
+                self.start_pipeline(loaded, deploys);
+                Gate::Running
             }
         }
     }
 
-    /// Pin the services the pipeline built to the digests it pushed.
-    fn pin_built(&mut self, loaded: &Loaded, outcome: &pipeline::RunOutcome) {
-        for (service, (reference, resolved)) in &outcome.built {
-            if let Err(e) =
-                self.shared
-                    .store
-                    .save_digest(&loaded.commit, service, reference, resolved)
-            {
-                warn!(error = %e, "cannot record a built digest");
-            }
-            self.shared
-                .followed
-                .lock()
-                .expect("followed lock")
-                .insert(reference.clone(), resolved.clone());
-            self.pins.insert(
-                service.clone(),
-                Pin {
-                    commit: loaded.commit.clone(),
-                    reference: reference.clone(),
-                    resolved: resolved.clone(),
-                },
-            );
+    /// Run the pipeline of `loaded` in a task, unless it runs already. When
+    /// it ends, its result is recorded and a pass is asked for: it deploys a
+    /// commit that passed, or refuses one that failed.
+    fn start_pipeline(&mut self, loaded: &Loaded, deploys: bool) {
+        if let Some((commit, handle)) = &self.pipeline
+            && *commit == loaded.commit
+            && !handle.is_finished()
+        {
+            return;
         }
+        let (runner, shared, loaded_commit) = (
+            self.runner.clone(),
+            self.shared.clone(),
+            loaded.commit.clone(),
+        );
+        let (loaded, branch, tip) = (
+            loaded.clone(),
+            self.config.branch.clone(),
+            self.shared.tip.subscribe(),
+        );
+        let handle = tokio::spawn(async move {
+            let outcome = runner.run(&loaded, &branch, tip).await;
+            match outcome.state {
+                RunState::Passed if deploys => record_built(&shared, &loaded.commit, &outcome),
+                RunState::Passed | RunState::Cancelled => {}
+                RunState::Failed => {
+                    let reason = format!(
+                        "the pipeline of {} failed; the nodes stay at the last good revision: {}",
+                        short(&loaded.commit),
+                        outcome.failure_summary(10).unwrap_or_default()
+                    );
+                    if let Err(e) =
+                        shared
+                            .store
+                            .mark_failed(&loaded.commit, &reason, &BTreeMap::new())
+                    {
+                        warn!(error = %e, "cannot record the failed pipeline");
+                    }
+                    shared.status.write().expect("status lock").stalled = Some(reason);
+                }
+            }
+            if outcome.state != RunState::Cancelled {
+                let _ = shared.triggers.send(super::Trigger::Pipeline);
+            }
+        });
+        self.pipeline = Some((loaded_commit, handle));
     }
 
     async fn apply(&self, loaded: &Loaded, planned: &Planned) -> ApplyReport {

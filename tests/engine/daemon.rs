@@ -1046,3 +1046,93 @@ async fn daemon_http_reads_need_the_status_token_and_bodies_are_bounded() {
     drop(daemon);
     remove_stack(&bed, &repo.stack).await;
 }
+
+/// A pipeline runs beside the passes, not inside one: while a slow test
+/// stage runs, a removed replica of the deployed revision is healed; SIGTERM
+/// does not wait for the run, and the next start removes its stage container.
+#[tokio::test]
+async fn healing_goes_on_while_a_pipeline_runs() {
+    let bed = Bed::get();
+    let nodes = nodes_yaml(&bed, &[&["app"], &["app"], &["ci"]]);
+    let manifest = format!(
+        "{nodes}pipeline:\n  branches: [main]\n  runner_tags: [ci]\n  stages:\n    - name: test\n      image: {}\n      script: [\"if [ -f SLOW ]; then echo slow test; sleep 300; fi\"]\nservices:\n{}",
+        bed.base_image,
+        sleeper(&bed, "web", 1, "    tags: [app]\n")
+    );
+    let repo = UserRepo::new("dheal", &manifest);
+    let state = tempfile::tempdir().unwrap();
+    let start = || {
+        Daemon::start(
+            &bed,
+            repo.dir.path().to_str().unwrap(),
+            &repo.stack,
+            state.path(),
+            &DaemonOptions::default(),
+        )
+    };
+    let mut daemon = start();
+    let deployed = wait_running(&bed, &repo.stack, "web", 1).await;
+
+    std::fs::write(repo.dir.path().join("SLOW"), "").unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "a slow test"]);
+    eventually("the slow test runs", CONVERGE, || async {
+        (stage_containers(&bed, &repo.stack).await == 1).then_some(())
+    })
+    .await;
+
+    let (node, name) = deployed[0].split_once(':').unwrap();
+    let node = bed.nodes.iter().find(|n| n.name == node).unwrap();
+    let force = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .build();
+    crate::support::engine(node)
+        .await
+        .remove_container(name, Some(force))
+        .await
+        .unwrap();
+    wait_running(&bed, &repo.stack, "web", 1).await;
+    assert_eq!(
+        stage_containers(&bed, &repo.stack).await,
+        1,
+        "healed while the run still goes on"
+    );
+
+    let ci = crate::support::engine(&bed.nodes[2]).await;
+    let stage_ids = || async {
+        crate::support::labelled(&ci, &format!("pier.pipeline={}", repo.stack))
+            .await
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect::<Vec<_>>()
+    };
+    let left = stage_ids().await;
+    let exit = daemon.terminate();
+    assert!(exit.success(), "{exit:?}\n{}", daemon.log_text());
+    drop(daemon);
+    let daemon = start();
+    eventually(
+        "the left stage container is removed and the run starts again",
+        CONVERGE,
+        || async {
+            let now = stage_ids().await;
+            (now.len() == 1 && !left.contains(&now[0])).then_some(())
+        },
+    )
+    .await;
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+    let docker = crate::support::engine(&bed.nodes[2]).await;
+    for c in crate::support::labelled(&docker, &format!("pier.pipeline={}", repo.stack)).await {
+        let _ = docker
+            .remove_container(
+                &c.id.unwrap_or_default(),
+                Some(
+                    bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                        .force(true)
+                        .build(),
+                ),
+            )
+            .await;
+    }
+}
