@@ -65,6 +65,7 @@ fn desired() -> Desired {
                 movable: true,
                 waits_for: vec![],
                 run_to_completion: false,
+                awaited: false,
                 autodestroy: Default::default(),
             };
             (name, service)

@@ -165,7 +165,16 @@ pub async fn apply<R: Runtime>(
                         service_plan.service
                     )),
                     None => {
-                        wait_for_dependencies(ctx, &service_plan.service, by_name).await?;
+                        if let Err(reason) =
+                            wait_for_dependencies(ctx, &service_plan.service, by_name).await
+                        {
+                            // Waiting says nothing about this release: retried, never frozen.
+                            ctx.transient
+                                .lock()
+                                .expect("transient lock")
+                                .insert(service_plan.service.clone());
+                            return Err(reason);
+                        }
                         rollout(ctx, service_plan).await
                     }
                 }

@@ -411,6 +411,16 @@ pub fn desired_state(
         frozen: BTreeMap::new(),
         source: Default::default(),
     };
+    // What other services wait for of each service, found once (not per
+    // service, which would be quadratic in the number of services).
+    let mut awaited: BTreeMap<&str, BTreeSet<DependsOnCondition>> = BTreeMap::new();
+    for other in manifest.services.values() {
+        for (dependency, condition) in &other.depends_on {
+            if *condition != DependsOnCondition::ServiceStarted {
+                awaited.entry(dependency).or_default().insert(*condition);
+            }
+        }
+    }
     for service in manifest.services.values() {
         let Some(image) = service.image.as_deref() else {
             desired.frozen.insert(
@@ -472,10 +482,10 @@ pub fn desired_state(
                     .filter(|(_, c)| **c != DependsOnCondition::ServiceStarted)
                     .map(|(dependency, c)| (dependency.clone(), *c))
                     .collect(),
-                run_to_completion: manifest.services.values().any(|other| {
-                    other.depends_on.get(&service.name)
-                        == Some(&DependsOnCondition::ServiceCompletedSuccessfully)
-                }),
+                run_to_completion: awaited
+                    .get(service.name.as_str())
+                    .is_some_and(|c| c.contains(&DependsOnCondition::ServiceCompletedSuccessfully)),
+                awaited: awaited.contains_key(service.name.as_str()),
                 autodestroy: service.autodestroy,
             },
         );

@@ -50,6 +50,9 @@ pub struct DesiredService {
     /// Another service waits for this one to exit with 0: a job whose
     /// replicas have done their work once they exited with 0.
     pub run_to_completion: bool,
+    /// Another service waits for this one's health or completion, so the
+    /// plan lists its matching replicas ([`ServicePlan::current`]).
+    pub awaited: bool,
     /// Tutum's `autodestroy`: remove a replica that exited (with 0, or at all).
     pub autodestroy: Autodestroy,
 }
@@ -311,8 +314,8 @@ pub struct ServicePlan {
     pub unchanged: usize,
     /// How many replicas may change at once.
     pub parallelism: u32,
-    /// `(node, container id)` of the replicas that already match, so a
-    /// service waiting for this one can check their health.
+    /// `(node, container id)` of the replicas that already match, when a
+    /// service waits for this one (`DesiredService::awaited`) and checks them.
     #[serde(skip)]
     pub current: Vec<(String, String)>,
 }
@@ -382,10 +385,11 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &Options) -> Plan {
     }
     let mut load = Load::new(desired, observed);
     let mut index = Index::new(observed);
+    let silent = silent_nodes(desired, observed);
     for name in dependency_order(desired) {
         let service = &desired.services[&name];
         plan.services.push(plan_service(
-            desired, observed, options, service, &mut load, &mut index,
+            desired, observed, options, &silent, service, &mut load, &mut index,
         ));
     }
     for (name, reason) in &desired.frozen {
@@ -608,6 +612,7 @@ fn plan_service<'a>(
     desired: &'a Desired,
     observed: &Observed,
     options: &Options,
+    silent: &[&str],
     service: &DesiredService,
     load: &mut Load,
     index: &mut Index<'a>,
@@ -699,6 +704,7 @@ fn plan_service<'a>(
             &matching,
             observed,
             options,
+            silent,
             &mut kept,
             &mut result,
             load,
@@ -726,7 +732,9 @@ fn plan_service<'a>(
             result.changes.push(remove(node, container, AUTODESTROYED));
         } else if matches && (container.running || service.completed(container)) {
             result.unchanged += 1;
-            result.current.push((node.clone(), container.id.clone()));
+            if service.awaited {
+                result.current.push((node.clone(), container.id.clone()));
+            }
         } else if !reachable(node) {
             result.blocked.push(Blocked {
                 replica: Some(container.replica),
@@ -839,6 +847,7 @@ fn scaled(
     matching: &Matching,
     observed: &Observed,
     options: &Options,
+    silent: &[&str],
     kept: &mut Vec<(String, OwnedContainer)>,
     result: &mut ServicePlan,
     load: &mut Load,
@@ -875,7 +884,7 @@ fn scaled(
     if kept.len() >= wanted {
         return;
     }
-    if let Some(reason) = missing_may_run_elsewhere(service, matching, observed, options) {
+    if let Some(reason) = missing_may_run_elsewhere(service, matching, observed, options, silent) {
         for replica in free_replicas(kept, wanted - kept.len()) {
             result.blocked.push(Blocked {
                 replica: Some(replica),
@@ -954,49 +963,66 @@ fn scaled(
 /// not: an unreachable node the service may run on could still run them
 /// (unknown is not empty), and a node given up as down holds the data of a
 /// service that cannot move.
+///
+/// `silent` lists the nodes that did not answer, in name order: usually
+/// none, so this costs nothing per service on a healthy fleet.
 fn missing_may_run_elsewhere(
     service: &DesiredService,
     matching: &Matching,
     observed: &Observed,
     options: &Options,
+    silent: &[&str],
 ) -> Option<String> {
-    let unreachable = |node: &&&Node| {
-        observed
-            .nodes
-            .get(&node.name)
-            .is_none_or(|o| o.unreachable.is_some())
-    };
-    let (down, unknown): (Vec<&&Node>, Vec<&&Node>) = matching
-        .nodes
+    let (down, unknown): (Vec<&str>, Vec<&str>) = silent
         .iter()
-        .filter(unreachable)
-        .partition(|n| options.down.contains(&n.name));
+        .copied()
+        .filter(|name| matching.position(name).is_some())
+        .partition(|name| options.down.contains(*name));
     if let Some(node) = unknown.first() {
         return Some(format!(
-            "waiting on node {}: it is unreachable ({}) and may still run this replica",
-            node.name,
-            unreachable_reason(observed, &node.name)
+            "waiting on node {node}: it is unreachable ({}) and may still run this replica",
+            unreachable_reason(observed, node)
         ));
     }
     // A node being drained after it left the manifests, not answering.
-    if let Some((name, o)) = observed.nodes.iter().find(|(name, o)| {
-        !matching.positions.contains_key(name.as_str())
-            && o.draining
-            && o.unreachable.is_some()
-            && !options.down.contains(*name)
+    if let Some(name) = silent.iter().find(|name| {
+        observed.nodes.get(**name).is_some_and(|o| o.draining) && !options.down.contains(**name)
     }) {
         return Some(format!(
             "waiting on node {name}: it left the manifests and is unreachable ({}), and may still run this replica",
-            o.unreachable.clone().unwrap_or_default()
+            unreachable_reason(observed, name)
         ));
     }
     match down.first() {
         Some(node) if !service.movable => Some(format!(
-            "waiting for node {}: it is down, and {} cannot move (it has volumes or host folders, or is pinned to the node by name)",
-            node.name, service.name
+            "waiting for node {node}: it is down, and {} cannot move (it has volumes or host folders, or is pinned to the node by name)",
+            service.name
         )),
         _ => None,
     }
+}
+
+/// The nodes that did not answer (or were not observed), in name order.
+fn silent_nodes<'a>(desired: &'a Desired, observed: &'a Observed) -> Vec<&'a str> {
+    let mut silent: BTreeSet<&str> = desired
+        .nodes
+        .keys()
+        .filter(|name| {
+            observed
+                .nodes
+                .get(*name)
+                .is_none_or(|o| o.unreachable.is_some())
+        })
+        .map(String::as_str)
+        .collect();
+    silent.extend(
+        observed
+            .nodes
+            .iter()
+            .filter(|(_, o)| o.unreachable.is_some())
+            .map(|(name, _)| name.as_str()),
+    );
+    silent.into_iter().collect()
 }
 
 fn placeholder(service: &str, replica: u32) -> OwnedContainer {

@@ -56,6 +56,7 @@ fn service(name: &str, replicas: Option<u32>, strategy: Strategy, tags: &[&str])
         movable: true,
         waits_for: vec![],
         run_to_completion: false,
+        awaited: false,
         autodestroy: Default::default(),
     }
 }
