@@ -110,11 +110,7 @@ async fn authenticated_registry_pull_needs_the_right_password() {
     let node = &bed.nodes[1];
     let docker = engine(node).await;
     // A tag of our own, so removing it never disturbs another test's image.
-    let image = format!(
-        "{}/{}",
-        bed.registry_auth,
-        bed.base_image.split_once('/').unwrap().1
-    );
+    let image = bed.base_image_on_auth_registry();
     let credentials = |password: &str| DockerCredentials {
         username: Some(bed.registry_user.clone()),
         password: Some(password.to_string()),
@@ -968,11 +964,7 @@ async fn rejected_registry_credentials_never_fall_back_to_a_local_image() {
     let bed = Bed::get();
     let node = &bed.nodes[0];
     let docker = engine(node).await;
-    let image = format!(
-        "{}/{}",
-        bed.registry_auth,
-        bed.base_image.split_once('/').unwrap().1
-    );
+    let image = bed.base_image_on_auth_registry();
     let options = CreateImageOptionsBuilder::default()
         .from_image(&image)
         .build();

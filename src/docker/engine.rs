@@ -130,6 +130,19 @@ impl Engine {
         Ok(Engine { docker, timeout })
     }
 
+    /// One container's inspection, bounded by the engine timeout.
+    async fn inspect(
+        &self,
+        id: &str,
+    ) -> Result<bollard::models::ContainerInspectResponse, RuntimeError> {
+        self.within(
+            "a container inspection",
+            self.docker.inspect_container(id, None),
+        )
+        .await?
+        .map_err(classify)
+    }
+
     /// Await one short engine request, bounded by the engine timeout.
     pub(crate) async fn within<T>(
         &self,
@@ -510,14 +523,9 @@ impl Runtime for Engine {
     }
 
     async fn anonymous_volumes(&self, id: &str) -> Result<Vec<AnonymousVolume>, RuntimeError> {
-        let inspect = self
-            .within(
-                "a container inspection",
-                self.docker.inspect_container(id, None),
-            )
+        Ok(self
+            .inspect(id)
             .await?
-            .map_err(classify)?;
-        Ok(inspect
             .mounts
             .unwrap_or_default()
             .into_iter()
@@ -533,14 +541,7 @@ impl Runtime for Engine {
     }
 
     async fn health(&self, id: &str) -> Result<Health, RuntimeError> {
-        let inspect = self
-            .within(
-                "a container inspection",
-                self.docker.inspect_container(id, None),
-            )
-            .await?
-            .map_err(classify)?;
-        let state = inspect.state.unwrap_or_default();
+        let state = self.inspect(id).await?.state.unwrap_or_default();
         if !state.running.unwrap_or(false) {
             return Ok(Health::Exited(state.exit_code));
         }

@@ -170,30 +170,22 @@ pub fn referenced_names(text: &str) -> std::collections::BTreeSet<String> {
             at += 1;
             continue;
         }
-        match bytes.get(at + 1) {
-            // `$$` is a literal dollar.
-            Some(b'$') => at += 2,
-            Some(b'{') => {
-                let start = at + 2;
-                let end = start
-                    + bytes[start..]
-                        .iter()
-                        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
-                        .count();
-                names.insert(text[start..end].to_string());
-                at = end;
+        // `$$` is a literal dollar; `${NAME` and `$NAME` name a variable.
+        let start = match bytes.get(at + 1) {
+            Some(b'$') => {
+                at += 2;
+                continue;
             }
-            _ => {
-                let start = at + 1;
-                let end = start
-                    + bytes[start..]
-                        .iter()
-                        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
-                        .count();
-                names.insert(text[start..end].to_string());
-                at = end.max(at + 1);
-            }
-        }
+            Some(b'{') => at + 2,
+            _ => at + 1,
+        };
+        let end = start
+            + bytes[start..]
+                .iter()
+                .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+                .count();
+        names.insert(text[start..end].to_string());
+        at = end;
     }
     names.remove("");
     names

@@ -644,6 +644,22 @@ async fn passes_reach(daemon: &Daemon, at_least: f64) {
     .await
 }
 
+/// Ask for a pass through the API (`token` is `PIER_API_TOKEN`) and wait
+/// until one more pass has finished.
+async fn reconcile(daemon: &Daemon, token: &str) {
+    let before = daemon.passes().await;
+    let (code, body) = daemon
+        .request(
+            "POST",
+            "/api/v1/reconcile",
+            &[("Authorization", &format!("Bearer {token}"))],
+            b"",
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    passes_reach(daemon, before + 1.0).await;
+}
+
 /// A first commit whose pipeline fails is never deployed, whatever starts
 /// the next pass: an API reconcile, a restart of the daemon, or a restart
 /// with its state store gone (the pipeline runs again and fails again).
@@ -671,17 +687,7 @@ async fn daemon_never_deploys_a_commit_whose_pipeline_failed() {
     };
     let mut daemon = start();
     pipeline_failed(&daemon).await;
-    let before = daemon.passes().await;
-    let (code, body) = daemon
-        .request(
-            "POST",
-            "/api/v1/reconcile",
-            &[("Authorization", &format!("Bearer {token}"))],
-            b"",
-        )
-        .await;
-    assert_eq!(code, 202, "{body}");
-    passes_reach(&daemon, before + 1.0).await;
+    reconcile(&daemon, &token).await;
     assert!(
         stack_replicas(&bed, &repo.stack).await.is_empty(),
         "a reconcile deploys nothing: {}",
@@ -748,31 +754,18 @@ async fn daemon_removes_an_autodestroy_job_once_it_succeeded_and_does_not_rerun_
             .filter(|l| l.contains("step ok") && l.contains("action=create"))
             .count()
     };
-    let reconcile = || async {
-        let before = daemon.passes().await;
-        let (code, _) = daemon
-            .request(
-                "POST",
-                "/api/v1/reconcile",
-                &[("Authorization", &format!("Bearer {token}"))],
-                b"",
-            )
-            .await;
-        assert_eq!(code, 202);
-        passes_reach(&daemon, before + 1.0).await;
-    };
     // The job's exit triggers a pass through the engine's events; a pass
     // asked for here covers an exit that came before the events were watched.
     eventually("the job ran and was removed", CONVERGE, || async {
         let done = created() == 1 && stack_replicas(&bed, &repo.stack).await.is_empty();
         if !done {
-            reconcile().await;
+            reconcile(&daemon, &token).await;
         }
         done.then_some(())
     })
     .await;
     for _ in 0..2 {
-        reconcile().await;
+        reconcile(&daemon, &token).await;
     }
     assert_eq!(created(), 1, "not run again: {}", daemon.log_text());
     assert!(stack_replicas(&bed, &repo.stack).await.is_empty());

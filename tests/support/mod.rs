@@ -271,6 +271,14 @@ impl UserRepo {
     }
 }
 
+impl Bed {
+    /// The base image under the password-protected registry's name.
+    pub fn base_image_on_auth_registry(&self) -> String {
+        let (_, path) = self.base_image.split_once('/').expect("registry/path");
+        format!("{}/{path}", self.registry_auth)
+    }
+}
+
 /// The bed's nodes as a manifest `nodes:` block, each tagged as given.
 pub fn nodes_yaml(bed: &Bed, tags: &[&[&str]]) -> String {
     let mut out = String::from("nodes:\n");
