@@ -7,6 +7,8 @@ mod support;
 
 #[path = "engine/daemon.rs"]
 mod daemon;
+#[path = "engine/remotes.rs"]
+mod remotes;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;

@@ -250,7 +250,7 @@ fn push(
     let moved = Cell::new(false);
     let rejected: RefCell<Option<String>> = RefCell::new(None);
     let target = format!("refs/heads/{branch}");
-    let mut callbacks = credential_callbacks();
+    let mut callbacks = crate::source::auth::credential_callbacks();
     callbacks.push_negotiation(|updates| {
         for update in updates {
             if update.dst_refname().ok() == Some(target.as_str()) && update.src() != base {
@@ -274,42 +274,16 @@ fn push(
     if moved.get() {
         return Ok(Pushed::BranchMoved);
     }
-    result.map_err(git_error("pushing"))?;
+    result.map_err(|e| {
+        let message = crate::source::auth::redact_in(e.message(), url);
+        CommitError::Git(format!("pushing: {message}"))
+    })?;
     match rejected.into_inner() {
         None => Ok(Pushed::Yes),
         // The server compares the old value too: a commit that landed after
         // negotiation is refused there.
         Some(_) => Ok(Pushed::BranchMoved),
     }
-}
-
-/// Credentials for fetch and push: a token from the environment
-/// (`PIER_GIT_TOKEN`, user `PIER_GIT_USER`), the SSH agent, or git's
-/// credential helpers.
-pub fn credential_callbacks() -> git2::RemoteCallbacks<'static> {
-    let mut callbacks = git2::RemoteCallbacks::new();
-    let mut attempts = 0;
-    callbacks.credentials(move |url, username, allowed| {
-        attempts += 1;
-        if attempts > 3 {
-            return Err(git2::Error::from_str(
-                "authentication failed; set PIER_GIT_TOKEN, load a key into ssh-agent, or configure a git credential helper",
-            ));
-        }
-        if allowed.contains(git2::CredentialType::SSH_KEY) {
-            return git2::Cred::ssh_key_from_agent(username.unwrap_or("git"));
-        }
-        if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
-            if let Ok(token) = std::env::var("PIER_GIT_TOKEN") {
-                let user = std::env::var("PIER_GIT_USER").unwrap_or_else(|_| "x-access-token".into());
-                return git2::Cred::userpass_plaintext(&user, &token);
-            }
-            let config = git2::Config::open_default()?;
-            return git2::Cred::credential_helper(&config, url, username);
-        }
-        git2::Cred::default()
-    });
-    callbacks
 }
 
 /// Move a local branch from `base` to `commit`; `false` when it had moved.

@@ -18,8 +18,14 @@ pub enum SourceError {
         "cannot open git repository {repo}: {source}\n  help: pass --repo with a path inside a git repository, or a URL"
     )]
     Open { repo: String, source: git2::Error },
-    #[error("cannot fetch {url}: {source}")]
-    Fetch { url: String, source: git2::Error },
+    /// `url` is redacted, and so is `message`, libgit2's words, which may
+    /// quote the URL it was given.
+    #[error("cannot fetch {url}: {message}{hint}")]
+    Fetch {
+        url: String,
+        message: String,
+        hint: &'static str,
+    },
     #[error(
         "cannot resolve `{reference}` in {repo}: {source}\n  help: pass --ref with a branch, tag or commit id"
     )]
@@ -67,6 +73,7 @@ impl GitSource {
     /// Open a local repository (any path inside it) or fetch a remote URL into `cache_dir`.
     pub fn open(location: &str, cache_dir: &Path) -> Result<GitSource, SourceError> {
         if is_url(location) {
+            forget_credential_named_cache(cache_dir, location);
             let folder = cache_dir.join(cache_name(location));
             std::fs::create_dir_all(&folder).map_err(|source| SourceError::Cache {
                 path: folder.clone(),
@@ -75,13 +82,13 @@ impl GitSource {
             let repo = Repository::open_bare(&folder)
                 .or_else(|_| Repository::init_bare(&folder))
                 .map_err(|source| SourceError::Open {
-                    repo: location.into(),
+                    repo: super::auth::redact_url(location),
                     source,
                 })?;
             let source = GitSource {
                 repo,
                 url: Some(location.to_string()),
-                display: location.to_string(),
+                display: super::auth::redact_url(location),
             };
             source.fetch()?;
             return Ok(source);
@@ -149,26 +156,38 @@ impl GitSource {
     /// Fetch all branches and tags of a remote repository; a no-op for a local one.
     pub fn fetch(&self) -> Result<(), SourceError> {
         let Some(url) = &self.url else { return Ok(()) };
-        let mut remote = self
-            .repo
-            .remote_anonymous(url)
-            .map_err(|source| SourceError::Fetch {
-                url: url.clone(),
-                source,
-            })?;
+        let fetch_error = |source| self.fetch_error(url, source);
+        let mut remote = self.repo.remote_anonymous(url).map_err(fetch_error)?;
+        let mut options = git2::FetchOptions::new();
+        options.remote_callbacks(super::auth::credential_callbacks());
         remote
             .fetch(
                 &[
                     "+refs/heads/*:refs/remotes/origin/*",
                     "+refs/tags/*:refs/tags/*",
+                    // So `HEAD` means the remote's default branch.
+                    "+HEAD:refs/remotes/origin/HEAD",
                 ],
-                None,
+                Some(&mut options),
                 None,
             )
-            .map_err(|source| SourceError::Fetch {
-                url: url.clone(),
-                source,
-            })
+            .map_err(fetch_error)
+    }
+
+    fn fetch_error(&self, url: &str, source: git2::Error) -> SourceError {
+        // Authentication failures carry their own help (see `auth`).
+        let hint = if source.code() == git2::ErrorCode::Certificate
+            || source.message().contains("hostkey")
+        {
+            "\n  help: add the server's host key to ~/.ssh/known_hosts of the user running pier (ssh-keyscan HOST >> ~/.ssh/known_hosts), after checking its fingerprint"
+        } else {
+            ""
+        };
+        SourceError::Fetch {
+            url: self.display.clone(),
+            message: super::auth::redact_in(source.message(), url),
+            hint,
+        }
     }
 
     /// The underlying repository (the fetch cache for a remote one).
@@ -216,13 +235,14 @@ impl GitSource {
             }
             return Ok(tips);
         };
-        let fetch_error = |source| SourceError::Fetch {
-            url: url.clone(),
-            source,
-        };
+        let fetch_error = |source| self.fetch_error(url, source);
         let mut remote = self.repo.remote_anonymous(url).map_err(fetch_error)?;
         let connection = remote
-            .connect_auth(git2::Direction::Fetch, None, None)
+            .connect_auth(
+                git2::Direction::Fetch,
+                Some(super::auth::credential_callbacks()),
+                None,
+            )
             .map_err(fetch_error)?;
         let tips = connection
             .list()
@@ -379,8 +399,26 @@ fn is_url(location: &str) -> bool {
         || (location.contains('@') && location.contains(':') && !Path::new(location).exists())
 }
 
-/// A stable folder name for a URL's cache, free of path characters.
+/// A stable folder name for a URL's cache: a hash of the URL without its
+/// credentials, so no token ends up in a path (and a rotated token keeps
+/// the cache).
 fn cache_name(url: &str) -> String {
+    use sha2::Digest;
+    let without_credentials = super::auth::redact_url(url);
+    let digest = sha2::Sha256::digest(without_credentials.as_bytes());
+    format!("git-{}", hex::encode(&digest[..16]))
+}
+
+/// Remove a cache folder named the way older pier versions named it: after
+/// the URL itself, credentials included.
+fn forget_credential_named_cache(cache_dir: &Path, url: &str) {
+    let legacy = cache_dir.join(legacy_cache_name(url));
+    if super::auth::redact_url(url) != url && legacy.is_dir() {
+        let _ = std::fs::remove_dir_all(legacy);
+    }
+}
+
+fn legacy_cache_name(url: &str) -> String {
     url.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {

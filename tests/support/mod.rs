@@ -42,6 +42,8 @@ pub struct Bed {
     /// A folder holding an `ssh` that uses the bed's key and known hosts;
     /// put it first in PATH.
     pub ssh_path: String,
+    /// The bed's state folder (`PIER_TB_DIR`).
+    pub dir: String,
 }
 
 impl Bed {
@@ -92,6 +94,10 @@ impl Bed {
                 .map(|(_, endpoint)| endpoint.to_string())
                 .unwrap_or_default(),
             ssh_path: var("PIER_TB_SSH_PATH"),
+            dir: vars
+                .get("PIER_TB_DIR")
+                .cloned()
+                .unwrap_or_else(|| DEFAULT_BED_DIR.into()),
         }
     }
 }
