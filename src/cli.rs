@@ -145,6 +145,10 @@ pub struct DiffArgs {
     /// Terraform's exit codes: 0 no changes, 2 changes, 1 error
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Show the new values of changed environment variables, except those
+    /// taken from pier's environment and those whose names look secret
+    #[arg(long)]
+    pub show_values: bool,
 }
 
 #[derive(Debug, Args)]

@@ -63,13 +63,21 @@ pub async fn diff(args: DiffArgs) -> ExitCode {
     let (output, detailed) = (args.output, args.detailed_exitcode);
     let vars: Vars = std::env::vars().collect();
     let (no_changes, changes, error) = if detailed { (0, 2, 1) } else { (0, 1, 2) };
-    let prepared = match converge::prepare(&settings(args.deploy), &vars).await {
+    let mut prepared = match converge::prepare(&settings(args.deploy), &vars).await {
         Ok(prepared) => prepared,
         Err(e) => {
             report_pass_error(&e);
             return ExitCode::from(error);
         }
     };
+    if args.show_values {
+        let environment: Vec<String> = prepared
+            .interpolated
+            .iter()
+            .filter_map(|name| vars.get(name).cloned())
+            .collect();
+        render::reveal_env_values(&mut prepared.plan, &prepared.desired, &environment);
+    }
     match output {
         Output::Human => print!(
             "{}",

@@ -74,6 +74,8 @@ pub struct Prepared {
     pub registry: Registry,
     /// Warnings and notices from validation.
     pub diagnostics: Vec<Diagnostic>,
+    /// The variables the manifest files interpolate, by name.
+    pub interpolated: BTreeSet<String>,
 }
 
 /// What was observed and planned for one loaded commit.
@@ -187,6 +189,7 @@ pub async fn prepare(settings: &Settings, vars: &Vars) -> Result<Prepared, PassE
         engines: planned.engines,
         registry,
         diagnostics: loaded.diagnostics,
+        interpolated: loaded.interpolated,
     })
 }
 

@@ -276,8 +276,13 @@ async fn env_change_rolls_through_replicas_while_serving() {
         "{diff}"
     );
     assert!(
+        diff.contains("env ~GREETING (value hidden)"),
+        "the plan names the change, not the value: {diff}"
+    );
+    let (_, diff, _) = repo.pier(&bed, &["diff", "--show-values"]);
+    assert!(
         diff.contains("env ~GREETING=\"v2\""),
-        "the plan names the change: {diff}"
+        "--show-values shows a value written in the manifest: {diff}"
     );
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1177,4 +1182,39 @@ async fn a_silent_registry_is_bounded_by_its_timeout() {
             .is_empty()
     );
     held.abort();
+}
+
+/// Environment values stay out of sight: `diff` hides every changed value,
+/// `--show-values` shows only those written in the manifests, and
+/// `PIER_LOG=debug` prints none.
+#[tokio::test]
+async fn environment_values_are_hidden_in_diff_and_debug_logs() {
+    let bed = Bed::get();
+    let manifest = |plain: &str| {
+        format!(
+            "{}    environment:\n      PLAIN: {plain}\n      NOTE: ${{DEPLOY_NOTE}}\n",
+            one_node_manifest(&bed, &bed.nodes[0].endpoint, "")
+        )
+    };
+    let repo = support::UserRepo::new("hide", &manifest("one"));
+    let env = [("DEPLOY_NOTE", "note-alpha-71"), ("PIER_LOG", "debug")];
+    let (code, stdout, stderr) = repo.pier_with_env(&bed, &["apply"], &env);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        !stderr.contains("note-alpha-71") && !stdout.contains("note-alpha-71"),
+        "a debug log shows an environment value: {stderr}"
+    );
+
+    repo.commit(&manifest("two"), "change both");
+    let env = [("DEPLOY_NOTE", "note-bravo-72")];
+    let (_, diff, _) = repo.pier_with_env(&bed, &["diff"], &env);
+    assert!(diff.contains("env ~PLAIN (value hidden)"), "{diff}");
+    assert!(diff.contains("env ~NOTE (value hidden)"), "{diff}");
+    let (_, diff, _) = repo.pier_with_env(&bed, &["diff", "--show-values", "-o", "json"], &env);
+    assert!(diff.contains("\"value\": \"two\""), "{diff}");
+    let (_, diff, _) = repo.pier_with_env(&bed, &["diff", "--show-values"], &env);
+    assert!(diff.contains("env ~PLAIN=\"two\""), "{diff}");
+    assert!(diff.contains("env ~NOTE (value hidden)"), "{diff}");
+    assert!(!diff.contains("note-bravo-72"), "{diff}");
+    support::remove_stack(&bed, &repo.stack).await;
 }

@@ -246,7 +246,9 @@ pub struct FieldChange {
     pub field: String,
     /// `added`, `removed` or `changed`.
     pub change: &'static str,
-    /// The new value of an environment variable, masked when its name looks secret.
+    /// The new value of an environment variable. Plans never carry one;
+    /// `diff --show-values` adds those that are safe to show (see
+    /// [`render::reveal_env_values`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }
@@ -258,17 +260,6 @@ pub fn field_changes(old: &OwnedContainer, service: &DesiredService) -> Vec<Fiel
         return Vec::new();
     }
     let new = service.fields();
-    let env_value = |key: &str| -> Option<String> {
-        let key = key.strip_prefix("env.")?;
-        if spec::looks_secret(key) {
-            return Some("(masked)".into());
-        }
-        service.spec.env.iter().find_map(|e| {
-            e.split_once('=')
-                .filter(|(k, _)| *k == key)
-                .map(|(_, v)| v.to_string())
-        })
-    };
     let mut changes = Vec::new();
     for (field, hash) in &new {
         let change = match old.get(field) {
@@ -279,7 +270,7 @@ pub fn field_changes(old: &OwnedContainer, service: &DesiredService) -> Vec<Fiel
         changes.push(FieldChange {
             field: field.clone(),
             change,
-            value: env_value(field),
+            value: None,
         });
     }
     for field in old.keys().filter(|f| !new.contains_key(*f)) {

@@ -56,7 +56,7 @@ fn short(digest: &str) -> String {
 }
 
 /// Why a replica is replaced, in a few words: the image digests, the
-/// variables (values of secret-looking ones masked) and the other parts that
+/// variables (values hidden unless revealed) and the other parts that
 /// differ.
 fn describe_replace(
     old: &OwnedContainer,
@@ -83,7 +83,8 @@ fn describe_replace(
                 };
                 match &change.value {
                     Some(value) => parts.push(format!("env {sign}{key}={}", clip(value))),
-                    None => parts.push(format!("env {sign}{key}")),
+                    None if change.change == "removed" => parts.push(format!("env -{key}")),
+                    None => parts.push(format!("env {sign}{key} (value hidden)")),
                 }
             }
             // The image is described by its digests above.
@@ -102,6 +103,46 @@ fn describe_replace(
         );
     }
     parts.join(", ")
+}
+
+/// Fill in the new values of changed variables, for `diff --show-values`:
+/// all but those holding a value of `environment` (what the manifests
+/// interpolated from pier's environment), and those whose name looks
+/// secret.
+pub fn reveal_env_values(plan: &mut Plan, desired: &Desired, environment: &[String]) {
+    let from_environment = |value: &str| {
+        environment
+            .iter()
+            .any(|secret| !secret.is_empty() && value.contains(secret.as_str()))
+    };
+    for service_plan in plan.services.iter_mut() {
+        let Some(desired) = desired.services.get(&service_plan.service) else {
+            continue;
+        };
+        let changed = service_plan
+            .changes
+            .iter_mut()
+            .flat_map(|change| match change {
+                Change::Replace { changed, .. } => changed.as_mut_slice(),
+                _ => &mut [],
+            });
+        for field in changed.filter(|f| f.change != "removed") {
+            let Some(key) = field.field.strip_prefix("env.") else {
+                continue;
+            };
+            if super::spec::looks_secret(key) {
+                continue;
+            }
+            field.value = desired
+                .spec
+                .env
+                .iter()
+                .find_map(|e| e.split_once('=').filter(|(k, _)| *k == key))
+                .map(|(_, value)| value)
+                .filter(|value| !from_environment(value))
+                .map(str::to_string);
+        }
+    }
 }
 
 fn clip(value: &str) -> String {

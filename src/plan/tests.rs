@@ -494,7 +494,7 @@ fn frozen_services_keep_their_containers() {
 }
 
 #[test]
-fn replacements_say_which_parts_change_and_mask_secrets() {
+fn replacements_say_which_parts_change_and_hide_values_unless_revealed() {
     let mut d = desired(
         vec![node("n1", &[])],
         vec![service("web", Some(1), Strategy::EmptiestNode, &[])],
@@ -514,34 +514,46 @@ fn replacements_say_which_parts_change_and_mask_secrets() {
         serde_json::to_string(&super::spec::field_fingerprints(&old)).unwrap();
     o.nodes.get_mut("n1").unwrap().owned[0].image_digest = "sha256:new".into();
     let p = plan(&d, &o, &Options::default());
-    let Change::Replace { changed, .. } = &p.services[0].changes[0] else {
-        panic!()
+    let shown = |p: &Plan| -> Vec<String> {
+        let Change::Replace { changed, .. } = &p.services[0].changes[0] else {
+            panic!()
+        };
+        changed
+            .iter()
+            .map(|c| format!("{} {} {:?}", c.field, c.change, c.value))
+            .collect()
     };
-    let shown: Vec<String> = changed
-        .iter()
-        .map(|c| {
-            format!(
-                "{} {} {}",
-                c.field,
-                c.change,
-                c.value.clone().unwrap_or_default()
-            )
-        })
-        .collect();
     assert_eq!(
-        shown,
+        shown(&p),
         [
-            "command changed ",
-            "env.API_TOKEN added (masked)",
-            "env.GREETING changed hello",
-            "env.OLD removed "
+            "command changed None",
+            "env.API_TOKEN added None",
+            "env.GREETING changed None",
+            "env.OLD removed None"
         ]
     );
     let text = render::human(&p, &d, render::Style { color: false });
     assert!(
-        text.contains("~ s-web-1 on n1: command changed, env +API_TOKEN=\"(masked)\", env ~GREETING=\"hello\", env -OLD"),
+        text.contains("~ s-web-1 on n1: command changed, env +API_TOKEN (value hidden), env ~GREETING (value hidden), env -OLD"),
         "{text}"
     );
+
+    // --show-values: a value from the environment stays hidden, and so does
+    // a secret-looking name's.
+    let mut revealed = p.clone();
+    render::reveal_env_values(&mut revealed, &d, &[]);
+    assert_eq!(
+        shown(&revealed)[1..3],
+        [
+            "env.API_TOKEN added None",
+            "env.GREETING changed Some(\"hello\")"
+        ]
+    );
+    let text = render::human(&revealed, &d, render::Style { color: false });
+    assert!(text.contains("env ~GREETING=\"hello\""), "{text}");
+    let mut from_environment = p.clone();
+    render::reveal_env_values(&mut from_environment, &d, &["ell".to_string()]);
+    assert_eq!(shown(&from_environment)[2], "env.GREETING changed None");
 }
 
 /// Placement keeps only the few best-ranked nodes per service (see
