@@ -194,6 +194,17 @@ pub struct DaemonArgs {
     /// Address of the HTTP API, metrics and webhooks (port 0 picks a free port)
     #[arg(long, env = "PIER_LISTEN", default_value = "127.0.0.1:7878")]
     pub listen: std::net::SocketAddr,
+    /// Serve the webhooks (/hooks/*) on this address instead, so the API
+    /// and metrics can stay private
+    #[arg(long, env = "PIER_HOOKS_LISTEN")]
+    pub hooks_listen: Option<std::net::SocketAddr>,
+    /// How long an HTTP client may take to send a request, from connecting
+    /// to its last byte, and to be answered
+    #[arg(long, env = "PIER_HTTP_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http_timeout: std::time::Duration,
+    /// HTTP connections open at once, per listener; more are closed at once
+    #[arg(long, env = "PIER_HTTP_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
+    pub http_max_connections: u16,
     /// How often to check the branch tip (a local repository is also watched on disk)
     #[arg(long, env = "PIER_GIT_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub git_interval: std::time::Duration,

@@ -298,6 +298,11 @@ pub async fn daemon(args: DaemonArgs) -> ExitCode {
         branch: args.branch,
         state_dir: args.state_dir,
         listen: args.listen,
+        hooks_listen: args.hooks_listen,
+        http: pier::daemon::api::HttpLimits {
+            request_timeout: args.http_timeout,
+            max_connections: args.http_max_connections.into(),
+        },
         git_interval: args.git_interval,
         registry_interval: args.registry_interval,
         resync_interval: args.resync_interval,

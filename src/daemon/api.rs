@@ -19,9 +19,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hmac::{Hmac, Mac};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::Sha256;
+use std::time::Duration;
 use subtle::ConstantTimeEq;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use super::{Shared, Trigger};
@@ -29,16 +32,34 @@ use super::{Shared, Trigger};
 /// Largest webhook or API body accepted.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+/// The API listener's routes; the webhooks too unless they have a
+/// listener of their own (`--hooks-listen`).
+pub fn router(shared: Arc<Shared>, with_hooks: bool) -> Router {
+    let api = Router::new()
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
-        .route("/api/v1/reconcile", post(reconcile))
+        .route("/api/v1/reconcile", post(reconcile));
+    let api = if with_hooks { api.merge(hooks()) } else { api };
+    finish(api, shared)
+}
+
+/// The webhook listener's routes (`--hooks-listen`): the hooks and
+/// `/healthz`, nothing that reads or changes the deployment.
+pub fn hooks_router(shared: Arc<Shared>) -> Router {
+    finish(hooks(), shared)
+}
+
+fn hooks() -> Router<Arc<Shared>> {
+    Router::new()
         .route("/hooks/github", post(github))
         .route("/hooks/gitlab", post(gitlab))
         .route("/hooks/registry", post(registry))
+}
+
+fn finish(routes: Router<Arc<Shared>>, shared: Arc<Shared>) -> Router {
+    routes
+        .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_large_bodies))
         .with_state(shared)
@@ -71,13 +92,74 @@ fn may_read(shared: &Shared, headers: &HeaderMap) -> bool {
     }
 }
 
-/// Serve until `shutdown` is notified.
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, shutdown: Arc<Notify>) {
-    let server = axum::serve(listener, router(shared))
-        .with_graceful_shutdown(async move { shutdown.notified().await });
-    if let Err(e) = server.await {
-        warn!(error = %e, "the HTTP listener stopped");
+/// What one HTTP listener allows a client.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// From accepting a connection to the end of its one response: reading
+    /// the headers and the body, and answering. A client that sends slowly
+    /// is cut off here.
+    pub request_timeout: Duration,
+    /// Connections open at once; one more is closed as soon as it is
+    /// accepted, so a flood cannot queue up work or memory.
+    pub max_connections: usize,
+}
+
+/// Serve `router` on `listener` until `shutdown` is notified: one request
+/// per connection, each connection bounded by `limits`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    shutdown: Arc<Notify>,
+) {
+    let stop = shutdown.notified();
+    tokio::pin!(stop);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, most likely: back off, never spin.
+                    warn!(error = %e, "cannot accept an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            warn!(
+                limit = limits.max_connections,
+                "too many HTTP connections; closing a new one"
+            );
+            continue;
+        };
+        connections.spawn(serve_connection(stream, router.clone(), limits, permit));
     }
+    connections.shutdown().await;
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    router: Router,
+    limits: HttpLimits,
+    _permit: OwnedSemaphorePermit,
+) {
+    use tower_service::Service as _;
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let mut router = router.clone();
+        async move { router.call(request.map(Body::new)).await }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.request_timeout)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    // Dropping the connection at the deadline closes the socket.
+    let _ = tokio::time::timeout(limits.request_timeout, connection).await;
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {

@@ -48,6 +48,10 @@ pub struct Config {
     pub branch: String,
     pub state_dir: PathBuf,
     pub listen: SocketAddr,
+    /// A listener of its own for the webhooks, which the API listener then
+    /// does not serve.
+    pub hooks_listen: Option<SocketAddr>,
+    pub http: api::HttpLimits,
     pub git_interval: Duration,
     pub registry_interval: Duration,
     pub resync_interval: Duration,
@@ -182,7 +186,7 @@ pub enum StartError {
     StateDir(PathBuf, std::io::Error),
     #[error("cannot open the state store {0}: {1}")]
     Store(PathBuf, rusqlite::Error),
-    #[error("cannot listen on {0}: {1} (choose another with --listen)")]
+    #[error("cannot listen on {0}: {1} (choose another with --listen or --hooks-listen)")]
     Listen(SocketAddr, std::io::Error),
     #[error(transparent)]
     Source(#[from] crate::source::git::SourceError),
@@ -224,6 +228,25 @@ fn open_private(path: &Path, truncate: bool) -> std::io::Result<File> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
+}
+
+/// Bind `address` and write the address bound (the port when 0 was asked
+/// for) to `file` in the state folder, where `pier status` and scripts
+/// find it.
+async fn listen(
+    address: SocketAddr,
+    state_dir: &Path,
+    file: &str,
+) -> Result<tokio::net::TcpListener, StartError> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| StartError::Listen(address, e))?;
+    let bound = listener.local_addr().unwrap_or(address);
+    if let Err(e) = open_private(&state_dir.join(file), true).and_then(|mut f| write!(f, "{bound}"))
+    {
+        warn!(error = %e, file, "cannot write a listening address to the state folder");
+    }
+    Ok(listener)
 }
 
 /// Run the daemon until SIGINT or SIGTERM.
@@ -274,21 +297,27 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         trusted_runners: Mutex::new(None),
     });
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| StartError::Listen(config.listen, e))?;
+    let listener = listen(config.listen, &config.state_dir, "listen").await?;
     let address = listener.local_addr().unwrap_or(config.listen);
-    // `pier status` and scripts find the API here, also when --listen asked for port 0.
-    if let Err(e) = open_private(&config.state_dir.join("listen"), true)
-        .and_then(|mut file| write!(file, "{address}"))
-    {
-        warn!(error = %e, "cannot write the API address to the state folder");
-    }
     info!(%address, stack, branch = %config.branch, "pier daemon listening");
+    let hooks_listener = match config.hooks_listen {
+        Some(hooks) => {
+            let listener = listen(hooks, &config.state_dir, "hooks-listen").await?;
+            let address = listener.local_addr().unwrap_or(hooks);
+            info!(%address, "webhooks listening");
+            Some(listener)
+        }
+        None => None,
+    };
 
     let shutdown = Arc::new(Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(api::serve(listener, shared.clone(), shutdown.clone()));
+    let router = api::router(shared.clone(), hooks_listener.is_none());
+    tasks.spawn(api::serve(listener, router, config.http, shutdown.clone()));
+    if let Some(listener) = hooks_listener {
+        let router = api::hooks_router(shared.clone());
+        tasks.spawn(api::serve(listener, router, config.http, shutdown.clone()));
+    }
     tasks.spawn(watch::git(
         repo.clone(),
         config.branch.clone(),

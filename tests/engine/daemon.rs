@@ -1129,3 +1129,121 @@ async fn healing_goes_on_while_a_pipeline_runs() {
             .await;
     }
 }
+
+/// Send `request` on a new connection to `address` and read until the
+/// daemon closes it; what it answered (empty: closed without an answer).
+async fn exchange(address: &str, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    // A guard against a hang, far above any timeout the daemon is given.
+    let read = tokio::time::timeout(CONVERGE, stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the daemon kept the connection open");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A daemon with no node: its HTTP side is all these tests look at.
+fn idle_daemon(bed: &Bed, state: &std::path::Path, options: DaemonOptions) -> (UserRepo, Daemon) {
+    let repo = UserRepo::new(
+        "dlisten",
+        &format!("services:\n{}", sleeper(bed, "web", 1, "")),
+    );
+    let daemon = Daemon::start(
+        bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state,
+        &options,
+    );
+    (repo, daemon)
+}
+
+/// Slow clients are cut off at `--http-timeout`, whether they stall in the
+/// headers or in the body.
+#[tokio::test]
+async fn daemon_http_cuts_off_slow_clients() {
+    let bed = Bed::get();
+    let state = tempfile::tempdir().unwrap();
+    let options = DaemonOptions::default()
+        .arg("--http-timeout", "1s")
+        .env("PIER_GITHUB_SECRET", &unique("github-secret"));
+    let (_repo, daemon) = idle_daemon(&bed, state.path(), options);
+    let address = daemon.address();
+    assert!(
+        exchange(&address, b"GET /healthz HTTP/1.1\r\nHost: pier\r\n\r\n")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let stalled_in_headers = exchange(&address, b"GET /healthz HTTP/1.1\r\nHost: pi").await;
+    assert_eq!(stalled_in_headers, "", "closed unanswered");
+    // The GitHub hook reads the whole body: its signature covers it.
+    let stalled_in_body = exchange(
+        &address,
+        b"POST /hooks/github HTTP/1.1\r\nHost: pier\r\nX-Hub-Signature-256: sha256=00\r\nContent-Length: 100\r\n\r\n{\"a\"",
+    )
+    .await;
+    assert_eq!(stalled_in_body, "", "closed unanswered");
+}
+
+/// At most `--http-max-connections` are open at once: one more is closed
+/// unanswered, and served again once the others are gone. `--hooks-listen`
+/// moves the webhooks to their own address, which serves nothing else.
+#[tokio::test]
+async fn daemon_http_limits_connections_and_serves_hooks_apart() {
+    let bed = Bed::get();
+    let state = tempfile::tempdir().unwrap();
+    let gitlab_token = unique("gitlab-token");
+    let options = DaemonOptions::default()
+        .arg("--http-timeout", "5m")
+        .arg("--http-max-connections", "2")
+        .arg("--hooks-listen", "127.0.0.1:0")
+        .env("PIER_GITLAB_TOKEN", &gitlab_token);
+    let (_repo, daemon) = idle_daemon(&bed, state.path(), options);
+    let address = daemon.address();
+    let healthz = b"GET /healthz HTTP/1.1\r\nHost: pier\r\n\r\n";
+
+    let held = [
+        tokio::net::TcpStream::connect(&address).await.unwrap(),
+        tokio::net::TcpStream::connect(&address).await.unwrap(),
+    ];
+    assert_eq!(
+        exchange(&address, healthz).await,
+        "",
+        "a third connection is served"
+    );
+    drop(held);
+    eventually("a connection served again", CONVERGE, || async {
+        exchange(&address, healthz)
+            .await
+            .starts_with("HTTP/1.1 200")
+            .then_some(())
+    })
+    .await;
+
+    let hooks = std::fs::read_to_string(state.path().join("hooks-listen")).unwrap();
+    let gitlab = |token: &str| {
+        format!(
+            "POST /hooks/gitlab HTTP/1.1\r\nHost: pier\r\nX-Gitlab-Token: {token}\r\nContent-Length: 2\r\n\r\n{{}}"
+        )
+    };
+    let status_line = |answer: String| answer.lines().next().unwrap_or_default().to_string();
+    assert_eq!(
+        status_line(exchange(&hooks, gitlab("wrong").as_bytes()).await),
+        "HTTP/1.1 401 Unauthorized"
+    );
+    assert_eq!(
+        status_line(exchange(&hooks, gitlab(&gitlab_token).as_bytes()).await),
+        "HTTP/1.1 202 Accepted"
+    );
+    assert_eq!(
+        status_line(exchange(&address, gitlab(&gitlab_token).as_bytes()).await),
+        "HTTP/1.1 404 Not Found",
+        "the API listener no longer serves hooks"
+    );
+    assert_eq!(
+        status_line(exchange(&hooks, b"GET /api/v1/status HTTP/1.1\r\nHost: pier\r\n\r\n").await),
+        "HTTP/1.1 404 Not Found",
+        "the hooks listener serves no status"
+    );
+}
