@@ -82,6 +82,8 @@ fn default_cache_dir() -> std::path::PathBuf {
 pub struct ValidateArgs {
     #[command(flatten)]
     pub source: SourceArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Output format
     #[arg(short, long, value_enum, default_value_t = Output::Human)]
     pub output: Output,
@@ -133,6 +135,18 @@ pub struct NodesArgs {
     /// manifest folder deployed (otherwise pier refuses to touch them)
     #[arg(long, env = "PIER_ADOPT")]
     pub adopt: bool,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// The container policy.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// A YAML file saying what manifests may ask of the hosts: privileged,
+    /// cap_add, bind_mounts, host_ports, node_endpoints (default: what
+    /// Compose allows, but binds of /, the Docker socket or its folders)
+    #[arg(long = "policy", env = "PIER_POLICY", value_parser = pier::policy::Policy::from_file)]
+    pub file: Option<pier::policy::Policy>,
 }
 
 #[derive(Debug, Args)]

@@ -38,6 +38,7 @@ fn nodes_settings(source: pier::validate::Source, args: NodesArgs) -> Settings {
         registry_timeout: args.registry_timeout,
         allow_empty: args.allow_empty,
         adopt: args.adopt,
+        policy: args.policy.file.unwrap_or_default(),
     }
 }
 

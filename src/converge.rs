@@ -36,6 +36,8 @@ pub struct Settings {
     pub allow_empty: bool,
     /// Take over containers of the stack deployed from another repository.
     pub adopt: bool,
+    /// What manifests may ask of the hosts.
+    pub policy: crate::policy::Policy,
 }
 
 /// Why a pass could not produce a plan.
@@ -174,6 +176,7 @@ pub async fn prepare(settings: &Settings, vars: &Vars) -> Result<Prepared, PassE
         &settings.source.path,
         settings.stack.as_deref(),
         vars,
+        &settings.policy,
     )?;
     let registry = Registry::with_timeout(
         settings.insecure_registries.clone(),
@@ -200,10 +203,11 @@ pub fn load(
     folder: &str,
     stack: Option<&str>,
     vars: &Vars,
+    policy: &crate::policy::Policy,
 ) -> Result<Loaded, PassError> {
     let snapshot = repo.manifests(reference, folder)?;
     let stack = stack.map(str::to_string).unwrap_or_else(|| repo.name());
-    let loaded = manifest::load_and_validate(&snapshot.files, vars, &snapshot.tree);
+    let loaded = crate::validate::load_checked(&snapshot, vars, policy);
     if !loaded.is_valid() {
         return Err(PassError::Invalid {
             commit: snapshot.commit,

@@ -241,6 +241,7 @@ async fn show_plan(args: &CommitArgs, outcome: &Outcome, vars: &Vars) {
         registry_timeout: args.nodes.registry_timeout,
         allow_empty: args.nodes.allow_empty,
         adopt: args.nodes.adopt,
+        policy: args.nodes.policy.file.clone().unwrap_or_default(),
     };
     let registry = pier::registry::Registry::with_timeout(
         settings.insecure_registries.clone(),

@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod observe;
 pub mod pipeline;
 pub mod plan;
+pub mod policy;
 pub mod registry;
 pub mod source;
 pub mod validate;

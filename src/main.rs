@@ -38,7 +38,8 @@ fn runtime() -> tokio::runtime::Runtime {
 fn validate(args: cli::ValidateArgs) -> ExitCode {
     let source = commands::source(args.source);
     let vars: pier::manifest::Vars = std::env::vars().collect();
-    match pier::validate::run(&source, &vars) {
+    let policy = args.policy.file.unwrap_or_default();
+    match pier::validate::run(&source, &vars, &policy) {
         Ok(report) => {
             match args.output {
                 cli::Output::Human => eprint!("{}", report.human()),

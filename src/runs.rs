@@ -136,6 +136,7 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
         &settings.source.path,
         settings.stack.as_deref(),
         &vars,
+        &settings.policy,
     ) {
         Ok(loaded) => loaded,
         Err(e) => {

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::manifest::{self, Diagnostic, Severity, Vars};
-use crate::source::git::{GitSource, SourceError};
+use crate::policy::Policy;
+use crate::source::git::{GitSource, Snapshot, SourceError};
 
 /// Which manifests to validate.
 #[derive(Debug, Clone)]
@@ -29,10 +30,10 @@ pub struct Report {
 
 /// Validate the manifests at `source`. Errors are only for a repository or
 /// commit that cannot be read; problems in manifests are in the report.
-pub fn run(source: &Source, vars: &Vars) -> Result<Report, SourceError> {
+pub fn run(source: &Source, vars: &Vars, policy: &Policy) -> Result<Report, SourceError> {
     let repo = GitSource::open(&source.repo, &source.cache_dir)?;
     let snapshot = repo.manifests(&source.reference, &source.path)?;
-    let loaded = manifest::load_and_validate(&snapshot.files, vars, &snapshot.tree);
+    let loaded = load_checked(&snapshot, vars, policy);
     Ok(Report {
         valid: loaded.is_valid(),
         commit: snapshot.commit,
@@ -41,6 +42,19 @@ pub fn run(source: &Source, vars: &Vars) -> Result<Report, SourceError> {
         nodes: loaded.manifest.nodes.len(),
         diagnostics: loaded.diagnostics,
     })
+}
+
+/// Load the manifests of a commit and check them against every rule and
+/// the policy, problems in file order.
+pub fn load_checked(snapshot: &Snapshot, vars: &Vars, policy: &Policy) -> manifest::Loaded {
+    let mut loaded = manifest::load_and_validate(&snapshot.files, vars, &snapshot.tree);
+    if loaded.is_valid() {
+        loaded.diagnostics.extend(policy.check(&loaded.manifest));
+        loaded
+            .diagnostics
+            .sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
+    }
+    loaded
 }
 
 impl Report {

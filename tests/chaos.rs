@@ -122,6 +122,7 @@ async fn a_hung_engine_fails_its_steps_in_time_and_the_rest_converges() {
         registry_timeout: Duration::from_secs(2),
         allow_empty: false,
         adopt: false,
+        policy: Default::default(),
     };
     let vars = std::env::vars().collect();
     let prepared = pier::converge::prepare(&settings, &vars)

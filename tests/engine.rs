@@ -1218,3 +1218,80 @@ async fn environment_values_are_hidden_in_diff_and_debug_logs() {
     assert!(!diff.contains("note-bravo-72"), "{diff}");
     support::remove_stack(&bed, &repo.stack).await;
 }
+
+/// `--policy` refuses what the manifests may not ask of the hosts: each
+/// request at its file:line:col with the rule, and nothing is created. The
+/// default policy refuses a bind of the Docker socket.
+#[tokio::test]
+async fn the_policy_refuses_requests_at_their_place_and_changes_nothing() {
+    let bed = Bed::get();
+    let manifest = format!(
+        "{}    privileged: true\n    cap_add: [NET_ADMIN, SYS_ADMIN]\n    volumes: [\"/srv/app:/data\", \"/etc:/host-etc:ro\"]\n    ports: [\"8080:80\", \"80:80\"]\n",
+        one_node_manifest(&bed, &bed.nodes[0].endpoint, "")
+    );
+    let repo = support::UserRepo::new("policy", &manifest);
+    let policy = repo.dir.path().join("../policy.yaml");
+    std::fs::write(
+        &policy,
+        "privileged: false\ncap_add: [net_admin]\nbind_mounts: [/srv]\nhost_ports: [\"8000-8999\"]\nnode_endpoints: [\"ssh://*\"]\n",
+    )
+    .unwrap();
+    let line_of = |key: &str| manifest.lines().position(|l| l.contains(key)).unwrap() + 1;
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply", "--policy", policy.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    for (key, refused, rule) in [
+        (
+            "privileged:",
+            "a privileged container",
+            "rule: privileged: false",
+        ),
+        (
+            "cap_add:",
+            "capability `SYS_ADMIN`",
+            "rule: cap_add: [NET_ADMIN]",
+        ),
+        (
+            "volumes:",
+            "a bind mount of `/etc`",
+            "rule: bind_mounts: [/srv]",
+        ),
+        ("ports:", "host port 80 ", "rule: host_ports: [8000-8999]"),
+        (
+            "remote:",
+            "node `remote`",
+            "rule: node_endpoints: [ssh://*]",
+        ),
+    ] {
+        let at = format!("pier/stack.yml:{}:", line_of(key));
+        let found = stderr
+            .lines()
+            .skip_while(|l| !(l.starts_with(&at) && l.contains(refused)))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(found.contains(rule), "{key} {refused} ({rule}):\n{stderr}");
+    }
+    assert!(
+        !stderr.contains("NET_ADMIN`"),
+        "an allowed capability: {stderr}"
+    );
+    assert!(!stderr.contains("`/srv/app`"), "an allowed bind: {stderr}");
+    assert!(
+        support::stack_containers(&bed, &repo.stack)
+            .await
+            .is_empty(),
+        "a refused commit created containers"
+    );
+
+    let socket = format!(
+        "{}    volumes: [\"/var/run/docker.sock:/var/run/docker.sock\"]\n",
+        one_node_manifest(&bed, &bed.nodes[0].endpoint, "")
+    );
+    repo.commit(&socket, "mount the docker socket");
+    let (code, _, stderr) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("a bind mount of `/var/run/docker.sock` is refused by the default policy"),
+        "{stderr}"
+    );
+}

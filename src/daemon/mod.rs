@@ -344,6 +344,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         environment,
         branch: config.branch.clone(),
         engine_timeout: config.settings.engine_timeout,
+        policy: Arc::new(config.settings.policy.clone()),
     };
     tasks.spawn(watch::registry(
         registry.clone(),

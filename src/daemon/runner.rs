@@ -35,6 +35,8 @@ pub struct PipelineRunner {
     pub engine_timeout: Duration,
     /// The branch the daemon deploys: its runs are trusted.
     pub branch: String,
+    /// What manifests may ask of the hosts, on every branch.
+    pub policy: Arc<crate::policy::Policy>,
 }
 
 /// Where other branches' stages may run: the nodes and runner tags of the
@@ -90,11 +92,11 @@ impl PipelineRunner {
         vars: Vars,
         untrusted: bool,
     ) -> Result<Loaded, converge::PassError> {
-        let repo = self.repo.clone();
+        let (repo, policy) = (self.repo.clone(), self.policy.clone());
         let (commit, folder, stack) = (commit.to_string(), folder.to_string(), stack.to_string());
         let loaded = tokio::task::spawn_blocking(move || {
             let repo = repo.lock().expect("repository lock");
-            converge::load(&repo, &commit, &folder, Some(&stack), &vars)
+            converge::load(&repo, &commit, &folder, Some(&stack), &vars, &policy)
         })
         .await
         .expect("loading manifests does not panic");

@@ -58,12 +58,14 @@ async fn daemon_follows_commits_heals_and_refuses_invalid_manifests() {
         |replicas: u32| format!("{nodes}services:\n{}", sleeper(&bed, "web", replicas, ""));
     let repo = UserRepo::new("dmn", &manifest(1));
     let state = tempfile::tempdir().unwrap();
+    let policy = state.path().join("policy.yaml");
+    std::fs::write(&policy, "privileged: false\n").unwrap();
     let daemon = Daemon::start(
         &bed,
         repo.dir.path().to_str().unwrap(),
         &repo.stack,
         state.path(),
-        &DaemonOptions::default(),
+        &DaemonOptions::default().arg("--policy", policy.to_str().unwrap()),
     );
     wait_running(&bed, &repo.stack, "web", 1).await;
 
@@ -150,6 +152,27 @@ async fn daemon_follows_commits_heals_and_refuses_invalid_manifests() {
         String::from_utf8_lossy(&out.stderr)
     );
     wait_running(&bed, &repo.stack, "web", 3).await;
+
+    // The daemon's policy refuses a commit as it refuses invalid manifests.
+    let privileged = manifest(3).replace("    command:", "    privileged: true\n    command:");
+    let line = privileged
+        .lines()
+        .position(|l| l.contains("privileged:"))
+        .unwrap()
+        + 1;
+    repo.commit(&privileged, "ask for a privileged container");
+    let status = eventually("status shows the refused commit", CONVERGE, || async {
+        let status = daemon.status().await;
+        status["stalled"].as_str().is_some().then_some(status)
+    })
+    .await;
+    let stalled = status["stalled"].as_str().unwrap();
+    assert!(
+        stalled.contains(&format!("pier/stack.yml:{line}:"))
+            && stalled.contains("a privileged container is refused by the policy"),
+        "{stalled}"
+    );
+    assert_eq!(running(&bed, &repo.stack, "web").await.len(), 3);
     drop(daemon);
     remove_stack(&bed, &repo.stack).await;
 }
