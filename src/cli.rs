@@ -14,6 +14,9 @@ pub struct Cli {
     /// each read of a fetch or push
     #[arg(long, global = true, env = "PIER_GIT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub git_timeout: std::time::Duration,
+    /// How long one whole fetch may take, however steadily the server answers
+    #[arg(long, global = true, env = "PIER_GIT_FETCH_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub git_fetch_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,26 +13,32 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    pier::source::git::bound_network_waits(cli.git_timeout);
+    pier::source::git::bound_network_waits(cli.git_timeout, cli.git_fetch_timeout);
     match cli.command {
         Command::Validate(args) => validate(args),
-        Command::Diff(args) => runtime().block_on(commands::diff(args)),
-        Command::Apply(args) => runtime().block_on(commands::apply(args)),
-        Command::Daemon(args) => runtime().block_on(commands::daemon(args)),
-        Command::Status(args) => runtime().block_on(commands::status(args)),
-        Command::Scale(args) => runtime().block_on(edits::scale(args)),
-        Command::Node(command) => runtime().block_on(edits::node(command)),
-        Command::Set(command) => runtime().block_on(edits::set(command)),
-        Command::Logs(args) => runtime().block_on(runs::logs(args)),
-        Command::Pipeline(command) => runtime().block_on(runs::pipeline(command)),
+        Command::Diff(args) => run(commands::diff(args)),
+        Command::Apply(args) => run(commands::apply(args)),
+        Command::Daemon(args) => run(commands::daemon(args)),
+        Command::Status(args) => run(commands::status(args)),
+        Command::Scale(args) => run(edits::scale(args)),
+        Command::Node(command) => run(edits::node(command)),
+        Command::Set(command) => run(edits::set(command)),
+        Command::Logs(args) => run(runs::logs(args)),
+        Command::Pipeline(command) => run(runs::pipeline(command)),
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+/// Run a command to its end. Blocking work still going on then (a git
+/// fetch or an engine call stuck until its own timeout) is abandoned after
+/// a moment rather than waited for: the command has already decided.
+fn run(command: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("a tokio runtime")
+        .expect("a tokio runtime");
+    let code = runtime.block_on(command);
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 fn validate(args: cli::ValidateArgs) -> ExitCode {

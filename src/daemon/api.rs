@@ -232,7 +232,7 @@ async fn reconcile(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Res
     if !bearer(&headers).is_some_and(|given| equal_secrets(given, token)) {
         return unauthorized("api");
     }
-    let _ = shared.triggers.send(Trigger::Api);
+    shared.triggers.send(Trigger::Api);
     accepted("api")
 }
 

@@ -1,7 +1,8 @@
 //! `pier daemon`: keeps the nodes equal to a branch of the repository.
 //!
 //! A reconcile loop in the kube-runtime style. Triggers (git, the registry,
-//! engine events, a resync timer, webhooks, the API) feed one queue; the
+//! engine events, a resync timer, webhooks, the API) feed one pending set
+//! ([`pending`]: bounded, however many arrive); the
 //! loop waits for a trigger, lets a short debounce window merge whatever
 //! else arrives, and runs one pass: load the desired state at the branch tip
 //! → observe → plan → apply → record. Transient failures requeue with
@@ -9,11 +10,13 @@
 //! until a new commit arrives, while the last good state keeps running.
 //!
 //! This module owns the loop and the process (lock, signals, listener); the
-//! pass itself is in [`reconciler`], the triggers in [`watch`], the HTTP
+//! pass itself is in [`reconciler`], the triggers in [`watch`] and
+//! [`pending`], pipeline runs in [`runner`], the HTTP
 //! side in [`api`], history in [`store`].
 
 pub mod api;
 pub mod metrics;
+pub mod pending;
 pub mod reconciler;
 pub mod runner;
 pub mod status;
@@ -29,7 +32,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc, watch as tokio_watch};
+use tokio::sync::{Notify, watch as tokio_watch};
 use tracing::{info, warn};
 
 use crate::apply::ApplySettings;
@@ -152,7 +155,7 @@ pub struct Shared {
     pub store: Store,
     /// Set once the first pass has finished.
     pub ready: AtomicBool,
-    pub triggers: mpsc::UnboundedSender<Trigger>,
+    pub triggers: pending::Triggers,
     /// Ask the git watcher to check the branch tip now (webhooks).
     pub git_check: Notify,
     /// Ask the registry watcher to resolve the followed tags now (webhooks).
@@ -166,8 +169,8 @@ pub struct Shared {
     pub tip: tokio_watch::Sender<Option<String>>,
     /// The tips of the other branches, as the git watcher last saw them.
     pub branch_tips: tokio_watch::Sender<std::collections::BTreeMap<String, String>>,
-    /// Commits of other branches to test: (branch, commit).
-    pub branch_runs: mpsc::UnboundedSender<(String, String)>,
+    /// Commits of other branches to test.
+    pub branch_runs: pending::BranchRuns,
     /// Set once stage containers left by an earlier daemon were removed.
     pub leftovers: tokio::sync::OnceCell<()>,
     /// Where other branches' stages run: from the deploy branch's last
@@ -269,22 +272,22 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     };
     let stack = config.settings.stack.clone().unwrap_or_else(|| repo.name());
     let repo = Arc::new(Mutex::new(repo));
-    let (triggers, queue) = mpsc::unbounded_channel();
-    let (branch_runs, branch_queue) = mpsc::unbounded_channel();
     let (watched, watched_rx) = tokio_watch::channel(Watched {
         stack: stack.clone(),
         ..Default::default()
     });
+    let metrics = Metrics::default();
+    let coalesced = metrics.triggers_coalesced.clone();
     let shared = Arc::new(Shared {
         status: RwLock::new(Status {
             stack: stack.clone(),
             branch: config.branch.clone(),
             ..Default::default()
         }),
-        metrics: Metrics::default(),
+        metrics,
         store,
         ready: AtomicBool::new(false),
-        triggers,
+        triggers: pending::Triggers::new(coalesced),
         git_check: Notify::new(),
         registry_check: Notify::new(),
         secrets: Secrets::from_environment(),
@@ -292,7 +295,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         watched,
         tip: tokio_watch::channel(None).0,
         branch_tips: tokio_watch::channel(Default::default()).0,
-        branch_runs,
+        branch_runs: pending::BranchRuns::default(),
         leftovers: tokio::sync::OnceCell::new(),
         trusted_runners: Mutex::new(None),
     });
@@ -359,15 +362,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     ));
     tasks.spawn(watch::resync(config.resync_interval, shared.clone()));
     tasks.spawn(runner::other_branches(
-        branch_queue,
         runner.clone(),
         config.settings.source.path.clone(),
         stack.clone(),
     ));
 
-    let _ = shared.triggers.send(Trigger::Startup);
+    shared.triggers.send(Trigger::Startup);
     let reconciler = Reconciler::new(config.clone(), stack, registry, runner);
-    reconcile_loop(reconciler, queue, &config, shutdown_signal()).await;
+    reconcile_loop(reconciler, &config, shutdown_signal()).await;
     info!("pier daemon stopping");
     shutdown.notify_waiters();
     tasks.abort_all();
@@ -424,7 +426,6 @@ async fn shutdown_signal() {
 /// half-replaced.
 async fn reconcile_loop(
     mut reconciler: Reconciler,
-    mut queue: mpsc::UnboundedReceiver<Trigger>,
     config: &Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -432,22 +433,21 @@ async fn reconcile_loop(
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut failures: u32 = 0;
     loop {
-        let first = tokio::select! {
+        let shared = reconciler.shared.clone();
+        let mut triggers = tokio::select! {
             biased;
             _ = &mut shutdown => return,
-            trigger = queue.recv() => match trigger {
-                Some(trigger) => trigger,
-                None => return,
-            },
-            _ = sleep_until(retry_at) => Trigger::Retry,
+            triggers = shared.triggers.next() => triggers,
+            _ = sleep_until(retry_at) => BTreeSet::from([Trigger::Retry]),
         };
-        let mut triggers = BTreeSet::from([first]);
-        let window = tokio::time::Instant::now() + config.debounce;
-        while let Ok(Some(next)) = tokio::time::timeout_at(window, queue.recv()).await {
-            if !triggers.insert(next) {
-                reconciler.shared.metrics.triggers_coalesced.inc();
-            }
+        // Let the triggers of one change (a commit's files, a burst of
+        // events) arrive, and merge them into this pass.
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(config.debounce) => {}
         }
+        triggers.extend(shared.triggers.take());
         let started = Instant::now();
         let outcome = reconciler.pass(&triggers).await;
         retry_at = match outcome {

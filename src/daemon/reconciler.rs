@@ -536,7 +536,7 @@ impl Reconciler {
                 }
             }
             if outcome.state != RunState::Cancelled {
-                let _ = shared.triggers.send(super::Trigger::Pipeline);
+                shared.triggers.send(super::Trigger::Pipeline);
             }
         });
         self.pipeline = Some((loaded_commit, handle));

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::Shared;
@@ -381,13 +381,9 @@ impl PipelineRunner {
 
 /// Test (and build) the commits of branches the daemon does not deploy, one
 /// run at a time; a run stops when its branch moves on.
-pub async fn other_branches(
-    mut queue: mpsc::UnboundedReceiver<(String, String)>,
-    runner: PipelineRunner,
-    folder: String,
-    stack: String,
-) {
-    while let Some((branch, commit)) = queue.recv().await {
+pub async fn other_branches(runner: PipelineRunner, folder: String, stack: String) {
+    loop {
+        let (branch, commit) = runner.shared.branch_runs.next().await;
         let loaded = match runner.load_untrusted(&commit, &folder, &stack).await {
             Ok(loaded) if loaded.manifest.pipeline.is_some() => loaded,
             Ok(_) => continue,

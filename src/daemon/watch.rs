@@ -23,14 +23,29 @@ use crate::source::git::GitSource;
 /// for its tips first (one ls-remote) and fetched only when one moved. The
 /// deployed branch moving triggers a pass; another branch moving queues its
 /// new commit for testing.
+///
+/// The checks go through a handle of their own on the repository, so a
+/// slow or hung remote never holds the lock that passes and pipeline runs
+/// read commits under.
 pub async fn git(
-    repo: Arc<Mutex<GitSource>>,
+    shared_repo: Arc<Mutex<GitSource>>,
     branch: String,
     interval: Duration,
     shared: Arc<Shared>,
 ) {
-    let (changed_tx, mut changed) = mpsc::unbounded_channel();
-    let _watcher = watch_refs(&repo, changed_tx);
+    // One pending "refs changed" is enough, however many files a commit writes.
+    let (changed_tx, mut changed) = mpsc::channel(1);
+    let _watcher = watch_refs(&shared_repo, changed_tx);
+    let repo = {
+        let handle = shared_repo.lock().expect("repository lock").reopen();
+        match handle {
+            Ok(handle) => Arc::new(Mutex::new(handle)),
+            Err(e) => {
+                warn!(error = %e, "cannot open a second handle on the repository; checks share the passes' one");
+                shared_repo
+            }
+        }
+    };
     // Where every branch was at start: only commits after it are tested.
     let mut known = check(&repo, &shared).await.ok();
     let mut last = match &known {
@@ -57,7 +72,7 @@ pub async fn git(
             Err(e) => {
                 warn!(error = %e, "cannot check the branch");
                 if cause == Trigger::Webhook {
-                    let _ = shared.triggers.send(cause);
+                    shared.triggers.send(cause);
                 }
                 continue;
             }
@@ -73,9 +88,9 @@ pub async fn git(
             );
             shared.tip.send_replace(tip.clone());
             last = tip;
-            let _ = shared.triggers.send(cause);
+            shared.triggers.send(cause);
         } else if cause == Trigger::Webhook {
-            let _ = shared.triggers.send(cause);
+            shared.triggers.send(cause);
         }
         other_branches_moved(&branch, &tips, known.as_ref(), &shared);
         known = Some(tips);
@@ -99,7 +114,7 @@ fn other_branches_moved(
         for (name, commit) in &others {
             if known.get(name) != Some(commit) {
                 info!(branch = %name, tip = %commit, "branch moved; testing it");
-                let _ = shared.branch_runs.send((name.clone(), commit.clone()));
+                shared.branch_runs.send(name.clone(), commit.clone());
             }
         }
     }
@@ -110,7 +125,7 @@ fn other_branches_moved(
 /// or when the platform offers no watcher.
 fn watch_refs(
     repo: &Arc<Mutex<GitSource>>,
-    changed: mpsc::UnboundedSender<()>,
+    changed: mpsc::Sender<()>,
 ) -> Option<notify::RecommendedWatcher> {
     let repo = repo.lock().expect("repository lock");
     if repo.is_remote() {
@@ -119,7 +134,7 @@ fn watch_refs(
     let git_dir = repo.git_dir().to_path_buf();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| !e.kind.is_access()) {
-            let _ = changed.send(());
+            let _ = changed.try_send(());
         }
     })
     .map_err(|e| warn!(error = %e, "cannot watch the repository; polling only"))
@@ -216,7 +231,7 @@ pub async fn registry(
             }
         }
         if moved {
-            let _ = shared.triggers.send(Trigger::Registry);
+            shared.triggers.send(Trigger::Registry);
         }
     }
 }
@@ -263,14 +278,14 @@ async fn follow_node(node: Node, stack: String, engine_timeout: Duration, shared
                 let mut stream = Box::pin(engine.container_events(&stack));
                 if failures > 0 {
                     // Events may have been missed while the stream was down.
-                    let _ = shared.triggers.send(Trigger::Event);
+                    shared.triggers.send(Trigger::Event);
                 }
                 while let Some(event) = stream.next().await {
                     match event {
                         Ok(event) => {
                             failures = 0;
                             debug!(node = %node.name, action = %event.action, container = %event.container, "container event");
-                            let _ = shared.triggers.send(Trigger::Event);
+                            shared.triggers.send(Trigger::Event);
                         }
                         Err(e) => {
                             debug!(node = %node.name, error = %e, "event stream broke");
@@ -295,6 +310,6 @@ pub async fn resync(interval: Duration, shared: Arc<Shared>) {
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        let _ = shared.triggers.send(Trigger::Resync);
+        shared.triggers.send(Trigger::Resync);
     }
 }

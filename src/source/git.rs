@@ -158,8 +158,15 @@ impl GitSource {
         let Some(url) = &self.url else { return Ok(()) };
         let fetch_error = |source| self.fetch_error(url, source);
         let mut remote = self.repo.remote_anonymous(url).map_err(fetch_error)?;
+        let mut callbacks = super::auth::credential_callbacks();
+        let limit = *FETCH_TIMEOUT.get().unwrap_or(&DEFAULT_FETCH_TIMEOUT);
+        let deadline = std::time::Instant::now() + limit;
+        // Returning false cancels the transfer: a server that trickles a
+        // pack never holds the watcher past the deadline.
+        callbacks.transfer_progress(move |_| std::time::Instant::now() < deadline);
+        callbacks.sideband_progress(move |_| std::time::Instant::now() < deadline);
         let mut options = git2::FetchOptions::new();
-        options.remote_callbacks(super::auth::credential_callbacks());
+        options.remote_callbacks(callbacks);
         remote
             .fetch(
                 &[
@@ -171,7 +178,30 @@ impl GitSource {
                 Some(&mut options),
                 None,
             )
-            .map_err(fetch_error)
+            .map_err(|source| {
+                if std::time::Instant::now() >= deadline {
+                    let message = format!(
+                        "the fetch took longer than --git-fetch-timeout ({})",
+                        humantime::format_duration(limit)
+                    );
+                    return self.fetch_error(url, git2::Error::from_str(&message));
+                }
+                fetch_error(source)
+            })
+    }
+
+    /// A second handle on the same repository, for the network: a fetch
+    /// through it holds no lock that readers of the first one wait for.
+    pub fn reopen(&self) -> Result<GitSource, SourceError> {
+        let repo = Repository::open(self.repo.path()).map_err(|source| SourceError::Open {
+            repo: self.display.clone(),
+            source,
+        })?;
+        Ok(GitSource {
+            repo,
+            url: self.url.clone(),
+            display: self.display.clone(),
+        })
     }
 
     fn fetch_error(&self, url: &str, source: git2::Error) -> SourceError {
@@ -430,9 +460,16 @@ fn legacy_cache_name(url: &str) -> String {
         .collect()
 }
 
+/// How long one whole fetch may take (`--git-fetch-timeout`), however
+/// steadily the server answers. Process-wide like libgit2's own timeouts.
+static FETCH_TIMEOUT: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+
+const DEFAULT_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Bound every network wait of libgit2 (fetch, ls-remote, push): connecting,
 /// and each read from the server. Process-wide, so set once at start.
-pub fn bound_network_waits(timeout: std::time::Duration) {
+pub fn bound_network_waits(timeout: std::time::Duration, fetch_timeout: std::time::Duration) {
+    let _ = FETCH_TIMEOUT.set(fetch_timeout);
     let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
     // SAFETY: called once from `main` before any thread touches libgit2.
     unsafe {

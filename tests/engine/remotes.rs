@@ -8,6 +8,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::support::{self, Bed, Daemon, DaemonOptions, eventually, git, head_commit};
@@ -273,10 +275,92 @@ async fn http_remotes_take_a_token_and_never_show_it() {
     }
 }
 
+/// A git remote that stops answering holds only the git check: a removed
+/// replica is healed meanwhile, and SIGTERM still ends the daemon at once
+/// (the stuck fetch is abandoned, not waited for).
+#[tokio::test]
+async fn a_hung_git_remote_stalls_neither_healing_nor_shutdown() {
+    let bed = Bed::get();
+    let remote = Remote::new();
+    let stack = support::unique("hunggit");
+    let manifest = format!(
+        "{}services:\n  web:\n    image: {}\n    command: sleep 3600\n    stop_grace_period: 1s\n",
+        support::nodes_yaml(&bed, &[&[]]),
+        bed.base_image
+    );
+    remote.push_change(&manifest);
+    let server = GitHttp::serve(
+        remote.bare.parent().unwrap().to_path_buf(),
+        "deployer",
+        "tok-hang-11",
+    );
+    let state = tempfile::tempdir().unwrap();
+    let options = DaemonOptions::default()
+        .arg("--git-interval", "200ms")
+        .arg("--git-timeout", "5m")
+        .env("PIER_GIT_TOKEN", "tok-hang-11")
+        .env("PIER_GIT_USER", "deployer");
+    let mut daemon = Daemon::start(
+        &bed,
+        &format!("http://{}/deploy.git", server.address),
+        &stack,
+        state.path(),
+        &options,
+    );
+    let replica = format!("{stack}-web-1");
+    let engine = support::engine(&bed.nodes[0]).await;
+    let is_running = |engine: &bollard::Docker| {
+        let (engine, replica) = (engine.clone(), replica.clone());
+        async move {
+            engine
+                .inspect_container(&replica, None)
+                .await
+                .ok()
+                .and_then(|c| c.state?.running)
+                .unwrap_or(false)
+        }
+    };
+    eventually("the replica runs", Duration::from_secs(60), || async {
+        is_running(&engine).await.then_some(())
+    })
+    .await;
+
+    server.hang.store(true, Ordering::SeqCst);
+    eventually("a git check hangs", Duration::from_secs(30), || async {
+        (server.hung.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    engine
+        .remove_container(
+            &replica,
+            Some(
+                bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .build(),
+            ),
+        )
+        .await
+        .expect("docker rm -f");
+    eventually(
+        "the replica healed while git hangs",
+        Duration::from_secs(60),
+        || async { is_running(&engine).await.then_some(()) },
+    )
+    .await;
+
+    let exited = daemon.terminate_within(Duration::from_secs(30));
+    assert!(exited.is_some(), "SIGTERM waited for the hung fetch");
+    support::remove_stack(&bed, &stack).await;
+}
+
 /// `git http-backend` behind HTTP basic auth: a CGI bridge over a plain
-/// listener, one connection per request.
+/// listener, one connection per request. While `hang` is set, it reads
+/// each request and never answers.
 struct GitHttp {
     address: String,
+    hang: Arc<AtomicBool>,
+    /// Requests left unanswered so far.
+    hung: Arc<AtomicUsize>,
 }
 
 impl GitHttp {
@@ -288,15 +372,31 @@ impl GitHttp {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
         );
+        let hang = Arc::new(AtomicBool::new(false));
+        let hung = Arc::new(AtomicUsize::new(0));
+        let (hanging, hung_count) = (hang.clone(), hung.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let (root, expected) = (root.clone(), expected.clone());
+                let (hanging, hung_count) = (hanging.clone(), hung_count.clone());
                 std::thread::spawn(move || {
+                    if hanging.load(Ordering::SeqCst) {
+                        let mut first = [0u8; 1];
+                        let _ = (&stream).read(&mut first);
+                        hung_count.fetch_add(1, Ordering::SeqCst);
+                        // Hold the connection open, silent, for good.
+                        std::thread::sleep(Duration::from_secs(3600));
+                        return;
+                    }
                     let _ = serve_one(stream, &root, &expected);
                 });
             }
         });
-        GitHttp { address }
+        GitHttp {
+            address,
+            hang,
+            hung,
+        }
     }
 }
 

@@ -540,6 +540,23 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, and wait up to `guard` for the exit status (`None`: still running).
+    pub fn terminate_within(&mut self, guard: Duration) -> Option<std::process::ExitStatus> {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let deadline = Instant::now() + guard;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("daemon status") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// SIGTERM, and wait for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let status = std::process::Command::new("kill")
