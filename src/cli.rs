@@ -245,6 +245,15 @@ pub struct DaemonArgs {
     /// (comma-separated; default: every variable but PIER_*)
     #[arg(long, env = "PIER_ALLOW_ENV", value_delimiter = ',')]
     pub allow_env: Vec<String>,
+    /// Passes kept in the state store's history
+    #[arg(long, env = "PIER_PASS_HISTORY", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pass_history: u32,
+    /// Pipeline runs kept in the state store, with their logs
+    #[arg(long, env = "PIER_RUN_HISTORY", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub run_history: u32,
+    /// MiB of each pipeline stage's log kept (its end)
+    #[arg(long, env = "PIER_STAGE_LOG_MIB", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub stage_log_mib: u32,
     /// Log format
     #[arg(long, env = "PIER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,

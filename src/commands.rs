@@ -316,6 +316,11 @@ pub async fn daemon(args: DaemonArgs) -> ExitCode {
             .filter(|g| !g.is_empty())
             .collect(),
         apply: apply_settings(&args.rollout),
+        retention: pier::daemon::store::Retention {
+            passes: args.pass_history as usize,
+            runs: args.run_history as usize,
+            stage_log_bytes: (args.stage_log_mib as usize) << 20,
+        },
     };
     match pier::daemon::run(config).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -49,9 +49,9 @@ pub async fn logs(args: LogsArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // What was printed so far, for --follow: log bytes per stage, and which
-    // stages got their heading and their result line.
-    let mut printed: BTreeMap<String, usize> = BTreeMap::new();
+    // What was printed so far, for --follow: the last log chunk per stage,
+    // and which stages got their heading and their result line.
+    let mut printed: BTreeMap<String, i64> = BTreeMap::new();
     let mut headed = std::collections::BTreeSet::new();
     let mut ended = std::collections::BTreeSet::new();
     loop {
@@ -70,7 +70,7 @@ pub async fn logs(args: LogsArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let stages = store.stages(run.id).unwrap_or_default();
+        let stages = store.stage_rows(run.id).unwrap_or_default();
         let mut out = std::io::stdout().lock();
         for stage in stages
             .iter()
@@ -85,10 +85,19 @@ pub async fn logs(args: LogsArgs) -> ExitCode {
                     pier::source::git::short_commit(&run.commit)
                 );
             }
-            let done = printed.entry(stage.name.clone()).or_default();
-            if stage.log.len() > *done {
-                let _ = write!(out, "{}", &stage.log[*done..]);
-                *done = stage.log.len();
+            let done = printed.entry(stage.name.clone()).or_insert_with(|| {
+                // A log kept by an older version, in the row itself.
+                let _ = write!(out, "{}", stage.log);
+                0
+            });
+            // Chunks are whole pieces of text, numbered as they were added:
+            // no character is ever split, and a dropped front is skipped.
+            for (chunk, text) in store
+                .stage_log_after(run.id, &stage.name, *done)
+                .unwrap_or_default()
+            {
+                let _ = write!(out, "{text}");
+                *done = chunk;
             }
             if stage.state != "running" && ended.insert(stage.name.clone()) {
                 let line = stage_result(

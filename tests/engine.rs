@@ -664,6 +664,30 @@ async fn a_stage_that_runs_past_its_timeout_is_stopped() {
     let runner = support::engine(&bed.nodes[2]).await;
     let left = support::labelled(&runner, &format!("pier.pipeline={}", repo.stack)).await;
     assert!(left.is_empty(), "stage containers left: {left:?}");
+
+    // A build stage has the same deadline, and its output shows as it comes.
+    std::fs::create_dir_all(repo.dir.path().join("pier/app")).unwrap();
+    std::fs::write(
+        repo.dir.path().join("pier/app/Dockerfile"),
+        format!(
+            "FROM {}\nRUN echo building-the-app && sleep 120\n",
+            bed.base_image
+        ),
+    )
+    .unwrap();
+    let building = format!(
+        "{}pipeline:\n  runner_tags: [ci]\n  stages:\n    - name: image\n      build: [app]\n      timeout: 3s\nservices:\n  app:\n    build: ./app\n    image: {}/{}-app\n    command: sleep 3600\n",
+        support::nodes_yaml(&bed, &[&[], &[], &["ci"]]),
+        bed.registry,
+        repo.stack
+    );
+    repo.commit(&building, "a slow build");
+    let (code, stdout, stderr) = repo.pier(&bed, &["pipeline", "run"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let output = format!("{stdout}{stderr}");
+    assert!(output.contains("$ build app"), "{output}");
+    assert!(output.contains("building-the-app"), "{output}");
+    assert!(output.contains("timed out after 3s"), "{output}");
 }
 
 /// The anonymous volumes of `container` on `docker`: (mount path, volume name), sorted.

@@ -68,6 +68,8 @@ pub struct Config {
     /// every variable but `PIER_*` (pier's own settings and credentials).
     pub allow_env: Vec<String>,
     pub apply: ApplySettings,
+    /// How much history the state store keeps.
+    pub retention: store::Retention,
 }
 
 /// Secrets of the HTTP side, read from the environment at start. A hook
@@ -256,7 +258,8 @@ async fn listen(
 pub async fn run(config: Config) -> Result<(), StartError> {
     let _lock = lock_state_dir(&config.state_dir)?;
     let store_path = config.state_dir.join("pier.db");
-    let store = Store::open(&store_path).map_err(|e| StartError::Store(store_path.clone(), e))?;
+    let store = Store::open(&store_path, config.retention)
+        .map_err(|e| StartError::Store(store_path.clone(), e))?;
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&store_path, std::fs::Permissions::from_mode(0o600));

@@ -7,8 +7,12 @@
 //! store does add is memory across restarts: a revision refused stays refused,
 //! and services without `autoredeploy` keep the digests their commit was first
 //! applied with.
+//!
+//! Nothing in it grows without bound ([`Retention`]): passes and pipeline
+//! runs keep a set history, and a stage's log is kept as appended chunks of
+//! which the newest few MiB remain.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -70,6 +74,13 @@ CREATE TABLE IF NOT EXISTS pipeline_stages (
     log TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (run_id, name)
 );
+CREATE TABLE IF NOT EXISTS stage_log (
+    run_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (run_id, name, seq)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -97,10 +108,42 @@ pub struct PassRecord {
     pub message: String,
 }
 
+/// How much history the store keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Passes kept, newest first.
+    pub passes: usize,
+    /// Pipeline runs kept (with their stages and logs), newest first.
+    pub runs: usize,
+    /// Bytes of each stage's log kept: its end.
+    pub stage_log_bytes: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            passes: 10_000,
+            runs: 500,
+            stage_log_bytes: 4 << 20,
+        }
+    }
+}
+
 /// The SQLite store. Calls are short and few per pass, so one connection
 /// behind a mutex serves the loop and the API alike.
 pub struct Store {
     connection: Mutex<Connection>,
+    retention: Retention,
+    /// Per stage being written: (next chunk number, bytes kept).
+    logs: Mutex<HashMap<(i64, String), (i64, usize)>>,
+}
+
+/// Written in place of the chunks dropped from the front of a long log.
+fn dropped_marker(limit: usize) -> String {
+    format!(
+        "[… earlier output dropped: the last {} KiB of each stage are kept]\n",
+        limit / 1024
+    )
 }
 
 fn unix_seconds(time: SystemTime) -> i64 {
@@ -115,7 +158,7 @@ fn now() -> i64 {
 
 impl Store {
     /// Open (or create) the store at `path`.
-    pub fn open(path: &Path) -> rusqlite::Result<Store> {
+    pub fn open(path: &Path, retention: Retention) -> rusqlite::Result<Store> {
         let connection = Connection::open(path)?;
         // WAL keeps readers (the API) from waiting on the loop's writes.
         connection.pragma_update(None, "journal_mode", "WAL")?;
@@ -123,18 +166,27 @@ impl Store {
         // Masked text must not linger in free pages once rows are rewritten.
         connection.pragma_update(None, "secure_delete", "ON")?;
         connection.execute_batch(SCHEMA)?;
-        Ok(Store {
+        Ok(Store::over(connection, retention))
+    }
+
+    fn over(connection: Connection, retention: Retention) -> Store {
+        Store {
             connection: Mutex::new(connection),
-        })
+            retention,
+            logs: Mutex::new(HashMap::new()),
+        }
     }
 
     /// A store that lives only in memory (tests).
     pub fn in_memory() -> rusqlite::Result<Store> {
+        Store::in_memory_keeping(Retention::default())
+    }
+
+    /// [`Store::in_memory`] with this much history.
+    pub fn in_memory_keeping(retention: Retention) -> rusqlite::Result<Store> {
         let connection = Connection::open_in_memory()?;
         connection.execute_batch(SCHEMA)?;
-        Ok(Store {
-            connection: Mutex::new(connection),
-        })
+        Ok(Store::over(connection, retention))
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
@@ -261,6 +313,10 @@ impl Store {
                     pass.steps as i64,
                     pass.message
                 ],
+            )?;
+            c.execute(
+                "DELETE FROM passes WHERE id <= ?1",
+                params![c.last_insert_rowid() - self.retention.passes as i64],
             )
             .map(drop)
         })
@@ -328,23 +384,72 @@ pub struct StageRow {
     pub log: String,
 }
 
+/// Drop the oldest chunks of a stage's log until at most `keep` bytes
+/// remain (the newest chunk always stays), with `marker` in their place;
+/// the bytes now kept.
+fn trim_log(
+    c: &Connection,
+    run: i64,
+    name: &str,
+    keep: usize,
+    marker: &str,
+) -> rusqlite::Result<usize> {
+    let mut statement = c.prepare_cached(
+        "SELECT seq, length(CAST(text AS BLOB)) FROM stage_log
+         WHERE run_id = ?1 AND name = ?2 ORDER BY seq DESC",
+    )?;
+    let chunks = statement
+        .query_map(params![run, name], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?.max(0) as usize))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let oldest = chunks.last().map_or(0, |(seq, _)| *seq);
+    let mut kept = 0;
+    let mut first_kept = i64::MAX;
+    for &(seq, length) in &chunks {
+        if kept > 0 && kept + length > keep {
+            break;
+        }
+        kept += length;
+        first_kept = seq;
+    }
+    if first_kept <= oldest {
+        return Ok(kept);
+    }
+    c.execute(
+        "DELETE FROM stage_log WHERE run_id = ?1 AND name = ?2 AND seq < ?3",
+        params![run, name, first_kept],
+    )?;
+    // Chunk numbers start at 1, and the marker takes the one just before
+    // the first kept, so followers never see a number twice.
+    c.execute(
+        "INSERT OR REPLACE INTO stage_log (run_id, name, seq, text) VALUES (?1, ?2, ?3, ?4)",
+        params![run, name, first_kept - 1, marker],
+    )?;
+    Ok(kept + marker.len())
+}
+
 impl Store {
     /// Open the store of a daemon's state folder for reading (`pier logs`).
     pub fn open_existing(path: &Path) -> rusqlite::Result<Store> {
         let connection =
             Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        Ok(Store {
-            connection: Mutex::new(connection),
-        })
+        Ok(Store::over(connection, Retention::default()))
     }
 
+    /// Record a new run, and forget the runs beyond the history kept.
     pub fn start_run(&self, commit: &str, branch: &str) -> rusqlite::Result<i64> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO pipeline_runs (commit_id, branch, state, started_at) VALUES (?1, ?2, 'running', ?3)",
                 params![commit, branch, now()],
             )?;
-            Ok(c.last_insert_rowid())
+            let run = c.last_insert_rowid();
+            let forget = run - self.retention.runs as i64;
+            c.execute("DELETE FROM stage_log WHERE run_id <= ?1", params![forget])?;
+            c.execute("DELETE FROM pipeline_stages WHERE run_id <= ?1", params![forget])?;
+            c.execute("DELETE FROM pipeline_runs WHERE id <= ?1", params![forget])?;
+            Ok(run)
         })
     }
 
@@ -358,7 +463,9 @@ impl Store {
         })
     }
 
-    /// Append output to a stage's log (creating its row on first output).
+    /// Append output to a stage's log (creating its row on first output):
+    /// one new chunk, whatever the log's length. Past the bytes kept per
+    /// stage, the oldest chunks are dropped down to three quarters of it.
     pub fn append_stage_log(
         &self,
         run: i64,
@@ -366,13 +473,45 @@ impl Store {
         name: &str,
         text: &str,
     ) -> rusqlite::Result<()> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        let limit = self.retention.stage_log_bytes;
+        let mut logs = self.logs.lock().expect("log lock");
+        let (next, bytes) = logs.entry((run, name.to_string())).or_insert((1, 0));
         self.with(|c| {
             c.execute(
-                "INSERT INTO pipeline_stages (run_id, position, name, log) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(run_id, name) DO UPDATE SET log = log || excluded.log",
-                params![run, position as i64, name, text],
-            )
-            .map(drop)
+                "INSERT OR IGNORE INTO pipeline_stages (run_id, position, name) VALUES (?1, ?2, ?3)",
+                params![run, position as i64, name],
+            )?;
+            c.execute(
+                "INSERT INTO stage_log (run_id, name, seq, text) VALUES (?1, ?2, ?3, ?4)",
+                params![run, name, *next, text],
+            )?;
+            *next += 1;
+            *bytes += text.len();
+            if *bytes > limit {
+                *bytes = trim_log(c, run, name, limit * 3 / 4, &dropped_marker(limit))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The chunks of a stage's log after chunk `after`: (chunk, text), in order.
+    pub fn stage_log_after(
+        &self,
+        run: i64,
+        name: &str,
+        after: i64,
+    ) -> rusqlite::Result<Vec<(i64, String)>> {
+        self.with(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT seq, text FROM stage_log WHERE run_id = ?1 AND name = ?2 AND seq > ?3 ORDER BY seq",
+            )?;
+            let rows = statement.query_map(params![run, name, after], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?;
+            rows.collect()
         })
     }
 
@@ -384,10 +523,10 @@ impl Store {
     ) -> rusqlite::Result<()> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO pipeline_stages (run_id, position, name, node, state, exit_code, duration_ms, message, log)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO pipeline_stages (run_id, position, name, node, state, exit_code, duration_ms, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(run_id, name) DO UPDATE SET node = ?4, state = ?5, exit_code = ?6,
-                   duration_ms = ?7, message = ?8, log = ?9",
+                   duration_ms = ?7, message = ?8",
                 params![
                     run,
                     position as i64,
@@ -397,11 +536,16 @@ impl Store {
                     stage.exit_code,
                     stage.duration_ms as i64,
                     stage.message,
-                    stage.log
                 ],
             )
             .map(drop)
-        })
+        })?;
+        // Its log was written as it came ([`Store::append_stage_log`]).
+        self.logs
+            .lock()
+            .expect("log lock")
+            .remove(&(run, stage.name.clone()));
+        Ok(())
     }
 
     /// Whether a run for `commit` passed.
@@ -454,7 +598,20 @@ impl Store {
         })
     }
 
+    /// A run's stages, each with its whole log as kept.
     pub fn stages(&self, run: i64) -> rusqlite::Result<Vec<StageRow>> {
+        let mut stages = self.stage_rows(run)?;
+        for stage in &mut stages {
+            for (_, text) in self.stage_log_after(run, &stage.name, 0)? {
+                stage.log.push_str(&text);
+            }
+        }
+        Ok(stages)
+    }
+
+    /// A run's stages; `log` holds only what stores of older versions kept
+    /// in the row itself.
+    pub fn stage_rows(&self, run: i64) -> rusqlite::Result<Vec<StageRow>> {
         self.with(|c| {
             let mut statement = c.prepare(
                 "SELECT name, node, state, exit_code, duration_ms, message, log
@@ -549,6 +706,71 @@ mod tests {
         assert_eq!(store.find_run(&run.to_string()).unwrap().unwrap().id, run);
         let stages = store.stages(run).unwrap();
         assert_eq!(stages[0].log, "$ sh app/test.sh\nok\n");
+    }
+
+    #[test]
+    fn a_long_stage_log_keeps_its_end_in_appended_chunks() {
+        let store = Store::in_memory_keeping(Retention {
+            stage_log_bytes: 4096,
+            ..Retention::default()
+        })
+        .unwrap();
+        let run = store.start_run("c1", "main").unwrap();
+        for line in 0..1000 {
+            store
+                .append_stage_log(run, 0, "test", &format!("line {line:04} é\n"))
+                .unwrap();
+        }
+        let log = &store.stages(run).unwrap()[0].log;
+        assert!(log.len() <= 4096, "{} bytes kept", log.len());
+        assert!(log.starts_with("[… earlier output dropped"), "{log}");
+        assert!(log.ends_with("line 0999 é\n"), "{log}");
+        assert!(!log.contains("line 0000"));
+        // A follower that read chunk 10 long ago resumes at the marker.
+        let after = store.stage_log_after(run, "test", 10).unwrap();
+        assert!(after[0].1.starts_with("[… earlier output dropped"));
+        assert!(after.windows(2).all(|w| w[0].0 < w[1].0));
+        let last = after.last().unwrap().0;
+        assert!(store.stage_log_after(run, "test", last).unwrap().is_empty());
+    }
+
+    #[test]
+    fn passes_and_runs_keep_a_set_history() {
+        let store = Store::in_memory_keeping(Retention {
+            passes: 3,
+            runs: 2,
+            ..Retention::default()
+        })
+        .unwrap();
+        for _ in 0..5 {
+            store
+                .record_pass(&PassRecord {
+                    started: SystemTime::now(),
+                    duration_ms: 1,
+                    trigger: "git".into(),
+                    commit: "c".into(),
+                    result: "ok".into(),
+                    steps: 0,
+                    message: String::new(),
+                })
+                .unwrap();
+        }
+        assert_eq!(store.recent_passes(10).unwrap().len(), 3);
+        let runs: Vec<i64> = (0..3)
+            .map(|n| {
+                let run = store.start_run(&format!("commit{n}"), "main").unwrap();
+                store.append_stage_log(run, 0, "test", "out\n").unwrap();
+                run
+            })
+            .collect();
+        assert!(store.find_run(&runs[0].to_string()).unwrap().is_none());
+        assert!(
+            store
+                .stage_log_after(runs[0], "test", 0)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.find_run(&runs[2].to_string()).unwrap().is_some());
     }
 
     #[test]

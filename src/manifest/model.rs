@@ -369,6 +369,8 @@ pub enum Stage {
     Build {
         name: String,
         services: Vec<String>,
+        /// Bounds the builds and pushes together.
+        timeout: Option<Duration>,
     },
 }
 

@@ -1109,7 +1109,7 @@ pub fn pipeline(
             .as_deref()
             .and_then(|t| duration(t, here, &at("timeout"), &mut p));
         match (&stage.build, &stage.image, &stage.script) {
-            (Some(services), None, None) => stages.push(Stage::Build { name: stage.name.clone(), services: services.clone() }),
+            (Some(services), None, None) => stages.push(Stage::Build { name: stage.name.clone(), services: services.clone(), timeout }),
             (None, Some(image), Some(script)) => stages.push(Stage::Script {
                 name: stage.name.clone(),
                 image: image.clone(),

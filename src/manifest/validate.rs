@@ -35,7 +35,7 @@ pub fn validate(manifest: &Manifest, tree: &dyn RepoTree) -> Vec<Diagnostic> {
     cycles(manifest, &mut problems);
     if let Some(pipeline) = &manifest.pipeline {
         for stage in &pipeline.stages {
-            if let Stage::Build { name, services } = stage {
+            if let Stage::Build { name, services, .. } = stage {
                 for wanted in services {
                     match manifest.services.get(wanted) {
                         None => problems.push(

@@ -226,8 +226,24 @@ pub async fn run(ctx: &Context<'_>) -> RunOutcome {
                 let timeout = timeout.unwrap_or(DEFAULT_STAGE_TIMEOUT);
                 script_stage(ctx, engine, name, image, script, env, timeout, &mut record).await
             }
-            Stage::Build { name, services } => {
-                build_stage(ctx, engine, name, services, &mut record, &mut outcome.built).await
+            Stage::Build {
+                name,
+                services,
+                timeout,
+            } => {
+                // The same deadline as a script stage's: builds and pushes
+                // together. Dropping the build's request stops it on the engine.
+                let timeout = timeout.unwrap_or(DEFAULT_STAGE_TIMEOUT);
+                let building =
+                    build_stage(ctx, engine, name, services, &mut record, &mut outcome.built);
+                tokio::time::timeout(timeout, building)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(StageError::Failed(format!(
+                            "timed out after {}",
+                            humantime::format_duration(timeout)
+                        )))
+                    })
             }
         };
         record.duration_ms = started.elapsed().as_millis() as u64;
@@ -387,7 +403,7 @@ async fn script_stage(
         .create_job(&container, &spec)
         .await
         .map_err(|e| failed("creating the stage container", e))?;
-    let result = run_job(ctx, engine, &id, name, script, timeout, record).await;
+    let result = run_job(ctx, engine, &id, script, timeout, record).await;
     engine.remove_job(&id).await;
     result
 }
@@ -396,7 +412,6 @@ async fn run_job(
     ctx: &Context<'_>,
     engine: &Engine,
     id: &str,
-    name: &str,
     script: &[String],
     timeout: Duration,
     record: &mut StageRecord,
@@ -429,12 +444,10 @@ async fn run_job(
         while let Some(chunk) = output.next().await {
             let Ok(chunk) = chunk else { break };
             let chunk = masker.push(&chunk);
-            (ctx.on_output)(name, &chunk);
-            record.log.push_str(&chunk);
+            emit(ctx, record, &chunk);
         }
         let rest = masker.finish();
-        (ctx.on_output)(name, &rest);
-        record.log.push_str(&rest);
+        emit(ctx, record, &rest);
         engine.wait_job(id).await
     };
     let exit = tokio::select! {
@@ -459,6 +472,33 @@ async fn run_job(
             record.exit_code = Some(code);
             Err(StageError::Failed(format!("exit code {code}")))
         }
+    }
+}
+
+/// How much of a stage's output a [`StageRecord`] keeps in memory: the end,
+/// for failure summaries. The whole output goes to `on_output` as it comes.
+const RECORD_LOG_TAIL: usize = 64 * 1024;
+
+/// Show `text` (masked already) as the stage's output: to the caller at
+/// once, and at the end of the record's log.
+fn emit(ctx: &Context<'_>, record: &mut StageRecord, text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    (ctx.on_output)(&record.name, text);
+    push_tail(&mut record.log, text, RECORD_LOG_TAIL);
+}
+
+/// Append `text` to `log`, then drop whole characters from its front until
+/// it holds at most `limit` bytes.
+pub fn push_tail(log: &mut String, text: &str, limit: usize) {
+    log.push_str(text);
+    if log.len() > limit {
+        let mut cut = log.len() - limit;
+        while !log.is_char_boundary(cut) {
+            cut += 1;
+        }
+        log.drain(..cut);
     }
 }
 
@@ -521,21 +561,23 @@ async fn build_stage(
                     .map(|v| (k.clone(), v))
             })
             .collect();
-        record
-            .log
-            .push_str(&format!("$ build {service_name} → {commit_tag}\n"));
+        emit(
+            ctx,
+            record,
+            &format!("$ build {service_name} → {commit_tag}\n"),
+        );
         let mut output = Box::pin(engine.build(context, &commit_tag, &build.dockerfile, args));
         while let Some(line) = output.next().await {
             let line =
                 line.map_err(|e| StageError::Failed(format!("building {service_name}: {e}")))?;
-            let line = mask(&line, &ctx.secrets);
-            (ctx.on_output)(name, &line);
-            record.log.push_str(&line);
+            emit(ctx, record, &mask(&line, &ctx.secrets));
         }
         if !ctx.trusted {
-            record.log.push_str(&format!(
-                "built {commit_tag}; not pushed: only the deploy branch pushes images\n"
-            ));
+            emit(
+                ctx,
+                record,
+                &format!("built {commit_tag}; not pushed: only the deploy branch pushes images\n"),
+            );
             continue;
         }
         engine
@@ -545,9 +587,7 @@ async fn build_stage(
         let credentials = credentials_for(ctx, image);
         let mut digest = String::new();
         for pushed_tag in [short, tag] {
-            record
-                .log
-                .push_str(&format!("$ push {repository}:{pushed_tag}\n"));
+            emit(ctx, record, &format!("$ push {repository}:{pushed_tag}\n"));
             digest = engine
                 .push(repository, pushed_tag, credentials.as_ref())
                 .await
@@ -555,9 +595,7 @@ async fn build_stage(
                     StageError::Failed(format!("pushing {repository}:{pushed_tag}: {e}"))
                 })?;
         }
-        record
-            .log
-            .push_str(&format!("pushed {repository}@{digest}\n"));
+        emit(ctx, record, &format!("pushed {repository}@{digest}\n"));
         built.insert(
             service_name.clone(),
             (
