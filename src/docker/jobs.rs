@@ -66,12 +66,12 @@ impl Engine {
     }
 
     /// Unpack a tar archive into the container at `path`.
-    pub async fn upload(&self, id: &str, path: &str, tar: Vec<u8>) -> Result<(), RuntimeError> {
+    pub async fn upload(&self, id: &str, path: &str, tar: Bytes) -> Result<(), RuntimeError> {
         let options = UploadToContainerOptionsBuilder::default()
             .path(path)
             .build();
         self.docker()
-            .upload_to_container(id, Some(options), bollard::body_full(Bytes::from(tar)))
+            .upload_to_container(id, Some(options), bollard::body_full(tar))
             .await
             .map_err(failed)
     }

@@ -71,7 +71,7 @@ pub fn tree_archive(
 /// What a pipeline run needs from the commit's tree.
 pub struct Archives {
     /// Everything, under `workspace/`, for script stages.
-    pub workspace: Vec<u8>,
+    pub workspace: bytes::Bytes,
     /// Each built service's context.
     pub contexts: std::collections::BTreeMap<String, Vec<u8>>,
 }
@@ -124,7 +124,7 @@ pub fn for_pipeline(
         contexts.insert(service.clone(), context);
     }
     Ok(Archives {
-        workspace,
+        workspace: workspace.into(),
         contexts,
     })
 }

@@ -101,8 +101,9 @@ pub struct Context<'a> {
     /// Reachable engines by node name.
     pub engines: &'a BTreeMap<String, Engine>,
     pub credentials: &'a CredentialStore,
-    /// The whole tree under `workspace/`, for script stages.
-    pub workspace: Vec<u8>,
+    /// The whole tree under `workspace/`, for script stages; shared by
+    /// them all.
+    pub workspace: bytes::Bytes,
     /// Build contexts by service.
     pub contexts: BTreeMap<String, Vec<u8>>,
     /// Values never to show in a log (stage secrets, registry passwords).
@@ -426,9 +427,14 @@ async fn run_job(
             humantime::format_duration(timeout)
         ))
     };
-    let mut tar = ctx.workspace.clone();
-    append_to_archive(&mut tar, STAGE_SCRIPT, stage_script(script).as_bytes());
-    tokio::time::timeout_at(deadline, engine.upload(id, "/", tar))
+    // The tree is shared by every stage (a reference count, not a copy);
+    // the stage's own script goes in a second, one-file archive.
+    let script_tar = one_file_archive(STAGE_SCRIPT, stage_script(script).as_bytes());
+    let upload = async {
+        engine.upload(id, "/", ctx.workspace.clone()).await?;
+        engine.upload(id, "/", script_tar.into()).await
+    };
+    tokio::time::timeout_at(deadline, upload)
         .await
         .map_err(|_| timed_out())?
         .map_err(|e| failed("uploading the tree", e))?;
@@ -502,13 +508,9 @@ pub fn push_tail(log: &mut String, text: &str, limit: usize) {
     }
 }
 
-/// Add one file to a finished tar archive (drops its end marker first).
-fn append_to_archive(tar: &mut Vec<u8>, path: &str, contents: &[u8]) {
-    // A tar archive ends with two 512-byte zero blocks; entries follow the last header.
-    while tar.len() >= 512 && tar[tar.len() - 512..].iter().all(|b| *b == 0) {
-        tar.truncate(tar.len() - 512);
-    }
-    let mut builder = tar::Builder::new(std::mem::take(tar));
+/// A tar archive holding one executable file.
+fn one_file_archive(path: &str, contents: &[u8]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
     header.set_size(contents.len() as u64);
     header.set_mode(0o755);
@@ -516,7 +518,7 @@ fn append_to_archive(tar: &mut Vec<u8>, path: &str, contents: &[u8]) {
     builder
         .append_data(&mut header, path, contents)
         .expect("writing to memory");
-    *tar = builder.into_inner().expect("writing to memory");
+    builder.into_inner().expect("writing to memory")
 }
 
 /// `registry/repo:tag` → (`registry/repo`, `tag`); the tag defaults to `latest`.
@@ -664,18 +666,19 @@ mod tests {
     }
 
     #[test]
-    fn files_are_appended_to_a_finished_archive() {
-        let mut builder = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(1);
-        builder.append_data(&mut header, "a", &b"x"[..]).unwrap();
-        let mut tar = builder.into_inner().unwrap();
-        append_to_archive(&mut tar, "b.sh", b"true");
-        let names: Vec<String> = tar::Archive::new(tar.as_slice())
+    fn the_stage_script_is_an_executable_one_file_archive() {
+        let tar = one_file_archive("b.sh", b"true");
+        let entries: Vec<(String, u32)> = tar::Archive::new(tar.as_slice())
             .entries()
             .unwrap()
-            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().display().to_string(),
+                    e.header().mode().unwrap(),
+                )
+            })
             .collect();
-        assert_eq!(names, ["a", "b.sh"]);
+        assert_eq!(entries, [("b.sh".to_string(), 0o755)]);
     }
 }
