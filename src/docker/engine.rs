@@ -56,6 +56,29 @@ fn install_crypto_provider() {
 }
 
 /// Where a node's TLS files are.
+/// Negotiated clients, by [`client_key`].
+static CLIENTS: std::sync::LazyLock<std::sync::Mutex<HashMap<String, Docker>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// What a client is made from: the endpoint, and for TLS the files with
+/// their modification times, so a renewed certificate makes a new client.
+fn client_key(node: &Node) -> String {
+    let mut key = node.endpoint.to_string();
+    if let Some(tls) = &node.tls {
+        match tls_paths(tls) {
+            Ok((ca, cert, private)) => {
+                for path in [ca, cert, private] {
+                    let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+                    key.push_str(&format!("|{}@{modified:?}", path.display()));
+                }
+            }
+            // Not cached in a usable way: connecting reports the error.
+            Err(_) => key.push_str(&format!("|{tls:?}")),
+        }
+    }
+    key
+}
+
 fn tls_paths(tls: &Tls) -> Result<(PathBuf, PathBuf, PathBuf), RuntimeError> {
     match tls {
         Tls::Paths { ca, cert, key } => Ok((ca.into(), cert.into(), key.into())),
@@ -86,7 +109,43 @@ impl Engine {
     /// is reachable at all, and every later short request: an engine that
     /// accepts connections but stops answering fails the step that met it
     /// (as unreachable, so it is retried) instead of holding the whole pass.
+    ///
+    /// Clients are kept per endpoint for the life of the process, so each
+    /// pass reuses their open connections and TLS files are read once (again
+    /// when one of them changes on disk); a kept client is checked with a
+    /// ping, and dropped when that fails.
     pub async fn connect(node: &Node, timeout: Duration) -> Result<Engine, RuntimeError> {
+        let key = client_key(node);
+        let kept = CLIENTS.lock().expect("clients lock").get(&key).cloned();
+        if let Some(docker) = kept {
+            return match tokio::time::timeout(timeout, docker.ping()).await {
+                Ok(Ok(_)) => Ok(Engine { docker, timeout }),
+                Ok(Err(e)) => {
+                    CLIENTS.lock().expect("clients lock").remove(&key);
+                    Err(RuntimeError::Unreachable(format!(
+                        "{}: {}",
+                        node.endpoint,
+                        with_causes(&e)
+                    )))
+                }
+                Err(_) => {
+                    CLIENTS.lock().expect("clients lock").remove(&key);
+                    Err(RuntimeError::Unreachable(format!(
+                        "{} did not answer within {timeout:?}",
+                        node.endpoint
+                    )))
+                }
+            };
+        }
+        let engine = Engine::connect_new(node, timeout).await?;
+        CLIENTS
+            .lock()
+            .expect("clients lock")
+            .insert(key, engine.docker.clone());
+        Ok(engine)
+    }
+
+    async fn connect_new(node: &Node, timeout: Duration) -> Result<Engine, RuntimeError> {
         let secs = REQUEST_TIMEOUT_S;
         let version = bollard::API_DEFAULT_VERSION;
         let docker = match (&node.endpoint, &node.tls) {

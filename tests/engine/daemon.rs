@@ -1270,3 +1270,80 @@ async fn daemon_http_limits_connections_and_serves_hooks_apart() {
         "the hooks listener serves no status"
     );
 }
+
+/// A registry that accepts connections and never answers holds up only the
+/// service that needs it: that one is `Degraded`, while a removed replica
+/// of another service is healed as usual.
+#[tokio::test]
+async fn a_silent_registry_degrades_only_its_service() {
+    let bed = Bed::get();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = listener.local_addr().unwrap().to_string();
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            connections.push(socket);
+        }
+    });
+    let repo = UserRepo::new(
+        "dsilent",
+        &format!(
+            "{}services:\n{}  stuck:\n    image: {silent}/pier-test/silent:1\n    command: sleep 3600\n",
+            nodes_yaml(&bed, &[&["app"]]),
+            sleeper(&bed, "other", 1, "")
+        ),
+    );
+    let state = tempfile::tempdir().unwrap();
+    let registries = format!("{},{},{silent}", bed.registry, bed.registry_auth);
+    let daemon = Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &DaemonOptions::default()
+            .arg("--registry-timeout", "1s")
+            .arg("--insecure-registry", &registries),
+    );
+    let replicas = wait_running(&bed, &repo.stack, "other", 1).await;
+    let condition_of = |status: &serde_json::Value, service: &str| {
+        status["services"]
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["name"] == service))
+            .map(|s| s["condition"].as_str().unwrap_or_default().to_string())
+    };
+    eventually("the stuck service shows Degraded", CONVERGE, || async {
+        let status = daemon.status().await;
+        (condition_of(&status, "stuck").as_deref() == Some("Degraded")).then_some(())
+    })
+    .await;
+
+    let (node, name) = replicas[0].split_once(':').unwrap();
+    let node = bed.nodes.iter().find(|n| n.name == node).unwrap();
+    crate::support::engine(node)
+        .await
+        .remove_container(
+            name,
+            Some(
+                bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .build(),
+            ),
+        )
+        .await
+        .expect("docker rm -f");
+    wait_running(&bed, &repo.stack, "other", 1).await;
+    let status = daemon.status().await;
+    assert_eq!(
+        condition_of(&status, "other").as_deref(),
+        Some("Ready"),
+        "{status}"
+    );
+    assert_eq!(
+        condition_of(&status, "stuck").as_deref(),
+        Some("Degraded"),
+        "{status}"
+    );
+    held.abort();
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+}
