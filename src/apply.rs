@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::join_all;
+use futures_util::{StreamExt, stream};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -369,12 +370,14 @@ async fn rollout<R: Runtime>(
         .into_iter()
         .partition(|c| matches!(c, Change::Remove { .. }));
     for batch in [removes, creates] {
-        let results = join_all(
-            batch
-                .iter()
-                .map(|change| run_change(ctx, name, desired, change)),
-        )
-        .await;
+        // Changes are started as earlier ones finish, a bounded number at a
+        // time: far more than the engine operations in flight (health waits
+        // hold none), yet not one waiting future per replica of a fleet.
+        let results: Vec<Result<(), String>> = stream::iter(&batch)
+            .map(|change| run_change(ctx, name, desired, change))
+            .buffer_unordered(ctx.settings.total.max(1) * CHANGES_PER_OPERATION)
+            .collect()
+            .await;
         if let Some(error) = results.into_iter().find_map(Result::err) {
             return Err(error);
         }
@@ -397,6 +400,10 @@ async fn rollout<R: Runtime>(
     }
     Ok(())
 }
+
+/// Changes of one batch under way per engine operation allowed in flight
+/// (`ApplySettings::total`).
+const CHANGES_PER_OPERATION: usize = 8;
 
 /// Whether the container a step acted on had vanished already.
 #[derive(Debug, PartialEq, Eq)]
@@ -529,6 +536,41 @@ async fn start_new<R: Runtime>(
     inherited: &[AnonymousVolume],
 ) -> Result<String, String> {
     let service = &desired.name;
+    // The replica's configuration is built once its turn on the node came:
+    // a rollout holds a change per replica waiting for that, and each
+    // would otherwise hold a copy of the whole configuration meanwhile.
+    let create = async {
+        let spec = replica_spec(ctx, desired, replica, inherited);
+        engine.create(name, &spec).await
+    };
+    let id = ctx.step(service, node, "create", name, create).await?;
+    crate::fault::point("create:created");
+    if let Err(e) = ctx
+        .step(service, node, "start", name, engine.start(&id))
+        .await
+    {
+        let _ = ctx
+            .step(
+                service,
+                node,
+                "remove",
+                name,
+                engine.remove(&id, Volumes::Keep),
+            )
+            .await;
+        return Err(e);
+    }
+    Ok(id)
+}
+
+/// The configuration of one replica: the service's, with the replica's
+/// labels and its inherited anonymous volumes.
+fn replica_spec<R: Runtime>(
+    ctx: &Context<'_, R>,
+    desired: &DesiredService,
+    replica: u32,
+    inherited: &[AnonymousVolume],
+) -> docker::ContainerSpec {
     let mut spec = (*desired.spec).clone();
     inherit_volumes(&mut spec, inherited);
     spec.labels
@@ -549,26 +591,7 @@ async fn start_new<R: Runtime>(
     }
     let fields = serde_json::to_string(&desired.fields()).expect("fingerprints serialise");
     spec.labels.insert(docker::LABEL_SPEC_FIELDS.into(), fields);
-    let id = ctx
-        .step(service, node, "create", name, engine.create(name, &spec))
-        .await?;
-    crate::fault::point("create:created");
-    if let Err(e) = ctx
-        .step(service, node, "start", name, engine.start(&id))
-        .await
-    {
-        let _ = ctx
-            .step(
-                service,
-                node,
-                "remove",
-                name,
-                engine.remove(&id, Volumes::Keep),
-            )
-            .await;
-        return Err(e);
-    }
-    Ok(id)
+    spec
 }
 
 /// Mount the old container's anonymous volumes at the same paths, as Compose

@@ -196,13 +196,17 @@ impl Engine {
     ) -> Result<bollard::models::ContainerInspectResponse, RuntimeError> {
         self.within(
             "a container inspection",
-            self.docker.inspect_container(id, None),
+            Box::pin(self.docker.inspect_container(id, None)),
         )
         .await?
         .map_err(classify)
     }
 
     /// Await one short engine request, bounded by the engine timeout.
+    ///
+    /// Callers pass bollard's futures boxed: each is several KiB, and a
+    /// rollout holds one future per replica change waiting for its node's
+    /// turn, so inline they would cost that much per replica of the fleet.
     pub(crate) async fn within<T>(
         &self,
         what: &str,
@@ -407,7 +411,7 @@ impl Runtime for Engine {
         let containers = self
             .within(
                 "the container list",
-                self.docker.list_containers(Some(options)),
+                Box::pin(self.docker.list_containers(Some(options))),
             )
             .await?
             .map_err(classify)?;
@@ -442,7 +446,10 @@ impl Runtime for Engine {
 
     async fn image_id(&self, reference: &str) -> Result<Option<String>, RuntimeError> {
         match self
-            .within("an image inspection", self.docker.inspect_image(reference))
+            .within(
+                "an image inspection",
+                Box::pin(self.docker.inspect_image(reference)),
+            )
             .await?
         {
             Ok(image) => Ok(image.id),
@@ -490,7 +497,7 @@ impl Runtime for Engine {
         match self
             .within(
                 "a network inspection",
-                self.docker.inspect_network(name, None),
+                Box::pin(self.docker.inspect_network(name, None)),
             )
             .await?
         {
@@ -507,7 +514,10 @@ impl Runtime for Engine {
             ..Default::default()
         };
         match self
-            .within("a network creation", self.docker.create_network(request))
+            .within(
+                "a network creation",
+                Box::pin(self.docker.create_network(request)),
+            )
             .await?
         {
             Ok(_) => Ok(()),
@@ -524,8 +534,10 @@ impl Runtime for Engine {
         let created = self
             .within(
                 "a container creation",
-                self.docker
-                    .create_container(Some(options), create_body(spec)),
+                Box::pin(
+                    self.docker
+                        .create_container(Some(options), create_body(spec)),
+                ),
             )
             .await?
             .map_err(classify)?;
@@ -533,16 +545,19 @@ impl Runtime for Engine {
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        self.within("a container start", self.docker.start_container(id, None))
-            .await?
-            .map_err(classify)
+        self.within(
+            "a container start",
+            Box::pin(self.docker.start_container(id, None)),
+        )
+        .await?
+        .map_err(classify)
     }
 
     async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
         let options = StopContainerOptionsBuilder::default()
             .t(timeout.as_secs() as i32)
             .build();
-        let request = self.docker.stop_container(id, Some(options));
+        let request = Box::pin(self.docker.stop_container(id, Some(options)));
         match self
             .within_plus(timeout, "a container stop", request)
             .await?
@@ -560,7 +575,7 @@ impl Runtime for Engine {
         let options = RenameContainerOptionsBuilder::default().name(name).build();
         self.within(
             "a container rename",
-            self.docker.rename_container(id, options),
+            Box::pin(self.docker.rename_container(id, options)),
         )
         .await?
         .map_err(classify)
@@ -571,7 +586,7 @@ impl Runtime for Engine {
             .force(true)
             .v(volumes == Volumes::Remove)
             .build();
-        let request = self.docker.remove_container(id, Some(options));
+        let request = Box::pin(self.docker.remove_container(id, Some(options)));
         match self.within("a container removal", request).await? {
             Ok(()) => Ok(()),
             Err(e) => match classify(e) {
