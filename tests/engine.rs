@@ -1319,3 +1319,45 @@ async fn the_policy_refuses_requests_at_their_place_and_changes_nothing() {
         "{stderr}"
     );
 }
+
+/// `env_file` is read from the commit in Compose's format: its variables
+/// reach the container, under the service's own `environment`; a change to
+/// the file replaces the replica.
+#[tokio::test]
+async fn env_files_reach_the_container_under_its_environment() {
+    let bed = Bed::get();
+    let manifest = format!(
+        "{}    env_file: [common.env, app.env]\n    environment:\n      B: from-manifest\n",
+        one_node_manifest(&bed, &bed.nodes[0].endpoint, "")
+    );
+    let repo = support::UserRepo::new("envfile", &manifest);
+    let write = |name: &str, text: &str| {
+        std::fs::write(repo.dir.path().join("pier").join(name), text).unwrap();
+    };
+    write("common.env", "# shared\nexport A=from-common\nC=overridden\n");
+    write("app.env", "B=from-file\nC=\"two words\" # later file wins\n");
+    repo.commit(&manifest, "env files");
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let env_of = || async {
+        let docker = support::engine(&bed.nodes[0]).await;
+        let inspect = docker
+            .inspect_container(&format!("{}-web-1", repo.stack), None)
+            .await
+            .expect("inspect");
+        inspect.config.and_then(|c| c.env).unwrap_or_default()
+    };
+    let env = env_of().await;
+    for expected in ["A=from-common", "B=from-manifest", "C=two words"] {
+        assert!(env.contains(&expected.to_string()), "{expected} in {env:?}");
+    }
+
+    write("app.env", "B=from-file\nC=changed\n");
+    repo.commit(&manifest, "change an env file");
+    let (_, diff, _) = repo.pier(&bed, &["diff"]);
+    assert!(diff.contains("env ~C (value hidden)"), "{diff}");
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(env_of().await.contains(&"C=changed".to_string()));
+    support::remove_stack(&bed, &repo.stack).await;
+}

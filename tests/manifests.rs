@@ -493,3 +493,29 @@ fn the_service_limit_counts_across_files() {
     );
     assert_eq!(loaded.manifest.services.len(), 10_000);
 }
+
+/// A malformed env file is an error at its own file and line, read from the
+/// commit.
+#[test]
+fn a_malformed_env_file_is_an_error_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    git(root, &["init", "-q", "-b", "main"]);
+    std::fs::create_dir(root.join("pier")).unwrap();
+    std::fs::write(
+        root.join("pier/app.yml"),
+        "services:\n  web: { image: nginx, env_file: app.env }\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("pier/app.env"), "A=1\noops\n").unwrap();
+    git(root, &["add", "-A"]);
+    git(root, &["commit", "-q", "-m", "bad env file"]);
+    let (code, _, stderr) = pier(root, &["validate"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(
+            "pier/app.env:2:1: error: services.web.env_file: env file of service `web`: `oops` is not KEY=VALUE"
+        ),
+        "{stderr}"
+    );
+}

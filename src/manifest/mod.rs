@@ -7,6 +7,7 @@
 //! first one and never panics.
 
 pub mod diagnostic;
+pub mod env_file;
 pub mod interpolate;
 pub mod keys;
 pub mod load;
@@ -28,6 +29,8 @@ pub fn load_and_validate(files: &[SourceFile], vars: &Vars, tree: &dyn RepoTree)
     loaded
         .diagnostics
         .extend(validate::validate(&loaded.manifest, tree));
+    let from_env_files = env_file::merge(&mut loaded.manifest, tree);
+    loaded.diagnostics.extend(from_env_files);
     loaded
         .diagnostics
         .sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));

@@ -19,6 +19,17 @@ pub enum Entry {
 pub trait RepoTree {
     /// The entry at `path` (relative to the root, `/`-separated), without following symlinks.
     fn entry(&self, path: &str) -> Option<Entry>;
+    /// The contents of the file at `path`, without following symlinks.
+    fn read(&self, path: &str) -> Option<Vec<u8>>;
+}
+
+/// The contents of the file at `path`, following symlinks inside the
+/// repository; `None` when there is no such file.
+pub fn read_file(tree: &dyn RepoTree, path: &str) -> Option<Vec<u8>> {
+    match resolve_path(tree, path) {
+        Ok(Some((resolved, Entry::File))) => tree.read(&resolved),
+        _ => None,
+    }
 }
 
 /// Symlinks followed before a path is declared a loop.
@@ -195,8 +206,16 @@ fn repo_paths(service: &Service, tree: &dyn RepoTree, problems: &mut Vec<Diagnos
 
 /// Follow symlinks along `path`; an error when one points out of the repository.
 pub fn resolve(tree: &dyn RepoTree, path: &str) -> Result<Option<Entry>, &'static str> {
+    resolve_path(tree, path).map(|found| found.map(|(_, entry)| entry))
+}
+
+/// [`resolve`], with the path the entry was found at.
+fn resolve_path(
+    tree: &dyn RepoTree,
+    path: &str,
+) -> Result<Option<(String, Entry)>, &'static str> {
     if path == "." {
-        return Ok(Some(Entry::Dir));
+        return Ok(Some((".".into(), Entry::Dir)));
     }
     let mut pending: Vec<String> = path.split('/').rev().map(str::to_string).collect();
     let mut resolved: Vec<String> = Vec::new();
@@ -232,10 +251,11 @@ pub fn resolve(tree: &dyn RepoTree, path: &str) -> Result<Option<Entry>, &'stati
             Some(entry) => last = Some(entry),
         }
     }
+    let at = resolved.join("/");
     match last {
-        Some(entry) => Ok(Some(entry)),
-        None if resolved.is_empty() => Ok(Some(Entry::Dir)),
-        None => Ok(tree.entry(&resolved.join("/"))),
+        Some(entry) => Ok(Some((at, entry))),
+        None if resolved.is_empty() => Ok(Some((".".into(), Entry::Dir))),
+        None => Ok(tree.entry(&at).map(|entry| (at, entry))),
     }
 }
 
@@ -338,6 +358,11 @@ impl MemoryTree {
 impl RepoTree for MemoryTree {
     fn entry(&self, path: &str) -> Option<Entry> {
         self.0.get(path).cloned()
+    }
+
+    /// Files of a memory tree are empty.
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        matches!(self.0.get(path), Some(Entry::File)).then(Vec::new)
     }
 }
 

@@ -407,6 +407,15 @@ pub struct GitTree {
 }
 
 impl RepoTree for GitTree {
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        let tree = self.repo.find_tree(self.tree).ok()?;
+        let entry = tree.get_path(Path::new(path)).ok()?;
+        if entry.kind() != Some(ObjectType::Blob) || entry.filemode() == 0o120000 {
+            return None;
+        }
+        Some(self.repo.find_blob(entry.id()).ok()?.content().to_vec())
+    }
+
     fn entry(&self, path: &str) -> Option<Entry> {
         let tree = self.repo.find_tree(self.tree).ok()?;
         let entry = tree.get_path(Path::new(path)).ok()?;
