@@ -67,6 +67,7 @@ fn desired() -> Desired {
                 run_to_completion: false,
                 awaited: false,
                 autodestroy: Default::default(),
+                never_pull: false,
             };
             (name, service)
         })

@@ -343,10 +343,20 @@ async fn prepare_nodes<R: Runtime>(ctx: &Context<'_, R>, level: &[&ServicePlan])
         if matches!(present, Ok(Some(_))) {
             return;
         }
+        let never = ctx
+            .desired
+            .services
+            .get(service.as_str())
+            .is_some_and(|d| d.never_pull);
         let credentials = ctx.credentials.for_image(image);
         let pull = async {
             // An engine that cannot say what it holds is not asked to pull.
             present?;
+            if never {
+                return Err(RuntimeError::Failed(
+                    "the node does not have it, and `pull_policy: never` forbids pulling".into(),
+                ));
+            }
             engine.pull(image, credentials.as_ref()).await
         };
         let _ = ctx.step(service, node, "pull", image, pull).await;
@@ -750,10 +760,39 @@ async fn wait_healthy<R: Runtime>(
         }
         tokio::time::sleep(ctx.settings.health_poll).await;
     };
-    if has_check || result.is_err() {
+    let result = match result {
+        Ok(()) if !job && !desired.update.monitor.is_zero() => {
+            stays_up(engine, id, desired.update.monitor, may_exit).await
+        }
+        other => other,
+    };
+    if has_check || result.is_err() || !desired.update.monitor.is_zero() {
         ctx.record(&desired.name, node, "wait-healthy", name, started, &result);
     }
     result
+}
+
+/// `update_config.monitor`: a replica that was up must still be up (and
+/// healthy) after `monitor`, or the rollout counts it as failed.
+async fn stays_up<R: Runtime>(
+    engine: &R,
+    id: &str,
+    monitor: Duration,
+    may_exit: bool,
+) -> Result<(), String> {
+    tokio::time::sleep(monitor).await;
+    match engine.health(id).await {
+        Ok(Health::Healthy | Health::Starting) => Ok(()),
+        Ok(Health::Exited(Some(0))) if may_exit => Ok(()),
+        Ok(Health::Unhealthy) => Err(format!(
+            "health check failed within the monitor period of {monitor:?}"
+        )),
+        Ok(Health::Exited(code)) => Err(format!(
+            "exited{} within the monitor period of {monitor:?}",
+            code.map(|c| format!(" with code {c}")).unwrap_or_default()
+        )),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Stop the old replica and keep it aside; start the new one; remove the old

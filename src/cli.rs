@@ -172,9 +172,6 @@ pub struct DiffArgs {
 pub struct ApplyArgs {
     #[command(flatten)]
     pub deploy: DeployArgs,
-    /// Apply without asking (always the case: pier never prompts)
-    #[arg(long, short = 'y')]
-    pub yes: bool,
     #[command(flatten)]
     pub rollout: RolloutArgs,
 }

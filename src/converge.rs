@@ -494,6 +494,7 @@ pub fn desired_state(
                     .is_some_and(|c| c.contains(&DependsOnCondition::ServiceCompletedSuccessfully)),
                 awaited: awaited.contains_key(service.name.as_str()),
                 autodestroy: service.autodestroy,
+                never_pull: service.pull_policy == manifest::model::PullPolicy::Never,
             },
         );
     }

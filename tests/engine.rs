@@ -1334,8 +1334,14 @@ async fn env_files_reach_the_container_under_its_environment() {
     let write = |name: &str, text: &str| {
         std::fs::write(repo.dir.path().join("pier").join(name), text).unwrap();
     };
-    write("common.env", "# shared\nexport A=from-common\nC=overridden\n");
-    write("app.env", "B=from-file\nC=\"two words\" # later file wins\n");
+    write(
+        "common.env",
+        "# shared\nexport A=from-common\nC=overridden\n",
+    );
+    write(
+        "app.env",
+        "B=from-file\nC=\"two words\" # later file wins\n",
+    );
     repo.commit(&manifest, "env files");
     let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -1359,5 +1365,71 @@ async fn env_files_reach_the_container_under_its_environment() {
     let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(env_of().await.contains(&"C=changed".to_string()));
+    support::remove_stack(&bed, &repo.stack).await;
+}
+
+/// `update_config.monitor`: a new replica that is up at first but exits
+/// within the monitor period fails the rollout, which puts the old one back.
+#[tokio::test]
+async fn a_replica_that_dies_within_the_monitor_period_is_rolled_back() {
+    let bed = Bed::get();
+    let manifest = |command: &str| {
+        format!(
+            "{}services:\n  web:\n    image: {}\n    command: {command}\n    restart: \"no\"\n    stop_grace_period: 1s\n    deploy:\n      update_config: {{ monitor: 4s }}\n",
+            support::nodes_yaml(&bed, &[&[]]),
+            bed.base_image
+        )
+    };
+    let repo = support::UserRepo::new("monitor", &manifest("sleep 3600"));
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let before = support::stack_containers(&bed, &repo.stack).await;
+
+    repo.commit(&manifest("sh -c 'sleep 1; exit 3'"), "dies after a second");
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("exited with code 3 within the monitor period of 4s"),
+        "{stderr}"
+    );
+    assert_eq!(
+        support::stack_containers(&bed, &repo.stack).await,
+        before,
+        "the old replica is back, running, under its name"
+    );
+    support::remove_stack(&bed, &repo.stack).await;
+}
+
+/// `pull_policy: never`: a node without the image is not made to pull it,
+/// and the apply fails saying so; without the policy the same commit pulls.
+#[tokio::test]
+async fn pull_policy_never_never_pulls() {
+    let bed = Bed::get();
+    let path = format!("pier-test/{}", unique("neverpull"));
+    support::push_image(&bed, &bed.nodes[0], &path, "1", "never").await;
+    let repository = format!("{}/{path}", bed.registry);
+    let manifest = |policy: &str| {
+        format!(
+            "nodes:\n  only: {{ endpoint: \"{}\" }}\nservices:\n  web:\n    image: {repository}:1\n    command: sleep 3600\n    stop_grace_period: 1s\n{policy}",
+            bed.nodes[1].endpoint
+        )
+    };
+    let repo = support::UserRepo::new("neverpull", &manifest("    pull_policy: never\n"));
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("`pull_policy: never` forbids pulling"),
+        "{stderr}"
+    );
+    assert!(
+        support::stack_containers(&bed, &repo.stack)
+            .await
+            .is_empty()
+    );
+
+    repo.commit(&manifest(""), "pulling allowed");
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(support::stack_containers(&bed, &repo.stack).await.len(), 1);
     support::remove_stack(&bed, &repo.stack).await;
 }

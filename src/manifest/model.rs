@@ -302,20 +302,14 @@ pub enum UpdateOrder {
     StartFirst,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureAction {
-    Rollback,
-    Pause,
-}
-
 /// How stale containers are replaced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UpdateConfig {
     pub parallelism: u32,
     pub delay: Duration,
     pub order: UpdateOrder,
-    pub failure_action: FailureAction,
+    /// How long a new replica must stay running (and healthy) after it
+    /// first is, before the rollout counts it and moves on.
     pub monitor: Duration,
 }
 
@@ -325,8 +319,7 @@ impl Default for UpdateConfig {
             parallelism: 1,
             delay: Duration::ZERO,
             order: UpdateOrder::StopFirst,
-            failure_action: FailureAction::Rollback,
-            monitor: Duration::from_secs(5),
+            monitor: Duration::ZERO,
         }
     }
 }

@@ -148,6 +148,12 @@ pub fn service(
                 .help("a container that always restarts never stops for good, so it can never be destroyed (Tutum's rule); drop one of the two"),
         );
     }
+    if spec.volumes_from.as_ref().is_some_and(|v| !v.is_empty()) {
+        p.push(
+            here.error(&[k("volumes_from")], "`volumes_from` is not supported yet")
+                .help("replicas of two services may be placed on different nodes; share a named volume between them instead, and place both with the same tags"),
+        );
+    }
     let pull_policy = match spec.pull_policy.as_deref() {
         None | Some("missing") | Some("if_not_present") => PullPolicy::Missing,
         Some("always") => PullPolicy::Always,
@@ -890,13 +896,16 @@ fn update_config(spec: &UpdateConfigSpec, here: &Here, p: &mut Problems) -> Upda
     }
     match spec.failure_action.as_deref() {
         None | Some("rollback") => {}
-        Some("pause") => config.failure_action = FailureAction::Pause,
+        Some("pause") => p.push(
+            here.error(&at("failure_action"), "`failure_action: pause` is not supported yet")
+                .help("pier puts the replaced replica back and stops the rollout (`rollback`); remove the key or write `rollback`"),
+        ),
         Some(other) => p.push(
             here.error(
                 &at("failure_action"),
                 format!("unknown failure action `{other}`"),
             )
-            .help("use `rollback` or `pause`"),
+            .help("use `rollback`"),
         ),
     }
     config

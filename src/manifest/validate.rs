@@ -210,10 +210,7 @@ pub fn resolve(tree: &dyn RepoTree, path: &str) -> Result<Option<Entry>, &'stati
 }
 
 /// [`resolve`], with the path the entry was found at.
-fn resolve_path(
-    tree: &dyn RepoTree,
-    path: &str,
-) -> Result<Option<(String, Entry)>, &'static str> {
+fn resolve_path(tree: &dyn RepoTree, path: &str) -> Result<Option<(String, Entry)>, &'static str> {
     if path == "." {
         return Ok(Some((".".into(), Entry::Dir)));
     }

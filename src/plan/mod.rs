@@ -55,6 +55,9 @@ pub struct DesiredService {
     pub awaited: bool,
     /// Tutum's `autodestroy`: remove a replica that exited (with 0, or at all).
     pub autodestroy: Autodestroy,
+    /// `pull_policy: never`: a node without the image gets no pull, and
+    /// the service's replicas there fail saying so.
+    pub never_pull: bool,
 }
 
 impl DesiredService {

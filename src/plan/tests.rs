@@ -58,6 +58,7 @@ fn service(name: &str, replicas: Option<u32>, strategy: Strategy, tags: &[&str])
         run_to_completion: false,
         awaited: false,
         autodestroy: Default::default(),
+        never_pull: false,
     }
 }
 
