@@ -202,16 +202,32 @@ pub async fn apply(args: ApplyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let style = Style::for_stdout();
-    print!(
-        "{}",
-        render::human(&prepared.plan, &prepared.desired, style)
-    );
-    if !prepared.plan.refused.is_empty() {
+    carry_out(
+        &prepared.desired,
+        &prepared.plan,
+        &prepared.engines,
+        prepared.registry.credentials(),
+        &apply_settings,
+    )
+    .await
+}
+
+/// Print a plan, carry it out with progress, and report: the one way
+/// `apply` and `pipeline run --deploy` deploy. Exit status: 0 applied with
+/// nothing blocked, 1 refused, blocked or failed.
+pub async fn carry_out(
+    desired: &pier::plan::Desired,
+    plan: &pier::plan::Plan,
+    engines: &std::collections::BTreeMap<String, pier::docker::engine::Engine>,
+    credentials: &pier::registry::CredentialStore,
+    apply_settings: &ApplySettings,
+) -> ExitCode {
+    print!("{}", render::human(plan, desired, Style::for_stdout()));
+    if !plan.refused.is_empty() {
         return ExitCode::FAILURE;
     }
-    let blocked = prepared.plan.blocked_count();
-    if prepared.plan.is_empty() {
+    let blocked = plan.blocked_count();
+    if plan.is_empty() {
         return if blocked == 0 {
             ExitCode::SUCCESS
         } else {
@@ -219,18 +235,18 @@ pub async fn apply(args: ApplyArgs) -> ExitCode {
         };
     }
     eprintln!("\nApplying:");
-    let progress = Progress::new(&prepared.plan);
+    let progress = Progress::new(plan);
     let report = apply::apply(
-        &prepared.desired,
-        &prepared.plan,
-        &prepared.engines,
-        prepared.registry.credentials(),
-        &apply_settings,
+        desired,
+        plan,
+        engines,
+        credentials,
+        apply_settings,
         &|record: &StepRecord| progress.step(record),
     )
     .await;
     progress.finish();
-    let summary = render::summary(&prepared.plan);
+    let summary = render::summary(plan);
     if report.ok() {
         println!(
             "\nApplied: {} created, {} replaced, {} removed{}.",

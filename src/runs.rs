@@ -6,12 +6,10 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use pier::apply;
 use pier::converge::{self, PassInput};
 use pier::daemon::store::Store;
 use pier::manifest::Vars;
 use pier::pipeline::{self, RunState, archive};
-use pier::plan::render::{self, Style};
 use pier::registry::{CredentialStore, Registry};
 use pier::source::git::GitSource;
 
@@ -236,29 +234,12 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
         retired: Default::default(),
     };
     let planned = converge::plan_loaded(&loaded, &settings, &registry, &input).await;
-    print!(
-        "{}",
-        render::human(&planned.plan, &planned.desired, Style::for_stdout())
-    );
-    if !planned.plan.refused.is_empty() {
-        return ExitCode::FAILURE;
-    }
-    let report = apply::apply(
+    crate::commands::carry_out(
         &planned.desired,
         &planned.plan,
         &planned.engines,
         registry.credentials(),
         &crate::commands::apply_settings(&rollout),
-        &crate::commands::print_step,
     )
-    .await;
-    if report.ok() {
-        println!("Deployed.");
-        ExitCode::SUCCESS
-    } else {
-        for failure in &report.failures {
-            eprintln!("  {failure}");
-        }
-        ExitCode::FAILURE
-    }
+    .await
 }
