@@ -68,6 +68,7 @@ fn desired() -> Desired {
                 awaited: false,
                 autodestroy: Default::default(),
                 never_pull: false,
+                volumes_from: Vec::new(),
             };
             (name, service)
         })

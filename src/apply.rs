@@ -109,6 +109,31 @@ struct Context<'a, R> {
     records: Mutex<Vec<StepRecord>>,
     transient: Mutex<BTreeSet<String>>,
     on_step: &'a (dyn Fn(&StepRecord) + Sync),
+    /// `(service, node)` → a replica's container (name or id), for
+    /// `volumes_from`.
+    replicas_on: BTreeMap<(String, String), String>,
+}
+
+/// Where each service's replicas are once the plan is carried out, by
+/// container name (or id, for the kept ones the plan lists).
+fn replicas_on(plan: &Plan) -> BTreeMap<(String, String), String> {
+    let mut found = BTreeMap::new();
+    for service_plan in &plan.services {
+        let service = &service_plan.service;
+        for (node, id) in &service_plan.current {
+            found
+                .entry((service.clone(), node.clone()))
+                .or_insert_with(|| id.clone());
+        }
+        for change in &service_plan.changes {
+            if let Change::Create { node, name, .. } | Change::Replace { node, name, .. } = change {
+                found
+                    .entry((service.clone(), node.clone()))
+                    .or_insert_with(|| name.clone());
+            }
+        }
+    }
+    found
 }
 
 /// Apply `plan`. Services run in dependency order (independent ones at the
@@ -139,6 +164,7 @@ pub async fn apply<R: Runtime>(
         records: Mutex::new(Vec::new()),
         transient: Mutex::new(BTreeSet::new()),
         on_step,
+        replicas_on: replicas_on(plan),
     };
     let mut failures = Vec::new();
     let mut failed = BTreeMap::new();
@@ -550,7 +576,8 @@ async fn start_new<R: Runtime>(
     // a rollout holds a change per replica waiting for that, and each
     // would otherwise hold a copy of the whole configuration meanwhile.
     let create = async {
-        let spec = replica_spec(ctx, desired, replica, inherited);
+        let spec =
+            replica_spec(ctx, desired, node, replica, inherited).map_err(RuntimeError::Failed)?;
         engine.create(name, &spec).await
     };
     let id = ctx.step(service, node, "create", name, create).await?;
@@ -578,10 +605,23 @@ async fn start_new<R: Runtime>(
 fn replica_spec<R: Runtime>(
     ctx: &Context<'_, R>,
     desired: &DesiredService,
+    node: &str,
     replica: u32,
     inherited: &[AnonymousVolume],
-) -> docker::ContainerSpec {
+) -> Result<docker::ContainerSpec, String> {
     let mut spec = (*desired.spec).clone();
+    for entry in &mut spec.volumes_from {
+        let (source, mode) = entry.split_once(':').unwrap_or((entry.as_str(), ""));
+        let container = ctx
+            .replicas_on
+            .get(&(source.to_string(), node.to_string()))
+            .ok_or_else(|| format!("no replica of `{source}` on {node} to take volumes from"))?;
+        *entry = if mode.is_empty() {
+            container.clone()
+        } else {
+            format!("{container}:{mode}")
+        };
+    }
     inherit_volumes(&mut spec, inherited);
     spec.labels
         .insert(docker::LABEL_REPLICA.into(), replica.to_string());
@@ -601,7 +641,7 @@ fn replica_spec<R: Runtime>(
     }
     let fields = serde_json::to_string(&desired.fields()).expect("fingerprints serialise");
     spec.labels.insert(docker::LABEL_SPEC_FIELDS.into(), fields);
-    spec
+    Ok(spec)
 }
 
 /// Mount the old container's anonymous volumes at the same paths, as Compose

@@ -492,9 +492,16 @@ pub fn desired_state(
                 run_to_completion: awaited
                     .get(service.name.as_str())
                     .is_some_and(|c| c.contains(&DependsOnCondition::ServiceCompletedSuccessfully)),
-                awaited: awaited.contains_key(service.name.as_str()),
+                // Services whose volumes others mount are listed like
+                // awaited ones: the plan says where their replicas stay.
+                awaited: awaited.contains_key(service.name.as_str())
+                    || manifest
+                        .services
+                        .values()
+                        .any(|other| other.volumes_from.contains(&service.name)),
                 autodestroy: service.autodestroy,
                 never_pull: service.pull_policy == manifest::model::PullPolicy::Never,
+                volumes_from: service.volumes_from.clone(),
             },
         );
     }

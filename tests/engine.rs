@@ -1433,3 +1433,50 @@ async fn pull_policy_never_never_pulls() {
     assert_eq!(support::stack_containers(&bed, &repo.stack).await.len(), 1);
     support::remove_stack(&bed, &repo.stack).await;
 }
+
+/// `volumes_from`: a service's replicas go where the source service runs,
+/// and mount its replica's volumes there (read-only when asked).
+#[tokio::test]
+async fn volumes_from_places_beside_the_source_and_mounts_its_volumes() {
+    let bed = Bed::get();
+    let manifest = format!(
+        "{}services:\n  data:\n    image: {image}\n    command: sleep 3600\n    stop_grace_period: 1s\n    volumes: [/shared]\n    tags: [store]\n  web:\n    image: {image}\n    command: sleep 3600\n    stop_grace_period: 1s\n    volumes_from: [\"data:ro\"]\n",
+        support::nodes_yaml(&bed, &[&[], &["store"], &[]]),
+        image = bed.base_image
+    );
+    let repo = support::UserRepo::new("volfrom", &manifest);
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let placed = support::stack_containers(&bed, &repo.stack).await;
+    assert_eq!(
+        placed,
+        [
+            ("n2".to_string(), format!("{}-data-1", repo.stack), true),
+            ("n2".to_string(), format!("{}-web-1", repo.stack), true),
+        ],
+        "web goes where data runs"
+    );
+    let docker = support::engine(&bed.nodes[1]).await;
+    let shared = |name: String| {
+        let docker = docker.clone();
+        async move {
+            let inspect = docker
+                .inspect_container(&name, None)
+                .await
+                .expect("inspect");
+            inspect
+                .mounts
+                .unwrap_or_default()
+                .into_iter()
+                .find(|m| m.destination.as_deref() == Some("/shared"))
+                .map(|m| (m.name.unwrap_or_default(), m.rw.unwrap_or(true)))
+                .expect("a volume at /shared")
+        }
+    };
+    let (data_volume, data_rw) = shared(format!("{}-data-1", repo.stack)).await;
+    let (web_volume, web_rw) = shared(format!("{}-web-1", repo.stack)).await;
+    assert_eq!(web_volume, data_volume, "the same volume");
+    assert!(data_rw && !web_rw, "read-only in web");
+    assert_eq!(repo.pier(&bed, &["diff"]).0, 0, "converged");
+    support::remove_stack(&bed, &repo.stack).await;
+}

@@ -38,12 +38,7 @@ fn tutum_corpus_loads_or_fails_precisely() {
             "APSL__docker-thumbor.yml",
             &[
                 "11:16: error: services.thumbor.environment.DETECTORS: expected a string, number or boolean, found a list",
-                "28:5: error: services.nginx.volumes_from: `volumes_from` is not supported yet",
             ],
-        ),
-        (
-            "RTIInternational__researchnet.yml",
-            &["16:5: error: services.nginx.volumes_from: `volumes_from` is not supported yet"],
         ),
         (
             "Grillon__apprensemble_stackfile.yml",
@@ -58,26 +53,6 @@ fn tutum_corpus_loads_or_fails_precisely() {
             &[
                 "11:3: error: services.dockup.volumes_from: `serviceA` is not a service in the manifests",
                 "11:3: error: services.dockup.volumes_from: `serviceB.stack1` is not a service in the manifests",
-                "12:5: error: services.dockup.volumes_from: `volumes_from` is not supported yet",
-            ],
-        ),
-        (
-            "alifiratari__docker-bigbluebutton.yml",
-            &["14:5: error: services.bbb.volumes_from: `volumes_from` is not supported yet"],
-        ),
-        (
-            "blacklabelops-legacy__jenkins.yml",
-            &["25:5: error: services.jenkins.volumes_from: `volumes_from` is not supported yet"],
-        ),
-        (
-            "cgarnier__seedbox.yml",
-            &["17:5: error: services.web.volumes_from: `volumes_from` is not supported yet"],
-        ),
-        (
-            "develar__cloud-intellij.yml",
-            &[
-                "31:5: error: services.mq.volumes_from: `volumes_from` is not supported yet",
-                "45:5: error: services.web.volumes_from: `volumes_from` is not supported yet",
             ],
         ),
         (

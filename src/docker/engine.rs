@@ -390,6 +390,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             cap_drop: Some(spec.cap_drop.clone()),
             extra_hosts: Some(spec.extra_hosts.clone()),
             network_mode: Some(spec.network.clone()),
+            volumes_from: (!spec.volumes_from.is_empty()).then(|| spec.volumes_from.clone()),
             ..Default::default()
         }),
         networking_config: Some(NetworkingConfig {

@@ -70,6 +70,12 @@ pub struct ContainerSpec {
     /// Network (per stack) and the aliases the container answers to there.
     pub network: String,
     pub aliases: Vec<String>,
+    /// `service` or `service:ro`: the replica mounts the volumes of that
+    /// service's replica on its node. A service name here; the container's
+    /// name or id once apply creates the replica. (Left out of the hash
+    /// when empty, so specs from before it hash the same.)
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes_from: Vec<String>,
 }
 
 /// `container_port/proto` published on `host_ip:host_port` (empty port: engine's choice).

@@ -163,7 +163,10 @@ pub struct Service {
     pub working_dir: Option<String>,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
+    /// Services whose volumes the replicas mount; placed on their nodes.
     pub volumes_from: Vec<String>,
+    /// Those of `volumes_from` mounted read-only (`service:ro`).
+    pub volumes_from_read_only: BTreeSet<String>,
     pub extra_hosts: Vec<(String, String)>,
     pub stop_grace_period: Option<Duration>,
     pub pull_policy: PullPolicy,

@@ -148,12 +148,6 @@ pub fn service(
                 .help("a container that always restarts never stops for good, so it can never be destroyed (Tutum's rule); drop one of the two"),
         );
     }
-    if spec.volumes_from.as_ref().is_some_and(|v| !v.is_empty()) {
-        p.push(
-            here.error(&[k("volumes_from")], "`volumes_from` is not supported yet")
-                .help("replicas of two services may be placed on different nodes; share a named volume between them instead, and place both with the same tags"),
-        );
-    }
     let pull_policy = match spec.pull_policy.as_deref() {
         None | Some("missing") | Some("if_not_present") => PullPolicy::Missing,
         Some("always") => PullPolicy::Always,
@@ -213,6 +207,13 @@ pub fn service(
             .iter()
             .flatten()
             .map(|v| v.split(':').next().unwrap_or(v).to_string())
+            .collect(),
+        volumes_from_read_only: spec
+            .volumes_from
+            .iter()
+            .flatten()
+            .filter_map(|v| v.strip_suffix(":ro"))
+            .map(str::to_string)
             .collect(),
         extra_hosts: extra_hosts(spec, here, &mut p),
         stop_grace_period: spec

@@ -58,6 +58,9 @@ pub struct DesiredService {
     /// `pull_policy: never`: a node without the image gets no pull, and
     /// the service's replicas there fail saying so.
     pub never_pull: bool,
+    /// Services whose volumes the replicas mount (`volumes_from`): the
+    /// replicas go only to nodes where each of them has one.
+    pub volumes_from: Vec<String>,
 }
 
 impl DesiredService {
@@ -382,9 +385,13 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &Options) -> Plan {
     let silent = silent_nodes(desired, observed);
     for name in dependency_order(desired) {
         let service = &desired.services[&name];
-        plan.services.push(plan_service(
+        let planned = plan_service(
             desired, observed, options, &silent, service, &mut load, &mut index,
-        ));
+        );
+        if service.awaited {
+            index.placed.insert(name.clone(), nodes_after(&planned));
+        }
+        plan.services.push(planned);
     }
     for (name, reason) in &desired.frozen {
         plan.services.push(ServicePlan {
@@ -403,6 +410,20 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &Options) -> Plan {
     }
     plan.services.extend(prune(desired, observed));
     plan
+}
+
+/// The nodes a service's replicas are on once its plan is carried out: the
+/// matching replicas it keeps, and those it creates or replaces.
+fn nodes_after(service_plan: &ServicePlan) -> BTreeSet<String> {
+    let kept = service_plan.current.iter().map(|(node, _)| node.clone());
+    let changed = service_plan
+        .changes
+        .iter()
+        .filter_map(|change| match change {
+            Change::Create { node, .. } | Change::Replace { node, .. } => Some(node.clone()),
+            Change::Remove { .. } => None,
+        });
+    kept.chain(changed).collect()
 }
 
 /// Whether a container records a source other than the desired state's.
@@ -511,6 +532,9 @@ struct Index<'a> {
     by_service: HashMap<&'a str, Vec<(&'a str, &'a OwnedContainer)>>,
     /// Nodes matching a tag set, for services without constraints.
     matching: HashMap<BTreeSet<String>, Rc<Matching<'a>>>,
+    /// Where the replicas of services planned so far will be, for those
+    /// whose volumes others mount (`volumes_from`).
+    placed: HashMap<String, BTreeSet<String>>,
 }
 
 /// Nodes a service may run on and their slots in [`Load`].
@@ -542,6 +566,7 @@ impl<'a> Index<'a> {
         Index {
             by_service,
             matching: HashMap::new(),
+            placed: HashMap::new(),
         }
     }
 
@@ -561,6 +586,17 @@ impl<'a> Index<'a> {
             }
             Rc::new(matching)
         };
+        if !service.volumes_from.is_empty() {
+            let placed = &self.placed;
+            return select(&|n| {
+                service.admits(n)
+                    && service.volumes_from.iter().all(|source| {
+                        placed
+                            .get(source)
+                            .is_some_and(|nodes| nodes.contains(&n.name))
+                    })
+            });
+        }
         if !service.constraints.is_empty() {
             return select(&|n| service.admits(n));
         }

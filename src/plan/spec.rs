@@ -164,6 +164,17 @@ pub fn container_spec(
         stop_timeout: service.stop_grace_period,
         network: network_name(stack),
         aliases,
+        volumes_from: service
+            .volumes_from
+            .iter()
+            .map(|source| {
+                if service.volumes_from_read_only.contains(source) {
+                    format!("{source}:ro")
+                } else {
+                    source.clone()
+                }
+            })
+            .collect(),
     }
 }
 

@@ -59,6 +59,7 @@ fn service(name: &str, replicas: Option<u32>, strategy: Strategy, tags: &[&str])
         awaited: false,
         autodestroy: Default::default(),
         never_pull: false,
+        volumes_from: Vec::new(),
     }
 }
 
