@@ -1480,3 +1480,94 @@ async fn volumes_from_places_beside_the_source_and_mounts_its_volumes() {
     assert_eq!(repo.pier(&bed, &["diff"]).0, 0, "converged");
     support::remove_stack(&bed, &repo.stack).await;
 }
+
+/// Compose keys that map onto the Engine API reach the container: each one
+/// checked in `docker inspect`, and the container runs with them all.
+#[tokio::test]
+async fn engine_settings_reach_the_container() {
+    let bed = Bed::get();
+    let settings = [
+        "init: true",
+        "read_only: true",
+        "tty: true",
+        "stdin_open: true",
+        "stop_signal: SIGINT",
+        "shm_size: 32m",
+        "dns: [10.213.77.53]",
+        "dns_search: example.internal",
+        "domainname: example.internal",
+        "sysctls: { net.ipv4.tcp_keepalive_time: 300 }",
+        "tmpfs: [\"/run:size=16m\"]",
+        "group_add: [100]",
+    ];
+    let manifest = format!(
+        "{}{}",
+        one_node_manifest(&bed, &bed.nodes[0].endpoint, ""),
+        settings
+            .iter()
+            .map(|s| format!("    {s}\n"))
+            .collect::<String>()
+    );
+    let repo = support::UserRepo::new("settings", &manifest);
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let docker = support::engine(&bed.nodes[0]).await;
+    let inspect = docker
+        .inspect_container(&format!("{}-web-1", repo.stack), None)
+        .await
+        .expect("inspect");
+    let host = inspect.host_config.clone().unwrap_or_default();
+    let config = inspect.config.clone().unwrap_or_default();
+    let checks: Vec<(&str, bool)> = vec![
+        ("init", host.init == Some(true)),
+        ("read_only", host.readonly_rootfs == Some(true)),
+        ("tty", config.tty == Some(true)),
+        ("stdin_open", config.open_stdin == Some(true)),
+        (
+            "stop_signal",
+            config.stop_signal.as_deref() == Some("SIGINT"),
+        ),
+        ("shm_size", host.shm_size == Some(32 << 20)),
+        ("dns", host.dns == Some(vec!["10.213.77.53".to_string()])),
+        (
+            "dns_search",
+            host.dns_search == Some(vec!["example.internal".to_string()]),
+        ),
+        (
+            "domainname",
+            config.domainname.as_deref() == Some("example.internal"),
+        ),
+        (
+            "sysctls",
+            host.sysctls
+                .as_ref()
+                .and_then(|s| s.get("net.ipv4.tcp_keepalive_time"))
+                .map(String::as_str)
+                == Some("300"),
+        ),
+        (
+            "tmpfs",
+            host.tmpfs
+                .as_ref()
+                .and_then(|t| t.get("/run"))
+                .map(String::as_str)
+                == Some("size=16m"),
+        ),
+        ("group_add", host.group_add == Some(vec!["100".to_string()])),
+        (
+            "running",
+            inspect.state.and_then(|s| s.running) == Some(true),
+        ),
+    ];
+    let missing: Vec<&str> = checks
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(key, _)| *key)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not applied: {missing:?}\n{host:#?}\n{config:#?}"
+    );
+    assert_eq!(repo.pier(&bed, &["diff"]).0, 0, "converged");
+    support::remove_stack(&bed, &repo.stack).await;
+}

@@ -371,6 +371,10 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         user: spec.user.clone(),
         working_dir: spec.working_dir.clone(),
         stop_timeout: spec.stop_timeout.map(|d| d.as_secs() as i64),
+        stop_signal: spec.stop_signal.clone(),
+        tty: spec.tty.then_some(true),
+        open_stdin: spec.stdin_open.then_some(true),
+        domainname: spec.domainname.clone(),
         healthcheck: spec.healthcheck.as_ref().map(|h| HealthConfig {
             test: Some(h.test.clone()),
             interval: nanos(h.interval),
@@ -391,6 +395,22 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             extra_hosts: Some(spec.extra_hosts.clone()),
             network_mode: Some(spec.network.clone()),
             volumes_from: (!spec.volumes_from.is_empty()).then(|| spec.volumes_from.clone()),
+            init: spec.init,
+            readonly_rootfs: spec.read_only.then_some(true),
+            shm_size: spec.shm_size.map(|s| s as i64),
+            dns: (!spec.dns.is_empty()).then(|| spec.dns.clone()),
+            dns_search: (!spec.dns_search.is_empty()).then(|| spec.dns_search.clone()),
+            sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.clone().into_iter().collect()),
+            tmpfs: (!spec.tmpfs.is_empty()).then(|| {
+                spec.tmpfs
+                    .iter()
+                    .map(|entry| {
+                        let (path, options) = entry.split_once(':').unwrap_or((entry, ""));
+                        (path.to_string(), options.to_string())
+                    })
+                    .collect()
+            }),
+            group_add: (!spec.group_add.is_empty()).then(|| spec.group_add.clone()),
             ..Default::default()
         }),
         networking_config: Some(NetworkingConfig {

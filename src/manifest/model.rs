@@ -163,6 +163,19 @@ pub struct Service {
     pub working_dir: Option<String>,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
+    pub init: Option<bool>,
+    pub read_only: bool,
+    pub tty: bool,
+    pub stdin_open: bool,
+    pub stop_signal: Option<String>,
+    pub shm_size: Option<u64>,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub domainname: Option<String>,
+    pub sysctls: BTreeMap<String, String>,
+    /// `PATH[:OPTIONS]`.
+    pub tmpfs: Vec<String>,
+    pub group_add: Vec<String>,
     /// Services whose volumes the replicas mount; placed on their nodes.
     pub volumes_from: Vec<String>,
     /// Those of `volumes_from` mounted read-only (`service:ro`).

@@ -148,6 +148,47 @@ pub fn service(
                 .help("a container that always restarts never stops for good, so it can never be destroyed (Tutum's rule); drop one of the two"),
         );
     }
+    let shm_size = spec
+        .shm_size
+        .as_ref()
+        .and_then(|m| match parse_bytes(&m.to_string()) {
+            Some(bytes) => Some(bytes),
+            None => {
+                p.push(
+                    here.error(&[k("shm_size")], format!("`{m}` is not a size"))
+                        .help("write bytes, or a number with b, k, m or g, e.g. `64m`"),
+                );
+                None
+            }
+        });
+    let sysctls = spec
+        .sysctls
+        .as_ref()
+        .map(|s| key_values(s, here, &[k("sysctls")], vars, &mut p))
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(key, value)| {
+            if value.is_none() {
+                p.push(
+                    here.error(&[k("sysctls")], format!("sysctl `{key}` has no value"))
+                        .help("write `KEY=VALUE`"),
+                );
+            }
+            Some((key, value?))
+        })
+        .collect();
+    let tmpfs = string_or_list(spec.tmpfs.as_ref());
+    for (n, entry) in tmpfs.iter().enumerate() {
+        if !entry.starts_with('/') {
+            p.push(
+                here.error(
+                    &[k("tmpfs"), i(n)],
+                    format!("`{entry}` is not an absolute path"),
+                )
+                .help("write `/PATH` or `/PATH:OPTIONS`, e.g. `/run:size=64m`"),
+            );
+        }
+    }
     let pull_policy = match spec.pull_policy.as_deref() {
         None | Some("missing") | Some("if_not_present") => PullPolicy::Missing,
         Some("always") => PullPolicy::Always,
@@ -207,6 +248,23 @@ pub fn service(
             .iter()
             .flatten()
             .map(|v| v.split(':').next().unwrap_or(v).to_string())
+            .collect(),
+        init: spec.init,
+        read_only: spec.read_only.unwrap_or(false),
+        tty: spec.tty.unwrap_or(false),
+        stdin_open: spec.stdin_open.unwrap_or(false),
+        stop_signal: spec.stop_signal.clone(),
+        shm_size,
+        dns: string_or_list(spec.dns.as_ref()),
+        dns_search: string_or_list(spec.dns_search.as_ref()),
+        domainname: spec.domainname.clone(),
+        sysctls,
+        tmpfs,
+        group_add: spec
+            .group_add
+            .iter()
+            .flatten()
+            .map(|g| g.to_string())
             .collect(),
         volumes_from_read_only: spec
             .volumes_from
@@ -352,6 +410,14 @@ fn command_line(
 }
 
 /// `KEY=VALUE` lists and mappings. A key without a value takes pier's own environment's.
+fn string_or_list(value: Option<&StringOrList>) -> Vec<String> {
+    match value {
+        None => Vec::new(),
+        Some(StringOrList::One(one)) => vec![one.clone()],
+        Some(StringOrList::Many(many)) => many.clone(),
+    }
+}
+
 fn key_values(
     spec: &KeyValues,
     here: &Here,

@@ -190,6 +190,41 @@ pub struct ServiceSpec {
     /// `SERVICE[:ro|rw]`: mount the volumes of another service's containers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volumes_from: Option<Vec<String>>,
+    /// Run an init process (tini) as PID 1, which reaps zombies and forwards signals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
+    /// Mount the container's root filesystem read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    /// Allocate a pseudo-terminal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<bool>,
+    /// Keep standard input open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_open: Option<bool>,
+    /// The signal that stops the container, e.g. `SIGINT` (default: the image's, else SIGTERM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// Size of `/dev/shm`: bytes, or a number with `b`, `k`, `m` or `g`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<Scalar>,
+    /// DNS servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<StringOrList>,
+    /// DNS search domains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_search: Option<StringOrList>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domainname: Option<String>,
+    /// Kernel parameters: `KEY=VALUE` list or mapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sysctls: Option<KeyValues>,
+    /// `PATH[:OPTIONS]`: tmpfs mounts, e.g. `/run:size=64m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmpfs: Option<StringOrList>,
+    /// Extra groups for the container's user, by name or id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_add: Option<Vec<Scalar>>,
     /// `HOST:IP` list or `HOST: IP` mapping, added to `/etc/hosts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra_hosts: Option<KeyValues>,

@@ -164,6 +164,18 @@ pub fn container_spec(
         stop_timeout: service.stop_grace_period,
         network: network_name(stack),
         aliases,
+        init: service.init,
+        read_only: service.read_only,
+        tty: service.tty,
+        stdin_open: service.stdin_open,
+        stop_signal: service.stop_signal.clone(),
+        shm_size: service.shm_size,
+        dns: service.dns.clone(),
+        dns_search: service.dns_search.clone(),
+        domainname: service.domainname.clone(),
+        sysctls: service.sysctls.clone(),
+        tmpfs: service.tmpfs.clone(),
+        group_add: service.group_add.clone(),
         volumes_from: service
             .volumes_from
             .iter()

@@ -837,3 +837,39 @@ fn a_node_that_left_the_manifests_is_drained() {
         ]
     );
 }
+
+/// Settings added to containers over time are left out of the hash while
+/// unset, so upgrading pier never replaces a running container by itself.
+#[test]
+fn unset_later_settings_leave_the_spec_hash_as_it_was() {
+    let spec = spec("img@sha256:1", Some(80));
+    let json = serde_json::to_value(&spec).unwrap();
+    let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+    for later in [
+        "volumes_from",
+        "init",
+        "read_only",
+        "tty",
+        "stdin_open",
+        "stop_signal",
+        "shm_size",
+        "dns",
+        "dns_search",
+        "domainname",
+        "sysctls",
+        "tmpfs",
+        "group_add",
+    ] {
+        assert!(
+            !keys.iter().any(|k| k.as_str() == later),
+            "{later} in {keys:?}"
+        );
+    }
+    let mut with_tty = spec.clone();
+    with_tty.tty = true;
+    assert_ne!(
+        super::spec::spec_hash(&spec),
+        super::spec::spec_hash(&with_tty),
+        "a setting that is set is hashed"
+    );
+}
