@@ -1499,14 +1499,21 @@ async fn engine_settings_reach_the_container() {
         "sysctls: { net.ipv4.tcp_keepalive_time: 300 }",
         "tmpfs: [\"/run:size=16m\"]",
         "group_add: [100]",
+        "cpus: 0.5",
+        "cpuset: \"0\"",
+        "mem_limit: 64m",
+        "mem_reservation: 16m",
+        "memswap_limit: 128m",
+        "oom_score_adj: 100",
     ];
     let manifest = format!(
-        "{}{}",
+        "{}{}  quota:\n    image: {}\n    command: sleep 3600\n    cpu_quota: 25000\n    cpu_period: 100000\n",
         one_node_manifest(&bed, &bed.nodes[0].endpoint, ""),
         settings
             .iter()
             .map(|s| format!("    {s}\n"))
-            .collect::<String>()
+            .collect::<String>(),
+        bed.base_image
     );
     let repo = support::UserRepo::new("settings", &manifest);
     let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
@@ -1554,6 +1561,11 @@ async fn engine_settings_reach_the_container() {
                 == Some("size=16m"),
         ),
         ("group_add", host.group_add == Some(vec!["100".to_string()])),
+        ("cpus", host.nano_cpus == Some(500_000_000)),
+        ("cpuset", host.cpuset_cpus.as_deref() == Some("0")),
+        ("mem_reservation", host.memory_reservation == Some(16 << 20)),
+        ("memswap_limit", host.memory_swap == Some(128 << 20)),
+        ("oom_score_adj", host.oom_score_adj == Some(100)),
         (
             "running",
             inspect.state.and_then(|s| s.running) == Some(true),
@@ -1567,6 +1579,16 @@ async fn engine_settings_reach_the_container() {
     assert!(
         missing.is_empty(),
         "not applied: {missing:?}\n{host:#?}\n{config:#?}"
+    );
+    let quota = docker
+        .inspect_container(&format!("{}-quota-1", repo.stack), None)
+        .await
+        .expect("inspect")
+        .host_config
+        .unwrap_or_default();
+    assert_eq!(
+        (quota.cpu_quota, quota.cpu_period),
+        (Some(25000), Some(100000))
     );
     assert_eq!(repo.pier(&bed, &["diff"]).0, 0, "converged");
     support::remove_stack(&bed, &repo.stack).await;

@@ -163,6 +163,15 @@ pub struct Service {
     pub working_dir: Option<String>,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
+    /// Billionths of a CPU (`cpus`).
+    pub nano_cpus: Option<i64>,
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: Option<i64>,
+    pub cpuset: Option<String>,
+    pub mem_reservation: Option<u64>,
+    /// `-1`: unlimited swap.
+    pub memswap_limit: Option<i64>,
+    pub oom_score_adj: Option<i64>,
     pub init: Option<bool>,
     pub read_only: bool,
     pub tty: bool,

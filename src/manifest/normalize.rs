@@ -148,6 +148,58 @@ pub fn service(
                 .help("a container that always restarts never stops for good, so it can never be destroyed (Tutum's rule); drop one of the two"),
         );
     }
+    let bytes_of = |key: &str, value: &Option<super::spec::Scalar>, p: &mut Problems| {
+        let value = value.as_ref()?;
+        let parsed = parse_bytes(&value.to_string());
+        if parsed.is_none() {
+            p.push(
+                here.error(&[k(key)], format!("`{value}` is not a size"))
+                    .help("write bytes, or a number with b, k, m or g, e.g. `512m`"),
+            );
+        }
+        parsed
+    };
+    let mem_reservation = bytes_of("mem_reservation", &spec.mem_reservation, &mut p);
+    let memswap_limit = match &spec.memswap_limit {
+        Some(value) if value.to_string() == "-1" => Some(-1),
+        other => bytes_of("memswap_limit", other, &mut p).map(|b| b as i64),
+    };
+    let nano_cpus = spec
+        .cpus
+        .as_ref()
+        .and_then(|cpus| match cpus.to_string().parse::<f64>() {
+            Ok(n) if n > 0.0 && n.is_finite() => Some((n * 1e9).round() as i64),
+            _ => {
+                p.push(
+                    here.error(&[k("cpus")], format!("`{cpus}` is not a number of CPUs"))
+                        .help("write a positive number, e.g. `0.5` or `2`"),
+                );
+                None
+            }
+        });
+    if spec.cpus.is_some() && (spec.cpu_quota.is_some() || spec.cpu_period.is_some()) {
+        p.push(
+            here.error(&[k("cpus")], "`cpus` cannot be combined with `cpu_quota` or `cpu_period`")
+                .help("the engine refuses both; `cpus: 0.5` is `cpu_quota: 50000` with `cpu_period: 100000`"),
+        );
+    }
+    if memswap_limit.is_some() && spec.mem_limit.is_none() {
+        p.push(
+            here.error(&[k("memswap_limit")], "`memswap_limit` needs `mem_limit`")
+                .help("the engine limits memory plus swap only together with memory"),
+        );
+    }
+    if let Some(adjust) = spec.oom_score_adj
+        && !(-1000..=1000).contains(&adjust)
+    {
+        p.push(
+            here.error(
+                &[k("oom_score_adj")],
+                format!("`{adjust}` is outside -1000 to 1000"),
+            )
+            .help("the kernel takes -1000 (never kill) to 1000 (kill first)"),
+        );
+    }
     let shm_size = spec
         .shm_size
         .as_ref()
@@ -249,6 +301,13 @@ pub fn service(
             .flatten()
             .map(|v| v.split(':').next().unwrap_or(v).to_string())
             .collect(),
+        nano_cpus,
+        cpu_quota: spec.cpu_quota,
+        cpu_period: spec.cpu_period,
+        cpuset: spec.cpuset.as_ref().map(|c| c.to_string()),
+        mem_reservation,
+        memswap_limit,
+        oom_score_adj: spec.oom_score_adj,
         init: spec.init,
         read_only: spec.read_only.unwrap_or(false),
         tty: spec.tty.unwrap_or(false),

@@ -171,6 +171,27 @@ pub struct ServiceSpec {
     /// Relative CPU weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_shares: Option<u32>,
+    /// CPUs the container may use, e.g. `0.5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<Scalar>,
+    /// CFS quota in microseconds per `cpu_period`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<i64>,
+    /// CFS period in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_period: Option<i64>,
+    /// CPUs the container may run on, e.g. `0-1` or `0,2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset: Option<Scalar>,
+    /// Memory soft limit: bytes, or a number with `b`, `k`, `m` or `g`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_reservation: Option<Scalar>,
+    /// Memory plus swap limit: bytes, a number with `b`, `k`, `m` or `g`, or `-1` (unlimited swap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memswap_limit: Option<Scalar>,
+    /// Preference for the kernel's OOM killer, -1000 to 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i64>,
     /// Services to start first: a list, or a mapping with `condition`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depends_on: Option<DependsOnSpec>,
