@@ -859,6 +859,13 @@ fn unset_later_settings_leave_the_spec_hash_as_it_was() {
         "sysctls",
         "tmpfs",
         "group_add",
+        "nano_cpus",
+        "cpu_quota",
+        "cpu_period",
+        "cpuset",
+        "memory_reservation",
+        "memory_swap",
+        "oom_score_adj",
     ] {
         assert!(
             !keys.iter().any(|k| k.as_str() == later),
