@@ -1507,13 +1507,13 @@ async fn engine_settings_reach_the_container() {
         "oom_score_adj: 100",
     ];
     let manifest = format!(
-        "{}{}  quota:\n    image: {}\n    command: sleep 3600\n    cpu_quota: 25000\n    cpu_period: 100000\n",
+        "{}{}  quota:\n    image: {image}\n    command: sleep 3600\n    cpu_quota: 25000\n    cpu_period: 100000\n  limited:\n    image: {image}\n    command: sleep 3600\n    deploy:\n      resources:\n        limits: {{ cpus: \"0.25\", memory: 32m, pids: 64 }}\n        reservations: {{ memory: 8m }}\n      restart_policy: {{ condition: on-failure, max_attempts: 3 }}\n",
         one_node_manifest(&bed, &bed.nodes[0].endpoint, ""),
         settings
             .iter()
             .map(|s| format!("    {s}\n"))
             .collect::<String>(),
-        bed.base_image
+        image = bed.base_image
     );
     let repo = support::UserRepo::new("settings", &manifest);
     let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
@@ -1589,6 +1589,32 @@ async fn engine_settings_reach_the_container() {
     assert_eq!(
         (quota.cpu_quota, quota.cpu_period),
         (Some(25000), Some(100000))
+    );
+    let limited = docker
+        .inspect_container(&format!("{}-limited-1", repo.stack), None)
+        .await
+        .expect("inspect")
+        .host_config
+        .unwrap_or_default();
+    let restart = limited.restart_policy.clone().unwrap_or_default();
+    assert_eq!(
+        (
+            limited.nano_cpus,
+            limited.memory,
+            limited.pids_limit,
+            limited.memory_reservation,
+            restart.name.map(|n| n.to_string()),
+            restart.maximum_retry_count,
+        ),
+        (
+            Some(250_000_000),
+            Some(32 << 20),
+            Some(64),
+            Some(8 << 20),
+            Some("on-failure".to_string()),
+            Some(3),
+        ),
+        "deploy.resources and deploy.restart_policy"
     );
     assert_eq!(repo.pier(&bed, &["diff"]).0, 0, "converged");
     support::remove_stack(&bed, &repo.stack).await;

@@ -402,6 +402,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             memory_reservation: spec.memory_reservation.map(|m| m as i64),
             memory_swap: spec.memory_swap,
             oom_score_adj: spec.oom_score_adj,
+            pids_limit: spec.pids_limit,
             init: spec.init,
             readonly_rootfs: spec.read_only.then_some(true),
             shm_size: spec.shm_size.map(|s| s as i64),

@@ -172,6 +172,8 @@ pub struct Service {
     /// `-1`: unlimited swap.
     pub memswap_limit: Option<i64>,
     pub oom_score_adj: Option<i64>,
+    /// `deploy.resources.limits.pids`.
+    pub pids_limit: Option<i64>,
     pub init: Option<bool>,
     pub read_only: bool,
     pub tty: bool,

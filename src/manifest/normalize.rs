@@ -139,6 +139,68 @@ pub fn service(
                 None
             }
         });
+    let limits = deploy
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.clone())
+        .unwrap_or_default();
+    let reserved = deploy
+        .resources
+        .as_ref()
+        .and_then(|r| r.reservations.clone())
+        .unwrap_or_default();
+    let at_limits = |key: &str| [k("deploy"), k("resources"), k("limits"), k(key)];
+    let limit_bytes = limits.memory.as_ref().and_then(|m| {
+        let parsed = parse_bytes(&m.to_string());
+        if parsed.is_none() {
+            p.push(here.error(&at_limits("memory"), format!("`{m}` is not a memory size")));
+        }
+        parsed
+    });
+    let mem_limit = agree(
+        here,
+        &mut p,
+        ("mem_limit", mem_limit),
+        ("deploy.resources.limits.memory", limit_bytes),
+    );
+    let reserved_bytes = reserved.memory.as_ref().and_then(|m| {
+        let parsed = parse_bytes(&m.to_string());
+        if parsed.is_none() {
+            p.push(here.error(
+                &[k("deploy"), k("resources"), k("reservations"), k("memory")],
+                format!("`{m}` is not a memory size"),
+            ));
+        }
+        parsed
+    });
+    let limit_cpus = limits
+        .cpus
+        .as_ref()
+        .and_then(|cpus| match cpus.to_string().parse::<f64>() {
+            Ok(n) if n > 0.0 && n.is_finite() => Some((n * 1e9).round() as i64),
+            _ => {
+                p.push(here.error(
+                    &at_limits("cpus"),
+                    format!("`{cpus}` is not a number of CPUs"),
+                ));
+                None
+            }
+        });
+    let restart = match deploy.restart_policy.as_ref() {
+        Some(policy) => {
+            let from_deploy = deploy_restart(policy, here, &mut p);
+            let written = spec.restart.is_some() || spec.autorestart.is_some();
+            let own = written.then_some(restart);
+            agree(
+                here,
+                &mut p,
+                ("restart", own),
+                ("deploy.restart_policy", from_deploy),
+            )
+            .unwrap_or_default()
+        }
+        None => restart,
+    };
     let depends_on = depends_on(spec, here, &mut p);
     let links = spec.links.iter().flatten().map(|l| link(l)).collect();
     let autodestroy = autodestroy(spec, here, &mut p);
@@ -160,6 +222,12 @@ pub fn service(
         parsed
     };
     let mem_reservation = bytes_of("mem_reservation", &spec.mem_reservation, &mut p);
+    let mem_reservation = agree(
+        here,
+        &mut p,
+        ("mem_reservation", mem_reservation),
+        ("deploy.resources.reservations.memory", reserved_bytes),
+    );
     let memswap_limit = match &spec.memswap_limit {
         Some(value) if value.to_string() == "-1" => Some(-1),
         other => bytes_of("memswap_limit", other, &mut p).map(|b| b as i64),
@@ -177,13 +245,19 @@ pub fn service(
                 None
             }
         });
-    if spec.cpus.is_some() && (spec.cpu_quota.is_some() || spec.cpu_period.is_some()) {
+    let nano_cpus = agree(
+        here,
+        &mut p,
+        ("cpus", nano_cpus),
+        ("deploy.resources.limits.cpus", limit_cpus),
+    );
+    if nano_cpus.is_some() && (spec.cpu_quota.is_some() || spec.cpu_period.is_some()) {
         p.push(
             here.error(&[k("cpus")], "`cpus` cannot be combined with `cpu_quota` or `cpu_period`")
                 .help("the engine refuses both; `cpus: 0.5` is `cpu_quota: 50000` with `cpu_period: 100000`"),
         );
     }
-    if memswap_limit.is_some() && spec.mem_limit.is_none() {
+    if memswap_limit.is_some() && mem_limit.is_none() {
         p.push(
             here.error(&[k("memswap_limit")], "`memswap_limit` needs `mem_limit`")
                 .help("the engine limits memory plus swap only together with memory"),
@@ -308,6 +382,7 @@ pub fn service(
         mem_reservation,
         memswap_limit,
         oom_score_adj: spec.oom_score_adj,
+        pids_limit: limits.pids,
         init: spec.init,
         read_only: spec.read_only.unwrap_or(false),
         tty: spec.tty.unwrap_or(false),
@@ -797,6 +872,52 @@ fn restart(spec: &ServiceSpec, here: &Here, p: &mut Problems) -> Restart {
             a
         }
         (a, b) => a.or(b).unwrap_or_default(),
+    }
+}
+
+/// One setting written in two places (Compose's top-level key and its
+/// `deploy` form): either will do, both must agree.
+fn agree<T: PartialEq>(
+    here: &Here,
+    p: &mut Problems,
+    (first, a): (&str, Option<T>),
+    (second, b): (&str, Option<T>),
+) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) if a != b => {
+            let path: Vec<Seg> = second.split('.').map(k).collect();
+            p.push(
+                here.error(&path, format!("`{first}` and `{second}` disagree"))
+                    .help("they set the same thing: keep one"),
+            );
+            Some(a)
+        }
+        (a, b) => a.or(b),
+    }
+}
+
+/// `deploy.restart_policy` as Compose maps it to an engine restart policy.
+fn deploy_restart(policy: &RestartPolicySpec, here: &Here, p: &mut Problems) -> Option<Restart> {
+    let at = [k("deploy"), k("restart_policy"), k("condition")];
+    match policy.condition.as_deref() {
+        Some("none") => Some(Restart::No),
+        Some("on-failure" | "on_failure") => Some(Restart::OnFailure {
+            max_retries: policy.max_attempts,
+        }),
+        None | Some("any") => Some(if policy.max_attempts.is_some() {
+            Restart::OnFailure {
+                max_retries: policy.max_attempts,
+            }
+        } else {
+            Restart::Always
+        }),
+        Some(other) => {
+            p.push(
+                here.error(&at, format!("unknown restart condition `{other}`"))
+                    .help("use `none`, `on-failure` or `any`"),
+            );
+            None
+        }
     }
 }
 

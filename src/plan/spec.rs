@@ -171,6 +171,7 @@ pub fn container_spec(
         memory_reservation: service.mem_reservation,
         memory_swap: service.memswap_limit,
         oom_score_adj: service.oom_score_adj,
+        pids_limit: service.pids_limit,
         init: service.init,
         read_only: service.read_only,
         tty: service.tty,

@@ -866,6 +866,7 @@ fn unset_later_settings_leave_the_spec_hash_as_it_was() {
         "memory_reservation",
         "memory_swap",
         "oom_score_adj",
+        "pids_limit",
     ] {
         assert!(
             !keys.iter().any(|k| k.as_str() == later),
