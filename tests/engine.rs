@@ -1505,9 +1505,11 @@ async fn engine_settings_reach_the_container() {
         "mem_reservation: 16m",
         "memswap_limit: 128m",
         "oom_score_adj: 100",
+        "ulimits: { nofile: { soft: 1024, hard: 2048 }, nproc: 512 }",
+        "logging: { driver: json-file, options: { max-size: 1m, max-file: 2 } }",
     ];
     let manifest = format!(
-        "{}{}  quota:\n    image: {image}\n    command: sleep 3600\n    cpu_quota: 25000\n    cpu_period: 100000\n  limited:\n    image: {image}\n    command: sleep 3600\n    deploy:\n      resources:\n        limits: {{ cpus: \"0.25\", memory: 32m, pids: 64 }}\n        reservations: {{ memory: 8m }}\n      restart_policy: {{ condition: on-failure, max_attempts: 3 }}\n",
+        "{}{}  quota:\n    image: {image}\n    command: sleep 3600\n    cpu_quota: 25000\n    cpu_period: 100000\n    log_driver: local\n  limited:\n    image: {image}\n    command: sleep 3600\n    deploy:\n      resources:\n        limits: {{ cpus: \"0.25\", memory: 32m, pids: 64 }}\n        reservations: {{ memory: 8m }}\n      restart_policy: {{ condition: on-failure, max_attempts: 3 }}\n",
         one_node_manifest(&bed, &bed.nodes[0].endpoint, ""),
         settings
             .iter()
@@ -1567,6 +1569,28 @@ async fn engine_settings_reach_the_container() {
         ("memswap_limit", host.memory_swap == Some(128 << 20)),
         ("oom_score_adj", host.oom_score_adj == Some(100)),
         (
+            "ulimits",
+            host.ulimits.as_ref().is_some_and(|limits| {
+                let found = |name: &str| {
+                    limits
+                        .iter()
+                        .find(|l| l.name.as_deref() == Some(name))
+                        .map(|l| (l.soft, l.hard))
+                };
+                found("nofile") == Some((Some(1024), Some(2048)))
+                    && found("nproc") == Some((Some(512), Some(512)))
+            }),
+        ),
+        (
+            "logging",
+            host.log_config.as_ref().is_some_and(|log| {
+                let options = log.config.clone().unwrap_or_default();
+                log.typ.as_deref() == Some("json-file")
+                    && options.get("max-size").map(String::as_str) == Some("1m")
+                    && options.get("max-file").map(String::as_str) == Some("2")
+            }),
+        ),
+        (
             "running",
             inspect.state.and_then(|s| s.running) == Some(true),
         ),
@@ -1589,6 +1613,11 @@ async fn engine_settings_reach_the_container() {
     assert_eq!(
         (quota.cpu_quota, quota.cpu_period),
         (Some(25000), Some(100000))
+    );
+    assert_eq!(
+        quota.log_config.and_then(|l| l.typ).as_deref(),
+        Some("local"),
+        "log_driver"
     );
     let limited = docker
         .inspect_container(&format!("{}-limited-1", repo.stack), None)

@@ -403,6 +403,22 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             memory_swap: spec.memory_swap,
             oom_score_adj: spec.oom_score_adj,
             pids_limit: spec.pids_limit,
+            ulimits: (!spec.ulimits.is_empty()).then(|| {
+                spec.ulimits
+                    .iter()
+                    .map(|(name, (soft, hard))| bollard::models::ResourcesUlimits {
+                        name: Some(name.clone()),
+                        soft: Some(*soft),
+                        hard: Some(*hard),
+                    })
+                    .collect()
+            }),
+            log_config: spec.logging.as_ref().map(|(driver, options)| {
+                bollard::models::HostConfigLogConfig {
+                    typ: Some(driver.clone()),
+                    config: Some(options.clone().into_iter().collect()),
+                }
+            }),
             init: spec.init,
             readonly_rootfs: spec.read_only.then_some(true),
             shm_size: spec.shm_size.map(|s| s as i64),

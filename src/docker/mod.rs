@@ -93,6 +93,12 @@ pub struct ContainerSpec {
     pub oom_score_adj: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pids_limit: Option<i64>,
+    /// `name` → (soft, hard).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, (i64, i64)>,
+    /// Log driver and options.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logging: Option<(String, BTreeMap<String, String>)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<bool>,
     #[serde(skip_serializing_if = "is_false")]

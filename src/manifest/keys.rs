@@ -65,20 +65,7 @@ pub const UNSUPPORTED_SERVICE_KEYS: &[(&str, &str)] = &[
     ("pid", "PID namespace settings are not supported"),
     ("uts", "UTS namespace settings are not supported"),
     ("userns_mode", "user namespace settings are not supported"),
-    ("ulimits", "not supported yet"),
     ("security_opt", "not supported yet"),
-    (
-        "logging",
-        "pier leaves logging to each engine's configured log driver",
-    ),
-    (
-        "log_driver",
-        "pier leaves logging to each engine's configured log driver",
-    ),
-    (
-        "log_opt",
-        "pier leaves logging to each engine's configured log driver",
-    ),
     ("platform", "images are pulled for each node's own platform"),
     (
         "mac_address",

@@ -174,6 +174,10 @@ pub struct Service {
     pub oom_score_adj: Option<i64>,
     /// `deploy.resources.limits.pids`.
     pub pids_limit: Option<i64>,
+    /// `name` → (soft, hard).
+    pub ulimits: BTreeMap<String, (i64, i64)>,
+    /// The log driver, and its options.
+    pub logging: Option<(String, BTreeMap<String, String>)>,
     pub init: Option<bool>,
     pub read_only: bool,
     pub tty: bool,

@@ -383,6 +383,19 @@ pub fn service(
         memswap_limit,
         oom_score_adj: spec.oom_score_adj,
         pids_limit: limits.pids,
+        ulimits: spec
+            .ulimits
+            .iter()
+            .flatten()
+            .map(|(name, limit)| {
+                let pair = match limit {
+                    UlimitSpec::Both(n) => (*n, *n),
+                    UlimitSpec::Pair { soft, hard } => (*soft, *hard),
+                };
+                (name.clone(), pair)
+            })
+            .collect(),
+        logging: logging(spec, here, &mut p),
         init: spec.init,
         read_only: spec.read_only.unwrap_or(false),
         tty: spec.tty.unwrap_or(false),
@@ -872,6 +885,54 @@ fn restart(spec: &ServiceSpec, here: &Here, p: &mut Problems) -> Restart {
             a
         }
         (a, b) => a.or(b).unwrap_or_default(),
+    }
+}
+
+/// `logging`, or its older spelling `log_driver` + `log_opt`.
+fn logging(
+    spec: &ServiceSpec,
+    here: &Here,
+    p: &mut Problems,
+) -> Option<(String, BTreeMap<String, String>)> {
+    let options = |map: Option<&BTreeMap<String, Scalar>>| -> BTreeMap<String, String> {
+        map.into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect()
+    };
+    let older = spec.log_driver.is_some() || spec.log_opt.is_some();
+    match (&spec.logging, older) {
+        (Some(_), true) => {
+            p.push(
+                here.error(
+                    &[k("log_driver")],
+                    "`logging` and `log_driver`/`log_opt` set the same thing",
+                )
+                .help("keep `logging: {driver, options}`"),
+            );
+            None
+        }
+        (Some(logging), false) => {
+            let Some(driver) = logging.driver.clone() else {
+                p.push(
+                    here.error(&[k("logging")], "`logging` needs a `driver`")
+                        .help("e.g. `logging: { driver: json-file, options: { max-size: 10m } }`"),
+                );
+                return None;
+            };
+            Some((driver, options(logging.options.as_ref())))
+        }
+        (None, true) => {
+            let Some(driver) = spec.log_driver.clone() else {
+                p.push(
+                    here.error(&[k("log_opt")], "`log_opt` needs `log_driver`")
+                        .help("name the driver the options are for"),
+                );
+                return None;
+            };
+            Some((driver, options(spec.log_opt.as_ref())))
+        }
+        (None, false) => None,
     }
 }
 

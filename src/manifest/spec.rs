@@ -243,6 +243,18 @@ pub struct ServiceSpec {
     /// `PATH[:OPTIONS]`: tmpfs mounts, e.g. `/run:size=64m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmpfs: Option<StringOrList>,
+    /// Resource limits by name (`nofile`, `nproc`, …): a number, or `{soft, hard}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ulimits: Option<BTreeMap<String, UlimitSpec>>,
+    /// The container's log driver and its options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<LoggingSpec>,
+    /// Compose v1 / Tutum spelling of `logging.driver`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_driver: Option<String>,
+    /// Compose v1 / Tutum spelling of `logging.options`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_opt: Option<BTreeMap<String, Scalar>>,
     /// Extra groups for the container's user, by name or id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_add: Option<Vec<Scalar>>,
@@ -399,6 +411,24 @@ pub struct DeploySpec {
     /// restart policy, as Compose maps it outside Swarm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_policy: Option<RestartPolicySpec>,
+}
+
+/// One ulimit: the same soft and hard value, or both.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged, expecting = "a number, or a mapping with `soft` and `hard`")]
+pub enum UlimitSpec {
+    Both(i64),
+    Pair { soft: i64, hard: i64 },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSpec {
+    /// e.g. `json-file`, `local`, `journald`, `syslog`, `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<BTreeMap<String, Scalar>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]

@@ -172,6 +172,8 @@ pub fn container_spec(
         memory_swap: service.memswap_limit,
         oom_score_adj: service.oom_score_adj,
         pids_limit: service.pids_limit,
+        ulimits: service.ulimits.clone(),
+        logging: service.logging.clone(),
         init: service.init,
         read_only: service.read_only,
         tty: service.tty,

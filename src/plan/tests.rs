@@ -867,6 +867,8 @@ fn unset_later_settings_leave_the_spec_hash_as_it_was() {
         "memory_swap",
         "oom_score_adj",
         "pids_limit",
+        "ulimits",
+        "logging",
     ] {
         assert!(
             !keys.iter().any(|k| k.as_str() == later),
