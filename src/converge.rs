@@ -207,7 +207,7 @@ pub fn load(
 ) -> Result<Loaded, PassError> {
     let snapshot = repo.manifests(reference, folder)?;
     let stack = stack.map(str::to_string).unwrap_or_else(|| repo.name());
-    let loaded = crate::validate::load_checked(&snapshot, vars, policy);
+    let loaded = crate::validate::load_checked(&snapshot, folder, vars, policy);
     if !loaded.is_valid() {
         return Err(PassError::Invalid {
             commit: snapshot.commit,

@@ -33,7 +33,7 @@ pub struct Report {
 pub fn run(source: &Source, vars: &Vars, policy: &Policy) -> Result<Report, SourceError> {
     let repo = GitSource::open(&source.repo, &source.cache_dir)?;
     let snapshot = repo.manifests(&source.reference, &source.path)?;
-    let loaded = load_checked(&snapshot, vars, policy);
+    let loaded = load_checked(&snapshot, &source.path, vars, policy);
     Ok(Report {
         valid: loaded.is_valid(),
         commit: snapshot.commit,
@@ -45,9 +45,18 @@ pub fn run(source: &Source, vars: &Vars, policy: &Policy) -> Result<Report, Sour
 }
 
 /// Load the manifests of a commit and check them against every rule and
-/// the policy, problems in file order.
-pub fn load_checked(snapshot: &Snapshot, vars: &Vars, policy: &Policy) -> manifest::Loaded {
-    let mut loaded = manifest::load_and_validate(&snapshot.files, vars, &snapshot.tree);
+/// the policy, problems in file order. As in Compose, a `.env` file in the
+/// manifest folder gives variables to interpolate; `vars` (the environment)
+/// wins over it.
+pub fn load_checked(
+    snapshot: &Snapshot,
+    folder: &str,
+    vars: &Vars,
+    policy: &Policy,
+) -> manifest::Loaded {
+    let (vars, dot_env_problem) = with_dot_env(snapshot, folder, vars);
+    let mut loaded = manifest::load_and_validate(&snapshot.files, &vars, &snapshot.tree);
+    loaded.diagnostics.extend(dot_env_problem);
     if loaded.is_valid() {
         loaded.diagnostics.extend(policy.check(&loaded.manifest));
         loaded
@@ -55,6 +64,35 @@ pub fn load_checked(snapshot: &Snapshot, vars: &Vars, policy: &Policy) -> manife
             .sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
     }
     loaded
+}
+
+/// `vars` over the variables of `<folder>/.env` at the commit, if any.
+fn with_dot_env<'v>(
+    snapshot: &Snapshot,
+    folder: &str,
+    vars: &'v Vars,
+) -> (std::borrow::Cow<'v, Vars>, Option<Diagnostic>) {
+    let folder = folder.trim_matches('/');
+    let path = if folder.is_empty() || folder == "." {
+        ".env".to_string()
+    } else {
+        format!("{folder}/.env")
+    };
+    let Some(bytes) = manifest::validate::read_file(&snapshot.tree, &path) else {
+        return (std::borrow::Cow::Borrowed(vars), None);
+    };
+    match manifest::env_file::parse(&String::from_utf8_lossy(&bytes)) {
+        Ok(pairs) => {
+            let mut merged: Vars = pairs.into_iter().collect();
+            merged.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+            (std::borrow::Cow::Owned(merged), None)
+        }
+        Err((line, message)) => {
+            let problem = Diagnostic::error(manifest::Location::new(&path, line, 1), message)
+                .help("`.env` gives variables to interpolate: one KEY=VALUE per line");
+            (std::borrow::Cow::Borrowed(vars), Some(problem))
+        }
+    }
 }
 
 impl Report {

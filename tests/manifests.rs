@@ -519,3 +519,61 @@ fn a_malformed_env_file_is_an_error_at_its_line() {
         "{stderr}"
     );
 }
+
+/// `<folder>/.env` at the commit gives variables to interpolate, as in
+/// Compose; the environment wins over it, and a malformed line is an error
+/// at `.env`'s own line.
+#[test]
+fn dot_env_gives_variables_and_the_environment_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    git(root, &["init", "-q", "-b", "main"]);
+    std::fs::create_dir(root.join("pier")).unwrap();
+    std::fs::write(
+        root.join("pier/app.yml"),
+        "services:\n  web: { image: \"${IMAGE:?set IMAGE}\", target_num_containers: \"${REPLICAS}\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("pier/.env"),
+        "# defaults\nIMAGE=nginx:1.27\nREPLICAS=two\n",
+    )
+    .unwrap();
+    git(root, &["add", "-A"]);
+    git(root, &["commit", "-q", "-m", "with .env"]);
+    let validate = |env: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_pier"))
+            .args(["validate"])
+            .current_dir(root)
+            .env_remove("IMAGE")
+            .env_remove("REPLICAS")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = validate(&[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        !stderr.contains("set IMAGE"),
+        "IMAGE comes from .env: {stderr}"
+    );
+    assert!(
+        stderr.contains("target_num_containers"),
+        "REPLICAS=two from .env: {stderr}"
+    );
+    let (code, stderr) = validate(&[("REPLICAS", "2")]);
+    assert_eq!(code, 0, "the environment wins: {stderr}");
+
+    std::fs::write(root.join("pier/.env"), "IMAGE=nginx\nnot a pair\n").unwrap();
+    git(root, &["commit", "-q", "-am", "broken .env"]);
+    let (code, stderr) = validate(&[("REPLICAS", "2")]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("pier/.env:2:1: error: `not a pair` is not KEY=VALUE"),
+        "{stderr}"
+    );
+}
