@@ -578,6 +578,16 @@ async fn start_new<R: Runtime>(
     let create = async {
         let spec =
             replica_spec(ctx, desired, node, replica, inherited).map_err(RuntimeError::Failed)?;
+        // The engine would create a missing volume on use: an external one
+        // must be there already.
+        for mount in spec.mounts.iter().filter(|m| m.external) {
+            if !engine.volume_exists(&mount.source).await? {
+                return Err(RuntimeError::Failed(format!(
+                    "the external volume `{}` does not exist on {node}; create it there first (docker volume create {})",
+                    mount.source, mount.source
+                )));
+            }
+        }
         engine.create(name, &spec).await
     };
     let id = ctx.step(service, node, "create", name, create).await?;
@@ -660,6 +670,7 @@ fn inherit_volumes(spec: &mut docker::ContainerSpec, inherited: &[AnonymousVolum
                 source: volume.name.clone(),
                 target: volume.target.clone(),
                 read_only: false,
+                ..Default::default()
             }),
         }
     }
@@ -1033,6 +1044,7 @@ mod tests {
             source: source.into(),
             target: target.into(),
             read_only: false,
+            ..Default::default()
         };
         let mut spec = docker::ContainerSpec {
             mounts: vec![

@@ -461,6 +461,7 @@ pub fn desired_state(
             service,
             &resolved.pinned,
             plan::spec::aliases(manifest, &service.name),
+            &manifest.volume_names,
         );
         let mut after: Vec<String> = service.links.iter().map(|l| l.service.clone()).collect();
         after.extend(service.depends_on.keys().cloned());

@@ -1648,3 +1648,69 @@ async fn engine_settings_reach_the_container() {
     assert_eq!(repo.pier(&bed, &["diff"]).0, 0, "converged");
     support::remove_stack(&bed, &repo.stack).await;
 }
+
+/// Top-level `volumes`: `external: true` must exist on the node (never
+/// created on use) and is mounted by its own name; `name` replaces
+/// `<stack>_<key>`.
+#[tokio::test]
+async fn external_and_named_volumes_are_mounted_by_their_names() {
+    let bed = Bed::get();
+    let external = unique("ext");
+    let named = unique("named");
+    let manifest = format!(
+        "{}    volumes: [\"{external}:/ext\", \"data:/data\"]\nvolumes:\n  {external}: {{ external: true }}\n  data: {{ name: {named} }}\n",
+        one_node_manifest(&bed, &bed.nodes[0].endpoint, "")
+    );
+    let repo = support::UserRepo::new("extvol", &manifest);
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the external volume `{external}` does not exist on remote"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        support::stack_containers(&bed, &repo.stack)
+            .await
+            .is_empty()
+    );
+    let docker = support::engine(&bed.nodes[0]).await;
+    assert!(
+        docker.inspect_volume(&external).await.is_err(),
+        "the external volume was not created on use"
+    );
+
+    docker
+        .create_volume(bollard::models::VolumeCreateRequest {
+            name: Some(external.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect("docker volume create");
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let mounts = docker
+        .inspect_container(&format!("{}-web-1", repo.stack), None)
+        .await
+        .expect("inspect")
+        .mounts
+        .unwrap_or_default();
+    let volume_at = |path: &str| {
+        mounts
+            .iter()
+            .find(|m| m.destination.as_deref() == Some(path))
+            .and_then(|m| m.name.clone())
+    };
+    assert_eq!(volume_at("/ext"), Some(external.clone()));
+    assert_eq!(volume_at("/data"), Some(named.clone()));
+    support::remove_stack(&bed, &repo.stack).await;
+    for volume in [&external, &named] {
+        let _ = docker
+            .remove_volume(
+                volume,
+                None::<bollard::query_parameters::RemoveVolumeOptions>,
+            )
+            .await;
+    }
+}

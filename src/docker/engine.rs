@@ -574,6 +574,22 @@ impl Runtime for Engine {
         }
     }
 
+    async fn volume_exists(&self, name: &str) -> Result<bool, RuntimeError> {
+        match self
+            .within(
+                "a volume inspection",
+                Box::pin(self.docker.inspect_volume(name)),
+            )
+            .await?
+        {
+            Ok(_) => Ok(true),
+            Err(e) => match classify(e) {
+                RuntimeError::NotFound(_) => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
     async fn create(&self, name: &str, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         let options = CreateContainerOptionsBuilder::default().name(name).build();
         let created = self

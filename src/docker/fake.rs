@@ -117,6 +117,11 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    /// The fake holds every volume asked about.
+    async fn volume_exists(&self, _name: &str) -> Result<bool, RuntimeError> {
+        Ok(true)
+    }
+
     async fn ensure_network(
         &self,
         name: &str,

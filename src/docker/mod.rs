@@ -138,13 +138,16 @@ pub struct PortBinding {
     pub host_port: Option<u16>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MountSpec {
     /// `volume`, `bind` or anonymous volume (`source` empty).
     pub kind: String,
     pub source: String,
     pub target: String,
     pub read_only: bool,
+    /// A volume made outside pier: it must exist, never created on use.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub external: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -254,6 +257,8 @@ pub trait Runtime: Send + Sync {
         name: &str,
         labels: &BTreeMap<String, String>,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Whether the engine has a volume of this name.
+    fn volume_exists(&self, name: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
     /// Create a container; returns its id.
     fn create(
         &self,

@@ -151,6 +151,7 @@ impl Merge {
             }
         }
         target.manifest.volumes.extend(manifest.volumes);
+        target.manifest.volume_names.extend(manifest.volume_names);
     }
 }
 
@@ -481,7 +482,16 @@ impl Loader<'_> {
             Err(failure) => return self.push(failure.0),
         };
         for (name, decl) in spec {
-            if let Some(driver) = decl.and_then(|d| d.driver).filter(|d| d != "local") {
+            let decl = decl.unwrap_or_default();
+            let external = decl.external.unwrap_or(false);
+            if external || decl.name.is_some() {
+                let engine_name = decl.name.clone().unwrap_or_else(|| name.clone());
+                self.loaded
+                    .manifest
+                    .volume_names
+                    .insert(name.clone(), (engine_name, external));
+            }
+            if let Some(driver) = decl.driver.filter(|d| d != "local") {
                 self.push(
                     here.error(
                         &[k(&name), k("driver")],

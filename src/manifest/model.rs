@@ -19,6 +19,9 @@ pub struct Manifest {
     pub pipeline: Option<Pipeline>,
     /// Named volumes declared at the top level.
     pub volumes: BTreeSet<String>,
+    /// Declared volumes with a name of their own on the engine (`name`, or
+    /// `external`): key → (engine name, external).
+    pub volume_names: BTreeMap<String, (String, bool)>,
 }
 
 /// A Docker host.

@@ -46,6 +46,13 @@ pub struct VolumeDeclSpec {
     /// Only `local` (the default) is supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<String>,
+    /// Created outside pier: it must exist on the node, and is used by its
+    /// own name (or `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<bool>,
+    /// The volume's name on the engine, instead of `<stack>_<key>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A scalar that YAML may have typed as a string, number or boolean.

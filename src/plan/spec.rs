@@ -50,6 +50,7 @@ pub fn container_spec(
     service: &Service,
     image: &str,
     aliases: Vec<String>,
+    volume_names: &BTreeMap<String, (String, bool)>,
 ) -> ContainerSpec {
     let mut ports = Vec::new();
     for port in &service.ports {
@@ -94,18 +95,27 @@ pub fn container_spec(
                 source: String::new(),
                 target: target.clone(),
                 read_only: false,
+                ..Default::default()
             },
             Mount::Volume {
                 source,
                 target,
                 read_only,
-            } => MountSpec {
-                kind: "volume".into(),
-                // Named volumes belong to the stack, as in Compose.
-                source: format!("{stack}_{source}"),
-                target: target.clone(),
-                read_only: *read_only,
-            },
+            } => {
+                // Named volumes belong to the stack, as in Compose, unless
+                // declared with a name of their own or as external.
+                let (name, external) = volume_names
+                    .get(source)
+                    .cloned()
+                    .unwrap_or_else(|| (format!("{stack}_{source}"), false));
+                MountSpec {
+                    kind: "volume".into(),
+                    source: name,
+                    target: target.clone(),
+                    read_only: *read_only,
+                    external,
+                }
+            }
             Mount::Bind {
                 source,
                 target,
@@ -115,6 +125,7 @@ pub fn container_spec(
                 source: source.clone(),
                 target: target.clone(),
                 read_only: *read_only,
+                ..Default::default()
             },
         })
         .collect();
