@@ -577,3 +577,24 @@ fn dot_env_gives_variables_and_the_environment_wins() {
         "{stderr}"
     );
 }
+
+/// Tutum's `net: bridge` is the default and accepted; any other mode is an
+/// error naming it.
+#[test]
+fn tutum_net_bridge_is_accepted_and_other_modes_refused() {
+    let tree = MemoryTree::default();
+    assert_eq!(
+        check(
+            &[("a.yml", "services:\n  web: { image: nginx, net: bridge }\n")],
+            &tree
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        check(
+            &[("a.yml", "services:\n  web: { image: nginx, net: host }\n")],
+            &tree
+        ),
+        ["a.yml:2:29: error: services.web.net: `net: host` is not supported"]
+    );
+}

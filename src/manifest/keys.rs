@@ -41,10 +41,6 @@ pub const UNSUPPORTED_SERVICE_KEYS: &[(&str, &str)] = &[
     ),
     ("network_mode", "custom network modes are not supported yet"),
     (
-        "net",
-        "Tutum's `net` is not supported; pier uses the engine's default network",
-    ),
-    (
         "secrets",
         "Compose secrets need Swarm; pass secrets through `environment` with `${VAR}` from pier's environment",
     ),

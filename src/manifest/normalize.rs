@@ -274,6 +274,12 @@ pub fn service(
             .help("the kernel takes -1000 (never kill) to 1000 (kill first)"),
         );
     }
+    if let Some(net) = spec.net.as_deref().filter(|n| *n != "bridge") {
+        p.push(
+            here.error(&[k("net")], format!("`net: {net}` is not supported"))
+                .help("only `bridge`, the default, is: pier connects each stack's services on a network of its own"),
+        );
+    }
     let shm_size = spec
         .shm_size
         .as_ref()

@@ -250,6 +250,9 @@ pub struct ServiceSpec {
     /// `PATH[:OPTIONS]`: tmpfs mounts, e.g. `/run:size=64m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmpfs: Option<StringOrList>,
+    /// Tutum's network mode: only `bridge`, the default, is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<String>,
     /// Resource limits by name (`nofile`, `nproc`, …): a number, or `{soft, hard}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ulimits: Option<BTreeMap<String, UlimitSpec>>,
