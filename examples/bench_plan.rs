@@ -69,6 +69,7 @@ fn desired() -> Desired {
                 autodestroy: Default::default(),
                 never_pull: false,
                 volumes_from: Vec::new(),
+                container_name: None,
             };
             (name, service)
         })

@@ -503,6 +503,7 @@ pub fn desired_state(
                 autodestroy: service.autodestroy,
                 never_pull: service.pull_policy == manifest::model::PullPolicy::Never,
                 volumes_from: service.volumes_from.clone(),
+                container_name: service.container_name.clone(),
             },
         );
     }

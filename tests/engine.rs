@@ -1714,3 +1714,41 @@ async fn external_and_named_volumes_are_mounted_by_their_names() {
             .await;
     }
 }
+
+/// `container_name` names a one-replica service's container, and a
+/// replacement keeps it; with more replicas it is an error.
+#[tokio::test]
+async fn container_name_names_the_one_replica() {
+    let bed = Bed::get();
+    let name = unique("named-app");
+    let manifest = |extra: &str| {
+        format!(
+            "{}    container_name: {name}\n{extra}",
+            one_node_manifest(&bed, &bed.nodes[0].endpoint, "")
+        )
+    };
+    let repo = support::UserRepo::new("cname", &manifest(""));
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        support::stack_containers(&bed, &repo.stack).await,
+        [("n1".to_string(), name.clone(), true)]
+    );
+    repo.commit(&manifest("    environment: { V: \"2\" }\n"), "change it");
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("1 replaced"), "{stdout}");
+    assert_eq!(
+        support::stack_containers(&bed, &repo.stack).await,
+        [("n1".to_string(), name.clone(), true)],
+        "the replacement keeps the name"
+    );
+    repo.commit(&manifest("    target_num_containers: 2\n"), "two replicas");
+    let (code, _, stderr) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("`container_name` names one container; this service runs 2"),
+        "{stderr}"
+    );
+    support::remove_stack(&bed, &repo.stack).await;
+}

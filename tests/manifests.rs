@@ -147,8 +147,8 @@ fn golden_messages_for_each_rule() {
             &["p.yml:2:20: error: services.web: unknown key `prots` in a service"],
         ),
         (
-            "services:\n  web: { image: x, container_name: w }\n",
-            &["p.yml:2:20: error: services.web: `container_name` is not supported in a service"],
+            "services:\n  web: { image: x, devices: [w] }\n",
+            &["p.yml:2:20: error: services.web: `devices` is not supported in a service"],
         ),
         (
             "services:\n  web: { image: x, target_num_containers: 2, deploy: { replicas: 3 } }\n",

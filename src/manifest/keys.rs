@@ -30,10 +30,6 @@ pub static FILE_KEYS: LazyLock<BTreeSet<String>> = LazyLock::new(property_names:
 
 /// Service keys known from Compose or Tutum that pier does not support, and why.
 pub const UNSUPPORTED_SERVICE_KEYS: &[(&str, &str)] = &[
-    (
-        "container_name",
-        "pier names containers itself (`<stack>-<service>-<n>`) so it can run several replicas",
-    ),
     ("scale", "use `deploy.replicas` or `target_num_containers`"),
     (
         "networks",

@@ -177,6 +177,8 @@ pub struct Service {
     pub oom_score_adj: Option<i64>,
     /// `deploy.resources.limits.pids`.
     pub pids_limit: Option<i64>,
+    /// The one replica's container name, instead of `<stack>-<service>-1`.
+    pub container_name: Option<String>,
     /// `name` → (soft, hard).
     pub ulimits: BTreeMap<String, (i64, i64)>,
     /// The log driver, and its options.

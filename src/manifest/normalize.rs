@@ -274,6 +274,24 @@ pub fn service(
             .help("the kernel takes -1000 (never kill) to 1000 (kill first)"),
         );
     }
+    if let Some(container_name) = &spec.container_name {
+        let count = match strategy {
+            Strategy::EveryNode => None,
+            _ => Some(replicas.unwrap_or(1)),
+        };
+        if count != Some(1) {
+            let how_many = count.map_or("one per matching node".to_string(), |n| n.to_string());
+            p.push(
+                here.error(&[k("container_name")], format!("`container_name` names one container; this service runs {how_many}"))
+                    .help("drop `container_name` (replicas are named `<stack>-<service>-<n>`), or run one replica"),
+            );
+        } else if !is_valid_name(container_name) {
+            p.push(here.error(
+                &[k("container_name")],
+                format!("`{container_name}` cannot be a container name"),
+            ));
+        }
+    }
     if let Some(net) = spec.net.as_deref().filter(|n| *n != "bridge") {
         p.push(
             here.error(&[k("net")], format!("`net: {net}` is not supported"))
@@ -389,6 +407,7 @@ pub fn service(
         memswap_limit,
         oom_score_adj: spec.oom_score_adj,
         pids_limit: limits.pids,
+        container_name: spec.container_name.clone(),
         ulimits: spec
             .ulimits
             .iter()

@@ -250,6 +250,10 @@ pub struct ServiceSpec {
     /// `PATH[:OPTIONS]`: tmpfs mounts, e.g. `/run:size=64m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmpfs: Option<StringOrList>,
+    /// The container's name, for a service of one replica (default
+    /// `<stack>-<service>-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
     /// Tutum's network mode: only `bridge`, the default, is accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<String>,

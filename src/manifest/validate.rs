@@ -44,6 +44,25 @@ pub fn validate(manifest: &Manifest, tree: &dyn RepoTree) -> Vec<Diagnostic> {
         repo_paths(service, tree, &mut problems);
     }
     cycles(manifest, &mut problems);
+    let mut named: BTreeMap<&str, &Service> = BTreeMap::new();
+    for service in manifest.services.values() {
+        let Some(name) = service.container_name.as_deref() else {
+            continue;
+        };
+        if let Some(first) = named.insert(name, service) {
+            problems.push(
+                Diagnostic::error(
+                    service.location_of("container_name").clone(),
+                    format!(
+                        "`{name}` is also the container name of service `{}`",
+                        first.name
+                    ),
+                )
+                .key(format!("services.{}.container_name", service.name))
+                .related(first.location_of("container_name").clone()),
+            );
+        }
+    }
     if let Some(pipeline) = &manifest.pipeline {
         for stage in &pipeline.stages {
             if let Stage::Build { name, services, .. } = stage {

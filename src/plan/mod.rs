@@ -61,6 +61,18 @@ pub struct DesiredService {
     /// Services whose volumes the replicas mount (`volumes_from`): the
     /// replicas go only to nodes where each of them has one.
     pub volumes_from: Vec<String>,
+    /// `container_name`: the one replica's name.
+    pub container_name: Option<String>,
+}
+
+impl DesiredService {
+    /// The name replica `replica` runs under.
+    pub fn replica_name(&self, stack: &str, replica: u32) -> String {
+        match &self.container_name {
+            Some(name) => name.clone(),
+            None => spec::container_name(stack, &self.name, replica),
+        }
+    }
 }
 
 impl DesiredService {
@@ -775,7 +787,7 @@ fn plan_service<'a>(
             result.changes.push(Change::Replace {
                 node: node.clone(),
                 replica: container.replica,
-                name: spec::container_name(&desired.stack, name, container.replica),
+                name: service.replica_name(&desired.stack, container.replica),
                 old: container.clone(),
                 start_first,
                 changed: field_changes(container, service),
@@ -862,7 +874,7 @@ fn every_node(
                 result.changes.push(Change::Create {
                     node: node.name.clone(),
                     replica,
-                    name: spec::container_name(&desired.stack, &service.name, replica),
+                    name: service.replica_name(&desired.stack, replica),
                 });
                 load.add(&node.name, 1);
             }
@@ -975,7 +987,7 @@ fn scaled(
         result.changes.push(Change::Create {
             node: node.clone(),
             replica,
-            name: spec::container_name(&desired.stack, &service.name, replica),
+            name: service.replica_name(&desired.stack, replica),
         });
         of_service[position] += 1;
         load.total[slots[position]] += 1;

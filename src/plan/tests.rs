@@ -60,6 +60,7 @@ fn service(name: &str, replicas: Option<u32>, strategy: Strategy, tags: &[&str])
         autodestroy: Default::default(),
         never_pull: false,
         volumes_from: Vec::new(),
+        container_name: None,
     }
 }
 
