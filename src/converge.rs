@@ -507,5 +507,85 @@ pub fn desired_state(
             },
         );
     }
+    freeze_volume_users(&mut desired);
     desired
+}
+
+/// A service that mounts the volumes of a frozen one (`volumes_from`) is
+/// left as it is too: where its source runs is not planned this pass, and
+/// placing it without that would move its replicas away from their data.
+fn freeze_volume_users(desired: &mut Desired) {
+    loop {
+        let frozen: Vec<(String, String)> = desired
+            .services
+            .values()
+            .filter_map(|service| {
+                let source = service
+                    .volumes_from
+                    .iter()
+                    .find(|source| desired.frozen.contains_key(source.as_str()))?;
+                Some((
+                    service.name.clone(),
+                    format!("mounts the volumes of `{source}`, which is left as it is this pass"),
+                ))
+            })
+            .collect();
+        if frozen.is_empty() {
+            return;
+        }
+        for (name, reason) in frozen {
+            desired.services.remove(&name);
+            desired.frozen.insert(name, reason);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str, volumes_from: &[&str]) -> DesiredService {
+        DesiredService {
+            name: name.into(),
+            spec: Arc::default(),
+            hash: String::new(),
+            image_display: String::new(),
+            digest: String::new(),
+            replicas: Some(1),
+            strategy: manifest::model::Strategy::EmptiestNode,
+            tags: BTreeSet::new(),
+            constraints: Vec::new(),
+            update: Default::default(),
+            sequential: false,
+            after: Vec::new(),
+            movable: true,
+            waits_for: Vec::new(),
+            run_to_completion: false,
+            awaited: false,
+            autodestroy: Default::default(),
+            never_pull: false,
+            volumes_from: volumes_from.iter().map(|s| s.to_string()).collect(),
+            container_name: None,
+        }
+    }
+
+    /// A frozen service freezes those that mount its volumes, and theirs.
+    #[test]
+    fn users_of_a_frozen_services_volumes_are_frozen_too() {
+        let mut desired = Desired::default();
+        for s in [
+            service("web", &["data"]),
+            service("backup", &["web"]),
+            service("other", &[]),
+        ] {
+            desired.services.insert(s.name.clone(), s);
+        }
+        desired
+            .frozen
+            .insert("data".into(), "registry unreachable".into());
+        freeze_volume_users(&mut desired);
+        assert_eq!(desired.services.keys().collect::<Vec<_>>(), ["other"]);
+        assert!(desired.frozen["web"].contains("`data`"));
+        assert!(desired.frozen["backup"].contains("`web`"));
+    }
 }

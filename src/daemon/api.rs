@@ -116,6 +116,8 @@ pub async fn serve(
     tokio::pin!(stop);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = tokio::task::JoinSet::new();
+    // A flood must not flood the log too: one warning a minute at most.
+    let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
         let stream = tokio::select! {
             _ = &mut stop => break,
@@ -131,10 +133,13 @@ pub async fn serve(
         };
         while connections.try_join_next().is_some() {}
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            warn!(
-                limit = limits.max_connections,
-                "too many HTTP connections; closing a new one"
-            );
+            if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                last_warning = Some(tokio::time::Instant::now());
+                warn!(
+                    limit = limits.max_connections,
+                    "too many HTTP connections; closing new ones (warned once a minute)"
+                );
+            }
             continue;
         };
         connections.spawn(serve_connection(stream, router.clone(), limits, permit));
