@@ -126,19 +126,13 @@ pub fn service(
         .update_config
         .map(|u| update_config(&u, here, &mut p))
         .unwrap_or_default();
-    let mem_limit = spec
-        .mem_limit
-        .as_ref()
-        .and_then(|m| match parse_bytes(&m.to_string()) {
-            Some(bytes) => Some(bytes),
-            None => {
-                p.push(
-                    here.error(&[k("mem_limit")], format!("`{m}` is not a memory size"))
-                        .help("write bytes, or a number with b, k, m or g, e.g. `512m`"),
-                );
-                None
-            }
-        });
+    let mem_limit = size(
+        spec.mem_limit.as_ref(),
+        (here, &[k("mem_limit")]),
+        "memory size",
+        Some("512m"),
+        &mut p,
+    );
     let limits = deploy
         .resources
         .as_ref()
@@ -150,42 +144,35 @@ pub fn service(
         .and_then(|r| r.reservations.clone())
         .unwrap_or_default();
     let at_limits = |key: &str| [k("deploy"), k("resources"), k("limits"), k(key)];
-    let limit_bytes = limits.memory.as_ref().and_then(|m| {
-        let parsed = parse_bytes(&m.to_string());
-        if parsed.is_none() {
-            p.push(here.error(&at_limits("memory"), format!("`{m}` is not a memory size")));
-        }
-        parsed
-    });
+    let limit_bytes = size(
+        limits.memory.as_ref(),
+        (here, &at_limits("memory")),
+        "memory size",
+        None,
+        &mut p,
+    );
     let mem_limit = agree(
         here,
         &mut p,
         ("mem_limit", mem_limit),
         ("deploy.resources.limits.memory", limit_bytes),
     );
-    let reserved_bytes = reserved.memory.as_ref().and_then(|m| {
-        let parsed = parse_bytes(&m.to_string());
-        if parsed.is_none() {
-            p.push(here.error(
-                &[k("deploy"), k("resources"), k("reservations"), k("memory")],
-                format!("`{m}` is not a memory size"),
-            ));
-        }
-        parsed
-    });
-    let limit_cpus = limits
-        .cpus
-        .as_ref()
-        .and_then(|cpus| match cpus.to_string().parse::<f64>() {
-            Ok(n) if n > 0.0 && n.is_finite() => Some((n * 1e9).round() as i64),
-            _ => {
-                p.push(here.error(
-                    &at_limits("cpus"),
-                    format!("`{cpus}` is not a number of CPUs"),
-                ));
-                None
-            }
-        });
+    let reserved_bytes = size(
+        reserved.memory.as_ref(),
+        (
+            here,
+            &[k("deploy"), k("resources"), k("reservations"), k("memory")],
+        ),
+        "memory size",
+        None,
+        &mut p,
+    );
+    let limit_cpus = nano_cpus(
+        limits.cpus.as_ref(),
+        (here, &at_limits("cpus")),
+        false,
+        &mut p,
+    );
     let restart = match deploy.restart_policy.as_ref() {
         Some(policy) => {
             let from_deploy = deploy_restart(policy, here, &mut p);
@@ -210,16 +197,8 @@ pub fn service(
                 .help("a container that always restarts never stops for good, so it can never be destroyed (Tutum's rule); drop one of the two"),
         );
     }
-    let bytes_of = |key: &str, value: &Option<super::spec::Scalar>, p: &mut Problems| {
-        let value = value.as_ref()?;
-        let parsed = parse_bytes(&value.to_string());
-        if parsed.is_none() {
-            p.push(
-                here.error(&[k(key)], format!("`{value}` is not a size"))
-                    .help("write bytes, or a number with b, k, m or g, e.g. `512m`"),
-            );
-        }
-        parsed
+    let bytes_of = |key: &str, value: &Option<Scalar>, p: &mut Problems| {
+        size(value.as_ref(), (here, &[k(key)]), "size", Some("512m"), p)
     };
     let mem_reservation = bytes_of("mem_reservation", &spec.mem_reservation, &mut p);
     let mem_reservation = agree(
@@ -232,19 +211,7 @@ pub fn service(
         Some(value) if value.to_string() == "-1" => Some(-1),
         other => bytes_of("memswap_limit", other, &mut p).map(|b| b as i64),
     };
-    let nano_cpus = spec
-        .cpus
-        .as_ref()
-        .and_then(|cpus| match cpus.to_string().parse::<f64>() {
-            Ok(n) if n > 0.0 && n.is_finite() => Some((n * 1e9).round() as i64),
-            _ => {
-                p.push(
-                    here.error(&[k("cpus")], format!("`{cpus}` is not a number of CPUs"))
-                        .help("write a positive number, e.g. `0.5` or `2`"),
-                );
-                None
-            }
-        });
+    let nano_cpus = nano_cpus(spec.cpus.as_ref(), (here, &[k("cpus")]), true, &mut p);
     let nano_cpus = agree(
         here,
         &mut p,
@@ -298,19 +265,13 @@ pub fn service(
                 .help("only `bridge`, the default, is: pier connects each stack's services on a network of its own"),
         );
     }
-    let shm_size = spec
-        .shm_size
-        .as_ref()
-        .and_then(|m| match parse_bytes(&m.to_string()) {
-            Some(bytes) => Some(bytes),
-            None => {
-                p.push(
-                    here.error(&[k("shm_size")], format!("`{m}` is not a size"))
-                        .help("write bytes, or a number with b, k, m or g, e.g. `64m`"),
-                );
-                None
-            }
-        });
+    let shm_size = size(
+        spec.shm_size.as_ref(),
+        (here, &[k("shm_size")]),
+        "size",
+        Some("64m"),
+        &mut p,
+    );
     let sysctls = spec
         .sysctls
         .as_ref()
@@ -1140,6 +1101,52 @@ pub fn duration(text: &str, here: &Here, at: &[Seg], p: &mut Problems) -> Option
                 here.error(at, format!("`{text}` is not a duration"))
                     .help("write e.g. `10s`, `1m30s`, `500ms`"),
             );
+            None
+        }
+    }
+}
+
+/// A size in bytes written at `at`; an error calling it not a `what`
+/// (with an `example` in the help, when given) if it does not parse.
+fn size(
+    value: Option<&Scalar>,
+    (here, at): (&Here, &[Seg]),
+    what: &str,
+    example: Option<&str>,
+    p: &mut Problems,
+) -> Option<u64> {
+    let value = value?;
+    let parsed = parse_bytes(&value.to_string());
+    if parsed.is_none() {
+        let error = here.error(at, format!("`{value}` is not a {what}"));
+        p.push(match example {
+            Some(example) => error.help(format!(
+                "write bytes, or a number with b, k, m or g, e.g. `{example}`"
+            )),
+            None => error,
+        });
+    }
+    parsed
+}
+
+/// A number of CPUs written at `at`, in billionths; an error if it is not
+/// a positive number (with a help line when `with_help`).
+fn nano_cpus(
+    value: Option<&Scalar>,
+    (here, at): (&Here, &[Seg]),
+    with_help: bool,
+    p: &mut Problems,
+) -> Option<i64> {
+    let cpus = value?;
+    match cpus.to_string().parse::<f64>() {
+        Ok(n) if n > 0.0 && n.is_finite() => Some((n * 1e9).round() as i64),
+        _ => {
+            let error = here.error(at, format!("`{cpus}` is not a number of CPUs"));
+            p.push(if with_help {
+                error.help("write a positive number, e.g. `0.5` or `2`")
+            } else {
+                error
+            });
             None
         }
     }
