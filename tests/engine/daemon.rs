@@ -79,18 +79,7 @@ async fn daemon_follows_commits_heals_and_refuses_invalid_manifests() {
     let (node, name) = replicas[0].split_once(':').unwrap();
     let node = bed.nodes.iter().find(|n| n.name == node).unwrap();
     let removed_at = Instant::now();
-    crate::support::engine(node)
-        .await
-        .remove_container(
-            name,
-            Some(
-                bollard::query_parameters::RemoveContainerOptionsBuilder::default()
-                    .force(true)
-                    .build(),
-            ),
-        )
-        .await
-        .expect("docker rm -f");
+    crate::support::force_remove(&crate::support::engine(node).await, name).await;
     eventually(
         "the removed replica is back",
         Duration::from_secs(5),
@@ -1319,18 +1308,7 @@ async fn a_silent_registry_degrades_only_its_service() {
 
     let (node, name) = replicas[0].split_once(':').unwrap();
     let node = bed.nodes.iter().find(|n| n.name == node).unwrap();
-    crate::support::engine(node)
-        .await
-        .remove_container(
-            name,
-            Some(
-                bollard::query_parameters::RemoveContainerOptionsBuilder::default()
-                    .force(true)
-                    .build(),
-            ),
-        )
-        .await
-        .expect("docker rm -f");
+    crate::support::force_remove(&crate::support::engine(node).await, name).await;
     wait_running(&bed, &repo.stack, "other", 1).await;
     let status = daemon.status().await;
     assert_eq!(

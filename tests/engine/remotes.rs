@@ -330,17 +330,7 @@ async fn a_hung_git_remote_stalls_neither_healing_nor_shutdown() {
         (server.hung.load(Ordering::SeqCst) > 0).then_some(())
     })
     .await;
-    engine
-        .remove_container(
-            &replica,
-            Some(
-                bollard::query_parameters::RemoveContainerOptionsBuilder::default()
-                    .force(true)
-                    .build(),
-            ),
-        )
-        .await
-        .expect("docker rm -f");
+    super::support::force_remove(&engine, &replica).await;
     eventually(
         "the replica healed while git hangs",
         Duration::from_secs(60),

@@ -140,6 +140,17 @@ pub async fn engine(node: &Node) -> Docker {
     })
 }
 
+/// `docker rm -f NAME`, behind pier's back; panics when the engine refuses.
+pub async fn force_remove(docker: &Docker, name: &str) {
+    let force = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .build();
+    docker
+        .remove_container(name, Some(force))
+        .await
+        .unwrap_or_else(|e| panic!("docker rm -f {name}: {e}"));
+}
+
 /// A name unique to this test run, for containers, stacks and networks.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
