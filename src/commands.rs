@@ -51,6 +51,14 @@ pub fn apply_settings(args: &RolloutArgs) -> ApplySettings {
     }
 }
 
+/// Warnings and notices from a valid commit: shown before its plan, so
+/// `diff` and `apply` say what `validate` would.
+fn report_diagnostics(diagnostics: &[pier::manifest::Diagnostic]) {
+    for diagnostic in diagnostics {
+        eprintln!("{diagnostic}");
+    }
+}
+
 pub fn report_pass_error(error: &PassError) {
     if let PassError::Invalid { diagnostics, .. } = error {
         for diagnostic in diagnostics {
@@ -71,6 +79,7 @@ pub async fn diff(args: DiffArgs) -> ExitCode {
             return ExitCode::from(error);
         }
     };
+    report_diagnostics(&prepared.diagnostics);
     if args.show_values {
         let environment: Vec<String> = prepared
             .interpolated
@@ -202,6 +211,7 @@ pub async fn apply(args: ApplyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    report_diagnostics(&prepared.diagnostics);
     carry_out(
         &prepared.desired,
         &prepared.plan,

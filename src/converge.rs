@@ -461,7 +461,7 @@ pub fn desired_state(
             service,
             &resolved.pinned,
             plan::spec::aliases(manifest, &service.name),
-            &manifest.volume_names,
+            &manifest.volumes,
         );
         let mut after: Vec<String> = service.links.iter().map(|l| l.service.clone()).collect();
         after.extend(service.depends_on.keys().cloned());
@@ -508,7 +508,53 @@ pub fn desired_state(
         );
     }
     freeze_volume_users(&mut desired);
+    let mut done = BTreeSet::new();
+    for service in manifest.services.values() {
+        restart_with_dependencies(manifest, &mut desired, &service.name, &mut done);
+    }
     desired
+}
+
+/// `depends_on.<svc>.restart: true`: the dependencies' spec hashes become
+/// part of the dependent's spec (a label), so a replaced dependency replaces
+/// the dependent after it. Dependencies are settled first, so a chain passes
+/// a change along. A dependent of a service left as it is stays as it is.
+fn restart_with_dependencies(
+    manifest: &Manifest,
+    desired: &mut Desired,
+    name: &str,
+    done: &mut BTreeSet<String>,
+) {
+    let Some(service) = manifest.services.get(name) else {
+        return;
+    };
+    if service.restart_with.is_empty() || !done.insert(name.to_string()) {
+        return;
+    }
+    for dependency in &service.restart_with {
+        restart_with_dependencies(manifest, desired, dependency, done);
+    }
+    let mut hashes = Vec::new();
+    for dependency in &service.restart_with {
+        match desired.services.get(dependency) {
+            Some(settled) => hashes.push(format!("{dependency}={}", settled.hash)),
+            None => {
+                if desired.services.remove(name).is_some() {
+                    desired.frozen.insert(
+                        name.to_string(),
+                        format!("restarts with `{dependency}`, which is left as it is this pass"),
+                    );
+                }
+                return;
+            }
+        }
+    }
+    if let Some(dependent) = desired.services.get_mut(name) {
+        let spec = Arc::make_mut(&mut dependent.spec);
+        spec.labels
+            .insert(crate::docker::LABEL_RESTARTS_WITH.into(), hashes.join(","));
+        dependent.hash = plan::spec::spec_hash(spec);
+    }
 }
 
 /// A service that mounts the volumes of a frozen one (`volumes_from`) is

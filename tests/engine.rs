@@ -1651,14 +1651,15 @@ async fn engine_settings_reach_the_container() {
 
 /// Top-level `volumes`: `external: true` must exist on the node (never
 /// created on use) and is mounted by its own name; `name` replaces
-/// `<stack>_<key>`.
+/// `<stack>_<key>`; `labels` and `driver_opts` are what a new volume is
+/// created with. A mount's SELinux option (`ro,z`) reaches the engine.
 #[tokio::test]
-async fn external_and_named_volumes_are_mounted_by_their_names() {
+async fn top_level_volumes_and_mount_options_reach_the_engine() {
     let bed = Bed::get();
     let external = unique("ext");
     let named = unique("named");
     let manifest = format!(
-        "{}    volumes: [\"{external}:/ext\", \"data:/data\"]\nvolumes:\n  {external}: {{ external: true }}\n  data: {{ name: {named} }}\n",
+        "{}    volumes: [\"{external}:/ext\", \"data:/data\", \"opts:/opts\", \"/tmp:/host:z,ro\"]\nvolumes:\n  {external}: {{ external: true }}\n  data: {{ name: {named} }}\n  opts:\n    labels: {{ team: storage }}\n    driver_opts: {{ type: tmpfs, device: tmpfs, o: \"size=1m\" }}\n",
         one_node_manifest(&bed, &bed.nodes[0].endpoint, "")
     );
     let repo = support::UserRepo::new("extvol", &manifest);
@@ -1704,8 +1705,39 @@ async fn external_and_named_volumes_are_mounted_by_their_names() {
     };
     assert_eq!(volume_at("/ext"), Some(external.clone()));
     assert_eq!(volume_at("/data"), Some(named.clone()));
+    let with_options = format!("{}_opts", repo.stack);
+    let created = docker
+        .inspect_volume(&with_options)
+        .await
+        .expect("the volume with options");
+    assert_eq!(
+        created.labels.get("team").map(String::as_str),
+        Some("storage")
+    );
+    let options = created.options;
+    assert_eq!(
+        (
+            options.get("type").map(String::as_str),
+            options.get("o").map(String::as_str)
+        ),
+        (Some("tmpfs"), Some("size=1m"))
+    );
+    let binds = docker
+        .inspect_container(&format!("{}-web-1", repo.stack), None)
+        .await
+        .expect("inspect")
+        .host_config
+        .and_then(|h| h.binds)
+        .unwrap_or_default();
+    assert_eq!(binds, ["/tmp:/host:ro,z"]);
+    let host_mount = mounts
+        .iter()
+        .find(|m| m.destination.as_deref() == Some("/host"))
+        .expect("the bind mount");
+    assert_eq!(host_mount.rw, Some(false), "ro");
+    assert_eq!(repo.pier(&bed, &["diff"]).0, 0, "converged");
     support::remove_stack(&bed, &repo.stack).await;
-    for volume in [&external, &named] {
+    for volume in [&external, &named, &with_options] {
         let _ = docker
             .remove_volume(
                 volume,
@@ -1750,5 +1782,58 @@ async fn container_name_names_the_one_replica() {
         stderr.contains("`container_name` names one container; this service runs 2"),
         "{stderr}"
     );
+    support::remove_stack(&bed, &repo.stack).await;
+}
+
+/// `depends_on.<svc>.restart: true` replaces the dependent after its
+/// dependency is replaced; `required: false` on a service not in the
+/// manifests is a warning, and the rest deploys.
+#[tokio::test]
+async fn a_dependent_with_restart_follows_its_dependency() {
+    let bed = Bed::get();
+    let manifest = |version: &str| {
+        format!(
+            "{}    environment: {{ V: \"{version}\" }}\n  app:\n    image: {image}\n    command: sleep 3600\n    stop_grace_period: 1s\n    depends_on:\n      web: {{ restart: true }}\n      ghost: {{ required: false }}\n  bystander:\n    image: {image}\n    command: sleep 3600\n    stop_grace_period: 1s\n    depends_on: [web]\n",
+            one_node_manifest(&bed, &bed.nodes[0].endpoint, ""),
+            image = bed.base_image
+        )
+    };
+    let repo = support::UserRepo::new("restartwith", &manifest("1"));
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("warning: services.app.depends_on.ghost: `ghost` is not a service in the manifests; it is `required: false`"),
+        "{stderr}"
+    );
+    let docker = support::engine(&bed.nodes[0]).await;
+    let id_of = |service: &'static str| {
+        let docker = docker.clone();
+        let name = format!("{}-{service}-1", repo.stack);
+        async move {
+            docker
+                .inspect_container(&name, None)
+                .await
+                .expect("inspect")
+                .id
+        }
+    };
+    let (app_before, bystander_before) = (id_of("app").await, id_of("bystander").await);
+
+    repo.commit(&manifest("2"), "change web");
+    let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("restarts_with"),
+        "the plan says why app is replaced: {stdout}"
+    );
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_ne!(id_of("app").await, app_before, "app was replaced with web");
+    assert_eq!(
+        id_of("bystander").await,
+        bystander_before,
+        "a plain depends_on does not replace"
+    );
+    assert_eq!(repo.pier(&bed, &["diff"]).0, 0, "converged");
     support::remove_stack(&bed, &repo.stack).await;
 }

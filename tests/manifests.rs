@@ -51,8 +51,8 @@ fn tutum_corpus_loads_or_fails_precisely() {
         (
             "ShakataGaNai__dockup.yml",
             &[
-                "11:3: error: services.dockup.volumes_from: `serviceA` is not a service in the manifests",
-                "11:3: error: services.dockup.volumes_from: `serviceB.stack1` is not a service in the manifests",
+                "12:7: error: services.dockup.volumes_from[0]: `serviceA` is not a service in the manifests",
+                "13:7: error: services.dockup.volumes_from[1]: `serviceB.stack1` names service `serviceB` of another stack, `stack1`, which pier cannot see from these manifests",
             ],
         ),
         (
@@ -78,7 +78,7 @@ fn tutum_corpus_loads_or_fails_precisely() {
         ),
         (
             "bahmutov__demo-microservices.yml",
-            &["3:3: error: services.site.links: `web` is not a service in the manifests"],
+            &["4:7: error: services.site.links[0]: `web` is not a service in the manifests"],
         ),
         (
             "blurrcat__daedalus.yml",
@@ -178,7 +178,7 @@ fn golden_messages_for_each_rule() {
         ),
         (
             "services:\n  a: { image: x, links: [redis] }\n  redi: { image: x }\n",
-            &["p.yml:2:18: error: services.a.links: `redis` is not a service in the manifests"],
+            &["p.yml:2:26: error: services.a.links[0]: `redis` is not a service in the manifests"],
         ),
         (
             "services:\n  web: { image: x, tags: [gpu] }\n",
@@ -214,7 +214,7 @@ fn golden_messages_for_each_rule() {
         ),
         (
             "services:\n  \"bad name\": { image: x }\n",
-            &["p.yml:2:15: error: services.bad name: `bad name` cannot be a service name"],
+            &["p.yml:2:3: error: services.bad name: `bad name` cannot be a service name"],
         ),
         (
             "services:\n  web: { image: x, labels: { pier.stack: evil } }\n",
@@ -251,6 +251,66 @@ fn golden_messages_for_each_rule() {
             &[
                 "p.yml:1:1: warning: pipeline.runner_tags: no node carries all of `runner_tags`; the pipeline cannot run",
                 "p.yml:1:1: error: pipeline.stages: stage `b` builds `web`, which has no `build:`",
+            ],
+        ),
+        // An unset variable is reported once, where it is written, and the
+        // rest is still checked.
+        (
+            "x-base: &base\n  image: \"app:${TAG}\"\nservices:\n  web: { <<: *base, prots: [80] }\n  api: { <<: *base }\n",
+            &[
+                "p.yml:2:10: error: variable TAG is not set",
+                "p.yml:4:21: error: services.web: unknown key `prots` in a service",
+            ],
+        ),
+        (
+            "services:\n  web: { image: x, ports: [\"${PORT}:80\"], links: [nope] }\n",
+            &[
+                "p.yml:2:28: error: variable PORT is not set",
+                "p.yml:2:51: error: services.web.links[0]: `nope` is not a service in the manifests",
+            ],
+        ),
+        (
+            "services:\n  web: { image: x, command: \"echo ${DB_PORT_5432_TCP_ADDR}\" }\n",
+            &["p.yml:2:29: error: variable DB_PORT_5432_TCP_ADDR is not set"],
+        ),
+        (
+            "services:\n  web: { image: x, environment: [A=1, NOT_SET_ANYWHERE] }\n",
+            &[
+                "p.yml:2:39: notice: services.web.environment[1]: `NOT_SET_ANYWHERE` is not set in pier's environment, so containers do not get it",
+            ],
+        ),
+        (
+            "services:\n  web: { image: x, links: [db, \"db.other:d\"] }\n  db: { image: x }\n",
+            &[
+                "p.yml:2:32: error: services.web.links[1]: `db.other` names service `db` of another stack, `other`, which pier cannot see from these manifests",
+            ],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    depends_on:\n      db: { condition: service_started, restrt: true }\n  db: { image: x }\n",
+            &["p.yml:5:49: error: services.web.depends_on.db.restrt: unknown key `restrt`"],
+        ),
+        (
+            "services:\n  web:\n    image: x\n    depends_on:\n      db: { restart: true }\n      ghost: { required: false }\n      gone: { required: true }\n  db: { image: x }\n",
+            &[
+                "p.yml:6:7: warning: services.web.depends_on.ghost: `ghost` is not a service in the manifests; it is `required: false`, so it is ignored",
+                "p.yml:7:7: error: services.web.depends_on.gone: `gone` is not a service in the manifests",
+            ],
+        ),
+        (
+            "services:\n  \"bad name\":\n    image: x\n",
+            &["p.yml:2:3: error: services.bad name: `bad name` cannot be a service name"],
+        ),
+        (
+            "services:\n  web: { image: x, volumes: [\"/a:/a:Z,ro\", \"/b:/b:rw,z\", \"/c:/c:rx\"] }\n",
+            &[
+                "p.yml:2:58: error: services.web.volumes[2]: unknown mount option `rx` in `/c:/c:rx`",
+            ],
+        ),
+        (
+            "services:\n  web: { image: x, volumes: [\"v:/v:z\"] }\nvolumes:\n  v: { labels: { a: b } }\n  w: { external: true, driver_opts: { type: none } }\n",
+            &[
+                "p.yml:2:20: error: services.web.volumes: volume `v` is declared with `labels` or `driver_opts` and mounted with `z`; the engine cannot do both",
+                "p.yml:5:6: error: volumes.w: an external volume takes no `labels` or `driver_opts`",
             ],
         ),
     ];
@@ -456,6 +516,64 @@ fn reference_documents_every_key() {
     assert!(
         missing.is_empty(),
         "docs/manifests.md does not mention: {missing:?}"
+    );
+}
+
+/// The "Not supported" table in docs/manifests.md is the loader's own list.
+/// `PIER_UPDATE_DOCS=1` rewrites it.
+#[test]
+fn unsupported_keys_table_is_generated_from_the_code() {
+    use pier::manifest::keys;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/manifests.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let (start, end) = ("<!-- unsupported:start -->\n", "<!-- unsupported:end -->");
+    let from = doc.find(start).expect("the start marker") + start.len();
+    let to = doc.find(end).expect("the end marker");
+    let mut table = String::from("| where | key | why |\n|---|---|---|\n");
+    for (place, list) in [
+        ("service", keys::UNSUPPORTED_SERVICE_KEYS),
+        ("top level", keys::UNSUPPORTED_FILE_KEYS),
+    ] {
+        for (key, why) in list {
+            table.push_str(&format!(
+                "| {place} | `{key}` | {} |\n",
+                why.replace('|', "\\|")
+            ));
+        }
+    }
+    if std::env::var_os("PIER_UPDATE_DOCS").is_some() {
+        std::fs::write(&path, format!("{}{table}{}", &doc[..from], &doc[to..])).unwrap();
+        return;
+    }
+    assert_eq!(
+        &doc[from..to],
+        table,
+        "docs/manifests.md's unsupported table is stale: run PIER_UPDATE_DOCS=1 cargo test --test manifests unsupported_keys_table"
+    );
+}
+
+/// Every key in the services table of docs/manifests.md is one the loader
+/// accepts, and every accepted service key has its row.
+#[test]
+fn services_table_rows_are_the_accepted_keys() {
+    use pier::manifest::keys;
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/manifests.md"))
+            .unwrap();
+    let section = &doc[doc.find("## `services`").unwrap()..doc.find("### Not supported").unwrap()];
+    let mut rows = std::collections::BTreeSet::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let first = line.split('|').nth(1).unwrap_or("");
+        for key in first.split('`').skip(1).step_by(2) {
+            rows.insert(key.split('.').next().unwrap().to_string());
+        }
+    }
+    let accepted: std::collections::BTreeSet<String> = keys::SERVICE_KEYS.iter().cloned().collect();
+    let undocumented: Vec<_> = accepted.difference(&rows).collect();
+    let unknown: Vec<_> = rows.difference(&accepted).collect();
+    assert!(
+        undocumented.is_empty() && unknown.is_empty(),
+        "rows missing for {undocumented:?}; rows for keys the loader refuses: {unknown:?}"
     );
 }
 

@@ -318,6 +318,24 @@ fn classify(error: bollard::errors::Error) -> RuntimeError {
     }
 }
 
+/// Labels and driver options for a named volume the engine creates on
+/// first use (Compose's top-level `labels` and `driver_opts`).
+fn volume_options(mount: &crate::docker::MountSpec) -> Option<bollard::models::MountVolumeOptions> {
+    if mount.labels.is_empty() && mount.driver_opts.is_empty() {
+        return None;
+    }
+    Some(bollard::models::MountVolumeOptions {
+        labels: Some(mount.labels.clone().into_iter().collect()),
+        driver_config: (!mount.driver_opts.is_empty()).then(|| {
+            bollard::models::MountVolumeOptionsDriverConfig {
+                name: Some("local".into()),
+                options: Some(mount.driver_opts.clone().into_iter().collect()),
+            }
+        }),
+        ..Default::default()
+    })
+}
+
 fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let mut port_bindings: HashMap<String, Option<Vec<BollardPortBinding>>> = HashMap::new();
     for binding in &spec.ports {
@@ -334,9 +352,19 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     exposed.extend(spec.ports.iter().map(|p| p.container.clone()));
     exposed.sort();
     exposed.dedup();
+    let binds: Vec<String> = spec
+        .mounts
+        .iter()
+        .filter_map(|m| {
+            let relabel = m.relabel?;
+            let mode = if m.read_only { "ro" } else { "rw" };
+            Some(format!("{}:{}:{mode},{relabel}", m.source, m.target))
+        })
+        .collect();
     let mounts = spec
         .mounts
         .iter()
+        .filter(|m| m.relabel.is_none())
         .map(|m| Mount {
             target: Some(m.target.clone()),
             source: (!m.source.is_empty()).then(|| m.source.clone()),
@@ -346,6 +374,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
                 MountType::VOLUME
             }),
             read_only: Some(m.read_only),
+            volume_options: volume_options(m),
             ..Default::default()
         })
         .collect();
@@ -386,6 +415,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         host_config: Some(HostConfig {
             port_bindings: Some(port_bindings),
             mounts: Some(mounts),
+            binds: (!binds.is_empty()).then_some(binds),
             privileged: Some(spec.privileged),
             restart_policy: Some(restart),
             memory: spec.memory.map(|m| m as i64),

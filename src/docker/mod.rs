@@ -39,6 +39,9 @@ pub const LABEL_SOURCE_NAME: &str = "pier.source-name";
 /// Short hashes of each part of the configuration (each env value apart),
 /// so a plan can say which parts a replacement changes without storing values.
 pub const LABEL_SPEC_FIELDS: &str = "pier.spec-fields";
+/// `depends_on.<svc>.restart`: the spec hashes of the services whose
+/// replacement replaces this container too.
+pub const LABEL_RESTARTS_WITH: &str = "pier.restarts-with";
 
 /// Everything pier sets on a container it creates. Built by the planner from
 /// a service; hashed to decide staleness.
@@ -148,6 +151,16 @@ pub struct MountSpec {
     /// A volume made outside pier: it must exist, never created on use.
     #[serde(default, skip_serializing_if = "is_false")]
     pub external: bool,
+    /// SELinux relabelling, `z` or `Z`. The engine's mount API has no
+    /// such option, so these mounts are passed as `Binds` strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relabel: Option<char>,
+    /// What a named volume is created with, when the engine creates it on
+    /// first use; an existing volume is used as it is.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub driver_opts: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

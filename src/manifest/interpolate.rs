@@ -16,6 +16,41 @@ pub type Vars = HashMap<String, String>;
 pub struct InterpolationError {
     pub message: String,
     pub help: String,
+    /// The variable that was missing, when that is the problem.
+    pub unset: Option<String>,
+}
+
+/// What an unset variable stands for while the rest of a file is checked:
+/// valid in most places a value goes (an image tag, a port, a name), and
+/// any problem found where it was used is left out, as its value is unknown.
+pub const UNKNOWN_VALUE: &str = "0";
+
+/// The most distinct unset variables one string is expanded past.
+const MAX_UNSET_PER_STRING: usize = 64;
+
+/// Interpolate `text`, reporting every problem rather than the first. An
+/// unset variable is reported and stands for [`UNKNOWN_VALUE`]; any other
+/// problem makes the whole string unknown.
+pub fn interpolate_all(text: &str, vars: &Vars) -> (String, Vec<InterpolationError>) {
+    let mut problems = Vec::new();
+    let mut with_unknowns: Option<Vars> = None;
+    loop {
+        match interpolate(text, with_unknowns.as_ref().unwrap_or(vars)) {
+            Ok(value) => return (value, problems),
+            Err(error) => {
+                let unset = error.unset.clone();
+                problems.push(error);
+                match unset {
+                    Some(name) if problems.len() < MAX_UNSET_PER_STRING => {
+                        with_unknowns
+                            .get_or_insert_with(|| vars.clone())
+                            .insert(name, UNKNOWN_VALUE.to_string());
+                    }
+                    _ => return (UNKNOWN_VALUE.to_string(), problems),
+                }
+            }
+        }
+    }
 }
 
 /// How deep `${A:-${B:-…}}` may nest: far beyond any real file, far below
@@ -37,6 +72,7 @@ fn interpolate_at(text: &str, vars: &Vars, depth: usize) -> Result<String, Inter
         return Err(InterpolationError {
             message: format!("`${{...}}` nested more than {MAX_NESTING} deep"),
             help: "nest defaults less deeply".into(),
+            unset: None,
         });
     }
     let mut out = String::with_capacity(text.len());
@@ -51,6 +87,7 @@ fn interpolate_at(text: &str, vars: &Vars, depth: usize) -> Result<String, Inter
             let close = matching_brace(inner).ok_or_else(|| InterpolationError {
                 message: format!("unclosed `${{` in {text:?}"),
                 help: "close it with `}`, or write `$$` for a literal `$`".into(),
+                unset: None,
             })?;
             out.push_str(&expand_braced(&inner[..close], vars, depth)?);
             rest = &inner[close + 1..];
@@ -58,6 +95,7 @@ fn interpolate_at(text: &str, vars: &Vars, depth: usize) -> Result<String, Inter
                 return Err(InterpolationError {
                     message: format!("interpolation expands to more than {MAX_EXPANSION} bytes"),
                     help: "a manifest value this large is a mistake".into(),
+                    unset: None,
                 });
             }
         } else {
@@ -107,6 +145,7 @@ fn expand_braced(expr: &str, vars: &Vars, depth: usize) -> Result<String, Interp
         return Err(InterpolationError {
             message: format!("`${{{expr}}}` does not start with a variable name"),
             help: "names are letters, digits and `_`, not starting with a digit; write `$$` for a literal `$`".into(),
+            unset: None,
         });
     }
     let value = vars.get(name);
@@ -114,6 +153,7 @@ fn expand_braced(expr: &str, vars: &Vars, depth: usize) -> Result<String, Interp
     let (operator, word) = split_operator(op).ok_or_else(|| InterpolationError {
         message: format!("`${{{expr}}}` uses an unknown operator {op:?}"),
         help: "use one of `:-`, `-`, `:?`, `?`, `:+`, `+`".into(),
+        unset: None,
     })?;
     match operator {
         "" => lookup_required(name, vars),
@@ -134,6 +174,7 @@ fn expand_braced(expr: &str, vars: &Vars, depth: usize) -> Result<String, Interp
                 format!("required variable {name} is not set: {word}")
             },
             help: format!("set {name} in the environment of the pier process"),
+            unset: Some(name.to_string()),
         }),
         ":+" if set_nonempty => interpolate(word, vars),
         "+" if value.is_some() => interpolate(word, vars),
@@ -153,9 +194,34 @@ fn split_operator(op: &str) -> Option<(&'static str, &str)> {
 fn lookup_required(name: &str, vars: &Vars) -> Result<String, InterpolationError> {
     vars.get(name).cloned().ok_or_else(|| InterpolationError {
         message: format!("variable {name} is not set"),
-        help: format!(
-            "set {name} in the environment of the pier process, write ${{{name}:-default}} for a default, or $${name} for a literal `${name}`"
-        ),
+        help: if is_platform_runtime_name(name) {
+            format!(
+                "Tutum and Docker Cloud set {name} inside the container at run time; write $${name} so the container's shell sees `${name}`"
+            )
+        } else {
+            format!(
+                "set {name} in the environment of the pier process, write ${{{name}:-default}} for a default, or $${name} for a literal `${name}`"
+            )
+        },
+        unset: Some(name.to_string()),
+    })
+}
+
+/// Whether `name` is one of the variables Tutum and Docker Cloud filled in
+/// inside containers (`DB_PORT_5432_TCP_ADDR`, `DB_ENV_PASSWORD`,
+/// `TUTUM_SERVICE_FQDN`, `DOCKERCLOUD_…`): written as `${NAME}` in a
+/// stackfile, they were meant for the container, not for the file.
+fn is_platform_runtime_name(name: &str) -> bool {
+    if name.starts_with("TUTUM_") || name.starts_with("DOCKERCLOUD_") {
+        return true;
+    }
+    if name.contains("_ENV_") {
+        return true;
+    }
+    // `<ALIAS>_PORT_<number>_<TCP|UDP>[_ADDR|_PORT|_PROTO]`
+    name.split("_PORT_").skip(1).any(|rest| {
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        digits > 0 && (rest[digits..].starts_with("_TCP") || rest[digits..].starts_with("_UDP"))
     })
 }
 
@@ -210,6 +276,41 @@ mod tests {
             error.message,
             "required variable NOPE is not set: ${SECRET}"
         );
+    }
+
+    #[test]
+    fn every_unset_variable_is_reported_and_stands_for_an_unknown_value() {
+        let (value, problems) = interpolate_all("${REG}/app:${TAG}-${SET}", &vars());
+        assert_eq!(value, "0/app:0-value");
+        let unset: Vec<_> = problems.iter().filter_map(|p| p.unset.clone()).collect();
+        assert_eq!(unset, ["REG", "TAG"]);
+
+        let (value, problems) = interpolate_all("${SET", &vars());
+        assert_eq!(value, UNKNOWN_VALUE);
+        assert!(problems[0].message.contains("unclosed"));
+    }
+
+    #[test]
+    fn platform_runtime_variables_get_their_own_hint() {
+        for name in [
+            "DB_PORT_5432_TCP_ADDR",
+            "REDIS_PORT_6379_TCP",
+            "DB_ENV_POSTGRES_PASSWORD",
+            "TUTUM_SERVICE_FQDN",
+            "DOCKERCLOUD_NODE_HOSTNAME",
+        ] {
+            let help = interpolate(&format!("${{{name}}}"), &vars())
+                .unwrap_err()
+                .help;
+            assert!(help.contains(&format!("$${name}")), "{name}: {help}");
+            assert!(help.contains("Docker Cloud"), "{name}: {help}");
+        }
+        for name in ["DB_PORT", "APP_PORT_X", "ENVIRONMENT"] {
+            let help = interpolate(&format!("${{{name}}}"), &vars())
+                .unwrap_err()
+                .help;
+            assert!(!help.contains("Docker Cloud"), "{name}: {help}");
+        }
     }
 
     #[test]

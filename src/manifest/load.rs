@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::de::DeserializeOwned;
 
 use super::diagnostic::{Diagnostic, Location, did_you_mean};
-use super::interpolate::{Vars, interpolate};
+use super::interpolate::{Vars, interpolate_all};
 use super::keys::{self, is_extension, unsupported_reason};
 use super::model::Manifest;
 use super::normalize;
@@ -32,11 +32,25 @@ pub struct SourceFile {
 pub struct Loaded {
     pub manifest: Manifest,
     pub diagnostics: Vec<Diagnostic>,
+    /// Where a value holds an unset variable: a problem found there comes
+    /// from the unknown value, so it is not reported.
+    pub unknown_at: BTreeSet<Location>,
 }
 
 impl Loaded {
     pub fn is_valid(&self) -> bool {
         !self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// Add problems found after interpolation, leaving out those at a value
+    /// whose variables were unset.
+    pub fn add_checked(&mut self, problems: impl IntoIterator<Item = Diagnostic>) {
+        let unknown_at = &self.unknown_at;
+        self.diagnostics.extend(
+            problems
+                .into_iter()
+                .filter(|d| !unknown_at.contains(&d.location)),
+        );
     }
 }
 
@@ -101,6 +115,7 @@ impl Merge {
     fn add(&mut self, file: Loaded) {
         let (manifest, target) = (file.manifest, &mut self.loaded);
         target.diagnostics.extend(file.diagnostics);
+        target.unknown_at.extend(file.unknown_at);
         let mut services: Vec<_> = manifest.services.into_values().collect();
         services.sort_by(|a, b| a.location.cmp(&b.location));
         for service in services {
@@ -151,7 +166,6 @@ impl Merge {
             }
         }
         target.manifest.volumes.extend(manifest.volumes);
-        target.manifest.volume_names.extend(manifest.volume_names);
     }
 }
 
@@ -293,13 +307,16 @@ impl Loader<'_> {
                     .help("YAML keeps only the last one; remove the one you do not mean"),
                 );
             }
-            let mut problems = Vec::new();
-            interpolate_tree(&mut document, self.vars, &file.path, &mut problems);
-            let had_problems = !problems.is_empty();
-            self.loaded.diagnostics.extend(problems);
-            if !had_problems {
-                self.document(&file.path, &document);
-            }
+            // Unset variables are reported and the file is checked on, so
+            // one run shows every problem; see `Loaded::unknown_at`.
+            let mut interpolated = Interpolated::default();
+            interpolate_tree(&mut document, self.vars, &file.path, &mut interpolated);
+            let before = self.loaded.diagnostics.len();
+            self.document(&file.path, &document);
+            let found = self.loaded.diagnostics.split_off(before);
+            self.loaded.unknown_at.extend(interpolated.unknown_at);
+            self.loaded.add_checked(found);
+            self.loaded.diagnostics.extend(interpolated.problems);
         }
     }
 
@@ -484,12 +501,26 @@ impl Loader<'_> {
         for (name, decl) in spec {
             let decl = decl.unwrap_or_default();
             let external = decl.external.unwrap_or(false);
-            if external || decl.name.is_some() {
-                let engine_name = decl.name.clone().unwrap_or_else(|| name.clone());
-                self.loaded
-                    .manifest
-                    .volume_names
-                    .insert(name.clone(), (engine_name, external));
+            let engine_name = match (&decl.name, external) {
+                (Some(given), _) => Some(given.clone()),
+                (None, true) => Some(name.clone()),
+                (None, false) => None,
+            };
+            let text = |map: Option<BTreeMap<String, super::spec::Scalar>>| {
+                map.unwrap_or_default()
+                    .into_iter()
+                    .map(|(key, value)| (key, value.to_string()))
+                    .collect::<BTreeMap<_, _>>()
+            };
+            let (labels, driver_opts) = (text(decl.labels), text(decl.driver_opts));
+            if external && !(labels.is_empty() && driver_opts.is_empty()) {
+                self.push(
+                    here.error(
+                        &[k(&name)],
+                        "an external volume takes no `labels` or `driver_opts`",
+                    )
+                    .help("pier never creates an external volume; set them where it is created"),
+                );
             }
             if let Some(driver) = decl.driver.filter(|d| d != "local") {
                 self.push(
@@ -500,7 +531,13 @@ impl Loader<'_> {
                     .help("only the engine's `local` driver is supported"),
                 );
             }
-            self.loaded.manifest.volumes.insert(name);
+            let decl = super::model::VolumeDecl {
+                engine_name,
+                external,
+                labels,
+                driver_opts,
+            };
+            self.loaded.manifest.volumes.insert(name, decl);
         }
     }
 
@@ -686,25 +723,51 @@ fn unknown_key<'a>(
     }
 }
 
+/// What interpolating one document found.
+#[derive(Default)]
+struct Interpolated {
+    problems: Vec<Diagnostic>,
+    unknown_at: BTreeSet<Location>,
+}
+
 /// Interpolate every string scalar (not keys, not `x-` blocks). A scalar that
 /// interpolation turned into a number or boolean is retyped, as Compose does.
-fn interpolate_tree(node: &mut Node, vars: &Vars, file: &str, problems: &mut Vec<Diagnostic>) {
-    let (line, column) = line_col(node);
+/// A problem is reported where the text is written, so a variable in an
+/// anchor merged into many services is reported once.
+fn interpolate_tree(node: &mut Node, vars: &Vars, file: &str, found: &mut Interpolated) {
     match &mut node.value {
-        Value::Str(text) if text.contains('$') => match interpolate(text, vars) {
-            Ok(result) => node.value = retype(result),
-            Err(e) => problems
-                .push(Diagnostic::error(Location::new(file, line, column), e.message).help(e.help)),
-        },
+        Value::Str(text) if text.contains('$') => {
+            let (value, problems) = interpolate_all(text, vars);
+            if problems.is_empty() {
+                node.value = retype(value);
+                return;
+            }
+            let written = Location::new(
+                file,
+                node.defined.line() as usize,
+                node.defined.column() as usize,
+            );
+            for problem in problems {
+                found
+                    .problems
+                    .push(Diagnostic::error(written.clone(), problem.message).help(problem.help));
+            }
+            // A value replayed by an alias is placed at the alias, with the
+            // rest of its block: marking that place would hide their problems.
+            if node.referenced == node.defined {
+                found.unknown_at.insert(written);
+            }
+            node.value = Value::Str(value);
+        }
         Value::Seq(items) => {
             for item in items {
-                interpolate_tree(item, vars, file, problems);
+                interpolate_tree(item, vars, file, found);
             }
         }
         Value::Map(entries) => {
             for (key, value) in entries {
                 if !is_extension(&key.value) {
-                    interpolate_tree(value, vars, file, problems);
+                    interpolate_tree(value, vars, file, found);
                 }
             }
         }

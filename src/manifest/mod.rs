@@ -26,16 +26,32 @@ pub use validate::{Entry, MemoryTree, RepoTree};
 /// Load files and run every validation rule.
 pub fn load_and_validate(files: &[SourceFile], vars: &Vars, tree: &dyn RepoTree) -> Loaded {
     let mut loaded = load::load(files, vars);
-    loaded
-        .diagnostics
-        .extend(validate::validate(&loaded.manifest, tree));
+    let across = validate::validate(&loaded.manifest, tree);
+    loaded.add_checked(across);
     let from_env_files = env_file::merge(&mut loaded.manifest, tree);
-    loaded.diagnostics.extend(from_env_files);
+    loaded.add_checked(from_env_files);
+    drop_missing_optional_dependencies(&mut loaded.manifest);
     loaded
         .diagnostics
         .sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
     loaded.diagnostics.dedup();
     loaded
+}
+
+/// `depends_on.<svc>.required: false` on a service not in the manifests:
+/// warned about by validation, then left out of the model.
+fn drop_missing_optional_dependencies(manifest: &mut Manifest) {
+    let names: std::collections::BTreeSet<String> = manifest.services.keys().cloned().collect();
+    for service in manifest.services.values_mut() {
+        if service.optional_dependencies.is_empty() {
+            continue;
+        }
+        let optional = &service.optional_dependencies;
+        service
+            .depends_on
+            .retain(|name, _| names.contains(name) || !optional.contains(name));
+        service.restart_with.retain(|name| names.contains(name));
+    }
 }
 
 /// The JSON Schema of a manifest file, as committed in `manifests/pier.schema.json`.

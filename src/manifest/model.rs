@@ -18,10 +18,19 @@ pub struct Manifest {
     pub services: BTreeMap<String, Service>,
     pub pipeline: Option<Pipeline>,
     /// Named volumes declared at the top level.
-    pub volumes: BTreeSet<String>,
-    /// Declared volumes with a name of their own on the engine (`name`, or
-    /// `external`): key → (engine name, external).
-    pub volume_names: BTreeMap<String, (String, bool)>,
+    pub volumes: BTreeMap<String, VolumeDecl>,
+}
+
+/// A top-level `volumes:` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VolumeDecl {
+    /// The volume's name on the engine when not `<stack>_<key>` (`name`, or `external`).
+    pub engine_name: Option<String>,
+    /// Made outside pier: it must exist on the node, and is never created.
+    pub external: bool,
+    /// Set when pier (through the engine) creates the volume.
+    pub labels: BTreeMap<String, String>,
+    pub driver_opts: BTreeMap<String, String>,
 }
 
 /// A Docker host.
@@ -160,6 +169,10 @@ pub struct Service {
     pub mem_limit: Option<u64>,
     pub cpu_shares: Option<u32>,
     pub depends_on: BTreeMap<String, DependsOnCondition>,
+    /// `depends_on.<svc>.restart: true`: replaced when these are.
+    pub restart_with: BTreeSet<String>,
+    /// `depends_on.<svc>.required: false`: ignored when not in the manifests.
+    pub optional_dependencies: BTreeSet<String>,
     pub links: Vec<Link>,
     pub hostname: Option<String>,
     pub user: Option<String>,
@@ -281,11 +294,14 @@ pub enum Mount {
         source: String,
         target: String,
         read_only: bool,
+        /// SELinux relabelling: `z` (shared) or `Z` (private).
+        relabel: Option<char>,
     },
     Bind {
         source: String,
         target: String,
         read_only: bool,
+        relabel: Option<char>,
     },
 }
 

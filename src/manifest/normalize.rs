@@ -27,7 +27,8 @@ pub fn service(
     let mut p = Problems::new();
     if !is_valid_name(name) {
         p.push(
-            here.error(&[], format!("`{name}` cannot be a service name"))
+            Diagnostic::error(location.clone(), format!("`{name}` cannot be a service name"))
+                .key(here.prefix.clone())
                 .help("use letters, digits, `_`, `.` and `-`, starting with a letter or digit (it becomes part of container names)"),
         );
     }
@@ -71,7 +72,7 @@ pub fn service(
     let environment = spec
         .environment
         .as_ref()
-        .map(|e| key_values(e, here, &[k("environment")], vars, &mut p))
+        .map(|e| environment_values(e, here, &[k("environment")], vars, &mut p))
         .unwrap_or_default();
     let env_files = match &spec.env_file {
         None => Vec::new(),
@@ -189,6 +190,7 @@ pub fn service(
         None => restart,
     };
     let depends_on = depends_on(spec, here, &mut p);
+    let (restart_with, optional_dependencies) = dependency_options(spec);
     let links = spec.links.iter().flatten().map(|l| link(l)).collect();
     let autodestroy = autodestroy(spec, here, &mut p);
     if restart == Restart::Always && autodestroy != Autodestroy::Off {
@@ -348,6 +350,8 @@ pub fn service(
         mem_limit,
         cpu_shares: spec.cpu_shares,
         depends_on,
+        restart_with,
+        optional_dependencies,
         links,
         hostname: spec.hostname.clone(),
         user: spec.user.as_ref().map(|u| u.to_string()),
@@ -421,14 +425,51 @@ pub fn service(
     (service, p)
 }
 
+/// Where each key of a service is written, and each entry of the lists
+/// that name other services (`links[2]`, `volumes_from[0]`,
+/// `depends_on.db`), so a problem found across services points at the entry.
 fn key_locations(here: &Here) -> BTreeMap<String, Location> {
-    match &here.node.value {
-        super::yaml::Value::Map(entries) => entries
-            .iter()
-            .map(|(key, _)| (key.value.clone(), here.key_loc(&key.value)))
-            .collect(),
-        _ => BTreeMap::new(),
+    use super::yaml::Value;
+    let Value::Map(entries) = &here.node.value else {
+        return BTreeMap::new();
+    };
+    let mut out = BTreeMap::new();
+    for (key, value) in entries {
+        let name = key.value.as_str();
+        out.insert(name.to_string(), here.key_loc(name));
+        if !matches!(
+            name,
+            "links" | "external_links" | "volumes_from" | "depends_on"
+        ) {
+            continue;
+        }
+        match &value.value {
+            Value::Seq(items) => {
+                for (n, item) in items.iter().enumerate() {
+                    let location = here.loc(&[k(name), i(n)]);
+                    match (&item.value, name) {
+                        (Value::Str(target), "depends_on") => {
+                            out.insert(format!("depends_on.{target}"), location);
+                        }
+                        _ => {
+                            out.insert(format!("{name}[{n}]"), location);
+                        }
+                    }
+                }
+            }
+            Value::Map(targets) => {
+                for (target, _) in targets {
+                    let (line, column) = super::yaml::line_col(target);
+                    out.insert(
+                        format!("{name}.{}", target.value),
+                        Location::new(here.file, line, column),
+                    );
+                }
+            }
+            _ => {}
+        }
     }
+    out
 }
 
 /// Docker's container name rule, which every service name becomes part of.
@@ -549,6 +590,37 @@ fn string_or_list(value: Option<&StringOrList>) -> Vec<String> {
         Some(StringOrList::One(one)) => vec![one.clone()],
         Some(StringOrList::Many(many)) => many.clone(),
     }
+}
+
+/// Environment variables: key-value pairs where a bare `NAME` that pier's
+/// own environment does not set is left out, as in Compose, with a notice
+/// so the omission is not silent.
+fn environment_values(
+    spec: &KeyValues,
+    here: &Here,
+    at: &[Seg],
+    vars: &Vars,
+    p: &mut Problems,
+) -> BTreeMap<String, Option<String>> {
+    let values = key_values(spec, here, at, vars, p);
+    for (key, _) in values.iter().filter(|(_, value)| value.is_none()) {
+        let mut path = at.to_vec();
+        path.push(match spec {
+            KeyValues::Map(_) => k(key),
+            KeyValues::List(items) => i(items.iter().position(|item| item == key).unwrap_or(0)),
+        });
+        p.push(
+            Diagnostic::notice(
+                here.loc(&path),
+                format!("`{key}` is not set in pier's environment, so containers do not get it"),
+            )
+            .key(here.key_path(&path))
+            .help(format!(
+                "set {key} in the environment of the pier process, or write `{key}=VALUE`"
+            )),
+        );
+    }
+    values
 }
 
 fn key_values(
@@ -737,7 +809,7 @@ fn expose(spec: &Scalar, here: &Here, n: usize, p: &mut Problems) -> Option<Stri
 
 fn mount(spec: &VolumeSpec, here: &Here, n: usize, p: &mut Problems) -> Option<Mount> {
     let at = [k("volumes"), i(n)];
-    let (source, target, read_only) = match spec {
+    let (source, target, read_only, relabel) = match spec {
         VolumeSpec::Short(text) => {
             let parts: Vec<&str> = text.split(':').collect();
             let (source, target, mode) = match parts.as_slice() {
@@ -749,18 +821,22 @@ fn mount(spec: &VolumeSpec, here: &Here, n: usize, p: &mut Problems) -> Option<M
                     return None;
                 }
             };
-            let read_only = match mode {
-                None | Some("rw") => false,
-                Some("ro") => true,
-                Some(other) => {
+            let (read_only, relabel) = match mount_mode(mode.unwrap_or("")) {
+                Ok(parsed) => parsed,
+                Err(other) => {
                     p.push(
-                        here.error(&at, format!("unknown mount mode `{other}`"))
-                            .help("use `ro` or `rw`"),
+                        here.error(&at, format!("unknown mount option `{other}` in `{text}`"))
+                            .help("use `ro` or `rw`, and `z` or `Z` for SELinux relabelling, separated by `,`"),
                     );
                     return None;
                 }
             };
-            (source.map(str::to_string), target.to_string(), read_only)
+            (
+                source.map(str::to_string),
+                target.to_string(),
+                read_only,
+                relabel,
+            )
         }
         VolumeSpec::Long(long) => {
             if let Some(kind) = long
@@ -778,6 +854,7 @@ fn mount(spec: &VolumeSpec, here: &Here, n: usize, p: &mut Problems) -> Option<M
                 long.source.clone(),
                 long.target.clone(),
                 long.read_only.unwrap_or(false),
+                None,
             )
         }
     };
@@ -797,6 +874,7 @@ fn mount(spec: &VolumeSpec, here: &Here, n: usize, p: &mut Problems) -> Option<M
             source,
             target,
             read_only,
+            relabel,
         },
         Some(source) if source.starts_with('.') || source.starts_with('~') => {
             p.push(
@@ -809,6 +887,7 @@ fn mount(spec: &VolumeSpec, here: &Here, n: usize, p: &mut Problems) -> Option<M
             source,
             target,
             read_only,
+            relabel,
         },
         Some(source) => {
             p.push(here.error(
@@ -818,6 +897,22 @@ fn mount(spec: &VolumeSpec, here: &Here, n: usize, p: &mut Problems) -> Option<M
             return None;
         }
     })
+}
+
+/// A short mount's mode, `ro`/`rw` and `z`/`Z` in any order
+/// (`ro,Z`): read-only, and the SELinux relabelling. The unknown option on failure.
+fn mount_mode(mode: &str) -> Result<(bool, Option<char>), &str> {
+    let (mut read_only, mut relabel) = (false, None);
+    for option in mode.split(',').filter(|o| !o.is_empty()) {
+        match option {
+            "ro" => read_only = true,
+            "rw" => read_only = false,
+            "z" => relabel = Some('z'),
+            "Z" => relabel = Some('Z'),
+            other => return Err(other),
+        }
+    }
+    Ok((read_only, relabel))
 }
 
 fn restart(spec: &ServiceSpec, here: &Here, p: &mut Problems) -> Restart {
@@ -1251,6 +1346,24 @@ fn update_config(spec: &UpdateConfigSpec, here: &Here, p: &mut Problems) -> Upda
     config
 }
 
+/// The services whose replacement replaces this one (`restart: true`) and
+/// those that may be missing (`required: false`).
+fn dependency_options(spec: &ServiceSpec) -> (BTreeSet<String>, BTreeSet<String>) {
+    let Some(DependsOnSpec::Map(map)) = &spec.depends_on else {
+        return Default::default();
+    };
+    let pick = |wanted: fn(&DependsOnConditionSpec) -> bool| {
+        map.iter()
+            .filter(|(_, options)| wanted(options))
+            .map(|(name, _)| name.clone())
+            .collect()
+    };
+    (
+        pick(|o| o.restart == Some(true)),
+        pick(|o| o.required == Some(false)),
+    )
+}
+
 fn depends_on(
     spec: &ServiceSpec,
     here: &Here,
@@ -1463,7 +1576,7 @@ pub fn pipeline(
                 name: stage.name.clone(),
                 image: image.clone(),
                 script: script.clone(),
-                env: stage.env.as_ref().map(|e| key_values(e, here, &at("env"), vars, &mut p)).unwrap_or_default(),
+                env: stage.env.as_ref().map(|e| environment_values(e, here, &at("env"), vars, &mut p)).unwrap_or_default(),
                 timeout,
             }),
             (Some(_), _, _) => p.push(here.error(&[k("stages"), i(n)], "a build stage takes `build` only, without `image` or `script`")),

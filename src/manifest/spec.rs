@@ -53,6 +53,13 @@ pub struct VolumeDeclSpec {
     /// The volume's name on the engine, instead of `<stack>_<key>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Labels the volume is created with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, Scalar>>,
+    /// Options of the `local` driver the volume is created with
+    /// (`type`, `device`, `o`, as for `mount`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_opts: Option<BTreeMap<String, Scalar>>,
 }
 
 /// A scalar that YAML may have typed as a string, number or boolean.
@@ -517,14 +524,40 @@ pub struct UpdateConfigSpec {
 }
 
 /// `depends_on` as a list or a mapping with conditions.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(
-    untagged,
-    expecting = "a list of service names or a mapping of service names to `condition`"
-)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
 pub enum DependsOnSpec {
     List(Vec<String>),
     Map(BTreeMap<String, DependsOnConditionSpec>),
+}
+
+/// By hand rather than `untagged`, so a problem inside the mapping form
+/// (an unknown option) is reported where it is, not as "no form matched".
+impl<'de> Deserialize<'de> for DependsOnSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Forms;
+        impl<'de> serde::de::Visitor<'de> for Forms {
+            type Value = DependsOnSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of service names or a mapping of service names to options")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(DependsOnSpec::List)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(DependsOnSpec::Map)
+            }
+        }
+        deserializer.deserialize_any(Forms)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -533,6 +566,14 @@ pub struct DependsOnConditionSpec {
     /// `service_started` (default), `service_healthy` or `service_completed_successfully`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
+    /// Replace this service's containers when the dependency's are replaced
+    /// (Compose restarts them; a replacement also picks up new addresses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<bool>,
+    /// `false`: a dependency that is not in the manifests is only a warning
+    /// and is ignored. Default `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
 }
 
 /// A Docker host.

@@ -39,6 +39,7 @@ const MAX_SYMLINK_HOPS: usize = 40;
 pub fn validate(manifest: &Manifest, tree: &dyn RepoTree) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
     for service in manifest.services.values() {
+        relabelled_volumes(manifest, service, &mut problems);
         references(manifest, service, &mut problems);
         placement(manifest, service, &mut problems);
         repo_paths(service, tree, &mut problems);
@@ -110,10 +111,28 @@ pub fn validate(manifest: &Manifest, tree: &dyn RepoTree) -> Vec<Diagnostic> {
 
 fn references(manifest: &Manifest, service: &Service, problems: &mut Vec<Diagnostic>) {
     let name = &service.name;
-    let mut check = |key: &str, target: &str| {
+    let mut check = |key: String, target: &str| {
         if !manifest.services.contains_key(target) {
+            let written = service
+                .key_locations
+                .get(&key)
+                .unwrap_or_else(|| service.location_of(key.split(['.', '[']).next().unwrap_or("")));
+            if let Some(diagnostic) = other_stack_link(manifest, target, written, &key, name) {
+                problems.push(diagnostic);
+                return;
+            }
+            if key.starts_with("depends_on") && service.optional_dependencies.contains(target) {
+                problems.push(
+                    Diagnostic::warning(
+                        written.clone(),
+                        format!("`{target}` is not a service in the manifests; it is `required: false`, so it is ignored"),
+                    )
+                    .key(format!("services.{name}.{key}")),
+                );
+                return;
+            }
             let mut diagnostic = Diagnostic::error(
-                service.location_of(key).clone(),
+                written.clone(),
                 format!("`{target}` is not a service in the manifests"),
             )
             .key(format!("services.{name}.{key}"));
@@ -126,14 +145,80 @@ fn references(manifest: &Manifest, service: &Service, problems: &mut Vec<Diagnos
             problems.push(diagnostic);
         }
     };
-    for link in &service.links {
-        check("links", &link.service);
+    for (n, link) in service.links.iter().enumerate() {
+        check(format!("links[{n}]"), &link.service);
     }
     for dependency in service.depends_on.keys() {
-        check("depends_on", dependency);
+        check(format!("depends_on.{dependency}"), dependency);
     }
-    for source in &service.volumes_from {
-        check("volumes_from", source);
+    for (n, source) in service.volumes_from.iter().enumerate() {
+        check(format!("volumes_from[{n}]"), source);
+    }
+}
+
+/// Docker Cloud's `links: ["db.other"]` (or `volumes_from`) names service
+/// `db` of stack `other`: a precise error, since pier deploys one stack
+/// per repository.
+fn other_stack_link(
+    manifest: &Manifest,
+    target: &str,
+    written: &super::diagnostic::Location,
+    key: &str,
+    name: &str,
+) -> Option<Diagnostic> {
+    let link = key.starts_with("links");
+    if !link && !key.starts_with("volumes_from") {
+        return None;
+    }
+    let (service, stack) = target.split_once('.')?;
+    if service.is_empty() || stack.is_empty() {
+        return None;
+    }
+    let here = if manifest.services.contains_key(service) {
+        format!("; `{service}` here is this stack's own, write `{service}` to link to it")
+    } else {
+        String::new()
+    };
+    Some(
+        Diagnostic::error(
+            written.clone(),
+            format!("`{target}` names service `{service}` of another stack, `{stack}`, which pier cannot see from these manifests"),
+        )
+        .key(format!("services.{name}.{key}"))
+        .help(if link {
+            format!("add `{service}` to these manifests and link to `{service}`, or reach the other stack by an address: publish its port and pass the address in `environment`{here}")
+        } else {
+            format!("add `{service}` to these manifests and name it as `{service}`, or share the data through a named volume{here}")
+        }),
+    )
+}
+
+/// The engine takes SELinux relabelling only in its older mount syntax,
+/// which cannot pass a new volume's labels or driver options.
+fn relabelled_volumes(manifest: &Manifest, service: &Service, problems: &mut Vec<Diagnostic>) {
+    for mount in &service.volumes {
+        let super::model::Mount::Volume {
+            source,
+            relabel: Some(relabel),
+            ..
+        } = mount
+        else {
+            continue;
+        };
+        if manifest
+            .volumes
+            .get(source)
+            .is_some_and(|d| !d.labels.is_empty() || !d.driver_opts.is_empty())
+        {
+            problems.push(
+                Diagnostic::error(
+                    service.location_of("volumes").clone(),
+                    format!("volume `{source}` is declared with `labels` or `driver_opts` and mounted with `{relabel}`; the engine cannot do both"),
+                )
+                .key(format!("services.{}.volumes", service.name))
+                .help("drop the SELinux option, or create the volume beforehand and declare it `external: true`"),
+            );
+        }
     }
 }
 

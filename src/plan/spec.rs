@@ -50,7 +50,7 @@ pub fn container_spec(
     service: &Service,
     image: &str,
     aliases: Vec<String>,
-    volume_names: &BTreeMap<String, (String, bool)>,
+    volumes: &BTreeMap<String, crate::manifest::model::VolumeDecl>,
 ) -> ContainerSpec {
     let mut ports = Vec::new();
     for port in &service.ports {
@@ -101,30 +101,35 @@ pub fn container_spec(
                 source,
                 target,
                 read_only,
+                relabel,
             } => {
                 // Named volumes belong to the stack, as in Compose, unless
                 // declared with a name of their own or as external.
-                let (name, external) = volume_names
-                    .get(source)
-                    .cloned()
-                    .unwrap_or_else(|| (format!("{stack}_{source}"), false));
+                let declared = volumes.get(source).cloned().unwrap_or_default();
                 MountSpec {
                     kind: "volume".into(),
-                    source: name,
+                    source: declared
+                        .engine_name
+                        .unwrap_or_else(|| format!("{stack}_{source}")),
                     target: target.clone(),
                     read_only: *read_only,
-                    external,
+                    external: declared.external,
+                    relabel: *relabel,
+                    labels: declared.labels,
+                    driver_opts: declared.driver_opts,
                 }
             }
             Mount::Bind {
                 source,
                 target,
                 read_only,
+                relabel,
             } => MountSpec {
                 kind: "bind".into(),
                 source: source.clone(),
                 target: target.clone(),
                 read_only: *read_only,
+                relabel: *relabel,
                 ..Default::default()
             },
         })
@@ -252,6 +257,10 @@ pub fn field_fingerprints(spec: &ContainerSpec) -> BTreeMap<String, String> {
                 .as_bytes(),
         ),
     );
+    // Named apart, so a plan says a replacement follows a dependency's.
+    if let Some(hashes) = spec.labels.get(crate::docker::LABEL_RESTARTS_WITH) {
+        fields.insert("restarts_with".into(), short_hash(hashes.as_bytes()));
+    }
     fields
 }
 
