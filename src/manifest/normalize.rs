@@ -938,7 +938,9 @@ fn restart(spec: &ServiceSpec, here: &Here, p: &mut Problems) -> Restart {
         parsed
     });
     let from_autorestart = spec.autorestart.as_deref().and_then(|r| {
-        let parsed = match r {
+        // Tutum's API spelled these in capitals (`ALWAYS`), and stackfiles
+        // exported from it kept them.
+        let parsed = match r.to_ascii_lowercase().as_str() {
             "off" => Some(Restart::No),
             "on_failure" => Some(Restart::OnFailure { max_retries: None }),
             "always" => Some(Restart::Always),
@@ -1064,8 +1066,10 @@ fn deploy_restart(policy: &RestartPolicySpec, here: &Here, p: &mut Problems) -> 
 }
 
 fn autodestroy(spec: &ServiceSpec, here: &Here, p: &mut Problems) -> Autodestroy {
-    match spec.autodestroy.as_deref() {
-        // Tutum's documented spellings are `no` and `on-success`.
+    // Tutum's documented spellings are `no` and `on-success`; its API
+    // wrote them in capitals (`ON_SUCCESS`).
+    let written = spec.autodestroy.as_deref().map(str::to_ascii_lowercase);
+    match written.as_deref() {
         None | Some("off" | "no") => Autodestroy::Off,
         Some("on_success" | "on-success") => Autodestroy::OnSuccess,
         Some("always") => Autodestroy::Always,
