@@ -3,8 +3,10 @@
 //!
 //! A manifest that asks for more is refused like an invalid one, with the
 //! place it asks and the rule that refuses it. Without a policy file the
-//! default allows what Compose allows, except a bind of `/`, of the Docker
-//! socket or of a folder holding it: those give a container the host.
+//! default allows what Compose allows, except what gives a container the
+//! host: a bind of `/`, of the Docker socket or of a folder holding it,
+//! the host's network, PID or IPC namespace, host devices, and security
+//! options other than `no-new-privileges`.
 
 use std::path::Path;
 
@@ -39,6 +41,28 @@ struct PolicyFile {
     host_ports: Vec<String>,
     #[serde(default = "any")]
     node_endpoints: Vec<String>,
+    #[serde(default)]
+    host_namespaces: Vec<String>,
+    #[serde(default)]
+    devices: Vec<String>,
+    #[serde(default)]
+    security_opt: Vec<String>,
+}
+
+/// Security options that only take privileges away, allowed by any policy.
+const HARDENING_OPTIONS: &[&str] = &["no-new-privileges", "no-new-privileges:true"];
+
+/// Whether a policy list (`"*"`: anything) names `item`.
+fn listed(list: &[String], item: &str) -> bool {
+    list.iter().any(|entry| entry == "*" || entry == item)
+}
+
+fn shown(list: &[String]) -> String {
+    if list.is_empty() {
+        "[] (none)".into()
+    } else {
+        format!("[{}]", list.join(", "))
+    }
 }
 
 fn yes() -> bool {
@@ -62,6 +86,12 @@ pub struct Policy {
     /// Inclusive ranges; `None`: any.
     host_ports: Option<Vec<(u16, u16)>>,
     node_endpoints: Option<(Vec<String>, globset::GlobSet)>,
+    /// Of `network`, `pid`, `ipc`; `"*"`: all.
+    host_namespaces: Vec<String>,
+    /// Host device paths; `"*"`: any.
+    devices: Vec<String>,
+    /// Options beyond [`HARDENING_OPTIONS`]; `"*"`: any.
+    security_opt: Vec<String>,
 }
 
 impl Default for Policy {
@@ -73,6 +103,9 @@ impl Default for Policy {
             bind_mounts: None,
             host_ports: None,
             node_endpoints: None,
+            host_namespaces: Vec::new(),
+            devices: Vec::new(),
+            security_opt: Vec::new(),
         }
     }
 }
@@ -132,6 +165,15 @@ impl Policy {
             let set = globs.build().map_err(|e| format!("node_endpoints: {e}"))?;
             Some((file.node_endpoints.clone(), set))
         };
+        if let Some(unknown) = file
+            .host_namespaces
+            .iter()
+            .find(|n| !matches!(n.as_str(), "network" | "pid" | "ipc" | "*"))
+        {
+            return Err(format!(
+                "host_namespaces: `{unknown}` is not one of network, pid, ipc"
+            ));
+        }
         Ok(Policy {
             origin,
             privileged: file.privileged,
@@ -139,6 +181,9 @@ impl Policy {
             bind_mounts,
             host_ports,
             node_endpoints,
+            host_namespaces: file.host_namespaces,
+            devices: file.devices,
+            security_opt: file.security_opt,
         })
     }
 
@@ -190,6 +235,42 @@ impl Policy {
                         format!("cap_add: [{}]", allowed.join(", ")),
                     );
                 }
+            }
+        }
+        let namespaces = [
+            ("network_mode", "network", service.network_mode.as_deref()),
+            ("pid", "pid", service.pid.as_deref()),
+            ("ipc", "ipc", service.ipc.as_deref()),
+        ];
+        for (key, namespace, mode) in namespaces {
+            if mode == Some("host") && !listed(&self.host_namespaces, namespace) {
+                refuse(
+                    key,
+                    format!("the host's {namespace} namespace"),
+                    format!("host_namespaces: {}", shown(&self.host_namespaces)),
+                );
+            }
+        }
+        for device in &service.devices {
+            if !listed(&self.devices, &device.host) {
+                refuse(
+                    "devices",
+                    format!("host device `{}`", device.host),
+                    format!("devices: {}", shown(&self.devices)),
+                );
+            }
+        }
+        for option in &service.security_opt {
+            if !HARDENING_OPTIONS.contains(&option.as_str()) && !listed(&self.security_opt, option)
+            {
+                refuse(
+                    "security_opt",
+                    format!("security option `{option}`"),
+                    format!(
+                        "security_opt: {} (no-new-privileges is always allowed)",
+                        shown(&self.security_opt)
+                    ),
+                );
             }
         }
         for mount in &service.volumes {

@@ -1837,3 +1837,91 @@ async fn a_dependent_with_restart_follows_its_dependency() {
     assert_eq!(repo.pier(&bed, &["diff"]).0, 0, "converged");
     support::remove_stack(&bed, &repo.stack).await;
 }
+
+/// Host namespaces, devices and security options reach the engine only
+/// when the container policy allows them; without it each is refused at
+/// its place with the rule that refuses it, and nothing is created.
+#[tokio::test]
+async fn host_access_reaches_the_engine_only_through_the_policy() {
+    let bed = Bed::get();
+    let manifest = format!(
+        "{}    devices: [\"/dev/null:/dev/pier-null:r\"]\n    security_opt: [\"no-new-privileges:true\", \"label=disable\"]\n    pid: host\n    ipc: shareable\n  hostnet:\n    image: {image}\n    command: sleep 3600\n    stop_grace_period: 1s\n    network_mode: host\n",
+        one_node_manifest(&bed, &bed.nodes[0].endpoint, ""),
+        image = bed.base_image
+    );
+    let repo = support::UserRepo::new("hostaccess", &manifest);
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    for refused in [
+        "host device `/dev/null` is refused by the default policy",
+        "security option `label=disable` is refused by the default policy",
+        "the host's pid namespace is refused by the default policy",
+        "the host's network namespace is refused by the default policy",
+        "rule: host_namespaces: [] (none)",
+    ] {
+        assert!(stderr.contains(refused), "{refused}: {stderr}");
+    }
+    assert!(
+        !stderr.contains("security option `no-new-privileges"),
+        "hardening is always allowed: {stderr}"
+    );
+    assert!(
+        support::stack_containers(&bed, &repo.stack)
+            .await
+            .is_empty()
+    );
+
+    // Kept out of the commit: the policy is never the repository's.
+    let policy = repo.dir.path().join(".git/pier-policy.yml");
+    std::fs::write(
+        &policy,
+        "host_namespaces: [network, pid]\ndevices: [/dev/null]\nsecurity_opt: [label=disable]\n",
+    )
+    .unwrap();
+    let policy = policy.to_string_lossy().into_owned();
+    let (code, stdout, stderr) =
+        repo.pier_with_env(&bed, &["apply"], &[("PIER_POLICY", policy.as_str())]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let docker = support::engine(&bed.nodes[0]).await;
+    let host = |service: &'static str| {
+        let docker = docker.clone();
+        let name = format!("{}-{service}-1", repo.stack);
+        async move {
+            docker
+                .inspect_container(&name, None)
+                .await
+                .expect("inspect")
+                .host_config
+                .unwrap_or_default()
+        }
+    };
+    let web = host("web").await;
+    let device = web.devices.clone().unwrap_or_default();
+    assert_eq!(
+        device
+            .iter()
+            .map(|d| (
+                d.path_on_host.as_deref(),
+                d.path_in_container.as_deref(),
+                d.cgroup_permissions.as_deref()
+            ))
+            .collect::<Vec<_>>(),
+        [(Some("/dev/null"), Some("/dev/pier-null"), Some("r"))]
+    );
+    assert_eq!(
+        web.security_opt.clone().unwrap_or_default(),
+        ["no-new-privileges:true", "label=disable"]
+    );
+    assert_eq!(
+        (web.pid_mode.as_deref(), web.ipc_mode.as_deref()),
+        (Some("host"), Some("shareable"))
+    );
+    assert_eq!(host("hostnet").await.network_mode.as_deref(), Some("host"));
+    assert_eq!(
+        repo.pier_with_env(&bed, &["diff"], &[("PIER_POLICY", policy.as_str())])
+            .0,
+        0,
+        "converged"
+    );
+    support::remove_stack(&bed, &repo.stack).await;
+}

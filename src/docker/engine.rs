@@ -465,9 +465,25 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
                     .collect()
             }),
             group_add: (!spec.group_add.is_empty()).then(|| spec.group_add.clone()),
+            devices: (!spec.devices.is_empty()).then(|| {
+                spec.devices
+                    .iter()
+                    .map(
+                        |(host, container, permissions)| bollard::models::DeviceMapping {
+                            path_on_host: Some(host.clone()),
+                            path_in_container: Some(container.clone()),
+                            cgroup_permissions: Some(permissions.clone()),
+                        },
+                    )
+                    .collect()
+            }),
+            security_opt: (!spec.security_opt.is_empty()).then(|| spec.security_opt.clone()),
+            pid_mode: spec.pid_mode.clone(),
+            ipc_mode: spec.ipc_mode.clone(),
             ..Default::default()
         }),
-        networking_config: Some(NetworkingConfig {
+        // Aliases exist only on a user-defined network.
+        networking_config: spec.on_stack_network().then(|| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 spec.network.clone(),
                 EndpointSettings {

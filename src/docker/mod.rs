@@ -127,6 +127,23 @@ pub struct ContainerSpec {
     pub tmpfs: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub group_add: Vec<String>,
+    /// (host path, container path, permissions).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<(String, String, String)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub security_opt: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid_mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipc_mode: Option<String>,
+}
+
+impl ContainerSpec {
+    /// Whether the container joins the stack's network (not `host` or `none`),
+    /// and so takes aliases there.
+    pub fn on_stack_network(&self) -> bool {
+        !matches!(self.network.as_str(), "host" | "none")
+    }
 }
 
 fn is_false(value: &bool) -> bool {

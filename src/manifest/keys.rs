@@ -35,7 +35,6 @@ pub const UNSUPPORTED_SERVICE_KEYS: &[(&str, &str)] = &[
         "networks",
         "pier connects services on the engine's default network; custom networks are not supported yet",
     ),
-    ("network_mode", "custom network modes are not supported yet"),
     (
         "secrets",
         "Compose secrets need Swarm; pass secrets through `environment` with `${VAR}` from pier's environment",
@@ -52,12 +51,8 @@ pub const UNSUPPORTED_SERVICE_KEYS: &[(&str, &str)] = &[
         "profiles",
         "every service in the manifests is deployed; move optional services to another branch or folder",
     ),
-    ("devices", "device mappings are not supported yet"),
-    ("ipc", "IPC namespace settings are not supported"),
-    ("pid", "PID namespace settings are not supported"),
     ("uts", "UTS namespace settings are not supported"),
     ("userns_mode", "user namespace settings are not supported"),
-    ("security_opt", "not supported yet"),
     ("platform", "images are pulled for each node's own platform"),
     (
         "mac_address",

@@ -192,6 +192,13 @@ pub struct Service {
     pub pids_limit: Option<i64>,
     /// The one replica's container name, instead of `<stack>-<service>-1`.
     pub container_name: Option<String>,
+    /// `host` or `none`; `None`: the stack's network.
+    pub network_mode: Option<String>,
+    /// `host`.
+    pub pid: Option<String>,
+    pub ipc: Option<String>,
+    pub devices: Vec<Device>,
+    pub security_opt: Vec<String>,
     /// `name` → (soft, hard).
     pub ulimits: BTreeMap<String, (i64, i64)>,
     /// The log driver, and its options.
@@ -382,6 +389,15 @@ pub enum DependsOnCondition {
     ServiceStarted,
     ServiceHealthy,
     ServiceCompletedSuccessfully,
+}
+
+/// A host device made available in the container (`devices`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Device {
+    pub host: String,
+    pub container: String,
+    /// Of `r`, `w`, `m`.
+    pub permissions: String,
 }
 
 /// `links: [service:alias]`.

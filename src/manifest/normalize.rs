@@ -261,12 +261,16 @@ pub fn service(
             ));
         }
     }
-    if let Some(net) = spec.net.as_deref().filter(|n| *n != "bridge") {
-        p.push(
-            here.error(&[k("net")], format!("`net: {net}` is not supported"))
-                .help("only `bridge`, the default, is: pier connects each stack's services on a network of its own"),
-        );
-    }
+    let network_mode = network_mode(spec, here, &mut p);
+    let pid = namespace_mode(spec.pid.as_deref(), "pid", &["host"], here, &mut p);
+    let ipc = namespace_mode(
+        spec.ipc.as_deref(),
+        "ipc",
+        &["private", "shareable", "none", "host"],
+        here,
+        &mut p,
+    );
+    let devices = devices(spec, here, &mut p);
     let shm_size = size(
         spec.shm_size.as_ref(),
         (here, &[k("shm_size")]),
@@ -373,6 +377,11 @@ pub fn service(
         oom_score_adj: spec.oom_score_adj,
         pids_limit: limits.pids,
         container_name: spec.container_name.clone(),
+        network_mode,
+        pid,
+        ipc,
+        devices,
+        security_opt: spec.security_opt.clone().unwrap_or_default(),
         ulimits: spec
             .ulimits
             .iter()
@@ -897,6 +906,102 @@ fn mount(spec: &VolumeSpec, here: &Here, n: usize, p: &mut Problems) -> Option<M
             return None;
         }
     })
+}
+
+/// `network_mode` (or Tutum's `net`): `None` for the stack's network.
+fn network_mode(spec: &ServiceSpec, here: &Here, p: &mut Problems) -> Option<String> {
+    let (key, written) = match (spec.network_mode.as_deref(), spec.net.as_deref()) {
+        (Some(mode), Some(net)) if mode != net => {
+            p.push(
+                here.error(&[k("net")], "`net` and `network_mode` disagree")
+                    .help("they are one setting; write it once"),
+            );
+            return None;
+        }
+        (Some(mode), _) => ("network_mode", mode),
+        (None, Some(net)) => ("net", net),
+        (None, None) => return None,
+    };
+    match written {
+        "bridge" | "default" => None,
+        "host" | "none" => Some(written.to_string()),
+        shared if shared.starts_with("service:") || shared.starts_with("container:") => {
+            p.push(
+                here.error(&[k(key)], format!("`{key}: {shared}` is not supported"))
+                    .help("sharing another container's network is not supported; link to the service instead"),
+            );
+            None
+        }
+        other => {
+            p.push(
+                here.error(&[k(key)], format!("unknown network mode `{other}`"))
+                    .help("use `bridge` (the default: the stack's own network), `none`, or `host`; custom networks are not supported yet"),
+            );
+            None
+        }
+    }
+}
+
+/// `pid` or `ipc`: one of `allowed`; sharing another container's is not supported.
+fn namespace_mode(
+    written: Option<&str>,
+    key: &str,
+    allowed: &[&str],
+    here: &Here,
+    p: &mut Problems,
+) -> Option<String> {
+    let mode = written?;
+    if allowed.contains(&mode) {
+        return Some(mode.to_string());
+    }
+    let help = if mode.starts_with("service:") || mode.starts_with("container:") {
+        format!("sharing another container's {key} namespace is not supported")
+    } else {
+        format!(
+            "use {}",
+            allowed
+                .iter()
+                .map(|a| format!("`{a}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    p.push(
+        here.error(&[k(key)], format!("`{key}: {mode}` is not supported"))
+            .help(help),
+    );
+    None
+}
+
+/// `devices`: `HOST[:CONTAINER[:PERMISSIONS]]`, as `docker run --device`.
+fn devices(spec: &ServiceSpec, here: &Here, p: &mut Problems) -> Vec<super::model::Device> {
+    let mut out = Vec::new();
+    for (n, text) in spec.devices.iter().flatten().enumerate() {
+        let parts: Vec<&str> = text.split(':').collect();
+        let (host, container, permissions) = match parts.as_slice() {
+            [host] => (*host, *host, "rwm"),
+            [host, container] => (*host, *container, "rwm"),
+            [host, container, permissions] => (*host, *container, *permissions),
+            _ => ("", "", ""),
+        };
+        let valid = host.starts_with('/')
+            && container.starts_with('/')
+            && !permissions.is_empty()
+            && permissions.chars().all(|c| matches!(c, 'r' | 'w' | 'm'));
+        if !valid {
+            p.push(
+                here.error(&[k("devices"), i(n)], format!("`{text}` is not a device mapping"))
+                    .help("write `/dev/HOST[:/dev/CONTAINER[:PERMISSIONS]]`, permissions of `r`, `w`, `m`"),
+            );
+            continue;
+        }
+        out.push(super::model::Device {
+            host: host.to_string(),
+            container: container.to_string(),
+            permissions: permissions.to_string(),
+        });
+    }
+    out
 }
 
 /// A short mount's mode, `ro`/`rw` and `z`/`Z` in any order

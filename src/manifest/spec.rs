@@ -261,9 +261,27 @@ pub struct ServiceSpec {
     /// `<stack>-<service>-1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_name: Option<String>,
-    /// Tutum's network mode: only `bridge`, the default, is accepted.
+    /// Tutum's spelling of `network_mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<String>,
+    /// `bridge` (the default: the stack's network), `none`, or `host` when
+    /// the container policy allows host namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<String>,
+    /// `host` when the container policy allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<String>,
+    /// `private`, `shareable`, `none`, or `host` when the container policy allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipc: Option<String>,
+    /// Host devices, `HOST[:CONTAINER[:PERMISSIONS]]`, when the container
+    /// policy allows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<String>>,
+    /// `no-new-privileges:true`; other options when the container policy
+    /// allows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_opt: Option<Vec<String>>,
     /// Resource limits by name (`nofile`, `nproc`, …): a number, or `{soft, hard}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ulimits: Option<BTreeMap<String, UlimitSpec>>,

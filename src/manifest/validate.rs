@@ -39,6 +39,7 @@ const MAX_SYMLINK_HOPS: usize = 40;
 pub fn validate(manifest: &Manifest, tree: &dyn RepoTree) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
     for service in manifest.services.values() {
+        off_stack_network(manifest, service, &mut problems);
         relabelled_volumes(manifest, service, &mut problems);
         references(manifest, service, &mut problems);
         placement(manifest, service, &mut problems);
@@ -191,6 +192,52 @@ fn other_stack_link(
             format!("add `{service}` to these manifests and name it as `{service}`, or share the data through a named volume{here}")
         }),
     )
+}
+
+/// A service on the host's network (or none) is not on the stack's: it
+/// publishes no ports of its own, and services cannot reach each other by
+/// name across that line.
+fn off_stack_network(manifest: &Manifest, service: &Service, problems: &mut Vec<Diagnostic>) {
+    let name = &service.name;
+    let off = |s: &Service| s.network_mode.clone();
+    if let Some(mode) = off(service) {
+        if !service.ports.is_empty() {
+            problems.push(
+                Diagnostic::error(
+                    service.location_of("ports").clone(),
+                    format!("`ports` with `network_mode: {mode}`"),
+                )
+                .key(format!("services.{name}.ports"))
+                .help(if mode == "host" {
+                    "on the host's network the container listens on the host's ports itself; remove `ports`"
+                } else {
+                    "a container without a network publishes nothing; remove `ports`"
+                }),
+            );
+        }
+        if !service.links.is_empty() {
+            problems.push(
+                Diagnostic::error(
+                    service.location_of("links").clone(),
+                    format!("`links` with `network_mode: {mode}`: the service is not on the stack's network, where names resolve"),
+                )
+                .key(format!("services.{name}.links")),
+            );
+        }
+    }
+    for (n, link) in service.links.iter().enumerate() {
+        if let Some(mode) = manifest.services.get(&link.service).and_then(off) {
+            let key = format!("links[{n}]");
+            problems.push(
+                Diagnostic::error(
+                    service.location_of(&key).clone(),
+                    format!("`{}` runs with `network_mode: {mode}`, off the stack's network: it cannot be reached by name", link.service),
+                )
+                .key(format!("services.{name}.{key}"))
+                .help("reach a service on the host's network at the node's address"),
+            );
+        }
+    }
 }
 
 /// The engine takes SELinux relabelling only in its older mount syntax,

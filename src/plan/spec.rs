@@ -178,8 +178,15 @@ pub fn container_spec(
             .map(|(h, ip)| format!("{h}:{ip}"))
             .collect(),
         stop_timeout: service.stop_grace_period,
-        network: network_name(stack),
-        aliases,
+        network: service
+            .network_mode
+            .clone()
+            .unwrap_or_else(|| network_name(stack)),
+        aliases: if service.network_mode.is_some() {
+            Vec::new()
+        } else {
+            aliases
+        },
         nano_cpus: service.nano_cpus,
         cpu_quota: service.cpu_quota,
         cpu_period: service.cpu_period,
@@ -202,6 +209,14 @@ pub fn container_spec(
         sysctls: service.sysctls.clone(),
         tmpfs: service.tmpfs.clone(),
         group_add: service.group_add.clone(),
+        devices: service
+            .devices
+            .iter()
+            .map(|d| (d.host.clone(), d.container.clone(), d.permissions.clone()))
+            .collect(),
+        security_opt: service.security_opt.clone(),
+        pid_mode: service.pid.clone(),
+        ipc_mode: service.ipc.clone(),
         volumes_from: service
             .volumes_from
             .iter()
