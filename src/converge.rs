@@ -218,11 +218,7 @@ pub fn load(
         commit: snapshot.commit,
         stack,
         source: plan::SourceId::new(&repo.identity(), folder),
-        interpolated: snapshot
-            .files
-            .iter()
-            .flat_map(|f| manifest::interpolate::referenced_names(&f.text))
-            .collect(),
+        interpolated: loaded.interpolated,
         manifest: loaded.manifest,
         diagnostics: loaded.diagnostics,
     })

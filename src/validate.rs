@@ -37,7 +37,7 @@ pub fn run(source: &Source, vars: &Vars, policy: &Policy) -> Result<Report, Sour
     Ok(Report {
         valid: loaded.is_valid(),
         commit: snapshot.commit,
-        files: snapshot.files.iter().map(|f| f.path.clone()).collect(),
+        files: loaded.files.clone(),
         services: loaded.manifest.services.len(),
         nodes: loaded.manifest.nodes.len(),
         diagnostics: loaded.diagnostics,

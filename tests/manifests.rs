@@ -556,6 +556,52 @@ fn pier(dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `include:` brings in a Compose file outside the manifests folder, from
+/// the commit: its services join the stack, its paths are relative to its
+/// own folder, and its problems are reported in it.
+#[test]
+fn include_loads_a_compose_file_beside_the_manifests_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    git(root, &["init", "-q", "-b", "main"]);
+    std::fs::create_dir_all(root.join("pier")).unwrap();
+    std::fs::create_dir_all(root.join("app")).unwrap();
+    std::fs::write(root.join("app/Dockerfile"), "FROM scratch\n").unwrap();
+    std::fs::write(
+        root.join("compose.yaml"),
+        "services:\n  app: { build: ./app, image: registry.example/app }\n  db: { image: postgres, prots: [5432] }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("pier/stack.yml"),
+        "include:\n  - ../compose.yaml\n  - stack.yml\nservices:\n  web: { image: nginx, links: [app] }\n",
+    )
+    .unwrap();
+    git(root, &["add", "-A"]);
+    git(root, &["commit", "-q", "-m", "include"]);
+    let (code, _, stderr) = pier(root, &["validate"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr.lines().next().unwrap_or_default(),
+        "compose.yaml:3:26: error: services.db: unknown key `prots` in a service",
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+
+    std::fs::write(
+        root.join("compose.yaml"),
+        "services:\n  app: { build: ./app, image: registry.example/app }\n",
+    )
+    .unwrap();
+    git(root, &["commit", "-q", "-am", "fixed"]);
+    let (code, _, stderr) = pier(root, &["validate"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.starts_with("valid: 2 service(s), 0 node(s) in 2 file(s)"),
+        "{stderr}"
+    );
+}
+
 /// `validate --ref` reads each commit's tree, never the working directory.
 #[test]
 fn validate_reads_the_commit_not_the_working_directory() {

@@ -326,6 +326,12 @@ impl<'a> Editor<'a> {
                 }
             }
         }
+        if let Some(service) = self.manifest.services.get(name) {
+            return Err(Refused::Impossible(format!(
+                "service `{name}` is written in {}, which the manifests include; pier edits the manifests folder's own files: change it there by hand",
+                service.location.file
+            )));
+        }
         let known: Vec<&str> = self.manifest.services.keys().map(String::as_str).collect();
         Err(Refused::Impossible(format!(
             "no service `{name}` in the manifests{}",

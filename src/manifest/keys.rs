@@ -91,10 +91,6 @@ pub const UNSUPPORTED_FILE_KEYS: &[(&str, &str)] = &[
         "Compose configs need Swarm; mount files with `volumes` instead",
     ),
     (
-        "include",
-        "put every manifest file in the manifests folder instead",
-    ),
-    (
         "name",
         "the stack name is set where pier runs (`--stack`), not in the manifests",
     ),

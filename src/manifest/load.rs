@@ -35,6 +35,11 @@ pub struct Loaded {
     /// Where a value holds an unset variable: a problem found there comes
     /// from the unknown value, so it is not reported.
     pub unknown_at: BTreeSet<Location>,
+    /// The variables the files (included ones too) interpolate, by name,
+    /// so the values they bring in can be masked.
+    pub interpolated: BTreeSet<String>,
+    /// Every file read, the included ones after the manifests folder's.
+    pub files: Vec<String>,
 }
 
 impl Loaded {
@@ -350,7 +355,8 @@ impl Loader<'_> {
         for (key, value) in entries {
             match key.value.as_str() {
                 name if is_extension(name) => {}
-                "version" => {}
+                // Followed before loading: see `include::expand`.
+                "version" | "include" => {}
                 "services" => self.each_entry(file, key, value, Self::service),
                 "nodes" => self.each_entry(file, key, value, Self::node),
                 "pipeline" => self.pipeline(file, key, value),

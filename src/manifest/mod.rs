@@ -8,6 +8,7 @@
 
 pub mod diagnostic;
 pub mod env_file;
+pub mod include;
 pub mod interpolate;
 pub mod keys;
 pub mod load;
@@ -25,7 +26,14 @@ pub use validate::{Entry, MemoryTree, RepoTree};
 
 /// Load files and run every validation rule.
 pub fn load_and_validate(files: &[SourceFile], vars: &Vars, tree: &dyn RepoTree) -> Loaded {
-    let mut loaded = load::load(files, vars);
+    let (files, include_problems) = include::expand(files, tree);
+    let mut loaded = load::load(&files, vars);
+    loaded.diagnostics.extend(include_problems);
+    loaded.interpolated = files
+        .iter()
+        .flat_map(|f| interpolate::referenced_names(&f.text))
+        .collect();
+    loaded.files = files.iter().map(|f| f.path.clone()).collect();
     let across = validate::validate(&loaded.manifest, tree);
     loaded.add_checked(across);
     let from_env_files = env_file::merge(&mut loaded.manifest, tree);

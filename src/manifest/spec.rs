@@ -37,6 +37,21 @@ pub struct FileSpec {
     /// declaring them is accepted, driver options are not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<BTreeMap<String, Option<VolumeDeclSpec>>>,
+    /// More manifest files, by path from this one, inside the repository
+    /// (Compose's `include`, short form or `{path}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include: Option<Vec<IncludeSpec>>,
+}
+
+/// One `include:` entry.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum IncludeSpec {
+    Path(String),
+    Long {
+        /// A path, or several.
+        path: StringOrList,
+    },
 }
 
 /// A top-level named volume declaration.

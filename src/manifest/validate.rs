@@ -472,7 +472,7 @@ fn cycles(manifest: &Manifest, problems: &mut Vec<Diagnostic>) {
 
 /// A repository tree in memory, for tests and for folders read from disk.
 #[derive(Debug, Clone, Default)]
-pub struct MemoryTree(pub BTreeMap<String, Entry>);
+pub struct MemoryTree(pub BTreeMap<String, Entry>, BTreeMap<String, Vec<u8>>);
 
 impl MemoryTree {
     /// A tree holding these files (their parent folders are implied).
@@ -501,6 +501,12 @@ impl MemoryTree {
         }
         self.0.insert(path.to_string(), entry);
     }
+
+    /// Add a file with contents.
+    pub fn add_file(&mut self, path: &str, text: &str) {
+        self.add(path, Entry::File);
+        self.1.insert(path.to_string(), text.as_bytes().to_vec());
+    }
 }
 
 impl RepoTree for MemoryTree {
@@ -508,9 +514,10 @@ impl RepoTree for MemoryTree {
         self.0.get(path).cloned()
     }
 
-    /// Files of a memory tree are empty.
+    /// Files added without contents are empty.
     fn read(&self, path: &str) -> Option<Vec<u8>> {
-        matches!(self.0.get(path), Some(Entry::File)).then(Vec::new)
+        matches!(self.0.get(path), Some(Entry::File))
+            .then(|| self.1.get(path).cloned().unwrap_or_default())
     }
 }
 
