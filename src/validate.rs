@@ -78,8 +78,14 @@ fn with_dot_env<'v>(
     } else {
         format!("{folder}/.env")
     };
-    let Some(bytes) = manifest::validate::read_file(&snapshot.tree, &path) else {
-        return (std::borrow::Cow::Borrowed(vars), None);
+    let bytes = match manifest::validate::read_file(&snapshot.tree, &path) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return (std::borrow::Cow::Borrowed(vars), None),
+        Err(reason) => {
+            let problem = Diagnostic::error(manifest::Location::new(&path, 1, 1), reason)
+                .help("the repository is damaged; fetch or clone it again");
+            return (std::borrow::Cow::Borrowed(vars), Some(problem));
+        }
     };
     match manifest::env_file::parse(&String::from_utf8_lossy(&bytes)) {
         Ok(pairs) => {

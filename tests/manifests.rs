@@ -602,6 +602,39 @@ fn include_loads_a_compose_file_beside_the_manifests_folder() {
     );
 }
 
+/// An env file the commit names but git cannot read (a damaged object) is
+/// an error, never taken for a file that is not there.
+#[test]
+fn an_unreadable_env_file_is_an_error_not_an_absent_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    git(root, &["init", "-q", "-b", "main"]);
+    std::fs::create_dir_all(root.join("pier")).unwrap();
+    std::fs::write(root.join("pier/app.env"), "TOKEN=abc\n").unwrap();
+    std::fs::write(
+        root.join("pier/app.yml"),
+        "services:\n  web: { image: nginx, env_file: app.env }\n",
+    )
+    .unwrap();
+    git(root, &["add", "-A"]);
+    git(root, &["commit", "-q", "-m", "env"]);
+    let (code, _, stderr) = pier(root, &["validate"]);
+    assert_eq!(code, 0, "{stderr}");
+    let blob = Command::new("git")
+        .args(["rev-parse", "HEAD:pier/app.env"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let blob = String::from_utf8(blob.stdout).unwrap().trim().to_string();
+    std::fs::remove_file(root.join(format!(".git/objects/{}/{}", &blob[..2], &blob[2..]))).unwrap();
+    let (code, _, stderr) = pier(root, &["validate"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("pier/app.yml:2:24: error: services.web.env_file: `pier/app.env` cannot be read from git"),
+        "{stderr}"
+    );
+}
+
 /// `validate --ref` reads each commit's tree, never the working directory.
 #[test]
 fn validate_reads_the_commit_not_the_working_directory() {

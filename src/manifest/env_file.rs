@@ -20,9 +20,18 @@ pub fn merge(manifest: &mut Manifest, tree: &dyn RepoTree) -> Vec<Diagnostic> {
     for service in manifest.services.values_mut() {
         let mut from_files = std::collections::BTreeMap::new();
         for path in &service.env_files {
-            // A missing file is reported by the path checks.
-            let Some(bytes) = super::validate::read_file(tree, path) else {
-                continue;
+            let bytes = match super::validate::read_file(tree, path) {
+                Ok(Some(bytes)) => bytes,
+                // A missing file is reported by the path checks.
+                Ok(None) => continue,
+                Err(reason) => {
+                    problems.push(
+                        Diagnostic::error(service.location_of("env_file").clone(), reason)
+                            .key(format!("services.{}.env_file", service.name))
+                            .help("the repository is damaged; fetch or clone it again"),
+                    );
+                    continue;
+                }
             };
             let text = String::from_utf8_lossy(&bytes);
             match parse(&text) {

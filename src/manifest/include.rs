@@ -139,16 +139,27 @@ impl Expansion<'_> {
             );
             return;
         }
-        let Some(bytes) = read_file(self.tree, &resolved) else {
-            self.problems.push(
-                Diagnostic::error(
-                    at,
-                    format!("`{resolved}` is not a file in the repository at this commit"),
-                )
-                .key("include")
-                .help("commit the file, or fix the path (relative to the including file)"),
-            );
-            return;
+        let bytes = match read_file(self.tree, &resolved) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                self.problems.push(
+                    Diagnostic::error(
+                        at,
+                        format!("`{resolved}` is not a file in the repository at this commit"),
+                    )
+                    .key("include")
+                    .help("commit the file, or fix the path (relative to the including file)"),
+                );
+                return;
+            }
+            Err(reason) => {
+                self.problems.push(
+                    Diagnostic::error(at, reason)
+                        .key("include")
+                        .help("the repository is damaged; fetch or clone it again"),
+                );
+                return;
+            }
         };
         let Ok(text) = String::from_utf8(bytes) else {
             self.problems.push(

@@ -19,16 +19,18 @@ pub enum Entry {
 pub trait RepoTree {
     /// The entry at `path` (relative to the root, `/`-separated), without following symlinks.
     fn entry(&self, path: &str) -> Option<Entry>;
-    /// The contents of the file at `path`, without following symlinks.
-    fn read(&self, path: &str) -> Option<Vec<u8>>;
+    /// The contents of the file at `path`, without following symlinks:
+    /// `Ok(None)` when there is no such file, an error when there is one
+    /// that cannot be read (never taken for an absent file).
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String>;
 }
 
 /// The contents of the file at `path`, following symlinks inside the
-/// repository; `None` when there is no such file.
-pub fn read_file(tree: &dyn RepoTree, path: &str) -> Option<Vec<u8>> {
+/// repository; `Ok(None)` when there is no such file.
+pub fn read_file(tree: &dyn RepoTree, path: &str) -> Result<Option<Vec<u8>>, String> {
     match resolve_path(tree, path) {
         Ok(Some((resolved, Entry::File))) => tree.read(&resolved),
-        _ => None,
+        _ => Ok(None),
     }
 }
 
@@ -515,9 +517,9 @@ impl RepoTree for MemoryTree {
     }
 
     /// Files added without contents are empty.
-    fn read(&self, path: &str) -> Option<Vec<u8>> {
-        matches!(self.0.get(path), Some(Entry::File))
-            .then(|| self.1.get(path).cloned().unwrap_or_default())
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(matches!(self.0.get(path), Some(Entry::File))
+            .then(|| self.1.get(path).cloned().unwrap_or_default()))
     }
 }
 

@@ -407,13 +407,24 @@ pub struct GitTree {
 }
 
 impl RepoTree for GitTree {
-    fn read(&self, path: &str) -> Option<Vec<u8>> {
-        let tree = self.repo.find_tree(self.tree).ok()?;
-        let entry = tree.get_path(Path::new(path)).ok()?;
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+        let tree = self
+            .repo
+            .find_tree(self.tree)
+            .map_err(|e| format!("the commit's tree cannot be read: {}", e.message()))?;
+        let Ok(entry) = tree.get_path(Path::new(path)) else {
+            return Ok(None);
+        };
         if entry.kind() != Some(ObjectType::Blob) || entry.filemode() == 0o120000 {
-            return None;
+            return Ok(None);
         }
-        Some(self.repo.find_blob(entry.id()).ok()?.content().to_vec())
+        // The tree names the file: a blob that cannot be read is a broken
+        // repository, not a missing file.
+        let blob = self
+            .repo
+            .find_blob(entry.id())
+            .map_err(|e| format!("`{path}` cannot be read from git: {}", e.message()))?;
+        Ok(Some(blob.content().to_vec()))
     }
 
     fn entry(&self, path: &str) -> Option<Entry> {
