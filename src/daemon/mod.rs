@@ -154,7 +154,7 @@ pub struct Watched {
 pub struct Shared {
     pub status: RwLock<Status>,
     pub metrics: Metrics,
-    pub store: Store,
+    pub store: store::StoreQueue,
     /// Set once the first pass has finished.
     pub ready: AtomicBool,
     pub triggers: pending::Triggers,
@@ -328,7 +328,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             ..Default::default()
         }),
         metrics,
-        store,
+        store: store::StoreQueue::start(store),
         ready: AtomicBool::new(false),
         triggers: pending::Triggers::new(coalesced),
         git_check: Notify::new(),
@@ -411,7 +411,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     ));
 
     shared.triggers.send(Trigger::Startup);
-    let reconciler = Reconciler::new(config.clone(), stack, registry, runner);
+    let reconciler = Reconciler::new(config.clone(), stack, registry, runner).await;
     reconcile_loop(reconciler, &config, shutdown_signal()).await;
     info!("pier daemon stopping");
     shutdown.notify_waiters();

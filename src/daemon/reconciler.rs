@@ -64,12 +64,17 @@ enum Gate {
 /// them, and tell the registry watcher's map the tags moved.
 fn record_built(shared: &Shared, commit: &str, outcome: &pipeline::RunOutcome) {
     for (service, (reference, resolved)) in &outcome.built {
-        if let Err(e) = shared
-            .store
-            .save_digest(commit, service, reference, resolved)
-        {
-            warn!(error = %e, "cannot record a built digest");
-        }
+        let (commit, service, followed, built) = (
+            commit.to_string(),
+            service.clone(),
+            reference.clone(),
+            resolved.clone(),
+        );
+        shared.store.write(move |store| {
+            if let Err(e) = store.save_digest(&commit, &service, &followed, &built) {
+                warn!(error = %e, "cannot record a built digest");
+            }
+        });
         shared
             .followed
             .lock()
@@ -123,17 +128,21 @@ struct Target {
 }
 
 impl Reconciler {
-    pub fn new(
+    pub async fn new(
         config: Config,
         stack: String,
         registry: Arc<Registry>,
         runner: super::runner::PipelineRunner,
     ) -> Reconciler {
         let (repo, shared) = (runner.repo.clone(), runner.shared.clone());
-        let last_good = shared.store.last_good().unwrap_or_else(|e| {
-            warn!(error = %e, "cannot read the last good revision; starting without it");
-            None
-        });
+        let last_good = shared
+            .store
+            .call(|store| store.last_good())
+            .await
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "cannot read the last good revision; starting without it");
+                None
+            });
         Reconciler {
             stack,
             repo,
@@ -224,9 +233,11 @@ impl Reconciler {
             steps,
             message: message.clone(),
         };
-        if let Err(e) = self.shared.store.record_pass(&record) {
-            warn!(error = %e, "cannot record the pass in the state store");
-        }
+        self.shared.store.write(move |store| {
+            if let Err(e) = store.record_pass(&record) {
+                warn!(error = %e, "cannot record the pass in the state store");
+            }
+        });
         self.shared.status.write().expect("status lock").last_pass = Some(PassStatus {
             trigger,
             commit,
@@ -250,7 +261,7 @@ impl Reconciler {
             Err(reason) => return (Outcome::Transient(reason), String::new(), 0),
         };
         self.shared.status.write().expect("status lock").head = Some(head.clone());
-        let mut target = self.target(&head);
+        let mut target = self.target(&head).await;
         if let Some(reason) = target.refused.clone().filter(|_| target.commit == head) {
             // The head was refused and nothing was ever applied: there is no
             // revision to deploy or heal towards, so the stack stays as it is.
@@ -265,13 +276,12 @@ impl Reconciler {
                     // Said once per commit, not on every pass that meets it again.
                     error!(commit = %target.commit, "{reason}");
                 }
-                if let Err(e) =
-                    self.shared
-                        .store
-                        .mark_failed(&target.commit, &reason, &BTreeMap::new())
-                {
-                    warn!(error = %e, "cannot record the refused revision");
-                }
+                let (commit, why) = (target.commit.clone(), reason.clone());
+                self.shared.store.write(move |store| {
+                    if let Err(e) = store.mark_failed(&commit, &why, &BTreeMap::new()) {
+                        warn!(error = %e, "cannot record the refused revision");
+                    }
+                });
                 match self.last_good.clone().filter(|good| *good != target.commit) {
                     Some(good) => {
                         target.commit = good;
@@ -294,7 +304,7 @@ impl Reconciler {
         // commit on the strength of how it was triggered.
         let mut loaded = loaded;
         if self.last_good.as_deref() != Some(loaded.commit.as_str()) {
-            match self.pipeline_gate(&loaded) {
+            match self.pipeline_gate(&loaded).await {
                 Gate::Open => {}
                 Gate::Closed(outcome) => return (outcome, loaded.commit, 0),
                 Gate::Running => {
@@ -338,11 +348,17 @@ impl Reconciler {
 
     /// The head, unless it was refused: then the last good commit (invalid
     /// manifests) or the head with its rolled-back services frozen.
-    fn target(&self, head: &str) -> Target {
-        let failure = self.shared.store.failure(head).unwrap_or_else(|e| {
-            warn!(error = %e, "cannot read the state store; treating the head as new");
-            None
-        });
+    async fn target(&self, head: &str) -> Target {
+        let commit = head.to_string();
+        let failure = self
+            .shared
+            .store
+            .call(move |store| store.failure(&commit))
+            .await
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "cannot read the state store; treating the head as new");
+                None
+            });
         match failure {
             // With no good revision the target stays the refused head, and
             // the pass deploys nothing.
@@ -377,7 +393,7 @@ impl Reconciler {
             self.trust_runners_of(loaded);
         }
         let input = PassInput {
-            pins: self.pins_for(loaded),
+            pins: self.pins_for(loaded).await,
             frozen: target
                 .frozen
                 .iter()
@@ -443,13 +459,12 @@ impl Reconciler {
             let mut frozen = target.frozen.clone();
             frozen.extend(rolled_back.clone());
             let reason: Vec<&str> = rolled_back.values().map(String::as_str).collect();
-            if let Err(e) =
-                self.shared
-                    .store
-                    .mark_failed(&loaded.commit, &reason.join("; "), &frozen)
-            {
-                warn!(error = %e, "cannot record the failed rollout");
-            }
+            let (commit, why) = (loaded.commit.clone(), reason.join("; "));
+            self.shared.store.write(move |store| {
+                if let Err(e) = store.mark_failed(&commit, &why, &frozen) {
+                    warn!(error = %e, "cannot record the failed rollout");
+                }
+            });
         }
         if report.failed.keys().any(|s| report.transient.contains(s)) {
             return (Outcome::Transient(report.failures.join("; ")), steps);
@@ -473,16 +488,18 @@ impl Reconciler {
     /// pipeline or its run passed; while its run goes on (started here, in
     /// a task of its own, if it is not yet), the pass heals the last good
     /// revision instead.
-    fn pipeline_gate(&mut self, loaded: &Loaded) -> Gate {
+    async fn pipeline_gate(&mut self, loaded: &Loaded) -> Gate {
         let Some(pipeline) = loaded.manifest.pipeline.as_ref() else {
             return Gate::Open;
         };
         // A branch not listed in `pipeline.branches` is tested, never deployed.
         let deploys = pipeline.branches.contains(&self.config.branch);
+        let commit = loaded.commit.clone();
         let passed = self
             .shared
             .store
-            .pipeline_passed(&loaded.commit)
+            .call(move |store| store.pipeline_passed(&commit))
+            .await
             .unwrap_or(false);
         match (passed, deploys) {
             (true, true) => Gate::Open,
@@ -525,13 +542,12 @@ impl Reconciler {
                         short(&loaded.commit),
                         outcome.failure_summary(10).unwrap_or_default()
                     );
-                    if let Err(e) =
-                        shared
-                            .store
-                            .mark_failed(&loaded.commit, &reason, &BTreeMap::new())
-                    {
-                        warn!(error = %e, "cannot record the failed pipeline");
-                    }
+                    let (commit, why) = (loaded.commit.clone(), reason.clone());
+                    shared.store.write(move |store| {
+                        if let Err(e) = store.mark_failed(&commit, &why, &BTreeMap::new()) {
+                            warn!(error = %e, "cannot record the failed pipeline");
+                        }
+                    });
                     shared.status.write().expect("status lock").stalled = Some(reason);
                 }
             }
@@ -589,9 +605,12 @@ impl Reconciler {
             info!(commit = %short(commit), "revision applied");
         }
         self.last_good = Some(commit.to_string());
-        if let Err(e) = self.shared.store.mark_applied(commit) {
-            warn!(error = %e, "cannot record the applied revision");
-        }
+        let applied = commit.to_string();
+        self.shared.store.write(move |store| {
+            if let Err(e) = store.mark_applied(&applied) {
+                warn!(error = %e, "cannot record the applied revision");
+            }
+        });
         self.shared.metrics.set_revision(commit);
         self.shared.status.write().expect("status lock").revision = Some(commit.to_string());
     }
@@ -632,7 +651,8 @@ impl Reconciler {
 
     /// Digests already decided: the registry watcher's latest for services
     /// that follow their tag, the commit's first resolution for the others.
-    fn pins_for(&self, loaded: &Loaded) -> converge::Pins {
+    async fn pins_for(&self, loaded: &Loaded) -> converge::Pins {
+        let stored = self.stored_pins(loaded).await;
         let followed = self.shared.followed.lock().expect("followed lock").clone();
         let mut pins = converge::Pins::new();
         for service in loaded.manifest.services.values() {
@@ -646,19 +666,46 @@ impl Reconciler {
                     .get(&service.name)
                     .filter(|p| p.commit == loaded.commit && p.reference == reference)
                     .map(|p| p.resolved.clone())
-                    .or_else(|| {
-                        self.shared
-                            .store
-                            .digest(&loaded.commit, &service.name, reference)
-                            .ok()
-                            .flatten()
-                    })
+                    .or_else(|| stored.get(&service.name).cloned())
             };
             if let Some(resolved) = pinned {
                 pins.insert(service.name.clone(), resolved);
             }
         }
         pins
+    }
+
+    /// The digests stored for this commit's services not pinned in memory
+    /// (after a restart), read in one call to the store.
+    async fn stored_pins(&self, loaded: &Loaded) -> BTreeMap<String, Resolved> {
+        let wanted: Vec<(String, String)> = loaded
+            .manifest
+            .services
+            .values()
+            .filter(|service| !service.autoredeploy)
+            .filter(|service| {
+                self.pins
+                    .get(&service.name)
+                    .is_none_or(|p| p.commit != loaded.commit)
+            })
+            .filter_map(|service| Some((service.name.clone(), service.image.clone()?)))
+            .collect();
+        if wanted.is_empty() {
+            return BTreeMap::new();
+        }
+        let commit = loaded.commit.clone();
+        self.shared
+            .store
+            .call(move |store| {
+                wanted
+                    .into_iter()
+                    .filter_map(|(name, reference)| {
+                        let resolved = store.digest(&commit, &name, &reference).ok().flatten()?;
+                        Some((name, resolved))
+                    })
+                    .collect()
+            })
+            .await
     }
 
     /// Keep what this pass resolved, so later passes at the same commit
@@ -689,14 +736,17 @@ impl Reconciler {
                 .get(&desired.name)
                 .is_some_and(|p| p.commit == loaded.commit && p.reference == reference);
             if !known {
-                if let Err(e) = self.shared.store.save_digest(
-                    &loaded.commit,
-                    &desired.name,
-                    &reference,
-                    &resolved,
-                ) {
-                    warn!(error = %e, "cannot record the resolved digest");
-                }
+                let (commit, name, followed, saved) = (
+                    loaded.commit.clone(),
+                    desired.name.clone(),
+                    reference.clone(),
+                    resolved.clone(),
+                );
+                self.shared.store.write(move |store| {
+                    if let Err(e) = store.save_digest(&commit, &name, &followed, &saved) {
+                        warn!(error = %e, "cannot record the resolved digest");
+                    }
+                });
                 self.pins.insert(
                     desired.name.clone(),
                     Pin {
@@ -765,13 +815,12 @@ impl Reconciler {
             } else {
                 (Condition::Ready, String::new())
             };
-            if let Err(e) =
-                self.shared
-                    .store
-                    .set_condition(&service.name, condition.as_str(), &reason)
-            {
-                warn!(error = %e, "cannot record a condition");
-            }
+            let (name, recorded, why) = (service.name.clone(), condition, reason.clone());
+            self.shared.store.write(move |store| {
+                if let Err(e) = store.set_condition(&name, recorded.as_str(), &why) {
+                    warn!(error = %e, "cannot record a condition");
+                }
+            });
             services.push(ServiceStatus {
                 name: service.name.clone(),
                 desired,

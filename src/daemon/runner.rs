@@ -150,7 +150,11 @@ impl PipelineRunner {
         tip: watch::Receiver<Option<String>>,
     ) -> pipeline::RunOutcome {
         let store = &self.shared.store;
-        let run = store.start_run(&loaded.commit, branch).unwrap_or(-1);
+        let (commit, on_branch) = (loaded.commit.clone(), branch.to_string());
+        let run = store
+            .call(move |store| store.start_run(&commit, &on_branch))
+            .await
+            .unwrap_or(-1);
         let status = |state: &str, summary: String| PipelineStatus {
             run,
             branch: branch.to_string(),
@@ -206,7 +210,11 @@ impl PipelineRunner {
                     .collect();
                 let on_output = |stage: &str, text: &str| {
                     let position = positions.get(stage).copied().unwrap_or(0);
-                    let _ = store.append_stage_log(run, position, stage, text);
+                    // Queued in order behind the run's other writes.
+                    let (stage, text) = (stage.to_string(), text.to_string());
+                    store.write(move |store| {
+                        let _ = store.append_stage_log(run, position, &stage, &text);
+                    });
                 };
                 let ctx = pipeline::Context {
                     stack: &loaded.stack,
@@ -244,12 +252,17 @@ impl PipelineRunner {
                 message: stage.message.clone(),
                 log: stage.log.clone(),
             };
-            if let Err(e) = store.finish_stage(run, position, &row) {
-                warn!(error = %e, "cannot record a pipeline stage");
-            }
+            store.write(move |store| {
+                if let Err(e) = store.finish_stage(run, position, &row) {
+                    warn!(error = %e, "cannot record a pipeline stage");
+                }
+            });
         }
         let summary = outcome.failure_summary(10).unwrap_or_default();
-        let _ = store.finish_run(run, outcome.state.as_str(), &summary);
+        let (state, recorded) = (outcome.state.as_str(), summary.clone());
+        store.write(move |store| {
+            let _ = store.finish_run(run, state, &recorded);
+        });
         info!(branch, commit = %short(&loaded.commit), run, state = outcome.state.as_str(), "pipeline finished");
         self.publish(branch, status(outcome.state.as_str(), summary));
         outcome

@@ -637,6 +637,31 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// Writes queued without waiting are seen by every read queued after
+    /// them, and a run's log chunks keep their order, whichever runtime
+    /// thread queued them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_queue_keeps_order_and_reads_see_earlier_writes() {
+        let queue = StoreQueue::start(Store::in_memory().unwrap());
+        queue.write(|store| store.mark_failed("c1", "bad", &BTreeMap::new()).unwrap());
+        let failure = queue.call(|store| store.failure("c1").unwrap()).await;
+        assert_eq!(failure.map(|f| f.reason).as_deref(), Some("bad"));
+
+        let run = queue
+            .call(|store| store.start_run("c1", "main").unwrap())
+            .await;
+        for n in 0..200 {
+            let chunk = format!("line {n}\n");
+            queue.write(move |store| store.append_stage_log(run, 0, "test", &chunk).unwrap());
+        }
+        let log = queue
+            .call(move |store| store.stage_log_after(run, "test", 0).unwrap())
+            .await;
+        let expected: String = (0..200).map(|n| format!("line {n}\n")).collect();
+        let text: String = log.into_iter().map(|(_, chunk)| chunk).collect();
+        assert_eq!(text, expected);
+    }
+
     #[test]
     fn a_refused_revision_stays_refused_until_applied() {
         let store = Store::in_memory().unwrap();
@@ -794,5 +819,60 @@ mod tests {
             passes.iter().map(|p| p.result.as_str()).collect::<Vec<_>>(),
             ["failed", "ok"]
         );
+    }
+}
+
+/// Work for the store's thread.
+type Job = Box<dyn FnOnce(&Store) + Send>;
+
+/// Jobs waiting for the store's thread, at most: beyond it a writer waits,
+/// so a flood of output cannot grow memory without bound.
+const QUEUE_LENGTH: usize = 4096;
+
+/// The daemon's way to the store: one thread owns every SQLite call, so
+/// none blocks an async runtime thread, and jobs run in the order they
+/// were queued (a write is seen by every read queued after it; log chunks
+/// stay in order).
+#[derive(Clone)]
+pub struct StoreQueue {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+impl StoreQueue {
+    /// Start the store's thread; it ends when the last queue handle is dropped.
+    pub fn start(store: Store) -> StoreQueue {
+        let (jobs, queued) = std::sync::mpsc::sync_channel::<Job>(QUEUE_LENGTH);
+        std::thread::Builder::new()
+            .name("pier-store".into())
+            .spawn(move || {
+                for job in queued {
+                    job(&store);
+                }
+            })
+            .expect("the store thread starts");
+        StoreQueue { jobs }
+    }
+
+    /// Queue `work` and wait for its result without blocking the runtime.
+    pub async fn call<T, F>(&self, work: F) -> T
+    where
+        F: FnOnce(&Store) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        self.write(move |store| {
+            let _ = reply.send(work(store));
+        });
+        match result.await {
+            Ok(value) => value,
+            // The store thread only ends with the process; a panic there is a bug.
+            Err(_) => panic!("the store thread ended"),
+        }
+    }
+
+    /// Queue `work` (a write) and go on: it runs after everything queued before.
+    pub fn write(&self, work: impl FnOnce(&Store) + Send + 'static) {
+        // Fails only once the thread ended, which it does not while a handle lives.
+        let _ = self.jobs.send(Box::new(work));
     }
 }
