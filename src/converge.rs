@@ -169,15 +169,26 @@ pub async fn prepare(settings: &Settings, vars: &Vars) -> Result<Prepared, PassE
     // the image reference parser compiling its pattern. The second runs on
     // another core while this one opens the repository.
     std::thread::spawn(crate::registry::prepare_reference_parser);
-    let repo = GitSource::open(&settings.source.repo, &settings.source.cache_dir)?;
-    let loaded = load(
-        &repo,
-        &settings.source.reference,
-        &settings.source.path,
-        settings.stack.as_deref(),
-        vars,
-        &settings.policy,
-    )?;
+    // libgit2 and the loader block: they run off the async runtime.
+    let (source, stack, vars, policy) = (
+        settings.source.clone(),
+        settings.stack.clone(),
+        vars.clone(),
+        settings.policy.clone(),
+    );
+    let loaded = tokio::task::spawn_blocking(move || {
+        let repo = GitSource::open(&source.repo, &source.cache_dir)?;
+        load(
+            &repo,
+            &source.reference,
+            &source.path,
+            stack.as_deref(),
+            &vars,
+            &policy,
+        )
+    })
+    .await
+    .expect("loading the manifests does not panic")?;
     let registry = Registry::with_timeout(
         settings.insecure_registries.clone(),
         crate::registry::CredentialStore::from_environment(),

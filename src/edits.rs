@@ -218,7 +218,7 @@ async fn show_plan(args: &CommitArgs, outcome: &Outcome, vars: &Vars) {
         commit: "(dry run)".into(),
         stack: args.nodes.stack.clone().unwrap_or_else(|| repo.name()),
         source: pier::plan::SourceId::new(&repo.identity(), &args.path),
-        interpolated: Default::default(),
+        interpolated: loaded.interpolated,
         manifest: loaded.manifest,
         diagnostics: loaded.diagnostics,
     };
