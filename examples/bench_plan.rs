@@ -81,6 +81,7 @@ fn desired() -> Desired {
         services,
         frozen: BTreeMap::new(),
         source: Default::default(),
+        network: Default::default(),
     }
 }
 

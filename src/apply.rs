@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::docker::{self, AnonymousVolume, Credentials, Health, Runtime, RuntimeError, Volumes};
 use crate::manifest::model::{Autodestroy, DependsOnCondition};
-use crate::plan::{Change, Desired, DesiredService, OwnedContainer, Plan, ServicePlan, spec};
+use crate::plan::{Change, Desired, DesiredService, OwnedContainer, Plan, ServicePlan};
 
 /// Tuning for one apply.
 #[derive(Debug, Clone)]
@@ -169,6 +169,9 @@ pub async fn apply<R: Runtime>(
     let mut failures = Vec::new();
     let mut failed = BTreeMap::new();
     let mut failed_services = BTreeSet::new();
+    if let Err(failure) = form_swarm(&ctx, &plan.swarm).await {
+        failures.push(failure);
+    }
     let by_name: BTreeMap<&str, &ServicePlan> = plan
         .services
         .iter()
@@ -325,9 +328,94 @@ impl<R: Runtime> Context<'_, R> {
     }
 }
 
+/// The plan's swarm steps, in order: the stack's overlay network needs its
+/// nodes in one swarm, and the network on a manager. A join token goes from
+/// the manager to the joining engine and nowhere else.
+async fn form_swarm<R: Runtime>(
+    ctx: &Context<'_, R>,
+    plan: &crate::plan::swarm::SwarmPlan,
+) -> Result<(), String> {
+    use crate::plan::swarm::SwarmStep;
+    for step in &plan.steps {
+        match step {
+            SwarmStep::Init { node } => {
+                let engine = ctx.engine(node)?;
+                let advertise = advertise_address(ctx.desired, node);
+                ctx.step(
+                    "",
+                    node,
+                    "swarm init",
+                    node,
+                    engine.swarm_init(advertise.as_deref()),
+                )
+                .await?;
+            }
+            SwarmStep::Join { node, via, manager } => {
+                let (engine, through) = (ctx.engine(node)?, ctx.engine(via)?);
+                let advertise = advertise_address(ctx.desired, node);
+                let join = async {
+                    let (worker_token, manager_token) = through.swarm_tokens().await?;
+                    let address = through.swarm().await?.address.ok_or_else(|| {
+                        RuntimeError::Failed(format!("{via} gives no address for its swarm"))
+                    })?;
+                    let token = if *manager {
+                        manager_token
+                    } else {
+                        worker_token
+                    };
+                    engine
+                        .swarm_join(advertise.as_deref(), &format!("{address}:2377"), &token)
+                        .await
+                };
+                let action = if *manager {
+                    "swarm join (manager)"
+                } else {
+                    "swarm join"
+                };
+                ctx.step("", node, action, via, join).await?;
+            }
+            SwarmStep::CreateNetwork {
+                node,
+                network,
+                encrypted,
+            } => {
+                let engine = ctx.engine(node)?;
+                let labels =
+                    BTreeMap::from([(docker::LABEL_STACK.to_string(), ctx.desired.stack.clone())]);
+                ctx.step(
+                    "",
+                    node,
+                    "network",
+                    network,
+                    engine.create_overlay(network, &labels, *encrypted),
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The address a node gives the swarm: its endpoint's, when that is an IP
+/// address; otherwise the engine chooses (and says so when it cannot).
+fn advertise_address(desired: &Desired, node: &str) -> Option<String> {
+    use crate::manifest::model::Endpoint;
+    let host = match &desired.nodes.get(node)?.endpoint {
+        Endpoint::Tcp { host, .. } | Endpoint::Ssh { host, .. } => host,
+        Endpoint::Unix { .. } => return None,
+    };
+    host.trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.to_string())
+}
+
 /// Networks on every node a level touches, and the images its new containers need.
 async fn prepare_nodes<R: Runtime>(ctx: &Context<'_, R>, level: &[&ServicePlan]) {
-    let network = spec::network_name(&ctx.desired.stack);
+    let network = ctx.desired.network.name(&ctx.desired.stack);
+    // An overlay network is the swarm's: made once on a manager (a swarm
+    // step), and found by every engine that attaches a container to it.
+    let overlay = ctx.desired.network.overlay;
     let labels = BTreeMap::from([(docker::LABEL_STACK.to_string(), ctx.desired.stack.clone())]);
     // One pull per node and image, whichever services share it.
     let mut pulls: BTreeMap<(String, String), String> = BTreeMap::new();
@@ -345,7 +433,7 @@ async fn prepare_nodes<R: Runtime>(ctx: &Context<'_, R>, level: &[&ServicePlan])
             }
         }
     }
-    join_all(nodes.iter().map(|node| {
+    join_all(nodes.iter().filter(|_| !overlay).map(|node| {
         let (network, labels) = (&network, &labels);
         async move {
             if let Ok(engine) = ctx.engine(node) {

@@ -270,7 +270,7 @@ pub async fn plan_loaded(
         .as_ref()
         .map(|loss| loss.down(&observed, std::time::Instant::now()))
         .unwrap_or_default();
-    let plan = plan::plan(
+    let mut plan = plan::plan(
         &desired,
         &observed,
         &plan::Options {
@@ -280,6 +280,9 @@ pub async fn plan_loaded(
             destroyed: input.destroyed.clone(),
         },
     );
+    if desired.network.overlay && plan.refused.is_empty() {
+        plan.swarm = plan_swarm(manifest, &desired, &engines).await;
+    }
     Planned {
         desired,
         observed,
@@ -288,6 +291,47 @@ pub async fn plan_loaded(
         transient,
         down,
     }
+}
+
+/// Ask every reachable node of the stack where it stands in a swarm, and
+/// the managers whether the overlay network exists, then plan the steps.
+/// A node that does not answer is left out this pass, never taken as "not
+/// in a swarm".
+async fn plan_swarm(
+    manifest: &Manifest,
+    desired: &Desired,
+    engines: &BTreeMap<String, Engine>,
+) -> plan::swarm::SwarmPlan {
+    let nodes: BTreeSet<String> = manifest.nodes.keys().cloned().collect();
+    let network = desired.network.name(&desired.stack);
+    let asked = futures_util::future::join_all(
+        engines
+            .iter()
+            .filter(|(name, _)| nodes.contains(*name))
+            .map(|(name, engine)| {
+                let network = &network;
+                async move {
+                    let membership = engine.swarm().await.ok()?;
+                    let has_network =
+                        membership.manager && engine.network_exists(network).await.unwrap_or(false);
+                    Some((name.clone(), membership, has_network))
+                }
+            }),
+    )
+    .await;
+    let mut observed = BTreeMap::new();
+    let mut network_on = BTreeSet::new();
+    for (name, membership, has_network) in asked.into_iter().flatten() {
+        if has_network {
+            network_on.insert(name.clone());
+        }
+        observed.insert(name, membership);
+    }
+    let overlay = plan::swarm::Overlay {
+        network,
+        encrypted: desired.network.encrypted,
+    };
+    plan::swarm::plan(&nodes, &observed, &overlay, &network_on)
 }
 
 fn transient_reason(
@@ -424,6 +468,7 @@ pub fn desired_state(
         services: BTreeMap::new(),
         frozen: BTreeMap::new(),
         source: Default::default(),
+        network: manifest.network.clone(),
     };
     // What other services wait for of each service, found once (not per
     // service, which would be quadratic in the number of services).
@@ -469,6 +514,7 @@ pub fn desired_state(
             &resolved.pinned,
             plan::spec::aliases(manifest, &service.name),
             &manifest.volumes,
+            &manifest.network.name(stack),
         );
         let mut after: Vec<String> = service.links.iter().map(|l| l.service.clone()).collect();
         after.extend(service.depends_on.keys().cloned());

@@ -1925,3 +1925,59 @@ async fn host_access_reaches_the_engine_only_through_the_policy() {
     );
     support::remove_stack(&bed, &repo.stack).await;
 }
+
+/// `networks.default.driver: overlay`: pier forms a swarm of the stack's
+/// nodes through the Engine API, makes the attachable overlay network on a
+/// manager, and a service reaches another on a different host by its name
+/// and by its link alias. A second diff plans nothing.
+#[tokio::test]
+async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
+    let bed = Bed::get();
+    let manifest = format!(
+        "{}services:\n  cache:\n    image: {image}\n    command: sleep 3600\n    tags: [b]\n    stop_grace_period: 1s\n  web:\n    image: {image}\n    command: sleep 3600\n    tags: [a]\n    links: [\"cache:redis\"]\n    stop_grace_period: 1s\nnetworks:\n  default: {{ driver: overlay }}\n",
+        support::nodes_yaml(&bed, &[&["a"], &["b"]]),
+        image = bed.base_image
+    );
+    let repo = support::UserRepo::new("overlay", &manifest);
+    let first = support::engine(&bed.nodes[0]).await;
+    let in_swarm = first
+        .info()
+        .await
+        .expect("docker info")
+        .swarm
+        .and_then(|s| s.local_node_state)
+        .is_some_and(|s| s.to_string() == "active");
+    let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let network = format!("pier-{}-overlay", repo.stack);
+    assert!(
+        stdout.contains(&format!("network create {network} (overlay) on n1")),
+        "{stdout}"
+    );
+    if !in_swarm {
+        assert!(stdout.contains("swarm init n1"), "{stdout}");
+        assert!(stdout.contains("swarm join n2 via n1"), "{stdout}");
+    }
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(!stdout.contains("SWMTKN"), "no join token in the output");
+    assert!(!stderr.contains("SWMTKN"), "no join token in the output");
+
+    let web = format!("{}-web-1", repo.stack);
+    let (_, on) = support::stack_containers(&bed, &repo.stack)
+        .await
+        .into_iter()
+        .map(|(node, name, _)| (name, node))
+        .find(|(name, _)| *name == web)
+        .expect("web runs");
+    assert_eq!(on, "n1");
+    for name in ["cache", "redis"] {
+        let (code, output) =
+            support::exec(&first, &web, &["ping", "-c", "1", "-W", "5", name]).await;
+        assert_eq!(code, 0, "web on n1 reaches `{name}` on n2: {output}");
+    }
+    let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 0, "a second diff plans nothing: {stdout}{stderr}");
+    support::remove_stack(&bed, &repo.stack).await;
+    let _ = first.remove_network(&network).await;
+}

@@ -202,7 +202,7 @@ fn public_compose_and_docker_cloud_files_load_or_fail_precisely() {
                 "26:9: error: services.logstash.volumes[1]: relative bind mount `./logstash/nginx.log`",
                 "34:5: error: services.logstash: `networks` is not supported in a service",
                 "44:5: error: services.kibana: `networks` is not supported in a service",
-                "46:1: error: `networks` is not supported in the top level",
+                "47:3: error: networks.elastic: network `elastic`: only `default` is supported yet",
             ],
         ),
         (
@@ -211,7 +211,8 @@ fn public_compose_and_docker_cloud_files_load_or_fail_precisely() {
                 "9:5: error: services.nc: `networks` is not supported in a service",
                 "21:5: error: services.redis: `networks` is not supported in a service",
                 "29:5: error: services.db: `networks` is not supported in a service",
-                "39:1: error: `networks` is not supported in the top level",
+                "40:3: error: networks.dbnet: network `dbnet`: only `default` is supported yet",
+                "41:3: error: networks.redisnet: network `redisnet`: only `default` is supported yet",
             ],
         ),
         (
@@ -246,7 +247,8 @@ fn public_compose_and_docker_cloud_files_load_or_fail_precisely() {
                 "20:7: error: services.Backend: `networks` is not supported in a service",
                 "28:10: error: services.db.volumes[0]: relative bind mount `./data`",
                 "30:7: error: services.db: `networks` is not supported in a service",
-                "32:1: error: `networks` is not supported in the top level",
+                "33:3: error: networks.express-network: network `express-network`: only `default` is supported yet",
+                "34:3: error: networks.db-network: network `db-network`: only `default` is supported yet",
             ],
         ),
     ];
@@ -274,6 +276,7 @@ fn golden_messages_for_each_rule() {
             &[
                 "p.yml:2:40: error: services.web.ports: `ports` with `network_mode: host`",
                 "p.yml:3:28: error: services.api.links[0]: `web` runs with `network_mode: host`, off the stack's network: it cannot be reached by name",
+                "p.yml:3:28: warning: services.api.links[0]: api and web may be placed on different nodes, where the stack's bridge network does not reach",
                 "p.yml:3:39: error: services.api.pid: `pid: service:web` is not supported",
             ],
         ),
@@ -301,7 +304,11 @@ fn golden_messages_for_each_rule() {
         ),
         (
             "services:\n  a: { image: x, links: [b] }\n  b: { image: x, depends_on: [a] }\n",
-            &["p.yml:2:3: error: services.a: services depend on each other in a cycle: a → b → a"],
+            &[
+                "p.yml:2:3: error: services.a: services depend on each other in a cycle: a → b → a",
+                "p.yml:2:26: warning: services.a.links[0]: a and b may be placed on different nodes, where the stack's bridge network does not reach",
+                "p.yml:3:31: warning: services.b.depends_on.a: b and a may be placed on different nodes, where the stack's bridge network does not reach",
+            ],
         ),
         (
             "services:\n  a: { image: x, links: [redis] }\n  redi: { image: x }\n",
@@ -409,6 +416,7 @@ fn golden_messages_for_each_rule() {
         (
             "services:\n  web: { image: x, links: [db, \"db.other:d\"] }\n  db: { image: x }\n",
             &[
+                "p.yml:2:28: warning: services.web.links[0]: web and db may be placed on different nodes, where the stack's bridge network does not reach",
                 "p.yml:2:32: error: services.web.links[1]: `db.other` names service `db` of another stack, `other`, which pier cannot see from these manifests",
             ],
         ),
@@ -419,6 +427,7 @@ fn golden_messages_for_each_rule() {
         (
             "services:\n  web:\n    image: x\n    depends_on:\n      db: { restart: true }\n      ghost: { required: false }\n      gone: { required: true }\n  db: { image: x }\n",
             &[
+                "p.yml:5:7: warning: services.web.depends_on.db: web and db may be placed on different nodes, where the stack's bridge network does not reach",
                 "p.yml:6:7: warning: services.web.depends_on.ghost: `ghost` is not a service in the manifests; it is `required: false`, so it is ignored",
                 "p.yml:7:7: error: services.web.depends_on.gone: `gone` is not a service in the manifests",
             ],

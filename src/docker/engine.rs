@@ -620,6 +620,128 @@ impl Runtime for Engine {
         }
     }
 
+    async fn swarm(&self) -> Result<crate::plan::swarm::SwarmMembership, RuntimeError> {
+        let info = self
+            .within("a system info request", Box::pin(self.docker.info()))
+            .await?
+            .map_err(classify)?;
+        let swarm = info.swarm.unwrap_or_default();
+        Ok(crate::plan::swarm::SwarmMembership {
+            state: swarm
+                .local_node_state
+                .map(|s| s.to_string())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "inactive".into()),
+            cluster: swarm.cluster.and_then(|c| c.id),
+            manager: swarm.control_available.unwrap_or(false),
+            managers: swarm
+                .remote_managers
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|peer| peer.addr)
+                .collect(),
+            address: swarm.node_addr.filter(|a| !a.is_empty()),
+        })
+    }
+
+    async fn swarm_init(&self, advertise: Option<&str>) -> Result<(), RuntimeError> {
+        let request = bollard::models::SwarmInitRequest {
+            listen_addr: Some("0.0.0.0:2377".into()),
+            advertise_addr: advertise.map(str::to_string),
+            ..Default::default()
+        };
+        self.within("a swarm init", Box::pin(self.docker.init_swarm(request)))
+            .await?
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    async fn swarm_tokens(&self) -> Result<(String, String), RuntimeError> {
+        let swarm = self
+            .within("a swarm inspection", Box::pin(self.docker.inspect_swarm()))
+            .await?
+            .map_err(classify)?;
+        let tokens = swarm.join_tokens.unwrap_or_default();
+        match (tokens.worker, tokens.manager) {
+            (Some(worker), Some(manager)) => Ok((worker, manager)),
+            _ => Err(RuntimeError::Failed(
+                "the manager gave no join tokens".into(),
+            )),
+        }
+    }
+
+    async fn swarm_join(
+        &self,
+        advertise: Option<&str>,
+        manager: &str,
+        token: &str,
+    ) -> Result<(), RuntimeError> {
+        let request = bollard::models::SwarmJoinRequest {
+            listen_addr: Some("0.0.0.0:2377".into()),
+            advertise_addr: advertise.map(str::to_string),
+            remote_addrs: Some(vec![manager.to_string()]),
+            join_token: Some(token.to_string()),
+            ..Default::default()
+        };
+        // Joining waits for the manager to admit the node: allow it longer.
+        self.within_plus(
+            Duration::from_secs(20),
+            "a swarm join",
+            Box::pin(self.docker.join_swarm(request)),
+        )
+        .await?
+        .map_err(classify)
+    }
+
+    async fn network_exists(&self, name: &str) -> Result<bool, RuntimeError> {
+        match self
+            .within(
+                "a network inspection",
+                Box::pin(self.docker.inspect_network(name, None)),
+            )
+            .await?
+        {
+            Ok(_) => Ok(true),
+            Err(e) => match classify(e) {
+                RuntimeError::NotFound(_) => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn create_overlay(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        encrypted: bool,
+    ) -> Result<(), RuntimeError> {
+        let mut options = HashMap::new();
+        if encrypted {
+            options.insert("encrypted".to_string(), String::new());
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("overlay".into()),
+            attachable: Some(true),
+            labels: Some(labels.clone().into_iter().collect()),
+            options: Some(options),
+            ..Default::default()
+        };
+        match self
+            .within(
+                "a network creation",
+                Box::pin(self.docker.create_network(request)),
+            )
+            .await?
+        {
+            Ok(_) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
     async fn volume_exists(&self, name: &str) -> Result<bool, RuntimeError> {
         match self
             .within(

@@ -118,6 +118,45 @@ impl Runtime for FakeRuntime {
     }
 
     /// The fake holds every volume asked about.
+    async fn swarm(&self) -> Result<crate::plan::swarm::SwarmMembership, RuntimeError> {
+        self.with(|_| {
+            Ok(crate::plan::swarm::SwarmMembership {
+                state: "inactive".into(),
+                ..Default::default()
+            })
+        })
+    }
+
+    async fn swarm_init(&self, _advertise: Option<&str>) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Failed("the fake engine has no swarm".into()))
+    }
+
+    async fn swarm_tokens(&self) -> Result<(String, String), RuntimeError> {
+        Err(RuntimeError::Failed("the fake engine has no swarm".into()))
+    }
+
+    async fn swarm_join(
+        &self,
+        _advertise: Option<&str>,
+        _manager: &str,
+        _token: &str,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Failed("the fake engine has no swarm".into()))
+    }
+
+    async fn network_exists(&self, name: &str) -> Result<bool, RuntimeError> {
+        self.with(|s| Ok(s.networks.iter().any(|n| n == name)))
+    }
+
+    async fn create_overlay(
+        &self,
+        _name: &str,
+        _labels: &BTreeMap<String, String>,
+        _encrypted: bool,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Failed("the fake engine has no swarm".into()))
+    }
+
     async fn volume_exists(&self, _name: &str) -> Result<bool, RuntimeError> {
         Ok(true)
     }

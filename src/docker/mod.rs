@@ -289,6 +289,35 @@ pub trait Runtime: Send + Sync {
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Whether the engine has a volume of this name.
     fn volume_exists(&self, name: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+    /// This engine's place in a swarm.
+    fn swarm(
+        &self,
+    ) -> impl Future<Output = Result<crate::plan::swarm::SwarmMembership, RuntimeError>> + Send;
+    /// Start a swarm with this engine as its first manager.
+    fn swarm_init(
+        &self,
+        advertise: Option<&str>,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// The tokens that join this manager's swarm, `(worker, manager)`.
+    /// Secrets: never logged, stored or shown.
+    fn swarm_tokens(&self) -> impl Future<Output = Result<(String, String), RuntimeError>> + Send;
+    /// Join the swarm of the manager at `manager` (`host:port`).
+    fn swarm_join(
+        &self,
+        advertise: Option<&str>,
+        manager: &str,
+        token: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Whether a network of this name exists here.
+    fn network_exists(&self, name: &str)
+    -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+    /// Create an attachable overlay network (on a manager).
+    fn create_overlay(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        encrypted: bool,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Create a container; returns its id.
     fn create(
         &self,

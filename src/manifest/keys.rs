@@ -33,7 +33,7 @@ pub const UNSUPPORTED_SERVICE_KEYS: &[(&str, &str)] = &[
     ("scale", "use `deploy.replicas` or `target_num_containers`"),
     (
         "networks",
-        "pier connects services on the engine's default network; custom networks are not supported yet",
+        "every service joins the stack's one network (set its driver with the top-level `networks.default`); choosing networks per service is not supported yet",
     ),
     (
         "secrets",
@@ -81,7 +81,6 @@ pub const NO_EFFECT_SERVICE_KEYS: &[(&str, &str)] =
 
 /// Top-level keys Compose knows but pier does not support.
 pub const UNSUPPORTED_FILE_KEYS: &[(&str, &str)] = &[
-    ("networks", "custom networks are not supported yet"),
     (
         "secrets",
         "Compose secrets need Swarm; pass secrets with `${VAR}` from pier's environment",

@@ -171,6 +171,9 @@ impl Merge {
             }
         }
         target.manifest.volumes.extend(manifest.volumes);
+        if manifest.network != Default::default() {
+            target.manifest.network = manifest.network;
+        }
     }
 }
 
@@ -361,6 +364,7 @@ impl Loader<'_> {
                 "nodes" => self.each_entry(file, key, value, Self::node),
                 "pipeline" => self.pipeline(file, key, value),
                 "volumes" => self.volumes(file, value),
+                "networks" => self.networks(file, value),
                 other => self.push(unknown_key(
                     file,
                     key,
@@ -544,6 +548,77 @@ impl Loader<'_> {
                 driver_opts,
             };
             self.loaded.manifest.volumes.insert(name, decl);
+        }
+    }
+
+    /// Top-level `networks`: the stack's one network, `default`.
+    fn networks(&mut self, file: &str, body: &Node) {
+        let here = Here {
+            file,
+            node: body,
+            prefix: "networks".into(),
+        };
+        let spec = match type_json::<BTreeMap<String, Option<super::spec::NetworkDeclSpec>>>(
+            &here,
+            &body.value.to_json(),
+        ) {
+            Ok(spec) => spec,
+            Err(failure) => return self.push(failure.0),
+        };
+        for (name, decl) in spec {
+            if name != "default" {
+                self.push(
+                    Diagnostic::error(here.key_loc(&name), format!("network `{name}`: only `default` is supported yet"))
+                        .key(format!("networks.{name}"))
+                        .help("every service joins the stack's one network; declare `default` to choose its driver (`overlay` reaches across hosts)"),
+                );
+                continue;
+            }
+            let decl = decl.unwrap_or_default();
+            let overlay = match decl.driver.as_deref() {
+                None | Some("bridge") => false,
+                Some("overlay") => true,
+                Some(other) => {
+                    self.push(
+                        here.error(&[k(&name), k("driver")], format!("network driver `{other}` is not supported"))
+                            .help("use `bridge` (a network on each node) or `overlay` (one network across the nodes)"),
+                    );
+                    false
+                }
+            };
+            if decl.attachable == Some(false) {
+                self.push(
+                    here.error(
+                        &[k(&name), k("attachable")],
+                        "pier's networks are always attachable",
+                    )
+                    .help("remove `attachable: false`: pier runs plain containers, which need it"),
+                );
+            }
+            let mut encrypted = false;
+            for (option, _) in decl.driver_opts.unwrap_or_default() {
+                if option == "encrypted" && overlay {
+                    encrypted = true;
+                } else {
+                    self.push(
+                        here.error(
+                            &[k(&name), k("driver_opts"), k(&option)],
+                            format!("driver option `{option}` is not supported"),
+                        )
+                        .help("an overlay network takes `encrypted` (IPsec between hosts)"),
+                    );
+                }
+            }
+            if decl.internal == Some(true) {
+                self.push(
+                    here.error(
+                        &[k(&name), k("internal")],
+                        "`internal` networks are not supported yet",
+                    )
+                    .help("remove it; to keep a service from the outside, publish no ports for it"),
+                );
+            }
+            self.loaded.manifest.network = super::model::StackNetwork { overlay, encrypted };
         }
     }
 

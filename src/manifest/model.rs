@@ -19,6 +19,30 @@ pub struct Manifest {
     pub pipeline: Option<Pipeline>,
     /// Named volumes declared at the top level.
     pub volumes: BTreeMap<String, VolumeDecl>,
+    /// The stack's network (`networks.default`).
+    pub network: StackNetwork,
+}
+
+/// The network every container of the stack joins.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StackNetwork {
+    /// One overlay network across the nodes (a swarm), instead of a bridge per node.
+    pub overlay: bool,
+    /// IPsec between hosts (overlay).
+    pub encrypted: bool,
+}
+
+impl StackNetwork {
+    /// The network's name on the engines. Each kind has its own name, so
+    /// changing the kind moves the containers to a new network rather than
+    /// leaving them on one that no longer matches.
+    pub fn name(&self, stack: &str) -> String {
+        match (self.overlay, self.encrypted) {
+            (false, _) => format!("pier-{stack}"),
+            (true, false) => format!("pier-{stack}-overlay"),
+            (true, true) => format!("pier-{stack}-overlay-ipsec"),
+        }
+    }
 }
 
 /// A top-level `volumes:` entry.

@@ -37,10 +37,33 @@ pub struct FileSpec {
     /// declaring them is accepted, driver options are not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<BTreeMap<String, Option<VolumeDeclSpec>>>,
+    /// The stack's network: only `default` (its driver, `bridge` or
+    /// `overlay` across hosts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<BTreeMap<String, Option<NetworkDeclSpec>>>,
     /// More manifest files, by path from this one, inside the repository
     /// (Compose's `include`, short form or `{path}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include: Option<Vec<IncludeSpec>>,
+}
+
+/// A top-level network declaration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkDeclSpec {
+    /// `bridge` (default: one network per node) or `overlay` (one network
+    /// across the nodes, through a Docker Swarm pier forms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// Not supported yet: an error when `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal: Option<bool>,
+    /// Overlay networks pier makes are always attachable; `false` is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachable: Option<bool>,
+    /// `encrypted` (overlay only): IPsec between hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_opts: Option<BTreeMap<String, Scalar>>,
 }
 
 /// One `include:` entry.

@@ -40,7 +40,26 @@ const MAX_SYMLINK_HOPS: usize = 40;
 /// Check everything that needs more than one entity at a time.
 pub fn validate(manifest: &Manifest, tree: &dyn RepoTree) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
+    let placeable: BTreeMap<&str, BTreeSet<&str>> = manifest
+        .services
+        .values()
+        .map(|service| {
+            let nodes = manifest
+                .nodes
+                .values()
+                .filter(|node| {
+                    service.tags.is_subset(&node.tags)
+                        && service.constraints.iter().all(|c| c.admits(node))
+                })
+                .map(|node| node.name.as_str())
+                .collect();
+            (service.name.as_str(), nodes)
+        })
+        .collect();
     for service in manifest.services.values() {
+        if !manifest.network.overlay {
+            links_across_nodes(service, &placeable, &mut problems);
+        }
         off_stack_network(manifest, service, &mut problems);
         relabelled_volumes(manifest, service, &mut problems);
         references(manifest, service, &mut problems);
@@ -194,6 +213,46 @@ fn other_stack_link(
             format!("add `{service}` to these manifests and name it as `{service}`, or share the data through a named volume{here}")
         }),
     )
+}
+
+/// On a bridge network (one per node) a link or dependency only resolves
+/// between containers on the same node: warn where placement may split them.
+fn links_across_nodes(
+    service: &Service,
+    placeable: &BTreeMap<&str, BTreeSet<&str>>,
+    problems: &mut Vec<Diagnostic>,
+) {
+    let name = service.name.as_str();
+    let Some(here) = placeable.get(name) else {
+        return;
+    };
+    let targets = service
+        .links
+        .iter()
+        .enumerate()
+        .map(|(n, link)| (format!("links[{n}]"), link.service.as_str()))
+        .chain(
+            service
+                .depends_on
+                .keys()
+                .map(|target| (format!("depends_on.{target}"), target.as_str())),
+        );
+    for (key, target) in targets {
+        let Some(there) = placeable.get(target) else {
+            continue;
+        };
+        let apart = here.iter().any(|a| there.iter().any(|b| a != b));
+        if apart {
+            problems.push(
+                Diagnostic::warning(
+                    service.location_of(&key).clone(),
+                    format!("{name} and {target} may be placed on different nodes, where the stack's bridge network does not reach"),
+                )
+                .key(format!("services.{name}.{key}"))
+                .help("declare `networks: { default: { driver: overlay } }` for one network across the nodes, or place both with the same tags"),
+            );
+        }
+    }
 }
 
 /// A service on the host's network (or none) is not on the stack's: it

@@ -8,6 +8,7 @@
 
 pub mod render;
 pub mod spec;
+pub mod swarm;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -142,6 +143,8 @@ pub struct Desired {
     /// Declared services that cannot be planned this pass (e.g. their registry
     /// is unreachable), with the reason: their containers are left as they are.
     pub frozen: BTreeMap<String, String>,
+    /// The network every container joins.
+    pub network: crate::manifest::model::StackNetwork,
 }
 
 /// A container of this stack, as its labels describe it.
@@ -341,11 +344,18 @@ pub struct Plan {
     /// planned.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub unreachable: BTreeMap<String, String>,
+    /// What the stack's overlay network needs of the swarm, done first.
+    #[serde(skip_serializing_if = "swarm_plan_is_empty")]
+    pub swarm: swarm::SwarmPlan,
+}
+
+fn swarm_plan_is_empty(plan: &swarm::SwarmPlan) -> bool {
+    plan.steps.is_empty() && plan.blocked.is_empty()
 }
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.services.iter().all(|s| s.changes.is_empty())
+        self.swarm.steps.is_empty() && self.services.iter().all(|s| s.changes.is_empty())
     }
 
     pub fn count(&self, f: impl Fn(&Change) -> bool) -> usize {
@@ -357,7 +367,7 @@ impl Plan {
     }
 
     pub fn blocked_count(&self) -> usize {
-        self.services.iter().map(|s| s.blocked.len()).sum()
+        self.swarm.blocked.len() + self.services.iter().map(|s| s.blocked.len()).sum::<usize>()
     }
 }
 

@@ -155,6 +155,40 @@ fn clip(value: &str) -> String {
 }
 
 /// The plan as text.
+/// The swarm the overlay network needs: steps first, then nodes left out.
+fn swarm_lines(swarm: &super::swarm::SwarmPlan, style: Style) -> String {
+    use super::swarm::SwarmStep;
+    if swarm.steps.is_empty() && swarm.blocked.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n  swarm (for the overlay network)\n");
+    for step in &swarm.steps {
+        let line = match step {
+            SwarmStep::Init { node } => format!("swarm init {node}"),
+            SwarmStep::Join { node, via, manager } => format!(
+                "swarm join {node} via {via}{}",
+                if *manager { " (manager)" } else { "" }
+            ),
+            SwarmStep::CreateNetwork {
+                node,
+                network,
+                encrypted,
+            } => format!(
+                "network create {network} (overlay{}) on {node}",
+                if *encrypted { ", encrypted" } else { "" }
+            ),
+        };
+        out.push_str(&format!("    {} {line}\n", style.paint("32", "+")));
+    }
+    for (node, reason) in &swarm.blocked {
+        out.push_str(&format!(
+            "    {} node {node} cannot join: {reason}\n",
+            style.paint("33", "!")
+        ));
+    }
+    out
+}
+
 pub fn human(plan: &Plan, desired: &Desired, style: Style) -> String {
     let mut out = String::new();
     let commit = crate::source::git::short_commit(&plan.commit);
@@ -179,6 +213,7 @@ pub fn human(plan: &Plan, desired: &Desired, style: Style) -> String {
             style.paint("33", "!")
         ));
     }
+    out.push_str(&swarm_lines(&plan.swarm, style));
     for service in &plan.services {
         if service.changes.is_empty() && service.blocked.is_empty() {
             continue;

@@ -14,7 +14,7 @@ use crate::manifest::model::{Manifest, Mount, Protocol, Restart, Service};
 
 /// The network every container of a stack joins on its node.
 pub fn network_name(stack: &str) -> String {
-    format!("pier-{stack}")
+    crate::manifest::model::StackNetwork::default().name(stack)
 }
 
 /// `<stack>-<service>-<replica>`.
@@ -51,6 +51,7 @@ pub fn container_spec(
     image: &str,
     aliases: Vec<String>,
     volumes: &BTreeMap<String, crate::manifest::model::VolumeDecl>,
+    network: &str,
 ) -> ContainerSpec {
     let mut ports = Vec::new();
     for port in &service.ports {
@@ -181,7 +182,7 @@ pub fn container_spec(
         network: service
             .network_mode
             .clone()
-            .unwrap_or_else(|| network_name(stack)),
+            .unwrap_or_else(|| network.to_string()),
         aliases: if service.network_mode.is_some() {
             Vec::new()
         } else {

@@ -72,6 +72,7 @@ fn desired(nodes: Vec<Node>, services: Vec<DesiredService>) -> Desired {
         services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
         frozen: BTreeMap::new(),
         source: Default::default(),
+        network: Default::default(),
     }
 }
 

@@ -78,11 +78,12 @@ async fn daemon_follows_commits_heals_and_refuses_invalid_manifests() {
     // Self-heal: remove one replica behind pier's back.
     let (node, name) = replicas[0].split_once(':').unwrap();
     let node = bed.nodes.iter().find(|n| n.name == node).unwrap();
-    let removed_at = Instant::now();
     crate::support::force_remove(&crate::support::engine(node).await, name).await;
+    // Events bring it back in well under a second; the bound only keeps a
+    // broken daemon from hanging the test, with room for a loaded machine.
     eventually(
         "the removed replica is back",
-        Duration::from_secs(5),
+        Duration::from_secs(20),
         || async {
             running(&bed, &repo.stack, "web")
                 .await
@@ -91,7 +92,6 @@ async fn daemon_follows_commits_heals_and_refuses_invalid_manifests() {
         },
     )
     .await;
-    assert!(removed_at.elapsed() < Duration::from_secs(5));
 
     // An invalid commit: an unknown key on line 2 of the service.
     let ids_before = stack_replicas(&bed, &repo.stack).await;

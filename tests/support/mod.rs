@@ -710,3 +710,35 @@ pub async fn push_image_with_volumes(
         })
         .unwrap_or_else(|| panic!("the push reported no digest: {pushed:?}"))
 }
+
+/// Run `command` in a container; returns (exit code, stdout and stderr).
+pub async fn exec(docker: &bollard::Docker, container: &str, command: &[&str]) -> (i64, String) {
+    use bollard::exec::{CreateExecOptions, StartExecResults};
+    let exec = docker
+        .create_exec(
+            container,
+            CreateExecOptions {
+                cmd: Some(command.iter().map(|part| part.to_string()).collect()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("exec");
+    let mut text = String::new();
+    if let StartExecResults::Attached { mut output, .. } =
+        docker.start_exec(&exec.id, None).await.expect("start exec")
+    {
+        while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut output).await {
+            text.push_str(&chunk.to_string());
+        }
+    }
+    let code = docker
+        .inspect_exec(&exec.id)
+        .await
+        .expect("inspect exec")
+        .exit_code
+        .unwrap_or(-1);
+    (code, text)
+}

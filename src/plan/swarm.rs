@@ -1,0 +1,324 @@
+//! The cluster a stack's overlay network needs: which nodes must form or
+//! join a Docker Swarm, and whether the overlay network itself exists.
+//!
+//! Docker's overlay driver carries containers' traffic between hosts once
+//! the engines form a swarm; pier uses it for plain containers (attachable
+//! networks), never for swarm services. Pure: observation in, steps out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+/// One engine's place in a swarm, as `docker info` says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SwarmMembership {
+    /// `inactive`, `pending`, `active`, `error` or `locked`.
+    pub state: String,
+    /// The swarm's id, when active.
+    pub cluster: Option<String>,
+    /// Whether this engine is a manager.
+    pub manager: bool,
+    /// `host:port` managers listen on, as this engine knows them.
+    pub managers: Vec<String>,
+    /// The address the engine gives the swarm.
+    pub address: Option<String>,
+}
+
+/// What the stack needs of the cluster: its overlay network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Overlay {
+    /// The network's name on the engines.
+    pub network: String,
+    /// IPsec between hosts (`driver_opts: {encrypted: …}`).
+    pub encrypted: bool,
+}
+
+/// A step towards one swarm across the stack's nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum SwarmStep {
+    /// Start a new swarm, with `node` its first manager.
+    Init { node: String },
+    /// `node` joins the swarm through `via`, a manager among the stack's nodes.
+    Join {
+        node: String,
+        via: String,
+        manager: bool,
+    },
+    /// Create the overlay network on `node`, a manager.
+    CreateNetwork {
+        node: String,
+        network: String,
+        encrypted: bool,
+    },
+}
+
+/// The swarm steps of a pass, and the nodes that cannot take part.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SwarmPlan {
+    pub steps: Vec<SwarmStep>,
+    /// Nodes left out, with why (already in another swarm, in a bad state).
+    pub blocked: BTreeMap<String, String>,
+}
+
+/// How many managers a swarm of `nodes` engines gets: 1, or 3 from 3 on
+/// (a majority survives one lost manager).
+pub fn managers_wanted(nodes: usize) -> usize {
+    if nodes >= 3 { 3 } else { 1 }
+}
+
+/// Plan the swarm for `nodes` (every node of the stack, by name) from what
+/// the reachable ones said (`observed`; unreachable nodes are absent and
+/// wait). `network_on`: the manager nodes already holding the overlay.
+pub fn plan(
+    nodes: &BTreeSet<String>,
+    observed: &BTreeMap<String, SwarmMembership>,
+    overlay: &Overlay,
+    network_on: &BTreeSet<String>,
+) -> SwarmPlan {
+    let mut plan = SwarmPlan::default();
+    let observed = &with_worker_clusters(observed);
+    let reachable: Vec<&String> = nodes.iter().filter(|n| observed.contains_key(*n)).collect();
+    for node in &reachable {
+        let state = observed[*node].state.as_str();
+        if !matches!(state, "inactive" | "active") {
+            plan.blocked.insert(
+                (*node).clone(),
+                format!("its swarm state is `{state}`; fix it on the node (docker info shows why), then pier goes on"),
+            );
+        }
+    }
+    // The swarm to keep: the one most of the stack's nodes are in (ties go
+    // to the one of the first node by name). Others' nodes are never moved.
+    let mut sizes: BTreeMap<&str, (usize, &String)> = BTreeMap::new();
+    for node in &reachable {
+        let membership = &observed[*node];
+        if let (Some(cluster), "active") =
+            (membership.cluster.as_deref(), membership.state.as_str())
+        {
+            let entry = sizes.entry(cluster).or_insert((0, node));
+            entry.0 += 1;
+        }
+    }
+    let kept = sizes
+        .iter()
+        .max_by(|a, b| a.1.0.cmp(&b.1.0).then(b.1.1.cmp(a.1.1)))
+        .map(|(cluster, _)| cluster.to_string());
+    let in_kept = |node: &str| {
+        observed
+            .get(node)
+            .is_some_and(|m| m.state == "active" && m.cluster == kept)
+    };
+    for node in &reachable {
+        let membership = &observed[*node];
+        if membership.state == "active" && membership.cluster != kept {
+            plan.blocked.insert(
+                (*node).clone(),
+                format!(
+                    "it is in another swarm ({}); pier never leaves or joins a swarm on its own: run `docker swarm leave` there if it should join this stack's",
+                    match membership.cluster.as_deref() {
+                        Some(cluster) => short(cluster).to_string(),
+                        None => format!("managed from {}", membership.managers.join(", ")),
+                    }
+                ),
+            );
+        }
+    }
+    let wanted = managers_wanted(nodes.len());
+    let mut managers: Vec<String> = reachable
+        .iter()
+        .filter(|n| in_kept(n) && observed[**n].manager)
+        .map(|n| (*n).clone())
+        .collect();
+    let joining: Vec<&String> = reachable
+        .iter()
+        .copied()
+        .filter(|n| observed[*n].state == "inactive" && !plan.blocked.contains_key(*n))
+        .collect();
+    let mut joining = joining.into_iter();
+    if kept.is_none() {
+        let Some(first) = joining.next() else {
+            return plan;
+        };
+        plan.steps.push(SwarmStep::Init {
+            node: first.clone(),
+        });
+        managers.push(first.clone());
+    }
+    let Some(via) = managers.first().cloned() else {
+        // A swarm whose managers are none of the stack's nodes: joining
+        // it would need a manager pier cannot reach through the manifests.
+        for node in joining {
+            plan.blocked.insert(
+                node.clone(),
+                "the swarm the other nodes are in has no manager among this stack's nodes".into(),
+            );
+        }
+        return plan;
+    };
+    for node in joining {
+        let manager = managers.len() < wanted;
+        if manager {
+            managers.push(node.clone());
+        }
+        plan.steps.push(SwarmStep::Join {
+            node: node.clone(),
+            via: via.clone(),
+            manager,
+        });
+    }
+    if !network_on.contains(&via) {
+        plan.steps.push(SwarmStep::CreateNetwork {
+            node: via,
+            network: overlay.network.clone(),
+            encrypted: overlay.encrypted,
+        });
+    }
+    plan
+}
+
+/// Only managers know their swarm's id; a worker is in the swarm of the
+/// manager it knows, when that manager is one of the observed nodes.
+fn with_worker_clusters(
+    observed: &BTreeMap<String, SwarmMembership>,
+) -> BTreeMap<String, SwarmMembership> {
+    let host = |address: &str| {
+        address
+            .rsplit_once(':')
+            .map_or(address, |(host, _)| host)
+            .trim_matches(['[', ']'])
+            .to_string()
+    };
+    let clusters: BTreeMap<String, String> = observed
+        .values()
+        .filter(|m| m.manager)
+        .filter_map(|m| Some((host(m.address.as_deref()?), m.cluster.clone()?)))
+        .collect();
+    observed
+        .iter()
+        .map(|(name, membership)| {
+            let mut membership = membership.clone();
+            if membership.state == "active" && membership.cluster.is_none() {
+                membership.cluster = membership
+                    .managers
+                    .iter()
+                    .find_map(|manager| clusters.get(&host(manager)).cloned());
+            }
+            (name.clone(), membership)
+        })
+        .collect()
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inactive() -> SwarmMembership {
+        SwarmMembership {
+            state: "inactive".into(),
+            ..Default::default()
+        }
+    }
+
+    fn member(cluster: &str, manager: bool) -> SwarmMembership {
+        SwarmMembership {
+            state: "active".into(),
+            cluster: Some(cluster.into()),
+            manager,
+            ..Default::default()
+        }
+    }
+
+    fn names(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn overlay() -> Overlay {
+        Overlay {
+            network: "pier-app-overlay".into(),
+            encrypted: false,
+        }
+    }
+
+    #[test]
+    fn a_new_swarm_gets_three_managers_stable_by_name_and_the_network() {
+        let nodes = names(&["n1", "n2", "n3", "n4"]);
+        let observed = nodes.iter().map(|n| (n.clone(), inactive())).collect();
+        let plan = plan(&nodes, &observed, &overlay(), &BTreeSet::new());
+        let join = |node: &str, manager| SwarmStep::Join {
+            node: node.into(),
+            via: "n1".into(),
+            manager,
+        };
+        assert_eq!(
+            plan.steps,
+            [
+                SwarmStep::Init { node: "n1".into() },
+                join("n2", true),
+                join("n3", true),
+                join("n4", false),
+                SwarmStep::CreateNetwork {
+                    node: "n1".into(),
+                    network: "pier-app-overlay".into(),
+                    encrypted: false
+                },
+            ]
+        );
+        assert!(plan.blocked.is_empty());
+    }
+
+    #[test]
+    fn a_formed_swarm_with_its_network_plans_nothing() {
+        let nodes = names(&["n1", "n2"]);
+        let observed = BTreeMap::from([
+            ("n1".to_string(), member("c1", true)),
+            ("n2".to_string(), member("c1", false)),
+        ]);
+        let plan = plan(&nodes, &observed, &overlay(), &names(&["n1"]));
+        assert_eq!(plan, SwarmPlan::default());
+    }
+
+    #[test]
+    fn a_worker_is_in_the_swarm_of_the_manager_it_knows() {
+        let nodes = names(&["n1", "n2"]);
+        let manager = SwarmMembership {
+            address: Some("10.0.0.1".into()),
+            ..member("c1", true)
+        };
+        let worker = SwarmMembership {
+            state: "active".into(),
+            managers: vec!["10.0.0.1:2377".into()],
+            ..Default::default()
+        };
+        let observed = BTreeMap::from([("n1".to_string(), manager), ("n2".to_string(), worker)]);
+        assert_eq!(
+            plan(&nodes, &observed, &overlay(), &names(&["n1"])),
+            SwarmPlan::default()
+        );
+    }
+
+    #[test]
+    fn a_node_in_another_swarm_is_blocked_never_moved_and_unreachable_ones_wait() {
+        let nodes = names(&["n1", "n2", "n3", "n4"]);
+        let observed = BTreeMap::from([
+            ("n1".to_string(), member("c1", true)),
+            ("n2".to_string(), member("c2", true)),
+            ("n3".to_string(), inactive()),
+        ]);
+        let plan = plan(&nodes, &observed, &overlay(), &names(&["n1"]));
+        assert_eq!(
+            plan.steps,
+            [SwarmStep::Join {
+                node: "n3".into(),
+                via: "n1".into(),
+                manager: true
+            }]
+        );
+        assert_eq!(plan.blocked.keys().collect::<Vec<_>>(), ["n2"]);
+        assert!(plan.blocked["n2"].contains("another swarm (c2)"));
+    }
+}
