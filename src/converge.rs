@@ -508,7 +508,7 @@ pub fn desired_state(
             }
             None => continue,
         };
-        let spec = plan::spec::container_spec(
+        let mut spec = plan::spec::container_spec(
             stack,
             service,
             &resolved.pinned,
@@ -516,6 +516,7 @@ pub fn desired_state(
             &manifest.volumes,
             &manifest.network.name(stack),
         );
+        spec.env.extend(plan::spec::link_env(manifest, service));
         let mut after: Vec<String> = service.links.iter().map(|l| l.service.clone()).collect();
         after.extend(service.depends_on.keys().cloned());
         after.extend(service.volumes_from.iter().cloned());

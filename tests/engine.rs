@@ -1929,12 +1929,13 @@ async fn host_access_reaches_the_engine_only_through_the_policy() {
 /// `networks.default.driver: overlay`: pier forms a swarm of the stack's
 /// nodes through the Engine API, makes the attachable overlay network on a
 /// manager, and a service reaches another on a different host by its name
-/// and by its link alias. A second diff plans nothing.
+/// and by its link alias, with Tutum's link variables. A second diff plans
+/// nothing.
 #[tokio::test]
 async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
     let bed = Bed::get();
     let manifest = format!(
-        "{}services:\n  cache:\n    image: {image}\n    command: sleep 3600\n    tags: [b]\n    stop_grace_period: 1s\n  web:\n    image: {image}\n    command: sleep 3600\n    tags: [a]\n    links: [\"cache:redis\"]\n    stop_grace_period: 1s\nnetworks:\n  default: {{ driver: overlay }}\n",
+        "{}services:\n  cache:\n    image: {image}\n    command: sleep 3600\n    tags: [b]\n    expose: [\"6379\"]\n    environment: {{ MODE: cache, REDIS_PASSWORD: hunter22 }}\n    stop_grace_period: 1s\n  web:\n    image: {image}\n    command: sleep 3600\n    tags: [a]\n    links: [\"cache:redis\"]\n    stop_grace_period: 1s\nnetworks:\n  default: {{ driver: overlay }}\n",
         support::nodes_yaml(&bed, &[&["a"], &["b"]]),
         image = bed.base_image
     );
@@ -1976,6 +1977,27 @@ async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
             support::exec(&first, &web, &["ping", "-c", "1", "-W", "5", name]).await;
         assert_eq!(code, 0, "web on n1 reaches `{name}` on n2: {output}");
     }
+    let env = first
+        .inspect_container(&web, None)
+        .await
+        .expect("inspect")
+        .config
+        .and_then(|c| c.env)
+        .unwrap_or_default();
+    for expected in [
+        "REDIS_PORT=tcp://redis:6379",
+        "REDIS_PORT_6379_TCP=tcp://redis:6379",
+        "REDIS_PORT_6379_TCP_ADDR=redis",
+        "REDIS_PORT_6379_TCP_PORT=6379",
+        "REDIS_PORT_6379_TCP_PROTO=tcp",
+        "REDIS_ENV_MODE=cache",
+    ] {
+        assert!(env.iter().any(|e| e == expected), "{expected} in {env:?}");
+    }
+    assert!(
+        !env.iter().any(|e| e.contains("hunter22")),
+        "a secret-looking value is not passed on: {env:?}"
+    );
     let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
     assert_eq!(code, 0, "a second diff plans nothing: {stdout}{stderr}");
     support::remove_stack(&bed, &repo.stack).await;

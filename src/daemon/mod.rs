@@ -247,7 +247,12 @@ async fn listen(
         .await
         .map_err(|e| StartError::Listen(address, e))?;
     let bound = listener.local_addr().unwrap_or(address);
-    if let Err(e) = open_private(&state_dir.join(file), true).and_then(|mut f| write!(f, "{bound}"))
+    // Written aside and renamed into place, so a reader never sees the file
+    // created but still empty.
+    let (aside, path) = (state_dir.join(format!(".{file}.new")), state_dir.join(file));
+    if let Err(e) = open_private(&aside, true)
+        .and_then(|mut f| write!(f, "{bound}"))
+        .and_then(|()| std::fs::rename(&aside, &path))
     {
         warn!(error = %e, file, "cannot write a listening address to the state folder");
     }

@@ -5,7 +5,7 @@
 //! (the commit, the replica number). A replica is stale exactly when its
 //! `pier.spec-hash` label differs from this hash.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
@@ -34,6 +34,76 @@ pub fn aliases(manifest: &Manifest, service: &str) -> Vec<String> {
     }
     aliases.sort();
     aliases
+}
+
+/// Tutum's link variables, for `links: ["cache:redis"]`: for each port the
+/// linked service publishes or exposes, `REDIS_PORT_6379_TCP=tcp://redis:6379`
+/// with `_ADDR`, `_PORT` and `_PROTO`; `REDIS_PORT` for its first port; and
+/// `REDIS_ENV_<NAME>` for each of its environment values whose name does not
+/// look secret. Addresses are names the stack's network resolves, never
+/// container addresses, so they hold while replicas come and go. A variable
+/// the service sets itself wins.
+pub fn link_env(manifest: &Manifest, service: &Service) -> Vec<String> {
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    for link in &service.links {
+        let Some(target) = manifest.services.get(&link.service) else {
+            continue;
+        };
+        let prefix: String = link
+            .alias
+            .to_ascii_uppercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let alias = &link.alias;
+        for (n, (port, proto)) in linked_ports(target).into_iter().enumerate() {
+            let url = format!("{proto}://{alias}:{port}");
+            let name = format!("{prefix}_PORT_{port}_{}", proto.to_ascii_uppercase());
+            if n == 0 {
+                vars.insert(format!("{prefix}_PORT"), url.clone());
+            }
+            vars.insert(format!("{name}_ADDR"), alias.clone());
+            vars.insert(format!("{name}_PORT"), port.to_string());
+            vars.insert(format!("{name}_PROTO"), proto.to_string());
+            vars.insert(name, url);
+        }
+        for (key, value) in &target.environment {
+            if let Some(value) = value
+                && !looks_secret(key)
+            {
+                vars.insert(format!("{prefix}_ENV_{key}"), value.clone());
+            }
+        }
+    }
+    vars.into_iter()
+        .filter(|(key, _)| !service.environment.contains_key(key))
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect()
+}
+
+/// The container ports a service publishes or exposes, in order, once each.
+fn linked_ports(service: &Service) -> Vec<(u32, &'static str)> {
+    let mut ports = Vec::new();
+    for port in &service.ports {
+        for offset in 0..port.target.len() {
+            ports.push((port.target.start as u32 + offset, protocol(port.protocol)));
+        }
+    }
+    for entry in &service.expose {
+        let (range, proto) = entry.split_once('/').unwrap_or((entry, "tcp"));
+        let proto = match proto {
+            "udp" => "udp",
+            "sctp" => "sctp",
+            _ => "tcp",
+        };
+        let (low, high) = range.split_once('-').unwrap_or((range, range));
+        if let (Ok(low), Ok(high)) = (low.parse::<u32>(), high.parse::<u32>()) {
+            ports.extend((low..=high.min(low + 1024)).map(|port| (port, proto)));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    ports.retain(|entry| seen.insert(*entry));
+    ports
 }
 
 fn protocol(p: Protocol) -> &'static str {
