@@ -1934,12 +1934,14 @@ async fn host_access_reaches_the_engine_only_through_the_policy() {
 #[tokio::test]
 async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
     let bed = Bed::get();
-    let manifest = format!(
-        "{}services:\n  cache:\n    image: {image}\n    command: sleep 3600\n    tags: [b]\n    expose: [\"6379\"]\n    environment: {{ MODE: cache, REDIS_PASSWORD: hunter22 }}\n    stop_grace_period: 1s\n  web:\n    image: {image}\n    command: sleep 3600\n    tags: [a]\n    links: [\"cache:redis\"]\n    stop_grace_period: 1s\nnetworks:\n  default: {{ driver: overlay }}\n",
-        support::nodes_yaml(&bed, &[&["a"], &["b"]]),
-        image = bed.base_image
-    );
-    let repo = support::UserRepo::new("overlay", &manifest);
+    let manifest = |mode: &str| {
+        format!(
+            "{}services:\n  cache:\n    image: {image}\n    command: sleep 3600\n    tags: [b]\n    expose: [\"6379\"]\n    environment: {{ MODE: {mode}, REDIS_PASSWORD: hunter22 }}\n    stop_grace_period: 1s\n  web:\n    image: {image}\n    command: sleep 3600\n    tags: [a]\n    links: [\"cache:redis\"]\n    stop_grace_period: 1s\nnetworks:\n  default: {{ driver: overlay }}\n",
+            support::nodes_yaml(&bed, &[&["a"], &["b"]]),
+            image = bed.base_image
+        )
+    };
+    let repo = support::UserRepo::new("overlay", &manifest("cache"));
     let first = support::engine(&bed.nodes[0]).await;
     let in_swarm = first
         .info()
@@ -2000,6 +2002,29 @@ async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
     );
     let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
     assert_eq!(code, 0, "a second diff plans nothing: {stdout}{stderr}");
+
+    // A replaced replica on the overlay answers again under its name, and
+    // the linking service follows the linked one's environment.
+    repo.commit(&manifest("store"), "cache changes mode");
+    let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("~ {}-cache-1 on n2: env ~MODE", repo.stack)),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let env = first
+        .inspect_container(&web, None)
+        .await
+        .expect("inspect")
+        .config
+        .and_then(|c| c.env)
+        .unwrap_or_default();
+    assert!(env.iter().any(|e| e == "REDIS_ENV_MODE=store"), "{env:?}");
+    let (code, output) =
+        support::exec(&first, &web, &["ping", "-c", "1", "-W", "5", "redis"]).await;
+    assert_eq!(code, 0, "the replaced cache answers: {output}");
     support::remove_stack(&bed, &repo.stack).await;
     let _ = first.remove_network(&network).await;
 }

@@ -387,6 +387,13 @@ fn golden_messages_for_each_rule() {
                 "p.yml:1:1: error: pipeline.stages: stage `b` builds `web`, which has no `build:`",
             ],
         ),
+        (
+            "services:\n  web: { image: x, deploy: { update_config: { order: start-first } } }\nnetworks:\n  default: { driver: overlay }\n  back: {}\n",
+            &[
+                "p.yml:2:20: error: services.web.deploy.update_config.order: `update_config.order: start-first` is not supported on an overlay network yet",
+                "p.yml:5:3: error: networks.back: network `back`: only `default` is supported yet",
+            ],
+        ),
         // An unset variable is reported once, where it is written, and the
         // rest is still checked.
         (
