@@ -1988,6 +1988,7 @@ async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
         .unwrap_or_default();
     for expected in [
         "REDIS_PORT=tcp://redis:6379",
+        "REDIS_NAME=/web/redis",
         "REDIS_PORT_6379_TCP=tcp://redis:6379",
         "REDIS_PORT_6379_TCP_ADDR=redis",
         "REDIS_PORT_6379_TCP_PORT=6379",
@@ -2027,4 +2028,12 @@ async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
     assert_eq!(code, 0, "the replaced cache answers: {output}");
     support::remove_stack(&bed, &repo.stack).await;
     let _ = first.remove_network(&network).await;
+    // The engines leave the swarm again, workers first, so the bed is as
+    // other tests expect it.
+    for node in [&bed.nodes[1], &bed.nodes[0]] {
+        let options = bollard::query_parameters::LeaveSwarmOptionsBuilder::new()
+            .force(true)
+            .build();
+        let _ = support::engine(node).await.leave_swarm(Some(options)).await;
+    }
 }

@@ -76,6 +76,23 @@ impl Engine {
             .map_err(failed)
     }
 
+    /// Upload a tar stream, unpacked at `path` in the container; an error
+    /// in the stream fails the upload.
+    pub async fn upload_stream(
+        &self,
+        id: &str,
+        path: &str,
+        tar: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    ) -> Result<(), RuntimeError> {
+        let options = UploadToContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        self.docker()
+            .upload_to_container(id, Some(options), bollard::body_try_stream(tar))
+            .await
+            .map_err(failed)
+    }
+
     pub async fn start_job(&self, id: &str) -> Result<(), RuntimeError> {
         let request = self
             .docker()

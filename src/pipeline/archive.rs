@@ -2,6 +2,7 @@
 //! read from git objects (no checkout), executable bits and symlinks kept,
 //! `.dockerignore` honoured for build contexts.
 
+use std::io::Write;
 use std::path::Path;
 
 use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
@@ -20,6 +21,19 @@ pub fn tree_archive(
     exclude: &dyn Fn(&str) -> bool,
     extra: &[Extra],
 ) -> Result<Vec<u8>, git2::Error> {
+    tree_archive_to(repo, commit, folder, prefix, exclude, extra, Vec::new())
+}
+
+/// [`tree_archive`], written to `out` as it is read.
+pub fn tree_archive_to<W: Write>(
+    repo: &Repository,
+    commit: Oid,
+    folder: &str,
+    prefix: &str,
+    exclude: &dyn Fn(&str) -> bool,
+    extra: &[Extra],
+    out: W,
+) -> Result<W, git2::Error> {
     let root = repo.find_commit(commit)?.tree()?;
     let folder = folder.trim_matches('/');
     let tree = if folder.is_empty() || folder == "." {
@@ -28,7 +42,7 @@ pub fn tree_archive(
         let entry = root.get_path(Path::new(folder))?;
         repo.find_tree(entry.id())?
     };
-    let mut builder = tar::Builder::new(Vec::new());
+    let mut builder = tar::Builder::new(out);
     let mut failure = None;
     tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
         let name = entry.name().unwrap_or_default();
@@ -68,10 +82,87 @@ pub fn tree_archive(
         .map_err(|e| git2::Error::from_str(&e.to_string()))
 }
 
+/// A run's workspace: the commit's whole tree under `workspace/`, read
+/// from git each time a stage needs it and streamed to the engine as it is
+/// read, so a large repository is never held in memory whole.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    /// The repository's git folder (a second handle is opened per stream).
+    repository: std::path::PathBuf,
+    commit: Oid,
+}
+
+/// Bytes of tar handed to the engine at a time.
+const CHUNK: usize = 256 * 1024;
+/// Chunks read ahead of the upload, at most.
+const CHUNKS_AHEAD: usize = 4;
+
+impl Workspace {
+    /// The tree as a tar stream, produced on a blocking thread.
+    pub fn stream(
+        &self,
+    ) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+        let (sender, receiver) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+        let (repository, commit) = (self.repository.clone(), self.commit);
+        tokio::task::spawn_blocking(move || {
+            let mut writer = ChunkWriter {
+                sender: sender.clone(),
+                buffer: Vec::with_capacity(CHUNK),
+            };
+            let nothing = |_: &str| false;
+            let written = Repository::open(&repository)
+                .and_then(|repo| {
+                    tree_archive_to(&repo, commit, "", "workspace/", &nothing, &[], &mut writer)
+                        .map(|_| ())
+                })
+                .map_err(|e| {
+                    std::io::Error::other(format!("reading the commit's tree: {}", e.message()))
+                })
+                .and_then(|()| writer.flush());
+            if let Err(e) = written {
+                // The upload ends with this error rather than a short tar.
+                let _ = sender.blocking_send(Err(e));
+            }
+        });
+        futures_util::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|chunk| (chunk, receiver))
+        })
+    }
+}
+
+/// Tar bytes in chunks to the uploading task; waits when it is behind.
+struct ChunkWriter {
+    sender: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    buffer: Vec<u8>,
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(CHUNK),
+        ));
+        self.sender
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::other("the upload stopped"))
+    }
+}
+
 /// What a pipeline run needs from the commit's tree.
 pub struct Archives {
     /// Everything, under `workspace/`, for script stages.
-    pub workspace: bytes::Bytes,
+    pub workspace: Workspace,
     /// Each built service's context.
     pub contexts: std::collections::BTreeMap<String, Vec<u8>>,
 }
@@ -84,9 +175,12 @@ pub fn for_pipeline(
 ) -> Result<Archives, String> {
     use crate::manifest::model::Stage;
     let oid = Oid::from_str(commit).map_err(|e| e.to_string())?;
-    let nothing = |_: &str| false;
-    let workspace = tree_archive(repo, oid, "", "workspace/", &nothing, &[])
-        .map_err(|e| format!("reading the commit's tree: {}", e.message()))?;
+    repo.find_commit(oid)
+        .map_err(|e| format!("reading the commit: {}", e.message()))?;
+    let workspace = Workspace {
+        repository: repo.path().to_path_buf(),
+        commit: oid,
+    };
     let mut contexts = std::collections::BTreeMap::new();
     let built = manifest
         .pipeline
@@ -124,13 +218,13 @@ pub fn for_pipeline(
         contexts.insert(service.clone(), context);
     }
     Ok(Archives {
-        workspace: workspace.into(),
+        workspace,
         contexts,
     })
 }
 
-fn append(
-    builder: &mut tar::Builder<Vec<u8>>,
+fn append<W: Write>(
+    builder: &mut tar::Builder<W>,
     path: &str,
     git_mode: i32,
     contents: &[u8],
@@ -243,5 +337,45 @@ mod tests {
                 ("x.sh".to_string(), 0o755)
             ]
         );
+    }
+
+    /// The streamed workspace is the same tar as the one built in memory,
+    /// in chunks, for a tree larger than one chunk; a commit the repository
+    /// lacks ends the stream with an error, not a short tar.
+    #[tokio::test]
+    async fn the_streamed_workspace_is_the_whole_tree_in_chunks() {
+        use futures_util::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        let mut root = repo.treebuilder(None).unwrap();
+        for n in 0..4 {
+            let big = vec![b'a' + n as u8; CHUNK / 2 + 7];
+            root.insert(format!("f{n}"), repo.blob(&big).unwrap(), 0o100644)
+                .unwrap();
+        }
+        let tree = repo.find_tree(root.write().unwrap()).unwrap();
+        let who = git2::Signature::now("t", "t@t").unwrap();
+        let commit = repo.commit(None, &who, &who, "m", &tree, &[]).unwrap();
+        let nothing = |_: &str| false;
+        let whole = tree_archive(&repo, commit, "", "workspace/", &nothing, &[]).unwrap();
+
+        let workspace = Workspace {
+            repository: repo.path().to_path_buf(),
+            commit,
+        };
+        let chunks: Vec<bytes::Bytes> = workspace
+            .stream()
+            .map(|chunk| chunk.expect("a chunk"))
+            .collect()
+            .await;
+        assert!(chunks.len() > 1, "sent in chunks");
+        assert_eq!(chunks.concat(), whole);
+
+        let missing = Workspace {
+            repository: repo.path().to_path_buf(),
+            commit: Oid::from_str("0123456789012345678901234567890123456789").unwrap(),
+        };
+        let items: Vec<_> = missing.stream().collect().await;
+        assert!(matches!(items.last(), Some(Err(_))), "ends with the error");
     }
 }

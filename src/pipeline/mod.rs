@@ -101,9 +101,9 @@ pub struct Context<'a> {
     /// Reachable engines by node name.
     pub engines: &'a BTreeMap<String, Engine>,
     pub credentials: &'a CredentialStore,
-    /// The whole tree under `workspace/`, for script stages; shared by
-    /// them all.
-    pub workspace: bytes::Bytes,
+    /// The whole tree under `workspace/`, for script stages, streamed from
+    /// git to each.
+    pub workspace: archive::Workspace,
     /// Build contexts by service.
     pub contexts: BTreeMap<String, Vec<u8>>,
     /// Values never to show in a log (stage secrets, registry passwords).
@@ -427,11 +427,13 @@ async fn run_job(
             humantime::format_duration(timeout)
         ))
     };
-    // The tree is shared by every stage (a reference count, not a copy);
-    // the stage's own script goes in a second, one-file archive.
+    // The tree is streamed from git as it is uploaded; the stage's own
+    // script goes in a second, one-file archive.
     let script_tar = one_file_archive(STAGE_SCRIPT, stage_script(script).as_bytes());
     let upload = async {
-        engine.upload(id, "/", ctx.workspace.clone()).await?;
+        engine
+            .upload_stream(id, "/", ctx.workspace.stream())
+            .await?;
         engine.upload(id, "/", script_tar.into()).await
     };
     tokio::time::timeout_at(deadline, upload)

@@ -36,8 +36,8 @@ pub fn aliases(manifest: &Manifest, service: &str) -> Vec<String> {
     aliases
 }
 
-/// Tutum's link variables, for `links: ["cache:redis"]`: for each port the
-/// linked service publishes or exposes, `REDIS_PORT_6379_TCP=tcp://redis:6379`
+/// Tutum's link variables, for `links: ["cache:redis"]`: `REDIS_NAME`
+/// (`/<service>/redis`), and for each port the linked service publishes or exposes, `REDIS_PORT_6379_TCP=tcp://redis:6379`
 /// with `_ADDR`, `_PORT` and `_PROTO`; `REDIS_PORT` for its first port; and
 /// `REDIS_ENV_<NAME>` for each of its environment values whose name does not
 /// look secret. Addresses are names the stack's network resolves, never
@@ -56,6 +56,10 @@ pub fn link_env(manifest: &Manifest, service: &Service) -> Vec<String> {
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
         let alias = &link.alias;
+        vars.insert(
+            format!("{prefix}_NAME"),
+            format!("/{}/{alias}", service.name),
+        );
         for (n, (port, proto)) in linked_ports(target).into_iter().enumerate() {
             let url = format!("{proto}://{alias}:{port}");
             let name = format!("{prefix}_PORT_{port}_{}", proto.to_ascii_uppercase());
