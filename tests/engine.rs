@@ -1936,7 +1936,7 @@ async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
     let bed = Bed::get();
     let manifest = |mode: &str| {
         format!(
-            "{}services:\n  cache:\n    image: {image}\n    command: sleep 3600\n    tags: [b]\n    expose: [\"6379\"]\n    environment: {{ MODE: {mode}, REDIS_PASSWORD: hunter22 }}\n    stop_grace_period: 1s\n  web:\n    image: {image}\n    command: sleep 3600\n    tags: [a]\n    links: [\"cache:redis\"]\n    stop_grace_period: 1s\nnetworks:\n  default: {{ driver: overlay }}\n",
+            "{}services:\n  cache:\n    image: {image}\n    command: [\"sh\", \"-c\", \"mkdir -p /www && echo hi-from-cache > /www/index.html && exec httpd -f -p 6379 -h /www\"]\n    deploy: {{ replicas: 2 }}\n    tags: [b]\n    expose: [\"6379\"]\n    environment: {{ MODE: {mode}, REDIS_PASSWORD: hunter22 }}\n    stop_grace_period: 1s\n  web:\n    image: {image}\n    command: sleep 3600\n    tags: [a]\n    links: [\"cache:redis\"]\n    stop_grace_period: 1s\nnetworks:\n  default: {{ driver: overlay }}\n",
             support::nodes_yaml(&bed, &[&["a"], &["b"]]),
             image = bed.base_image
         )
@@ -1979,6 +1979,29 @@ async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
             support::exec(&first, &web, &["ping", "-c", "1", "-W", "5", name]).await;
         assert_eq!(code, 0, "web on n1 reaches `{name}` on n2: {output}");
     }
+    // busybox's nc, not its wget: the bed's static wget cannot resolve
+    // names through the engine's DNS.
+    let (code, page) = support::exec(
+        &first,
+        &web,
+        &[
+            "sh",
+            "-c",
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 redis 6379",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (code, page.lines().last().unwrap_or_default()),
+        (0, "hi-from-cache"),
+        "an HTTP request crosses hosts by the link alias: {page}"
+    );
+    let (_, answer) = support::exec(&first, &web, &["nslookup", "cache"]).await;
+    let addresses = answer
+        .lines()
+        .filter(|line| line.starts_with("Address") && !line.contains("127.0.0.11"))
+        .count();
+    assert_eq!(addresses, 2, "the name resolves to both replicas: {answer}");
     let env = first
         .inspect_container(&web, None)
         .await
