@@ -765,34 +765,11 @@ async fn anonymous_volumes_survive_replace_and_prune_only_when_asked() {
         first,
         "the replacement mounts the same volumes"
     );
-    let exec = |command: &str| {
-        let (docker, name, command) = (docker.clone(), name.clone(), command.to_string());
-        async move {
-            use bollard::exec::{CreateExecOptions, StartExecResults};
-            let exec = docker
-                .create_exec(
-                    &name,
-                    CreateExecOptions {
-                        cmd: Some(vec!["cat".to_string(), command]),
-                        attach_stdout: Some(true),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .expect("exec");
-            let mut text = String::new();
-            if let StartExecResults::Attached { mut output, .. } =
-                docker.start_exec(&exec.id, None).await.expect("start exec")
-            {
-                while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut output).await {
-                    text.push_str(&chunk.to_string());
-                }
-            }
-            text
-        }
-    };
     assert_eq!(
-        exec("/data/first").await.trim(),
+        support::exec(&docker, &name, &["cat", "/data/first"])
+            .await
+            .1
+            .trim(),
         "1",
         "the data written by the first container is still there"
     );

@@ -336,6 +336,26 @@ fn volume_options(mount: &crate::docker::MountSpec) -> Option<bollard::models::M
     })
 }
 
+impl Engine {
+    /// Create a network; one that exists already (another pass, or another
+    /// stack's apply, made it meanwhile) counts as created.
+    async fn create_network(&self, request: NetworkCreateRequest) -> Result<(), RuntimeError> {
+        match self
+            .within(
+                "a network creation",
+                Box::pin(self.docker.create_network(request)),
+            )
+            .await?
+        {
+            Ok(_) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+}
+
 fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let mut port_bindings: HashMap<String, Option<Vec<BollardPortBinding>>> = HashMap::new();
     for binding in &spec.ports {
@@ -585,39 +605,16 @@ impl Runtime for Engine {
         name: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), RuntimeError> {
-        match self
-            .within(
-                "a network inspection",
-                Box::pin(self.docker.inspect_network(name, None)),
-            )
-            .await?
-        {
-            Ok(_) => return Ok(()),
-            Err(e) => match classify(e) {
-                RuntimeError::NotFound(_) => {}
-                other => return Err(other),
-            },
+        if self.network_exists(name).await? {
+            return Ok(());
         }
-        let request = NetworkCreateRequest {
+        self.create_network(NetworkCreateRequest {
             name: name.to_string(),
             driver: Some("bridge".into()),
             labels: Some(labels.clone().into_iter().collect()),
             ..Default::default()
-        };
-        match self
-            .within(
-                "a network creation",
-                Box::pin(self.docker.create_network(request)),
-            )
-            .await?
-        {
-            Ok(_) => Ok(()),
-            // Another pass created it meanwhile.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Ok(()),
-            Err(e) => Err(classify(e)),
-        }
+        })
+        .await
     }
 
     async fn swarm(&self) -> Result<crate::plan::swarm::SwarmMembership, RuntimeError> {
@@ -719,27 +716,15 @@ impl Runtime for Engine {
         if encrypted {
             options.insert("encrypted".to_string(), String::new());
         }
-        let request = NetworkCreateRequest {
+        self.create_network(NetworkCreateRequest {
             name: name.to_string(),
             driver: Some("overlay".into()),
             attachable: Some(true),
             labels: Some(labels.clone().into_iter().collect()),
             options: Some(options),
             ..Default::default()
-        };
-        match self
-            .within(
-                "a network creation",
-                Box::pin(self.docker.create_network(request)),
-            )
-            .await?
-        {
-            Ok(_) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Ok(()),
-            Err(e) => Err(classify(e)),
-        }
+        })
+        .await
     }
 
     async fn volume_exists(&self, name: &str) -> Result<bool, RuntimeError> {
