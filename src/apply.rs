@@ -308,7 +308,12 @@ impl<R: Runtime> Context<'_, R> {
         };
         let started = SystemTime::now();
         let result = call.await.map_err(|e| {
-            if matches!(e, RuntimeError::Unreachable(_) | RuntimeError::NotFound(_)) {
+            if matches!(
+                e,
+                RuntimeError::Unreachable(_)
+                    | RuntimeError::NotFound(_)
+                    | RuntimeError::Conflict(_)
+            ) {
                 self.transient
                     .lock()
                     .expect("transient lock")

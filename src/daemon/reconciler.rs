@@ -448,11 +448,16 @@ impl Reconciler {
         self.forget_drained(&observed);
         let steps = report.records.len();
         // Services rolled back stay frozen at this commit, also when another
-        // service of the same pass failed only transiently.
+        // service of the same pass failed only transiently. Healing the
+        // revision already applied is retried with backoff instead: freezing
+        // it would leave a lost replica down until the next commit.
+        let healing = self.healing(loaded, &planned.plan);
+        let retried =
+            |service: &String| report.transient.contains(service) || healing.contains(service);
         let rolled_back: BTreeMap<String, String> = report
             .failed
             .iter()
-            .filter(|(service, _)| !report.transient.contains(*service))
+            .filter(|(service, _)| !retried(service))
             .map(|(service, reason)| (service.clone(), reason.clone()))
             .collect();
         if !rolled_back.is_empty() {
@@ -466,7 +471,7 @@ impl Reconciler {
                 }
             });
         }
-        if report.failed.keys().any(|s| report.transient.contains(s)) {
+        if report.failed.keys().any(retried) {
             return (Outcome::Transient(report.failures.join("; ")), steps);
         }
         if !rolled_back.is_empty() {
@@ -482,6 +487,24 @@ impl Reconciler {
             Some(reason) => (Outcome::Permanent(reason.clone()), steps),
             None => (Outcome::Done, steps),
         }
+    }
+
+    /// The services `plan` only heals: at the revision applied already, it
+    /// creates or removes replicas of theirs but replaces none (a replace
+    /// there is a new image digest, rolled out like a commit).
+    fn healing(&self, loaded: &Loaded, plan: &crate::plan::Plan) -> BTreeSet<String> {
+        if self.last_good.as_deref() != Some(loaded.commit.as_str()) {
+            return BTreeSet::new();
+        }
+        plan.services
+            .iter()
+            .filter(|s| {
+                !s.changes
+                    .iter()
+                    .any(|c| matches!(c, crate::plan::Change::Replace { .. }))
+            })
+            .map(|s| s.service.clone())
+            .collect()
     }
 
     /// Whether `loaded` (a new commit) may be deployed: yes when it has no

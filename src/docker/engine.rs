@@ -309,6 +309,10 @@ fn classify(error: bollard::errors::Error) -> RuntimeError {
             status_code: 404,
             message,
         } => RuntimeError::NotFound(message),
+        E::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } => RuntimeError::Conflict(message),
         E::DockerResponseServerError { message, .. } => RuntimeError::Failed(message),
         E::RequestTimeoutError => RuntimeError::Unreachable("request timed out".into()),
         E::HyperResponseError { .. } | E::IOError { .. } => {

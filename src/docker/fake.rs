@@ -177,7 +177,7 @@ impl Runtime for FakeRuntime {
     async fn create(&self, name: &str, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         self.with(|s| {
             if s.containers.values().any(|(c, _)| c.name == name) {
-                return Err(RuntimeError::Failed(format!(
+                return Err(RuntimeError::Conflict(format!(
                     "Conflict. The container name \"/{name}\" is already in use"
                 )));
             }

@@ -264,6 +264,10 @@ pub enum RuntimeError {
     Unreachable(String),
     #[error("not found: {0}")]
     NotFound(String),
+    /// The engine refused because of its current state (HTTP 409), e.g. a
+    /// name still held by a container being removed: retry later.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Failed(String),
 }

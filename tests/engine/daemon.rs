@@ -1325,3 +1325,63 @@ async fn a_silent_registry_degrades_only_its_service() {
     drop(daemon);
     remove_stack(&bed, &repo.stack).await;
 }
+
+/// Healing the revision already applied is retried, never frozen: while
+/// the engine refuses to recreate a lost replica (here its bind's host
+/// folder is gone; in the wild, a removal still holding the name), the
+/// service is not Ready, and once the cause clears a retry brings the
+/// replica back without a new commit.
+#[tokio::test]
+async fn a_heal_refused_by_the_engine_is_retried_not_frozen() {
+    let bed = Bed::get();
+    let nodes = nodes_yaml(&bed, &[&["app"]]);
+    // The bed's engines share this machine's file system.
+    let host = tempfile::tempdir().unwrap();
+    let folder = host.path().join("data");
+    std::fs::create_dir(&folder).unwrap();
+    let volume = format!("    volumes:\n      - {}:/data\n", folder.display());
+    let repo = UserRepo::new(
+        "dhr",
+        &format!("{nodes}services:\n{}", sleeper(&bed, "web", 1, &volume)),
+    );
+    let state = tempfile::tempdir().unwrap();
+    let path = repo.dir.path().to_str().unwrap().to_string();
+    let daemon = Daemon::start(
+        &bed,
+        &path,
+        &repo.stack,
+        state.path(),
+        &DaemonOptions::default(),
+    );
+    let replica = wait_running(&bed, &repo.stack, "web", 1).await.remove(0);
+
+    std::fs::remove_dir(&folder).unwrap();
+    let (node, name) = replica.split_once(':').unwrap();
+    let docker = crate::support::engine(bed.nodes.iter().find(|n| n.name == node).unwrap()).await;
+    crate::support::force_remove(&docker, name).await;
+    eventually("the engine refuses the heal", CONVERGE, || async {
+        daemon
+            .log_text()
+            .contains("bind source path does not exist")
+            .then_some(())
+    })
+    .await;
+    let status = daemon.status().await;
+    assert_ne!(status["services"][0]["condition"], "Ready", "{status}");
+
+    std::fs::create_dir(&folder).unwrap();
+    eventually("a retry brings the replica back", CONVERGE, || async {
+        running(&bed, &repo.stack, "web")
+            .await
+            .contains(&replica)
+            .then_some(())
+    })
+    .await;
+    let status = eventually("status shows web Ready again", CONVERGE, || async {
+        let status = daemon.status().await;
+        (status["services"][0]["condition"] == "Ready").then_some(status)
+    })
+    .await;
+    assert!(status["stalled"].is_null(), "{status}");
+    remove_stack(&bed, &repo.stack).await;
+}
