@@ -58,7 +58,7 @@ impl Default for ApplySettings {
 pub struct StepRecord {
     pub service: String,
     pub node: String,
-    /// `pull`, `network`, `create`, `start`, `wait-healthy`, `stop`, `rename`, `remove`, `rollback`.
+    /// `pull`, `network`, `create`, `configure`, `start`, `wait-healthy`, `stop`, `rename`, `remove`, `rollback`.
     pub action: String,
     /// Container name, image or network the step acted on.
     pub target: String,
@@ -685,10 +685,22 @@ async fn start_new<R: Runtime>(
     };
     let id = ctx.step(service, node, "create", name, create).await?;
     crate::fault::point("create:created");
-    if let Err(e) = ctx
-        .step(service, node, "start", name, engine.start(&id))
-        .await
-    {
+    let files = &desired.spec.files;
+    let configured = async {
+        if !files.is_empty() {
+            ctx.step(
+                service,
+                node,
+                "configure",
+                name,
+                engine.write_files(&id, files),
+            )
+            .await?;
+        }
+        ctx.step(service, node, "start", name, engine.start(&id))
+            .await
+    };
+    if let Err(e) = configured.await {
         let _ = ctx
             .step(
                 service,

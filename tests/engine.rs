@@ -1910,6 +1910,7 @@ async fn host_access_reaches_the_engine_only_through_the_policy() {
 /// nothing.
 #[tokio::test]
 async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
+    let _swarm = support::swarm_lock().await;
     let bed = Bed::get();
     let manifest = |mode: &str| {
         format!(
@@ -2028,12 +2029,121 @@ async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
     assert_eq!(code, 0, "the replaced cache answers: {output}");
     support::remove_stack(&bed, &repo.stack).await;
     let _ = first.remove_network(&network).await;
-    // The engines leave the swarm again, workers first, so the bed is as
-    // other tests expect it.
-    for node in [&bed.nodes[1], &bed.nodes[0]] {
-        let options = bollard::query_parameters::LeaveSwarmOptionsBuilder::new()
-            .force(true)
-            .build();
-        let _ = support::engine(node).await.leave_swarm(Some(options)).await;
-    }
+    // The engines leave the swarm again, so the bed is as other tests expect it.
+    support::leave_swarm(&bed).await;
+}
+
+/// The router on the edge node sends each host's requests to that service's
+/// replicas on any host, over the overlay: `route` and Docker Cloud's
+/// `VIRTUAL_HOST` alike, and 404 for a host without a route. A rolling
+/// replacement of a two-replica service loses no request.
+// Two threads: the client keeps asking while `pier apply` blocks one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_spreads_each_host_across_replicas_and_a_rollout_loses_no_request() {
+    let _swarm = support::swarm_lock().await;
+    let bed = Bed::get();
+    const PORT: u16 = 18080;
+    let serve = |text: &str, port: u16| {
+        format!(
+            "[\"sh\", \"-c\", \"mkdir -p /www && echo {text} $(hostname) > /www/index.html && exec httpd -f -p {port} -h /www\"]"
+        )
+    };
+    let manifest = |version: &str| {
+        format!(
+            "{nodes}router:\n  tags: [edge]\n  ports: [\"{PORT}:80\"]\n  image: {router}\nservices:\n  app:\n    image: {image}\n    command: {app}\n    deploy: {{ replicas: 2 }}\n    deployment_strategy: high_availability\n    tags: [app]\n    route: {{ host: app.test, port: 8080 }}\n    stop_grace_period: 1s\n  other:\n    image: {image}\n    command: {other}\n    tags: [app]\n    expose: [\"8081\"]\n    environment: {{ VIRTUAL_HOST: \"http://other.test\" }}\n    stop_grace_period: 1s\nnetworks:\n  default: {{ driver: overlay }}\n",
+            nodes = support::nodes_yaml(&bed, &[&["edge"], &["app"], &["app"]]),
+            router = bed.router_image,
+            image = bed.base_image,
+            app = serve(version, 8080),
+            other = serve("other", 8081),
+        )
+    };
+    let repo = support::UserRepo::new("router", &manifest("v1"));
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let edge = bed.nodes[0].addr.clone();
+
+    let answers = |host: &'static str| {
+        let edge = edge.clone();
+        async move { support::http_get_host(&edge, PORT, host).await }
+    };
+    // Round robin across the replicas: a few requests see both.
+    let replicas = std::sync::Mutex::new(BTreeSet::new());
+    eventually(
+        "the router answers for app.test from both replicas",
+        Duration::from_secs(60),
+        || async {
+            if let Some((200, body)) = answers("app.test").await {
+                assert!(body.starts_with("v1 "), "{body}");
+                replicas.lock().unwrap().insert(body);
+            }
+            (replicas.lock().unwrap().len() == 2).then_some(())
+        },
+    )
+    .await;
+    let (status, body) = answers("other.test")
+        .await
+        .expect("an answer for other.test");
+    assert_eq!(
+        (status, body.split_whitespace().next()),
+        (200, Some("other")),
+        "{body}"
+    );
+    let (status, _) = answers("nowhere.test")
+        .await
+        .expect("an answer for nowhere.test");
+    assert_eq!(status, 404, "a host without a route");
+    let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 0, "a second diff plans nothing: {stdout}{stderr}");
+
+    // A rollout while a client keeps asking: every request is answered.
+    repo.commit(&manifest("v2"), "app v2");
+    let asking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let client = {
+        let (asking, edge) = (asking.clone(), edge.clone());
+        tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            while asking.load(std::sync::atomic::Ordering::Relaxed) {
+                outcomes.push(support::http_get_host(&edge, PORT, "app.test").await);
+            }
+            outcomes
+        })
+    };
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("2 replaced") || stdout.contains("replaced"),
+        "{stdout}"
+    );
+    asking.store(false, std::sync::atomic::Ordering::Relaxed);
+    let outcomes = client.await.expect("the client");
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|o| !matches!(o, Some((200, _))))
+        .collect();
+    assert!(
+        outcomes.len() > 1,
+        "the client kept asking during the rollout"
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        outcomes.len()
+    );
+    let (status, body) = answers("app.test")
+        .await
+        .expect("an answer after the rollout");
+    assert_eq!(
+        (status, body.split_whitespace().next()),
+        (200, Some("v2")),
+        "{body}"
+    );
+
+    support::remove_stack(&bed, &repo.stack).await;
+    let _ = support::engine(&bed.nodes[0])
+        .await
+        .remove_network(&format!("pier-{}-overlay", repo.stack))
+        .await;
+    support::leave_swarm(&bed).await;
 }

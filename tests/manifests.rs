@@ -394,6 +394,33 @@ fn golden_messages_for_each_rule() {
                 "p.yml:5:3: error: networks.back: network `back`: only `default` is supported yet",
             ],
         ),
+        (
+            "services:\n  web: { image: x, route: { host: a.example.com, port: 80 } }\n",
+            &[
+                "p.yml:2:20: error: services.web.route: service `web` has a `route`, but no `router` is declared",
+            ],
+        ),
+        (
+            "router: { tags: [edge] }\nservices:\n  web: { image: x, route: { host: A_b, path: api } }\n",
+            &[
+                "p.yml:1:9: error: router: the router has no `ports`",
+                "p.yml:3:27: error: services.web.route: `a_b` is not a host name",
+                "p.yml:3:27: error: services.web.route: `route` names no `port`",
+                "p.yml:3:46: error: services.web.route.path: `api` is not a path prefix",
+            ],
+        ),
+        (
+            "router: { ports: [\"80:80\"] }\nservices:\n  web: { image: x, environment: { VIRTUAL_HOST: \"https://a.example.com\" }, expose: [80] }\n  api: { image: x, environment: { VIRTUAL_HOST: a.example.com } }\n  one: { image: x, route: { host: b.example.com, port: 80 } }\n  two: { image: x, route: { host: b.example.com, port: 80 } }\n",
+            &[
+                "p.yml:3:20: error: services.web.environment.VIRTUAL_HOST: VIRTUAL_HOST `https://a.example.com`: the router serves plain HTTP only; TLS is not supported yet",
+                "p.yml:4:20: error: services.api.environment.VIRTUAL_HOST: VIRTUAL_HOST is set, but service `api` exposes no port to route to",
+                "p.yml:6:20: error: services.two.route: services `one` and `two` are both routed for b.example.com",
+            ],
+        ),
+        (
+            "router: { ports: [\"80:80\"] }\nservices:\n  pier-router: { image: x }\n",
+            &["p.yml:3:3: error: services.pier-router: `pier-router` is the router's service name"],
+        ),
         // An unset variable is reported once, where it is written, and the
         // rest is still checked.
         (

@@ -360,6 +360,39 @@ impl Engine {
     }
 }
 
+/// A tar archive of `files` (absolute path → contents), to unpack at `/`,
+/// with their folders.
+fn files_archive(files: &BTreeMap<String, String>) -> std::io::Result<Vec<u8>> {
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut folders = std::collections::BTreeSet::new();
+    for path in files.keys() {
+        let relative = path.trim_start_matches('/');
+        let mut folder = std::path::Path::new(relative).parent();
+        while let Some(f) = folder.filter(|f| !f.as_os_str().is_empty()) {
+            folders.insert(f.to_path_buf());
+            folder = f.parent();
+        }
+    }
+    for folder in &folders {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        archive.append_data(&mut header, folder, std::io::empty())?;
+    }
+    for (path, contents) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(contents.len() as u64);
+        archive.append_data(
+            &mut header,
+            path.trim_start_matches('/'),
+            contents.as_bytes(),
+        )?;
+    }
+    archive.into_inner()
+}
+
 fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let mut port_bindings: HashMap<String, Option<Vec<BollardPortBinding>>> = HashMap::new();
     for binding in &spec.ports {
@@ -830,6 +863,27 @@ impl Runtime for Engine {
                 })
             })
             .collect())
+    }
+
+    async fn write_files(
+        &self,
+        id: &str,
+        files: &BTreeMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        let archive = files_archive(files).map_err(|e| RuntimeError::Failed(e.to_string()))?;
+        let options = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
+            .path("/")
+            .build();
+        self.within(
+            "a file upload",
+            Box::pin(self.docker.upload_to_container(
+                id,
+                Some(options),
+                bollard::body_full(archive.into()),
+            )),
+        )
+        .await?
+        .map_err(classify)
     }
 
     async fn health(&self, id: &str) -> Result<Health, RuntimeError> {

@@ -249,6 +249,14 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    async fn write_files(
+        &self,
+        id: &str,
+        _files: &BTreeMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        self.with(|s| find(s, id).map(drop))
+    }
+
     async fn health(&self, id: &str) -> Result<Health, RuntimeError> {
         self.with(|s| {
             let unhealthy = s.unhealthy_images.clone();

@@ -136,6 +136,9 @@ pub struct ContainerSpec {
     pub pid_mode: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ipc_mode: Option<String>,
+    /// Files written into the container before it starts, by absolute path.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
 }
 
 impl ContainerSpec {
@@ -350,4 +353,10 @@ pub trait Runtime: Send + Sync {
         id: &str,
     ) -> impl Future<Output = Result<Vec<AnonymousVolume>, RuntimeError>> + Send;
     fn health(&self, id: &str) -> impl Future<Output = Result<Health, RuntimeError>> + Send;
+    /// Write `files` (absolute path → contents) into a created container.
+    fn write_files(
+        &self,
+        id: &str,
+        files: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 }

@@ -27,6 +27,8 @@ pub static PIPELINE_KEYS: LazyLock<BTreeSet<String>> =
     LazyLock::new(property_names::<PipelineSpec>);
 pub static STAGE_KEYS: LazyLock<BTreeSet<String>> = LazyLock::new(property_names::<StageSpec>);
 pub static FILE_KEYS: LazyLock<BTreeSet<String>> = LazyLock::new(property_names::<FileSpec>);
+pub static ROUTER_KEYS: LazyLock<BTreeSet<String>> =
+    LazyLock::new(property_names::<super::spec::RouterSpec>);
 
 /// Service keys known from Compose or Tutum that pier does not support, and why.
 pub const UNSUPPORTED_SERVICE_KEYS: &[(&str, &str)] = &[

@@ -174,6 +174,17 @@ impl Merge {
         if manifest.network != Default::default() {
             target.manifest.network = manifest.network;
         }
+        if let Some(router) = manifest.router {
+            match &target.manifest.router {
+                Some(first) => target.diagnostics.push(
+                    Diagnostic::error(router.location.clone(), "the router is defined twice")
+                        .key("router")
+                        .related(first.location.clone())
+                        .help("define `router:` in one manifest file only"),
+                ),
+                None => target.manifest.router = Some(router),
+            }
+        }
     }
 }
 
@@ -365,6 +376,7 @@ impl Loader<'_> {
                 "pipeline" => self.pipeline(file, key, value),
                 "volumes" => self.volumes(file, value),
                 "networks" => self.networks(file, value),
+                "router" => self.router(file, key, value),
                 other => self.push(unknown_key(
                     file,
                     key,
@@ -493,6 +505,53 @@ impl Loader<'_> {
         let (pipeline, problems) = normalize::pipeline(location, &spec, &here, self.vars);
         self.loaded.diagnostics.extend(problems);
         self.loaded.manifest.pipeline = Some(pipeline);
+    }
+
+    /// Top-level `router`: the proxy, normalised as a service would be.
+    fn router(&mut self, file: &str, key: &Key, body: &Node) {
+        let (line, column) = line_col(key);
+        let location = Location::new(file, line, column);
+        let here = Here {
+            file,
+            node: body,
+            prefix: "router".into(),
+        };
+        let Some(spec) = self.typed_entity::<super::spec::RouterSpec>(
+            &here,
+            "router",
+            &keys::ROUTER_KEYS,
+            &[],
+            &[],
+        ) else {
+            return;
+        };
+        if spec.ports.as_ref().is_none_or(Vec::is_empty) {
+            self.push(
+                here.error(&[], "the router has no `ports`")
+                    .help("add the host ports it listens on, e.g. `ports: [\"80:80\"]`"),
+            );
+        }
+        let mut problems = Vec::new();
+        let retry_for = match spec.retry_for.as_deref() {
+            Some(text) => normalize::duration(text, &here, &[k("retry_for")], &mut problems)
+                .unwrap_or(super::router::DEFAULT_RETRY_FOR),
+            None => super::router::DEFAULT_RETRY_FOR,
+        };
+        let (service, more) = normalize::service(
+            super::router::SERVICE,
+            location.clone(),
+            &super::router::service_spec(&spec),
+            &here,
+            self.vars,
+        );
+        self.loaded
+            .diagnostics
+            .extend(problems.into_iter().chain(more));
+        self.loaded.manifest.router = Some(super::model::Router {
+            service,
+            retry_for,
+            location,
+        });
     }
 
     fn volumes(&mut self, file: &str, body: &Node) {

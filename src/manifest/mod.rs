@@ -14,6 +14,7 @@ pub mod keys;
 pub mod load;
 pub mod model;
 mod normalize;
+pub mod router;
 pub mod spec;
 pub mod validate;
 pub mod yaml;
@@ -38,6 +39,9 @@ pub fn load_and_validate(files: &[SourceFile], vars: &Vars, tree: &dyn RepoTree)
     loaded.add_checked(across);
     let from_env_files = env_file::merge(&mut loaded.manifest, tree);
     loaded.add_checked(from_env_files);
+    // Routes may come from env files (`VIRTUAL_HOST`), so they are read last.
+    let routes = router::finish(&mut loaded.manifest);
+    loaded.add_checked(routes);
     drop_missing_optional_dependencies(&mut loaded.manifest);
     loaded
         .diagnostics

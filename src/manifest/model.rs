@@ -21,6 +21,29 @@ pub struct Manifest {
     pub volumes: BTreeMap<String, VolumeDecl>,
     /// The stack's network (`networks.default`).
     pub network: StackNetwork,
+    /// The top-level `router`, when declared.
+    pub router: Option<Router>,
+}
+
+/// The HTTP router: a Caddy container on each node carrying its tags.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Router {
+    /// The proxy as a service (image, ports, tags); its configuration file
+    /// is added once every service's route is known.
+    pub service: Service,
+    /// How long a request keeps trying replicas before it fails.
+    pub retry_for: Duration,
+    #[serde(skip)]
+    pub location: Location,
+}
+
+/// Requests for `hosts` (under `path`) go to a service's replicas on `port`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    pub hosts: Vec<String>,
+    /// A prefix starting with `/`, without a trailing `/`.
+    pub path: Option<String>,
+    pub port: u16,
 }
 
 /// The network every container of the stack joins.
@@ -250,6 +273,12 @@ pub struct Service {
     pub autoredeploy: bool,
     pub autodestroy: Autodestroy,
     pub sequential_deployment: bool,
+    /// Requests the router sends to this service (`route`, or Docker
+    /// Cloud's `VIRTUAL_HOST` in its environment).
+    pub route: Option<Route>,
+    /// Files written into each container before it starts, by absolute
+    /// path (the router's configuration).
+    pub files: BTreeMap<String, String>,
     /// Where the service's name is written.
     #[serde(skip)]
     pub location: Location,

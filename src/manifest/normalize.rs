@@ -428,10 +428,78 @@ pub fn service(
         autoredeploy: spec.autoredeploy.unwrap_or(false),
         autodestroy,
         sequential_deployment: spec.sequential_deployment.unwrap_or(false),
+        route: spec.route.as_ref().and_then(|r| route(r, here, &mut p)),
+        files: BTreeMap::new(),
         location,
         key_locations: key_locations(here),
     };
     (service, p)
+}
+
+/// `route`: at least one host, an optional path prefix, and the port.
+fn route(spec: &RouteSpec, here: &Here, p: &mut Problems) -> Option<Route> {
+    let hosts: Vec<String> = spec
+        .host
+        .iter()
+        .chain(spec.hosts.iter().flatten())
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    let mut ok = true;
+    if hosts.is_empty() {
+        p.push(
+            here.error(&[k("route")], "`route` names no host")
+                .help("add `host: app.example.com` (or `hosts: [...]`)"),
+        );
+        ok = false;
+    }
+    for host in hosts.iter().filter(|h| !super::router::is_host_name(h)) {
+        p.push(
+            here.error(&[k("route")], format!("`{host}` is not a host name"))
+                .help(
+                    "write a name like `app.example.com`, or `*.example.com` for every subdomain",
+                ),
+        );
+        ok = false;
+    }
+    let path = match spec.path.as_deref().map(str::trim) {
+        None | Some("/") => None,
+        Some(path) if path.starts_with('/') && !path.contains(['*', ' ', '?', '#']) => {
+            Some(path.trim_end_matches('/').to_string())
+        }
+        Some(path) => {
+            p.push(
+                here.error(
+                    &[k("route"), k("path")],
+                    format!("`{path}` is not a path prefix"),
+                )
+                .help(
+                    "start it with `/`, e.g. `/api`; it matches that path and everything under it",
+                ),
+            );
+            ok = false;
+            None
+        }
+    };
+    let port =
+        match spec.port {
+            Some(port) if port > 0 => Some(port),
+            Some(_) => {
+                p.push(here.error(&[k("route"), k("port")], "port 0 cannot serve requests"));
+                None
+            }
+            None => {
+                p.push(here.error(&[k("route")], "`route` names no `port`").help(
+                    "add `port:` with the port the replicas serve HTTP on, e.g. `port: 8080`",
+                ));
+                None
+            }
+        };
+    Some(Route {
+        hosts,
+        path,
+        port: port?,
+    })
+    .filter(|_| ok)
 }
 
 /// Where each key of a service is written, and each entry of the lists

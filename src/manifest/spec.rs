@@ -45,6 +45,48 @@ pub struct FileSpec {
     /// (Compose's `include`, short form or `{path}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include: Option<Vec<IncludeSpec>>,
+    /// The HTTP router: a proxy on each node carrying `tags`, sending
+    /// requests for each service's `route` to its replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<RouterSpec>,
+}
+
+/// The top-level `router`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSpec {
+    /// A node must carry every one of these tags to run a router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// Host ports the router listens on, published to its port 80
+    /// (`"80:80"`, `"8080:80"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<PortSpec>>,
+    /// The Caddy image to run (default `caddy:2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// How long a request waits for a replica to answer, trying them in
+    /// turn (default `10s`): covers a replica being replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_for: Option<String>,
+}
+
+/// A service's `route`: requests the router sends to its replicas.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// The host name requests are for (`app.example.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// More host names for the same route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
+    /// Only requests under this path prefix (`/api`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The replicas' port that serves HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// A top-level network declaration.
@@ -353,6 +395,10 @@ pub struct ServiceSpec {
     /// Tutum: a node must carry all of these tags to run the service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
+    /// Requests the top-level `router` sends to this service's replicas:
+    /// `host` (or `hosts`), optional `path` prefix, and the replicas' `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteSpec>,
     /// Tutum: redeploy when the image tag gets a new digest in the registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoredeploy: Option<bool>,

@@ -292,6 +292,7 @@ pub fn container_spec(
         security_opt: service.security_opt.clone(),
         pid_mode: service.pid.clone(),
         ipc_mode: service.ipc.clone(),
+        files: service.files.clone(),
         volumes_from: service
             .volumes_from
             .iter()

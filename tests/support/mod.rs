@@ -33,6 +33,8 @@ pub struct Bed {
     pub registry_user: String,
     pub registry_password: String,
     pub base_image: String,
+    /// Caddy, FROM scratch, on every node.
+    pub router_image: String,
     /// Node 1 over mutual TLS: `tcp://<addr>:2376`.
     pub tls_endpoint: String,
     /// The client's `ca.pem`, `cert.pem` and `key.pem`.
@@ -84,6 +86,7 @@ impl Bed {
             registry_user: var("PIER_TB_REGISTRY_USER"),
             registry_password: var("PIER_TB_REGISTRY_PASSWORD"),
             base_image: var("PIER_TB_BASE_IMAGE"),
+            router_image: var("PIER_TB_ROUTER_IMAGE"),
             tls_endpoint: var("PIER_TB_TLS_NODE")
                 .split_once('=')
                 .map(|(_, endpoint)| endpoint.to_string())
@@ -179,6 +182,43 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Serialises the tests that form a swarm on the bed's engines and leave it
+/// afterwards, so one never leaves a swarm another still uses.
+pub async fn swarm_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    static SWARM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SWARM.lock().await
+}
+
+/// The bed's engines leave their swarm, workers first.
+pub async fn leave_swarm(bed: &Bed) {
+    for node in bed.nodes.iter().rev() {
+        let options = bollard::query_parameters::LeaveSwarmOptionsBuilder::new()
+            .force(true)
+            .build();
+        let _ = engine(node).await.leave_swarm(Some(options)).await;
+    }
+}
+
+/// An HTTP/1.0 GET of `/` for `host` at `addr:port`, bounded by 30 s;
+/// returns the status code and body, or `None` when no answer came.
+pub async fn http_get_host(addr: &str, port: u16, host: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect((addr, port)).await.ok()?;
+        let request = format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, body.to_string()))
+    };
+    tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// A plain HTTP/1.0 GET; returns the status code and body, or `None` when the

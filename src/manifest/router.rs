@@ -1,0 +1,435 @@
+//! The router: the Caddy service pier runs from the top-level `router` (one
+//! container on each node carrying its tags), and the configuration it is
+//! given, written from every service's `route` or Docker Cloud's
+//! `VIRTUAL_HOST`.
+//!
+//! The configuration names services, not containers: Caddy asks the stack
+//! network's DNS for a service's replicas every second and tries them in
+//! turn for `retry_for`, so replicas coming and going (scaling, a rolling
+//! replacement) change nothing in it. Only a change of routes does.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::diagnostic::{Diagnostic, Location};
+use super::model::{Manifest, Route, Service};
+use super::spec::{KeyValues, RouterSpec, ServiceSpec, StringOrList};
+
+/// The router's service name, reserved.
+pub const SERVICE: &str = "pier-router";
+/// Where its configuration is written in each container.
+pub const CONFIG_PATH: &str = "/etc/pier/Caddyfile";
+/// The image run when `router.image` is not set.
+pub const DEFAULT_IMAGE: &str = "caddy:2";
+/// The port the router listens on inside its container.
+pub const LISTEN_PORT: u16 = 80;
+/// How long a request keeps trying replicas when `retry_for` is not set.
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// Whether `host` is a DNS name (or `*.` and one): what a route may match.
+pub fn is_host_name(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+}
+
+/// The router as a service, normalised and checked like any other: Caddy
+/// running the configuration pier writes, on every node with the tags.
+pub fn service_spec(spec: &RouterSpec) -> ServiceSpec {
+    let environment = [
+        // Caddy keeps its state here; the official image sets the same.
+        ("XDG_CONFIG_HOME", "/config"),
+        ("XDG_DATA_HOME", "/data"),
+    ]
+    .into_iter()
+    .map(|(k, v)| format!("{k}={v}"))
+    .collect();
+    ServiceSpec {
+        image: Some(spec.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into())),
+        command: Some(StringOrList::Many(
+            [
+                "caddy",
+                "run",
+                "--config",
+                CONFIG_PATH,
+                "--adapter",
+                "caddyfile",
+            ]
+            .map(String::from)
+            .to_vec(),
+        )),
+        environment: Some(KeyValues::List(environment)),
+        ports: spec.ports.clone(),
+        tags: spec.tags.clone(),
+        deployment_strategy: Some("every_node".into()),
+        restart: Some("always".into()),
+        // In-flight requests get this long to finish when a router is replaced.
+        stop_grace_period: Some("5s".into()),
+        ..Default::default()
+    }
+}
+
+/// Once every file and env file is in: each service's route (`route`, or
+/// `VIRTUAL_HOST` when a router is declared), checked against the others,
+/// and the router's configuration. A `route` without a router is an error.
+pub fn finish(manifest: &mut Manifest) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    let Some(router) = manifest.router.as_ref() else {
+        for service in manifest.services.values().filter(|s| s.route.is_some()) {
+            problems.push(
+                Diagnostic::error(
+                    service.location_of("route").clone(),
+                    format!("service `{}` has a `route`, but no `router` is declared", service.name),
+                )
+                .key(format!("services.{}.route", service.name))
+                .help("declare the top-level `router:` with the `tags` of the nodes that run it and its `ports`"),
+            );
+        }
+        return problems;
+    };
+    let retry_for = router.retry_for;
+    if let Some(taken) = manifest.services.get(SERVICE) {
+        problems.push(
+            Diagnostic::error(
+                taken.location.clone(),
+                format!("`{SERVICE}` is the router's service name"),
+            )
+            .key(format!("services.{SERVICE}"))
+            .help("rename this service: pier runs the router under that name"),
+        );
+        return problems;
+    }
+    let mut routes: Vec<(String, Route, i64)> = Vec::new();
+    for service in manifest.services.values_mut() {
+        if service.route.is_none() {
+            match virtual_host(service) {
+                Ok(route) => service.route = route,
+                Err(problem) => problems.push(*problem),
+            }
+        }
+        if let Some(route) = &service.route {
+            routes.push((service.name.clone(), route.clone(), weight(service)));
+        }
+    }
+    let routes = resolve_overlaps(routes, manifest, &mut problems);
+    let config = caddyfile(&routes, retry_for);
+    let mut service = router.service.clone();
+    service.files.insert(CONFIG_PATH.into(), config);
+    manifest.services.insert(SERVICE.into(), service);
+    problems
+}
+
+/// Docker Cloud's `VIRTUAL_HOST_WEIGHT`: of services routed for the same
+/// host and path, the heavier takes it.
+fn weight(service: &Service) -> i64 {
+    env(service, "VIRTUAL_HOST_WEIGHT")
+        .and_then(|w| w.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn env<'s>(service: &'s Service, name: &str) -> Option<&'s str> {
+    service.environment.get(name).and_then(|v| v.as_deref())
+}
+
+/// Docker Cloud's haproxy convention: `VIRTUAL_HOST=a.example.com,
+/// http://b.example.com/api` routes those hosts (and paths) to the
+/// service's first exposed port not in `EXCLUDE_PORTS`.
+fn virtual_host(service: &Service) -> Result<Option<Route>, Box<Diagnostic>> {
+    let Some(value) = env(service, "VIRTUAL_HOST").filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let at = service.location_of("environment").clone();
+    let problem = |message: String, help: &str| {
+        Box::new(
+            Diagnostic::error(at.clone(), message)
+                .key(format!(
+                    "services.{}.environment.VIRTUAL_HOST",
+                    service.name
+                ))
+                .help(help.to_string()),
+        )
+    };
+    let mut hosts = Vec::new();
+    let mut path = None;
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if entry.starts_with("https://") || entry.starts_with("wss://") {
+            return Err(problem(
+                format!(
+                    "VIRTUAL_HOST `{entry}`: the router serves plain HTTP only; TLS is not supported yet"
+                ),
+                "write the host without `https://`, and terminate TLS in front of the router",
+            ));
+        }
+        let rest = entry
+            .strip_prefix("http://")
+            .or_else(|| entry.strip_prefix("ws://"))
+            .unwrap_or(entry);
+        let (authority, entry_path) = match rest.find('/') {
+            Some(slash) => (&rest[..slash], Some(&rest[slash..])),
+            None => (rest, None),
+        };
+        // The port in VIRTUAL_HOST is the router's, which the router's own `ports` set.
+        let host = authority
+            .split(':')
+            .next()
+            .unwrap_or(authority)
+            .to_ascii_lowercase();
+        if !is_host_name(&host) {
+            return Err(problem(
+                format!("VIRTUAL_HOST names `{host}`, which is not a host name"),
+                "write names like `app.example.com`, separated by commas",
+            ));
+        }
+        hosts.push(host);
+        let entry_path = entry_path
+            .map(|p| p.trim_end_matches('*').trim_end_matches('/').to_string())
+            .filter(|p| !p.is_empty());
+        if !hosts[1..].is_empty() && entry_path != path {
+            return Err(problem(
+                "VIRTUAL_HOST gives its hosts different paths; pier routes one path for all of them".into(),
+                "give every entry the same path, or write `route: {hosts, path, port}`",
+            ));
+        }
+        path = entry_path;
+    }
+    let excluded: Vec<u16> = env(service, "EXCLUDE_PORTS")
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
+    let port = service
+        .ports
+        .iter()
+        .map(|p| p.target.start)
+        .chain(
+            service
+                .expose
+                .iter()
+                .filter_map(|e| e.split(['/', '-']).next().and_then(|p| p.parse().ok())),
+        )
+        .find(|p| !excluded.contains(p));
+    let Some(port) = port else {
+        return Err(problem(
+            format!(
+                "VIRTUAL_HOST is set, but service `{}` exposes no port to route to",
+                service.name
+            ),
+            "add `expose: [\"8080\"]` with the port the replicas serve HTTP on, or write `route: {host, port}`",
+        ));
+    };
+    Ok(Some(Route { hosts, path, port }))
+}
+
+/// Two services routed for the same host and path: the heavier
+/// (`VIRTUAL_HOST_WEIGHT`) keeps it; at equal weight it is an error.
+fn resolve_overlaps(
+    routes: Vec<(String, Route, i64)>,
+    manifest: &Manifest,
+    problems: &mut Vec<Diagnostic>,
+) -> Vec<(String, Route)> {
+    let router_location = manifest
+        .router
+        .as_ref()
+        .map(|r| r.location.clone())
+        .unwrap_or_else(|| Location::new("", 0, 0));
+    // (host, path) → (weight, service) of each service routed there.
+    type Claims = BTreeMap<(String, Option<String>), Vec<(i64, String)>>;
+    let mut claims = Claims::new();
+    for (service, route, weight) in &routes {
+        for host in &route.hosts {
+            claims
+                .entry((host.clone(), route.path.clone()))
+                .or_default()
+                .push((*weight, service.clone()));
+        }
+    }
+    let mut winners: BTreeMap<(String, Option<String>), String> = BTreeMap::new();
+    for ((host, path), mut claimants) in claims {
+        claimants.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        if let [first, second, ..] = claimants.as_slice()
+            && first.0 == second.0
+        {
+            let location = manifest
+                .services
+                .get(&second.1)
+                .map(|s| s.location_of("route").clone())
+                .unwrap_or_else(|| router_location.clone());
+            problems.push(
+                Diagnostic::error(
+                    location,
+                    format!(
+                        "services `{}` and `{}` are both routed for {host}{}",
+                        first.1,
+                        second.1,
+                        path.as_deref().unwrap_or("")
+                    ),
+                )
+                .key(format!("services.{}.route", second.1))
+                .help("give them different hosts or paths, or set VIRTUAL_HOST_WEIGHT so one takes precedence"),
+            );
+        }
+        winners.insert((host, path), claimants[0].1.clone());
+    }
+    routes
+        .into_iter()
+        .filter_map(|(service, mut route, _)| {
+            route
+                .hosts
+                .retain(|host| winners.get(&(host.clone(), route.path.clone())) == Some(&service));
+            (!route.hosts.is_empty()).then_some((service, route))
+        })
+        .collect()
+}
+
+/// The Caddyfile for `routes`: one site per host on port 80, each route a
+/// `reverse_proxy` to the service's name on the stack network, which the
+/// network's DNS resolves to the running replicas. Requests for other
+/// hosts get 404.
+pub fn caddyfile(routes: &[(String, Route)], retry_for: Duration) -> String {
+    let mut by_host: BTreeMap<&str, Vec<(&str, &Route)>> = BTreeMap::new();
+    for (service, route) in routes {
+        for host in &route.hosts {
+            by_host.entry(host).or_default().push((service, route));
+        }
+    }
+    let mut out = String::from(
+        "# Written by pier from the manifests' routes.\n{\n\tadmin off\n\tauto_https off\n}\n",
+    );
+    for (host, mut routes) in by_host {
+        // Longest path first; the route without a path catches the rest.
+        routes.sort_by_key(|(_, r)| std::cmp::Reverse(r.path.as_ref().map_or(0, |p| p.len())));
+        let _ = writeln!(out, "\nhttp://{host}:{LISTEN_PORT} {{");
+        for (n, (service, route)) in routes.iter().enumerate() {
+            let matcher = match &route.path {
+                Some(path) => {
+                    let _ = writeln!(out, "\t@route{n} path {path} {path}/*");
+                    format!(" @route{n}")
+                }
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "\treverse_proxy{matcher} {{\n\t\tdynamic a {service} {port} {{\n\t\t\trefresh 1s\n\t\t}}\n\t\tlb_policy round_robin\n\t\tlb_try_duration {retry}ms\n\t\tlb_try_interval 250ms\n\t\tfail_duration 10s\n\t}}",
+                port = route.port,
+                retry = retry_for.as_millis(),
+            );
+        }
+        out.push_str("}\n");
+    }
+    let _ = write!(
+        out,
+        "\nhttp://:{LISTEN_PORT} {{\n\trespond \"no route for this host\" 404\n}}\n"
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(hosts: &[&str], path: Option<&str>, port: u16) -> Route {
+        Route {
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            path: path.map(String::from),
+            port,
+        }
+    }
+
+    #[test]
+    fn host_names_are_dns_names_or_one_wildcard_label() {
+        for good in ["app.example.com", "localhost", "*.example.com", "a-1.b2"] {
+            assert!(is_host_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "App.example.com",
+            "-a.com",
+            "a..b",
+            "*",
+            "a.*.com",
+            "a_b.com",
+        ] {
+            assert!(!is_host_name(bad), "{bad}");
+        }
+    }
+
+    fn router_config(text: &str) -> String {
+        let files = [crate::manifest::SourceFile {
+            path: "pier/s.yml".into(),
+            text: text.into(),
+        }];
+        let loaded = crate::manifest::load_and_validate(
+            &files,
+            &crate::manifest::Vars::new(),
+            &crate::manifest::MemoryTree::default(),
+        );
+        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
+        loaded.manifest.services[SERVICE].files[CONFIG_PATH].clone()
+    }
+
+    /// Docker Cloud's convention: hosts with a scheme, a port and a path
+    /// glob; the first port not excluded; the heavier of two services
+    /// routed for one host takes it.
+    #[test]
+    fn virtual_host_routes_like_docker_cloud_haproxy() {
+        let config = router_config(
+            "router: { ports: [\"80:80\"] }\nservices:\n  web:\n    image: x\n    environment: { VIRTUAL_HOST: \"http://a.example.com:8000/api/*\", EXCLUDE_PORTS: \"22\" }\n    expose: [\"22\", \"9000\"]\n  new:\n    image: x\n    environment: { VIRTUAL_HOST: B.example.com }\n    expose: [\"80\"]\n  old:\n    image: x\n    environment: { VIRTUAL_HOST: b.example.com, VIRTUAL_HOST_WEIGHT: \"-1\" }\n    expose: [\"80\"]\n",
+        );
+        let a = config
+            .split("http://a.example.com:80 {")
+            .nth(1)
+            .expect("a.example.com");
+        assert!(a.contains("path /api /api/*"), "{config}");
+        assert!(a.contains("dynamic a web 9000"), "{config}");
+        let b = config
+            .split("http://b.example.com:80 {")
+            .nth(1)
+            .expect("b.example.com");
+        assert!(b.contains("dynamic a new 80"), "{config}");
+        assert!(
+            !config.contains("dynamic a old"),
+            "the lighter service loses b: {config}"
+        );
+    }
+
+    #[test]
+    fn each_host_is_a_site_with_longer_paths_first() {
+        let config = caddyfile(
+            &[
+                (
+                    "web".into(),
+                    route(&["app.example.com", "www.example.com"], None, 8080),
+                ),
+                (
+                    "api".into(),
+                    route(&["app.example.com"], Some("/api"), 9000),
+                ),
+            ],
+            Duration::from_secs(10),
+        );
+        let app = config
+            .split("http://app.example.com:80 {")
+            .nth(1)
+            .expect("a site for app.example.com");
+        let api = app.find("dynamic a api 9000").expect("the api route");
+        let web = app.find("dynamic a web 8080").expect("the web route");
+        assert!(api < web, "{config}");
+        assert!(app.contains("@route0 path /api /api/*"), "{config}");
+        assert!(config.contains("http://www.example.com:80 {"), "{config}");
+        assert!(config.contains("lb_try_duration 10000ms"), "{config}");
+        assert!(
+            config.contains("respond \"no route for this host\" 404"),
+            "{config}"
+        );
+    }
+}
