@@ -141,6 +141,7 @@ fn main() {
                     source: Default::default(),
                     exit_code: None,
                     spec_fields: String::new(),
+                    files_hash: None,
                 });
             }
         }

@@ -600,6 +600,10 @@ async fn run_change<R: Runtime>(
             let desired = desired.ok_or_else(|| format!("{service}: not declared"))?;
             create_healthy(ctx, engine, desired, node, name, *replica, &[]).await
         }
+        Change::Reload { container, .. } => {
+            let desired = desired.ok_or_else(|| format!("{service}: not declared"))?;
+            reload(ctx, engine, desired, node, container).await
+        }
         Change::Replace {
             replica,
             name,
@@ -615,6 +619,42 @@ async fn run_change<R: Runtime>(
             }
         }
     }
+}
+
+/// Rewrite a running replica's live configuration and run its `reload`
+/// command. A reload that fails leaves the container running as it was
+/// (Caddy keeps its previous configuration when the new one is refused).
+async fn reload<R: Runtime>(
+    ctx: &Context<'_, R>,
+    engine: &R,
+    desired: &DesiredService,
+    node: &str,
+    container: &OwnedContainer,
+) -> Result<(), String> {
+    let service = &desired.name;
+    let name = &container.name;
+    ctx.step(
+        service,
+        node,
+        "configure",
+        name,
+        engine.write_files(&container.id, &desired.spec.files),
+    )
+    .await?;
+    let Some(command) = desired.spec.reload.as_ref() else {
+        return Ok(());
+    };
+    let run = async {
+        match engine.exec(&container.id, command).await? {
+            (0, _) => Ok(()),
+            (code, output) => Err(RuntimeError::Failed(format!(
+                "`{}` exited with {code}: {}",
+                command.join(" "),
+                output.trim()
+            ))),
+        }
+    };
+    ctx.step(service, node, "reload", name, run).await
 }
 
 /// A new replica, started and waited for until healthy.
@@ -1181,6 +1221,107 @@ mod tests {
                 mount("volume", "b", "/image-data"),
             ]
         );
+    }
+
+    /// Load `text`, plan against the fake engine on n1 and apply; the plan.
+    async fn converge_once(text: &str, engine: &FakeRuntime) -> crate::plan::Plan {
+        let files = [SourceFile {
+            path: "pier/s.yml".into(),
+            text: text.into(),
+        }];
+        let loaded = manifest::load_and_validate(&files, &Vars::new(), &MemoryTree::default());
+        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
+        let digest = format!("sha256:{}", "1".repeat(64));
+        let images = ["r.example/app:1", "caddy:2"]
+            .into_iter()
+            .map(|image| {
+                let resolved = Resolved {
+                    pinned: format!("{image}@{digest}"),
+                    digest: digest.clone(),
+                };
+                (image.to_string(), Ok(resolved))
+            })
+            .collect();
+        let desired = crate::converge::desired_state(
+            &loaded.manifest,
+            "s",
+            "c0ffee",
+            &images,
+            &Default::default(),
+        );
+        let observed = crate::observe::observe(
+            "s",
+            &BTreeMap::from([("n1".to_string(), Ok(engine.clone()))]),
+            Duration::from_secs(1),
+        )
+        .await;
+        let plan = crate::plan::plan(&desired, &observed, &Default::default());
+        let engines = BTreeMap::from([("n1".to_string(), engine.clone())]);
+        let report = apply(
+            &desired,
+            &plan,
+            &engines,
+            &CredentialStore::default(),
+            &ApplySettings::default(),
+            &|_| {},
+        )
+        .await;
+        assert!(report.ok(), "{:?}", report.failures);
+        plan
+    }
+
+    /// The router's configuration is live: written before it starts, read
+    /// back to see it is current, and rewritten and reloaded in place when
+    /// the routes change, never replacing the container.
+    #[tokio::test]
+    async fn a_route_change_reloads_the_router_in_place() {
+        let manifest = |host: &str| {
+            format!(
+                "nodes:\n  n1: {{ endpoint: \"unix:///run/n1.sock\" }}\nrouter: {{ ports: [\"80:80\"] }}\nservices:\n  a: {{ image: \"r.example/app:1\", route: {{ host: {host}, port: 80 }} }}\n"
+            )
+        };
+        let engine = FakeRuntime::new();
+        let first = converge_once(&manifest("a.example.com"), &engine).await;
+        assert_eq!(first.count(|c| matches!(c, Change::Create { .. })), 2);
+        let router = |engine: &FakeRuntime| {
+            engine
+                .containers()
+                .into_iter()
+                .find(|c| c.name == "s-pier-router-1")
+                .expect("the router runs")
+        };
+        let router_id = router(&engine).id;
+
+        let again = converge_once(&manifest("a.example.com"), &engine).await;
+        assert!(
+            again.is_empty(),
+            "the router's files are current: {again:?}"
+        );
+        assert!(engine.execs().is_empty());
+
+        let changed = converge_once(&manifest("b.example.com"), &engine).await;
+        assert_eq!(changed.count(|_| true), 1, "{changed:?}");
+        assert_eq!(changed.count(|c| matches!(c, Change::Reload { .. })), 1);
+        assert_eq!(router(&engine).id, router_id, "the same container");
+        let execs = engine.execs();
+        assert_eq!(execs.len(), 1);
+        assert_eq!(execs[0].0, router_id);
+        assert_eq!(execs[0].1[..2], ["caddy", "reload"]);
+        let config = router_config_of(&engine, &router_id).await;
+        assert!(config.contains("http://b.example.com:80"), "{config}");
+        assert!(
+            converge_once(&manifest("b.example.com"), &engine)
+                .await
+                .is_empty()
+        );
+    }
+
+    async fn router_config_of(engine: &FakeRuntime, id: &str) -> String {
+        engine
+            .read_file(id, manifest::router::CONFIG_PATH)
+            .await
+            .expect("read")
+            .expect("the file is there")
     }
 
     /// Two services of one image on one node: one pull, both created and started.

@@ -195,7 +195,7 @@ fn expected_steps(plan: &pier::plan::Plan) -> u64 {
         .map(|change| match change {
             Change::Create { .. } => 3,
             Change::Replace { .. } => 6,
-            Change::Remove { .. } => 2,
+            Change::Remove { .. } | Change::Reload { .. } => 2,
         })
         .sum();
     changes + 2 * nodes.len() as u64

@@ -52,7 +52,42 @@ fn owned(stack: &str, container: &ContainerInfo) -> Option<OwnedContainer> {
             name: label(docker::LABEL_SOURCE_NAME).unwrap_or_default(),
         },
         spec_fields: label(docker::LABEL_SPEC_FIELDS).unwrap_or_default(),
+        files_hash: None,
     })
+}
+
+/// Read back the live configuration files of the running containers that
+/// have some (`pier.files`), so the plan can tell which need them again.
+async fn read_live_files<R: Runtime>(
+    engine: &R,
+    containers: &[ContainerInfo],
+    observation: &mut NodeObservation,
+) {
+    for owned in observation.owned.iter_mut().filter(|c| c.running) {
+        let Some(paths) = containers
+            .iter()
+            .find(|c| c.id == owned.id)
+            .and_then(|c| c.labels.get(docker::LABEL_FILES))
+        else {
+            continue;
+        };
+        let mut files = BTreeMap::new();
+        for path in paths.split(',').filter(|p| !p.is_empty()) {
+            match engine.read_file(&owned.id, path).await {
+                Ok(Some(contents)) => {
+                    files.insert(path.to_string(), contents);
+                }
+                // Missing or unreadable: written again, which is harmless.
+                Ok(None) | Err(_) => {
+                    files.clear();
+                    break;
+                }
+            }
+        }
+        if !files.is_empty() {
+            owned.files_hash = Some(crate::plan::spec::files_hash(&files));
+        }
+    }
 }
 
 /// Observe every node that has an engine; nodes without one are unreachable
@@ -69,7 +104,17 @@ pub async fn observe<R: Runtime>(
                 ..Default::default()
             },
             Ok(engine) => match tokio::time::timeout(timeout, engine.list()).await {
-                Ok(Ok(containers)) => node_observation(stack, &containers),
+                Ok(Ok(containers)) => {
+                    let mut observation = node_observation(stack, &containers);
+                    // Bounded as a whole: a node that hangs here is read as
+                    // having stale files, which are written again.
+                    let _ = tokio::time::timeout(
+                        timeout,
+                        read_live_files(engine, &containers, &mut observation),
+                    )
+                    .await;
+                    observation
+                }
                 Ok(Err(e)) => NodeObservation {
                     unreachable: Some(e.to_string()),
                     ..Default::default()

@@ -855,6 +855,14 @@ impl Reconciler {
                 autoredeploy: service.autoredeploy,
                 condition,
                 reason,
+                route: service
+                    .route
+                    .as_ref()
+                    .map(|r| crate::daemon::status::RouteStatus {
+                        hosts: r.hosts.clone(),
+                        path: r.path.clone(),
+                        port: r.port,
+                    }),
             });
         }
         let nodes = observed

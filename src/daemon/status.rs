@@ -41,6 +41,19 @@ pub struct ServiceStatus {
     pub autoredeploy: bool,
     pub condition: Condition,
     pub reason: String,
+    /// What the router sends to this service; its backends are the
+    /// `running` replicas out of `desired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteStatus>,
+}
+
+/// A service's route, as the router serves it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouteStatus {
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,6 +169,27 @@ pub fn render(status: &Status) -> String {
             format!("unreachable: {}", n.reason)
         };
         let _ = writeln!(out, "{:name_width$}  {:>7}  {state}", n.name, n.containers);
+    }
+    let routed: Vec<(&ServiceStatus, &RouteStatus)> = status
+        .services
+        .iter()
+        .filter_map(|s| s.route.as_ref().map(|r| (s, r)))
+        .collect();
+    if !routed.is_empty() {
+        let _ = writeln!(out, "\nROUTE  SERVICE  BACKENDS UP");
+        for (service, route) in routed {
+            for host in &route.hosts {
+                let _ = writeln!(
+                    out,
+                    "{host}{}  {}:{}  {}/{}",
+                    route.path.as_deref().unwrap_or(""),
+                    service.name,
+                    route.port,
+                    service.running,
+                    service.desired
+                );
+            }
+        }
     }
     if let Some(run) = &status.pipeline {
         let _ = writeln!(

@@ -360,6 +360,24 @@ impl Engine {
     }
 }
 
+/// The largest live configuration file (and command output) pier reads back.
+const MAX_LIVE_FILE: usize = 1 << 20;
+
+/// The contents of the first regular file in a tar archive.
+fn first_file(archive: &[u8]) -> std::io::Result<Option<String>> {
+    use std::io::Read as _;
+    let mut archive = tar::Archive::new(archive);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if entry.header().entry_type().is_file() {
+            let mut text = String::new();
+            entry.read_to_string(&mut text)?;
+            return Ok(Some(text));
+        }
+    }
+    Ok(None)
+}
+
 /// A tar archive of `files` (absolute path → contents), to unpack at `/`,
 /// with their folders.
 fn files_archive(files: &BTreeMap<String, String>) -> std::io::Result<Vec<u8>> {
@@ -884,6 +902,72 @@ impl Runtime for Engine {
         )
         .await?
         .map_err(classify)
+    }
+
+    async fn read_file(&self, id: &str, path: &str) -> Result<Option<String>, RuntimeError> {
+        let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let download = async {
+            let mut archive = Vec::new();
+            let mut chunks = self.docker.download_from_container(id, Some(options));
+            while let Some(chunk) = futures_util::StreamExt::next(&mut chunks).await {
+                archive.extend_from_slice(&chunk?);
+                if archive.len() > MAX_LIVE_FILE {
+                    return Ok::<_, bollard::errors::Error>(None);
+                }
+            }
+            Ok(Some(archive))
+        };
+        let archive = match self
+            .within("a file download", Box::pin(download))
+            .await?
+            .map_err(classify)
+        {
+            Ok(Some(archive)) => archive,
+            Ok(None) => {
+                return Err(RuntimeError::Failed(format!(
+                    "{path} is larger than {MAX_LIVE_FILE} bytes"
+                )));
+            }
+            Err(RuntimeError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        first_file(&archive).map_err(|e| RuntimeError::Failed(format!("reading {path}: {e}")))
+    }
+
+    async fn exec(&self, id: &str, command: &[String]) -> Result<(i64, String), RuntimeError> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let run = async {
+            let exec = self
+                .docker
+                .create_exec(
+                    id,
+                    CreateExecOptions {
+                        cmd: Some(command.to_vec()),
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let mut output = String::new();
+            if let StartExecResults::Attached {
+                output: mut stream, ..
+            } = self.docker.start_exec(&exec.id, None).await?
+            {
+                while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+                    if output.len() < MAX_LIVE_FILE {
+                        output.push_str(&chunk?.to_string());
+                    }
+                }
+            }
+            let code = self.docker.inspect_exec(&exec.id).await?.exit_code;
+            Ok::<_, bollard::errors::Error>((code.unwrap_or(-1), output))
+        };
+        self.within("a command in a container", Box::pin(run))
+            .await?
+            .map_err(classify)
     }
 
     async fn health(&self, id: &str) -> Result<Health, RuntimeError> {

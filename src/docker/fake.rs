@@ -19,6 +19,10 @@ struct State {
     unreachable: bool,
     /// Containers created from these images report unhealthy.
     unhealthy_images: Vec<String>,
+    /// Files written into containers: (id, path) → contents.
+    files: BTreeMap<(String, String), String>,
+    /// Commands run in containers: (id, command).
+    execs: Vec<(String, Vec<String>)>,
 }
 
 /// One fake engine; clones share state.
@@ -30,6 +34,11 @@ pub struct FakeRuntime {
 impl FakeRuntime {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The commands run in containers so far: (container id, command).
+    pub fn execs(&self) -> Vec<(String, Vec<String>)> {
+        self.state.lock().expect("fake state").execs.clone()
     }
 
     /// Make every call fail as if the engine were down.
@@ -252,9 +261,31 @@ impl Runtime for FakeRuntime {
     async fn write_files(
         &self,
         id: &str,
-        _files: &BTreeMap<String, String>,
+        files: &BTreeMap<String, String>,
     ) -> Result<(), RuntimeError> {
-        self.with(|s| find(s, id).map(drop))
+        self.with(|s| {
+            find(s, id)?;
+            for (path, contents) in files {
+                s.files
+                    .insert((id.to_string(), path.clone()), contents.clone());
+            }
+            Ok(())
+        })
+    }
+
+    async fn read_file(&self, id: &str, path: &str) -> Result<Option<String>, RuntimeError> {
+        self.with(|s| {
+            find(s, id)?;
+            Ok(s.files.get(&(id.to_string(), path.to_string())).cloned())
+        })
+    }
+
+    async fn exec(&self, id: &str, command: &[String]) -> Result<(i64, String), RuntimeError> {
+        self.with(|s| {
+            find(s, id)?;
+            s.execs.push((id.to_string(), command.to_vec()));
+            Ok((0, String::new()))
+        })
     }
 
     async fn health(&self, id: &str) -> Result<Health, RuntimeError> {

@@ -39,6 +39,8 @@ pub const LABEL_SOURCE_NAME: &str = "pier.source-name";
 /// Short hashes of each part of the configuration (each env value apart),
 /// so a plan can say which parts a replacement changes without storing values.
 pub const LABEL_SPEC_FIELDS: &str = "pier.spec-fields";
+/// The paths of a container's live configuration files, comma-separated.
+pub const LABEL_FILES: &str = "pier.files";
 /// `depends_on.<svc>.restart`: the spec hashes of the services whose
 /// replacement replaces this container too.
 pub const LABEL_RESTARTS_WITH: &str = "pier.restarts-with";
@@ -136,9 +138,15 @@ pub struct ContainerSpec {
     pub pid_mode: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ipc_mode: Option<String>,
-    /// Files written into the container before it starts, by absolute path.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    /// Live configuration: files (absolute path → contents) written into
+    /// the container before it starts, and rewritten in place when they
+    /// change, followed by `reload`. Not part of the hash: changing them
+    /// reloads a replica, never replaces it.
+    #[serde(skip)]
     pub files: BTreeMap<String, String>,
+    /// The command run in the container after its files are rewritten.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload: Option<Vec<String>>,
 }
 
 impl ContainerSpec {
@@ -353,10 +361,22 @@ pub trait Runtime: Send + Sync {
         id: &str,
     ) -> impl Future<Output = Result<Vec<AnonymousVolume>, RuntimeError>> + Send;
     fn health(&self, id: &str) -> impl Future<Output = Result<Health, RuntimeError>> + Send;
-    /// Write `files` (absolute path → contents) into a created container.
+    /// Write `files` (absolute path → contents) into a container.
     fn write_files(
         &self,
         id: &str,
         files: &BTreeMap<String, String>,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// The contents of a file in a container; `None` when there is none.
+    fn read_file(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send;
+    /// Run `command` in a running container; its exit code and output.
+    fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+    ) -> impl Future<Output = Result<(i64, String), RuntimeError>> + Send;
 }

@@ -276,9 +276,11 @@ pub struct Service {
     /// Requests the router sends to this service (`route`, or Docker
     /// Cloud's `VIRTUAL_HOST` in its environment).
     pub route: Option<Route>,
-    /// Files written into each container before it starts, by absolute
-    /// path (the router's configuration).
+    /// Live configuration: files written into each container before it
+    /// starts (by absolute path), rewritten in place when they change and
+    /// followed by `reload` (the router's configuration).
     pub files: BTreeMap<String, String>,
+    pub reload: Option<Vec<String>>,
     /// Where the service's name is written.
     #[serde(skip)]
     pub location: Location,

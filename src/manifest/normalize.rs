@@ -430,6 +430,7 @@ pub fn service(
         sequential_deployment: spec.sequential_deployment.unwrap_or(false),
         route: spec.route.as_ref().and_then(|r| route(r, here, &mut p)),
         files: BTreeMap::new(),
+        reload: None,
         location,
         key_locations: key_locations(here),
     };

@@ -6,7 +6,8 @@
 //! The configuration names services, not containers: Caddy asks the stack
 //! network's DNS for a service's replicas every second and tries them in
 //! turn for `retry_for`, so replicas coming and going (scaling, a rolling
-//! replacement) change nothing in it. Only a change of routes does.
+//! replacement) change nothing in it. A change of routes is live
+//! configuration: rewritten in the running routers and reloaded there.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -121,12 +122,64 @@ pub fn finish(manifest: &mut Manifest) -> Vec<Diagnostic> {
             routes.push((service.name.clone(), route.clone(), weight(service)));
         }
     }
+    if !manifest.network.overlay {
+        for (service, _, _) in &routes {
+            if let Some(problem) = beyond_reach(manifest, service) {
+                problems.push(problem);
+            }
+        }
+    }
     let routes = resolve_overlaps(routes, manifest, &mut problems);
+    // Each service keeps the route it is served under (hosts it lost to a
+    // heavier service are not its).
+    let served: BTreeMap<&str, &Route> = routes.iter().map(|(s, r)| (s.as_str(), r)).collect();
+    for service in manifest.services.values_mut() {
+        service.route = served.get(service.name.as_str()).map(|r| (*r).clone());
+    }
     let config = caddyfile(&routes, retry_for);
     let mut service = router.service.clone();
     service.files.insert(CONFIG_PATH.into(), config);
+    // Caddy's own reload: the new configuration takes over gracefully,
+    // listeners stay open and requests under way finish.
+    service.reload = Some(
+        [
+            "caddy",
+            "reload",
+            "--config",
+            CONFIG_PATH,
+            "--adapter",
+            "caddyfile",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
     manifest.services.insert(SERVICE.into(), service);
     problems
+}
+
+/// On a bridge network a router reaches only the replicas on its own node:
+/// a warning when a routed service may run on a node without a router.
+fn beyond_reach(manifest: &Manifest, name: &str) -> Option<Diagnostic> {
+    let router = &manifest.router.as_ref()?.service;
+    let service = manifest.services.get(name)?;
+    let admits = |s: &Service, node: &super::model::Node| {
+        s.tags.is_subset(&node.tags) && s.constraints.iter().all(|c| c.admits(node))
+    };
+    let unreached = manifest
+        .nodes
+        .values()
+        .find(|node| admits(service, node) && !admits(router, node))?;
+    Some(
+        Diagnostic::warning(
+            service.location_of("route").clone(),
+            format!(
+                "`{name}` may run on {}, where no router runs, and a router reaches only its own node's replicas on a bridge network",
+                unreached.name
+            ),
+        )
+        .key(format!("services.{name}.route"))
+        .help("declare `networks.default.driver: overlay`, so the routers reach replicas on every node"),
+    )
 }
 
 /// Docker Cloud's `VIRTUAL_HOST_WEIGHT`: of services routed for the same
@@ -303,7 +356,8 @@ pub fn caddyfile(routes: &[(String, Route)], retry_for: Duration) -> String {
         }
     }
     let mut out = String::from(
-        "# Written by pier from the manifests' routes.\n{\n\tadmin off\n\tauto_https off\n}\n",
+        // The admin API listens inside the container only: `caddy reload` there uses it.
+        "# Written by pier from the manifests' routes.\n{\n\tadmin localhost:2019\n\tauto_https off\n}\n",
     );
     for (host, mut routes) in by_host {
         // Longest path first; the route without a path catches the rest.

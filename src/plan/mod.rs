@@ -177,6 +177,11 @@ pub struct OwnedContainer {
     /// configuration hash to what. Read only when the container is replaced.
     #[serde(skip)]
     pub spec_fields: String,
+    /// The fingerprint of its live configuration files as read back from it
+    /// ([`spec::files_hash`]); `None` when it has none, or they could not
+    /// be read (and are then written again).
+    #[serde(skip)]
+    pub files_hash: Option<String>,
 }
 
 impl OwnedContainer {
@@ -248,6 +253,12 @@ pub enum Change {
         container: OwnedContainer,
         reason: String,
     },
+    /// Rewrite a running container's live configuration files and run its
+    /// `reload` command: the container stays.
+    Reload {
+        node: String,
+        container: OwnedContainer,
+    },
 }
 
 impl Change {
@@ -255,7 +266,8 @@ impl Change {
         match self {
             Change::Create { node, .. }
             | Change::Replace { node, .. }
-            | Change::Remove { node, .. } => node,
+            | Change::Remove { node, .. }
+            | Change::Reload { node, .. } => node,
         }
     }
 }
@@ -442,7 +454,9 @@ fn nodes_after(service_plan: &ServicePlan) -> BTreeSet<String> {
         .changes
         .iter()
         .filter_map(|change| match change {
-            Change::Create { node, .. } | Change::Replace { node, .. } => Some(node.clone()),
+            Change::Create { node, .. }
+            | Change::Replace { node, .. }
+            | Change::Reload { node, .. } => Some(node.clone()),
             Change::Remove { .. } => None,
         });
     kept.chain(changed).collect()
@@ -773,7 +787,10 @@ fn plan_service<'a>(
             .retain(|c| !matches!(c, Change::Create { .. }));
     }
 
-    // Stale replicas are replaced where they are.
+    // Stale replicas are replaced where they are; those with stale live
+    // configuration get it rewritten.
+    let live_files =
+        (!service.spec.files.is_empty()).then(|| spec::files_hash(&service.spec.files));
     let fixed_port = service.has_fixed_host_port();
     let start_first = service.update.order == UpdateOrder::StartFirst && !fixed_port;
     for (node, container) in &kept {
@@ -782,6 +799,16 @@ fn plan_service<'a>(
             && !from_other_source(desired, container);
         if reachable(node) && service.destroys(container) {
             result.changes.push(remove(node, container, AUTODESTROYED));
+        } else if matches
+            && container.running
+            && reachable(node)
+            && live_files.is_some()
+            && container.files_hash != live_files
+        {
+            result.changes.push(Change::Reload {
+                node: node.clone(),
+                container: container.clone(),
+            });
         } else if matches && (container.running || service.completed(container)) {
             result.unchanged += 1;
             if service.awaited {
@@ -1092,6 +1119,7 @@ fn placeholder(service: &str, replica: u32) -> OwnedContainer {
         source: SourceId::default(),
         exit_code: None,
         spec_fields: String::new(),
+        files_hash: None,
     }
 }
 

@@ -13,6 +13,8 @@ pub struct Summary {
     pub create: usize,
     pub replace: usize,
     pub remove: usize,
+    /// Live configuration rewritten in place.
+    pub reload: usize,
     pub blocked: usize,
 }
 
@@ -21,6 +23,7 @@ pub fn summary(plan: &Plan) -> Summary {
         create: plan.count(|c| matches!(c, Change::Create { .. })),
         replace: plan.count(|c| matches!(c, Change::Replace { .. })),
         remove: plan.count(|c| matches!(c, Change::Remove { .. })),
+        reload: plan.count(|c| matches!(c, Change::Reload { .. })),
         blocked: plan.blocked_count(),
     }
 }
@@ -257,6 +260,11 @@ pub fn human(plan: &Plan, desired: &Desired, style: Style) -> String {
                     let order = if *start_first { ", start-first" } else { "" };
                     format!("{} {name} on {node}: {what}{order}", style.paint("33", "~"))
                 }
+                Change::Reload { node, container } => format!(
+                    "{} {} on {node}: configuration reloaded in place",
+                    style.paint("36", "↻"),
+                    container.name
+                ),
             };
             out.push_str(&format!("    {line}\n"));
         }
@@ -275,10 +283,15 @@ pub fn human(plan: &Plan, desired: &Desired, style: Style) -> String {
         }
     }
     out.push_str(&format!(
-        "\nPlan: {} to create, {} to replace, {} to remove{}.\n",
+        "\nPlan: {} to create, {} to replace, {} to remove{}{}.\n",
         s.create,
         s.replace,
         s.remove,
+        if s.reload > 0 {
+            format!(", {} to reload", s.reload)
+        } else {
+            String::new()
+        },
         if s.blocked > 0 {
             format!(", {} blocked", s.blocked)
         } else {

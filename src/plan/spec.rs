@@ -218,6 +218,10 @@ pub fn container_spec(
     let mut labels: BTreeMap<String, String> = service.labels.clone();
     labels.insert(crate::docker::LABEL_STACK.into(), stack.into());
     labels.insert(crate::docker::LABEL_SERVICE.into(), service.name.clone());
+    if !service.files.is_empty() {
+        let paths: Vec<&str> = service.files.keys().map(String::as_str).collect();
+        labels.insert(crate::docker::LABEL_FILES.into(), paths.join(","));
+    }
     ContainerSpec {
         image: image.to_string(),
         command: service.command.clone(),
@@ -293,6 +297,7 @@ pub fn container_spec(
         pid_mode: service.pid.clone(),
         ipc_mode: service.ipc.clone(),
         files: service.files.clone(),
+        reload: service.reload.clone(),
         volumes_from: service
             .volumes_from
             .iter()
@@ -309,6 +314,24 @@ pub fn container_spec(
 
 /// A short, stable hash of a container spec (first 16 hex digits of SHA-256
 /// over its JSON form).
+/// A fingerprint of live configuration files (path → contents), to tell
+/// whether a running container has the current ones.
+pub fn files_hash(files: &BTreeMap<String, String>) -> String {
+    let mut digest = Sha256::new();
+    for (path, contents) in files {
+        digest.update(path.as_bytes());
+        digest.update([0]);
+        digest.update(contents.as_bytes());
+        digest.update([0]);
+    }
+    digest
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub fn spec_hash(spec: &ContainerSpec) -> String {
     let json = serde_json::to_vec(spec).expect("a container spec serialises");
     let digest = Sha256::digest(&json);

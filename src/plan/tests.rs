@@ -110,6 +110,7 @@ fn owned(obs: &mut Observed, node: &str, service: &str, replica: u32, hash: &str
         source: Default::default(),
         exit_code: None,
         spec_fields: String::new(),
+        files_hash: None,
     });
 }
 
@@ -126,6 +127,9 @@ fn lines(plan: &Plan) -> Vec<String> {
                 Change::Remove {
                     node, container, ..
                 } => format!("- {}-{} {node}", s.service, container.replica),
+                Change::Reload { node, container } => {
+                    format!("↻ {}-{} {node}", s.service, container.replica)
+                }
             });
         }
         for b in &s.blocked {
@@ -744,6 +748,7 @@ fn a_set_aside_copy_outlives_a_successor_that_is_not_healthy() {
             Change::Remove { container, .. } => format!("- {}", container.name),
             Change::Replace { old, .. } => format!("~ {}", old.name),
             Change::Create { name, .. } => format!("+ {name}"),
+            Change::Reload { container, .. } => format!("↻ {}", container.name),
         })
         .collect();
     assert_eq!(changes, ["- s-web-1", "~ s-web-1-pier-old"]);

@@ -184,21 +184,12 @@ where
     }
 }
 
-/// Serialises the tests that form a swarm on the bed's engines and leave it
-/// afterwards, so one never leaves a swarm another still uses.
+/// Serialises the tests that form (or extend) a swarm of the bed's
+/// engines, so two never form one at the same time. The engines stay in
+/// it afterwards: `tests/testbed down` ends it with them.
 pub async fn swarm_lock() -> tokio::sync::MutexGuard<'static, ()> {
     static SWARM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     SWARM.lock().await
-}
-
-/// The bed's engines leave their swarm, workers first.
-pub async fn leave_swarm(bed: &Bed) {
-    for node in bed.nodes.iter().rev() {
-        let options = bollard::query_parameters::LeaveSwarmOptionsBuilder::new()
-            .force(true)
-            .build();
-        let _ = engine(node).await.leave_swarm(Some(options)).await;
-    }
 }
 
 /// An HTTP/1.0 GET of `/` for `host` at `addr:port`, bounded by 30 s;
