@@ -156,8 +156,17 @@ pub fn plan(
         }
         return plan;
     };
-    for node in joining {
-        let manager = managers.len() < wanted;
+    // Managers come in odd numbers: two can lose neither (a majority of two
+    // is both), so a joiner becomes a manager only when the joiners make
+    // up the count wanted; otherwise they join as workers.
+    let joiners: Vec<&String> = joining.collect();
+    let target = if managers.len() + joiners.len() >= wanted {
+        wanted
+    } else {
+        managers.len()
+    };
+    for node in joiners {
+        let manager = managers.len() < target;
         if manager {
             managers.push(node.clone());
         }
@@ -271,6 +280,27 @@ mod tests {
         assert!(plan.blocked.is_empty());
     }
 
+    /// One manager and one joiner short of three: the joiner is a worker,
+    /// never the second of two managers (which could lose neither).
+    #[test]
+    fn managers_stay_odd_when_joiners_cannot_make_three() {
+        let nodes = names(&["n1", "n2", "n3"]);
+        let observed = BTreeMap::from([
+            ("n1".to_string(), member("c", true)),
+            ("n2".to_string(), member("c", false)),
+            ("n3".to_string(), inactive()),
+        ]);
+        let plan = plan(&nodes, &observed, &overlay(), &names(&["n1"]));
+        assert_eq!(
+            plan.steps,
+            [SwarmStep::Join {
+                node: "n3".into(),
+                via: "n1".into(),
+                manager: false,
+            }]
+        );
+    }
+
     #[test]
     fn a_formed_swarm_with_its_network_plans_nothing() {
         let nodes = names(&["n1", "n2"]);
@@ -310,12 +340,13 @@ mod tests {
             ("n3".to_string(), inactive()),
         ]);
         let plan = plan(&nodes, &observed, &overlay(), &names(&["n1"]));
+        // A worker: with n4 away, a second manager could not be made a third.
         assert_eq!(
             plan.steps,
             [SwarmStep::Join {
                 node: "n3".into(),
                 via: "n1".into(),
-                manager: true
+                manager: false
             }]
         );
         assert_eq!(plan.blocked.keys().collect::<Vec<_>>(), ["n2"]);
