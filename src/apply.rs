@@ -1242,7 +1242,7 @@ mod tests {
                 (image.to_string(), Ok(resolved))
             })
             .collect();
-        let desired = crate::converge::desired_state(
+        let desired = crate::prepare::desired_state(
             &loaded.manifest,
             "s",
             "c0ffee",
@@ -1342,7 +1342,7 @@ mod tests {
                 digest,
             }),
         )]);
-        let desired = crate::converge::desired_state(
+        let desired = crate::prepare::desired_state(
             &loaded.manifest,
             "s",
             "c0ffee",

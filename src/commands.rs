@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use pier::apply::{self, ApplySettings, StepRecord};
-use pier::converge::{self, PassError, Settings};
 use pier::manifest::Vars;
 use pier::plan::render::{self, Style};
+use pier::prepare::{self, PassError, Settings};
 
 use crate::cli::{
     ApplyArgs, DaemonArgs, DeployArgs, DiffArgs, LogFormat, NodesArgs, Output, RolloutArgs,
@@ -72,7 +72,7 @@ pub async fn diff(args: DiffArgs) -> ExitCode {
     let (output, detailed) = (args.output, args.detailed_exitcode);
     let vars: Vars = std::env::vars().collect();
     let (no_changes, changes, error) = if detailed { (0, 2, 1) } else { (0, 1, 2) };
-    let mut prepared = match converge::prepare(&settings(args.deploy), &vars).await {
+    let mut prepared = match prepare::prepare(&settings(args.deploy), &vars).await {
         Ok(prepared) => prepared,
         Err(e) => {
             report_pass_error(&e);
@@ -204,7 +204,7 @@ fn expected_steps(plan: &pier::plan::Plan) -> u64 {
 pub async fn apply(args: ApplyArgs) -> ExitCode {
     let apply_settings = apply_settings(&args.rollout);
     let vars: Vars = std::env::vars().collect();
-    let prepared = match converge::prepare(&settings(args.deploy), &vars).await {
+    let prepared = match prepare::prepare(&settings(args.deploy), &vars).await {
         Ok(prepared) => prepared,
         Err(e) => {
             report_pass_error(&e);

@@ -3,11 +3,11 @@
 
 use std::process::ExitCode;
 
-use pier::converge::{self, Loaded, PassInput, Settings};
 use pier::edit::commit::{self, CommitError, Outcome, Request};
 use pier::edit::{Edit, Refused};
 use pier::manifest::{self, SourceFile, Vars};
 use pier::plan::render::{self, Style};
+use pier::prepare::{self, Loaded, PassInput, Settings};
 use pier::source::git::GitSource;
 
 use crate::cli::{CommitArgs, NodeCommand, ScaleArgs, SetCommand};
@@ -248,7 +248,7 @@ async fn show_plan(args: &CommitArgs, outcome: &Outcome, vars: &Vars) {
         pier::registry::CredentialStore::from_environment(),
         settings.registry_timeout,
     );
-    let planned = converge::plan_loaded(&loaded, &settings, &registry, &PassInput::default()).await;
+    let planned = prepare::plan_loaded(&loaded, &settings, &registry, &PassInput::default()).await;
     println!("\nThe plan after this change:");
     print!(
         "{}",

@@ -6,7 +6,6 @@
 //! the loop (load → observe → plan → apply → record) and the module map.
 
 pub mod apply;
-pub mod converge;
 pub mod daemon;
 pub mod docker;
 pub mod edit;
@@ -16,6 +15,7 @@ pub mod observe;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;
+pub mod prepare;
 pub mod registry;
 pub mod source;
 pub mod validate;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use crate::docker::{self, ContainerInfo, Runtime};
+use crate::docker::{ContainerInfo, Runtime};
+use crate::plan::container as labels;
 use crate::plan::{NodeObservation, Observed, OwnedContainer};
 
 /// What pier owns among a node's containers, for one stack.
@@ -32,26 +33,26 @@ pub fn node_observation(stack: &str, containers: &[ContainerInfo]) -> NodeObserv
 /// labels of another stack count as foreign: never touched by this one.
 fn owned(stack: &str, container: &ContainerInfo) -> Option<OwnedContainer> {
     let label = |key: &str| container.labels.get(key).cloned();
-    if label(docker::LABEL_STACK)? != stack {
+    if label(labels::LABEL_STACK)? != stack {
         return None;
     }
     Some(OwnedContainer {
         id: container.id.clone(),
         name: container.name.clone(),
-        service: label(docker::LABEL_SERVICE)?,
-        replica: label(docker::LABEL_REPLICA)?.parse().ok()?,
-        spec_hash: label(docker::LABEL_SPEC_HASH).unwrap_or_default(),
-        image_digest: label(docker::LABEL_IMAGE_DIGEST).unwrap_or_default(),
-        commit: label(docker::LABEL_COMMIT).unwrap_or_default(),
+        service: label(labels::LABEL_SERVICE)?,
+        replica: label(labels::LABEL_REPLICA)?.parse().ok()?,
+        spec_hash: label(labels::LABEL_SPEC_HASH).unwrap_or_default(),
+        image_digest: label(labels::LABEL_IMAGE_DIGEST).unwrap_or_default(),
+        commit: label(labels::LABEL_COMMIT).unwrap_or_default(),
         running: container.running,
         created: container.created,
         healthy: container.running && !container.unhealthy,
         exit_code: container.exit_code,
         source: crate::plan::SourceId {
-            hash: label(docker::LABEL_SOURCE).unwrap_or_default(),
-            name: label(docker::LABEL_SOURCE_NAME).unwrap_or_default(),
+            hash: label(labels::LABEL_SOURCE).unwrap_or_default(),
+            name: label(labels::LABEL_SOURCE_NAME).unwrap_or_default(),
         },
-        spec_fields: label(docker::LABEL_SPEC_FIELDS).unwrap_or_default(),
+        spec_fields: label(labels::LABEL_SPEC_FIELDS).unwrap_or_default(),
         files_hash: None,
     })
 }
@@ -67,7 +68,7 @@ async fn read_live_files<R: Runtime>(
         let Some(paths) = containers
             .iter()
             .find(|c| c.id == owned.id)
-            .and_then(|c| c.labels.get(docker::LABEL_FILES))
+            .and_then(|c| c.labels.get(labels::LABEL_FILES))
         else {
             continue;
         };

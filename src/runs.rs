@@ -6,10 +6,10 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use pier::converge::{self, PassInput};
 use pier::daemon::store::Store;
 use pier::manifest::Vars;
 use pier::pipeline::{self, RunState, archive};
+use pier::prepare::{self, PassInput};
 use pier::registry::{CredentialStore, Registry};
 use pier::source::git::GitSource;
 
@@ -137,7 +137,7 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let loaded = match converge::load(
+    let loaded = match prepare::load(
         &repo,
         &settings.source.reference,
         &settings.source.path,
@@ -166,7 +166,7 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
         }
     };
     let engines =
-        converge::reachable(converge::connect_all(&loaded.manifest, settings.engine_timeout).await);
+        prepare::reachable(prepare::connect_all(&loaded.manifest, settings.engine_timeout).await);
     let credentials = CredentialStore::from_environment();
     let (_tip, tip) = tokio::sync::watch::channel(None);
     let last_stage = std::sync::Mutex::new(String::new());
@@ -233,7 +233,7 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
         destroyed: Default::default(),
         retired: Default::default(),
     };
-    let planned = converge::plan_loaded(&loaded, &settings, &registry, &input).await;
+    let planned = prepare::plan_loaded(&loaded, &settings, &registry, &input).await;
     crate::commands::carry_out(
         &planned.desired,
         &planned.plan,

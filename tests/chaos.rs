@@ -109,7 +109,7 @@ async fn a_hung_engine_fails_its_steps_in_time_and_the_rest_converges() {
     );
     let repo = support::UserRepo::new("hung", &manifest);
     let s = repo.stack.clone();
-    let settings = pier::converge::Settings {
+    let settings = pier::prepare::Settings {
         source: pier::validate::Source {
             repo: repo.dir.path().display().to_string(),
             reference: "HEAD".into(),
@@ -125,7 +125,7 @@ async fn a_hung_engine_fails_its_steps_in_time_and_the_rest_converges() {
         policy: Default::default(),
     };
     let vars = std::env::vars().collect();
-    let prepared = pier::converge::prepare(&settings, &vars)
+    let prepared = pier::prepare::prepare(&settings, &vars)
         .await
         .expect("a plan");
     assert_eq!(pier::plan::render::summary(&prepared.plan).create, 2);

@@ -36,7 +36,7 @@ use tokio::sync::{Notify, watch as tokio_watch};
 use tracing::{info, warn};
 
 use crate::apply::ApplySettings;
-use crate::converge::Settings;
+use crate::prepare::Settings;
 use crate::source::git::GitSource;
 
 use metrics::Metrics;

@@ -22,10 +22,10 @@ use super::status::{Condition, NodeStatus, PassStatus, ServiceStatus};
 use super::store::{Failure, PassRecord};
 use super::{Config, Shared, Trigger, Watched};
 use crate::apply::{self, ApplyReport};
-use crate::converge::{self, Loaded, PassError, PassInput, Planned};
 use crate::manifest::Severity;
 use crate::pipeline::{self, RunState};
 use crate::plan::Observed;
+use crate::prepare::{self, Loaded, PassError, PassInput, Planned};
 use crate::registry::{Registry, Resolved};
 use crate::source::git::{GitSource, short_commit as short};
 
@@ -103,7 +103,7 @@ pub struct Reconciler {
     last_good: Option<String>,
     runner: super::runner::PipelineRunner,
     /// Since when each unreachable node has been so.
-    node_loss: converge::NodeLoss,
+    node_loss: prepare::NodeLoss,
     /// `autodestroy` jobs that ran (service, spec hash): not run again. Kept
     /// in memory: a restarted daemon runs such a job once more.
     destroyed: BTreeSet<(String, String)>,
@@ -150,7 +150,7 @@ impl Reconciler {
             registry,
             pins: BTreeMap::new(),
             last_good,
-            node_loss: converge::NodeLoss {
+            node_loss: prepare::NodeLoss {
                 down_after: config.node_down_after,
                 ..Default::default()
             },
@@ -409,7 +409,7 @@ impl Reconciler {
             retired: self.retire_nodes(loaded),
         };
         let planned =
-            converge::plan_loaded(loaded, &self.config.settings, &self.registry, &input).await;
+            prepare::plan_loaded(loaded, &self.config.settings, &self.registry, &input).await;
         self.remember_destroyed(&planned.plan);
         self.node_loss
             .observe(&planned.observed, std::time::Instant::now());
@@ -674,10 +674,10 @@ impl Reconciler {
 
     /// Digests already decided: the registry watcher's latest for services
     /// that follow their tag, the commit's first resolution for the others.
-    async fn pins_for(&self, loaded: &Loaded) -> converge::Pins {
+    async fn pins_for(&self, loaded: &Loaded) -> prepare::Pins {
         let stored = self.stored_pins(loaded).await;
         let followed = self.shared.followed.lock().expect("followed lock").clone();
-        let mut pins = converge::Pins::new();
+        let mut pins = prepare::Pins::new();
         for service in loaded.manifest.services.values() {
             let Some(reference) = service.image.as_deref() else {
                 continue;

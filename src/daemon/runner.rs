@@ -13,11 +13,11 @@ use tracing::{info, warn};
 use super::Shared;
 use super::status::PipelineStatus;
 use super::store::StageRow;
-use crate::converge::{self, Loaded};
 use crate::docker::engine::Engine;
 use crate::manifest::Vars;
 use crate::manifest::model::Stage;
 use crate::pipeline::{self, RunState, archive};
+use crate::prepare::{self, Loaded};
 use crate::registry::CredentialStore;
 use crate::source::git::{GitSource, short_commit as short};
 
@@ -67,7 +67,7 @@ impl PipelineRunner {
         commit: &str,
         folder: &str,
         stack: &str,
-    ) -> Result<Loaded, converge::PassError> {
+    ) -> Result<Loaded, prepare::PassError> {
         self.load_with(commit, folder, stack, self.vars.clone(), false)
             .await
     }
@@ -79,7 +79,7 @@ impl PipelineRunner {
         commit: &str,
         folder: &str,
         stack: &str,
-    ) -> Result<Loaded, converge::PassError> {
+    ) -> Result<Loaded, prepare::PassError> {
         self.load_with(commit, folder, stack, Vars::new(), true)
             .await
     }
@@ -91,24 +91,24 @@ impl PipelineRunner {
         stack: &str,
         vars: Vars,
         untrusted: bool,
-    ) -> Result<Loaded, converge::PassError> {
+    ) -> Result<Loaded, prepare::PassError> {
         let (repo, policy) = (self.repo.clone(), self.policy.clone());
         let (commit, folder, stack) = (commit.to_string(), folder.to_string(), stack.to_string());
         let loaded = tokio::task::spawn_blocking(move || {
             let repo = repo.lock().expect("repository lock");
-            converge::load(&repo, &commit, &folder, Some(&stack), &vars, &policy)
+            prepare::load(&repo, &commit, &folder, Some(&stack), &vars, &policy)
         })
         .await
         .expect("loading manifests does not panic");
         loaded.map_err(|error| match error {
-            converge::PassError::Invalid {
+            prepare::PassError::Invalid {
                 commit,
                 mut diagnostics,
             } => {
                 for diagnostic in &mut diagnostics {
                     self.explain_denied(diagnostic, untrusted);
                 }
-                converge::PassError::Invalid {
+                prepare::PassError::Invalid {
                     commit,
                     diagnostics,
                 }
@@ -196,9 +196,8 @@ impl PipelineRunner {
                 },
                 secrets,
             )) => {
-                let engines = converge::reachable(
-                    converge::connect_all(&manifest, self.engine_timeout).await,
-                );
+                let engines =
+                    prepare::reachable(prepare::connect_all(&manifest, self.engine_timeout).await);
                 self.remove_leftovers_once(&loaded.stack, &engines).await;
                 let positions: BTreeMap<String, usize> = loaded
                     .manifest
@@ -402,7 +401,7 @@ pub async fn other_branches(runner: PipelineRunner, folder: String, stack: Strin
             Ok(_) => continue,
             Err(e) => {
                 let detail = match &e {
-                    converge::PassError::Invalid { diagnostics, .. } => diagnostics
+                    prepare::PassError::Invalid { diagnostics, .. } => diagnostics
                         .iter()
                         .map(|d| d.to_string())
                         .collect::<Vec<_>>()

@@ -6,6 +6,7 @@
 //! Tutum's documented strategies and is stable: a healthy replica is never
 //! moved just to rebalance.
 
+pub mod container;
 pub mod render;
 pub mod spec;
 pub mod swarm;
@@ -17,10 +18,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::docker::ContainerSpec;
 use crate::manifest::model::{
     Autodestroy, Constraint, DependsOnCondition, Node, Strategy, UpdateConfig, UpdateOrder,
 };
+use container::ContainerSpec;
 
 /// One service as it should run.
 #[derive(Debug, Clone)]
@@ -1193,7 +1194,7 @@ fn check_names(desired: &Desired, observed: &Observed, result: &mut ServicePlan)
                 node: Some(node.clone()),
                 reason: format!(
                     "a container named `{name}` exists on {node} and is not pier's (no `{}={}` label); rename or remove it",
-                    crate::docker::LABEL_STACK,
+                    container::LABEL_STACK,
                     desired.stack
                 ),
             });

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
-use crate::docker::{ContainerSpec, HealthcheckSpec, MountSpec, PortBinding};
+use super::container::{ContainerSpec, HealthcheckSpec, MountSpec, PortBinding};
 use crate::manifest::model::{Manifest, Mount, Protocol, Restart, Service};
 
 /// The network every container of a stack joins on its node.
@@ -216,11 +216,11 @@ pub fn container_spec(
         Restart::OnFailure { max_retries } => ("on-failure".into(), max_retries),
     };
     let mut labels: BTreeMap<String, String> = service.labels.clone();
-    labels.insert(crate::docker::LABEL_STACK.into(), stack.into());
-    labels.insert(crate::docker::LABEL_SERVICE.into(), service.name.clone());
+    labels.insert(super::container::LABEL_STACK.into(), stack.into());
+    labels.insert(super::container::LABEL_SERVICE.into(), service.name.clone());
     if !service.files.is_empty() {
         let paths: Vec<&str> = service.files.keys().map(String::as_str).collect();
-        labels.insert(crate::docker::LABEL_FILES.into(), paths.join(","));
+        labels.insert(super::container::LABEL_FILES.into(), paths.join(","));
     }
     ContainerSpec {
         image: image.to_string(),
@@ -372,7 +372,7 @@ pub fn field_fingerprints(spec: &ContainerSpec) -> BTreeMap<String, String> {
         ),
     );
     // Named apart, so a plan says a replacement follows a dependency's.
-    if let Some(hashes) = spec.labels.get(crate::docker::LABEL_RESTARTS_WITH) {
+    if let Some(hashes) = spec.labels.get(super::container::LABEL_RESTARTS_WITH) {
         fields.insert("restarts_with".into(), short_hash(hashes.as_bytes()));
     }
     fields

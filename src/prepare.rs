@@ -1,6 +1,7 @@
-//! One pass of the loop, shared by `pier diff` and `pier apply`: load the
-//! manifests at a commit → connect to the nodes → observe → resolve images →
-//! build the desired state → plan. `diff` renders the plan; `apply` runs it.
+//! Everything a pass does before it acts, shared by `pier diff`, `pier
+//! apply` and the daemon: load the manifests at a commit → connect to the
+//! nodes → observe → resolve images → build the desired state → plan.
+//! `diff` renders the plan; `apply` (`crate::apply`) carries it out.
 //!
 //! A manifest that does not validate stops the pass before any engine is
 //! touched: a bad commit never causes a partial apply.
