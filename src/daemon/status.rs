@@ -219,3 +219,46 @@ pub fn render(status: &Status) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each routed host shows its service, port and backends up of wanted.
+    #[test]
+    fn routes_show_each_host_with_its_backends() {
+        let service = |name: &str, route: Option<RouteStatus>| ServiceStatus {
+            name: name.into(),
+            desired: 3,
+            running: 2,
+            image: "app:1".into(),
+            digest: "sha256:0123456789abcdef".into(),
+            autoredeploy: false,
+            condition: Condition::Degraded,
+            reason: String::new(),
+            route,
+        };
+        let status = Status {
+            stack: "s".into(),
+            services: vec![
+                service(
+                    "web",
+                    Some(RouteStatus {
+                        hosts: vec!["a.example.com".into(), "b.example.com".into()],
+                        path: Some("/api".into()),
+                        port: 8080,
+                    }),
+                ),
+                service("db", None),
+            ],
+            ..Default::default()
+        };
+        let text = render(&status);
+        assert!(text.contains("a.example.com/api  web:8080  2/3"), "{text}");
+        assert!(text.contains("b.example.com/api  web:8080  2/3"), "{text}");
+        assert!(!text.contains("db:"), "{text}");
+        let json = serde_json::to_value(&status).expect("serialises");
+        assert_eq!(json["services"][0]["route"]["hosts"][1], "b.example.com");
+        assert!(json["services"][1].get("route").is_none(), "{json}");
+    }
+}
