@@ -403,6 +403,7 @@ fn golden_messages_for_each_rule() {
         (
             "router: { tags: [edge] }\nservices:\n  web: { image: x, route: { host: A_b, path: api } }\n",
             &[
+                "p.yml:1:1: warning: router.tags: no node carries all of the router's `tags`; no router runs and no route is served",
                 "p.yml:1:9: error: router: the router has no `ports`",
                 "p.yml:3:27: error: services.web.route: `a_b` is not a host name",
                 "p.yml:3:27: error: services.web.route: `route` names no `port`",
@@ -504,6 +505,29 @@ fn golden_messages_for_each_rule() {
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n\n"));
+}
+
+/// The stack has one network: two files declaring it is an error at the
+/// second, never the last one silently winning.
+#[test]
+fn the_stack_network_is_declared_once() {
+    let got = check(
+        &[
+            (
+                "a.yml",
+                "services:\n  web: { image: x }\nnetworks:\n  default: { driver: overlay }\n",
+            ),
+            (
+                "b.yml",
+                "services:\n  api: { image: y }\nnetworks:\n  default: { driver: bridge }\n",
+            ),
+        ],
+        &MemoryTree::default(),
+    );
+    assert_eq!(
+        got,
+        ["b.yml:4:3: error: networks.default: `networks.default` is declared twice"]
+    );
 }
 
 #[test]

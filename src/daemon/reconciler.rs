@@ -425,11 +425,15 @@ impl Reconciler {
             );
             return (Outcome::Permanent(reason), 0);
         }
-        let report = if planned.plan.is_empty() {
+        let mut report = if planned.plan.is_empty() {
             ApplyReport::default()
         } else {
             self.apply(loaded, &planned).await
         };
+        // Healing the revision already applied is retried with backoff,
+        // whatever failed: freezing it would leave a lost replica down until
+        // the next commit.
+        report.transient.extend(self.healing(loaded, &planned.plan));
         let observed = if planned.plan.is_empty() {
             planned.observed.clone()
         } else {
@@ -448,16 +452,11 @@ impl Reconciler {
         self.forget_drained(&observed);
         let steps = report.records.len();
         // Services rolled back stay frozen at this commit, also when another
-        // service of the same pass failed only transiently. Healing the
-        // revision already applied is retried with backoff instead: freezing
-        // it would leave a lost replica down until the next commit.
-        let healing = self.healing(loaded, &planned.plan);
-        let retried =
-            |service: &String| report.transient.contains(service) || healing.contains(service);
+        // service of the same pass failed only transiently.
         let rolled_back: BTreeMap<String, String> = report
             .failed
             .iter()
-            .filter(|(service, _)| !retried(service))
+            .filter(|(service, _)| !report.transient.contains(*service))
             .map(|(service, reason)| (service.clone(), reason.clone()))
             .collect();
         if !rolled_back.is_empty() {
@@ -471,7 +470,7 @@ impl Reconciler {
                 }
             });
         }
-        if report.failed.keys().any(retried) {
+        if report.failed.keys().any(|s| report.transient.contains(s)) {
             return (Outcome::Transient(report.failures.join("; ")), steps);
         }
         if !rolled_back.is_empty() {

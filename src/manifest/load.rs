@@ -40,6 +40,8 @@ pub struct Loaded {
     pub interpolated: BTreeSet<String>,
     /// Every file read, the included ones after the manifests folder's.
     pub files: Vec<String>,
+    /// Where `networks.default` is declared, if it is.
+    pub network_at: Option<Location>,
 }
 
 impl Loaded {
@@ -171,8 +173,19 @@ impl Merge {
             }
         }
         target.manifest.volumes.extend(manifest.volumes);
-        if manifest.network != Default::default() {
-            target.manifest.network = manifest.network;
+        if let Some(at) = file.network_at {
+            match &target.network_at {
+                Some(first) => target.diagnostics.push(
+                    Diagnostic::error(at, "`networks.default` is declared twice")
+                        .key("networks.default")
+                        .related(first.clone())
+                        .help("declare the stack's network in one manifest file only"),
+                ),
+                None => {
+                    target.manifest.network = manifest.network;
+                    target.network_at = Some(at);
+                }
+            }
         }
         if let Some(router) = manifest.router {
             match &target.manifest.router {
@@ -678,6 +691,7 @@ impl Loader<'_> {
                 );
             }
             self.loaded.manifest.network = super::model::StackNetwork { overlay, encrypted };
+            self.loaded.network_at = Some(here.key_loc(&name));
         }
     }
 

@@ -99,6 +99,17 @@ pub fn finish(manifest: &mut Manifest) -> Vec<Diagnostic> {
         return problems;
     };
     let retry_for = router.retry_for;
+    let tags = &router.service.tags;
+    if !manifest.nodes.is_empty() && !manifest.nodes.values().any(|n| tags.is_subset(&n.tags)) {
+        problems.push(
+            Diagnostic::warning(
+                router.location.clone(),
+                "no node carries all of the router's `tags`; no router runs and no route is served",
+            )
+            .key("router.tags")
+            .help("tag the nodes that should run the router, or change `router.tags`"),
+        );
+    }
     if let Some(taken) = manifest.services.get(SERVICE) {
         problems.push(
             Diagnostic::error(

@@ -1329,7 +1329,7 @@ async fn a_silent_registry_degrades_only_its_service() {
 /// Healing the revision already applied is retried, never frozen: while
 /// the engine refuses to recreate a lost replica (here its bind's host
 /// folder is gone; in the wild, a removal still holding the name), the
-/// service is not Ready, and once the cause clears a retry brings the
+/// service is Degraded with the engine's reason, and once the cause clears a retry brings the
 /// replica back without a new commit.
 #[tokio::test]
 async fn a_heal_refused_by_the_engine_is_retried_not_frozen() {
@@ -1366,8 +1366,17 @@ async fn a_heal_refused_by_the_engine_is_retried_not_frozen() {
             .then_some(())
     })
     .await;
-    let status = daemon.status().await;
-    assert_ne!(status["services"][0]["condition"], "Ready", "{status}");
+    let status = eventually("status shows web Degraded", CONVERGE, || async {
+        let status = daemon.status().await;
+        (status["services"][0]["condition"] == "Degraded").then_some(status)
+    })
+    .await;
+    assert!(
+        status["services"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("bind source path does not exist")),
+        "{status}"
+    );
 
     std::fs::create_dir(&folder).unwrap();
     eventually("a retry brings the replica back", CONVERGE, || async {
