@@ -208,6 +208,22 @@ pub async fn prepare(settings: &Settings, vars: &Vars) -> Result<Prepared, PassE
     })
 }
 
+/// The router's certificate chain and key, from the folder the daemon's own
+/// environment names: never from the repository or its `.env`.
+fn router_certificate() -> Result<(String, String), String> {
+    let var = manifest::router::TLS_FOLDER_VAR;
+    let folder = std::env::var(var)
+        .ok()
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| format!("a route has `tls: true`, but {var} is not set"))?;
+    let read = |name: &str| {
+        let path = std::path::Path::new(&folder).join(name);
+        std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {} (from {var}): {e}", path.display()))
+    };
+    Ok((read("cert.pem")?, read("key.pem")?))
+}
+
 /// Read and validate the manifests at `reference`.
 pub fn load(
     repo: &GitSource,
@@ -219,7 +235,20 @@ pub fn load(
 ) -> Result<Loaded, PassError> {
     let snapshot = repo.manifests(reference, folder)?;
     let stack = stack.map(str::to_string).unwrap_or_else(|| repo.name());
-    let loaded = crate::validate::load_checked(&snapshot, folder, vars, policy);
+    let mut loaded = crate::validate::load_checked(&snapshot, folder, vars, policy);
+    if loaded.is_valid()
+        && let Some(at) = manifest::router::tls_route_at(&loaded.manifest)
+    {
+        match router_certificate() {
+            Ok((cert, key)) => manifest::router::attach_tls(&mut loaded.manifest, cert, key),
+            Err(message) => loaded
+                .diagnostics
+                .push(Diagnostic::error(at, message).help(format!(
+                "set {} in pier's environment to a folder holding cert.pem (the chain) and key.pem",
+                manifest::router::TLS_FOLDER_VAR
+            ))),
+        }
+    }
     if !loaded.is_valid() {
         return Err(PassError::Invalid {
             commit: snapshot.commit,

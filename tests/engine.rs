@@ -2216,3 +2216,116 @@ async fn the_router_spreads_each_host_across_replicas_and_a_rollout_loses_no_req
         .remove_network(&format!("pier-{}-overlay", repo.stack))
         .await;
 }
+
+/// `route: {tls: true}`: the router serves the host over HTTPS with the
+/// certificate from the folder `PIER_ROUTER_TLS` names, and redirects plain
+/// HTTP there. Without the variable nothing is deployed and the error names
+/// the route and the variable; the key never shows in the output.
+#[tokio::test]
+async fn a_tls_route_is_served_over_https_with_the_certificate_from_the_environment() {
+    let bed = Bed::get();
+    const HTTPS: u16 = 18443;
+    const HTTP: u16 = 18081;
+    let certs = tempfile::tempdir().unwrap();
+    let openssl = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=app.test",
+            "-addext",
+            "subjectAltName=DNS:app.test",
+        ])
+        .arg("-keyout")
+        .arg(certs.path().join("key.pem"))
+        .arg("-out")
+        .arg(certs.path().join("cert.pem"))
+        .output()
+        .expect("openssl runs");
+    assert!(openssl.status.success(), "{openssl:?}");
+    let manifest = format!(
+        "{nodes}router:\n  tags: [edge]\n  ports: [\"{HTTP}:80\", \"{HTTPS}:443\"]\n  image: {router}\nservices:\n  app:\n    image: {image}\n    command: [\"sh\", \"-c\", \"mkdir -p /www && echo secure > /www/index.html && exec httpd -f -p 8080 -h /www\"]\n    tags: [edge]\n    route: {{ host: app.test, port: 8080, tls: true }}\n    stop_grace_period: 1s\n",
+        nodes = support::nodes_yaml(&bed, &[&["edge"]]),
+        router = bed.router_image,
+        image = bed.base_image,
+    );
+    let repo = support::UserRepo::new("tls", &manifest);
+
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("pier/stack.yml:") && stderr.contains("PIER_ROUTER_TLS is not set"),
+        "{stderr}"
+    );
+    assert!(
+        support::stack_containers(&bed, &repo.stack)
+            .await
+            .is_empty()
+    );
+
+    let folder = certs.path().to_str().unwrap();
+    let (code, stdout, stderr) =
+        repo.pier_with_env(&bed, &["apply"], &[("PIER_ROUTER_TLS", folder)]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        !stdout.contains("PRIVATE KEY") && !stderr.contains("PRIVATE KEY"),
+        "the key is never printed"
+    );
+    let edge = bed.nodes[0].addr.clone();
+    let https = |url: String| {
+        let (edge, cert) = (edge.clone(), certs.path().join("cert.pem"));
+        async move {
+            let out = tokio::process::Command::new("curl")
+                .args(["-s", "--max-time", "10", "--cacert"])
+                .arg(&cert)
+                .args(["--resolve", &format!("app.test:{HTTPS}:{edge}")])
+                .args(["-w", "\n%{http_code}", &url])
+                .output()
+                .await
+                .expect("curl runs");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let answer = eventually(
+        "app.test answers over HTTPS",
+        Duration::from_secs(60),
+        || {
+            let https = &https;
+            async move {
+                let answer = https(format!("https://app.test:{HTTPS}/")).await;
+                answer.ends_with("\n200").then_some(answer)
+            }
+        },
+    )
+    .await;
+    assert!(answer.starts_with("secure"), "{answer}");
+    let plain = http_get_raw(&edge, HTTP, "app.test").await;
+    assert!(
+        plain.starts_with("HTTP/1.")
+            && plain.contains(" 308 ")
+            && plain.contains("Location: https://app.test/"),
+        "plain HTTP is redirected: {plain}"
+    );
+    let (code, stdout, stderr) =
+        repo.pier_with_env(&bed, &["diff"], &[("PIER_ROUTER_TLS", folder)]);
+    assert_eq!(code, 0, "a second diff plans nothing: {stdout}{stderr}");
+    support::remove_stack(&bed, &repo.stack).await;
+}
+
+/// The raw response head of a GET of `/` for `host`.
+async fn http_get_raw(addr: &str, port: u16, host: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect((addr, port))
+        .await
+        .expect("connect");
+    let request = format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await;
+    response
+}

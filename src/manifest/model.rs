@@ -44,6 +44,8 @@ pub struct Route {
     /// A prefix starting with `/`, without a trailing `/`.
     pub path: Option<String>,
     pub port: u16,
+    /// HTTPS on the router's port 443; HTTP redirects there.
+    pub tls: bool,
 }
 
 /// The network every container of the stack joins.
@@ -278,7 +280,9 @@ pub struct Service {
     pub route: Option<Route>,
     /// Live configuration: files written into each container before it
     /// starts (by absolute path), rewritten in place when they change and
-    /// followed by `reload` (the router's configuration).
+    /// followed by `reload` (the router's configuration). Never serialised:
+    /// it may hold a TLS key.
+    #[serde(skip)]
     pub files: BTreeMap<String, String>,
     pub reload: Option<Vec<String>>,
     /// Where the service's name is written.

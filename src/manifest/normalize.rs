@@ -499,6 +499,7 @@ fn route(spec: &RouteSpec, here: &Here, p: &mut Problems) -> Option<Route> {
         hosts,
         path,
         port: port?,
+        tls: spec.tls.unwrap_or(false),
     })
     .filter(|_| ok)
 }

@@ -25,6 +25,32 @@ pub const CONFIG_PATH: &str = "/etc/pier/Caddyfile";
 pub const DEFAULT_IMAGE: &str = "caddy:2";
 /// The port the router listens on inside its container.
 pub const LISTEN_PORT: u16 = 80;
+/// The port the router serves HTTPS on inside its container.
+pub const TLS_PORT: u16 = 443;
+/// Where the certificate chain and key for HTTPS routes are written.
+pub const TLS_CERT_PATH: &str = "/etc/pier/tls/cert.pem";
+pub const TLS_KEY_PATH: &str = "/etc/pier/tls/key.pem";
+/// The variable naming the folder with `cert.pem` and `key.pem` for HTTPS
+/// routes: the daemon's own configuration, never the repository's.
+pub const TLS_FOLDER_VAR: &str = "PIER_ROUTER_TLS";
+
+/// Where the first route served over HTTPS is written, if any.
+pub fn tls_route_at(manifest: &Manifest) -> Option<Location> {
+    manifest
+        .services
+        .values()
+        .find(|s| s.route.as_ref().is_some_and(|r| r.tls))
+        .map(|s| s.location_of("route").clone())
+}
+
+/// Give the router the certificate chain and key for HTTPS routes.
+pub fn attach_tls(manifest: &mut Manifest, cert: String, key: String) {
+    if let Some(router) = manifest.services.get_mut(SERVICE) {
+        router.files.insert(TLS_CERT_PATH.into(), cert);
+        router.files.insert(TLS_KEY_PATH.into(), key);
+    }
+}
+
 /// How long a request keeps trying replicas when `retry_for` is not set.
 pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(10);
 
@@ -141,6 +167,21 @@ pub fn finish(manifest: &mut Manifest) -> Vec<Diagnostic> {
         }
     }
     let routes = resolve_overlaps(routes, manifest, &mut problems);
+    let serves_https = router
+        .service
+        .ports
+        .iter()
+        .any(|p| (p.target.start..=p.target.end).contains(&TLS_PORT));
+    if routes.iter().any(|(_, r)| r.tls) && !serves_https {
+        problems.push(
+            Diagnostic::error(
+                router.location.clone(),
+                format!("a route has `tls: true`, but the router publishes no port to its port {TLS_PORT}"),
+            )
+            .key("router.ports")
+            .help("add `\"443:443\"` to the router's `ports`"),
+        );
+    }
     // Each service keeps the route it is served under (hosts it lost to a
     // heavier service are not its).
     let served: BTreeMap<&str, &Route> = routes.iter().map(|(s, r)| (s.as_str(), r)).collect();
@@ -291,7 +332,12 @@ fn virtual_host(service: &Service) -> Result<Option<Route>, Box<Diagnostic>> {
             "add `expose: [\"8080\"]` with the port the replicas serve HTTP on, or write `route: {host, port}`",
         ));
     };
-    Ok(Some(Route { hosts, path, port }))
+    Ok(Some(Route {
+        hosts,
+        path,
+        port,
+        tls: false,
+    }))
 }
 
 /// Two services routed for the same host and path: the heavier
@@ -373,7 +419,14 @@ pub fn caddyfile(routes: &[(String, Route)], retry_for: Duration) -> String {
     for (host, mut routes) in by_host {
         // Longest path first; the route without a path catches the rest.
         routes.sort_by_key(|(_, r)| std::cmp::Reverse(r.path.as_ref().map_or(0, |p| p.len())));
-        let _ = writeln!(out, "\nhttp://{host}:{LISTEN_PORT} {{");
+        if routes.iter().any(|(_, r)| r.tls) {
+            let _ = writeln!(
+                out,
+                "\nhttp://{host}:{LISTEN_PORT} {{\n\tredir https://{{host}}{{uri}} 308\n}}\n\nhttps://{host}:{TLS_PORT} {{\n\ttls {TLS_CERT_PATH} {TLS_KEY_PATH}"
+            );
+        } else {
+            let _ = writeln!(out, "\nhttp://{host}:{LISTEN_PORT} {{");
+        }
         for (n, (service, route)) in routes.iter().enumerate() {
             let matcher = match &route.path {
                 Some(path) => {
@@ -407,6 +460,7 @@ mod tests {
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
             path: path.map(String::from),
             port,
+            tls: false,
         }
     }
 

@@ -87,6 +87,11 @@ pub struct RouteSpec {
     /// The replicas' port that serves HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// Serve the hosts over HTTPS on the router's port 443, with the
+    /// certificate in the folder `PIER_ROUTER_TLS` names (`cert.pem`,
+    /// `key.pem`); plain HTTP requests are redirected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
 }
 
 /// A top-level network declaration.
