@@ -311,7 +311,7 @@ pub async fn plan_loaded(
         },
     );
     if desired.network.overlay && plan.refused.is_empty() {
-        plan.swarm = plan_swarm(manifest, &desired, &engines).await;
+        plan = plan.with_swarm(plan_swarm(manifest, &desired, &engines).await);
     }
     Planned {
         desired,

@@ -420,7 +420,9 @@ fn golden_messages_for_each_rule() {
         ),
         (
             "router: { ports: [\"80:80\"] }\nservices:\n  web: { image: x, route: { host: a.example.com, port: 80, tls: true } }\n",
-            &["p.yml:1:1: error: router.ports: a route has `tls: true`, but the router publishes no port to its port 443"],
+            &[
+                "p.yml:1:1: error: router.ports: a route has `tls: true`, but the router publishes no port to its port 443",
+            ],
         ),
         (
             "router: { ports: [\"80:80\"] }\nservices:\n  pier-router: { image: x }\n",

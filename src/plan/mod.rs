@@ -382,6 +382,38 @@ impl Plan {
     pub fn blocked_count(&self) -> usize {
         self.swarm.blocked.len() + self.services.iter().map(|s| s.blocked.len()).sum::<usize>()
     }
+
+    /// Take `swarm` as the swarm plan, and hold back the replicas it would
+    /// start on nodes that cannot join the stack's swarm: they could not
+    /// join its overlay network. Each is blocked with the node's reason.
+    pub fn with_swarm(mut self, swarm: swarm::SwarmPlan) -> Plan {
+        for service in &mut self.services {
+            let (held, kept): (Vec<Change>, Vec<Change>) = std::mem::take(&mut service.changes)
+                .into_iter()
+                .partition(|c| {
+                    matches!(c, Change::Create { .. } | Change::Replace { .. })
+                        && swarm.blocked.contains_key(c.node())
+                });
+            service.changes = kept;
+            for change in held {
+                let (Change::Create { node, replica, .. } | Change::Replace { node, replica, .. }) =
+                    change
+                else {
+                    continue;
+                };
+                service.blocked.push(Blocked {
+                    replica: Some(replica),
+                    reason: format!(
+                        "{node} cannot join the stack's swarm: {}",
+                        swarm.blocked[&node]
+                    ),
+                    node: Some(node),
+                });
+            }
+        }
+        self.swarm = swarm;
+        self
+    }
 }
 
 /// Decide what to change. Pure and deterministic.

@@ -890,3 +890,26 @@ fn unset_later_settings_leave_the_spec_hash_as_it_was() {
         "a setting that is set is hashed"
     );
 }
+
+/// A replica planned on a node that cannot join the stack's swarm is held
+/// back with that node's reason; the others go ahead.
+#[test]
+fn replicas_wait_on_nodes_that_cannot_join_the_swarm() {
+    let d = desired(
+        vec![node("n1", &[]), node("n2", &[])],
+        vec![service("web", Some(2), Strategy::HighAvailability, &[])],
+    );
+    let o = observed(&[("n1", 0), ("n2", 0)]);
+    let swarm = crate::plan::swarm::SwarmPlan {
+        steps: Vec::new(),
+        blocked: [("n2".to_string(), "it is in another swarm".to_string())].into(),
+    };
+    let p = plan(&d, &o, &Options::default()).with_swarm(swarm);
+    assert_eq!(
+        lines(&p),
+        [
+            "+ web-1 n1",
+            "! web-2 n2 cannot join the stack's swarm: it is in another swarm"
+        ]
+    );
+}
