@@ -425,6 +425,12 @@ fn golden_messages_for_each_rule() {
             ],
         ),
         (
+            "router: { ports: [\"80:80\"] }\nservices:\n  web: { image: x, network_mode: none, route: { host: a.example.com, port: 80 } }\n",
+            &[
+                "p.yml:3:40: error: services.web.route: service `web` is routed, but `network_mode: none` keeps it off the stack's network, where the router reaches replicas",
+            ],
+        ),
+        (
             "router: { ports: [\"80:80\"] }\nservices:\n  pier-router: { image: x }\n",
             &["p.yml:3:3: error: services.pier-router: `pier-router` is the router's service name"],
         ),

@@ -156,6 +156,17 @@ pub fn finish(manifest: &mut Manifest) -> Vec<Diagnostic> {
             }
         }
         if let Some(route) = &service.route {
+            if let Some(mode) = service.network_mode.as_deref() {
+                problems.push(
+                    Diagnostic::error(
+                        service.location_of("route").clone(),
+                        format!("service `{}` is routed, but `network_mode: {mode}` keeps it off the stack's network, where the router reaches replicas", service.name),
+                    )
+                    .key(format!("services.{}.route", service.name))
+                    .help("remove `network_mode` from a routed service"),
+                );
+                continue;
+            }
             routes.push((service.name.clone(), route.clone(), weight(service)));
         }
     }
