@@ -187,6 +187,7 @@ pub async fn prepare(settings: &Settings, vars: &Vars) -> Result<Prepared, PassE
             &vars,
             &policy,
         )
+        .and_then(with_router_certificate)
     })
     .await
     .expect("loading the manifests does not panic")?;
@@ -206,6 +207,28 @@ pub async fn prepare(settings: &Settings, vars: &Vars) -> Result<Prepared, PassE
         diagnostics: loaded.diagnostics,
         interpolated: loaded.interpolated,
     })
+}
+
+/// `loaded`, to be deployed, with the router's certificate for its HTTPS
+/// routes. Only for the deploy branch and `pier apply`/`diff`: a branch
+/// under test never gets it.
+pub fn with_router_certificate(mut loaded: Loaded) -> Result<Loaded, PassError> {
+    let Some(at) = manifest::router::tls_route_at(&loaded.manifest) else {
+        return Ok(loaded);
+    };
+    match router_certificate() {
+        Ok((cert, key)) => {
+            manifest::router::attach_tls(&mut loaded.manifest, cert, key);
+            Ok(loaded)
+        }
+        Err(message) => Err(PassError::Invalid {
+            commit: loaded.commit,
+            diagnostics: vec![Diagnostic::error(at, message).help(format!(
+                "set {} in pier's environment to a folder holding cert.pem (the chain) and key.pem",
+                manifest::router::TLS_FOLDER_VAR
+            ))],
+        }),
+    }
 }
 
 /// The router's certificate chain and key, from the folder the daemon's own
@@ -235,20 +258,7 @@ pub fn load(
 ) -> Result<Loaded, PassError> {
     let snapshot = repo.manifests(reference, folder)?;
     let stack = stack.map(str::to_string).unwrap_or_else(|| repo.name());
-    let mut loaded = crate::validate::load_checked(&snapshot, folder, vars, policy);
-    if loaded.is_valid()
-        && let Some(at) = manifest::router::tls_route_at(&loaded.manifest)
-    {
-        match router_certificate() {
-            Ok((cert, key)) => manifest::router::attach_tls(&mut loaded.manifest, cert, key),
-            Err(message) => loaded
-                .diagnostics
-                .push(Diagnostic::error(at, message).help(format!(
-                "set {} in pier's environment to a folder holding cert.pem (the chain) and key.pem",
-                manifest::router::TLS_FOLDER_VAR
-            ))),
-        }
-    }
+    let loaded = crate::validate::load_checked(&snapshot, folder, vars, policy);
     if !loaded.is_valid() {
         return Err(PassError::Invalid {
             commit: snapshot.commit,

@@ -144,7 +144,15 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
         settings.stack.as_deref(),
         &vars,
         &settings.policy,
-    ) {
+    )
+    .and_then(|loaded| {
+        // Only a deploy needs the router's certificate.
+        if deploy_after {
+            prepare::with_router_certificate(loaded)
+        } else {
+            Ok(loaded)
+        }
+    }) {
         Ok(loaded) => loaded,
         Err(e) => {
             crate::commands::report_pass_error(&e);

@@ -96,7 +96,13 @@ impl PipelineRunner {
         let (commit, folder, stack) = (commit.to_string(), folder.to_string(), stack.to_string());
         let loaded = tokio::task::spawn_blocking(move || {
             let repo = repo.lock().expect("repository lock");
-            prepare::load(&repo, &commit, &folder, Some(&stack), &vars, &policy)
+            let loaded = prepare::load(&repo, &commit, &folder, Some(&stack), &vars, &policy);
+            // A branch under test never gets the router's certificate.
+            if untrusted {
+                loaded
+            } else {
+                loaded.and_then(prepare::with_router_certificate)
+            }
         })
         .await
         .expect("loading manifests does not panic");
