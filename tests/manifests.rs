@@ -413,7 +413,7 @@ fn golden_messages_for_each_rule() {
         (
             "router: { ports: [\"80:80\"] }\nservices:\n  web: { image: x, environment: { VIRTUAL_HOST: \"https://a.example.com\" }, expose: [80] }\n  api: { image: x, environment: { VIRTUAL_HOST: a.example.com } }\n  one: { image: x, route: { host: b.example.com, port: 80 } }\n  two: { image: x, route: { host: b.example.com, port: 80 } }\n",
             &[
-                "p.yml:3:20: error: services.web.environment.VIRTUAL_HOST: VIRTUAL_HOST `https://a.example.com`: the router serves plain HTTP only; TLS is not supported yet",
+                "p.yml:1:1: error: router.ports: a route has `tls: true`, but the router publishes no port to its port 443",
                 "p.yml:4:20: error: services.api.environment.VIRTUAL_HOST: VIRTUAL_HOST is set, but service `api` exposes no port to route to",
                 "p.yml:6:20: error: services.two.route: services `one` and `two` are both routed for b.example.com",
             ],

@@ -277,17 +277,15 @@ fn virtual_host(service: &Service) -> Result<Option<Route>, Box<Diagnostic>> {
     };
     let mut hosts = Vec::new();
     let mut path = None;
+    // An `https://` entry serves the route over HTTPS, as `tls: true` does.
+    let mut tls = false;
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        if entry.starts_with("https://") || entry.starts_with("wss://") {
-            return Err(problem(
-                format!(
-                    "VIRTUAL_HOST `{entry}`: the router serves plain HTTP only; TLS is not supported yet"
-                ),
-                "write the host without `https://`, and terminate TLS in front of the router",
-            ));
-        }
-        let rest = entry
-            .strip_prefix("http://")
+        let secure = ["https://", "wss://"]
+            .iter()
+            .find_map(|scheme| entry.strip_prefix(scheme));
+        tls |= secure.is_some();
+        let rest = secure
+            .or_else(|| entry.strip_prefix("http://"))
             .or_else(|| entry.strip_prefix("ws://"))
             .unwrap_or(entry);
         let (authority, entry_path) = match rest.find('/') {
@@ -347,7 +345,7 @@ fn virtual_host(service: &Service) -> Result<Option<Route>, Box<Diagnostic>> {
         hosts,
         path,
         port,
-        tls: false,
+        tls,
     }))
 }
 
@@ -529,6 +527,27 @@ mod tests {
         assert!(
             !config.contains("dynamic a old"),
             "the lighter service loses b: {config}"
+        );
+    }
+
+    /// `https://` in VIRTUAL_HOST is Docker Cloud's way to ask for TLS.
+    #[test]
+    fn an_https_virtual_host_is_served_over_tls_and_plain_http_redirects() {
+        let config = router_config(
+            "router: { ports: [\"80:80\", \"443:443\"] }\nservices:\n  web:\n    image: x\n    environment: { VIRTUAL_HOST: \"https://s.example.com\" }\n    expose: [\"80\"]\n",
+        );
+        let site = config
+            .split("https://s.example.com:443 {")
+            .nth(1)
+            .expect("an HTTPS site");
+        assert!(
+            site.contains(&format!("tls {TLS_CERT_PATH} {TLS_KEY_PATH}")),
+            "{config}"
+        );
+        assert!(site.contains("dynamic a web 80"), "{config}");
+        assert!(
+            config.contains("http://s.example.com:80 {\n\tredir https://{host}{uri} 308"),
+            "{config}"
         );
     }
 
