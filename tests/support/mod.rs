@@ -195,18 +195,7 @@ pub async fn swarm_lock() -> tokio::sync::MutexGuard<'static, ()> {
 /// An HTTP/1.0 GET of `/` for `host` at `addr:port`, bounded by 30 s;
 /// returns the status code and body, or `None` when no answer came.
 pub async fn http_get_host(addr: &str, port: u16, host: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect((addr, port)).await.ok()?;
-        let request = format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.ok()?;
-        let (head, body) = response.split_once("\r\n\r\n")?;
-        let status = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((status, body.to_string()))
-    };
-    tokio::time::timeout(Duration::from_secs(30), exchange)
+    tokio::time::timeout(Duration::from_secs(30), get(addr, port, host, "/"))
         .await
         .ok()
         .flatten()
@@ -215,9 +204,13 @@ pub async fn http_get_host(addr: &str, port: u16, host: &str) -> Option<(u16, St
 /// A plain HTTP/1.0 GET; returns the status code and body, or `None` when the
 /// server does not answer (yet).
 pub async fn http_get(addr: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    get(addr, port, addr, path).await
+}
+
+async fn get(addr: &str, port: u16, host: &str, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect((addr, port)).await.ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
