@@ -1223,8 +1223,9 @@ mod tests {
         );
     }
 
-    /// Load `text`, plan against the fake engine on n1 and apply; the plan.
-    async fn converge_once(text: &str, engine: &FakeRuntime) -> crate::plan::Plan {
+    /// Load `text`, plan against the fake engine on n1 and apply it, which
+    /// must succeed; the plan and what the apply did.
+    async fn converge_once(text: &str, engine: &FakeRuntime) -> (crate::plan::Plan, ApplyReport) {
         let files = [SourceFile {
             path: "pier/s.yml".into(),
             text: text.into(),
@@ -1267,7 +1268,7 @@ mod tests {
         )
         .await;
         assert!(report.ok(), "{:?}", report.failures);
-        plan
+        (plan, report)
     }
 
     /// The router's configuration is live: written before it starts, read
@@ -1281,7 +1282,7 @@ mod tests {
             )
         };
         let engine = FakeRuntime::new();
-        let first = converge_once(&manifest("a.example.com"), &engine).await;
+        let first = converge_once(&manifest("a.example.com"), &engine).await.0;
         assert_eq!(first.count(|c| matches!(c, Change::Create { .. })), 2);
         let router = |engine: &FakeRuntime| {
             engine
@@ -1292,14 +1293,14 @@ mod tests {
         };
         let router_id = router(&engine).id;
 
-        let again = converge_once(&manifest("a.example.com"), &engine).await;
+        let again = converge_once(&manifest("a.example.com"), &engine).await.0;
         assert!(
             again.is_empty(),
             "the router's files are current: {again:?}"
         );
         assert!(engine.execs().is_empty());
 
-        let changed = converge_once(&manifest("b.example.com"), &engine).await;
+        let changed = converge_once(&manifest("b.example.com"), &engine).await.0;
         assert_eq!(changed.count(|_| true), 1, "{changed:?}");
         assert_eq!(changed.count(|c| matches!(c, Change::Reload { .. })), 1);
         assert_eq!(router(&engine).id, router_id, "the same container");
@@ -1312,6 +1313,7 @@ mod tests {
         assert!(
             converge_once(&manifest("b.example.com"), &engine)
                 .await
+                .0
                 .is_empty()
         );
     }
@@ -1328,46 +1330,8 @@ mod tests {
     #[tokio::test]
     async fn one_pull_per_node_and_image() {
         let text = "nodes:\n  n1: { endpoint: \"unix:///run/n1.sock\" }\nservices:\n  a: { image: \"r.example/app:1\" }\n  b: { image: \"r.example/app:1\" }\n";
-        let files = [SourceFile {
-            path: "pier/s.yml".into(),
-            text: text.into(),
-        }];
-        let loaded = manifest::load_and_validate(&files, &Vars::new(), &MemoryTree::default());
-        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
-        let digest = format!("sha256:{}", "1".repeat(64));
-        let images = BTreeMap::from([(
-            "r.example/app:1".to_string(),
-            Ok(Resolved {
-                pinned: format!("r.example/app@{digest}"),
-                digest,
-            }),
-        )]);
-        let desired = crate::prepare::desired_state(
-            &loaded.manifest,
-            "s",
-            "c0ffee",
-            &images,
-            &Default::default(),
-        );
         let engine = FakeRuntime::new();
-        let engines = BTreeMap::from([("n1".to_string(), engine.clone())]);
-        let observed = crate::observe::observe(
-            "s",
-            &BTreeMap::from([("n1".to_string(), Ok(engine.clone()))]),
-            Duration::from_secs(1),
-        )
-        .await;
-        let plan = crate::plan::plan(&desired, &observed, &Default::default());
-        let report = apply(
-            &desired,
-            &plan,
-            &engines,
-            &CredentialStore::default(),
-            &ApplySettings::default(),
-            &|_| {},
-        )
-        .await;
-        assert!(report.ok(), "{:?}", report.failures);
+        let (_, report) = converge_once(text, &engine).await;
         let pulls = report.records.iter().filter(|r| r.action == "pull").count();
         assert_eq!(pulls, 1);
         let running: Vec<String> = engine

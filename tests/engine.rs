@@ -1324,11 +1324,7 @@ async fn env_files_reach_the_container_under_its_environment() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     let env_of = || async {
         let docker = support::engine(&bed.nodes[0]).await;
-        let inspect = docker
-            .inspect_container(&format!("{}-web-1", repo.stack), None)
-            .await
-            .expect("inspect");
-        inspect.config.and_then(|c| c.env).unwrap_or_default()
+        support::container_env(&docker, &format!("{}-web-1", repo.stack)).await
     };
     let env = env_of().await;
     for expected in ["A=from-common", "B=from-manifest", "C=two words"] {
@@ -1980,13 +1976,7 @@ async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
         .filter(|line| line.starts_with("Address") && !line.contains("127.0.0.11"))
         .count();
     assert_eq!(addresses, 2, "the name resolves to both replicas: {answer}");
-    let env = first
-        .inspect_container(&web, None)
-        .await
-        .expect("inspect")
-        .config
-        .and_then(|c| c.env)
-        .unwrap_or_default();
+    let env = support::container_env(&first, &web).await;
     for expected in [
         "REDIS_PORT=tcp://redis:6379",
         "REDIS_NAME=/web/redis",
@@ -2016,13 +2006,7 @@ async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
     );
     let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    let env = first
-        .inspect_container(&web, None)
-        .await
-        .expect("inspect")
-        .config
-        .and_then(|c| c.env)
-        .unwrap_or_default();
+    let env = support::container_env(&first, &web).await;
     assert!(env.iter().any(|e| e == "REDIS_ENV_MODE=store"), "{env:?}");
     let (code, output) =
         support::exec(&first, &web, &["ping", "-c", "1", "-W", "5", "redis"]).await;

@@ -491,6 +491,14 @@ mod tests {
         }
     }
 
+    /// What follows the site block for `address` in `config`.
+    fn site<'c>(config: &'c str, address: &str) -> &'c str {
+        config
+            .split(&format!("{address} {{"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("a site for {address} in {config}"))
+    }
+
     fn router_config(text: &str) -> String {
         let files = [crate::manifest::SourceFile {
             path: "pier/s.yml".into(),
@@ -513,16 +521,10 @@ mod tests {
         let config = router_config(
             "router: { ports: [\"80:80\"] }\nservices:\n  web:\n    image: x\n    environment: { VIRTUAL_HOST: \"http://a.example.com:8000/api/*\", EXCLUDE_PORTS: \"22\" }\n    expose: [\"22\", \"9000\"]\n  new:\n    image: x\n    environment: { VIRTUAL_HOST: B.example.com }\n    expose: [\"80\"]\n  old:\n    image: x\n    environment: { VIRTUAL_HOST: b.example.com, VIRTUAL_HOST_WEIGHT: \"-1\" }\n    expose: [\"80\"]\n",
         );
-        let a = config
-            .split("http://a.example.com:80 {")
-            .nth(1)
-            .expect("a.example.com");
+        let a = site(&config, "http://a.example.com:80");
         assert!(a.contains("path /api /api/*"), "{config}");
         assert!(a.contains("dynamic a web 9000"), "{config}");
-        let b = config
-            .split("http://b.example.com:80 {")
-            .nth(1)
-            .expect("b.example.com");
+        let b = site(&config, "http://b.example.com:80");
         assert!(b.contains("dynamic a new 80"), "{config}");
         assert!(
             !config.contains("dynamic a old"),
@@ -536,10 +538,7 @@ mod tests {
         let config = router_config(
             "router: { ports: [\"80:80\", \"443:443\"] }\nservices:\n  web:\n    image: x\n    environment: { VIRTUAL_HOST: \"https://s.example.com\" }\n    expose: [\"80\"]\n",
         );
-        let site = config
-            .split("https://s.example.com:443 {")
-            .nth(1)
-            .expect("an HTTPS site");
+        let site = site(&config, "https://s.example.com:443");
         assert!(
             site.contains(&format!("tls {TLS_CERT_PATH} {TLS_KEY_PATH}")),
             "{config}"
@@ -566,10 +565,7 @@ mod tests {
             ],
             Duration::from_secs(10),
         );
-        let app = config
-            .split("http://app.example.com:80 {")
-            .nth(1)
-            .expect("a site for app.example.com");
+        let app = site(&config, "http://app.example.com:80");
         let api = app.find("dynamic a api 9000").expect("the api route");
         let web = app.find("dynamic a web 8080").expect("the web route");
         assert!(api < web, "{config}");

@@ -143,6 +143,17 @@ pub async fn engine(node: &Node) -> Docker {
     })
 }
 
+/// A container's environment, as `docker inspect` shows it.
+pub async fn container_env(docker: &Docker, name: &str) -> Vec<String> {
+    docker
+        .inspect_container(name, None)
+        .await
+        .unwrap_or_else(|e| panic!("docker inspect {name}: {e}"))
+        .config
+        .and_then(|c| c.env)
+        .unwrap_or_default()
+}
+
 /// `docker rm -f NAME`, behind pier's back; panics when the engine refuses.
 pub async fn force_remove(docker: &Docker, name: &str) {
     let force = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
