@@ -64,12 +64,14 @@ async fn read_live_files<R: Runtime>(
     containers: &[ContainerInfo],
     observation: &mut NodeObservation,
 ) {
-    for owned in observation.owned.iter_mut().filter(|c| c.running) {
-        let Some(paths) = containers
-            .iter()
-            .find(|c| c.id == owned.id)
-            .and_then(|c| c.labels.get(labels::LABEL_FILES))
-        else {
+    // Few containers have live files (the routers): found from the list
+    // once, not looked up for every container a node runs.
+    let with_files = containers.iter().filter(|c| c.running).filter_map(|c| {
+        let paths = c.labels.get(labels::LABEL_FILES)?;
+        Some((c.id.as_str(), paths))
+    });
+    for (id, paths) in with_files {
+        let Some(owned) = observation.owned.iter_mut().find(|o| o.id == id) else {
             continue;
         };
         let mut files = BTreeMap::new();

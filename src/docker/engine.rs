@@ -378,26 +378,11 @@ fn first_file(archive: &[u8]) -> std::io::Result<Option<String>> {
     Ok(None)
 }
 
-/// A tar archive of `files` (absolute path → contents), to unpack at `/`,
-/// with their folders.
+/// A tar archive of `files` (absolute path → contents), to unpack at `/`.
+/// The engine makes the folders they need, as it does for the pipeline's
+/// workspace archives.
 fn files_archive(files: &BTreeMap<String, String>) -> std::io::Result<Vec<u8>> {
     let mut archive = tar::Builder::new(Vec::new());
-    let mut folders = std::collections::BTreeSet::new();
-    for path in files.keys() {
-        let relative = path.trim_start_matches('/');
-        let mut folder = std::path::Path::new(relative).parent();
-        while let Some(f) = folder.filter(|f| !f.as_os_str().is_empty()) {
-            folders.insert(f.to_path_buf());
-            folder = f.parent();
-        }
-    }
-    for folder in &folders {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_mode(0o755);
-        header.set_size(0);
-        archive.append_data(&mut header, folder, std::io::empty())?;
-    }
     for (path, contents) in files {
         let mut header = tar::Header::new_gnu();
         header.set_mode(0o644);
