@@ -2,10 +2,11 @@
 
 use std::process::ExitCode;
 
-use pier::apply::{self, ApplySettings, StepRecord};
+use pier::apply::{ApplySettings, StepRecord};
+use pier::deploy::{Deployment, Verdict, Watch};
 use pier::manifest::Vars;
 use pier::plan::render::{self, Style};
-use pier::prepare::{self, PassError, Settings};
+use pier::prepare::{self, Loaded, PassError, PassInput, Planned, Settings};
 
 use crate::cli::{
     ApplyArgs, DaemonArgs, DeployArgs, DiffArgs, LogFormat, NodesArgs, Output, RolloutArgs,
@@ -202,62 +203,93 @@ fn expected_steps(plan: &pier::plan::Plan) -> u64 {
 }
 
 pub async fn apply(args: ApplyArgs) -> ExitCode {
-    let apply_settings = apply_settings(&args.rollout);
+    let settings = settings(args.deploy);
     let vars: Vars = std::env::vars().collect();
-    let prepared = match prepare::prepare(&settings(args.deploy), &vars).await {
-        Ok(prepared) => prepared,
+    let loaded = match prepare::load_for_deploy(&settings, &vars).await {
+        Ok(loaded) => loaded,
         Err(e) => {
             report_pass_error(&e);
             return ExitCode::from(2);
         }
     };
-    report_diagnostics(&prepared.diagnostics);
-    carry_out(
-        &prepared.desired,
-        &prepared.plan,
-        &prepared.engines,
-        prepared.registry.credentials(),
-        &apply_settings,
+    report_diagnostics(&loaded.diagnostics);
+    let registry = prepare::registry(&settings);
+    deploy(
+        &loaded,
+        &settings,
+        &registry,
+        &PassInput::default(),
+        &apply_settings(&args.rollout),
     )
     .await
 }
 
-/// Print a plan, carry it out with progress, and report: the one way
-/// `apply` and `pipeline run --deploy` deploy. Exit status: 0 applied with
-/// nothing blocked, 1 refused, blocked or failed.
-pub async fn carry_out(
-    desired: &pier::plan::Desired,
-    plan: &pier::plan::Plan,
-    engines: &std::collections::BTreeMap<String, pier::docker::engine::Engine>,
-    credentials: &pier::registry::CredentialStore,
+/// Deploy with the plan and a progress bar on the terminal, and report: the
+/// one way `apply` and `pipeline run --deploy` deploy. Exit status: 0
+/// applied with nothing blocked, 1 refused, blocked or failed.
+pub async fn deploy(
+    loaded: &Loaded,
+    settings: &Settings,
+    registry: &pier::registry::Registry,
+    input: &PassInput,
     apply_settings: &ApplySettings,
 ) -> ExitCode {
-    print!("{}", render::human(plan, desired, Style::for_stdout()));
-    if !plan.refused.is_empty() {
-        return ExitCode::FAILURE;
+    let terminal = Terminal::default();
+    let deployment =
+        pier::deploy::deploy(loaded, settings, registry, input, apply_settings, &terminal).await;
+    terminal.finish();
+    report_deployment(&deployment)
+}
+
+/// A deploy as a terminal shows it: the plan, then a line per engine call.
+#[derive(Default)]
+struct Terminal {
+    progress: std::sync::OnceLock<Progress>,
+}
+
+impl Watch for Terminal {
+    fn planned(&self, planned: &Planned) {
+        print!(
+            "{}",
+            render::human(&planned.plan, &planned.desired, Style::for_stdout())
+        );
+        if planned.plan.refused.is_empty() && !planned.plan.is_empty() {
+            eprintln!("\nApplying:");
+            let _ = self.progress.set(Progress::new(&planned.plan));
+        }
     }
-    let blocked = plan.blocked_count();
-    if plan.is_empty() {
-        return if blocked == 0 {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        };
+
+    fn step(&self, record: &StepRecord) {
+        match self.progress.get() {
+            Some(progress) => progress.step(record),
+            None => print_step(record),
+        }
     }
-    eprintln!("\nApplying:");
-    let progress = Progress::new(plan);
-    let report = apply::apply(
-        desired,
-        plan,
-        engines,
-        credentials,
-        apply_settings,
-        &|record: &StepRecord| progress.step(record),
-    )
-    .await;
-    progress.finish();
-    let summary = render::summary(plan);
-    if report.ok() {
+}
+
+impl Terminal {
+    fn finish(&self) {
+        if let Some(progress) = self.progress.get() {
+            progress.finish();
+        }
+    }
+}
+
+fn report_deployment(deployment: &Deployment) -> ExitCode {
+    let blocked = match deployment.verdict() {
+        Verdict::Refused => return ExitCode::FAILURE,
+        Verdict::Failed => {
+            eprintln!("\nApply failed:");
+            for failure in &deployment.report.failures {
+                eprintln!("  {failure}");
+            }
+            return ExitCode::FAILURE;
+        }
+        Verdict::Blocked(blocked) => blocked,
+        Verdict::Converged => 0,
+    };
+    if deployment.acted() {
+        let summary = render::summary(&deployment.planned.plan);
         println!(
             "\nApplied: {} created, {} replaced, {} removed{}.",
             summary.create,
@@ -269,16 +301,10 @@ pub async fn carry_out(
                 String::new()
             }
         );
-        if blocked == 0 {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        }
+    }
+    if blocked == 0 {
+        ExitCode::SUCCESS
     } else {
-        eprintln!("\nApply failed:");
-        for failure in &report.failures {
-            eprintln!("  {failure}");
-        }
         ExitCode::FAILURE
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod daemon;
+pub mod deploy;
 pub mod docker;
 pub mod edit;
 pub mod fault;

@@ -165,6 +165,34 @@ impl NodeLoss {
 
 /// Load, observe, resolve and plan. Touches nothing.
 pub async fn prepare(settings: &Settings, vars: &Vars) -> Result<Prepared, PassError> {
+    let loaded = load_for_deploy(settings, vars).await?;
+    let registry = registry(settings);
+    let planned = plan_loaded(&loaded, settings, &registry, &PassInput::default()).await;
+    Ok(Prepared {
+        manifest: loaded.manifest,
+        desired: planned.desired,
+        observed: planned.observed,
+        plan: planned.plan,
+        engines: planned.engines,
+        registry,
+        diagnostics: loaded.diagnostics,
+        interpolated: loaded.interpolated,
+    })
+}
+
+/// A registry client with the settings' timeout, insecure registries and
+/// the credentials of pier's own environment.
+pub fn registry(settings: &Settings) -> Registry {
+    Registry::with_timeout(
+        settings.insecure_registries.clone(),
+        crate::registry::CredentialStore::from_environment(),
+        settings.registry_timeout,
+    )
+}
+
+/// The manifests at the settings' reference, validated, with the router's
+/// certificate: what `diff` and `apply` deploy.
+pub async fn load_for_deploy(settings: &Settings, vars: &Vars) -> Result<Loaded, PassError> {
     // Two one-off costs of some 40 ms each sit on the path of every `diff`
     // and `apply`: libgit2 loading the system's CA bundle on first use, and
     // the image reference parser compiling its pattern. The second runs on
@@ -177,7 +205,7 @@ pub async fn prepare(settings: &Settings, vars: &Vars) -> Result<Prepared, PassE
         vars.clone(),
         settings.policy.clone(),
     );
-    let loaded = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let repo = GitSource::open(&source.repo, &source.cache_dir)?;
         load(
             &repo,
@@ -190,23 +218,7 @@ pub async fn prepare(settings: &Settings, vars: &Vars) -> Result<Prepared, PassE
         .and_then(with_router_certificate)
     })
     .await
-    .expect("loading the manifests does not panic")?;
-    let registry = Registry::with_timeout(
-        settings.insecure_registries.clone(),
-        crate::registry::CredentialStore::from_environment(),
-        settings.registry_timeout,
-    );
-    let planned = plan_loaded(&loaded, settings, &registry, &PassInput::default()).await;
-    Ok(Prepared {
-        manifest: loaded.manifest,
-        desired: planned.desired,
-        observed: planned.observed,
-        plan: planned.plan,
-        engines: planned.engines,
-        registry,
-        diagnostics: loaded.diagnostics,
-        interpolated: loaded.interpolated,
-    })
+    .expect("loading the manifests does not panic")
 }
 
 /// `loaded`, to be deployed, with the router's certificate for its HTTPS

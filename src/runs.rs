@@ -10,7 +10,7 @@ use pier::daemon::store::Store;
 use pier::manifest::Vars;
 use pier::pipeline::{self, RunState, archive};
 use pier::prepare::{self, PassInput};
-use pier::registry::{CredentialStore, Registry};
+use pier::registry::CredentialStore;
 use pier::source::git::GitSource;
 
 use crate::cli::{LogsArgs, PipelineCommand};
@@ -225,11 +225,7 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
     if !deploy_after {
         return ExitCode::SUCCESS;
     }
-    let registry = Registry::with_timeout(
-        settings.insecure_registries.clone(),
-        credentials.clone(),
-        settings.registry_timeout,
-    );
+    let registry = prepare::registry(&settings);
     let input = PassInput {
         pins: outcome
             .built
@@ -241,12 +237,11 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
         destroyed: Default::default(),
         retired: Default::default(),
     };
-    let planned = prepare::plan_loaded(&loaded, &settings, &registry, &input).await;
-    crate::commands::carry_out(
-        &planned.desired,
-        &planned.plan,
-        &planned.engines,
-        registry.credentials(),
+    crate::commands::deploy(
+        &loaded,
+        &settings,
+        &registry,
+        &input,
         &crate::commands::apply_settings(&rollout),
     )
     .await

@@ -690,6 +690,60 @@ async fn a_stage_that_runs_past_its_timeout_is_stopped() {
     assert!(output.contains("timed out after 3s"), "{output}");
 }
 
+/// `pier pipeline run --deploy` deploys only what passed: a failing
+/// test stage deploys nothing; a passing run deploys the image its build
+/// stage pushed, pinned to the digest it built.
+#[tokio::test]
+async fn pipeline_run_deploys_what_it_built_and_only_after_it_passed() {
+    let bed = Bed::get();
+    let pipeline = |test: &str| {
+        format!(
+            "{}pipeline:\n  runner_tags: [ci]\n  stages:\n    - name: test\n      image: {}\n      script: [\"{test}\"]\n    - name: image\n      build: [app]\nservices:\n  app:\n    build: ./app\n    image: {}/{{stack}}-app\n    command: sleep 3600\n",
+            support::nodes_yaml(&bed, &[&[], &[], &["ci"]]),
+            bed.base_image,
+            bed.registry,
+        )
+    };
+    let repo = support::UserRepo::new("deployafter", "services: {}\n");
+    std::fs::create_dir_all(repo.dir.path().join("pier/app")).unwrap();
+    std::fs::write(
+        repo.dir.path().join("pier/app/Dockerfile"),
+        format!("FROM {}\nRUN echo built > /built\n", bed.base_image),
+    )
+    .unwrap();
+    let manifest = |test: &str| pipeline(test).replace("{stack}", &repo.stack);
+    repo.commit(&manifest("exit 3"), "a failing test");
+    let (code, stdout, stderr) = repo.pier(&bed, &["pipeline", "run", "--deploy"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("Pipeline failed."), "{stdout}{stderr}");
+    assert!(
+        support::stack_containers(&bed, &repo.stack)
+            .await
+            .is_empty(),
+        "a failed run deploys nothing"
+    );
+
+    repo.commit(&manifest("true"), "a passing test");
+    let (code, stdout, stderr) = repo.pier(&bed, &["pipeline", "run", "--deploy"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let built = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("built app: "))
+        .unwrap_or_else(|| panic!("no built image: {stdout}"))
+        .to_string();
+    assert!(stdout.contains("Applied: 1 created"), "{stdout}{stderr}");
+    let running = support::stack_containers(&bed, &repo.stack).await;
+    assert_eq!(running.len(), 1, "{running:?}");
+    let (node, name, _) = &running[0];
+    let docker = support::engine(bed.nodes.iter().find(|n| &n.name == node).unwrap()).await;
+    let inspect = docker.inspect_container(name, None).await.unwrap();
+    assert_eq!(
+        inspect.config.unwrap().image.as_deref(),
+        Some(built.as_str()),
+        "the container runs the digest the pipeline built"
+    );
+}
+
 /// The anonymous volumes of `container` on `docker`: (mount path, volume name), sorted.
 async fn anonymous_volumes(docker: &bollard::Docker, container: &str) -> Vec<(String, String)> {
     let inspect = docker

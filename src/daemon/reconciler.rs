@@ -117,6 +117,46 @@ pub struct Reconciler {
     retired: BTreeMap<String, crate::manifest::model::Node>,
 }
 
+/// A pass's deploy as the daemon shows it: services about to change are
+/// `Progressing` in the status, and every engine call is logged.
+struct PassWatch<'a> {
+    shared: &'a Shared,
+    commit: &'a str,
+}
+
+impl crate::deploy::Watch for PassWatch<'_> {
+    fn planned(&self, planned: &Planned) {
+        let plan = &planned.plan;
+        if !plan.refused.is_empty() || plan.is_empty() {
+            return;
+        }
+        let changing: BTreeSet<&str> = plan
+            .services
+            .iter()
+            .filter(|s| !s.changes.is_empty())
+            .map(|s| s.service.as_str())
+            .collect();
+        {
+            let mut status = self.shared.status.write().expect("status lock");
+            for service in status.services.iter_mut() {
+                if changing.contains(service.name.as_str()) {
+                    service.condition = Condition::Progressing;
+                    service.reason = format!("rolling out {}", short(self.commit));
+                }
+            }
+        }
+        info!(commit = %short(self.commit), changes = plan.count(|_| true), "applying");
+    }
+
+    fn step(&self, record: &apply::StepRecord) {
+        if record.ok {
+            info!(service = %record.service, node = %record.node, action = %record.action, target = %record.target, "step ok");
+        } else {
+            warn!(service = %record.service, node = %record.node, action = %record.action, target = %record.target, message = %record.message, "step failed");
+        }
+    }
+}
+
 /// Which commit a pass converges to, and why it is not the head if it is not.
 struct Target {
     head: String,
@@ -408,28 +448,29 @@ impl Reconciler {
             destroyed: self.destroyed.clone(),
             retired: self.retire_nodes(loaded),
         };
-        let planned =
-            prepare::plan_loaded(loaded, &self.config.settings, &self.registry, &input).await;
+        let watch = PassWatch {
+            shared: &self.shared,
+            commit: &loaded.commit,
+        };
+        let deployment = crate::deploy::deploy(
+            loaded,
+            &self.config.settings,
+            &self.registry,
+            &input,
+            &self.config.apply,
+            &watch,
+        )
+        .await;
+        let (planned, mut report) = (deployment.planned, deployment.report);
         self.remember_destroyed(&planned.plan);
         self.node_loss
             .observe(&planned.observed, std::time::Instant::now());
         self.remember_pins(loaded, &planned);
         if !planned.plan.refused.is_empty() {
             let reason = planned.plan.refused.join("; ");
-            self.publish(
-                loaded,
-                &planned,
-                &planned.observed,
-                &ApplyReport::default(),
-                target,
-            );
+            self.publish(loaded, &planned, &planned.observed, &report, target);
             return (Outcome::Permanent(reason), 0);
         }
-        let mut report = if planned.plan.is_empty() {
-            ApplyReport::default()
-        } else {
-            self.apply(loaded, &planned).await
-        };
         // Healing the revision already applied is retried with backoff,
         // whatever failed: freezing it would leave a lost replica down until
         // the next commit.
@@ -578,46 +619,6 @@ impl Reconciler {
             }
         });
         self.pipeline = Some((loaded_commit, handle));
-    }
-
-    async fn apply(&self, loaded: &Loaded, planned: &Planned) -> ApplyReport {
-        let changing: BTreeSet<&str> = planned
-            .plan
-            .services
-            .iter()
-            .filter(|s| !s.changes.is_empty())
-            .map(|s| s.service.as_str())
-            .collect();
-        {
-            let mut status = self.shared.status.write().expect("status lock");
-            for service in status.services.iter_mut() {
-                if changing.contains(service.name.as_str()) {
-                    service.condition = Condition::Progressing;
-                    service.reason = format!("rolling out {}", short(&loaded.commit));
-                }
-            }
-        }
-        info!(
-            commit = %short(&loaded.commit),
-            changes = planned.plan.count(|_| true),
-            "applying"
-        );
-        let on_step = |record: &apply::StepRecord| {
-            if record.ok {
-                info!(service = %record.service, node = %record.node, action = %record.action, target = %record.target, "step ok");
-            } else {
-                warn!(service = %record.service, node = %record.node, action = %record.action, target = %record.target, message = %record.message, "step failed");
-            }
-        };
-        apply::apply(
-            &planned.desired,
-            &planned.plan,
-            &planned.engines,
-            self.registry.credentials(),
-            &self.config.apply,
-            &on_step,
-        )
-        .await
     }
 
     fn applied(&mut self, loaded: &Loaded) {
