@@ -379,6 +379,16 @@ async fn form_swarm<R: Runtime>(
                 };
                 ctx.step("", node, action, via, join).await?;
             }
+            SwarmStep::Promote { node, via } => {
+                let (engine, through) = (ctx.engine(node)?, ctx.engine(via)?);
+                let promote = async {
+                    let id = engine.swarm().await?.node_id.ok_or_else(|| {
+                        RuntimeError::Failed(format!("{node} gives no swarm node id"))
+                    })?;
+                    through.swarm_promote(&id).await
+                };
+                ctx.step("", node, "swarm promote", via, promote).await?;
+            }
             SwarmStep::CreateNetwork {
                 node,
                 network,

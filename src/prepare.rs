@@ -379,6 +379,22 @@ async fn plan_swarm(
         }
         observed.insert(name, membership);
     }
+    // Workers promoted already count as managers: an engine acts as one
+    // only at its next certificate renewal, half a minute later.
+    let manager = observed
+        .iter()
+        .find(|(_, m)| m.manager)
+        .and_then(|(name, _)| engines.get(name));
+    if let Some(engine) = manager
+        && let Ok(promoted) = engine.swarm_manager_ids().await
+    {
+        for membership in observed.values_mut() {
+            membership.promoted = membership
+                .node_id
+                .as_ref()
+                .is_some_and(|id| promoted.contains(id));
+        }
+    }
     let overlay = plan::swarm::Overlay {
         network,
         encrypted: desired.network.encrypted,

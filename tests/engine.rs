@@ -2071,6 +2071,99 @@ async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
     // is what engines handle worst, and no test needs them outside one.
 }
 
+/// A stack on three nodes keeps three swarm managers: workers are promoted
+/// (as in a stack grown from two nodes, or a manager demoted behind pier's
+/// back), shown first in `diff`, and a second `diff` plans nothing while
+/// the promoted engine is still on its way to acting as a manager.
+#[tokio::test]
+async fn a_three_node_overlay_stack_keeps_three_swarm_managers() {
+    let _swarm = support::swarm_lock().await;
+    let bed = Bed::get();
+    let manifest = format!(
+        "{}services:\n  idle:\n    image: {}\n    command: sleep 3600\n    stop_grace_period: 1s\nnetworks:\n  default: {{ driver: overlay }}\n",
+        support::nodes_yaml(&bed, &[&[], &[], &[]]),
+        bed.base_image
+    );
+    let repo = support::UserRepo::new("managers", &manifest);
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let manager = engine(&bed.nodes[0]).await;
+    let third = engine(&bed.nodes[2]).await;
+    let third_swarm = || async {
+        third
+            .info()
+            .await
+            .expect("docker info")
+            .swarm
+            .unwrap_or_default()
+    };
+    // When another test formed the swarm on two nodes, this apply promoted
+    // a worker already. Otherwise a manager is demoted here: a swarm that
+    // has just promoted one cannot demote it before it acts as a manager.
+    if !stdout.contains("swarm promote") {
+        eventually("n3 acts as a manager", Duration::from_secs(90), || async {
+            (third_swarm().await.control_available == Some(true)).then_some(())
+        })
+        .await;
+        let id = third_swarm().await.node_id.expect("n3's swarm node id");
+        let node = manager.inspect_node(&id).await.expect("inspect n3");
+        let spec = bollard::models::NodeSpec {
+            role: Some(bollard::models::NodeSpecRoleEnum::WORKER),
+            ..node.spec.unwrap()
+        };
+        let version = node.version.and_then(|v| v.index).unwrap() as i64;
+        manager
+            .update_node(
+                &id,
+                spec,
+                bollard::query_parameters::UpdateNodeOptionsBuilder::default()
+                    .version(version)
+                    .build(),
+            )
+            .await
+            .expect("demote n3");
+        eventually("n3 is a worker", Duration::from_secs(30), || async {
+            (third_swarm().await.control_available != Some(true)).then_some(())
+        })
+        .await;
+        let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
+        assert_eq!(code, 1, "{stdout}{stderr}");
+        assert!(stdout.contains("swarm promote n3 via n1"), "{stdout}");
+        let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+    }
+    // The swarm's own view: a promoted engine acts as a manager only at its
+    // next certificate renewal, half a minute later.
+    for node in &bed.nodes {
+        let id = engine(node)
+            .await
+            .info()
+            .await
+            .expect("docker info")
+            .swarm
+            .and_then(|s| s.node_id)
+            .expect("a swarm node id");
+        let role = manager
+            .inspect_node(&id)
+            .await
+            .expect("inspect node")
+            .spec
+            .and_then(|s| s.role);
+        assert_eq!(
+            role,
+            Some(bollard::models::NodeSpecRoleEnum::MANAGER),
+            "{} is a manager",
+            node.name
+        );
+    }
+    let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 0, "a second diff plans nothing: {stdout}{stderr}");
+    support::remove_stack(&bed, &repo.stack).await;
+    let _ = manager
+        .remove_network(&format!("pier-{}-overlay", repo.stack))
+        .await;
+}
+
 /// The router on the edge node sends each host's requests to that service's
 /// replicas on any host, over the overlay: `route` and Docker Cloud's
 /// `VIRTUAL_HOST` alike, and 404 for a host without a route. A rolling

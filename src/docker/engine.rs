@@ -678,7 +678,57 @@ impl Runtime for Engine {
                 .filter_map(|peer| peer.addr)
                 .collect(),
             address: swarm.node_addr.filter(|a| !a.is_empty()),
+            node_id: swarm.node_id.filter(|id| !id.is_empty()),
+            promoted: false,
         })
+    }
+
+    async fn swarm_manager_ids(&self) -> Result<std::collections::BTreeSet<String>, RuntimeError> {
+        let nodes = self
+            .within(
+                "a swarm node list",
+                Box::pin(
+                    self.docker
+                        .list_nodes(None::<bollard::query_parameters::ListNodesOptions>),
+                ),
+            )
+            .await?
+            .map_err(classify)?;
+        Ok(nodes
+            .into_iter()
+            .filter(|node| {
+                node.spec.as_ref().and_then(|s| s.role)
+                    == Some(bollard::models::NodeSpecRoleEnum::MANAGER)
+            })
+            .filter_map(|node| node.id)
+            .collect())
+    }
+
+    async fn swarm_promote(&self, node_id: &str) -> Result<(), RuntimeError> {
+        let node = self
+            .within(
+                "a swarm node inspection",
+                Box::pin(self.docker.inspect_node(node_id)),
+            )
+            .await?
+            .map_err(classify)?;
+        let version = node
+            .version
+            .and_then(|v| v.index)
+            .ok_or_else(|| RuntimeError::Failed(format!("swarm node {node_id} has no version")))?;
+        let spec = bollard::models::NodeSpec {
+            role: Some(bollard::models::NodeSpecRoleEnum::MANAGER),
+            ..node.spec.unwrap_or_default()
+        };
+        let options = bollard::query_parameters::UpdateNodeOptionsBuilder::default()
+            .version(version as i64)
+            .build();
+        self.within(
+            "a swarm node update",
+            Box::pin(self.docker.update_node(node_id, spec, options)),
+        )
+        .await?
+        .map_err(classify)
     }
 
     async fn swarm_init(&self, advertise: Option<&str>) -> Result<(), RuntimeError> {

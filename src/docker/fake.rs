@@ -153,6 +153,14 @@ impl Runtime for FakeRuntime {
         Err(RuntimeError::Failed("the fake engine has no swarm".into()))
     }
 
+    async fn swarm_promote(&self, _node_id: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Failed("the fake engine has no swarm".into()))
+    }
+
+    async fn swarm_manager_ids(&self) -> Result<std::collections::BTreeSet<String>, RuntimeError> {
+        Err(RuntimeError::Failed("the fake engine has no swarm".into()))
+    }
+
     async fn network_exists(&self, name: &str) -> Result<bool, RuntimeError> {
         self.with(|s| Ok(s.networks.iter().any(|n| n == name)))
     }

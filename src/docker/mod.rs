@@ -17,7 +17,7 @@ pub use crate::plan::container::{
     LABEL_RESTARTS_WITH, LABEL_SERVICE, LABEL_SOURCE, LABEL_SOURCE_NAME, LABEL_SPEC_FIELDS,
     LABEL_SPEC_HASH, LABEL_STACK, MountSpec, PortBinding,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::Duration;
 
@@ -144,6 +144,15 @@ pub trait Runtime: Send + Sync {
         manager: &str,
         token: &str,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Make the swarm node `node_id` a manager (this engine is one).
+    fn swarm_promote(&self, node_id: &str)
+    -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// The ids of the swarm's nodes whose role is manager, whether they act
+    /// as one yet or not (a promoted engine does at its next certificate
+    /// renewal). This engine is a manager.
+    fn swarm_manager_ids(
+        &self,
+    ) -> impl Future<Output = Result<BTreeSet<String>, RuntimeError>> + Send;
     /// Whether a network of this name exists here.
     fn network_exists(&self, name: &str)
     -> impl Future<Output = Result<bool, RuntimeError>> + Send;

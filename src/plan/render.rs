@@ -172,6 +172,7 @@ fn swarm_lines(swarm: &super::swarm::SwarmPlan, style: Style) -> String {
                 "swarm join {node} via {via}{}",
                 if *manager { " (manager)" } else { "" }
             ),
+            SwarmStep::Promote { node, via } => format!("swarm promote {node} via {via}"),
             SwarmStep::CreateNetwork {
                 node,
                 network,

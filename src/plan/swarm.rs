@@ -22,6 +22,12 @@ pub struct SwarmMembership {
     pub managers: Vec<String>,
     /// The address the engine gives the swarm.
     pub address: Option<String>,
+    /// This engine's node id in its swarm.
+    pub node_id: Option<String>,
+    /// A worker its managers have promoted already: it counts as a
+    /// manager, though it takes a while (the engine's next certificate
+    /// renewal) to act as one.
+    pub promoted: bool,
 }
 
 /// What the stack needs of the cluster: its overlay network.
@@ -45,6 +51,9 @@ pub enum SwarmStep {
         via: String,
         manager: bool,
     },
+    /// `node`, a worker of the swarm, becomes a manager: `via`, a manager,
+    /// promotes it.
+    Promote { node: String, via: String },
     /// Create the overlay network on `node`, a manager.
     CreateNetwork {
         node: String,
@@ -130,6 +139,10 @@ pub fn plan(
         .filter(|n| in_kept(n) && observed[**n].manager)
         .map(|n| (*n).clone())
         .collect();
+    let promoted = reachable
+        .iter()
+        .filter(|n| in_kept(n) && !observed[**n].manager && observed[**n].promoted)
+        .count();
     let joining: Vec<&String> = reachable
         .iter()
         .copied()
@@ -159,16 +172,40 @@ pub fn plan(
     // Managers come in odd numbers: two can lose neither (a majority of two
     // is both), so a joiner becomes a manager only when the joiners make
     // up the count wanted; otherwise they join as workers.
+    // Workers already in the swarm count too: a stack that grew from two
+    // nodes to three gets its three managers by promoting one.
+    let workers: Vec<&String> = reachable
+        .iter()
+        .copied()
+        .filter(|n| {
+            in_kept(n)
+                && !observed[*n].manager
+                && !observed[*n].promoted
+                && !plan.blocked.contains_key(*n)
+        })
+        .collect();
     let joiners: Vec<&String> = joining.collect();
-    let target = if managers.len() + joiners.len() >= wanted {
+    let counted = managers.len() + promoted;
+    let target = if counted + workers.len() + joiners.len() >= wanted {
         wanted
     } else {
-        managers.len()
+        counted
     };
+    let mut count = counted;
+    for node in workers {
+        if count >= target {
+            break;
+        }
+        count += 1;
+        plan.steps.push(SwarmStep::Promote {
+            node: node.clone(),
+            via: via.clone(),
+        });
+    }
     for node in joiners {
-        let manager = managers.len() < target;
+        let manager = count < target;
         if manager {
-            managers.push(node.clone());
+            count += 1;
         }
         plan.steps.push(SwarmStep::Join {
             node: node.clone(),
@@ -287,7 +324,6 @@ mod tests {
         let nodes = names(&["n1", "n2", "n3"]);
         let observed = BTreeMap::from([
             ("n1".to_string(), member("c", true)),
-            ("n2".to_string(), member("c", false)),
             ("n3".to_string(), inactive()),
         ]);
         let plan = plan(&nodes, &observed, &overlay(), &names(&["n1"]));
@@ -298,6 +334,67 @@ mod tests {
                 via: "n1".into(),
                 manager: false,
             }]
+        );
+    }
+
+    /// A stack that grew from two nodes to three: its worker is promoted
+    /// and the newcomer joins as a manager, so it has three.
+    #[test]
+    fn a_worker_is_promoted_when_it_helps_make_three_managers() {
+        let nodes = names(&["n1", "n2", "n3"]);
+        let observed = BTreeMap::from([
+            ("n1".to_string(), member("c", true)),
+            ("n2".to_string(), member("c", false)),
+            ("n3".to_string(), inactive()),
+        ]);
+        let plan = plan(&nodes, &observed, &overlay(), &names(&["n1"]));
+        assert_eq!(
+            plan.steps,
+            [
+                SwarmStep::Promote {
+                    node: "n2".into(),
+                    via: "n1".into(),
+                },
+                SwarmStep::Join {
+                    node: "n3".into(),
+                    via: "n1".into(),
+                    manager: true,
+                }
+            ]
+        );
+        // Once done, nothing more: three managers, one of them promoted
+        // and not acting as one yet.
+        let formed = BTreeMap::from([
+            ("n1".to_string(), member("c", true)),
+            (
+                "n2".to_string(),
+                SwarmMembership {
+                    promoted: true,
+                    ..member("c", false)
+                },
+            ),
+            ("n3".to_string(), member("c", true)),
+        ]);
+        assert_eq!(
+            super::plan(&nodes, &formed, &overlay(), &names(&["n1"])),
+            SwarmPlan::default()
+        );
+        // Two workers and one manager: both promoted, and no more than three.
+        let four = names(&["n1", "n2", "n3", "n4"]);
+        let workers = BTreeMap::from([
+            ("n1".to_string(), member("c", true)),
+            ("n2".to_string(), member("c", false)),
+            ("n3".to_string(), member("c", false)),
+            ("n4".to_string(), member("c", false)),
+        ]);
+        let promoted: Vec<SwarmStep> =
+            super::plan(&four, &workers, &overlay(), &names(&["n1"])).steps;
+        assert_eq!(
+            promoted,
+            ["n2", "n3"].map(|node| SwarmStep::Promote {
+                node: node.into(),
+                via: "n1".into()
+            })
         );
     }
 
