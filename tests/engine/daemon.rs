@@ -788,8 +788,9 @@ async fn daemon_removes_an_autodestroy_job_once_it_succeeded_and_does_not_rerun_
 /// A branch under test chooses no node and gets no secret: a feature
 /// branch that tags a node of its own as runner still runs on the deploy
 /// branch's runner, its name-only `env` entry is empty, its build stage
-/// pushes nothing, and a manifest that interpolates a `PIER_*` variable is
-/// refused, naming it.
+/// pushes nothing, its HTTPS route never asks for the router's certificate
+/// (the daemon has none: the deploy branch would be refused), and a
+/// manifest that interpolates a `PIER_*` variable is refused, naming it.
 #[tokio::test]
 async fn other_branches_run_on_trusted_runners_without_secrets_or_pushes() {
     let bed = Bed::get();
@@ -845,13 +846,15 @@ async fn other_branches_run_on_trusted_runners_without_secrets_or_pushes() {
     };
     assert!(tags().await.contains(&main[..12]), "{}", tags().await);
 
-    // A feature branch that makes n1 its own runner.
+    // A feature branch that makes n1 its own runner, and routes its app
+    // over HTTPS.
     repo.git(&["checkout", "-q", "-b", "feature"]);
     let own_nodes = nodes_yaml(&bed, &[&["app", "evil"], &["app"], &["ci"]]);
-    repo.commit(
-        &manifest(&own_nodes, "evil", "echo token=$$SECRET_TOKEN"),
-        "run on my node",
-    );
+    let routed = manifest(&own_nodes, "evil", "echo token=$$SECRET_TOKEN").replace(
+        "    tags: [app]\n",
+        "    tags: [app]\n    route: { host: app.test, port: 8080, tls: true }\n",
+    ) + "router:\n  tags: [edge]\n  ports: [\"18444:443\"]\n";
+    repo.commit(&routed, "run on my node, routed over HTTPS");
     let feature = head_commit(repo.dir.path());
     eventually("the feature branch is tested", CONVERGE, || async {
         let status = daemon.status().await;
