@@ -112,6 +112,9 @@ struct Context<'a, R> {
     /// `(service, node)` → a replica's container (name or id), for
     /// `volumes_from`.
     replicas_on: BTreeMap<(String, String), String>,
+    /// Service → its replicas once the plan is carried out, for the
+    /// services others link to (per-replica link variables).
+    replicas: BTreeMap<String, Vec<(u32, String)>>,
 }
 
 /// Where each service's replicas are once the plan is carried out, by
@@ -165,6 +168,12 @@ pub async fn apply<R: Runtime>(
         transient: Mutex::new(BTreeSet::new()),
         on_step,
         replicas_on: replicas_on(plan),
+        replicas: plan
+            .services
+            .iter()
+            .filter(|s| !s.replicas.is_empty())
+            .map(|s| (s.service.clone(), s.replicas.clone()))
+            .collect(),
     };
     let mut failures = Vec::new();
     let mut failed = BTreeMap::new();
@@ -788,6 +797,13 @@ fn replica_spec<R: Runtime>(
         };
     }
     inherit_volumes(&mut spec, inherited);
+    let per_replica = crate::plan::spec::replica_link_env(
+        &spec.replica_links,
+        &ctx.replicas,
+        &desired.name,
+        &spec.env,
+    );
+    spec.env.extend(per_replica);
     spec.labels
         .insert(docker::LABEL_REPLICA.into(), replica.to_string());
     spec.labels

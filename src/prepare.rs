@@ -585,6 +585,7 @@ pub fn desired_state(
             &manifest.network.name(stack),
         );
         spec.env.extend(plan::spec::link_env(manifest, service));
+        spec.replica_links = plan::spec::replica_links(manifest, service);
         let mut after: Vec<String> = service.links.iter().map(|l| l.service.clone()).collect();
         after.extend(service.depends_on.keys().cloned());
         after.extend(service.volumes_from.iter().cloned());

@@ -2042,6 +2042,21 @@ async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
     ] {
         assert!(env.iter().any(|e| e == expected), "{expected} in {env:?}");
     }
+    for replica in [1, 2] {
+        let cache = format!("{}-cache-{replica}", repo.stack);
+        for expected in [
+            format!("REDIS_{replica}_PORT_6379_TCP=tcp://{cache}:6379"),
+            format!("REDIS_{replica}_PORT_6379_TCP_ADDR={cache}"),
+            format!("REDIS_{replica}_NAME=/web/redis_{replica}"),
+        ] {
+            assert!(env.contains(&expected), "{expected} in {env:?}");
+        }
+    }
+    // A replica's own name crosses hosts too, as its variables say.
+    let second = format!("{}-cache-2", repo.stack);
+    let (code, output) =
+        support::exec(&first, &web, &["ping", "-c", "1", "-W", "5", &second]).await;
+    assert_eq!(code, 0, "web reaches {second} by name: {output}");
     assert!(
         !env.iter().any(|e| e.contains("hunter22")),
         "a secret-looking value is not passed on: {env:?}"

@@ -36,6 +36,19 @@ pub const LABEL_FILES: &str = "pier.files";
 /// replacement replaces this container too.
 pub const LABEL_RESTARTS_WITH: &str = "pier.restarts-with";
 
+/// A link to another service, as its per-replica variables need it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaLink {
+    /// The linked service.
+    pub service: String,
+    /// The variables' prefix: the link alias, upper-cased (`REDIS`).
+    pub prefix: String,
+    /// The link alias, for `_NAME`.
+    pub alias: String,
+    /// The ports the linked service publishes or exposes, with protocol.
+    pub ports: Vec<(u32, &'static str)>,
+}
+
 /// Everything pier sets on a container it creates. Built by the planner from
 /// a service; hashed to decide staleness.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -135,6 +148,12 @@ pub struct ContainerSpec {
     /// reloads a replica, never replaces it.
     #[serde(skip)]
     pub files: BTreeMap<String, String>,
+    /// The services this one links to, for Tutum's per-replica link
+    /// variables (`REDIS_1_PORT`…): filled in from the replicas the linked
+    /// service has when a replica is created, and, as on Tutum, not
+    /// updated when it scales. Not part of the hash.
+    #[serde(skip)]
+    pub replica_links: Vec<ReplicaLink>,
     /// The command run in the container after its files are rewritten.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reload: Option<Vec<String>>,

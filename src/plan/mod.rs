@@ -343,6 +343,11 @@ pub struct ServicePlan {
     /// service waits for this one (`DesiredService::awaited`) and checks them.
     #[serde(skip)]
     pub current: Vec<(String, String)>,
+    /// `(replica number, container name)` of every replica once the plan is
+    /// carried out, when another service links to this one (its replicas
+    /// get per-replica link variables).
+    #[serde(skip)]
+    pub replicas: Vec<(u32, String)>,
 }
 
 /// The whole plan: services in dependency order, pruned services last.
@@ -448,7 +453,7 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &Options) -> Plan {
         return plan;
     }
     let mut load = Load::new(desired, observed);
-    let mut index = Index::new(observed);
+    let mut index = Index::new(desired, observed);
     let silent = silent_nodes(desired, observed);
     for name in dependency_order(desired) {
         let service = &desired.services[&name];
@@ -473,6 +478,7 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &Options) -> Plan {
             unchanged: 0,
             parallelism: 1,
             current: Vec::new(),
+            replicas: Vec::new(),
         });
     }
     plan.services.extend(prune(desired, observed));
@@ -604,6 +610,8 @@ struct Index<'a> {
     /// Where the replicas of services planned so far will be, for those
     /// whose volumes others mount (`volumes_from`).
     placed: HashMap<String, BTreeSet<String>>,
+    /// Services another service links to.
+    linked: BTreeSet<&'a str>,
 }
 
 /// Nodes a service may run on and their slots in [`Load`].
@@ -622,7 +630,7 @@ impl Matching<'_> {
 }
 
 impl<'a> Index<'a> {
-    fn new(observed: &'a Observed) -> Self {
+    fn new(desired: &'a Desired, observed: &'a Observed) -> Self {
         let mut by_service: HashMap<&str, Vec<(&str, &OwnedContainer)>> = HashMap::new();
         for (node, observation) in &observed.nodes {
             for container in &observation.owned {
@@ -632,10 +640,16 @@ impl<'a> Index<'a> {
                     .push((node.as_str(), container));
             }
         }
+        let linked = desired
+            .services
+            .values()
+            .flat_map(|s| s.spec.replica_links.iter().map(|l| l.service.as_str()))
+            .collect();
         Index {
             by_service,
             matching: HashMap::new(),
             placed: HashMap::new(),
+            linked,
         }
     }
 
@@ -729,6 +743,7 @@ fn plan_service<'a>(
             service.update.parallelism.max(1)
         },
         current: Vec::new(),
+        replicas: Vec::new(),
     };
     let matching = index.matching(desired, service);
     let reachable = |node: &str| {
@@ -864,8 +879,41 @@ fn plan_service<'a>(
             });
         }
     }
+    if index.linked.contains(name.as_str()) {
+        result.replicas = replicas_after(desired, service, &kept, &result.changes);
+    }
     check_names(desired, observed, &mut result);
     result
+}
+
+/// `(replica number, container name)` of a service's replicas once its
+/// changes are carried out: those kept and those created.
+fn replicas_after(
+    desired: &Desired,
+    service: &DesiredService,
+    kept: &[(String, OwnedContainer)],
+    changes: &[Change],
+) -> Vec<(u32, String)> {
+    let removed: BTreeSet<&str> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Remove { container, .. } => Some(container.id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut numbers: BTreeSet<u32> = kept
+        .iter()
+        .filter(|(_, c)| !removed.contains(c.id.as_str()))
+        .map(|(_, c)| c.replica)
+        .collect();
+    numbers.extend(changes.iter().filter_map(|c| match c {
+        Change::Create { replica, .. } => Some(*replica),
+        _ => None,
+    }));
+    numbers
+        .into_iter()
+        .map(|replica| (replica, service.replica_name(&desired.stack, replica)))
+        .collect()
 }
 
 fn unreachable_reason(observed: &Observed, node: &str) -> String {
@@ -1253,6 +1301,7 @@ fn prune(desired: &Desired, observed: &Observed) -> Vec<ServicePlan> {
                     unchanged: 0,
                     parallelism: u32::MAX,
                     current: Vec::new(),
+                    replicas: Vec::new(),
                 });
             match &observation.unreachable {
                 None => entry.changes.push(remove(

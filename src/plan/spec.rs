@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
-use super::container::{ContainerSpec, HealthcheckSpec, MountSpec, PortBinding};
+use super::container::{ContainerSpec, HealthcheckSpec, MountSpec, PortBinding, ReplicaLink};
 use crate::manifest::model::{Manifest, Mount, Protocol, Restart, Service};
 
 /// The network every container of a stack joins on its node.
@@ -49,12 +49,7 @@ pub fn link_env(manifest: &Manifest, service: &Service) -> Vec<String> {
         let Some(target) = manifest.services.get(&link.service) else {
             continue;
         };
-        let prefix: String = link
-            .alias
-            .to_ascii_uppercase()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
+        let prefix = link_prefix(&link.alias);
         let alias = &link.alias;
         vars.insert(
             format!("{prefix}_NAME"),
@@ -82,6 +77,74 @@ pub fn link_env(manifest: &Manifest, service: &Service) -> Vec<String> {
     vars.into_iter()
         .filter(|(key, _)| !service.environment.contains_key(key))
         .map(|(key, value)| format!("{key}={value}"))
+        .collect()
+}
+
+/// What a service's per-replica link variables need of each link.
+pub fn replica_links(manifest: &Manifest, service: &Service) -> Vec<ReplicaLink> {
+    service
+        .links
+        .iter()
+        .filter_map(|link| {
+            let target = manifest.services.get(&link.service)?;
+            Some(ReplicaLink {
+                service: link.service.clone(),
+                prefix: link_prefix(&link.alias),
+                alias: link.alias.clone(),
+                ports: linked_ports(target),
+            })
+        })
+        .collect()
+}
+
+/// Tutum's per-replica link variables, for each replica `N` of each linked
+/// service (`replicas`: service → (replica number, container name)):
+/// `REDIS_N_NAME`, `REDIS_N_PORT` and `REDIS_N_PORT_<port>_<PROTO>` with
+/// `_ADDR`, `_PORT` and `_PROTO`, addressed by the replica's container name,
+/// which the stack's network resolves. A variable already in `env` wins.
+pub fn replica_link_env(
+    links: &[ReplicaLink],
+    replicas: &BTreeMap<String, Vec<(u32, String)>>,
+    service: &str,
+    env: &[String],
+) -> Vec<String> {
+    let set: BTreeSet<&str> = env
+        .iter()
+        .map(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k))
+        .collect();
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    for link in links {
+        for (replica, container) in replicas.get(&link.service).into_iter().flatten() {
+            let prefix = format!("{}_{replica}", link.prefix);
+            vars.insert(
+                format!("{prefix}_NAME"),
+                format!("/{service}/{}_{replica}", link.alias),
+            );
+            for (n, (port, proto)) in link.ports.iter().enumerate() {
+                let url = format!("{proto}://{container}:{port}");
+                let name = format!("{prefix}_PORT_{port}_{}", proto.to_ascii_uppercase());
+                if n == 0 {
+                    vars.insert(format!("{prefix}_PORT"), url.clone());
+                }
+                vars.insert(format!("{name}_ADDR"), container.clone());
+                vars.insert(format!("{name}_PORT"), port.to_string());
+                vars.insert(format!("{name}_PROTO"), proto.to_string());
+                vars.insert(name, url);
+            }
+        }
+    }
+    vars.into_iter()
+        .filter(|(key, _)| !set.contains(key.as_str()))
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect()
+}
+
+/// A link alias as a variable prefix: upper case, other characters `_`.
+fn link_prefix(alias: &str) -> String {
+    alias
+        .to_ascii_uppercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
 }
 
@@ -297,6 +360,7 @@ pub fn container_spec(
         pid_mode: service.pid.clone(),
         ipc_mode: service.ipc.clone(),
         files: service.files.clone(),
+        replica_links: Vec::new(),
         reload: service.reload.clone(),
         volumes_from: service
             .volumes_from
@@ -400,4 +464,44 @@ pub fn looks_secret(key: &str) -> bool {
     ]
     .iter()
     .any(|w| key.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_replica_link_variables_address_each_replica_by_name() {
+        let links = [ReplicaLink {
+            service: "cache".into(),
+            prefix: "REDIS".into(),
+            alias: "redis".into(),
+            ports: vec![(6379, "tcp"), (6380, "udp")],
+        }];
+        let replicas = BTreeMap::from([(
+            "cache".to_string(),
+            vec![
+                (1, "app-cache-1".to_string()),
+                (3, "app-cache-3".to_string()),
+            ],
+        )]);
+        let env = replica_link_env(&links, &replicas, "web", &["REDIS_3_NAME=mine".into()]);
+        for expected in [
+            "REDIS_1_NAME=/web/redis_1",
+            "REDIS_1_PORT=tcp://app-cache-1:6379",
+            "REDIS_1_PORT_6379_TCP=tcp://app-cache-1:6379",
+            "REDIS_1_PORT_6379_TCP_ADDR=app-cache-1",
+            "REDIS_1_PORT_6379_TCP_PORT=6379",
+            "REDIS_1_PORT_6379_TCP_PROTO=tcp",
+            "REDIS_1_PORT_6380_UDP=udp://app-cache-1:6380",
+            "REDIS_3_PORT=tcp://app-cache-3:6379",
+        ] {
+            assert!(env.iter().any(|e| e == expected), "{expected} in {env:?}");
+        }
+        assert!(
+            !env.iter().any(|e| e.starts_with("REDIS_3_NAME=")),
+            "the service's own variable wins: {env:?}"
+        );
+        assert!(!env.iter().any(|e| e.starts_with("REDIS_2_")), "{env:?}");
+    }
 }

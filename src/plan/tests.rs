@@ -913,3 +913,58 @@ fn replicas_wait_on_nodes_that_cannot_join_the_swarm() {
         ]
     );
 }
+
+/// A linked service's plan lists its replicas as they will be, kept and
+/// created, for the per-replica link variables; a service nothing links to
+/// lists none.
+#[test]
+fn a_linked_service_lists_its_replicas_after_the_plan() {
+    let mut web = service("web", Some(1), Strategy::EmptiestNode, &[]);
+    Arc::make_mut(&mut web.spec).replica_links = vec![crate::plan::container::ReplicaLink {
+        service: "cache".into(),
+        prefix: "REDIS".into(),
+        alias: "redis".into(),
+        ports: vec![(6379, "tcp")],
+    }];
+    let cache = service("cache", Some(3), Strategy::EmptiestNode, &[]);
+    let hash = cache.hash.clone();
+    let d = desired(vec![node("n1", &[]), node("n2", &[])], vec![web, cache]);
+    let mut o = observed(&[("n1", 0), ("n2", 0)]);
+    owned(&mut o, "n1", "cache", 2, &hash);
+    owned(&mut o, "n2", "cache", 5, &hash);
+    let plan = super::plan(&d, &o, &Options::default());
+    let replicas = |name: &str| {
+        plan.services
+            .iter()
+            .find(|s| s.service == name)
+            .map(|s| s.replicas.clone())
+            .unwrap()
+    };
+    // Replicas keep their numbers: 2 and 5 stay, and 1 comes.
+    assert_eq!(
+        replicas("cache"),
+        [1, 2, 5].map(|r| (r, format!("s-cache-{r}")))
+    );
+    assert!(replicas("web").is_empty());
+
+    // Scaled down to one: the replica removed is not listed.
+    let mut d = d;
+    d.services.get_mut("cache").unwrap().replicas = Some(1);
+    let plan = super::plan(&d, &o, &Options::default());
+    let cache = plan.services.iter().find(|s| s.service == "cache").unwrap();
+    let removed: Vec<u32> = cache
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Remove { container, .. } => Some(container.replica),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(removed.len(), 1, "{:?}", cache.changes);
+    let left: Vec<u32> = cache.replicas.iter().map(|(r, _)| *r).collect();
+    assert_eq!(left.len(), 1);
+    assert!(
+        !left.contains(&removed[0]),
+        "{left:?} after removing {removed:?}"
+    );
+}
