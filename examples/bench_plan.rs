@@ -70,6 +70,7 @@ fn desired() -> Desired {
                 never_pull: false,
                 volumes_from: Vec::new(),
                 container_name: None,
+                routed: false,
             };
             (name, service)
         })
@@ -142,6 +143,7 @@ fn main() {
                     exit_code: None,
                     spec_fields: String::new(),
                     files_hash: None,
+                    in_rotation: false,
                 });
             }
         }

@@ -457,19 +457,26 @@ async fn prepare_nodes<R: Runtime>(ctx: &Context<'_, R>, level: &[&ServicePlan])
             }
         }
     }
+    // A stack with routes has a rotation network beside its own.
+    let routes = ctx
+        .desired
+        .has_routes()
+        .then(|| ctx.desired.network.routes_name(&ctx.desired.stack));
     join_all(nodes.iter().filter(|_| !overlay).map(|node| {
-        let (network, labels) = (&network, &labels);
+        let (network, routes, labels) = (&network, &routes, &labels);
         async move {
             if let Ok(engine) = ctx.engine(node) {
-                let _ = ctx
-                    .step(
-                        "",
-                        node,
-                        "network",
-                        network,
-                        engine.ensure_network(network, labels),
-                    )
-                    .await;
+                for network in std::iter::once(network).chain(routes) {
+                    let _ = ctx
+                        .step(
+                            "",
+                            node,
+                            "network",
+                            network,
+                            engine.ensure_network(network, labels),
+                        )
+                        .await;
+                }
             }
         }
     }))
@@ -622,6 +629,21 @@ async fn run_change<R: Runtime>(
         Change::Reload { container, .. } => {
             let desired = desired.ok_or_else(|| format!("{service}: not declared"))?;
             reload(ctx, engine, desired, node, container).await
+        }
+        Change::Rotate {
+            container, into, ..
+        } => {
+            let desired = desired.ok_or_else(|| format!("{service}: not declared"))?;
+            rotate(
+                ctx,
+                engine,
+                desired,
+                node,
+                &container.id,
+                &container.name,
+                *into,
+            )
+            .await
         }
         Change::Replace {
             replica,
@@ -991,7 +1013,46 @@ async fn wait_healthy<R: Runtime>(
     if has_check || result.is_err() || !desired.update.monitor.is_zero() {
         ctx.record(&desired.name, node, "wait-healthy", name, started, &result);
     }
+    if result.is_ok() && desired.routed {
+        return rotate(ctx, engine, desired, node, id, name, true).await;
+    }
     result
+}
+
+/// Put a routed replica in rotation, or take it out: it joins the stack's
+/// rotation network under its service's name (the name the router asks
+/// DNS for), or leaves it. Its own network stays as it is, so the replica
+/// still reaches the services it needs while out of rotation.
+async fn rotate<R: Runtime>(
+    ctx: &Context<'_, R>,
+    engine: &R,
+    desired: &DesiredService,
+    node: &str,
+    id: &str,
+    name: &str,
+    into: bool,
+) -> Result<(), String> {
+    let network = ctx.desired.network.routes_name(&ctx.desired.stack);
+    if into {
+        let aliases = [desired.name.clone()];
+        ctx.step(
+            &desired.name,
+            node,
+            "into rotation",
+            name,
+            engine.connect(id, &network, &aliases),
+        )
+        .await
+    } else {
+        ctx.step(
+            &desired.name,
+            node,
+            "out of rotation",
+            name,
+            already_gone_is_done(engine.disconnect(id, &network)),
+        )
+        .await
+    }
 }
 
 /// `update_config.monitor`: a replica that was up must still be up (and

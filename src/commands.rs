@@ -197,6 +197,7 @@ fn expected_steps(plan: &pier::plan::Plan) -> u64 {
             Change::Create { .. } => 3,
             Change::Replace { .. } => 6,
             Change::Remove { .. } | Change::Reload { .. } => 2,
+            Change::Rotate { .. } => 1,
         })
         .sum();
     changes + 2 * nodes.len() as u64

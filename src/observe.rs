@@ -54,6 +54,7 @@ fn owned(stack: &str, container: &ContainerInfo) -> Option<OwnedContainer> {
         },
         spec_fields: label(labels::LABEL_SPEC_FIELDS).unwrap_or_default(),
         files_hash: None,
+        in_rotation: container.in_rotation,
     })
 }
 
@@ -151,6 +152,7 @@ mod tests {
             created: 0,
             unhealthy: false,
             exit_code: None,
+            in_rotation: false,
         }
     }
 

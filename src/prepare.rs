@@ -355,28 +355,33 @@ async fn plan_swarm(
     engines: &BTreeMap<String, Engine>,
 ) -> plan::swarm::SwarmPlan {
     let nodes: BTreeSet<String> = manifest.nodes.keys().cloned().collect();
-    let network = desired.network.name(&desired.stack);
+    let mut networks = vec![desired.network.name(&desired.stack)];
+    if desired.has_routes() {
+        networks.push(desired.network.routes_name(&desired.stack));
+    }
     let asked = futures_util::future::join_all(
         engines
             .iter()
             .filter(|(name, _)| nodes.contains(*name))
             .map(|(name, engine)| {
-                let network = &network;
+                let networks = &networks;
                 async move {
                     let membership = engine.swarm().await.ok()?;
-                    let has_network =
-                        membership.manager && engine.network_exists(network).await.unwrap_or(false);
-                    Some((name.clone(), membership, has_network))
+                    let mut held = Vec::new();
+                    for network in networks.iter().filter(|_| membership.manager) {
+                        if engine.network_exists(network).await.unwrap_or(false) {
+                            held.push(network.clone());
+                        }
+                    }
+                    Some((name.clone(), membership, held))
                 }
             }),
     )
     .await;
     let mut observed = BTreeMap::new();
-    let mut network_on = BTreeSet::new();
-    for (name, membership, has_network) in asked.into_iter().flatten() {
-        if has_network {
-            network_on.insert(name.clone());
-        }
+    let mut existing = BTreeSet::new();
+    for (name, membership, held) in asked.into_iter().flatten() {
+        existing.extend(held);
         observed.insert(name, membership);
     }
     // Workers promoted already count as managers: an engine acts as one
@@ -396,10 +401,10 @@ async fn plan_swarm(
         }
     }
     let overlay = plan::swarm::Overlay {
-        network,
+        networks,
         encrypted: desired.network.encrypted,
     };
-    plan::swarm::plan(&nodes, &observed, &overlay, &network_on)
+    plan::swarm::plan(&nodes, &observed, &overlay, &existing)
 }
 
 fn transient_reason(
@@ -576,13 +581,20 @@ pub fn desired_state(
             }
             None => continue,
         };
+        // The router is on the rotation network alone: it reaches the
+        // routed replicas in rotation, and nothing else.
+        let network = if service.name == manifest::router::SERVICE {
+            manifest.network.routes_name(stack)
+        } else {
+            manifest.network.name(stack)
+        };
         let mut spec = plan::spec::container_spec(
             stack,
             service,
             &resolved.pinned,
             plan::spec::aliases(manifest, &service.name),
             &manifest.volumes,
-            &manifest.network.name(stack),
+            &network,
         );
         spec.env.extend(plan::spec::link_env(manifest, service));
         spec.replica_links = plan::spec::replica_links(manifest, service);
@@ -627,6 +639,7 @@ pub fn desired_state(
                 never_pull: service.pull_policy == manifest::model::PullPolicy::Never,
                 volumes_from: service.volumes_from.clone(),
                 container_name: service.container_name.clone(),
+                routed: service.route.is_some(),
             },
         );
     }
@@ -735,6 +748,7 @@ mod tests {
             never_pull: false,
             volumes_from: volumes_from.iter().map(|s| s.to_string()).collect(),
             container_name: None,
+            routed: false,
         }
     }
 

@@ -2362,6 +2362,131 @@ async fn while_asking<T>(
     (result, client.await.expect("the client"))
 }
 
+/// A routed replica is in rotation while it is running and healthy: one
+/// whose health check fails stops getting requests, and gets them again
+/// once it passes; its container stays all along.
+#[tokio::test]
+async fn an_unhealthy_replica_leaves_the_rotation_and_returns_when_healthy() {
+    let bed = Bed::get();
+    const PORT: u16 = 18082;
+    let manifest = format!(
+        "{nodes}router:\n  tags: [edge]\n  ports: [\"{PORT}:80\"]\n  image: {router}\nservices:\n  app:\n    image: {image}\n    command: [\"sh\", \"-c\", \"mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www\"]\n    deploy: {{ replicas: 2 }}\n    tags: [edge]\n    route: {{ host: app.test, port: 8080 }}\n    healthcheck: {{ test: [\"CMD-SHELL\", \"test ! -f /www/sick\"], interval: 1s, timeout: 1s, retries: 1 }}\n    stop_grace_period: 1s\n",
+        nodes = support::nodes_yaml(&bed, &[&["edge"]]),
+        router = bed.router_image,
+        image = bed.base_image,
+    );
+    let repo = support::UserRepo::new("rotation", &manifest);
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let edge = bed.nodes[0].addr.clone();
+    let docker = engine(&bed.nodes[0]).await;
+    let hostname = |name: String| {
+        let docker = docker.clone();
+        async move {
+            let inspect = docker
+                .inspect_container(&name, None)
+                .await
+                .expect("inspect");
+            inspect.config.and_then(|c| c.hostname).expect("a hostname")
+        }
+    };
+    let (sick, well) = (
+        format!("{}-app-1", repo.stack),
+        format!("{}-app-2", repo.stack),
+    );
+    let (sick_host, well_host) = (hostname(sick.clone()).await, hostname(well.clone()).await);
+    // Answers from the router until `wanted` replicas, and only those, were
+    // seen in 8 answers in a row.
+    let serves_only = |wanted: Vec<String>| {
+        let edge = edge.clone();
+        async move {
+            let mut seen = BTreeSet::new();
+            for _ in 0..8 {
+                match support::http_get_host(&edge, PORT, "app.test").await {
+                    Some((200, body)) => seen.insert(body.trim().to_string()),
+                    _ => return None,
+                };
+            }
+            (seen == wanted.iter().cloned().collect()).then_some(())
+        }
+    };
+    let both = vec![sick_host.clone(), well_host.clone()];
+    eventually("both replicas serve", Duration::from_secs(60), || {
+        serves_only(both.clone())
+    })
+    .await;
+
+    let health = |name: String| {
+        let docker = docker.clone();
+        async move {
+            let inspect = docker
+                .inspect_container(&name, None)
+                .await
+                .expect("inspect");
+            inspect
+                .state
+                .and_then(|s| s.health)
+                .and_then(|h| h.status)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        }
+    };
+    let (code, output) = support::exec(&docker, &sick, &["touch", "/www/sick"]).await;
+    assert_eq!(code, 0, "{output}");
+    eventually("app-1 is unhealthy", Duration::from_secs(30), || async {
+        (health(sick.clone()).await == "unhealthy").then_some(())
+    })
+    .await;
+    let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "{sick} on n1: out of rotation until its health check passes"
+        )),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    eventually(
+        "only the healthy replica serves",
+        Duration::from_secs(30),
+        || serves_only(vec![well_host.clone()]),
+    )
+    .await;
+
+    let (code, output) = support::exec(&docker, &sick, &["rm", "/www/sick"]).await;
+    assert_eq!(code, 0, "{output}");
+    eventually(
+        "app-1 is healthy again",
+        Duration::from_secs(30),
+        || async { (health(sick.clone()).await == "healthy").then_some(()) },
+    )
+    .await;
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("{sick} on n1: into rotation")),
+        "{stdout}"
+    );
+    eventually("both replicas serve again", Duration::from_secs(30), || {
+        serves_only(both.clone())
+    })
+    .await;
+    assert_eq!(
+        hostname(sick.clone()).await,
+        sick_host,
+        "the same container"
+    );
+    let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 0, "a second diff plans nothing: {stdout}{stderr}");
+    support::remove_stack(&bed, &repo.stack).await;
+    for network in ["", "-routes"] {
+        let _ = docker
+            .remove_network(&format!("pier-{}{network}", repo.stack))
+            .await;
+    }
+}
+
 /// `route: {tls: true}`: the router serves the host over HTTPS with the
 /// certificate from the folder `PIER_ROUTER_TLS` names, and redirects plain
 /// HTTP there. Without the variable nothing is deployed and the error names

@@ -236,8 +236,8 @@ pub async fn registry(
     }
 }
 
-/// Follow every node's container events for the stack: a replica that dies
-/// or is removed triggers a pass at once. A broken stream is re-established
+/// Follow every node's container events for the stack: a replica that
+/// dies, is removed or changes health triggers a pass at once. A broken stream is re-established
 /// with backoff; the node set follows the manifests.
 pub async fn events(
     engine_timeout: Duration,

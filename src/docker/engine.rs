@@ -255,7 +255,13 @@ impl Engine {
             ),
             (
                 "event".to_string(),
-                vec!["die".into(), "destroy".into(), "oom".into()],
+                // A replica whose health changes moves in or out of rotation.
+                vec![
+                    "die".into(),
+                    "destroy".into(),
+                    "oom".into(),
+                    "health_status".into(),
+                ],
             ),
         ]);
         let options = bollard::query_parameters::EventsOptionsBuilder::new()
@@ -586,6 +592,15 @@ impl Runtime for Engine {
                     .as_deref()
                     .is_some_and(|s| s.contains("(unhealthy)") || s.contains("(health: starting)")),
                 exit_code: c.status.as_deref().and_then(exit_code),
+                in_rotation: c
+                    .network_settings
+                    .as_ref()
+                    .and_then(|s| s.networks.as_ref())
+                    .is_some_and(|networks| {
+                        networks
+                            .keys()
+                            .any(|n| n.ends_with(crate::manifest::model::ROUTES_SUFFIX))
+                    }),
                 // A restarting container is the engine honouring its restart
                 // policy (`autorestart`); pier does not race it with a replacement.
                 running: c
@@ -681,6 +696,40 @@ impl Runtime for Engine {
             node_id: swarm.node_id.filter(|id| !id.is_empty()),
             promoted: false,
         })
+    }
+
+    async fn connect(
+        &self,
+        container: &str,
+        network: &str,
+        aliases: &[String],
+    ) -> Result<(), RuntimeError> {
+        let request = bollard::models::NetworkConnectRequest {
+            container: container.to_string(),
+            endpoint_config: Some(bollard::models::EndpointSettings {
+                aliases: Some(aliases.to_vec()),
+                ..Default::default()
+            }),
+        };
+        self.within(
+            "a network connect",
+            Box::pin(self.docker.connect_network(network, request)),
+        )
+        .await?
+        .map_err(classify)
+    }
+
+    async fn disconnect(&self, container: &str, network: &str) -> Result<(), RuntimeError> {
+        let request = bollard::models::NetworkDisconnectRequest {
+            container: container.to_string(),
+            force: Some(true),
+        };
+        self.within(
+            "a network disconnect",
+            Box::pin(self.docker.disconnect_network(network, request)),
+        )
+        .await?
+        .map_err(classify)
     }
 
     async fn swarm_manager_ids(&self) -> Result<std::collections::BTreeSet<String>, RuntimeError> {

@@ -68,6 +68,7 @@ impl FakeRuntime {
             created: state.next_id as i64,
             unhealthy: false,
             exit_code: None,
+            in_rotation: false,
         };
         state.containers.insert(id.clone(), (info, None));
         id
@@ -153,6 +154,29 @@ impl Runtime for FakeRuntime {
         Err(RuntimeError::Failed("the fake engine has no swarm".into()))
     }
 
+    async fn connect(
+        &self,
+        container: &str,
+        network: &str,
+        _aliases: &[String],
+    ) -> Result<(), RuntimeError> {
+        self.with(|s| {
+            if network.ends_with(crate::manifest::model::ROUTES_SUFFIX) {
+                find(s, container)?.0.in_rotation = true;
+            }
+            Ok(())
+        })
+    }
+
+    async fn disconnect(&self, container: &str, network: &str) -> Result<(), RuntimeError> {
+        self.with(|s| {
+            if network.ends_with(crate::manifest::model::ROUTES_SUFFIX) {
+                find(s, container)?.0.in_rotation = false;
+            }
+            Ok(())
+        })
+    }
+
     async fn swarm_promote(&self, _node_id: &str) -> Result<(), RuntimeError> {
         Err(RuntimeError::Failed("the fake engine has no swarm".into()))
     }
@@ -208,6 +232,7 @@ impl Runtime for FakeRuntime {
                 created: s.next_id as i64,
                 unhealthy: false,
                 exit_code: None,
+                in_rotation: false,
             };
             // As an engine does, an anonymous volume gets a generated name.
             let mut spec = spec.clone();

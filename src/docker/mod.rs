@@ -57,6 +57,8 @@ pub struct ContainerInfo {
     pub unhealthy: bool,
     /// How it exited, once it has (not for a container never started).
     pub exit_code: Option<i64>,
+    /// Whether it is on a rotation network (one named `…-routes`).
+    pub in_rotation: bool,
 }
 
 /// What an engine says about a container's health.
@@ -153,6 +155,19 @@ pub trait Runtime: Send + Sync {
     fn swarm_manager_ids(
         &self,
     ) -> impl Future<Output = Result<BTreeSet<String>, RuntimeError>> + Send;
+    /// Attach a running container to `network`, answering to `aliases`.
+    fn connect(
+        &self,
+        container: &str,
+        network: &str,
+        aliases: &[String],
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Detach a container from `network`.
+    fn disconnect(
+        &self,
+        container: &str,
+        network: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Whether a network of this name exists here.
     fn network_exists(&self, name: &str)
     -> impl Future<Output = Result<bool, RuntimeError>> + Send;

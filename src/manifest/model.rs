@@ -68,7 +68,17 @@ impl StackNetwork {
             (true, true) => format!("pier-{stack}-overlay-ipsec"),
         }
     }
+
+    /// The rotation network of a stack with routes: the router is on it
+    /// alone, and a routed replica joins it, under its service's name,
+    /// while it is running and healthy. Same kind as the stack's network.
+    pub fn routes_name(&self, stack: &str) -> String {
+        format!("{}{ROUTES_SUFFIX}", self.name(stack))
+    }
 }
+
+/// How a rotation network's name ends.
+pub const ROUTES_SUFFIX: &str = "-routes";
 
 /// A top-level `volumes:` entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

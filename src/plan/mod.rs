@@ -65,6 +65,18 @@ pub struct DesiredService {
     pub volumes_from: Vec<String>,
     /// `container_name`: the one replica's name.
     pub container_name: Option<String>,
+    /// The router sends it requests (`route`, `VIRTUAL_HOST`): its replicas
+    /// are in rotation while they run and are healthy, and out otherwise.
+    pub routed: bool,
+}
+
+impl Desired {
+    /// Whether the stack has a router or a routed service: it then has a
+    /// rotation network.
+    pub fn has_routes(&self) -> bool {
+        self.services.contains_key(crate::manifest::router::SERVICE)
+            || self.services.values().any(|s| s.routed)
+    }
 }
 
 impl DesiredService {
@@ -183,6 +195,9 @@ pub struct OwnedContainer {
     /// be read (and are then written again).
     #[serde(skip)]
     pub files_hash: Option<String>,
+    /// On its stack's rotation network: the router sends it requests.
+    #[serde(skip)]
+    pub in_rotation: bool,
 }
 
 impl OwnedContainer {
@@ -260,6 +275,13 @@ pub enum Change {
         node: String,
         container: OwnedContainer,
     },
+    /// Put a routed replica in rotation (it is healthy again) or take it
+    /// out (its health check fails): the container stays.
+    Rotate {
+        node: String,
+        container: OwnedContainer,
+        into: bool,
+    },
 }
 
 impl Change {
@@ -268,7 +290,8 @@ impl Change {
             Change::Create { node, .. }
             | Change::Replace { node, .. }
             | Change::Remove { node, .. }
-            | Change::Reload { node, .. } => node,
+            | Change::Reload { node, .. }
+            | Change::Rotate { node, .. } => node,
         }
     }
 }
@@ -495,7 +518,8 @@ fn nodes_after(service_plan: &ServicePlan) -> BTreeSet<String> {
         .filter_map(|change| match change {
             Change::Create { node, .. }
             | Change::Replace { node, .. }
-            | Change::Reload { node, .. } => Some(node.clone()),
+            | Change::Reload { node, .. }
+            | Change::Rotate { node, .. } => Some(node.clone()),
             Change::Remove { .. } => None,
         });
     kept.chain(changed).collect()
@@ -857,6 +881,17 @@ fn plan_service<'a>(
                 node: node.clone(),
                 container: container.clone(),
             });
+        } else if matches
+            && service.routed
+            && container.running
+            && reachable(node)
+            && container.healthy != container.in_rotation
+        {
+            result.changes.push(Change::Rotate {
+                node: node.clone(),
+                container: container.clone(),
+                into: container.healthy,
+            });
         } else if matches && (container.running || service.completed(container)) {
             result.unchanged += 1;
             if service.awaited {
@@ -1201,6 +1236,7 @@ fn placeholder(service: &str, replica: u32) -> OwnedContainer {
         exit_code: None,
         spec_fields: String::new(),
         files_hash: None,
+        in_rotation: false,
     }
 }
 

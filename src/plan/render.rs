@@ -15,6 +15,8 @@ pub struct Summary {
     pub remove: usize,
     /// Live configuration rewritten in place.
     pub reload: usize,
+    /// Routed replicas put in or taken out of rotation.
+    pub rotate: usize,
     pub blocked: usize,
 }
 
@@ -24,6 +26,7 @@ pub fn summary(plan: &Plan) -> Summary {
         replace: plan.count(|c| matches!(c, Change::Replace { .. })),
         remove: plan.count(|c| matches!(c, Change::Remove { .. })),
         reload: plan.count(|c| matches!(c, Change::Reload { .. })),
+        rotate: plan.count(|c| matches!(c, Change::Rotate { .. })),
         blocked: plan.blocked_count(),
     }
 }
@@ -266,6 +269,24 @@ pub fn human(plan: &Plan, desired: &Desired, style: Style) -> String {
                     style.paint("36", "↻"),
                     container.name
                 ),
+                Change::Rotate {
+                    node,
+                    container,
+                    into: true,
+                } => format!(
+                    "{} {} on {node}: into rotation (running and healthy)",
+                    style.paint("32", "→"),
+                    container.name
+                ),
+                Change::Rotate {
+                    node,
+                    container,
+                    into: false,
+                } => format!(
+                    "{} {} on {node}: out of rotation until its health check passes",
+                    style.paint("33", "←"),
+                    container.name
+                ),
             };
             out.push_str(&format!("    {line}\n"));
         }
@@ -284,12 +305,17 @@ pub fn human(plan: &Plan, desired: &Desired, style: Style) -> String {
         }
     }
     out.push_str(&format!(
-        "\nPlan: {} to create, {} to replace, {} to remove{}{}.\n",
+        "\nPlan: {} to create, {} to replace, {} to remove{}{}{}.\n",
         s.create,
         s.replace,
         s.remove,
         if s.reload > 0 {
             format!(", {} to reload", s.reload)
+        } else {
+            String::new()
+        },
+        if s.rotate > 0 {
+            format!(", {} in or out of rotation", s.rotate)
         } else {
             String::new()
         },

@@ -30,11 +30,12 @@ pub struct SwarmMembership {
     pub promoted: bool,
 }
 
-/// What the stack needs of the cluster: its overlay network.
+/// What the stack needs of the cluster: its overlay networks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Overlay {
-    /// The network's name on the engines.
-    pub network: String,
+    /// The networks' names on the engines: the stack's, and its rotation
+    /// network when it has routes.
+    pub networks: Vec<String>,
     /// IPsec between hosts (`driver_opts: {encrypted: …}`).
     pub encrypted: bool,
 }
@@ -78,12 +79,12 @@ pub fn managers_wanted(nodes: usize) -> usize {
 
 /// Plan the swarm for `nodes` (every node of the stack, by name) from what
 /// the reachable ones said (`observed`; unreachable nodes are absent and
-/// wait). `network_on`: the manager nodes already holding the overlay.
+/// wait). `existing`: the overlay networks the managers hold already.
 pub fn plan(
     nodes: &BTreeSet<String>,
     observed: &BTreeMap<String, SwarmMembership>,
     overlay: &Overlay,
-    network_on: &BTreeSet<String>,
+    existing: &BTreeSet<String>,
 ) -> SwarmPlan {
     let mut plan = SwarmPlan::default();
     let observed = &with_worker_clusters(observed);
@@ -213,12 +214,14 @@ pub fn plan(
             manager,
         });
     }
-    if !network_on.contains(&via) {
-        plan.steps.push(SwarmStep::CreateNetwork {
-            node: via,
-            network: overlay.network.clone(),
-            encrypted: overlay.encrypted,
-        });
+    for network in &overlay.networks {
+        if !existing.contains(network) {
+            plan.steps.push(SwarmStep::CreateNetwork {
+                node: via.clone(),
+                network: network.clone(),
+                encrypted: overlay.encrypted,
+            });
+        }
     }
     plan
 }
@@ -285,7 +288,7 @@ mod tests {
 
     fn overlay() -> Overlay {
         Overlay {
-            network: "pier-app-overlay".into(),
+            networks: vec!["pier-app-overlay".into()],
             encrypted: false,
         }
     }
@@ -326,7 +329,7 @@ mod tests {
             ("n1".to_string(), member("c", true)),
             ("n3".to_string(), inactive()),
         ]);
-        let plan = plan(&nodes, &observed, &overlay(), &names(&["n1"]));
+        let plan = plan(&nodes, &observed, &overlay(), &names(&["pier-app-overlay"]));
         assert_eq!(
             plan.steps,
             [SwarmStep::Join {
@@ -347,7 +350,7 @@ mod tests {
             ("n2".to_string(), member("c", false)),
             ("n3".to_string(), inactive()),
         ]);
-        let plan = plan(&nodes, &observed, &overlay(), &names(&["n1"]));
+        let plan = plan(&nodes, &observed, &overlay(), &names(&["pier-app-overlay"]));
         assert_eq!(
             plan.steps,
             [
@@ -376,7 +379,7 @@ mod tests {
             ("n3".to_string(), member("c", true)),
         ]);
         assert_eq!(
-            super::plan(&nodes, &formed, &overlay(), &names(&["n1"])),
+            super::plan(&nodes, &formed, &overlay(), &names(&["pier-app-overlay"])),
             SwarmPlan::default()
         );
         // Two workers and one manager: both promoted, and no more than three.
@@ -388,7 +391,7 @@ mod tests {
             ("n4".to_string(), member("c", false)),
         ]);
         let promoted: Vec<SwarmStep> =
-            super::plan(&four, &workers, &overlay(), &names(&["n1"])).steps;
+            super::plan(&four, &workers, &overlay(), &names(&["pier-app-overlay"])).steps;
         assert_eq!(
             promoted,
             ["n2", "n3"].map(|node| SwarmStep::Promote {
@@ -405,7 +408,7 @@ mod tests {
             ("n1".to_string(), member("c1", true)),
             ("n2".to_string(), member("c1", false)),
         ]);
-        let plan = plan(&nodes, &observed, &overlay(), &names(&["n1"]));
+        let plan = plan(&nodes, &observed, &overlay(), &names(&["pier-app-overlay"]));
         assert_eq!(plan, SwarmPlan::default());
     }
 
@@ -423,7 +426,7 @@ mod tests {
         };
         let observed = BTreeMap::from([("n1".to_string(), manager), ("n2".to_string(), worker)]);
         assert_eq!(
-            plan(&nodes, &observed, &overlay(), &names(&["n1"])),
+            plan(&nodes, &observed, &overlay(), &names(&["pier-app-overlay"])),
             SwarmPlan::default()
         );
     }
@@ -436,7 +439,7 @@ mod tests {
             ("n2".to_string(), member("c2", true)),
             ("n3".to_string(), inactive()),
         ]);
-        let plan = plan(&nodes, &observed, &overlay(), &names(&["n1"]));
+        let plan = plan(&nodes, &observed, &overlay(), &names(&["pier-app-overlay"]));
         // A worker: with n4 away, a second manager could not be made a third.
         assert_eq!(
             plan.steps,

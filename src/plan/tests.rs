@@ -61,6 +61,7 @@ fn service(name: &str, replicas: Option<u32>, strategy: Strategy, tags: &[&str])
         never_pull: false,
         volumes_from: Vec::new(),
         container_name: None,
+        routed: false,
     }
 }
 
@@ -111,6 +112,7 @@ fn owned(obs: &mut Observed, node: &str, service: &str, replica: u32, hash: &str
         exit_code: None,
         spec_fields: String::new(),
         files_hash: None,
+        in_rotation: false,
     });
 }
 
@@ -130,6 +132,16 @@ fn lines(plan: &Plan) -> Vec<String> {
                 Change::Reload { node, container } => {
                     format!("↻ {}-{} {node}", s.service, container.replica)
                 }
+                Change::Rotate {
+                    node,
+                    container,
+                    into,
+                } => format!(
+                    "{} {}-{} {node}",
+                    if *into { "→" } else { "←" },
+                    s.service,
+                    container.replica
+                ),
             });
         }
         for b in &s.blocked {
@@ -749,6 +761,7 @@ fn a_set_aside_copy_outlives_a_successor_that_is_not_healthy() {
             Change::Replace { old, .. } => format!("~ {}", old.name),
             Change::Create { name, .. } => format!("+ {name}"),
             Change::Reload { container, .. } => format!("↻ {}", container.name),
+            Change::Rotate { container, .. } => format!("→ {}", container.name),
         })
         .collect();
     assert_eq!(changes, ["- s-web-1", "~ s-web-1-pier-old"]);
@@ -967,4 +980,30 @@ fn a_linked_service_lists_its_replicas_after_the_plan() {
         !left.contains(&removed[0]),
         "{left:?} after removing {removed:?}"
     );
+}
+
+/// A routed service's replicas are in rotation while running and healthy:
+/// a healthy one out of rotation goes in, an unhealthy one in rotation
+/// comes out, and the others (and any unrouted service) are left alone.
+#[test]
+fn routed_replicas_follow_their_health_in_and_out_of_rotation() {
+    let mut web = service("web", Some(3), Strategy::EmptiestNode, &[]);
+    web.routed = true;
+    let hash = web.hash.clone();
+    let worker = service("worker", Some(1), Strategy::EmptiestNode, &[]);
+    let worker_hash = worker.hash.clone();
+    let d = desired(vec![node("n1", &[])], vec![web, worker]);
+    let mut o = observed(&[("n1", 0)]);
+    for replica in 1..=3 {
+        owned(&mut o, "n1", "web", replica, &hash);
+    }
+    owned(&mut o, "n1", "worker", 1, &worker_hash);
+    let containers = &mut o.nodes.get_mut("n1").unwrap().owned;
+    // web-1: healthy, not in rotation; web-2: unhealthy, in rotation;
+    // web-3: healthy, in rotation; worker-1: unhealthy, not routed.
+    containers[1].healthy = false;
+    containers[1].in_rotation = true;
+    containers[2].in_rotation = true;
+    containers[3].healthy = false;
+    assert_eq!(run(&d, &o), ["→ web-1 n1", "← web-2 n1"]);
 }
