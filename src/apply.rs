@@ -178,7 +178,8 @@ pub async fn apply<R: Runtime>(
     let mut failures = Vec::new();
     let mut failed = BTreeMap::new();
     let mut failed_services = BTreeSet::new();
-    if let Err(failure) = form_swarm(&ctx, &plan.swarm).await {
+    let (first, last): (Vec<_>, Vec<_>) = plan.swarm.steps.iter().partition(|s| !s.runs_last());
+    if let Err(failure) = form_swarm(&ctx, &first).await {
         failures.push(failure);
     }
     let by_name: BTreeMap<&str, &ServicePlan> = plan
@@ -227,6 +228,12 @@ pub async fn apply<R: Runtime>(
                 failures.push(message);
             }
         }
+    }
+    // Nodes leave the swarm once the pass drained them, and only then.
+    if failures.is_empty()
+        && let Err(failure) = form_swarm(&ctx, &last).await
+    {
+        failures.push(failure);
     }
     let records = ctx.records.into_inner().expect("records lock");
     let transient = ctx.transient.into_inner().expect("transient lock");
@@ -347,10 +354,10 @@ impl<R: Runtime> Context<'_, R> {
 /// the manager to the joining engine and nowhere else.
 async fn form_swarm<R: Runtime>(
     ctx: &Context<'_, R>,
-    plan: &crate::plan::swarm::SwarmPlan,
+    steps: &[&crate::plan::swarm::SwarmStep],
 ) -> Result<(), String> {
     use crate::plan::swarm::SwarmStep;
-    for step in &plan.steps {
+    for step in steps {
         match step {
             SwarmStep::Init { node } => {
                 let engine = ctx.engine(node)?;
@@ -394,9 +401,27 @@ async fn form_swarm<R: Runtime>(
                     let id = engine.swarm().await?.node_id.ok_or_else(|| {
                         RuntimeError::Failed(format!("{node} gives no swarm node id"))
                     })?;
-                    through.swarm_promote(&id).await
+                    through.swarm_set_role(&id, true).await
                 };
                 ctx.step("", node, "swarm promote", via, promote).await?;
+            }
+            SwarmStep::Demote { node, via } => {
+                let (engine, through) = (ctx.engine(node)?, ctx.engine(via)?);
+                let demote = async {
+                    let id = swarm_node_id(engine, node).await?;
+                    through.swarm_set_role(&id, false).await
+                };
+                ctx.step("", node, "swarm demote", via, demote).await?;
+            }
+            SwarmStep::Leave { node, via } => {
+                let (engine, through) = (ctx.engine(node)?, ctx.engine(via)?);
+                let leave = async {
+                    let id = swarm_node_id(engine, node).await?;
+                    until_worker(engine, node, ctx.settings.health_timeout).await?;
+                    engine.swarm_leave().await?;
+                    through.swarm_forget(&id).await
+                };
+                ctx.step("", node, "swarm leave", via, leave).await?;
             }
             SwarmStep::CreateNetwork {
                 node,
@@ -416,6 +441,34 @@ async fn form_swarm<R: Runtime>(
                 .await?;
             }
         }
+    }
+    Ok(())
+}
+
+/// The id `node`'s engine has in its swarm.
+async fn swarm_node_id<R: Runtime>(engine: &R, node: &str) -> Result<String, RuntimeError> {
+    engine
+        .swarm()
+        .await?
+        .node_id
+        .ok_or_else(|| RuntimeError::Failed(format!("{node} gives no swarm node id")))
+}
+
+/// Wait, up to `bound`, until a demoted engine stops acting as a manager:
+/// only a worker leaves a swarm without taking a vote with it.
+async fn until_worker<R: Runtime>(
+    engine: &R,
+    node: &str,
+    bound: Duration,
+) -> Result<(), RuntimeError> {
+    let deadline = Instant::now() + bound;
+    while engine.swarm().await?.manager {
+        if Instant::now() >= deadline {
+            return Err(RuntimeError::Failed(format!(
+                "{node} still acts as a swarm manager after {bound:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(())
 }

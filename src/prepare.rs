@@ -332,8 +332,12 @@ pub async fn plan_loaded(
             destroyed: input.destroyed.clone(),
         },
     );
+    let mut transient = transient;
     if desired.network.overlay && plan.refused.is_empty() {
-        plan = plan.with_swarm(plan_swarm(manifest, &desired, &engines).await);
+        plan = plan.with_swarm(plan_swarm(manifest, &desired, &engines, &observed).await);
+        if plan.swarm.settling && transient.is_none() {
+            transient = Some("a swarm change waits for the engines to settle".into());
+        }
     }
     Planned {
         desired,
@@ -353,6 +357,7 @@ async fn plan_swarm(
     manifest: &Manifest,
     desired: &Desired,
     engines: &BTreeMap<String, Engine>,
+    stack_containers: &Observed,
 ) -> plan::swarm::SwarmPlan {
     let nodes: BTreeSet<String> = manifest.nodes.keys().cloned().collect();
     let mut networks = vec![desired.network.name(&desired.stack)];
@@ -390,21 +395,69 @@ async fn plan_swarm(
         .iter()
         .find(|(_, m)| m.manager)
         .and_then(|(name, _)| engines.get(name));
-    if let Some(engine) = manager
-        && let Ok(promoted) = engine.swarm_manager_ids().await
-    {
-        for membership in observed.values_mut() {
-            membership.promoted = membership
-                .node_id
-                .as_ref()
-                .is_some_and(|id| promoted.contains(id));
-        }
+    let manager_ids = match manager {
+        Some(engine) => engine.swarm_manager_ids().await.unwrap_or_default(),
+        None => BTreeSet::new(),
+    };
+    for membership in observed.values_mut() {
+        membership.promoted = membership
+            .node_id
+            .as_ref()
+            .is_some_and(|id| manager_ids.contains(id));
     }
     let overlay = plan::swarm::Overlay {
         networks,
         encrypted: desired.network.encrypted,
     };
-    plan::swarm::plan(&nodes, &observed, &overlay, &existing)
+    let mut leaving = leaving_nodes(&nodes, engines, stack_containers).await;
+    for node in leaving.values_mut() {
+        node.membership.promoted = node
+            .membership
+            .node_id
+            .as_ref()
+            .is_some_and(|id| manager_ids.contains(id));
+    }
+    plan::swarm::plan(&nodes, &observed, &overlay, &existing, &leaving)
+}
+
+/// The reachable nodes that left the manifests (the daemon drains them),
+/// with their place in a swarm and the containers on overlay networks
+/// there other than the stack's own, which this pass removes.
+async fn leaving_nodes(
+    nodes: &BTreeSet<String>,
+    engines: &BTreeMap<String, Engine>,
+    stack_containers: &Observed,
+) -> BTreeMap<String, plan::swarm::Leaving> {
+    let asked = join_all(
+        engines
+            .iter()
+            .filter(|(name, _)| !nodes.contains(*name))
+            .map(|(name, engine)| async move {
+                let membership = engine.swarm().await.ok()?;
+                let ours: BTreeSet<&str> = stack_containers
+                    .nodes
+                    .get(name)
+                    .map(|o| o.owned.iter().map(|c| c.name.as_str()).collect())
+                    .unwrap_or_default();
+                // Unknown is not empty: a node that cannot say stays.
+                let overlay_containers = engine
+                    .overlay_containers()
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .filter(|c| !ours.contains(c.as_str()))
+                    .collect();
+                Some((
+                    name.clone(),
+                    plan::swarm::Leaving {
+                        membership,
+                        overlay_containers,
+                    },
+                ))
+            }),
+    )
+    .await;
+    asked.into_iter().flatten().collect()
 }
 
 fn transient_reason(

@@ -2330,10 +2330,12 @@ async fn the_router_spreads_each_host_across_replicas_and_a_rollout_loses_no_req
     assert_eq!(code, 0, "the reloaded router is current: {stdout}{stderr}");
 
     support::remove_stack(&bed, &repo.stack).await;
-    let _ = support::engine(&bed.nodes[0])
-        .await
-        .remove_network(&format!("pier-{}-overlay", repo.stack))
-        .await;
+    let manager = support::engine(&bed.nodes[0]).await;
+    for network in ["overlay", "overlay-routes"] {
+        let _ = manager
+            .remove_network(&format!("pier-{}-{network}", repo.stack))
+            .await;
+    }
 }
 
 /// Run `work` (it may block: the test runs on two threads) while a client

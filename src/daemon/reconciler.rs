@@ -218,12 +218,30 @@ impl Reconciler {
     }
 
     /// A retired node that answered with nothing of the stack left is forgotten.
-    fn forget_drained(&mut self, observed: &Observed) {
+    /// Forget the retired nodes that hold nothing of the stack any more and
+    /// are out of its swarm (or were never in it): kept, a node whose
+    /// leave failed or waits for others' overlay containers is retried.
+    fn forget_drained(
+        &mut self,
+        observed: &Observed,
+        swarm: &crate::plan::swarm::SwarmPlan,
+        applied: bool,
+    ) {
+        use crate::plan::swarm::SwarmStep;
+        let in_swarm = |name: &str| {
+            swarm.staying.contains_key(name)
+                || (!applied
+                    && swarm
+                        .steps
+                        .iter()
+                        .any(|s| matches!(s, SwarmStep::Leave { node, .. } if node == name)))
+        };
         self.retired.retain(|name, _| {
-            observed
-                .nodes
-                .get(name)
-                .is_none_or(|o| o.unreachable.is_some() || !o.owned.is_empty())
+            in_swarm(name)
+                || observed
+                    .nodes
+                    .get(name)
+                    .is_none_or(|o| o.unreachable.is_some() || !o.owned.is_empty())
         });
     }
 
@@ -490,7 +508,7 @@ impl Reconciler {
             .await
         };
         self.publish(loaded, &planned, &observed, &report, target);
-        self.forget_drained(&observed);
+        self.forget_drained(&observed, &planned.plan.swarm, report.ok());
         let steps = report.records.len();
         // Services rolled back stay frozen at this commit, also when another
         // service of the same pass failed only transiently.
@@ -516,6 +534,11 @@ impl Reconciler {
         }
         if !rolled_back.is_empty() {
             return (Outcome::Permanent(report.failures.join("; ")), steps);
+        }
+        // A swarm step that failed (a join, a leave) concerns no service's
+        // release: retried with backoff.
+        if report.failed.is_empty() && !report.failures.is_empty() {
+            return (Outcome::Transient(report.failures.join("; ")), steps);
         }
         if let Some(reason) = planned.transient {
             return (Outcome::Transient(reason), steps);

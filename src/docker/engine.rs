@@ -753,7 +753,70 @@ impl Runtime for Engine {
             .collect())
     }
 
-    async fn swarm_promote(&self, node_id: &str) -> Result<(), RuntimeError> {
+    async fn swarm_leave(&self) -> Result<(), RuntimeError> {
+        let options = bollard::query_parameters::LeaveSwarmOptionsBuilder::default()
+            .force(false)
+            .build();
+        self.within(
+            "a swarm leave",
+            Box::pin(self.docker.leave_swarm(Some(options))),
+        )
+        .await?
+        .map_err(classify)
+    }
+
+    async fn swarm_forget(&self, node_id: &str) -> Result<(), RuntimeError> {
+        // It left already; the manager may not have seen it go down yet.
+        let options = bollard::query_parameters::DeleteNodeOptionsBuilder::default()
+            .force(true)
+            .build();
+        self.within(
+            "a swarm node removal",
+            Box::pin(self.docker.delete_node(node_id, Some(options))),
+        )
+        .await?
+        .map_err(classify)
+    }
+
+    async fn overlay_containers(&self) -> Result<Vec<String>, RuntimeError> {
+        let filters = HashMap::from([("driver".to_string(), vec!["overlay".to_string()])]);
+        let options = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let networks = self
+            .within(
+                "a network list",
+                Box::pin(self.docker.list_networks(Some(options))),
+            )
+            .await?
+            .map_err(classify)?;
+        let mut containers = Vec::new();
+        for network in networks.into_iter().filter_map(|n| n.id) {
+            let inspect = self
+                .within(
+                    "a network inspection",
+                    Box::pin(self.docker.inspect_network(
+                        &network,
+                        None::<bollard::query_parameters::InspectNetworkOptions>,
+                    )),
+                )
+                .await?;
+            let Ok(inspect) = inspect else { continue };
+            // Keyed by container id; the engine's own endpoints (`lb-<network>`,
+            // `ingress-sbox`) are not containers anyone runs.
+            containers.extend(
+                inspect
+                    .containers
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(id, _)| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .filter_map(|(_, c)| c.name),
+            );
+        }
+        Ok(containers)
+    }
+
+    async fn swarm_set_role(&self, node_id: &str, manager: bool) -> Result<(), RuntimeError> {
         let node = self
             .within(
                 "a swarm node inspection",
@@ -765,8 +828,13 @@ impl Runtime for Engine {
             .version
             .and_then(|v| v.index)
             .ok_or_else(|| RuntimeError::Failed(format!("swarm node {node_id} has no version")))?;
+        let role = if manager {
+            bollard::models::NodeSpecRoleEnum::MANAGER
+        } else {
+            bollard::models::NodeSpecRoleEnum::WORKER
+        };
         let spec = bollard::models::NodeSpec {
-            role: Some(bollard::models::NodeSpecRoleEnum::MANAGER),
+            role: Some(role),
             ..node.spec.unwrap_or_default()
         };
         let options = bollard::query_parameters::UpdateNodeOptionsBuilder::default()

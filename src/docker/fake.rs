@@ -177,8 +177,20 @@ impl Runtime for FakeRuntime {
         })
     }
 
-    async fn swarm_promote(&self, _node_id: &str) -> Result<(), RuntimeError> {
+    async fn swarm_set_role(&self, _node_id: &str, _manager: bool) -> Result<(), RuntimeError> {
         Err(RuntimeError::Failed("the fake engine has no swarm".into()))
+    }
+
+    async fn swarm_leave(&self) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Failed("the fake engine has no swarm".into()))
+    }
+
+    async fn swarm_forget(&self, _node_id: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Failed("the fake engine has no swarm".into()))
+    }
+
+    async fn overlay_containers(&self) -> Result<Vec<String>, RuntimeError> {
+        self.with(|_| Ok(Vec::new()))
     }
 
     async fn swarm_manager_ids(&self) -> Result<std::collections::BTreeSet<String>, RuntimeError> {

@@ -146,9 +146,19 @@ pub trait Runtime: Send + Sync {
         manager: &str,
         token: &str,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
-    /// Make the swarm node `node_id` a manager (this engine is one).
-    fn swarm_promote(&self, node_id: &str)
-    -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Make the swarm node `node_id` a manager, or a worker (this engine
+    /// is a manager).
+    fn swarm_set_role(
+        &self,
+        node_id: &str,
+        manager: bool,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Leave the swarm this engine is in (as a worker).
+    fn swarm_leave(&self) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Forget the swarm node `node_id`, which left (this engine is a manager).
+    fn swarm_forget(&self, node_id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// The containers here attached to an overlay network, by name.
+    fn overlay_containers(&self) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
     /// The ids of the swarm's nodes whose role is manager, whether they act
     /// as one yet or not (a promoted engine does at its next certificate
     /// renewal). This engine is a manager.

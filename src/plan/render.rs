@@ -164,7 +164,7 @@ fn clip(value: &str) -> String {
 /// The swarm the overlay network needs: steps first, then nodes left out.
 fn swarm_lines(swarm: &super::swarm::SwarmPlan, style: Style) -> String {
     use super::swarm::SwarmStep;
-    if swarm.steps.is_empty() && swarm.blocked.is_empty() {
+    if swarm.steps.is_empty() && swarm.blocked.is_empty() && swarm.staying.is_empty() {
         return String::new();
     }
     let mut out = String::from("\n  swarm (for the overlay network)\n");
@@ -176,6 +176,10 @@ fn swarm_lines(swarm: &super::swarm::SwarmPlan, style: Style) -> String {
                 if *manager { " (manager)" } else { "" }
             ),
             SwarmStep::Promote { node, via } => format!("swarm promote {node} via {via}"),
+            SwarmStep::Demote { node, via } => format!("swarm demote {node} via {via}"),
+            SwarmStep::Leave { node, via } => {
+                format!("swarm leave {node} (no longer in the manifests; {via} forgets it)")
+            }
             SwarmStep::CreateNetwork {
                 node,
                 network,
@@ -185,11 +189,22 @@ fn swarm_lines(swarm: &super::swarm::SwarmPlan, style: Style) -> String {
                 if *encrypted { ", encrypted" } else { "" }
             ),
         };
-        out.push_str(&format!("    {} {line}\n", style.paint("32", "+")));
+        let mark = if step.runs_last() {
+            style.paint("31", "-")
+        } else {
+            style.paint("32", "+")
+        };
+        out.push_str(&format!("    {mark} {line}\n"));
     }
     for (node, reason) in &swarm.blocked {
         out.push_str(&format!(
             "    {} node {node} cannot join: {reason}\n",
+            style.paint("33", "!")
+        ));
+    }
+    for (node, reason) in &swarm.staying {
+        out.push_str(&format!(
+            "    {} node {node} stays in the swarm: {reason}\n",
             style.paint("33", "!")
         ));
     }

@@ -55,6 +55,12 @@ pub enum SwarmStep {
     /// `node`, a worker of the swarm, becomes a manager: `via`, a manager,
     /// promotes it.
     Promote { node: String, via: String },
+    /// `node`, a manager that left the manifests, becomes a worker first,
+    /// so it can leave without costing the swarm a manager's vote.
+    Demote { node: String, via: String },
+    /// `node` left the manifests and is drained: it leaves the swarm, and
+    /// `via`, a manager, forgets it. Done after the pass's other changes.
+    Leave { node: String, via: String },
     /// Create the overlay network on `node`, a manager.
     CreateNetwork {
         node: String,
@@ -69,6 +75,21 @@ pub struct SwarmPlan {
     pub steps: Vec<SwarmStep>,
     /// Nodes left out, with why (already in another swarm, in a bad state).
     pub blocked: BTreeMap<String, String>,
+    /// Nodes that left the manifests and stay in the swarm, with why.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub staying: BTreeMap<String, String>,
+    /// A step waits for the engines to settle (a promotion under way):
+    /// worth another pass soon.
+    #[serde(skip)]
+    pub settling: bool,
+}
+
+impl SwarmStep {
+    /// Whether the step runs after the pass's other changes (a node leaves
+    /// once its replicas are gone), not before them.
+    pub fn runs_last(&self) -> bool {
+        matches!(self, SwarmStep::Demote { .. } | SwarmStep::Leave { .. })
+    }
 }
 
 /// How many managers a swarm of `nodes` engines gets: 1, or 3 from 3 on
@@ -80,11 +101,13 @@ pub fn managers_wanted(nodes: usize) -> usize {
 /// Plan the swarm for `nodes` (every node of the stack, by name) from what
 /// the reachable ones said (`observed`; unreachable nodes are absent and
 /// wait). `existing`: the overlay networks the managers hold already.
+/// `leaving`: the reachable nodes that left the manifests.
 pub fn plan(
     nodes: &BTreeSet<String>,
     observed: &BTreeMap<String, SwarmMembership>,
     overlay: &Overlay,
     existing: &BTreeSet<String>,
+    leaving: &BTreeMap<String, Leaving>,
 ) -> SwarmPlan {
     let mut plan = SwarmPlan::default();
     let observed = &with_worker_clusters(observed);
@@ -223,7 +246,73 @@ pub fn plan(
             });
         }
     }
+    plan_leaving(&mut plan, observed, leaving, kept.as_deref(), &via);
     plan
+}
+
+/// Nodes that left the manifests, are drained and are in the stack's swarm
+/// leave it through `via`; a manager is demoted first. The swarm's last
+/// manager among them stays.
+fn plan_leaving(
+    plan: &mut SwarmPlan,
+    stack_nodes: &BTreeMap<String, SwarmMembership>,
+    leaving: &BTreeMap<String, Leaving>,
+    kept: Option<&str>,
+    via: &str,
+) {
+    // A worker's swarm is known through the managers it knows, which may
+    // be among the stack's nodes.
+    let mut all = stack_nodes.clone();
+    all.extend(
+        leaving
+            .iter()
+            .map(|(node, l)| (node.clone(), l.membership.clone())),
+    );
+    let all = with_worker_clusters(&all);
+    for node in leaving.keys() {
+        let (node, membership) = (node.clone(), &all[node]);
+        if membership.state != "active" || membership.cluster.as_deref() != kept {
+            continue;
+        }
+        let others = &leaving[&node].overlay_containers;
+        if let Some(first) = others.first() {
+            let more = if others.len() > 1 { ", …" } else { "" };
+            plan.staying.insert(
+                node,
+                format!("it still has containers on overlay networks ({first}{more}); it leaves once they are gone"),
+            );
+            continue;
+        }
+        if !membership.manager && membership.promoted {
+            // Promoted, not acting as a manager yet: the swarm can neither
+            // demote it nor let it go without a vote until it does.
+            plan.staying.insert(
+                node,
+                "it was just promoted to manager; it is demoted and leaves once the engine acts as one (within a minute)".into(),
+            );
+            plan.settling = true;
+            continue;
+        }
+        if membership.manager {
+            plan.steps.push(SwarmStep::Demote {
+                node: node.clone(),
+                via: via.to_string(),
+            });
+        }
+        plan.steps.push(SwarmStep::Leave {
+            node,
+            via: via.to_string(),
+        });
+    }
+}
+
+/// A node that left the manifests, as the swarm plan needs it.
+#[derive(Debug, Clone, Default)]
+pub struct Leaving {
+    pub membership: SwarmMembership,
+    /// Containers on it attached to an overlay network, other than the
+    /// stack's own being drained: while any is, the node stays.
+    pub overlay_containers: Vec<String>,
 }
 
 /// Only managers know their swarm's id; a worker is in the swarm of the
@@ -297,7 +386,13 @@ mod tests {
     fn a_new_swarm_gets_three_managers_stable_by_name_and_the_network() {
         let nodes = names(&["n1", "n2", "n3", "n4"]);
         let observed = nodes.iter().map(|n| (n.clone(), inactive())).collect();
-        let plan = plan(&nodes, &observed, &overlay(), &BTreeSet::new());
+        let plan = plan(
+            &nodes,
+            &observed,
+            &overlay(),
+            &BTreeSet::new(),
+            &BTreeMap::new(),
+        );
         let join = |node: &str, manager| SwarmStep::Join {
             node: node.into(),
             via: "n1".into(),
@@ -329,7 +424,13 @@ mod tests {
             ("n1".to_string(), member("c", true)),
             ("n3".to_string(), inactive()),
         ]);
-        let plan = plan(&nodes, &observed, &overlay(), &names(&["pier-app-overlay"]));
+        let plan = plan(
+            &nodes,
+            &observed,
+            &overlay(),
+            &names(&["pier-app-overlay"]),
+            &BTreeMap::new(),
+        );
         assert_eq!(
             plan.steps,
             [SwarmStep::Join {
@@ -350,7 +451,13 @@ mod tests {
             ("n2".to_string(), member("c", false)),
             ("n3".to_string(), inactive()),
         ]);
-        let plan = plan(&nodes, &observed, &overlay(), &names(&["pier-app-overlay"]));
+        let plan = plan(
+            &nodes,
+            &observed,
+            &overlay(),
+            &names(&["pier-app-overlay"]),
+            &BTreeMap::new(),
+        );
         assert_eq!(
             plan.steps,
             [
@@ -379,7 +486,13 @@ mod tests {
             ("n3".to_string(), member("c", true)),
         ]);
         assert_eq!(
-            super::plan(&nodes, &formed, &overlay(), &names(&["pier-app-overlay"])),
+            super::plan(
+                &nodes,
+                &formed,
+                &overlay(),
+                &names(&["pier-app-overlay"]),
+                &BTreeMap::new()
+            ),
             SwarmPlan::default()
         );
         // Two workers and one manager: both promoted, and no more than three.
@@ -390,8 +503,14 @@ mod tests {
             ("n3".to_string(), member("c", false)),
             ("n4".to_string(), member("c", false)),
         ]);
-        let promoted: Vec<SwarmStep> =
-            super::plan(&four, &workers, &overlay(), &names(&["pier-app-overlay"])).steps;
+        let promoted: Vec<SwarmStep> = super::plan(
+            &four,
+            &workers,
+            &overlay(),
+            &names(&["pier-app-overlay"]),
+            &BTreeMap::new(),
+        )
+        .steps;
         assert_eq!(
             promoted,
             ["n2", "n3"].map(|node| SwarmStep::Promote {
@@ -408,7 +527,13 @@ mod tests {
             ("n1".to_string(), member("c1", true)),
             ("n2".to_string(), member("c1", false)),
         ]);
-        let plan = plan(&nodes, &observed, &overlay(), &names(&["pier-app-overlay"]));
+        let plan = plan(
+            &nodes,
+            &observed,
+            &overlay(),
+            &names(&["pier-app-overlay"]),
+            &BTreeMap::new(),
+        );
         assert_eq!(plan, SwarmPlan::default());
     }
 
@@ -426,7 +551,13 @@ mod tests {
         };
         let observed = BTreeMap::from([("n1".to_string(), manager), ("n2".to_string(), worker)]);
         assert_eq!(
-            plan(&nodes, &observed, &overlay(), &names(&["pier-app-overlay"])),
+            plan(
+                &nodes,
+                &observed,
+                &overlay(),
+                &names(&["pier-app-overlay"]),
+                &BTreeMap::new()
+            ),
             SwarmPlan::default()
         );
     }
@@ -439,7 +570,13 @@ mod tests {
             ("n2".to_string(), member("c2", true)),
             ("n3".to_string(), inactive()),
         ]);
-        let plan = plan(&nodes, &observed, &overlay(), &names(&["pier-app-overlay"]));
+        let plan = plan(
+            &nodes,
+            &observed,
+            &overlay(),
+            &names(&["pier-app-overlay"]),
+            &BTreeMap::new(),
+        );
         // A worker: with n4 away, a second manager could not be made a third.
         assert_eq!(
             plan.steps,
@@ -451,5 +588,79 @@ mod tests {
         );
         assert_eq!(plan.blocked.keys().collect::<Vec<_>>(), ["n2"]);
         assert!(plan.blocked["n2"].contains("another swarm (c2)"));
+    }
+
+    /// A manager that left the manifests and is drained is demoted, then
+    /// leaves; a worker just leaves; one with overlay containers of others
+    /// stays and says why; one in another swarm is not touched.
+    #[test]
+    fn drained_nodes_that_left_the_manifests_leave_the_swarm() {
+        let nodes = names(&["n1", "n2"]);
+        let observed = BTreeMap::from([
+            (
+                "n1".to_string(),
+                SwarmMembership {
+                    address: Some("10.0.0.1".into()),
+                    ..member("c", true)
+                },
+            ),
+            ("n2".to_string(), member("c", false)),
+        ]);
+        // As an engine says it: a worker knows its managers, not its swarm.
+        let worker = SwarmMembership {
+            state: "active".into(),
+            managers: vec!["10.0.0.1:2377".into()],
+            ..Default::default()
+        };
+        let leaving = |membership: SwarmMembership, containers: &[&str]| Leaving {
+            membership,
+            overlay_containers: containers.iter().map(|c| c.to_string()).collect(),
+        };
+        let away = BTreeMap::from([
+            ("n3".to_string(), leaving(member("c", true), &[])),
+            ("n4".to_string(), leaving(worker, &[])),
+            (
+                "n5".to_string(),
+                leaving(member("c", false), &["other-db-1"]),
+            ),
+            ("n6".to_string(), leaving(member("elsewhere", true), &[])),
+            (
+                "n7".to_string(),
+                leaving(
+                    SwarmMembership {
+                        promoted: true,
+                        ..member("c", false)
+                    },
+                    &[],
+                ),
+            ),
+        ]);
+        let plan = plan(
+            &nodes,
+            &observed,
+            &overlay(),
+            &names(&["pier-app-overlay"]),
+            &away,
+        );
+        let step =
+            |kind: fn(String, String) -> SwarmStep, node: &str| kind(node.into(), "n1".into());
+        assert_eq!(
+            plan.steps,
+            [
+                step(|node, via| SwarmStep::Demote { node, via }, "n3"),
+                step(|node, via| SwarmStep::Leave { node, via }, "n3"),
+                step(|node, via| SwarmStep::Leave { node, via }, "n4"),
+            ]
+        );
+        assert!(plan.steps.iter().all(SwarmStep::runs_last));
+        assert_eq!(plan.staying.keys().collect::<Vec<_>>(), ["n5", "n7"]);
+        assert!(
+            plan.staying["n5"].contains("other-db-1"),
+            "{:?}",
+            plan.staying
+        );
+        // A promotion under way: the node leaves on a later pass, soon.
+        assert!(plan.staying["n7"].contains("just promoted"));
+        assert!(plan.settling);
     }
 }

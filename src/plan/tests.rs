@@ -916,6 +916,7 @@ fn replicas_wait_on_nodes_that_cannot_join_the_swarm() {
     let swarm = crate::plan::swarm::SwarmPlan {
         steps: Vec::new(),
         blocked: [("n2".to_string(), "it is in another swarm".to_string())].into(),
+        ..Default::default()
     };
     let p = plan(&d, &o, &Options::default()).with_swarm(swarm);
     assert_eq!(

@@ -910,6 +910,94 @@ async fn other_branches_run_on_trusted_runners_without_secrets_or_pushes() {
     remove_stack(&bed, &repo.stack).await;
 }
 
+/// On an overlay network, a node that leaves the manifests is drained, then
+/// leaves the stack's swarm (a manager is demoted first) and the managers
+/// forget it; declared again, it joins again.
+#[tokio::test]
+async fn daemon_takes_a_node_that_leaves_the_manifests_out_of_the_swarm() {
+    let _swarm = crate::support::swarm_lock().await;
+    let bed = Bed::get();
+    let all = nodes_yaml(&bed, &[&["app"], &["app"], &["app"]]);
+    let two = nodes_yaml(&bed, &[&["app"], &["app"]]);
+    let manifest = |nodes: &str| {
+        format!(
+            "{nodes}services:\n{}networks:\n  default: {{ driver: overlay }}\n",
+            sleeper(&bed, "web", 3, "    tags: [app]\n")
+        )
+    };
+    let repo = UserRepo::new("dleave", &manifest(&all));
+    let state = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &DaemonOptions::default(),
+    );
+    let placed = wait_running(&bed, &repo.stack, "web", 3).await;
+    assert!(placed.iter().any(|r| r.starts_with("n3:")), "{placed:?}");
+    let (manager, third) = (
+        crate::support::engine(&bed.nodes[0]).await,
+        crate::support::engine(&bed.nodes[2]).await,
+    );
+    let swarm = || async {
+        third
+            .info()
+            .await
+            .expect("docker info")
+            .swarm
+            .unwrap_or_default()
+    };
+    let id = swarm().await.node_id.expect("n3 is in the swarm");
+    let known = |id: String| {
+        let manager = manager.clone();
+        async move {
+            manager
+                .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
+                .await
+                .expect("node list")
+                .iter()
+                .any(|n| n.id.as_deref() == Some(id.as_str()))
+        }
+    };
+    assert!(known(id.clone()).await);
+
+    repo.commit(&manifest(&two), "retire n3");
+    eventually("n3 drained and out of the swarm", CONVERGE, || async {
+        let on_n3 = stack_replicas(&bed, &repo.stack)
+            .await
+            .iter()
+            .any(|r| r.0 == "n3");
+        let state = swarm().await.local_node_state.map(|s| s.to_string());
+        let forgotten = !known(id.clone()).await;
+        (!on_n3 && state.as_deref() == Some("inactive") && forgotten).then_some(())
+    })
+    .await;
+    assert!(
+        daemon.log_text().contains("swarm leave"),
+        "{}",
+        daemon.log_text()
+    );
+
+    repo.commit(&manifest(&all), "n3 again");
+    eventually("n3 back in the swarm", CONVERGE, || async {
+        (swarm()
+            .await
+            .local_node_state
+            .map(|s| s.to_string())
+            .as_deref()
+            == Some("active"))
+        .then_some(())
+    })
+    .await;
+    wait_running(&bed, &repo.stack, "web", 3).await;
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+    let _ = manager
+        .remove_network(&format!("pier-{}-overlay", repo.stack))
+        .await;
+}
+
 async fn support_http_get(bed: &Bed, path: &str) -> (u16, String) {
     let (host, port) = bed.registry.split_once(':').unwrap();
     crate::support::http_get(host, port.parse().unwrap(), path)
