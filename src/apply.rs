@@ -398,9 +398,7 @@ async fn form_swarm<R: Runtime>(
             SwarmStep::Promote { node, via } => {
                 let (engine, through) = (ctx.engine(node)?, ctx.engine(via)?);
                 let promote = async {
-                    let id = engine.swarm().await?.node_id.ok_or_else(|| {
-                        RuntimeError::Failed(format!("{node} gives no swarm node id"))
-                    })?;
+                    let id = swarm_node_id(engine, node).await?;
                     through.swarm_set_role(&id, true).await
                 };
                 ctx.step("", node, "swarm promote", via, promote).await?;

@@ -399,11 +399,13 @@ async fn plan_swarm(
         Some(engine) => engine.swarm_manager_ids().await.unwrap_or_default(),
         None => BTreeSet::new(),
     };
-    for membership in observed.values_mut() {
-        membership.promoted = membership
-            .node_id
+    let promoted = |m: &plan::swarm::SwarmMembership| {
+        m.node_id
             .as_ref()
-            .is_some_and(|id| manager_ids.contains(id));
+            .is_some_and(|id| manager_ids.contains(id))
+    };
+    for membership in observed.values_mut() {
+        membership.promoted = promoted(membership);
     }
     let overlay = plan::swarm::Overlay {
         networks,
@@ -411,11 +413,7 @@ async fn plan_swarm(
     };
     let mut leaving = leaving_nodes(&nodes, engines, stack_containers).await;
     for node in leaving.values_mut() {
-        node.membership.promoted = node
-            .membership
-            .node_id
-            .as_ref()
-            .is_some_and(|id| manager_ids.contains(id));
+        node.membership.promoted = promoted(&node.membership);
     }
     plan::swarm::plan(&nodes, &observed, &overlay, &existing, &leaving)
 }
