@@ -395,21 +395,19 @@ async fn form_swarm<R: Runtime>(
                 };
                 ctx.step("", node, action, via, join).await?;
             }
-            SwarmStep::Promote { node, via } => {
+            SwarmStep::Promote { node, via } | SwarmStep::Demote { node, via } => {
+                let manager = matches!(step, SwarmStep::Promote { .. });
                 let (engine, through) = (ctx.engine(node)?, ctx.engine(via)?);
-                let promote = async {
+                let set_role = async {
                     let id = swarm_node_id(engine, node).await?;
-                    through.swarm_set_role(&id, true).await
+                    through.swarm_set_role(&id, manager).await
                 };
-                ctx.step("", node, "swarm promote", via, promote).await?;
-            }
-            SwarmStep::Demote { node, via } => {
-                let (engine, through) = (ctx.engine(node)?, ctx.engine(via)?);
-                let demote = async {
-                    let id = swarm_node_id(engine, node).await?;
-                    through.swarm_set_role(&id, false).await
+                let action = if manager {
+                    "swarm promote"
+                } else {
+                    "swarm demote"
                 };
-                ctx.step("", node, "swarm demote", via, demote).await?;
+                ctx.step("", node, action, via, set_role).await?;
             }
             SwarmStep::Leave { node, via } => {
                 let (engine, through) = (ctx.engine(node)?, ctx.engine(via)?);

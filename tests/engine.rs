@@ -1971,12 +1971,9 @@ async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
     };
     let repo = support::UserRepo::new("overlay", &manifest("cache"));
     let first = support::engine(&bed.nodes[0]).await;
-    let in_swarm = first
-        .info()
+    let in_swarm = support::swarm_info(&first)
         .await
-        .expect("docker info")
-        .swarm
-        .and_then(|s| s.local_node_state)
+        .local_node_state
         .is_some_and(|s| s.to_string() == "active");
     let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
     assert_eq!(code, 1, "{stdout}{stderr}");
@@ -2104,14 +2101,7 @@ async fn a_three_node_overlay_stack_keeps_three_swarm_managers() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     let manager = engine(&bed.nodes[0]).await;
     let third = engine(&bed.nodes[2]).await;
-    let third_swarm = || async {
-        third
-            .info()
-            .await
-            .expect("docker info")
-            .swarm
-            .unwrap_or_default()
-    };
+    let third_swarm = || support::swarm_info(&third);
     // When another test formed the swarm on two nodes, this apply promoted
     // a worker already. Otherwise a manager is demoted here: a swarm that
     // has just promoted one cannot demote it before it acts as a manager.
@@ -2150,13 +2140,9 @@ async fn a_three_node_overlay_stack_keeps_three_swarm_managers() {
     // The swarm's own view: a promoted engine acts as a manager only at its
     // next certificate renewal, half a minute later.
     for node in &bed.nodes {
-        let id = engine(node)
+        let id = support::swarm_info(&engine(node).await)
             .await
-            .info()
-            .await
-            .expect("docker info")
-            .swarm
-            .and_then(|s| s.node_id)
+            .node_id
             .expect("a swarm node id");
         let role = manager
             .inspect_node(&id)

@@ -382,6 +382,21 @@ mod tests {
         }
     }
 
+    /// The plan for `nodes` whose overlay network exists already, with no
+    /// node leaving.
+    fn plan_formed(
+        nodes: &BTreeSet<String>,
+        observed: &BTreeMap<String, SwarmMembership>,
+    ) -> SwarmPlan {
+        plan(
+            nodes,
+            observed,
+            &overlay(),
+            &names(&["pier-app-overlay"]),
+            &BTreeMap::new(),
+        )
+    }
+
     #[test]
     fn a_new_swarm_gets_three_managers_stable_by_name_and_the_network() {
         let nodes = names(&["n1", "n2", "n3", "n4"]);
@@ -424,13 +439,7 @@ mod tests {
             ("n1".to_string(), member("c", true)),
             ("n3".to_string(), inactive()),
         ]);
-        let plan = plan(
-            &nodes,
-            &observed,
-            &overlay(),
-            &names(&["pier-app-overlay"]),
-            &BTreeMap::new(),
-        );
+        let plan = plan_formed(&nodes, &observed);
         assert_eq!(
             plan.steps,
             [SwarmStep::Join {
@@ -451,13 +460,7 @@ mod tests {
             ("n2".to_string(), member("c", false)),
             ("n3".to_string(), inactive()),
         ]);
-        let plan = plan(
-            &nodes,
-            &observed,
-            &overlay(),
-            &names(&["pier-app-overlay"]),
-            &BTreeMap::new(),
-        );
+        let plan = plan_formed(&nodes, &observed);
         assert_eq!(
             plan.steps,
             [
@@ -485,16 +488,7 @@ mod tests {
             ),
             ("n3".to_string(), member("c", true)),
         ]);
-        assert_eq!(
-            super::plan(
-                &nodes,
-                &formed,
-                &overlay(),
-                &names(&["pier-app-overlay"]),
-                &BTreeMap::new()
-            ),
-            SwarmPlan::default()
-        );
+        assert_eq!(plan_formed(&nodes, &formed), SwarmPlan::default());
         // Two workers and one manager: both promoted, and no more than three.
         let four = names(&["n1", "n2", "n3", "n4"]);
         let workers = BTreeMap::from([
@@ -503,14 +497,7 @@ mod tests {
             ("n3".to_string(), member("c", false)),
             ("n4".to_string(), member("c", false)),
         ]);
-        let promoted: Vec<SwarmStep> = super::plan(
-            &four,
-            &workers,
-            &overlay(),
-            &names(&["pier-app-overlay"]),
-            &BTreeMap::new(),
-        )
-        .steps;
+        let promoted: Vec<SwarmStep> = plan_formed(&four, &workers).steps;
         assert_eq!(
             promoted,
             ["n2", "n3"].map(|node| SwarmStep::Promote {
@@ -527,13 +514,7 @@ mod tests {
             ("n1".to_string(), member("c1", true)),
             ("n2".to_string(), member("c1", false)),
         ]);
-        let plan = plan(
-            &nodes,
-            &observed,
-            &overlay(),
-            &names(&["pier-app-overlay"]),
-            &BTreeMap::new(),
-        );
+        let plan = plan_formed(&nodes, &observed);
         assert_eq!(plan, SwarmPlan::default());
     }
 
@@ -550,16 +531,7 @@ mod tests {
             ..Default::default()
         };
         let observed = BTreeMap::from([("n1".to_string(), manager), ("n2".to_string(), worker)]);
-        assert_eq!(
-            plan(
-                &nodes,
-                &observed,
-                &overlay(),
-                &names(&["pier-app-overlay"]),
-                &BTreeMap::new()
-            ),
-            SwarmPlan::default()
-        );
+        assert_eq!(plan_formed(&nodes, &observed), SwarmPlan::default());
     }
 
     #[test]
@@ -570,13 +542,7 @@ mod tests {
             ("n2".to_string(), member("c2", true)),
             ("n3".to_string(), inactive()),
         ]);
-        let plan = plan(
-            &nodes,
-            &observed,
-            &overlay(),
-            &names(&["pier-app-overlay"]),
-            &BTreeMap::new(),
-        );
+        let plan = plan_formed(&nodes, &observed);
         // A worker: with n4 away, a second manager could not be made a third.
         assert_eq!(
             plan.steps,

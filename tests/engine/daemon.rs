@@ -940,14 +940,7 @@ async fn daemon_takes_a_node_that_leaves_the_manifests_out_of_the_swarm() {
         crate::support::engine(&bed.nodes[0]).await,
         crate::support::engine(&bed.nodes[2]).await,
     );
-    let swarm = || async {
-        third
-            .info()
-            .await
-            .expect("docker info")
-            .swarm
-            .unwrap_or_default()
-    };
+    let swarm = || crate::support::swarm_info(&third);
     let id = swarm().await.node_id.expect("n3 is in the swarm");
     let known = |id: String| {
         let manager = manager.clone();

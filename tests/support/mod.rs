@@ -143,6 +143,16 @@ pub async fn engine(node: &Node) -> Docker {
     })
 }
 
+/// An engine's place in a swarm, as `docker info` shows it.
+pub async fn swarm_info(docker: &Docker) -> bollard::models::SwarmInfo {
+    docker
+        .info()
+        .await
+        .expect("docker info")
+        .swarm
+        .unwrap_or_default()
+}
+
 /// A container's environment, as `docker inspect` shows it.
 pub async fn container_env(docker: &Docker, name: &str) -> Vec<String> {
     docker
