@@ -254,6 +254,10 @@ pub struct DaemonArgs {
     /// Log format
     #[arg(long, env = "PIER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    /// Notification targets and the events each hears (YAML; see
+    /// docs/notifications.md)
+    #[arg(long = "notify", env = "PIER_NOTIFY", value_name = "FILE")]
+    pub notify: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

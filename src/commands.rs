@@ -340,6 +340,18 @@ fn init_logging(format: LogFormat) {
 }
 
 pub async fn daemon(args: DaemonArgs) -> ExitCode {
+    let notify = match args
+        .notify
+        .as_deref()
+        .map(pier::daemon::notify::NotifyConfig::from_file)
+    {
+        None => Default::default(),
+        Some(Ok(notify)) => notify,
+        Some(Err(error)) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     init_logging(args.log_format);
     let source = pier::validate::Source {
         repo: args.repo.repo,
@@ -374,6 +386,7 @@ pub async fn daemon(args: DaemonArgs) -> ExitCode {
             runs: args.run_history as usize,
             stage_log_bytes: (args.stage_log_mib as usize) << 20,
         },
+        notify,
     };
     match pier::daemon::run(config).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -197,7 +197,8 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     if !may_read(&shared, &headers) {
         return unauthorized("status");
     }
-    let status = shared.status.read().expect("status lock").clone();
+    let mut status = shared.status.read().expect("status lock").clone();
+    status.notifications = shared.notifier.targets();
     axum::Json(status).into_response()
 }
 

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub git_fetches: Counter,
     revision: Family<Labels, Gauge>,
     pub triggers_coalesced: Counter,
+    /// Notification attempts by target and result.
+    notifications: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -41,6 +43,7 @@ impl Default for Metrics {
             git_fetches: Counter::default(),
             revision: Family::default(),
             triggers_coalesced: Counter::default(),
+            notifications: Family::default(),
         }
     }
 }
@@ -74,6 +77,14 @@ impl Metrics {
                 ]))
                 .set(count);
         }
+    }
+
+    /// One notification to `target` was `delivered`, `retried`, `failed`
+    /// (given up) or `dropped` (its queue was full).
+    pub fn notification(&self, target: &str, result: &str) {
+        self.notifications
+            .get_or_create(&labels(&[("target", target), ("result", result)]))
+            .inc();
     }
 
     pub fn set_revision(&self, commit: &str) {
@@ -126,6 +137,11 @@ impl Metrics {
             "Triggers merged into a pass already queued",
             self.triggers_coalesced.clone(),
         );
+        registry.register(
+            "notifications",
+            "Notifications by target and result (delivered, retried, failed, dropped)",
+            self.notifications.clone(),
+        );
         let mut text = String::new();
         encode(&mut text, &registry).expect("writing to a String cannot fail");
         text
@@ -143,6 +159,7 @@ mod tests {
         metrics.registry_request("ok");
         metrics.set_containers([("web", "n1", "running", 2)]);
         metrics.set_revision("abc");
+        metrics.notification("ops", "failed");
         let text = metrics.render();
         for needle in [
             "pier_passes_total{trigger=\"git\",result=\"ok\"} 1",
@@ -150,6 +167,7 @@ mod tests {
             "pier_containers{service=\"web\",node=\"n1\",state=\"running\"} 2",
             "pier_applied_revision_info{commit=\"abc\"} 1",
             "pier_reconcile_duration_seconds_count 1",
+            "pier_notifications_total{target=\"ops\",result=\"failed\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in:\n{text}");
         }

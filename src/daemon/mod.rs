@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod metrics;
+pub mod notify;
 pub mod pending;
 pub mod reconciler;
 pub mod runner;
@@ -70,6 +71,8 @@ pub struct Config {
     pub apply: ApplySettings,
     /// How much history the state store keeps.
     pub retention: store::Retention,
+    /// Where notifications go (`--notify`).
+    pub notify: notify::NotifyConfig,
 }
 
 /// Secrets of the HTTP side, read from the environment at start. A hook
@@ -178,6 +181,8 @@ pub struct Shared {
     /// Where other branches' stages run: from the deploy branch's last
     /// applied revision, once there is one.
     pub trusted_runners: Mutex<Option<runner::TrustedRunners>>,
+    /// Where events that need a person go.
+    pub notifier: notify::Notifier,
 }
 
 /// Why the daemon could not start.
@@ -326,6 +331,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     });
     let metrics = Metrics::default();
     let coalesced = metrics.triggers_coalesced.clone();
+    let metrics_for_notify = metrics.clone();
     let shared = Arc::new(Shared {
         status: RwLock::new(Status {
             stack: stack.clone(),
@@ -346,6 +352,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         branch_runs: pending::BranchRuns::default(),
         leftovers: tokio::sync::OnceCell::new(),
         trusted_runners: Mutex::new(None),
+        notifier: notify::Notifier::start(
+            &config.notify,
+            &stack,
+            &config.branch,
+            &metrics_for_notify,
+        ),
     });
 
     let listener = listen(config.listen, &config.state_dir, "listen").await?;

@@ -122,6 +122,9 @@ pub struct Reconciler {
 struct PassWatch<'a> {
     shared: &'a Shared,
     commit: &'a str,
+    /// The revision applied last: a plan towards it only heals, unless it
+    /// replaces a container (a new digest of a followed tag).
+    last_good: Option<&'a str>,
 }
 
 impl crate::deploy::Watch for PassWatch<'_> {
@@ -145,7 +148,12 @@ impl crate::deploy::Watch for PassWatch<'_> {
                 }
             }
         }
-        info!(commit = %short(self.commit), changes = plan.count(|_| true), "applying");
+        let changes = plan.count(|_| true);
+        let replaces = plan.count(|c| matches!(c, crate::plan::Change::Replace { .. }));
+        if self.last_good != Some(self.commit) || replaces > 0 {
+            self.shared.notifier.deploy_started(self.commit, changes);
+        }
+        info!(commit = %short(self.commit), changes, "applying");
     }
 
     fn step(&self, record: &apply::StepRecord) {
@@ -307,6 +315,10 @@ impl Reconciler {
                 .unwrap_or(0),
             duration_ms: took.as_millis() as u64,
         });
+        self.shared.notifier.pass_published(
+            &self.shared.status.read().expect("status lock"),
+            std::time::Instant::now(),
+        );
         self.shared.ready.store(true, Ordering::Relaxed);
         outcome
     }
@@ -333,6 +345,7 @@ impl Reconciler {
                 if target.refused.is_none() {
                     // Said once per commit, not on every pass that meets it again.
                     error!(commit = %target.commit, "{reason}");
+                    self.shared.notifier.commit_refused(&target.commit, &reason);
                 }
                 let (commit, why) = (target.commit.clone(), reason.clone());
                 self.shared.store.write(move |store| {
@@ -469,6 +482,7 @@ impl Reconciler {
         let watch = PassWatch {
             shared: &self.shared,
             commit: &loaded.commit,
+            last_good: self.last_good.as_deref(),
         };
         let deployment = crate::deploy::deploy(
             loaded,
@@ -486,6 +500,7 @@ impl Reconciler {
         self.remember_pins(loaded, &planned);
         if !planned.plan.refused.is_empty() {
             let reason = planned.plan.refused.join("; ");
+            self.shared.notifier.commit_refused(&loaded.commit, &reason);
             self.publish(loaded, &planned, &planned.observed, &report, target);
             return (Outcome::Permanent(reason), 0);
         }
@@ -519,6 +534,9 @@ impl Reconciler {
             .map(|(service, reason)| (service.clone(), reason.clone()))
             .collect();
         if !rolled_back.is_empty() {
+            self.shared
+                .notifier
+                .deploy_rolled_back(&loaded.commit, &rolled_back);
             let mut frozen = target.frozen.clone();
             frozen.extend(rolled_back.clone());
             let reason: Vec<&str> = rolled_back.values().map(String::as_str).collect();
@@ -651,6 +669,7 @@ impl Reconciler {
             info!(commit = %short(commit), "revision applied");
         }
         self.last_good = Some(commit.to_string());
+        self.shared.notifier.deploy_finished(commit);
         let applied = commit.to_string();
         self.shared.store.write(move |store| {
             if let Err(e) = store.mark_applied(&applied) {

@@ -268,6 +268,18 @@ impl PipelineRunner {
         store.write(move |store| {
             let _ = store.finish_run(run, state, &recorded);
         });
+        let on_branch = branch.to_string();
+        let before = store
+            .call(move |store| store.previous_run_state(&on_branch, run))
+            .await
+            .unwrap_or_default();
+        self.shared.notifier.pipeline_finished(
+            branch,
+            &loaded.commit,
+            state,
+            before.as_deref(),
+            &summary,
+        );
         info!(branch, commit = %short(&loaded.commit), run, state = outcome.state.as_str(), "pipeline finished");
         self.publish(branch, status(outcome.state.as_str(), summary));
         outcome

@@ -115,6 +115,9 @@ pub struct Status {
     /// The last pipeline run of every branch (other branches are tested, not deployed).
     #[serde(default)]
     pub pipelines: std::collections::BTreeMap<String, PipelineStatus>,
+    /// The notification targets and how delivery to each goes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<super::notify::TargetStatus>,
 }
 
 fn short(digest: &str) -> &str {
@@ -202,6 +205,19 @@ pub fn render(status: &Status) -> String {
         );
         for line in run.summary.lines() {
             let _ = writeln!(out, "  {line}");
+        }
+    }
+    if !status.notifications.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nNOTIFY TO  DELIVERED  FAILED  DROPPED  PENDING  LAST ERROR"
+        );
+        for t in &status.notifications {
+            let _ = writeln!(
+                out,
+                "{} ({})  {}  {}  {}  {}  {}",
+                t.name, t.kind, t.delivered, t.failed, t.dropped, t.pending, t.last_error
+            );
         }
     }
     if let Some(pass) = &status.last_pass {

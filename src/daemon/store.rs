@@ -548,6 +548,21 @@ impl Store {
         Ok(())
     }
 
+    /// The state of the last run of `branch` before `run` that passed or
+    /// failed, if there is one.
+    pub fn previous_run_state(&self, branch: &str, run: i64) -> rusqlite::Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT state FROM pipeline_runs
+                 WHERE branch = ?1 AND id < ?2 AND state IN ('passed', 'failed')
+                 ORDER BY id DESC LIMIT 1",
+                params![branch, run],
+                |row| row.get(0),
+            )
+            .optional()
+        })
+    }
+
     /// Whether a run for `commit` passed.
     pub fn pipeline_passed(&self, commit: &str) -> rusqlite::Result<bool> {
         self.with(|c| {

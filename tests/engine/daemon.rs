@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Bed, Daemon, DaemonOptions, UserRepo, eventually, git, head_commit, nodes_yaml, push_image,
-    remove_stack, stack_replicas, unique,
+    Bed, Daemon, DaemonOptions, HookReceiver, SmtpServer, UserRepo, eventually, git, head_commit,
+    nodes_yaml, push_image, remove_stack, stack_replicas, unique,
 };
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -1471,5 +1471,131 @@ async fn a_heal_refused_by_the_engine_is_retried_not_frozen() {
     })
     .await;
     assert!(status["stalled"].is_null(), "{status}");
+    remove_stack(&bed, &repo.stack).await;
+}
+
+/// Notifications reach a real webhook receiver, signed, and a real SMTP
+/// server; each target hears only its events; a target that cannot be
+/// reached is retried, shows in the status and holds up no deploy.
+#[tokio::test]
+async fn daemon_notifies_pipeline_and_deploy_events_and_a_dead_target_blocks_nothing() {
+    let bed = Bed::get();
+    let nodes = nodes_yaml(&bed, &[&["app"], &["ci"]]);
+    let manifest = |script: &str| {
+        format!(
+            "{nodes}pipeline:\n  branches: [main]\n  runner_tags: [ci]\n  stages:\n    - name: test\n      image: {}\n      script: [{script}]\nservices:\n{}",
+            bed.base_image,
+            sleeper(&bed, "web", 1, "    tags: [app]\n")
+        )
+    };
+    let repo = UserRepo::new(
+        "dnotify",
+        &manifest("\"echo broken on purpose\", \"false\""),
+    );
+    let receiver = HookReceiver::start().await;
+    let smtp = SmtpServer::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let notify = state.path().join("notify.yaml");
+    std::fs::write(
+        &notify,
+        format!(
+            "attempts: 2\nretry_max: 100ms\ntimeout: 5s\ntargets:\n  hook:\n    webhook: {{ url: '{}', secret_env: NOTIFY_TEST_SECRET }}\n  mail:\n    smtp: {{ host: 127.0.0.1, port: {}, security: none, from: pier@bed.test, to: [oncall@bed.test] }}\n    events: [pipeline_failed]\n  dead:\n    webhook: {{ url: 'http://127.0.0.1:1/hook' }}\n",
+            receiver.url, smtp.port
+        ),
+    )
+    .unwrap();
+    let secret = unique("notify-secret");
+    let options = DaemonOptions::default()
+        .arg("--notify", notify.to_str().unwrap())
+        .env("NOTIFY_TEST_SECRET", &secret);
+    let daemon = Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &options,
+    );
+    let broken = head_commit(repo.dir.path());
+
+    let failed = eventually("pipeline_failed at the webhook", CONVERGE, || async {
+        receiver
+            .taken()
+            .into_iter()
+            .find(|h| h.json()["event"] == "pipeline_failed")
+    })
+    .await;
+    let signature = failed.headers["x-pier-signature-256"].to_str().unwrap();
+    assert!(
+        pier::daemon::api::github_signature_valid(&secret, &failed.body, signature.as_bytes()),
+        "the body is signed with the secret"
+    );
+    let body = failed.json();
+    assert_eq!(body["commit"], broken.as_str());
+    assert_eq!(body["stack"], repo.stack.as_str());
+    assert!(
+        body["details"]
+            .as_str()
+            .unwrap()
+            .contains("broken on purpose"),
+        "{body}"
+    );
+    let mail = eventually("the mail of the failure", CONVERGE, || async {
+        smtp.mails().into_iter().next()
+    })
+    .await;
+    assert!(
+        mail.contains(&format!("Subject: [pier {}] the pipeline of", repo.stack))
+            && mail.contains("failed"),
+        "{mail}"
+    );
+
+    repo.commit(&manifest("\"true\""), "fix the test");
+    let fixed = head_commit(repo.dir.path());
+    eventually("deploy_finished at the webhook", CONVERGE, || async {
+        receiver
+            .events()
+            .contains(&"deploy_finished".to_string())
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        receiver.events(),
+        [
+            "pipeline_failed",
+            "pipeline_passed_after_failure",
+            "deploy_started",
+            "deploy_finished"
+        ],
+        "{}",
+        daemon.log_text()
+    );
+    let finished = receiver.taken().pop().unwrap().json();
+    assert_eq!(finished["commit"], fixed.as_str());
+    assert_eq!(stack_replicas(&bed, &repo.stack).await.len(), 1);
+
+    let targets = eventually("the dead target to give up", CONVERGE, || async {
+        let status = daemon.status().await;
+        let targets = status["notifications"].as_array()?.clone();
+        let dead = targets.iter().find(|t| t["name"] == "dead")?;
+        (dead["pending"] == 0 && dead["failed"].as_u64()? >= 4).then_some(targets)
+    })
+    .await;
+    let target = |name: &str| targets.iter().find(|t| t["name"] == name).unwrap().clone();
+    assert_eq!(target("dead")["delivered"], 0);
+    assert!(!target("dead")["last_error"].as_str().unwrap().is_empty());
+    assert_eq!(target("hook")["delivered"], 4);
+    assert_eq!(
+        target("mail")["delivered"],
+        1,
+        "mail hears pipeline_failed only"
+    );
+    assert_eq!(smtp.mails().len(), 1);
+    assert!(
+        daemon
+            .metric("pier_notifications_total{target=\"dead\",result=\"failed\"}")
+            .await
+            >= 4.0
+    );
+    drop(daemon);
     remove_stack(&bed, &repo.stack).await;
 }

@@ -787,3 +787,143 @@ pub async fn exec(docker: &bollard::Docker, container: &str, command: &[&str]) -
         .unwrap_or(-1);
     (code, text)
 }
+
+/// A request a [`HookReceiver`] took.
+#[derive(Debug, Clone)]
+pub struct Hook {
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Hook {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+/// A real HTTP server on loopback that keeps every POST to `/hook`.
+pub struct HookReceiver {
+    pub url: String,
+    taken: std::sync::Arc<std::sync::Mutex<Vec<Hook>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl HookReceiver {
+    pub async fn start() -> HookReceiver {
+        use axum::routing::post;
+        let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = taken.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                    keep.lock().unwrap().push(Hook {
+                        headers,
+                        body: body.to_vec(),
+                    });
+                    "ok"
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port for the hook receiver");
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        HookReceiver { url, taken, server }
+    }
+
+    pub fn taken(&self) -> Vec<Hook> {
+        self.taken.lock().unwrap().clone()
+    }
+
+    /// The `x-pier-event` of each request taken, in order.
+    pub fn events(&self) -> Vec<String> {
+        self.taken()
+            .iter()
+            .filter_map(|h| {
+                h.headers
+                    .get("x-pier-event")?
+                    .to_str()
+                    .ok()
+                    .map(String::from)
+            })
+            .collect()
+    }
+}
+
+impl Drop for HookReceiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// A real SMTP server (Debian's python3-aiosmtpd) on a loopback port,
+/// keeping what it receives in a Maildir.
+pub struct SmtpServer {
+    pub port: u16,
+    maildir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl SmtpServer {
+    pub async fn start() -> SmtpServer {
+        let maildir = tempfile::tempdir().expect("a maildir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let child = std::process::Command::new("/usr/bin/python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            // A folder not there yet, which the Maildir then creates whole.
+            .arg(maildir.path().join("mail"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect(
+                "cannot start /usr/bin/python3; run tests/run, which installs python3-aiosmtpd",
+            );
+        let mut server = SmtpServer {
+            port,
+            maildir,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "the SMTP server exited ({status}); run tests/run, which installs python3-aiosmtpd"
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the SMTP server did not listen on {port} within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    /// Every mail received, as text.
+    pub fn mails(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.maildir.path().join("mail/new")) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .collect()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
