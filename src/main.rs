@@ -13,6 +13,7 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    pier::docker::engine::install_crypto_provider();
     pier::source::git::bound_network_waits(cli.git_timeout, cli.git_fetch_timeout);
     match cli.command {
         Command::Validate(args) => validate(args),

@@ -7,6 +7,8 @@ mod support;
 
 #[path = "engine/daemon.rs"]
 mod daemon;
+#[path = "engine/dashboard.rs"]
+mod dashboard;
 #[path = "engine/remotes.rs"]
 mod remotes;
 

@@ -41,7 +41,7 @@ pub fn router(shared: Arc<Shared>, with_hooks: bool) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/reconcile", post(reconcile));
     let api = if with_hooks { api.merge(hooks()) } else { api };
-    finish(api, shared)
+    finish(api, shared.clone()).merge(super::dashboard::router(shared))
 }
 
 /// The webhook listener's routes (`--hooks-listen`): the hooks and

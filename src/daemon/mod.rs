@@ -15,6 +15,7 @@
 //! side in [`api`], history in [`store`].
 
 pub mod api;
+pub mod dashboard;
 pub mod metrics;
 pub mod notify;
 pub mod pending;
@@ -183,6 +184,36 @@ pub struct Shared {
     pub trusted_runners: Mutex<Option<runner::TrustedRunners>>,
     /// Where events that need a person go.
     pub notifier: notify::Notifier,
+    /// Bumped whenever what the dashboard shows may have changed: the
+    /// status, a pipeline run, a stage's log.
+    pub changes: tokio_watch::Sender<u64>,
+    /// Each node's engine version, as its event follower last read it.
+    pub engine_versions: Mutex<std::collections::BTreeMap<String, String>>,
+    /// What the dashboard's actions need: where to commit, and the
+    /// variables manifests may interpolate (to check an edit).
+    pub edits: EditSettings,
+}
+
+/// Where the dashboard commits its edits.
+#[derive(Debug, Clone)]
+pub struct EditSettings {
+    pub repo: String,
+    pub cache_dir: PathBuf,
+    pub branch: String,
+    pub folder: String,
+    pub vars: crate::manifest::Vars,
+    /// How long an HTTP connection may live: the dashboard's live streams
+    /// end before it, and the browser opens them again.
+    pub stream_for: Duration,
+    /// What `pier diff` at the branch tip reads, for the dashboard's diff page.
+    pub diff: Settings,
+}
+
+impl Shared {
+    /// Tell the dashboard's live views that something changed.
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 /// Why the daemon could not start.
@@ -358,6 +389,21 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             &config.branch,
             &metrics_for_notify,
         ),
+        changes: tokio_watch::channel(0).0,
+        engine_versions: Mutex::new(Default::default()),
+        edits: EditSettings {
+            repo: config.settings.source.repo.clone(),
+            cache_dir: config.settings.source.cache_dir.clone(),
+            branch: config.branch.clone(),
+            folder: config.settings.source.path.clone(),
+            vars: allowed_variables(&std::env::vars().collect(), &config.allow_env),
+            stream_for: config.http.request_timeout.mul_f64(0.8),
+            diff: {
+                let mut settings = config.settings.clone();
+                settings.source.reference = config.branch.clone();
+                settings
+            },
+        },
     });
 
     let listener = listen(config.listen, &config.state_dir, "listen").await?;

@@ -115,6 +115,8 @@ pub struct Reconciler {
     /// Nodes that left the manifests and may still hold containers of the
     /// stack: drained (observed, their containers removed) until empty.
     retired: BTreeMap<String, crate::manifest::model::Node>,
+    /// The engine steps of the pass under way, recorded with it.
+    steps: Vec<super::store::StepRow>,
 }
 
 /// A pass's deploy as the daemon shows it: services about to change are
@@ -139,18 +141,24 @@ impl crate::deploy::Watch for PassWatch<'_> {
             .filter(|s| !s.changes.is_empty())
             .map(|s| s.service.as_str())
             .collect();
+        let changes = plan.count(|_| true);
+        let replaces = plan.count(|c| matches!(c, crate::plan::Change::Replace { .. }));
+        let rollout = self.last_good != Some(self.commit) || replaces > 0;
         {
             let mut status = self.shared.status.write().expect("status lock");
             for service in status.services.iter_mut() {
                 if changing.contains(service.name.as_str()) {
                     service.condition = Condition::Progressing;
-                    service.reason = format!("rolling out {}", short(self.commit));
+                    service.reason = if rollout {
+                        format!("rolling out {}", short(self.commit))
+                    } else {
+                        format!("healing towards {}", short(self.commit))
+                    };
                 }
             }
         }
-        let changes = plan.count(|_| true);
-        let replaces = plan.count(|c| matches!(c, crate::plan::Change::Replace { .. }));
-        if self.last_good != Some(self.commit) || replaces > 0 {
+        self.shared.changed();
+        if rollout {
             self.shared.notifier.deploy_started(self.commit, changes);
         }
         info!(commit = %short(self.commit), changes, "applying");
@@ -208,6 +216,7 @@ impl Reconciler {
             last_nodes: BTreeMap::new(),
             pipeline: None,
             retired: BTreeMap::new(),
+            steps: Vec::new(),
         }
     }
 
@@ -298,6 +307,8 @@ impl Reconciler {
             result: outcome.label().into(),
             steps,
             message: message.clone(),
+            records: std::mem::take(&mut self.steps),
+            ..Default::default()
         };
         self.shared.store.write(move |store| {
             if let Err(e) = store.record_pass(&record) {
@@ -319,6 +330,7 @@ impl Reconciler {
             &self.shared.status.read().expect("status lock"),
             std::time::Instant::now(),
         );
+        self.shared.changed();
         self.shared.ready.store(true, Ordering::Relaxed);
         outcome
     }
@@ -525,6 +537,23 @@ impl Reconciler {
         self.publish(loaded, &planned, &observed, &report, target);
         self.forget_drained(&observed, &planned.plan.swarm, report.ok());
         let steps = report.records.len();
+        self.steps = report
+            .records
+            .iter()
+            .map(|r| super::store::StepRow {
+                service: r.service.clone(),
+                node: r.node.clone(),
+                action: r.action.clone(),
+                target: r.target.clone(),
+                ok: r.ok,
+                message: r.message.clone(),
+                duration_ms: r
+                    .ended
+                    .duration_since(r.started)
+                    .unwrap_or_default()
+                    .as_millis() as u64,
+            })
+            .collect();
         // Services rolled back stay frozen at this commit, also when another
         // service of the same pass failed only transiently.
         let rolled_back: BTreeMap<String, String> = report
@@ -905,8 +934,27 @@ impl Reconciler {
                         path: r.path.clone(),
                         port: r.port,
                     }),
+                nodes: observed
+                    .nodes
+                    .iter()
+                    .map(|(node, o)| {
+                        let running = o
+                            .owned
+                            .iter()
+                            .filter(|c| c.running && c.service == service.name)
+                            .count();
+                        (node.clone(), running)
+                    })
+                    .filter(|(_, running)| *running > 0)
+                    .collect(),
             });
         }
+        let engines = self
+            .shared
+            .engine_versions
+            .lock()
+            .expect("engine versions lock")
+            .clone();
         let nodes = observed
             .nodes
             .iter()
@@ -916,6 +964,13 @@ impl Reconciler {
                 down: o.unreachable.is_some() && planned.down.contains(name),
                 reason: o.unreachable.clone().unwrap_or_default(),
                 containers: o.owned.iter().filter(|c| c.running).count(),
+                tags: loaded
+                    .manifest
+                    .nodes
+                    .get(name)
+                    .map(|n| n.tags.iter().cloned().collect())
+                    .unwrap_or_default(),
+                engine: engines.get(name).cloned().unwrap_or_default(),
             })
             .collect();
         self.shared

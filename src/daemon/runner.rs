@@ -217,8 +217,10 @@ impl PipelineRunner {
                     let position = positions.get(stage).copied().unwrap_or(0);
                     // Queued in order behind the run's other writes.
                     let (stage, text) = (stage.to_string(), text.to_string());
+                    let shared = self.shared.clone();
                     store.write(move |store| {
                         let _ = store.append_stage_log(run, position, &stage, &text);
+                        shared.changed();
                     });
                 };
                 let ctx = pipeline::Context {
@@ -286,11 +288,14 @@ impl PipelineRunner {
     }
 
     fn publish(&self, branch: &str, run: PipelineStatus) {
-        let mut status = self.shared.status.write().expect("status lock");
-        if branch == status.branch {
-            status.pipeline = Some(run.clone());
+        {
+            let mut status = self.shared.status.write().expect("status lock");
+            if branch == status.branch {
+                status.pipeline = Some(run.clone());
+            }
+            status.pipelines.insert(branch.to_string(), run);
         }
-        status.pipelines.insert(branch.to_string(), run);
+        self.shared.changed();
     }
 
     /// Stage containers of the stack found before the daemon's first run

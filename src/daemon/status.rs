@@ -45,6 +45,9 @@ pub struct ServiceStatus {
     /// `running` replicas out of `desired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<RouteStatus>,
+    /// Running replicas per node.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub nodes: std::collections::BTreeMap<String, usize>,
 }
 
 /// A service's route, as the router serves it.
@@ -68,6 +71,12 @@ pub struct NodeStatus {
     pub reason: String,
     /// Running containers of this stack.
     pub containers: usize,
+    /// The node's tags, as the manifests give them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The engine's version, once read.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub engine: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -253,6 +262,7 @@ mod tests {
             condition: Condition::Degraded,
             reason: String::new(),
             route,
+            nodes: Default::default(),
         };
         let status = Status {
             stack: "s".into(),

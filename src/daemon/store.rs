@@ -81,6 +81,18 @@ CREATE TABLE IF NOT EXISTS stage_log (
     text TEXT NOT NULL,
     PRIMARY KEY (run_id, name, seq)
 );
+CREATE TABLE IF NOT EXISTS pass_steps (
+    pass_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    service TEXT NOT NULL,
+    node TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    PRIMARY KEY (pass_id, seq)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -99,6 +111,8 @@ pub struct Failure {
 /// One pass, as recorded.
 #[derive(Debug, Clone)]
 pub struct PassRecord {
+    /// Given by the store; 0 for a pass not recorded yet.
+    pub id: i64,
     pub started: SystemTime,
     pub duration_ms: u64,
     pub trigger: String,
@@ -106,6 +120,60 @@ pub struct PassRecord {
     pub result: String,
     pub steps: usize,
     pub message: String,
+    /// The engine steps it took (kept with the pass; read with
+    /// [`Store::pass_steps`]).
+    pub records: Vec<StepRow>,
+}
+
+impl Default for PassRecord {
+    fn default() -> PassRecord {
+        PassRecord {
+            id: 0,
+            started: UNIX_EPOCH,
+            duration_ms: 0,
+            trigger: String::new(),
+            commit: String::new(),
+            result: String::new(),
+            steps: 0,
+            message: String::new(),
+            records: Vec::new(),
+        }
+    }
+}
+
+/// One engine step of a pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepRow {
+    pub service: String,
+    pub node: String,
+    pub action: String,
+    pub target: String,
+    pub ok: bool,
+    pub message: String,
+    pub duration_ms: u64,
+}
+
+/// A revision applied or refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevisionRow {
+    pub commit: String,
+    /// `applied` or `failed`.
+    pub state: String,
+    pub reason: String,
+    /// Seconds since the epoch.
+    pub updated_at: i64,
+}
+
+/// A pipeline run in a list of runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRow {
+    pub id: i64,
+    pub commit: String,
+    pub branch: String,
+    pub state: String,
+    /// Seconds since the epoch.
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
 }
 
 /// How much history the store keeps.
@@ -314,11 +382,147 @@ impl Store {
                     pass.message
                 ],
             )?;
+            let id = c.last_insert_rowid();
+            let mut insert = c.prepare_cached(
+                "INSERT INTO pass_steps (pass_id, seq, service, node, action, target, ok, message, duration_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for (seq, step) in pass.records.iter().enumerate() {
+                insert.execute(params![
+                    id,
+                    seq as i64,
+                    step.service,
+                    step.node,
+                    step.action,
+                    step.target,
+                    step.ok,
+                    step.message,
+                    step.duration_ms as i64
+                ])?;
+            }
+            let forget = id - self.retention.passes as i64;
+            c.execute("DELETE FROM pass_steps WHERE pass_id <= ?1", params![forget])?;
+            c.execute("DELETE FROM passes WHERE id <= ?1", params![forget])
+                .map(drop)
+        })
+    }
+
+    /// The engine steps of a pass, in the order taken.
+    pub fn pass_steps(&self, pass: i64) -> rusqlite::Result<Vec<StepRow>> {
+        self.with(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT service, node, action, target, ok, message, duration_ms
+                 FROM pass_steps WHERE pass_id = ?1 ORDER BY seq",
+            )?;
+            let rows = statement.query_map(params![pass], |row| {
+                Ok(StepRow {
+                    service: row.get(0)?,
+                    node: row.get(1)?,
+                    action: row.get(2)?,
+                    target: row.get(3)?,
+                    ok: row.get(4)?,
+                    message: row.get(5)?,
+                    duration_ms: row.get::<_, i64>(6)?.max(0) as u64,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The revisions applied or refused, newest first.
+    pub fn recent_revisions(&self, limit: usize) -> rusqlite::Result<Vec<RevisionRow>> {
+        self.with(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT commit_id, state, reason, updated_at FROM revisions
+                 ORDER BY updated_at DESC, rowid DESC LIMIT ?1",
+            )?;
+            let rows = statement.query_map(params![limit as i64], |row| {
+                Ok(RevisionRow {
+                    commit: row.get(0)?,
+                    state: row.get(1)?,
+                    reason: row.get(2)?,
+                    updated_at: row.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Forget that `commit` was refused for its pipeline, so the next pass
+    /// runs it again. A refusal for anything else stays.
+    pub fn forget_pipeline_failure(&self, commit: &str) -> rusqlite::Result<bool> {
+        self.with(|c| {
             c.execute(
-                "DELETE FROM passes WHERE id <= ?1",
-                params![c.last_insert_rowid() - self.retention.passes as i64],
+                "DELETE FROM revisions WHERE commit_id = ?1 AND state = 'failed' AND services = '{}'
+                   AND EXISTS (SELECT 1 FROM pipeline_runs WHERE commit_id = ?1 AND state = 'failed')",
+                params![commit],
             )
-            .map(drop)
+            .map(|n| n > 0)
+        })
+    }
+
+    /// One pipeline run, as the list of runs shows it.
+    pub fn run_row(&self, id: i64) -> rusqlite::Result<Option<RunRow>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id, commit_id, branch, state, started_at, finished_at
+                 FROM pipeline_runs WHERE id = ?1",
+                params![id],
+                |row| {
+                    Ok(RunRow {
+                        id: row.get(0)?,
+                        commit: row.get(1)?,
+                        branch: row.get(2)?,
+                        state: row.get(3)?,
+                        started_at: row.get(4)?,
+                        finished_at: row.get(5)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// The pipeline runs, newest first.
+    pub fn recent_runs(&self, limit: usize) -> rusqlite::Result<Vec<RunRow>> {
+        self.with(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT id, commit_id, branch, state, started_at, finished_at
+                 FROM pipeline_runs ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = statement.query_map(params![limit as i64], |row| {
+                Ok(RunRow {
+                    id: row.get(0)?,
+                    commit: row.get(1)?,
+                    branch: row.get(2)?,
+                    state: row.get(3)?,
+                    started_at: row.get(4)?,
+                    finished_at: row.get(5)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The end of a stage's log: the newest chunks, up to about `bytes`.
+    pub fn stage_log_tail(&self, run: i64, name: &str, bytes: usize) -> rusqlite::Result<String> {
+        self.with(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT text FROM stage_log WHERE run_id = ?1 AND name = ?2 ORDER BY seq DESC",
+            )?;
+            let mut rows = statement.query(params![run, name])?;
+            let mut chunks = Vec::new();
+            let mut kept = 0;
+            while let Some(row) = rows.next()? {
+                let text: String = row.get(0)?;
+                kept += text.len();
+                chunks.push(text);
+                if kept >= bytes {
+                    break;
+                }
+            }
+            chunks.reverse();
+            Ok(chunks.concat())
         })
     }
 
@@ -326,7 +530,7 @@ impl Store {
     pub fn recent_passes(&self, limit: usize) -> rusqlite::Result<Vec<PassRecord>> {
         self.with(|c| {
             let mut statement = c.prepare(
-                "SELECT started_at, duration_ms, trigger, commit_id, result, steps, message
+                "SELECT started_at, duration_ms, trigger, commit_id, result, steps, message, id
                  FROM passes ORDER BY id DESC LIMIT ?1",
             )?;
             let rows = statement.query_map(params![limit as i64], |row| {
@@ -339,6 +543,8 @@ impl Store {
                     result: row.get(4)?,
                     steps: row.get::<_, i64>(5)?.max(0) as usize,
                     message: row.get(6)?,
+                    id: row.get(7)?,
+                    records: Vec::new(),
                 })
             })?;
             rows.collect()
@@ -792,6 +998,7 @@ mod tests {
                     result: "ok".into(),
                     steps: 0,
                     message: String::new(),
+                    ..Default::default()
                 })
                 .unwrap();
         }
@@ -826,10 +1033,32 @@ mod tests {
                     result: result.to_string(),
                     steps: 2,
                     message: String::new(),
+                    records: vec![
+                        StepRow {
+                            service: "web".into(),
+                            action: "create".into(),
+                            ok: true,
+                            ..Default::default()
+                        },
+                        StepRow {
+                            service: "web".into(),
+                            action: "start".into(),
+                            ok: i == 0,
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
                 })
                 .unwrap();
         }
         let passes = store.recent_passes(10).unwrap();
+        let steps = store.pass_steps(passes[0].id).unwrap();
+        let actions: Vec<(&str, bool)> = steps.iter().map(|s| (s.action.as_str(), s.ok)).collect();
+        assert_eq!(
+            actions,
+            [("create", true), ("start", false)],
+            "the newest pass's steps"
+        );
         assert_eq!(
             passes.iter().map(|p| p.result.as_str()).collect::<Vec<_>>(),
             ["failed", "ok"]

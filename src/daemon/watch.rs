@@ -275,6 +275,13 @@ async fn follow_node(node: Node, stack: String, engine_timeout: Duration, shared
         match Engine::connect(&node, engine_timeout).await {
             Ok(engine) => {
                 debug!(node = %node.name, "following container events");
+                if let Some(version) = engine.server_version().await {
+                    shared
+                        .engine_versions
+                        .lock()
+                        .expect("engine versions lock")
+                        .insert(node.name.clone(), version);
+                }
                 let mut stream = Box::pin(engine.container_events(&stack));
                 if failures > 0 {
                     // Events may have been missed while the stream was down.

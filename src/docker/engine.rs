@@ -44,10 +44,11 @@ pub struct Engine {
     timeout: Duration,
 }
 
-/// Both of rustls's crypto back ends are linked (bollard and oci-client ask
-/// for different ones), so rustls cannot pick one by itself: pier names
-/// aws-lc-rs, once per process, before the first TLS connection.
-fn install_crypto_provider() {
+/// Both of rustls's crypto back ends are linked (bollard and lettre ask for
+/// ring, oci-client for aws-lc-rs), so rustls cannot pick one by itself:
+/// pier names aws-lc-rs, once per process, before the first TLS connection
+/// (the binary at start; the engine client again, for library users).
+pub fn install_crypto_provider() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         // An error means some provider is installed already, which is as good.
@@ -102,6 +103,15 @@ impl Engine {
     /// The bollard client, for the operations beyond [`Runtime`] (jobs, builds).
     pub(crate) fn docker(&self) -> &Docker {
         &self.docker
+    }
+
+    /// The engine's version (`docker version`'s server version), if it says.
+    pub async fn server_version(&self) -> Option<String> {
+        tokio::time::timeout(self.timeout, self.docker.version())
+            .await
+            .ok()?
+            .ok()?
+            .version
     }
 
     /// Connect to a node and negotiate the API version.

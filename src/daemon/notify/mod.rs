@@ -461,6 +461,8 @@ mod tests {
                 "connection refused".into()
             },
             containers: 0,
+            tags: Vec::new(),
+            engine: String::new(),
         }
     }
 
@@ -475,6 +477,7 @@ mod tests {
             condition,
             reason: "registry unreachable".into(),
             route: None,
+            nodes: Default::default(),
         }
     }
 

@@ -1,0 +1,850 @@
+//! The web dashboard, served by the daemon on its API listener under
+//! `/ui/`: overview, services, nodes, pipeline runs and history, each kept
+//! live by a server-sent event stream that sends the page's fragment again
+//! whenever the daemon reports a change.
+//!
+//! This module owns the dashboard's routes, its sessions and its actions.
+//! Actions never change the nodes behind git's back: scaling a service and
+//! editing a node's tags make the same commit `pier scale` and `pier node
+//! tag` make, authored by whoever signed in, and the daemon deploys it like
+//! any commit. "Reconcile now" and "Run again" are the other actions.
+//!
+//! Reading follows the status setting: open unless `PIER_STATUS_TOKEN` is
+//! set. Acting needs a session opened with `PIER_API_TOKEN`; the session
+//! lives in an HttpOnly, SameSite=Strict cookie, and every form carries the
+//! session's CSRF token, checked before anything is done.
+
+pub mod pages;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use tracing::{info, warn};
+
+use super::{Shared, Trigger};
+use pages::{Page, Viewer};
+
+/// How long a session lasts after sign-in.
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Sessions kept at once; the oldest goes first.
+const MAX_SESSIONS: usize = 1024;
+/// The end of each stage's log shown on a run's page; the whole log is a
+/// link away.
+const LOG_TAIL_BYTES: usize = 64 << 10;
+/// Shortest time between two updates of one live page: a chatty log is
+/// sent in batches, not line by line.
+const LIVE_BATCH: Duration = Duration::from_millis(200);
+const COOKIE: &str = "pier_session";
+
+/// A signed-in browser.
+#[derive(Clone)]
+struct Session {
+    csrf: String,
+    /// Signed in with `PIER_API_TOKEN`.
+    can_act: bool,
+    /// `Name <mail>`, the author of its commits.
+    author: String,
+    expires: Instant,
+}
+
+/// The dashboard's state beside the daemon's.
+pub struct Dashboard {
+    shared: Arc<Shared>,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+/// The dashboard's routes, to merge into the API listener's.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let dashboard = Arc::new(Dashboard {
+        shared,
+        sessions: Mutex::new(HashMap::new()),
+    });
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui/", get(overview))
+        .route("/ui/services", get(services))
+        .route("/ui/nodes", get(nodes))
+        .route("/ui/runs", get(runs))
+        .route("/ui/runs/{id}", get(run))
+        .route("/ui/runs/{id}/log/{stage}", get(stage_log))
+        .route("/ui/history", get(history))
+        .route("/ui/diff", get(diff))
+        .route("/ui/live/{page}", get(live))
+        .route("/ui/login", get(login_form).post(login))
+        .route("/ui/logout", post(logout))
+        .route("/ui/scale", post(scale))
+        .route("/ui/nodes/tags", post(node_tags))
+        .route("/ui/reconcile", post(reconcile))
+        .route("/ui/runs/{id}/rerun", post(rerun))
+        .route("/ui/assets/style.css", get(style))
+        .route("/ui/assets/app.js", get(script))
+        // Forms are a few fields; nothing bigger is ever read.
+        .layer(DefaultBodyLimit::max(16 << 10))
+        .with_state(dashboard)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// 32 random bytes from the kernel, as hex: session ids and CSRF tokens.
+fn random_token() -> String {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("the kernel's random source is readable");
+    hex::encode(bytes)
+}
+
+fn same(given: &str, expected: &str) -> bool {
+    given.as_bytes().ct_eq(expected.as_bytes()).into()
+}
+
+/// Who is asking, and may they read.
+struct Caller {
+    session: Option<Session>,
+    may_read: bool,
+}
+
+impl Dashboard {
+    fn caller(&self, headers: &HeaderMap) -> Caller {
+        let session = cookie(headers).and_then(|id| {
+            let mut sessions = self.sessions.lock().expect("sessions lock");
+            match sessions.get(id) {
+                Some(s) if s.expires > Instant::now() => Some(s.clone()),
+                Some(_) => {
+                    sessions.remove(id);
+                    None
+                }
+                None => None,
+            }
+        });
+        let secrets = &self.shared.secrets;
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let by_bearer = bearer.is_some_and(|given| {
+            [&secrets.status, &secrets.api]
+                .into_iter()
+                .flatten()
+                .any(|token| same(given, token))
+        });
+        let may_read = secrets.status.is_none() || session.is_some() || by_bearer;
+        Caller { session, may_read }
+    }
+
+    fn viewer(&self, caller: &Caller) -> Viewer {
+        let secrets = &self.shared.secrets;
+        let session = caller.session.as_ref();
+        Viewer {
+            csrf: session.map(|s| s.csrf.clone()),
+            may_act: session.is_some_and(|s| s.can_act),
+            author: session.filter(|s| s.can_act).map(|s| s.author.clone()),
+            can_sign_in: caller.session.is_none()
+                && (secrets.api.is_some() || secrets.status.is_some()),
+            actions_enabled: secrets.api.is_some(),
+        }
+    }
+
+    fn status(&self) -> super::status::Status {
+        let mut status = self.shared.status.read().expect("status lock").clone();
+        status.notifications = self.shared.notifier.targets();
+        status
+    }
+
+    /// The fragment of `page`, as the live stream sends it.
+    async fn fragment(
+        &self,
+        page: Page,
+        viewer: &Viewer,
+        message: Option<&str>,
+    ) -> Option<maud::Markup> {
+        let status = self.status();
+        Some(match page {
+            Page::Overview => pages::overview(&status, now(), message, viewer),
+            Page::Services => pages::services(&status, message, viewer),
+            Page::Nodes => pages::nodes(&status, message, viewer),
+            Page::Runs => {
+                let runs = self
+                    .shared
+                    .store
+                    .call(|store| store.recent_runs(100))
+                    .await
+                    .unwrap_or_default();
+                pages::runs(&runs, now())
+            }
+            Page::Run(id) => {
+                let (run, stages) = self
+                    .shared
+                    .store
+                    .call(move |store| {
+                        let run = store.run_row(id)?;
+                        let mut stages = Vec::new();
+                        for stage in store.stage_rows(id)? {
+                            let tail = store.stage_log_tail(id, &stage.name, LOG_TAIL_BYTES)?;
+                            let log = if tail.is_empty() {
+                                stage.log.clone()
+                            } else {
+                                tail
+                            };
+                            stages.push((stage, log));
+                        }
+                        Ok::<_, rusqlite::Error>((run, stages))
+                    })
+                    .await
+                    .ok()?;
+                let run = run?;
+                let rerun = self.may_rerun(&run, &status);
+                pages::run(&run, &stages, viewer, rerun)
+            }
+            Page::History => {
+                let (revisions, passes) = self
+                    .shared
+                    .store
+                    .call(|store| {
+                        let revisions = store.recent_revisions(50)?;
+                        let mut passes = Vec::new();
+                        for pass in store
+                            .recent_passes(200)?
+                            .into_iter()
+                            .filter(|p| p.steps > 0)
+                            .take(30)
+                        {
+                            let steps = store.pass_steps(pass.id)?;
+                            passes.push((pass, steps));
+                        }
+                        Ok::<_, rusqlite::Error>((revisions, passes))
+                    })
+                    .await
+                    .unwrap_or_default();
+                pages::history(&revisions, &passes, now())
+            }
+        })
+    }
+
+    /// A run may be run again when it failed or was cancelled and its
+    /// commit is still its branch's tip.
+    fn may_rerun(&self, run: &super::store::RunRow, status: &super::status::Status) -> bool {
+        if run.state == "passed" || run.state == "running" {
+            return false;
+        }
+        if run.branch == status.branch {
+            return status.head.as_deref() == Some(run.commit.as_str());
+        }
+        self.shared.branch_tips.borrow().get(&run.branch) == Some(&run.commit)
+    }
+
+    async fn page(&self, headers: &HeaderMap, page: Page, message: Option<&str>) -> Response {
+        let caller = self.caller(headers);
+        if !caller.may_read {
+            return Redirect::to("/ui/login").into_response();
+        }
+        let viewer = self.viewer(&caller);
+        match self.fragment(page, &viewer, message).await {
+            Some(fragment) => html(pages::page(&self.status(), &viewer, page, fragment)),
+            None => (StatusCode::NOT_FOUND, "no such page\n").into_response(),
+        }
+    }
+
+    fn plain(
+        &self,
+        headers: &HeaderMap,
+        title: &str,
+        status: StatusCode,
+        body: maud::Markup,
+    ) -> Response {
+        let viewer = self.viewer(&self.caller(headers));
+        (
+            status,
+            html(pages::plain(title, &self.status(), &viewer, body)),
+        )
+            .into_response()
+    }
+}
+
+fn html(body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Pages are never framed by another site, nor run scripts but ours.
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+async fn overview(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Query(q): Query<Message>,
+) -> Response {
+    d.page(&headers, Page::Overview, q.done.as_deref()).await
+}
+
+async fn services(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Query(q): Query<Message>,
+) -> Response {
+    d.page(&headers, Page::Services, q.done.as_deref()).await
+}
+
+async fn nodes(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Query(q): Query<Message>,
+) -> Response {
+    d.page(&headers, Page::Nodes, q.done.as_deref()).await
+}
+
+async fn runs(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> Response {
+    d.page(&headers, Page::Runs, None).await
+}
+
+async fn run(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<Message>,
+) -> Response {
+    d.page(&headers, Page::Run(id), q.done.as_deref()).await
+}
+
+async fn history(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> Response {
+    d.page(&headers, Page::History, None).await
+}
+
+async fn stage_log(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Path((id, stage)): Path<(i64, String)>,
+) -> Response {
+    if !d.caller(&headers).may_read {
+        return Redirect::to("/ui/login").into_response();
+    }
+    let log = d
+        .shared
+        .store
+        .call(move |store| {
+            let rows = store.stage_rows(id)?;
+            let Some(row) = rows.into_iter().find(|r| r.name == stage) else {
+                return Ok(None);
+            };
+            let mut log = row.log;
+            for (_, text) in store.stage_log_after(id, &stage, 0)? {
+                log.push_str(&text);
+            }
+            Ok::<_, rusqlite::Error>(Some(log))
+        })
+        .await;
+    match log {
+        Ok(Some(log)) => {
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response()
+        }
+        _ => (StatusCode::NOT_FOUND, "no such stage\n").into_response(),
+    }
+}
+
+/// `pier diff` at the branch tip, computed now.
+async fn diff(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> Response {
+    if !d.caller(&headers).may_read {
+        return Redirect::to("/ui/login").into_response();
+    }
+    let settings = d.shared.edits.diff.clone();
+    let text = match crate::prepare::prepare(&settings, &d.shared.edits.vars).await {
+        Ok(prepared) => crate::plan::render::human(
+            &prepared.plan,
+            &prepared.desired,
+            crate::plan::render::Style { color: false },
+        ),
+        Err(e) => format!("cannot compute the plan: {e}"),
+    };
+    d.plain(&headers, "diff", StatusCode::OK, pages::diff(&text))
+}
+
+/// The live stream of a page: its fragment now, then again each time it
+/// changes, until the connection's time is nearly up; the browser then
+/// opens the stream again (after `retry`).
+async fn live(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let caller = d.caller(&headers);
+    if !caller.may_read {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let Some(page) = Page::parse(&name) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let viewer = d.viewer(&caller);
+    let deadline = tokio::time::Instant::now() + d.shared.edits.stream_for;
+    let changes = d.shared.changes.subscribe();
+    Sse::new(updates(d, page, viewer, changes, deadline))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(5)))
+        .into_response()
+}
+
+struct LiveState {
+    dashboard: Arc<Dashboard>,
+    page: Page,
+    viewer: Viewer,
+    changes: tokio::sync::watch::Receiver<u64>,
+    deadline: tokio::time::Instant,
+    last: Option<String>,
+}
+
+fn updates(
+    dashboard: Arc<Dashboard>,
+    page: Page,
+    viewer: Viewer,
+    changes: tokio::sync::watch::Receiver<u64>,
+    deadline: tokio::time::Instant,
+) -> impl Stream<Item = Result<Event, std::convert::Infallible>> {
+    let state = LiveState {
+        dashboard,
+        page,
+        viewer,
+        changes,
+        deadline,
+        last: None,
+    };
+    stream::unfold(state, |mut state| async move {
+        loop {
+            if state.last.is_some() {
+                tokio::time::sleep_until(
+                    state.deadline.min(tokio::time::Instant::now() + LIVE_BATCH),
+                )
+                .await;
+                let changed =
+                    tokio::time::timeout_at(state.deadline, state.changes.changed()).await;
+                if !matches!(changed, Ok(Ok(()))) {
+                    return None;
+                }
+            }
+            state.changes.borrow_and_update();
+            let fragment = state
+                .dashboard
+                .fragment(state.page, &state.viewer, None)
+                .await?
+                .into_string();
+            if state.last.as_ref() != Some(&fragment) {
+                let event = Event::default()
+                    .event("page")
+                    .retry(Duration::from_millis(500))
+                    .data(&fragment);
+                state.last = Some(fragment);
+                return Some((Ok(event), state));
+            }
+        }
+    })
+}
+
+async fn login_form(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> Response {
+    d.plain(&headers, "sign in", StatusCode::OK, pages::login(None))
+}
+
+#[derive(Deserialize)]
+struct Login {
+    token: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    email: String,
+}
+
+async fn login(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Form(form): Form<Login>,
+) -> Response {
+    let secrets = &d.shared.secrets;
+    let can_act = match (&secrets.api, &secrets.status) {
+        (Some(api), _) if same(&form.token, api) => true,
+        (_, Some(status)) if same(&form.token, status) => false,
+        _ => {
+            warn!("dashboard sign-in refused: wrong token");
+            return d.plain(
+                &headers,
+                "sign in",
+                StatusCode::UNAUTHORIZED,
+                pages::login(Some("That token is not right.")),
+            );
+        }
+    };
+    let name = form.name.trim();
+    let email = form.email.trim();
+    let author = format!(
+        "{} <{}>",
+        if name.is_empty() {
+            "pier dashboard"
+        } else {
+            name
+        },
+        if email.is_empty() {
+            "dashboard@pier.invalid"
+        } else {
+            email
+        }
+    );
+    if author.contains(['\n', '\r']) || name.contains(['<', '>']) || email.contains(['<', '>']) {
+        return d.plain(
+            &headers,
+            "sign in",
+            StatusCode::BAD_REQUEST,
+            pages::login(Some("A name or e-mail may not hold <, > or line breaks.")),
+        );
+    }
+    let id = random_token();
+    {
+        let mut sessions = d.sessions.lock().expect("sessions lock");
+        let now = Instant::now();
+        sessions.retain(|_, s| s.expires > now);
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(k, _)| k.clone())
+        {
+            sessions.remove(&oldest);
+        }
+        sessions.insert(
+            id.clone(),
+            Session {
+                csrf: random_token(),
+                can_act,
+                author: author.clone(),
+                expires: now + SESSION_LIFETIME,
+            },
+        );
+    }
+    info!(%author, can_act, "dashboard sign-in");
+    let cookie = format!(
+        "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}",
+        SESSION_LIFETIME.as_secs()
+    );
+    let mut response = Redirect::to("/ui/").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("a cookie of hex"),
+    );
+    response
+}
+
+#[derive(Deserialize)]
+struct Csrf {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Form(form): Form<Csrf>,
+) -> Response {
+    if let Some(id) = cookie(&headers) {
+        let mut sessions = d.sessions.lock().expect("sessions lock");
+        if sessions.get(id).is_some_and(|s| same(&form.csrf, &s.csrf)) {
+            sessions.remove(id);
+        }
+    }
+    let mut response = Redirect::to("/ui/").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("pier_session=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    response
+}
+
+/// Why an action is refused before anything is done.
+enum Refusal {
+    Disabled,
+    NotSignedIn,
+    BadCsrf,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Disabled => (
+                StatusCode::NOT_FOUND,
+                "actions are disabled: set PIER_API_TOKEN in the daemon's environment\n",
+            ),
+            Refusal::NotSignedIn => (
+                StatusCode::UNAUTHORIZED,
+                "sign in with PIER_API_TOKEN to act\n",
+            ),
+            Refusal::BadCsrf => (
+                StatusCode::FORBIDDEN,
+                "this form is stale or not from this dashboard; reload the page\n",
+            ),
+        }
+        .into_response()
+    }
+}
+
+/// The session of a caller who may act, sending a form that carries its
+/// CSRF token.
+fn actor(d: &Dashboard, headers: &HeaderMap, csrf: &str) -> Result<Session, Refusal> {
+    if d.shared.secrets.api.is_none() {
+        return Err(Refusal::Disabled);
+    }
+    let Some(session) = d.caller(headers).session.filter(|s| s.can_act) else {
+        return Err(Refusal::NotSignedIn);
+    };
+    if !same(csrf, &session.csrf) {
+        warn!("dashboard action refused: missing or wrong CSRF token");
+        return Err(Refusal::BadCsrf);
+    }
+    Ok(session)
+}
+
+/// Commit `edit` as `author`, then have the git watcher look at once.
+async fn commit(d: &Dashboard, edit: crate::edit::Edit, author: String) -> Result<String, String> {
+    let settings = d.shared.edits.clone();
+    let request = crate::edit::commit::Request {
+        repo: settings.repo,
+        cache_dir: settings.cache_dir,
+        branch: Some(settings.branch),
+        folder: settings.folder,
+        message: None,
+        author: Some(author),
+        push: None,
+        dry_run: false,
+    };
+    let message = edit.message();
+    let outcome = tokio::task::spawn_blocking(move || {
+        crate::edit::commit::run(&request, &edit, &settings.vars)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let commit = outcome.commit.unwrap_or_default();
+    info!(commit = %crate::source::git::short_commit(&commit), %message, "dashboard committed");
+    d.shared.git_check.notify_one();
+    Ok(format!(
+        "Committed {}: {message}",
+        crate::source::git::short_commit(&commit)
+    ))
+}
+
+fn back_with(path: &str, message: &str) -> Response {
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("done", message)
+        .finish();
+    Redirect::to(&format!("{path}?{query}")).into_response()
+}
+
+#[derive(Deserialize)]
+struct Scale {
+    #[serde(default)]
+    csrf: String,
+    service: String,
+    replicas: u32,
+}
+
+async fn scale(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Form(form): Form<Scale>,
+) -> Response {
+    let session = match actor(&d, &headers, &form.csrf) {
+        Ok(session) => session,
+        Err(refused) => return refused.into_response(),
+    };
+    let edit = crate::edit::Edit::Scale(vec![(form.service, form.replicas)]);
+    match commit(&d, edit, session.author).await {
+        Ok(done) => back_with("/ui/services", &done),
+        Err(error) => d.plain(
+            &headers,
+            "not scaled",
+            StatusCode::CONFLICT,
+            pages::outcome("Not scaled", &error, "/ui/services", true),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct NodeTags {
+    #[serde(default)]
+    csrf: String,
+    node: String,
+    tags: String,
+}
+
+async fn node_tags(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Form(form): Form<NodeTags>,
+) -> Response {
+    let session = match actor(&d, &headers, &form.csrf) {
+        Ok(session) => session,
+        Err(refused) => return refused.into_response(),
+    };
+    let current: Vec<String> = d
+        .status()
+        .nodes
+        .iter()
+        .find(|n| n.name == form.node)
+        .map(|n| n.tags.clone())
+        .unwrap_or_default();
+    let wanted: Vec<String> = form
+        .tags
+        .split([' ', ','])
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect();
+    let add: Vec<String> = wanted
+        .iter()
+        .filter(|t| !current.contains(t))
+        .cloned()
+        .collect();
+    let remove: Vec<String> = current
+        .iter()
+        .filter(|t| !wanted.contains(t))
+        .cloned()
+        .collect();
+    if add.is_empty() && remove.is_empty() {
+        return back_with(
+            "/ui/nodes",
+            "The tags are unchanged; nothing was committed.",
+        );
+    }
+    let edit = crate::edit::Edit::NodeTag {
+        name: form.node,
+        add,
+        remove,
+    };
+    match commit(&d, edit, session.author).await {
+        Ok(done) => back_with("/ui/nodes", &done),
+        Err(error) => d.plain(
+            &headers,
+            "not tagged",
+            StatusCode::CONFLICT,
+            pages::outcome("Tags not changed", &error, "/ui/nodes", true),
+        ),
+    }
+}
+
+async fn reconcile(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Form(form): Form<Csrf>,
+) -> Response {
+    if let Err(refused) = actor(&d, &headers, &form.csrf) {
+        return refused.into_response();
+    }
+    d.shared.triggers.send(Trigger::Api);
+    back_with("/ui/", "A pass was asked for.")
+}
+
+async fn rerun(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<Csrf>,
+) -> Response {
+    if let Err(refused) = actor(&d, &headers, &form.csrf) {
+        return refused.into_response();
+    }
+    let run = d
+        .shared
+        .store
+        .call(move |store| store.run_row(id))
+        .await
+        .ok()
+        .flatten();
+    let Some(run) = run else {
+        return (StatusCode::NOT_FOUND, "no such run\n").into_response();
+    };
+    let status = d.status();
+    if !d.may_rerun(&run, &status) {
+        return d.plain(
+            &headers,
+            "not run",
+            StatusCode::CONFLICT,
+            pages::outcome(
+                "Not run again",
+                "Only a failed or cancelled run of its branch's tip runs again.",
+                &format!("/ui/runs/{id}"),
+                true,
+            ),
+        );
+    }
+    if run.branch == status.branch {
+        let commit = run.commit.clone();
+        let _ = d
+            .shared
+            .store
+            .call(move |store| store.forget_pipeline_failure(&commit))
+            .await;
+        d.shared.triggers.send(Trigger::Api);
+    } else {
+        d.shared
+            .branch_runs
+            .send(run.branch.clone(), run.commit.clone());
+    }
+    back_with(
+        "/ui/runs",
+        &format!(
+            "The pipeline of {} runs again.",
+            crate::source::git::short_commit(&run.commit)
+        ),
+    )
+}
+
+async fn style() -> Response {
+    asset("text/css; charset=utf-8", include_str!("style.css"))
+}
+
+async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", include_str!("app.js"))
+}
+
+fn asset(kind: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,432 @@
+//! The dashboard in a real browser: Debian's chromium, headless, driven
+//! through chromedriver (WebDriver) against a daemon on the bed. A
+//! screenshot of each page is kept in `target/tmp/screenshots/`.
+
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder};
+use serde_json::{Value, json};
+
+use crate::support::{
+    Bed, Daemon, DaemonOptions, UserRepo, engine, force_remove, head_commit, nodes_yaml,
+    remove_stack, stack_replicas, unique,
+};
+
+const CONVERGE: Duration = Duration::from_secs(90);
+const HOW_TO_FIX: &str = "install Debian's chromium and chromium-driver (tests/run does)";
+
+/// A headless chromium behind its chromedriver, closed when dropped.
+struct Browser {
+    client: Option<Client>,
+    driver: std::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        pier::docker::engine::install_crypto_provider();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let driver = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start chromedriver ({e}): {HOW_TO_FIX}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen: {HOW_TO_FIX}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().expect("a browser profile folder");
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--window-size=1200,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ]
+            }),
+        );
+        let client = ClientBuilder::rustls()
+            .expect("a WebDriver client")
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap_or_else(|e| panic!("cannot start chromium: {e}: {HOW_TO_FIX}"));
+        Browser {
+            client: Some(client),
+            driver,
+            _profile: profile,
+        }
+    }
+
+    fn client(&self) -> &Client {
+        self.client.as_ref().expect("the browser is open")
+    }
+
+    async fn goto(&self, url: &str) {
+        self.client().goto(url).await.expect("the page loads");
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.client()
+            .execute(script, Vec::new())
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+    }
+
+    /// Wait until `script` returns something truthy; returns it.
+    async fn until(&self, what: &str, script: &str) -> Value {
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let value = self.js(script).await;
+            if !matches!(value, Value::Null | Value::Bool(false)) {
+                return value;
+            }
+            if Instant::now() >= deadline {
+                let page = self.client().source().await.unwrap_or_default();
+                panic!("timed out waiting for {what}; the page:\n{page}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn path(&self) -> String {
+        self.js("return location.pathname + location.search")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    async fn shot(&self, name: &str) {
+        let png = self.client().screenshot().await.expect("a screenshot");
+        let folder = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+        std::fs::create_dir_all(&folder).expect("the screenshot folder");
+        std::fs::write(folder.join(format!("dashboard-{name}.png")), png)
+            .expect("a screenshot file");
+    }
+
+    async fn sign_in(&self, base: &str, token: &str, name: &str, email: &str) {
+        self.goto(&format!("{base}/ui/login")).await;
+        let script = format!(
+            "const f = document.querySelector('form.login');
+             f.token.value = {}; f.name.value = {}; f.email.value = {};
+             f.submit();",
+            json!(token),
+            json!(name),
+            json!(email)
+        );
+        self.js(&script).await;
+        self.until(
+            "the overview after sign-in",
+            "return location.pathname === '/ui/' && document.querySelector('#live') !== null",
+        )
+        .await;
+    }
+
+    /// The session cookie, to send by hand.
+    async fn session_cookie(&self) -> String {
+        let cookies = self.client().get_all_cookies().await.expect("cookies");
+        let cookie = cookies
+            .iter()
+            .find(|c| c.name() == "pier_session")
+            .expect("a session cookie");
+        assert_eq!(
+            cookie.http_only(),
+            Some(true),
+            "the session cookie is HttpOnly"
+        );
+        format!("pier_session={}", cookie.value())
+    }
+
+    async fn close(mut self) {
+        if let Some(client) = self.client.take() {
+            let _ = client.close().await;
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn commits(repo: &UserRepo) -> usize {
+    let out = std::process::Command::new("git")
+        .args(["rev-list", "--count", "main"])
+        .current_dir(repo.dir.path())
+        .output()
+        .expect("git rev-list");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a count")
+}
+
+fn last_author(repo: &UserRepo) -> String {
+    let out = std::process::Command::new("git")
+        .args(["log", "-1", "--format=%an <%ae>", "main"])
+        .current_dir(repo.dir.path())
+        .output()
+        .expect("git log");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The condition and running count of `web`, as the page shows them.
+const WEB_ROW: &str = "const row = document.querySelector('[data-service=web]');
+    return row && { condition: row.querySelector('[data-condition]').dataset.condition,
+                    running: row.querySelector('[data-running]').dataset.running };";
+
+/// Everything the dashboard promises, in one walk through it: reading
+/// needs the status token; the overview follows a deploy and a heal live;
+/// a reader cannot act; the slider makes one commit, authored by whoever
+/// signed in, and the replicas follow; a form without the session's CSRF
+/// token is refused; a failing run's log shows live and masked.
+#[tokio::test]
+async fn dashboard_in_a_browser() {
+    let bed = Bed::get();
+    let nodes = nodes_yaml(&bed, &[&["app"], &["app", "ci"]]);
+    let base_image = bed.base_image.clone();
+    let manifest = |script: &str, replicas: u32| {
+        format!(
+            "{nodes}pipeline:\n  branches: [main]\n  runner_tags: [ci]\n  stages:\n    - name: test\n      image: {base_image}\n      env: [DASH_SECRET]\n      script: [{script}]\nservices:\n  web:\n    image: {base_image}\n    command: [\"sh\", \"-c\", \"sleep 2; touch /ready; exec sleep 3600\"]\n    stop_grace_period: 1s\n    healthcheck: {{ test: [\"CMD\", \"test\", \"-f\", \"/ready\"], interval: 500ms, retries: 20 }}\n    target_num_containers: {replicas}\n    tags: [app]\n"
+        )
+    };
+    let repo = UserRepo::new("dash", &manifest("\"echo ok\"", 1));
+    let (act_token, read_token, secret) = (unique("act"), unique("read"), unique("dash-secret"));
+    let state = tempfile::tempdir().unwrap();
+    let options = DaemonOptions::default()
+        .env("PIER_API_TOKEN", &act_token)
+        .env("PIER_STATUS_TOKEN", &read_token)
+        .env("DASH_SECRET", &secret);
+    let daemon = Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &options,
+    );
+    let base = format!("http://{}", daemon.address());
+    let browser = Browser::start().await;
+
+    // Reading needs the status token.
+    browser.goto(&format!("{base}/ui/")).await;
+    assert_eq!(browser.path().await, "/ui/login");
+    browser.shot("login").await;
+    browser.sign_in(&base, &read_token, "", "").await;
+    browser.js("window.pierSamePage = true; return null").await;
+    let web = browser
+        .until("web Ready with its replica", &format!("const w = (() => {{ {WEB_ROW} }})(); return w && w.condition === 'Ready' && w.running === '1' && w"))
+        .await;
+    assert_eq!(web["condition"], "Ready");
+    assert_eq!(
+        browser.js("return window.pierSamePage === true").await,
+        true,
+        "the overview followed the deploy without a reload"
+    );
+    browser.shot("overview").await;
+
+    // A reader sees no form to act, and a form sent by hand does nothing.
+    browser.goto(&format!("{base}/ui/services")).await;
+    assert_eq!(
+        browser
+            .js("return document.querySelectorAll('form.scale').length")
+            .await,
+        0
+    );
+    let reader = browser.session_cookie().await;
+    let before = commits(&repo);
+    let (code, _) = daemon
+        .request(
+            "POST",
+            "/ui/scale",
+            &[
+                ("Cookie", &reader),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            b"csrf=x&service=web&replicas=5",
+        )
+        .await;
+    assert_eq!(code, 401, "a reader cannot scale");
+    let (code, _) = daemon
+        .request(
+            "POST",
+            "/ui/reconcile",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            b"csrf=",
+        )
+        .await;
+    assert_eq!(code, 401, "nobody signed in cannot act");
+    assert_eq!(commits(&repo), before);
+
+    // A removed replica shows as healing, then Ready, on the same page.
+    browser.goto(&format!("{base}/ui/")).await;
+    browser
+        .js("window.pierSamePage = true; window.pierSeen = [];
+             new MutationObserver(() => {
+               const row = document.querySelector('[data-service=web]');
+               if (row) pierSeen.push(row.querySelector('[data-condition]').dataset.condition + ' ' + row.querySelector('td.reason').textContent);
+             }).observe(document.getElementById('live'), { childList: true, subtree: true });
+             return null")
+        .await;
+    let replica = stack_replicas(&bed, &repo.stack).await;
+    let (node, name) = (replica[0].0.clone(), replica[0].1.clone());
+    let docker = engine(
+        bed.nodes
+            .iter()
+            .find(|n| n.name == node)
+            .expect("a bed node"),
+    )
+    .await;
+    force_remove(&docker, &name).await;
+    let seen = browser
+        .until(
+            "the heal to show, then Ready",
+            "const seen = window.pierSeen || [];
+             const healing = seen.findIndex(s => s.startsWith('Progressing') && s.includes('healing'));
+             return healing >= 0 && seen.slice(healing).some(s => s.startsWith('Ready')) && seen",
+        )
+        .await;
+    assert_eq!(
+        browser.js("return window.pierSamePage === true").await,
+        true,
+        "{seen}"
+    );
+
+    // Someone who may act scales with the slider: one commit, their name.
+    browser
+        .js("document.querySelector('header form[action=\"/ui/logout\"]').submit(); return null")
+        .await;
+    browser
+        .until("signed out", "return location.pathname === '/ui/login'")
+        .await;
+    browser
+        .sign_in(&base, &act_token, "Dash Board", "dash@bed.test")
+        .await;
+    browser.goto(&format!("{base}/ui/services")).await;
+    browser.shot("services").await;
+    let before = commits(&repo);
+    browser
+        .js(
+            "const range = document.querySelector('[data-service=web] input[type=range]');
+             range.value = 2;
+             range.dispatchEvent(new Event('input', { bubbles: true }));
+             range.form.querySelector('button[type=submit]').click();
+             return null",
+        )
+        .await;
+    browser
+        .until(
+            "the commit to be reported",
+            "return location.search.includes('done=Committed')",
+        )
+        .await;
+    assert_eq!(commits(&repo), before + 1, "exactly one commit");
+    assert_eq!(last_author(&repo), "Dash Board <dash@bed.test>");
+    let shown = std::process::Command::new("git")
+        .args(["show", "main:pier/stack.yml"])
+        .current_dir(repo.dir.path())
+        .output()
+        .expect("git show");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("target_num_containers: 2"), "{text}");
+    browser
+        .until("the page to show 2 replicas", &format!("const w = (() => {{ {WEB_ROW} }})(); return w && w.running === '2' && w.condition === 'Ready'"))
+        .await;
+    assert_eq!(stack_replicas(&bed, &repo.stack).await.len(), 2);
+
+    // The same session with a form that lacks its CSRF token: refused.
+    let actor = browser.session_cookie().await;
+    let before = commits(&repo);
+    let (code, _) = daemon
+        .request(
+            "POST",
+            "/ui/scale",
+            &[
+                ("Cookie", &actor),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            b"csrf=forged&service=web&replicas=5",
+        )
+        .await;
+    assert_eq!(code, 403, "a forged form is refused");
+    assert_eq!(commits(&repo), before);
+
+    for (page, name) in [("nodes", "nodes"), ("history", "history"), ("runs", "runs")] {
+        browser.goto(&format!("{base}/ui/{page}")).await;
+        browser
+            .until(page, "return document.querySelector('main h1') !== null")
+            .await;
+        browser.shot(name).await;
+    }
+
+    // A failing run: its log shows while it runs, masked, then its end.
+    repo.commit(
+        &manifest(
+            "\"echo start $$DASH_SECRET\", \"sleep 3\", \"echo end\", \"false\"",
+            2,
+        ),
+        "a failing test",
+    );
+    let failing = head_commit(repo.dir.path());
+    let bearer = format!("Bearer {read_token}");
+    let run = crate::support::eventually("the failing run to start", CONVERGE, || async {
+        let (_, body) = daemon
+            .request("GET", "/api/v1/status", &[("Authorization", &bearer)], b"")
+            .await;
+        let status: Value = serde_json::from_str(&body).ok()?;
+        let pipeline = &status["pipeline"];
+        (pipeline["commit"] == failing.as_str() && pipeline["state"] == "running")
+            .then(|| pipeline["run"].as_i64())
+            .flatten()
+    })
+    .await;
+    browser.goto(&format!("{base}/ui/runs/{run}")).await;
+    browser.js("window.pierSamePage = true; return null").await;
+    browser
+        .until(
+            "the log while the run goes on",
+            "const log = document.querySelector('[data-stage=test] pre.log');
+             const state = document.querySelector('main h1 .badge');
+             return log && log.textContent.includes('start ***') && state.textContent === 'running'",
+        )
+        .await;
+    browser
+        .until(
+            "the run to fail, on the same page",
+            "const log = document.querySelector('[data-stage=test] pre.log');
+             return document.querySelector('main h1 .badge').textContent === 'failed' && log.textContent.includes('end') && window.pierSamePage === true",
+        )
+        .await;
+    let page = browser.client().source().await.unwrap();
+    assert!(!page.contains(&secret), "the secret never reaches the page");
+    browser.shot("run").await;
+    browser
+        .client()
+        .set_window_size(390, 844)
+        .await
+        .expect("a phone-sized window");
+    browser.goto(&format!("{base}/ui/")).await;
+    browser.shot("overview-phone").await;
+
+    browser.close().await;
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+}
