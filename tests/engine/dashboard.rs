@@ -369,6 +369,66 @@ async fn dashboard_in_a_browser() {
     assert_eq!(code, 403, "a forged form is refused");
     assert_eq!(commits(&repo), before);
 
+    // Node tags: one commit, and the page shows them once deployed.
+    browser.goto(&format!("{base}/ui/nodes")).await;
+    let before = commits(&repo);
+    browser
+        .js(
+            "const form = document.querySelector('[data-node=n1] form.tags');
+             form.tags.value = 'app edge';
+             form.querySelector('button[type=submit]').click();
+             return null",
+        )
+        .await;
+    browser
+        .until("the tag commit to be reported", "return location.pathname === '/ui/nodes' && location.search.includes('done=Committed')")
+        .await;
+    assert_eq!(commits(&repo), before + 1, "exactly one commit");
+    let shown = std::process::Command::new("git")
+        .args(["show", "main:pier/stack.yml"])
+        .current_dir(repo.dir.path())
+        .output()
+        .expect("git show");
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("tags: [app, edge]"),
+        "{}",
+        String::from_utf8_lossy(&shown.stdout)
+    );
+    browser
+        .until(
+            "the page to show the new tags",
+            "return document.querySelector('[data-node=n1] input[name=tags]').value === 'app edge'",
+        )
+        .await;
+
+    // Reconcile now: a pass asked for through the page.
+    browser.goto(&format!("{base}/ui/")).await;
+    browser
+        .js("document.querySelector('form[action=\"/ui/reconcile\"]').submit(); return null")
+        .await;
+    browser
+        .until(
+            "the pass to be asked for",
+            "return location.search.includes('done=')",
+        )
+        .await;
+    crate::support::eventually("a pass triggered from the page", CONVERGE, || async {
+        let (_, body) = daemon
+            .request(
+                "GET",
+                "/api/v1/status",
+                &[("Authorization", &format!("Bearer {read_token}"))],
+                b"",
+            )
+            .await;
+        let status: Value = serde_json::from_str(&body).ok()?;
+        status["last_pass"]["trigger"]
+            .as_str()?
+            .contains("api")
+            .then_some(())
+    })
+    .await;
+
     for (page, name) in [("nodes", "nodes"), ("history", "history"), ("runs", "runs")] {
         browser.goto(&format!("{base}/ui/{page}")).await;
         browser
@@ -418,6 +478,29 @@ async fn dashboard_in_a_browser() {
     let page = browser.client().source().await.unwrap();
     assert!(!page.contains(&secret), "the secret never reaches the page");
     browser.shot("run").await;
+
+    // Run again: the same commit is tested once more.
+    browser
+        .js("document.querySelector('form[action$=\"/rerun\"]').submit(); return null")
+        .await;
+    browser
+        .until(
+            "the run to be asked for",
+            "return location.pathname === '/ui/runs' && location.search.includes('done=')",
+        )
+        .await;
+    crate::support::eventually("a second run of the failing commit", CONVERGE, || async {
+        let (_, body) = daemon
+            .request("GET", "/api/v1/status", &[("Authorization", &bearer)], b"")
+            .await;
+        let status: Value = serde_json::from_str(&body).ok()?;
+        let pipeline = &status["pipeline"];
+        (pipeline["commit"] == failing.as_str()
+            && pipeline["run"].as_i64()? > run
+            && pipeline["state"] == "failed")
+            .then_some(())
+    })
+    .await;
     browser
         .client()
         .set_window_size(390, 844)
