@@ -83,6 +83,7 @@ fn desired() -> Desired {
         frozen: BTreeMap::new(),
         source: Default::default(),
         network: Default::default(),
+        networks: Default::default(),
     }
 }
 

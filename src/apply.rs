@@ -423,6 +423,7 @@ async fn form_swarm<R: Runtime>(
                 node,
                 network,
                 encrypted,
+                internal,
             } => {
                 let engine = ctx.engine(node)?;
                 let labels =
@@ -432,7 +433,7 @@ async fn form_swarm<R: Runtime>(
                     node,
                     "network",
                     network,
-                    engine.create_overlay(network, &labels, *encrypted),
+                    engine.create_overlay(network, &labels, *encrypted, *internal),
                 )
                 .await?;
             }
@@ -492,37 +493,54 @@ async fn prepare_nodes<R: Runtime>(ctx: &Context<'_, R>, level: &[&ServicePlan])
     let labels = BTreeMap::from([(docker::LABEL_STACK.to_string(), ctx.desired.stack.clone())]);
     // One pull per node and image, whichever services share it.
     let mut pulls: BTreeMap<(String, String), String> = BTreeMap::new();
-    let mut nodes = BTreeSet::new();
+    // The bridge networks each node needs, with whether each is internal:
+    // the stack's own (and, with routes, its rotation network) unless it is
+    // an overlay, and each named bridge network a new container there
+    // joins. Overlay networks are the swarm's to make; external ones are
+    // never made.
+    let named = ctx.desired.named_networks();
+    let routes = ctx
+        .desired
+        .has_routes()
+        .then(|| ctx.desired.network.routes_name(&ctx.desired.stack));
+    let mut bridges: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
     for service_plan in level {
         let Some(service) = ctx.desired.services.get(&service_plan.service) else {
             continue;
         };
         for change in &service_plan.changes {
-            if !matches!(change, Change::Remove { .. }) {
-                nodes.insert(change.node().to_string());
-                pulls
-                    .entry((change.node().to_string(), service.spec.image.clone()))
-                    .or_insert_with(|| service.name.clone());
+            if matches!(change, Change::Remove { .. }) {
+                continue;
             }
+            let node = bridges.entry(change.node().to_string()).or_default();
+            if !overlay {
+                node.insert(network.clone(), false);
+                node.extend(routes.iter().map(|r| (r.clone(), false)));
+            }
+            let joined = std::iter::once(&service.spec.network)
+                .chain(service.spec.more_networks.iter().map(|(n, _)| n));
+            for name in joined {
+                if let Some(decl) = named.get(name).filter(|d| !d.overlay && !d.external) {
+                    node.insert(name.clone(), decl.internal);
+                }
+            }
+            pulls
+                .entry((change.node().to_string(), service.spec.image.clone()))
+                .or_insert_with(|| service.name.clone());
         }
     }
-    // A stack with routes has a rotation network beside its own.
-    let routes = ctx
-        .desired
-        .has_routes()
-        .then(|| ctx.desired.network.routes_name(&ctx.desired.stack));
-    join_all(nodes.iter().filter(|_| !overlay).map(|node| {
-        let (network, routes, labels) = (&network, &routes, &labels);
+    join_all(bridges.iter().map(|(node, networks)| {
+        let labels = &labels;
         async move {
             if let Ok(engine) = ctx.engine(node) {
-                for network in std::iter::once(network).chain(routes) {
+                for (network, internal) in networks {
                     let _ = ctx
                         .step(
                             "",
                             node,
                             "network",
                             network,
-                            engine.ensure_network(network, labels),
+                            engine.ensure_network(network, labels, *internal),
                         )
                         .await;
                 }

@@ -333,7 +333,7 @@ pub async fn plan_loaded(
         },
     );
     let mut transient = transient;
-    if desired.network.overlay && plan.refused.is_empty() {
+    if !desired.overlay_networks().is_empty() && plan.refused.is_empty() {
         plan = plan.with_swarm(plan_swarm(manifest, &desired, &engines, &observed).await);
         if plan.swarm.settling && transient.is_none() {
             transient = Some("a swarm change waits for the engines to settle".into());
@@ -360,10 +360,10 @@ async fn plan_swarm(
     stack_containers: &Observed,
 ) -> plan::swarm::SwarmPlan {
     let nodes: BTreeSet<String> = manifest.nodes.keys().cloned().collect();
-    let mut networks = vec![desired.network.name(&desired.stack)];
-    if desired.has_routes() {
-        networks.push(desired.network.routes_name(&desired.stack));
-    }
+    let overlay = plan::swarm::Overlay {
+        networks: desired.overlay_networks(),
+    };
+    let networks: Vec<String> = overlay.networks.iter().map(|n| n.name.clone()).collect();
     let asked = futures_util::future::join_all(
         engines
             .iter()
@@ -407,10 +407,6 @@ async fn plan_swarm(
     for membership in observed.values_mut() {
         membership.promoted = promoted(membership);
     }
-    let overlay = plan::swarm::Overlay {
-        networks,
-        encrypted: desired.network.encrypted,
-    };
     let mut leaving = leaving_nodes(&nodes, engines, stack_containers).await;
     for node in leaving.values_mut() {
         node.membership.promoted = promoted(&node.membership);
@@ -564,6 +560,28 @@ async fn local_image<R: Runtime>(
         })
 }
 
+/// The networks a service's replicas join, by engine name, each with the
+/// names they answer to there: their own (the service's name and link
+/// aliases) and the aliases the service gives that network. The first is
+/// the one a replica is created on.
+fn service_networks(
+    manifest: &Manifest,
+    stack: &str,
+    service: &manifest::model::Service,
+    own_aliases: &[String],
+) -> Vec<(String, Vec<String>)> {
+    manifest
+        .service_networks(service)
+        .into_iter()
+        .map(|(key, extra)| {
+            let mut aliases: Vec<String> = own_aliases.iter().chain(extra).cloned().collect();
+            aliases.sort();
+            aliases.dedup();
+            (manifest.network_engine_name(stack, key).0, aliases)
+        })
+        .collect()
+}
+
 /// Whether a service's replicas may start on another node when theirs is
 /// down: no volume or host folder holds data there, and no constraint pins
 /// it to that node by name.
@@ -593,6 +611,7 @@ pub fn desired_state(
         frozen: BTreeMap::new(),
         source: Default::default(),
         network: manifest.network.clone(),
+        networks: manifest.networks.clone(),
     };
     // What other services wait for of each service, found once (not per
     // service, which would be quadratic in the number of services).
@@ -632,21 +651,26 @@ pub fn desired_state(
             }
             None => continue,
         };
+        let own_aliases = plan::spec::aliases(manifest, &service.name);
+        let mut networks = service_networks(manifest, stack, service, &own_aliases);
         // The router is on the rotation network alone: it reaches the
         // routed replicas in rotation, and nothing else.
-        let network = if service.name == manifest::router::SERVICE {
-            manifest.network.routes_name(stack)
-        } else {
-            manifest.network.name(stack)
-        };
+        if service.name == manifest::router::SERVICE {
+            networks = vec![(manifest.network.routes_name(stack), own_aliases.clone())];
+        }
+        let (network, aliases) = networks
+            .first()
+            .cloned()
+            .unwrap_or_else(|| (manifest.network.name(stack), own_aliases.clone()));
         let mut spec = plan::spec::container_spec(
             stack,
             service,
             &resolved.pinned,
-            plan::spec::aliases(manifest, &service.name),
+            aliases,
             &manifest.volumes,
             &network,
         );
+        spec.more_networks = networks.into_iter().skip(1).collect();
         spec.env.extend(plan::spec::link_env(manifest, service));
         spec.replica_links = plan::spec::replica_links(manifest, service);
         let mut after: Vec<String> = service.links.iter().map(|l| l.service.clone()).collect();

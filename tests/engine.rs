@@ -1955,6 +1955,136 @@ async fn host_access_reaches_the_engine_only_through_the_policy() {
     support::remove_stack(&bed, &repo.stack).await;
 }
 
+/// Named networks, the Compose way: each service joins the networks it
+/// lists, with its name, its link aliases and the aliases it gives each;
+/// an `internal` network has no route out; an `external` one is used as it
+/// is, never created; services on no common network cannot resolve each
+/// other. A second diff plans nothing.
+#[tokio::test]
+async fn services_join_the_named_networks_they_list() {
+    let bed = Bed::get();
+    let docker = support::engine(&bed.nodes[0]).await;
+    let external = support::unique("pier-ext");
+    docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: external.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("an external network");
+    let sleeper = |name: &str, networks: &str| {
+        format!(
+            "  {name}:\n    image: {}\n    command: sleep 3600\n    stop_grace_period: 1s\n    networks: {networks}\n",
+            bed.base_image
+        )
+    };
+    let manifest = format!(
+        "{}networks:\n  front: {{}}\n  back: {{ internal: true }}\n  outside: {{ external: true, name: {external} }}\nservices:\n{}{}{}{}",
+        support::nodes_yaml(&bed, &[&["a"]]),
+        sleeper("proxy", "[front]"),
+        sleeper("web", "{ front: { aliases: [app] }, back: }"),
+        sleeper("db", "{ back: { aliases: [database] } }"),
+        sleeper("tool", "[outside, default]"),
+    );
+    let repo = support::UserRepo::new("nets", &manifest);
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (front, back) = (
+        format!("pier-{}_front", repo.stack),
+        format!("pier-{}_back", repo.stack),
+    );
+    let container = |service: &str| format!("{}-{service}-1", repo.stack);
+    let networks = |service: String| {
+        let docker = docker.clone();
+        async move {
+            let inspect = docker.inspect_container(&service, None).await.unwrap();
+            let mut joined: Vec<(String, Vec<String>)> = inspect
+                .network_settings
+                .and_then(|n| n.networks)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, endpoint)| {
+                    let mut aliases = endpoint.aliases.unwrap_or_default();
+                    // The engine adds the container's short id.
+                    aliases
+                        .retain(|a| !(a.len() == 12 && a.chars().all(|c| c.is_ascii_hexdigit())));
+                    aliases.sort();
+                    (name, aliases)
+                })
+                .collect();
+            joined.sort();
+            joined
+        }
+    };
+    assert_eq!(
+        networks(container("web")).await,
+        [
+            (back.clone(), vec!["web".to_string()]),
+            (front.clone(), vec!["app".to_string(), "web".to_string()]),
+        ]
+    );
+    assert_eq!(
+        networks(container("db")).await,
+        [(back.clone(), vec!["database".to_string(), "db".to_string()])]
+    );
+    assert_eq!(
+        networks(container("tool")).await,
+        [
+            (external.clone(), vec!["tool".to_string()]),
+            (format!("pier-{}", repo.stack), vec!["tool".to_string()]),
+        ]
+    );
+    let inspect = docker
+        .inspect_network(
+            &back,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .unwrap();
+    assert_eq!(inspect.internal, Some(true), "back is internal");
+    let outside = docker
+        .inspect_network(
+            &external,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .unwrap();
+    assert!(
+        !outside
+            .labels
+            .unwrap_or_default()
+            .contains_key("pier.stack"),
+        "the external network is not pier's"
+    );
+    let reach = |from: &str, to: &str| {
+        let (docker, from, to) = (docker.clone(), container(from), to.to_string());
+        async move {
+            support::exec(&docker, &from, &["ping", "-c", "1", "-W", "2", &to])
+                .await
+                .0
+                == 0
+        }
+    };
+    assert!(
+        reach("web", "database").await,
+        "web reaches db by its alias on back"
+    );
+    assert!(
+        reach("proxy", "app").await,
+        "proxy reaches web by its alias on front"
+    );
+    assert!(
+        !reach("proxy", "db").await,
+        "proxy is on no network with db"
+    );
+    let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 0, "a second diff plans nothing: {stdout}{stderr}");
+    support::remove_stack(&bed, &repo.stack).await;
+    for network in [&front, &back, &external] {
+        let _ = docker.remove_network(network).await;
+    }
+}
+
 /// `networks.default.driver: overlay`: pier forms a swarm of the stack's
 /// nodes through the Engine API, makes the attachable overlay network on a
 /// manager, and a service reaches another on a different host by its name

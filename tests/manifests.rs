@@ -197,22 +197,8 @@ fn public_compose_and_docker_cloud_files_load_or_fail_precisely() {
         (
             "docker__awesome-compose__elasticsearch-logstash-kibana.yml",
             &[
-                "16:5: error: services.elasticsearch: `networks` is not supported in a service",
                 "25:9: error: services.logstash.volumes[0]: relative bind mount `./logstash/pipeline/logstash-nginx.config`",
                 "26:9: error: services.logstash.volumes[1]: relative bind mount `./logstash/nginx.log`",
-                "34:5: error: services.logstash: `networks` is not supported in a service",
-                "44:5: error: services.kibana: `networks` is not supported in a service",
-                "47:3: error: networks.elastic: network `elastic`: only `default` is supported yet",
-            ],
-        ),
-        (
-            "docker__awesome-compose__nextcloud-redis-mariadb.yml",
-            &[
-                "9:5: error: services.nc: `networks` is not supported in a service",
-                "21:5: error: services.redis: `networks` is not supported in a service",
-                "29:5: error: services.db: `networks` is not supported in a service",
-                "40:3: error: networks.dbnet: network `dbnet`: only `default` is supported yet",
-                "41:3: error: networks.redisnet: network `redisnet`: only `default` is supported yet",
             ],
         ),
         (
@@ -242,13 +228,8 @@ fn public_compose_and_docker_cloud_files_load_or_fail_precisely() {
                 "3:7: error: services.frontend.build: `frontend` does not exist in the repository at this commit",
                 "7:10: error: services.frontend.volumes[0]: relative bind mount `./frontend`",
                 "9:10: error: services.frontend.depends_on.backend: `backend` is not a service in the manifests",
-                "11:7: error: services.frontend: `networks` is not supported in a service",
                 "14:7: error: services.Backend.build: `backend` does not exist in the repository at this commit",
-                "20:7: error: services.Backend: `networks` is not supported in a service",
                 "28:10: error: services.db.volumes[0]: relative bind mount `./data`",
-                "30:7: error: services.db: `networks` is not supported in a service",
-                "33:3: error: networks.express-network: network `express-network`: only `default` is supported yet",
-                "34:3: error: networks.db-network: network `db-network`: only `default` is supported yet",
             ],
         ),
     ];
@@ -276,7 +257,6 @@ fn golden_messages_for_each_rule() {
             &[
                 "p.yml:2:40: error: services.web.ports: `ports` with `network_mode: host`",
                 "p.yml:3:28: error: services.api.links[0]: `web` runs with `network_mode: host`, off the stack's network: it cannot be reached by name",
-                "p.yml:3:28: warning: services.api.links[0]: api and web may be placed on different nodes, where the stack's bridge network does not reach",
                 "p.yml:3:39: error: services.api.pid: `pid: service:web` is not supported",
             ],
         ),
@@ -388,10 +368,22 @@ fn golden_messages_for_each_rule() {
             ],
         ),
         (
-            "services:\n  web: { image: x, deploy: { update_config: { order: start-first } } }\nnetworks:\n  default: { driver: overlay }\n  back: {}\n",
+            "services:\n  web: { image: x, deploy: { update_config: { order: start-first } } }\n  api: { image: x, networks: [mesh], deploy: { update_config: { order: start-first } } }\nnetworks:\n  default: { driver: overlay }\n  mesh: { driver: overlay }\n",
             &[
                 "p.yml:2:20: error: services.web.deploy.update_config.order: `update_config.order: start-first` is not supported on an overlay network yet",
-                "p.yml:5:3: error: networks.back: network `back`: only `default` is supported yet",
+                "p.yml:3:38: error: services.api.deploy.update_config.order: `update_config.order: start-first` is not supported on an overlay network yet",
+            ],
+        ),
+        (
+            "services:\n  web: { image: x, networks: [front, bak], links: [db] }\n  db: { image: x, networks: { back: { aliases: [\"no way\"] } } }\n  host: { image: x, network_mode: none, networks: [front] }\nnetworks:\n  front: {}\n  back: { internal: true }\n  default: { internal: true }\n  shared: { external: true, driver: overlay }\n  \"bad key\": {}\n",
+            &[
+                "p.yml:2:20: error: services.web.networks: network `bak` is not declared",
+                "p.yml:2:52: error: services.web.links[0]: web links to db, but they share no network, where the link would resolve",
+                "p.yml:3:48: error: services.db.networks.back.aliases: `no way` cannot be a network alias",
+                "p.yml:4:51: error: services.host.networks: `networks` and `network_mode` exclude each other",
+                "p.yml:8:24: error: networks.default.internal: the stack's network `default` takes no `internal`",
+                "p.yml:9:11: error: networks.shared: an external network takes no `driver`, `internal` or `driver_opts`",
+                "p.yml:10:3: error: networks.bad key: `bad key` cannot name a network",
             ],
         ),
         (

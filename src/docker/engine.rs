@@ -669,6 +669,7 @@ impl Runtime for Engine {
         &self,
         name: &str,
         labels: &BTreeMap<String, String>,
+        internal: bool,
     ) -> Result<(), RuntimeError> {
         if self.network_exists(name).await? {
             return Ok(());
@@ -676,6 +677,7 @@ impl Runtime for Engine {
         self.create_network(NetworkCreateRequest {
             name: name.to_string(),
             driver: Some("bridge".into()),
+            internal: internal.then_some(true),
             labels: Some(labels.clone().into_iter().collect()),
             ..Default::default()
         })
@@ -928,6 +930,7 @@ impl Runtime for Engine {
         name: &str,
         labels: &BTreeMap<String, String>,
         encrypted: bool,
+        internal: bool,
     ) -> Result<(), RuntimeError> {
         let mut options = HashMap::new();
         if encrypted {
@@ -937,6 +940,7 @@ impl Runtime for Engine {
             name: name.to_string(),
             driver: Some("overlay".into()),
             attachable: Some(true),
+            internal: internal.then_some(true),
             labels: Some(labels.clone().into_iter().collect()),
             options: Some(options),
             ..Default::default()
@@ -972,6 +976,18 @@ impl Runtime for Engine {
             )
             .await?
             .map_err(classify)?;
+        // The engine takes one network at creation; the others are joined
+        // before the container first starts. One that cannot be joined
+        // takes the container with it: never a replica half-networked.
+        for (network, aliases) in &spec.more_networks {
+            if let Err(error) = self.connect(&created.id, network, aliases).await {
+                // Its volumes stay: a replacement's may be its predecessor's.
+                let _ = self.remove(&created.id, super::Volumes::Keep).await;
+                return Err(RuntimeError::Failed(format!(
+                    "cannot join network {network}: {error}"
+                )));
+            }
+        }
         Ok(created.id)
     }
 

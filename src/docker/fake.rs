@@ -206,6 +206,7 @@ impl Runtime for FakeRuntime {
         _name: &str,
         _labels: &BTreeMap<String, String>,
         _encrypted: bool,
+        _internal: bool,
     ) -> Result<(), RuntimeError> {
         Err(RuntimeError::Failed("the fake engine has no swarm".into()))
     }
@@ -218,6 +219,7 @@ impl Runtime for FakeRuntime {
         &self,
         name: &str,
         _labels: &BTreeMap<String, String>,
+        _internal: bool,
     ) -> Result<(), RuntimeError> {
         self.with(|s| {
             if !s.networks.iter().any(|n| n == name) {

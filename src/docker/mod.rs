@@ -120,10 +120,13 @@ pub trait Runtime: Send + Sync {
         reference: &str,
         credentials: Option<&Credentials>,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Create a bridge network unless the engine has one of this name;
+    /// `internal`: with no route out.
     fn ensure_network(
         &self,
         name: &str,
         labels: &BTreeMap<String, String>,
+        internal: bool,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Whether the engine has a volume of this name.
     fn volume_exists(&self, name: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
@@ -187,6 +190,7 @@ pub trait Runtime: Send + Sync {
         name: &str,
         labels: &BTreeMap<String, String>,
         encrypted: bool,
+        internal: bool,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Create a container; returns its id.
     fn create(

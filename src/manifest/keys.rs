@@ -34,10 +34,6 @@ pub static ROUTER_KEYS: LazyLock<BTreeSet<String>> =
 pub const UNSUPPORTED_SERVICE_KEYS: &[(&str, &str)] = &[
     ("scale", "use `deploy.replicas` or `target_num_containers`"),
     (
-        "networks",
-        "every service joins the stack's one network (set its driver with the top-level `networks.default`); choosing networks per service is not supported yet",
-    ),
-    (
         "secrets",
         "Compose secrets need Swarm; pass secrets through `environment` with `${VAR}` from pier's environment",
     ),

@@ -173,6 +173,7 @@ impl Merge {
             }
         }
         target.manifest.volumes.extend(manifest.volumes);
+        target.manifest.networks.extend(manifest.networks);
         if let Some(at) = file.network_at {
             match &target.network_at {
                 Some(first) => target.diagnostics.push(
@@ -623,7 +624,8 @@ impl Loader<'_> {
         }
     }
 
-    /// Top-level `networks`: the stack's one network, `default`.
+    /// Top-level `networks`: `default`, the stack's own network, and
+    /// networks of their own names that services list in `networks`.
     fn networks(&mut self, file: &str, body: &Node) {
         let here = Here {
             file,
@@ -638,61 +640,108 @@ impl Loader<'_> {
             Err(failure) => return self.push(failure.0),
         };
         for (name, decl) in spec {
-            if name != "default" {
+            let decl = decl.unwrap_or_default();
+            if name == "default" {
+                self.default_network(&here, &name, decl);
+                continue;
+            }
+            if !is_network_key(&name) {
                 self.push(
-                    Diagnostic::error(here.key_loc(&name), format!("network `{name}`: only `default` is supported yet"))
-                        .key(format!("networks.{name}"))
-                        .help("every service joins the stack's one network; declare `default` to choose its driver (`overlay` reaches across hosts)"),
+                    Diagnostic::error(
+                        here.key_loc(&name),
+                        format!("`{name}` cannot name a network"),
+                    )
+                    .key(format!("networks.{name}"))
+                    .help("use letters, digits, `-` and `_`, starting with a letter or digit"),
                 );
                 continue;
             }
-            let decl = decl.unwrap_or_default();
-            let overlay = match decl.driver.as_deref() {
-                None | Some("bridge") => false,
-                Some("overlay") => true,
-                Some(other) => {
-                    self.push(
-                        here.error(&[k(&name), k("driver")], format!("network driver `{other}` is not supported"))
-                            .help("use `bridge` (a network on each node) or `overlay` (one network across the nodes)"),
-                    );
-                    false
-                }
+            let external = decl.external.unwrap_or(false);
+            let (overlay, encrypted) = self.network_kind(&here, &name, &decl, external);
+            if external
+                && (decl.driver.is_some() || decl.internal.is_some() || decl.driver_opts.is_some())
+            {
+                self.push(
+                    here.error(
+                        &[k(&name)],
+                        "an external network takes no `driver`, `internal` or `driver_opts`",
+                    )
+                    .help("pier never creates an external network; set them where it is created"),
+                );
+            }
+            let decl = super::model::NetworkDecl {
+                overlay,
+                encrypted,
+                internal: decl.internal.unwrap_or(false),
+                external,
+                engine_name: decl.name.or_else(|| external.then(|| name.clone())),
             };
-            if decl.attachable == Some(false) {
-                self.push(
-                    here.error(
-                        &[k(&name), k("attachable")],
-                        "pier's networks are always attachable",
-                    )
-                    .help("remove `attachable: false`: pier runs plain containers, which need it"),
-                );
-            }
-            let mut encrypted = false;
-            for (option, _) in decl.driver_opts.unwrap_or_default() {
-                if option == "encrypted" && overlay {
-                    encrypted = true;
-                } else {
-                    self.push(
-                        here.error(
-                            &[k(&name), k("driver_opts"), k(&option)],
-                            format!("driver option `{option}` is not supported"),
-                        )
-                        .help("an overlay network takes `encrypted` (IPsec between hosts)"),
-                    );
-                }
-            }
-            if decl.internal == Some(true) {
-                self.push(
-                    here.error(
-                        &[k(&name), k("internal")],
-                        "`internal` networks are not supported yet",
-                    )
-                    .help("remove it; to keep a service from the outside, publish no ports for it"),
-                );
-            }
-            self.loaded.manifest.network = super::model::StackNetwork { overlay, encrypted };
-            self.loaded.network_at = Some(here.key_loc(&name));
+            self.loaded.manifest.networks.insert(name, decl);
         }
+    }
+
+    /// `networks.default`: the stack's own network.
+    fn default_network(&mut self, here: &Here, name: &str, decl: super::spec::NetworkDeclSpec) {
+        let (overlay, encrypted) = self.network_kind(here, name, &decl, false);
+        for (key, set) in [
+            ("internal", decl.internal == Some(true)),
+            ("external", decl.external.is_some()),
+            ("name", decl.name.is_some()),
+        ] {
+            if set {
+                self.push(
+                    here.error(&[k(name), k(key)], format!("the stack's network `default` takes no `{key}`"))
+                        .help("declare a network of its own name with it, and list that network in the services' `networks`"),
+                );
+            }
+        }
+        self.loaded.manifest.network = super::model::StackNetwork { overlay, encrypted };
+        self.loaded.network_at = Some(here.key_loc(name));
+    }
+
+    /// A network's driver and its IPsec option: (overlay, encrypted).
+    fn network_kind(
+        &mut self,
+        here: &Here,
+        name: &str,
+        decl: &super::spec::NetworkDeclSpec,
+        external: bool,
+    ) -> (bool, bool) {
+        let overlay = match decl.driver.as_deref() {
+            None | Some("bridge") => false,
+            Some("overlay") => true,
+            Some(other) => {
+                self.push(
+                    here.error(&[k(name), k("driver")], format!("network driver `{other}` is not supported"))
+                        .help("use `bridge` (a network on each node) or `overlay` (one network across the nodes)"),
+                );
+                false
+            }
+        };
+        if decl.attachable == Some(false) {
+            self.push(
+                here.error(
+                    &[k(name), k("attachable")],
+                    "pier's networks are always attachable",
+                )
+                .help("remove `attachable: false`: pier runs plain containers, which need it"),
+            );
+        }
+        let mut encrypted = false;
+        for option in decl.driver_opts.iter().flat_map(|o| o.keys()) {
+            if option == "encrypted" && overlay {
+                encrypted = true;
+            } else if !external {
+                self.push(
+                    here.error(
+                        &[k(name), k("driver_opts"), k(option)],
+                        format!("driver option `{option}` is not supported"),
+                    )
+                    .help("an overlay network takes `encrypted` (IPsec between hosts)"),
+                );
+            }
+        }
+        (overlay, encrypted)
     }
 
     /// Check an entity's keys, then type it. `None` when it cannot be typed.
@@ -938,4 +987,14 @@ fn retype(text: String) -> Value {
         "false" => Value::Bool(false),
         _ => Value::Str(text),
     }
+}
+
+/// A network's key: what Compose allows in a project's names.
+fn is_network_key(key: &str) -> bool {
+    key.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }

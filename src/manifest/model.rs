@@ -21,6 +21,9 @@ pub struct Manifest {
     pub volumes: BTreeMap<String, VolumeDecl>,
     /// The stack's network (`networks.default`).
     pub network: StackNetwork,
+    /// Networks declared under a name of their own (top-level `networks`
+    /// but `default`), by that name.
+    pub networks: BTreeMap<String, NetworkDecl>,
     /// The top-level `router`, when declared.
     pub router: Option<Router>,
 }
@@ -74,6 +77,73 @@ impl StackNetwork {
     /// while it is running and healthy. Same kind as the stack's network.
     pub fn routes_name(&self, stack: &str) -> String {
         format!("{}{ROUTES_SUFFIX}", self.name(stack))
+    }
+}
+
+/// A network declared under its own name, which services join by listing
+/// it in their `networks`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NetworkDecl {
+    /// One network across the nodes (a swarm), instead of a bridge per node.
+    pub overlay: bool,
+    /// IPsec between hosts (overlay).
+    pub encrypted: bool,
+    /// No route out of the network: its containers reach only each other.
+    pub internal: bool,
+    /// Made outside pier: used as it is, never created.
+    pub external: bool,
+    /// The network's name on the engines, when given (`name:`); required
+    /// meaning for an external one.
+    pub engine_name: Option<String>,
+}
+
+impl NetworkDecl {
+    /// The network's name on the engines: its `name`, or `pier-<stack>_<key>`
+    /// (with the kind, as the stack's network, so changing the kind moves
+    /// the containers to a new network).
+    pub fn name(&self, stack: &str, key: &str) -> String {
+        if let Some(name) = &self.engine_name {
+            return name.clone();
+        }
+        match (self.overlay, self.encrypted) {
+            (false, _) => format!("pier-{stack}_{key}"),
+            (true, false) => format!("pier-{stack}_{key}-overlay"),
+            (true, true) => format!("pier-{stack}_{key}-overlay-ipsec"),
+        }
+    }
+}
+
+impl Manifest {
+    /// The networks `service` joins, by key (`default` for the stack's
+    /// own), with the aliases it takes on each beyond its own.
+    pub fn service_networks<'a>(&'a self, service: &'a Service) -> Vec<(&'a str, &'a [String])> {
+        if service.network_mode.is_some() {
+            return Vec::new();
+        }
+        if service.networks.is_empty() {
+            return vec![("default", &[])];
+        }
+        service
+            .networks
+            .iter()
+            .map(|(key, aliases)| (key.as_str(), aliases.as_slice()))
+            .collect()
+    }
+
+    /// The engine name of network `key` of `stack`, and whether it is an
+    /// overlay.
+    pub fn network_engine_name(&self, stack: &str, key: &str) -> (String, bool) {
+        match self.networks.get(key) {
+            Some(decl) => (decl.name(stack, key), decl.overlay),
+            None => (self.network.name(stack), self.network.overlay),
+        }
+    }
+
+    /// Whether `service` is on an overlay network.
+    pub fn on_overlay(&self, service: &Service) -> bool {
+        self.service_networks(service)
+            .iter()
+            .any(|(key, _)| self.network_engine_name("", key).1)
     }
 }
 
@@ -253,6 +323,9 @@ pub struct Service {
     pub container_name: Option<String>,
     /// `host` or `none`; `None`: the stack's network.
     pub network_mode: Option<String>,
+    /// The networks it joins (`networks`), by key, with the aliases it
+    /// takes on each beyond its own; empty: the stack's network alone.
+    pub networks: BTreeMap<String, Vec<String>>,
     /// `host`.
     pub pid: Option<String>,
     pub ipc: Option<String>,

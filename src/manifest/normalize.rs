@@ -262,6 +262,7 @@ pub fn service(
         }
     }
     let network_mode = network_mode(spec, here, &mut p);
+    let networks = service_networks(spec, here, &mut p);
     let pid = namespace_mode(spec.pid.as_deref(), "pid", &["host"], here, &mut p);
     let ipc = namespace_mode(
         spec.ipc.as_deref(),
@@ -378,6 +379,7 @@ pub fn service(
         pids_limit: limits.pids,
         container_name: spec.container_name.clone(),
         network_mode,
+        networks,
         pid,
         ipc,
         devices,
@@ -978,6 +980,58 @@ fn mount(spec: &VolumeSpec, here: &Here, n: usize, p: &mut Problems) -> Option<M
     })
 }
 
+/// `networks`: the networks a service joins, by key, with the aliases it
+/// takes on each. Whether each is declared is checked with the whole
+/// manifest.
+fn service_networks(
+    spec: &ServiceSpec,
+    here: &Here,
+    p: &mut Problems,
+) -> BTreeMap<String, Vec<String>> {
+    use super::spec::ServiceNetworksSpec;
+    let Some(written) = &spec.networks else {
+        return BTreeMap::new();
+    };
+    if spec.network_mode.is_some() || spec.net.is_some() {
+        p.push(
+            here.error(
+                &[k("networks")],
+                "`networks` and `network_mode` exclude each other",
+            )
+            .help("a container on the host's network, or on none, joins no other network"),
+        );
+        return BTreeMap::new();
+    }
+    let joined: BTreeMap<String, Vec<String>> = match written {
+        ServiceNetworksSpec::List(names) => names.iter().map(|n| (n.clone(), Vec::new())).collect(),
+        ServiceNetworksSpec::Map(map) => map
+            .iter()
+            .map(|(name, settings)| {
+                let aliases = settings
+                    .as_ref()
+                    .and_then(|s| s.aliases.clone())
+                    .unwrap_or_default();
+                (name.clone(), aliases)
+            })
+            .collect(),
+    };
+    if joined.is_empty() {
+        p.push(
+            here.error(&[k("networks")], "`networks` lists no network")
+                .help("list the networks the service joins (`default` is the stack's own), or remove the key"),
+        );
+    }
+    for (network, aliases) in &joined {
+        for alias in aliases.iter().filter(|a| !is_valid_name(a)) {
+            p.push(here.error(
+                &[k("networks"), k(network), k("aliases")],
+                format!("`{alias}` cannot be a network alias"),
+            ));
+        }
+    }
+    joined
+}
+
 /// `network_mode` (or Tutum's `net`): `None` for the stack's network.
 fn network_mode(spec: &ServiceSpec, here: &Here, p: &mut Problems) -> Option<String> {
     let (key, written) = match (spec.network_mode.as_deref(), spec.net.as_deref()) {
@@ -1005,7 +1059,7 @@ fn network_mode(spec: &ServiceSpec, here: &Here, p: &mut Problems) -> Option<Str
         other => {
             p.push(
                 here.error(&[k(key)], format!("unknown network mode `{other}`"))
-                    .help("use `bridge` (the default: the stack's own network), `none`, or `host`; custom networks are not supported yet"),
+                    .help("use `bridge` (the default: the stack's own network), `none`, or `host`; to join networks of your own, list them in `networks`"),
             );
             None
         }

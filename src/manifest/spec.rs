@@ -102,9 +102,18 @@ pub struct NetworkDeclSpec {
     /// across the nodes, through a Docker Swarm pier forms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<String>,
-    /// Not supported yet: an error when `true`.
+    /// No route out: its containers reach only each other (a named
+    /// network; not `default`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub internal: Option<bool>,
+    /// Made outside pier: used by its own name (or `name`), never created
+    /// (a named network; not `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<bool>,
+    /// The network's name on the engines, instead of `pier-<stack>_<key>`
+    /// (a named network; not `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Overlay networks pier makes are always attachable; `false` is an error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachable: Option<bool>,
@@ -166,6 +175,26 @@ impl std::fmt::Display for Scalar {
             Scalar::Bool(b) => write!(f, "{b}"),
         }
     }
+}
+
+/// A service's `networks`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a list of network names, or a mapping of network names to their settings"
+)]
+pub enum ServiceNetworksSpec {
+    List(Vec<String>),
+    Map(BTreeMap<String, Option<ServiceNetworkSpec>>),
+}
+
+/// How a service joins one network.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceNetworkSpec {
+    /// More names its replicas answer to on this network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aliases: Option<Vec<String>>,
 }
 
 /// A string or a list of strings.
@@ -346,6 +375,11 @@ pub struct ServiceSpec {
     /// `<stack>-<service>-1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_name: Option<String>,
+    /// The networks the service joins: names declared under the top-level
+    /// `networks` (`default` is the stack's own), as a list, or a mapping
+    /// to each network's `aliases`. Absent: the stack's network alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<ServiceNetworksSpec>,
     /// Tutum's spelling of `network_mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<String>,

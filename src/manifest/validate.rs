@@ -57,8 +57,10 @@ pub fn validate(manifest: &Manifest, tree: &dyn RepoTree) -> Vec<Diagnostic> {
         })
         .collect();
     for service in manifest.services.values() {
-        if !manifest.network.overlay {
-            links_across_nodes(service, &placeable, &mut problems);
+        networks_declared(manifest, service, &mut problems);
+        links_share_a_network(manifest, service, &mut problems);
+        if !manifest.on_overlay(service) {
+            links_across_nodes(manifest, service, &placeable, &mut problems);
         } else if service.update.order == super::model::UpdateOrder::StartFirst {
             // A start-first replacement ends by renaming the new, running
             // replica to the replica's name, which the engine refuses for a
@@ -227,9 +229,85 @@ fn other_stack_link(
     )
 }
 
+/// Every network a service lists is `default` or declared at the top level.
+fn networks_declared(manifest: &Manifest, service: &Service, problems: &mut Vec<Diagnostic>) {
+    for network in service.networks.keys() {
+        if network == "default" || manifest.networks.contains_key(network) {
+            continue;
+        }
+        let mut diagnostic = Diagnostic::error(
+            service.location_of("networks").clone(),
+            format!("network `{network}` is not declared"),
+        )
+        .key(format!("services.{}.networks", service.name));
+        diagnostic = match super::diagnostic::did_you_mean(
+            network,
+            manifest
+                .networks
+                .keys()
+                .map(String::as_str)
+                .chain(["default"]),
+        ) {
+            Some(best) => diagnostic.help(format!("did you mean `{best}`?")),
+            None => diagnostic.help(format!(
+                "declare it under the top-level `networks` (`networks: {{ {network}: {{}} }}`)"
+            )),
+        };
+        problems.push(diagnostic);
+    }
+}
+
+/// Whether `service` and the service named `other` are on a common network.
+fn share_a_network(manifest: &Manifest, service: &Service, other: &str) -> bool {
+    let Some(other) = manifest.services.get(other) else {
+        return false;
+    };
+    let own: BTreeSet<&str> = manifest
+        .service_networks(service)
+        .iter()
+        .map(|(k, _)| *k)
+        .collect();
+    manifest
+        .service_networks(other)
+        .iter()
+        .any(|(key, _)| own.contains(key))
+}
+
+/// A link's alias resolves only on a network both services are on.
+fn links_share_a_network(manifest: &Manifest, service: &Service, problems: &mut Vec<Diagnostic>) {
+    if service.network_mode.is_some() {
+        return;
+    }
+    for (n, link) in service.links.iter().enumerate() {
+        let Some(target) = manifest.services.get(&link.service) else {
+            continue;
+        };
+        if target.network_mode.is_some() {
+            continue;
+        }
+        if !share_a_network(manifest, service, &link.service) {
+            problems.push(
+                Diagnostic::error(
+                    service.location_of(&format!("links[{n}]")).clone(),
+                    format!(
+                        "{} links to {}, but they share no network, where the link would resolve",
+                        service.name, link.service
+                    ),
+                )
+                .key(format!("services.{}.links[{n}]", service.name))
+                .help(format!(
+                    "list a network of {} in the `networks` of {} too",
+                    link.service, service.name
+                )),
+            );
+        }
+    }
+}
+
 /// On a bridge network (one per node) a link or dependency only resolves
 /// between containers on the same node: warn where placement may split them.
 fn links_across_nodes(
+    manifest: &Manifest,
     service: &Service,
     placeable: &BTreeMap<&str, BTreeSet<&str>>,
     problems: &mut Vec<Diagnostic>,
@@ -253,6 +331,10 @@ fn links_across_nodes(
         let Some(there) = placeable.get(target) else {
             continue;
         };
+        // Two services on no common network are an error of their own.
+        if !share_a_network(manifest, service, target) {
+            continue;
+        }
         let apart = here.iter().any(|a| there.iter().any(|b| a != b));
         if apart {
             problems.push(

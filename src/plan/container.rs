@@ -79,6 +79,11 @@ pub struct ContainerSpec {
     /// Network (per stack) and the aliases the container answers to there.
     pub network: String,
     pub aliases: Vec<String>,
+    /// More networks the container joins, each with its aliases there (a
+    /// service listing several `networks`): joined after it is created,
+    /// before it starts. (Left out of the hash when empty.)
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub more_networks: Vec<(String, Vec<String>)>,
     /// `service` or `service:ro`: the replica mounts the volumes of that
     /// service's replica on its node. A service name here; the container's
     /// name or id once apply creates the replica. (Left out of the hash

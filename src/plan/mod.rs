@@ -77,6 +77,53 @@ impl Desired {
         self.services.contains_key(crate::manifest::router::SERVICE)
             || self.services.values().any(|s| s.routed)
     }
+
+    /// The named networks, by engine name: (created by pier, its declaration).
+    pub fn named_networks(&self) -> BTreeMap<String, &crate::manifest::model::NetworkDecl> {
+        self.networks
+            .iter()
+            .map(|(key, decl)| (decl.name(&self.stack, key), decl))
+            .collect()
+    }
+
+    /// The overlay networks pier makes through the swarm: the stack's own
+    /// (with its rotation network) when it is one, and each named overlay
+    /// network a service joins. An external one is not pier's to make.
+    pub fn overlay_networks(&self) -> Vec<swarm::OverlayNetwork> {
+        let mut networks = Vec::new();
+        if self.network.overlay {
+            networks.push(swarm::OverlayNetwork {
+                name: self.network.name(&self.stack),
+                encrypted: self.network.encrypted,
+                internal: false,
+            });
+            if self.has_routes() {
+                networks.push(swarm::OverlayNetwork {
+                    name: self.network.routes_name(&self.stack),
+                    encrypted: self.network.encrypted,
+                    internal: false,
+                });
+            }
+        }
+        let joined: BTreeSet<&str> = self
+            .services
+            .values()
+            .flat_map(|s| {
+                std::iter::once(s.spec.network.as_str())
+                    .chain(s.spec.more_networks.iter().map(|(n, _)| n.as_str()))
+            })
+            .collect();
+        for (name, decl) in self.named_networks() {
+            if decl.overlay && !decl.external && joined.contains(name.as_str()) {
+                networks.push(swarm::OverlayNetwork {
+                    name,
+                    encrypted: decl.encrypted,
+                    internal: decl.internal,
+                });
+            }
+        }
+        networks
+    }
 }
 
 impl DesiredService {
@@ -158,6 +205,8 @@ pub struct Desired {
     pub frozen: BTreeMap<String, String>,
     /// The network every container joins.
     pub network: crate::manifest::model::StackNetwork,
+    /// Networks declared under their own names, by key.
+    pub networks: BTreeMap<String, crate::manifest::model::NetworkDecl>,
 }
 
 /// A container of this stack, as its labels describe it.

@@ -184,9 +184,11 @@ fn swarm_lines(swarm: &super::swarm::SwarmPlan, style: Style) -> String {
                 node,
                 network,
                 encrypted,
+                internal,
             } => format!(
-                "network create {network} (overlay{}) on {node}",
-                if *encrypted { ", encrypted" } else { "" }
+                "network create {network} (overlay{}{}) on {node}",
+                if *encrypted { ", encrypted" } else { "" },
+                if *internal { ", internal" } else { "" }
             ),
         };
         let mark = if step.runs_last() {

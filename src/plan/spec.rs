@@ -361,6 +361,7 @@ pub fn container_spec(
         ipc_mode: service.ipc.clone(),
         files: service.files.clone(),
         replica_links: Vec::new(),
+        more_networks: Vec::new(),
         reload: service.reload.clone(),
         volumes_from: service
             .volumes_from

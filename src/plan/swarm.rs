@@ -33,11 +33,20 @@ pub struct SwarmMembership {
 /// What the stack needs of the cluster: its overlay networks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Overlay {
-    /// The networks' names on the engines: the stack's, and its rotation
-    /// network when it has routes.
-    pub networks: Vec<String>,
+    /// The stack's overlay networks: its own and its rotation network when
+    /// they are overlays, and the named overlay networks its services join.
+    pub networks: Vec<OverlayNetwork>,
+}
+
+/// One overlay network pier makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OverlayNetwork {
+    /// Its name on the engines.
+    pub name: String,
     /// IPsec between hosts (`driver_opts: {encrypted: …}`).
     pub encrypted: bool,
+    /// No route out of it.
+    pub internal: bool,
 }
 
 /// A step towards one swarm across the stack's nodes.
@@ -66,6 +75,8 @@ pub enum SwarmStep {
         node: String,
         network: String,
         encrypted: bool,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        internal: bool,
     },
 }
 
@@ -238,11 +249,12 @@ pub fn plan(
         });
     }
     for network in &overlay.networks {
-        if !existing.contains(network) {
+        if !existing.contains(&network.name) {
             plan.steps.push(SwarmStep::CreateNetwork {
                 node: via.clone(),
-                network: network.clone(),
-                encrypted: overlay.encrypted,
+                network: network.name.clone(),
+                encrypted: network.encrypted,
+                internal: network.internal,
             });
         }
     }
@@ -377,8 +389,11 @@ mod tests {
 
     fn overlay() -> Overlay {
         Overlay {
-            networks: vec!["pier-app-overlay".into()],
-            encrypted: false,
+            networks: vec![OverlayNetwork {
+                name: "pier-app-overlay".into(),
+                encrypted: false,
+                internal: false,
+            }],
         }
     }
 
@@ -423,7 +438,8 @@ mod tests {
                 SwarmStep::CreateNetwork {
                     node: "n1".into(),
                     network: "pier-app-overlay".into(),
-                    encrypted: false
+                    encrypted: false,
+                    internal: false,
                 },
             ]
         );

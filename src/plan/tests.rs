@@ -74,6 +74,7 @@ fn desired(nodes: Vec<Node>, services: Vec<DesiredService>) -> Desired {
         frozen: BTreeMap::new(),
         source: Default::default(),
         network: Default::default(),
+        networks: Default::default(),
     }
 }
 
@@ -1007,4 +1008,46 @@ fn routed_replicas_follow_their_health_in_and_out_of_rotation() {
     containers[2].in_rotation = true;
     containers[3].healthy = false;
     assert_eq!(run(&d, &o), ["→ web-1 n1", "← web-2 n1"]);
+}
+
+/// The swarm makes the named overlay networks services join, with their
+/// options; never an unused one, an external one, or a bridge.
+#[test]
+fn overlay_networks_are_the_named_ones_in_use() {
+    use crate::manifest::model::NetworkDecl;
+    let mut web = service("web", Some(1), Strategy::EmptiestNode, &[]);
+    let mut spec = (*web.spec).clone();
+    spec.network = "pier-s_mesh-overlay".into();
+    spec.more_networks = vec![
+        ("pier-s_back".into(), vec!["web".into()]),
+        ("edge".into(), vec!["web".into()]),
+    ];
+    web.spec = Arc::new(spec);
+    let mut d = desired(vec![node("n1", &[])], vec![web]);
+    let overlay = |internal| NetworkDecl {
+        overlay: true,
+        internal,
+        ..Default::default()
+    };
+    d.networks = BTreeMap::from([
+        ("mesh".to_string(), overlay(true)),
+        ("unused".to_string(), overlay(false)),
+        ("back".to_string(), NetworkDecl::default()),
+        (
+            "edge".to_string(),
+            NetworkDecl {
+                external: true,
+                engine_name: Some("edge".into()),
+                ..overlay(false)
+            },
+        ),
+    ]);
+    assert_eq!(
+        d.overlay_networks(),
+        [super::swarm::OverlayNetwork {
+            name: "pier-s_mesh-overlay".into(),
+            encrypted: false,
+            internal: true,
+        }]
+    );
 }
