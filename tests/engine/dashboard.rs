@@ -1,10 +1,15 @@
 //! The dashboard in a real browser: Debian's chromium, headless, driven
-//! through chromedriver (WebDriver) against a daemon on the bed. A
-//! screenshot of each page is kept in `target/tmp/screenshots/`.
+//! through chromedriver over the W3C WebDriver protocol against a daemon on
+//! the bed. A screenshot of each page is kept in `target/tmp/screenshots/`.
+//!
+//! The protocol's few calls used here (a session, navigation, a script,
+//! cookies, a screenshot, the window's size) are JSON over HTTP, sent with
+//! the reqwest pier already builds: a WebDriver client crate would add a
+//! second HTTP stack and a Unicode segmenter to every test build.
 
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder};
+use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::support::{
@@ -17,7 +22,9 @@ const HOW_TO_FIX: &str = "install Debian's chromium and chromium-driver (tests/r
 
 /// A headless chromium behind its chromedriver, closed when dropped.
 struct Browser {
-    client: Option<Client>,
+    http: reqwest::Client,
+    /// `http://127.0.0.1:<port>/session/<id>`.
+    session: String,
     driver: std::process::Child,
     _profile: tempfile::TempDir,
 }
@@ -47,10 +54,13 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let profile = tempfile::tempdir().expect("a browser profile folder");
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            json!({
+        let http = reqwest::Client::builder()
+            .timeout(CONVERGE)
+            .build()
+            .expect("an HTTP client");
+        let capabilities = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
                 "args": [
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -59,34 +69,54 @@ impl Browser {
                     "--window-size=1200,900",
                     format!("--user-data-dir={}", profile.path().display()),
                 ]
-            }),
-        );
-        let client = ClientBuilder::rustls()
-            .expect("a WebDriver client")
-            .capabilities(capabilities)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .unwrap_or_else(|e| panic!("cannot start chromium: {e}: {HOW_TO_FIX}"));
+            }
+        } } });
+        let created = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("http://127.0.0.1:{port}/session"),
+            Some(capabilities),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot start chromium: {e}: {HOW_TO_FIX}"));
+        let id = created["sessionId"]
+            .as_str()
+            .expect("a session id")
+            .to_string();
         Browser {
-            client: Some(client),
+            http,
+            session: format!("http://127.0.0.1:{port}/session/{id}"),
             driver,
             _profile: profile,
         }
     }
 
-    fn client(&self) -> &Client {
-        self.client.as_ref().expect("the browser is open")
+    async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        call(&self.http, method, &format!("{}{path}", self.session), body)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"))
     }
 
     async fn goto(&self, url: &str) {
-        self.client().goto(url).await.expect("the page loads");
+        self.command(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
     }
 
     async fn js(&self, script: &str) -> Value {
-        self.client()
-            .execute(script, Vec::new())
+        self.command(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .await
+    }
+
+    async fn source(&self) -> String {
+        self.command(reqwest::Method::GET, "/source", None)
             .await
-            .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// Wait until `script` returns something truthy; returns it.
@@ -98,8 +128,10 @@ impl Browser {
                 return value;
             }
             if Instant::now() >= deadline {
-                let page = self.client().source().await.unwrap_or_default();
-                panic!("timed out waiting for {what}; the page:\n{page}");
+                panic!(
+                    "timed out waiting for {what}; the page:\n{}",
+                    self.source().await
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -113,8 +145,22 @@ impl Browser {
             .to_string()
     }
 
+    async fn resize(&self, width: u32, height: u32) {
+        self.command(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )
+        .await;
+    }
+
     async fn shot(&self, name: &str) {
-        let png = self.client().screenshot().await.expect("a screenshot");
+        let encoded = self
+            .command(reqwest::Method::GET, "/screenshot", None)
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_str().expect("a base64 screenshot"))
+            .expect("a PNG");
         let folder = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
         std::fs::create_dir_all(&folder).expect("the screenshot folder");
         std::fs::write(folder.join(format!("dashboard-{name}.png")), png)
@@ -141,23 +187,22 @@ impl Browser {
 
     /// The session cookie, to send by hand.
     async fn session_cookie(&self) -> String {
-        let cookies = self.client().get_all_cookies().await.expect("cookies");
+        let cookies = self.command(reqwest::Method::GET, "/cookie", None).await;
         let cookie = cookies
-            .iter()
-            .find(|c| c.name() == "pier_session")
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == "pier_session")
             .expect("a session cookie");
-        assert_eq!(
-            cookie.http_only(),
-            Some(true),
-            "the session cookie is HttpOnly"
-        );
-        format!("pier_session={}", cookie.value())
+        assert_eq!(cookie["httpOnly"], true, "the session cookie is HttpOnly");
+        format!(
+            "pier_session={}",
+            cookie["value"].as_str().unwrap_or_default()
+        )
     }
 
-    async fn close(mut self) {
-        if let Some(client) = self.client.take() {
-            let _ = client.close().await;
-        }
+    async fn close(self) {
+        let _ = call(&self.http, reqwest::Method::DELETE, &self.session, None).await;
     }
 }
 
@@ -165,6 +210,31 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+    }
+}
+
+/// One WebDriver call: its `value`, or the error the driver gave.
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+) -> Result<Value, String> {
+    let mut request = http.request(method, url);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    let ok = response.status().is_success();
+    let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+    let mut answer: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    let value = answer["value"].take();
+    if ok {
+        Ok(value)
+    } else {
+        Err(format!("{}: {}", value["error"], value["message"]))
     }
 }
 
@@ -475,7 +545,7 @@ async fn dashboard_in_a_browser() {
              return document.querySelector('main h1 .badge').textContent === 'failed' && log.textContent.includes('end') && window.pierSamePage === true",
         )
         .await;
-    let page = browser.client().source().await.unwrap();
+    let page = browser.source().await;
     assert!(!page.contains(&secret), "the secret never reaches the page");
     browser.shot("run").await;
 
@@ -501,11 +571,7 @@ async fn dashboard_in_a_browser() {
             .then_some(())
     })
     .await;
-    browser
-        .client()
-        .set_window_size(390, 844)
-        .await
-        .expect("a phone-sized window");
+    browser.resize(390, 844).await;
     browser.goto(&format!("{base}/ui/")).await;
     browser.shot("overview-phone").await;
 
