@@ -222,7 +222,7 @@ fn other_stack_link(
         )
         .key(format!("services.{name}.{key}"))
         .help(if link {
-            format!("add `{service}` to these manifests and link to `{service}`, or reach the other stack by an address: publish its port and pass the address in `environment`{here}")
+            format!("add `{service}` to these manifests and link to `{service}`; or put both stacks on one network made outside pier (`networks: {{ shared: {{ external: true, name: NAME }} }}` in each, listed in both services' `networks`; `driver: overlay` when they run on different nodes) and reach it by its service name `{service}` in `environment`; or publish its port and pass the address{here}")
         } else {
             format!("add `{service}` to these manifests and name it as `{service}`, or share the data through a named volume{here}")
         }),

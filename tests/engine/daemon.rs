@@ -1493,14 +1493,15 @@ async fn daemon_notifies_pipeline_and_deploy_events_and_a_dead_target_blocks_not
         &manifest("\"echo broken on purpose\", \"false\""),
     );
     let receiver = HookReceiver::start().await;
+    let chat = HookReceiver::start().await;
     let smtp = SmtpServer::start().await;
     let state = tempfile::tempdir().unwrap();
     let notify = state.path().join("notify.yaml");
     std::fs::write(
         &notify,
         format!(
-            "attempts: 2\nretry_max: 100ms\ntimeout: 5s\ntargets:\n  hook:\n    webhook: {{ url: '{}', secret_env: NOTIFY_TEST_SECRET }}\n  mail:\n    smtp: {{ host: 127.0.0.1, port: {}, security: none, from: pier@bed.test, to: [oncall@bed.test] }}\n    events: [pipeline_failed]\n  dead:\n    webhook: {{ url: 'http://127.0.0.1:1/hook' }}\n",
-            receiver.url, smtp.port
+            "attempts: 2\nretry_max: 100ms\ntimeout: 5s\ntargets:\n  hook:\n    webhook: {{ url: '{}', secret_env: NOTIFY_TEST_SECRET }}\n  mail:\n    smtp: {{ host: 127.0.0.1, port: {}, security: none, from: pier@bed.test, to: [oncall@bed.test] }}\n    events: [pipeline_failed]\n  chat:\n    slack: {{ url: '{}' }}\n    events: [deploy_finished, commit_refused]\n  dead:\n    webhook: {{ url: 'http://127.0.0.1:1/hook' }}\n",
+            receiver.url, smtp.port, chat.url
         ),
     )
     .unwrap();
@@ -1572,18 +1573,52 @@ async fn daemon_notifies_pipeline_and_deploy_events_and_a_dead_target_blocks_not
     let finished = receiver.taken().pop().unwrap().json();
     assert_eq!(finished["commit"], fixed.as_str());
     assert_eq!(stack_replicas(&bed, &repo.stack).await.len(), 1);
+    let text = eventually("the Slack message of the deploy", CONVERGE, || async {
+        chat.taken()
+            .first()
+            .map(|h| h.json()["text"].as_str().unwrap_or_default().to_string())
+    })
+    .await;
+    assert_eq!(
+        text,
+        format!("*pier · {}* {} is deployed", repo.stack, &fixed[..12])
+    );
+
+    // An invalid commit is refused, and said so with where it is wrong.
+    repo.commit(
+        &format!(
+            "{}  broken: {{ image: x, prots: [1] }}\n",
+            manifest("\"true\"")
+        ),
+        "a typo",
+    );
+    let refused = eventually("commit_refused at the webhook", CONVERGE, || async {
+        receiver
+            .taken()
+            .into_iter()
+            .find(|h| h.json()["event"] == "commit_refused")
+    })
+    .await
+    .json();
+    assert_eq!(refused["commit"], head_commit(repo.dir.path()).as_str());
+    let details = refused["details"].as_str().unwrap_or_default();
+    assert!(
+        details.contains("stack.yml:") && details.contains("unknown key `prots`"),
+        "{details}"
+    );
 
     let targets = eventually("the dead target to give up", CONVERGE, || async {
         let status = daemon.status().await;
         let targets = status["notifications"].as_array()?.clone();
         let dead = targets.iter().find(|t| t["name"] == "dead")?;
-        (dead["pending"] == 0 && dead["failed"].as_u64()? >= 4).then_some(targets)
+        (dead["pending"] == 0 && dead["failed"].as_u64()? >= 5).then_some(targets)
     })
     .await;
     let target = |name: &str| targets.iter().find(|t| t["name"] == name).unwrap().clone();
     assert_eq!(target("dead")["delivered"], 0);
     assert!(!target("dead")["last_error"].as_str().unwrap().is_empty());
-    assert_eq!(target("hook")["delivered"], 4);
+    assert_eq!(target("hook")["delivered"], 5);
+    assert_eq!(target("chat")["delivered"], 2, "chat hears two events");
     assert_eq!(
         target("mail")["delivered"],
         1,
@@ -1594,7 +1629,7 @@ async fn daemon_notifies_pipeline_and_deploy_events_and_a_dead_target_blocks_not
         daemon
             .metric("pier_notifications_total{target=\"dead\",result=\"failed\"}")
             .await
-            >= 4.0
+            >= 5.0
     );
     drop(daemon);
     remove_stack(&bed, &repo.stack).await;

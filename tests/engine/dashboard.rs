@@ -571,6 +571,26 @@ async fn dashboard_in_a_browser() {
             .then_some(())
     })
     .await;
+    // Dark mode: the system's, as the browser reports it.
+    browser.goto(&format!("{base}/ui/services")).await;
+    browser
+        .command(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({
+                "cmd": "Emulation.setEmulatedMedia",
+                "params": { "features": [{ "name": "prefers-color-scheme", "value": "dark" }] }
+            })),
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return getComputedStyle(document.body).backgroundColor")
+            .await,
+        "rgb(21, 23, 26)",
+        "the page follows a dark system"
+    );
+    browser.shot("services-dark").await;
     browser.resize(390, 844).await;
     browser.goto(&format!("{base}/ui/")).await;
     browser.shot("overview-phone").await;
