@@ -313,7 +313,7 @@ fn service_table(services: &[ServiceStatus], detailed: bool, viewer: &Viewer) ->
                             td.num data-running=(s.running) { (s.running) "/" (s.desired) }
                             td { (badge(s.condition)) }
                             @if detailed {
-                                td { code { (s.image) } }
+                                td.image { code { (s.image) } }
                                 td { @if !s.digest.is_empty() { code title=(s.digest) { (short(&s.digest)) } } }
                                 td { @for (node, n) in &s.nodes { span.chip { (node) " ×" (n) } " " } }
                                 td { @if let Some(route) = &s.route {
