@@ -499,6 +499,17 @@ async fn dashboard_in_a_browser() {
     })
     .await;
 
+    // What `pier diff` shows now: nothing, once converged.
+    browser.goto(&format!("{base}/ui/diff")).await;
+    let diff = browser
+        .js("return document.querySelector('pre.log').textContent")
+        .await;
+    assert!(
+        diff.as_str()
+            .is_some_and(|d| d.starts_with("No changes") && d.contains(&repo.stack)),
+        "{diff}"
+    );
+
     for (page, name) in [("nodes", "nodes"), ("history", "history"), ("runs", "runs")] {
         browser.goto(&format!("{base}/ui/{page}")).await;
         browser

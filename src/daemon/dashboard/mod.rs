@@ -61,6 +61,9 @@ struct Session {
 pub struct Dashboard {
     shared: Arc<Shared>,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Held while a diff is computed: it asks every node and the registry,
+    /// so readers get one at a time, never a flood of them.
+    diffing: tokio::sync::Mutex<()>,
 }
 
 /// The dashboard's routes, to merge into the API listener's.
@@ -68,6 +71,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let dashboard = Arc::new(Dashboard {
         shared,
         sessions: Mutex::new(HashMap::new()),
+        diffing: tokio::sync::Mutex::new(()),
     });
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))
@@ -387,6 +391,14 @@ async fn diff(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> Response {
     if !d.caller(&headers).may_read {
         return Redirect::to("/ui/login").into_response();
     }
+    let Ok(_one_at_a_time) = d.diffing.try_lock() else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "2")],
+            "a diff is being computed; try again in a moment\n",
+        )
+            .into_response();
+    };
     let settings = d.shared.edits.diff.clone();
     let text = match crate::prepare::prepare(&settings, &d.shared.edits.vars).await {
         Ok(prepared) => crate::plan::render::human(
