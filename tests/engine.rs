@@ -2085,6 +2085,56 @@ async fn services_join_the_named_networks_they_list() {
     }
 }
 
+/// A named overlay network: pier forms the swarm for it (the stack's own
+/// network stays a bridge), makes it internal as declared, and services
+/// listing it reach each other across hosts by name.
+#[tokio::test]
+async fn a_named_overlay_network_reaches_across_hosts() {
+    let _swarm = support::swarm_lock().await;
+    let bed = Bed::get();
+    let sleeper = |name: &str, tag: &str| {
+        format!(
+            "  {name}:\n    image: {}\n    command: sleep 3600\n    stop_grace_period: 1s\n    tags: [{tag}]\n    networks: [mesh]\n",
+            bed.base_image
+        )
+    };
+    let manifest = format!(
+        "{}networks:\n  mesh: {{ driver: overlay, internal: true }}\nservices:\n{}{}",
+        support::nodes_yaml(&bed, &[&["a"], &["b"]]),
+        sleeper("web", "a"),
+        sleeper("cache", "b"),
+    );
+    let repo = support::UserRepo::new("mesh", &manifest);
+    let network = format!("pier-{}_mesh-overlay", repo.stack);
+    let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "network create {network} (overlay, internal) on n1"
+        )),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let first = support::engine(&bed.nodes[0]).await;
+    let web = format!("{}-web-1", repo.stack);
+    let (code, output) =
+        support::exec(&first, &web, &["ping", "-c", "1", "-W", "5", "cache"]).await;
+    assert_eq!(code, 0, "web on n1 reaches cache on n2: {output}");
+    let inspect = first
+        .inspect_network(
+            &network,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .unwrap();
+    assert_eq!(inspect.internal, Some(true));
+    let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 0, "a second diff plans nothing: {stdout}{stderr}");
+    support::remove_stack(&bed, &repo.stack).await;
+    let _ = first.remove_network(&network).await;
+}
+
 /// `networks.default.driver: overlay`: pier forms a swarm of the stack's
 /// nodes through the Engine API, makes the attachable overlay network on a
 /// manager, and a service reaches another on a different host by its name
