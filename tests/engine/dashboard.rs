@@ -238,25 +238,45 @@ async fn call(
     }
 }
 
-fn commits(repo: &UserRepo) -> usize {
+/// What `git args…` prints in the repository.
+fn git_output(repo: &UserRepo, args: &[&str]) -> String {
     let out = std::process::Command::new("git")
-        .args(["rev-list", "--count", "main"])
+        .args(args)
         .current_dir(repo.dir.path())
         .output()
-        .expect("git rev-list");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
+        .expect("git runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn commits(repo: &UserRepo) -> usize {
+    git_output(repo, &["rev-list", "--count", "main"])
         .parse()
         .expect("a count")
 }
 
 fn last_author(repo: &UserRepo) -> String {
-    let out = std::process::Command::new("git")
-        .args(["log", "-1", "--format=%an <%ae>", "main"])
-        .current_dir(repo.dir.path())
-        .output()
-        .expect("git log");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    git_output(repo, &["log", "-1", "--format=%an <%ae>", "main"])
+}
+
+/// The manifest as committed on `main`.
+fn committed_manifest(repo: &UserRepo) -> String {
+    git_output(repo, &["show", "main:pier/stack.yml"])
+}
+
+/// The status document, read with `token`; `None` until it answers.
+async fn status_with(daemon: &Daemon, token: &str) -> Option<Value> {
+    let bearer = format!("Bearer {token}");
+    let (_, body) = daemon
+        .request("GET", "/api/v1/status", &[("Authorization", &bearer)], b"")
+        .await;
+    serde_json::from_str(&body).ok()
+}
+
+/// Send a form by hand, with `cookie` if given; the answer's status code.
+async fn post_form(daemon: &Daemon, path: &str, cookie: Option<&str>, body: &[u8]) -> u16 {
+    let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    headers.extend(cookie.map(|c| ("Cookie", c)));
+    daemon.request("POST", path, &headers, body).await.0
 }
 
 /// The condition and running count of `web`, as the page shows them.
@@ -323,26 +343,15 @@ async fn dashboard_in_a_browser() {
     );
     let reader = browser.session_cookie().await;
     let before = commits(&repo);
-    let (code, _) = daemon
-        .request(
-            "POST",
-            "/ui/scale",
-            &[
-                ("Cookie", &reader),
-                ("Content-Type", "application/x-www-form-urlencoded"),
-            ],
-            b"csrf=x&service=web&replicas=5",
-        )
-        .await;
+    let code = post_form(
+        &daemon,
+        "/ui/scale",
+        Some(&reader),
+        b"csrf=x&service=web&replicas=5",
+    )
+    .await;
     assert_eq!(code, 401, "a reader cannot scale");
-    let (code, _) = daemon
-        .request(
-            "POST",
-            "/ui/reconcile",
-            &[("Content-Type", "application/x-www-form-urlencoded")],
-            b"csrf=",
-        )
-        .await;
+    let code = post_form(&daemon, "/ui/reconcile", None, b"csrf=").await;
     assert_eq!(code, 401, "nobody signed in cannot act");
     assert_eq!(commits(&repo), before);
 
@@ -410,12 +419,7 @@ async fn dashboard_in_a_browser() {
         .await;
     assert_eq!(commits(&repo), before + 1, "exactly one commit");
     assert_eq!(last_author(&repo), "Dash Board <dash@bed.test>");
-    let shown = std::process::Command::new("git")
-        .args(["show", "main:pier/stack.yml"])
-        .current_dir(repo.dir.path())
-        .output()
-        .expect("git show");
-    let text = String::from_utf8_lossy(&shown.stdout);
+    let text = committed_manifest(&repo);
     assert!(text.contains("target_num_containers: 2"), "{text}");
     browser
         .until("the page to show 2 replicas", &format!("const w = (() => {{ {WEB_ROW} }})(); return w && w.running === '2' && w.condition === 'Ready'"))
@@ -425,17 +429,13 @@ async fn dashboard_in_a_browser() {
     // The same session with a form that lacks its CSRF token: refused.
     let actor = browser.session_cookie().await;
     let before = commits(&repo);
-    let (code, _) = daemon
-        .request(
-            "POST",
-            "/ui/scale",
-            &[
-                ("Cookie", &actor),
-                ("Content-Type", "application/x-www-form-urlencoded"),
-            ],
-            b"csrf=forged&service=web&replicas=5",
-        )
-        .await;
+    let code = post_form(
+        &daemon,
+        "/ui/scale",
+        Some(&actor),
+        b"csrf=forged&service=web&replicas=5",
+    )
+    .await;
     assert_eq!(code, 403, "a forged form is refused");
     assert_eq!(commits(&repo), before);
 
@@ -454,16 +454,8 @@ async fn dashboard_in_a_browser() {
         .until("the tag commit to be reported", "return location.pathname === '/ui/nodes' && location.search.includes('done=Committed')")
         .await;
     assert_eq!(commits(&repo), before + 1, "exactly one commit");
-    let shown = std::process::Command::new("git")
-        .args(["show", "main:pier/stack.yml"])
-        .current_dir(repo.dir.path())
-        .output()
-        .expect("git show");
-    assert!(
-        String::from_utf8_lossy(&shown.stdout).contains("tags: [app, edge]"),
-        "{}",
-        String::from_utf8_lossy(&shown.stdout)
-    );
+    let text = committed_manifest(&repo);
+    assert!(text.contains("tags: [app, edge]"), "{text}");
     browser
         .until(
             "the page to show the new tags",
@@ -483,15 +475,7 @@ async fn dashboard_in_a_browser() {
         )
         .await;
     crate::support::eventually("a pass triggered from the page", CONVERGE, || async {
-        let (_, body) = daemon
-            .request(
-                "GET",
-                "/api/v1/status",
-                &[("Authorization", &format!("Bearer {read_token}"))],
-                b"",
-            )
-            .await;
-        let status: Value = serde_json::from_str(&body).ok()?;
+        let status = status_with(&daemon, &read_token).await?;
         status["last_pass"]["trigger"]
             .as_str()?
             .contains("api")
@@ -527,12 +511,8 @@ async fn dashboard_in_a_browser() {
         "a failing test",
     );
     let failing = head_commit(repo.dir.path());
-    let bearer = format!("Bearer {read_token}");
     let run = crate::support::eventually("the failing run to start", CONVERGE, || async {
-        let (_, body) = daemon
-            .request("GET", "/api/v1/status", &[("Authorization", &bearer)], b"")
-            .await;
-        let status: Value = serde_json::from_str(&body).ok()?;
+        let status = status_with(&daemon, &read_token).await?;
         let pipeline = &status["pipeline"];
         (pipeline["commit"] == failing.as_str() && pipeline["state"] == "running")
             .then(|| pipeline["run"].as_i64())
@@ -571,10 +551,7 @@ async fn dashboard_in_a_browser() {
         )
         .await;
     crate::support::eventually("a second run of the failing commit", CONVERGE, || async {
-        let (_, body) = daemon
-            .request("GET", "/api/v1/status", &[("Authorization", &bearer)], b"")
-            .await;
-        let status: Value = serde_json::from_str(&body).ok()?;
+        let status = status_with(&daemon, &read_token).await?;
         let pipeline = &status["pipeline"];
         (pipeline["commit"] == failing.as_str()
             && pipeline["run"].as_i64()? > run
