@@ -197,9 +197,7 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     if !may_read(&shared, &headers) {
         return unauthorized("status");
     }
-    let mut status = shared.status.read().expect("status lock").clone();
-    status.notifications = shared.notifier.targets();
-    axum::Json(status).into_response()
+    axum::Json(shared.status_document()).into_response()
 }
 
 fn disabled(variable: &str) -> Response {
@@ -220,11 +218,11 @@ fn accepted(what: &str) -> Response {
     (StatusCode::ACCEPTED, "accepted\n").into_response()
 }
 
-fn equal_secrets(given: &[u8], expected: &str) -> bool {
+pub(super) fn equal_secrets(given: &[u8], expected: &str) -> bool {
     given.ct_eq(expected.as_bytes()).into()
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     headers
         .get(header::AUTHORIZATION)?
         .as_bytes()

@@ -210,6 +210,14 @@ pub struct EditSettings {
 }
 
 impl Shared {
+    /// The status document as served: the daemon's status, with how each
+    /// notification target is doing.
+    pub fn status_document(&self) -> Status {
+        let mut status = self.status.read().expect("status lock").clone();
+        status.notifications = self.notifier.targets();
+        status
+    }
+
     /// Tell the dashboard's live views that something changed.
     pub fn changed(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));

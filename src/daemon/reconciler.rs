@@ -537,23 +537,7 @@ impl Reconciler {
         self.publish(loaded, &planned, &observed, &report, target);
         self.forget_drained(&observed, &planned.plan.swarm, report.ok());
         let steps = report.records.len();
-        self.steps = report
-            .records
-            .iter()
-            .map(|r| super::store::StepRow {
-                service: r.service.clone(),
-                node: r.node.clone(),
-                action: r.action.clone(),
-                target: r.target.clone(),
-                ok: r.ok,
-                message: r.message.clone(),
-                duration_ms: r
-                    .ended
-                    .duration_since(r.started)
-                    .unwrap_or_default()
-                    .as_millis() as u64,
-            })
-            .collect();
+        self.steps = report.records.iter().map(Into::into).collect();
         // Services rolled back stay frozen at this commit, also when another
         // service of the same pass failed only transiently.
         let rolled_back: BTreeMap<String, String> = report

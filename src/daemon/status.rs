@@ -129,7 +129,8 @@ pub struct Status {
     pub notifications: Vec<super::notify::TargetStatus>,
 }
 
-fn short(digest: &str) -> &str {
+/// A digest or commit as people read it: 12 hex digits.
+pub(crate) fn short(digest: &str) -> &str {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     &hex[..hex.len().min(12)]
 }

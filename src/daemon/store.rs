@@ -176,6 +176,40 @@ pub struct RunRow {
     pub finished_at: Option<i64>,
 }
 
+/// The columns [`RunRow::read`] reads, in its order.
+const RUN_ROW_COLUMNS: &str = "id, commit_id, branch, state, started_at, finished_at";
+
+impl RunRow {
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+        Ok(RunRow {
+            id: row.get(0)?,
+            commit: row.get(1)?,
+            branch: row.get(2)?,
+            state: row.get(3)?,
+            started_at: row.get(4)?,
+            finished_at: row.get(5)?,
+        })
+    }
+}
+
+impl From<&crate::apply::StepRecord> for StepRow {
+    fn from(step: &crate::apply::StepRecord) -> StepRow {
+        StepRow {
+            service: step.service.clone(),
+            node: step.node.clone(),
+            action: step.action.clone(),
+            target: step.target.clone(),
+            ok: step.ok,
+            message: step.message.clone(),
+            duration_ms: step
+                .ended
+                .duration_since(step.started)
+                .unwrap_or_default()
+                .as_millis() as u64,
+        }
+    }
+}
+
 /// How much history the store keeps.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
@@ -465,19 +499,9 @@ impl Store {
     pub fn run_row(&self, id: i64) -> rusqlite::Result<Option<RunRow>> {
         self.with(|c| {
             c.query_row(
-                "SELECT id, commit_id, branch, state, started_at, finished_at
-                 FROM pipeline_runs WHERE id = ?1",
+                &format!("SELECT {RUN_ROW_COLUMNS} FROM pipeline_runs WHERE id = ?1"),
                 params![id],
-                |row| {
-                    Ok(RunRow {
-                        id: row.get(0)?,
-                        commit: row.get(1)?,
-                        branch: row.get(2)?,
-                        state: row.get(3)?,
-                        started_at: row.get(4)?,
-                        finished_at: row.get(5)?,
-                    })
-                },
+                RunRow::read,
             )
             .optional()
         })
@@ -486,20 +510,10 @@ impl Store {
     /// The pipeline runs, newest first.
     pub fn recent_runs(&self, limit: usize) -> rusqlite::Result<Vec<RunRow>> {
         self.with(|c| {
-            let mut statement = c.prepare_cached(
-                "SELECT id, commit_id, branch, state, started_at, finished_at
-                 FROM pipeline_runs ORDER BY id DESC LIMIT ?1",
-            )?;
-            let rows = statement.query_map(params![limit as i64], |row| {
-                Ok(RunRow {
-                    id: row.get(0)?,
-                    commit: row.get(1)?,
-                    branch: row.get(2)?,
-                    state: row.get(3)?,
-                    started_at: row.get(4)?,
-                    finished_at: row.get(5)?,
-                })
-            })?;
+            let mut statement = c.prepare_cached(&format!(
+                "SELECT {RUN_ROW_COLUMNS} FROM pipeline_runs ORDER BY id DESC LIMIT ?1"
+            ))?;
+            let rows = statement.query_map(params![limit as i64], RunRow::read)?;
             rows.collect()
         })
     }
@@ -823,11 +837,26 @@ impl Store {
     pub fn stages(&self, run: i64) -> rusqlite::Result<Vec<StageRow>> {
         let mut stages = self.stage_rows(run)?;
         for stage in &mut stages {
-            for (_, text) in self.stage_log_after(run, &stage.name, 0)? {
-                stage.log.push_str(&text);
-            }
+            self.append_whole_log(run, stage)?;
         }
         Ok(stages)
+    }
+
+    /// One stage of a run, with its whole log as kept.
+    pub fn stage(&self, run: i64, name: &str) -> rusqlite::Result<Option<StageRow>> {
+        let Some(mut stage) = self.stage_rows(run)?.into_iter().find(|s| s.name == name) else {
+            return Ok(None);
+        };
+        self.append_whole_log(run, &mut stage)?;
+        Ok(Some(stage))
+    }
+
+    /// Add a stage's log chunks after what older stores kept in its row.
+    fn append_whole_log(&self, run: i64, stage: &mut StageRow) -> rusqlite::Result<()> {
+        for (_, text) in self.stage_log_after(run, &stage.name, 0)? {
+            stage.log.push_str(&text);
+        }
+        Ok(())
     }
 
     /// A run's stages; `log` holds only what stores of older versions kept

@@ -28,7 +28,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
 use super::{Shared, Trigger};
@@ -116,7 +115,7 @@ fn random_token() -> String {
 }
 
 fn same(given: &str, expected: &str) -> bool {
-    given.as_bytes().ct_eq(expected.as_bytes()).into()
+    super::api::equal_secrets(given.as_bytes(), expected)
 }
 
 /// Who is asking, and may they read.
@@ -139,15 +138,11 @@ impl Dashboard {
             }
         });
         let secrets = &self.shared.secrets;
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let by_bearer = bearer.is_some_and(|given| {
+        let by_bearer = super::api::bearer(headers).is_some_and(|given| {
             [&secrets.status, &secrets.api]
                 .into_iter()
                 .flatten()
-                .any(|token| same(given, token))
+                .any(|token| super::api::equal_secrets(given, token))
         });
         let may_read = secrets.status.is_none() || session.is_some() || by_bearer;
         Caller { session, may_read }
@@ -167,34 +162,30 @@ impl Dashboard {
     }
 
     fn status(&self) -> super::status::Status {
-        let mut status = self.shared.status.read().expect("status lock").clone();
-        status.notifications = self.shared.notifier.targets();
-        status
+        self.shared.status_document()
     }
 
     /// The fragment of `page`, as the live stream sends it.
     async fn fragment(
         &self,
+        status: &super::status::Status,
         page: Page,
         viewer: &Viewer,
         message: Option<&str>,
     ) -> Option<maud::Markup> {
-        let status = self.status();
         Some(match page {
-            Page::Overview => pages::overview(&status, now(), message, viewer),
-            Page::Services => pages::services(&status, message, viewer),
-            Page::Nodes => pages::nodes(&status, message, viewer),
+            Page::Overview => pages::overview(status, now(), message, viewer),
+            Page::Services => pages::services(status, message, viewer),
+            Page::Nodes => pages::nodes(status, message, viewer),
             Page::Runs => {
-                let runs = self
-                    .shared
-                    .store
-                    .call(|store| store.recent_runs(100))
-                    .await
-                    .unwrap_or_default();
-                pages::runs(&runs, now())
+                let runs = self.shared.store.call(|store| store.recent_runs(100)).await;
+                match runs {
+                    Ok(runs) => pages::runs(&runs, now()),
+                    Err(e) => pages::unreadable(&e),
+                }
             }
             Page::Run(id) => {
-                let (run, stages) = self
+                let found = self
                     .shared
                     .store
                     .call(move |store| {
@@ -211,14 +202,17 @@ impl Dashboard {
                         }
                         Ok::<_, rusqlite::Error>((run, stages))
                     })
-                    .await
-                    .ok()?;
+                    .await;
+                let (run, stages) = match found {
+                    Ok(found) => found,
+                    Err(e) => return Some(pages::unreadable(&e)),
+                };
                 let run = run?;
-                let rerun = self.may_rerun(&run, &status);
+                let rerun = self.may_rerun(&run, status);
                 pages::run(&run, &stages, viewer, rerun)
             }
             Page::History => {
-                let (revisions, passes) = self
+                let history = self
                     .shared
                     .store
                     .call(|store| {
@@ -235,9 +229,11 @@ impl Dashboard {
                         }
                         Ok::<_, rusqlite::Error>((revisions, passes))
                     })
-                    .await
-                    .unwrap_or_default();
-                pages::history(&revisions, &passes, now())
+                    .await;
+                match history {
+                    Ok((revisions, passes)) => pages::history(&revisions, &passes, now()),
+                    Err(e) => pages::unreadable(&e),
+                }
             }
         })
     }
@@ -260,8 +256,9 @@ impl Dashboard {
             return Redirect::to("/ui/login").into_response();
         }
         let viewer = self.viewer(&caller);
-        match self.fragment(page, &viewer, message).await {
-            Some(fragment) => html(pages::page(&self.status(), &viewer, page, fragment)),
+        let status = self.status();
+        match self.fragment(&status, page, &viewer, message).await {
+            Some(fragment) => html(pages::page(&status, &viewer, page, fragment)),
             None => (StatusCode::NOT_FOUND, "no such page\n").into_response(),
         }
     }
@@ -366,23 +363,19 @@ async fn stage_log(
     let log = d
         .shared
         .store
-        .call(move |store| {
-            let rows = store.stage_rows(id)?;
-            let Some(row) = rows.into_iter().find(|r| r.name == stage) else {
-                return Ok(None);
-            };
-            let mut log = row.log;
-            for (_, text) in store.stage_log_after(id, &stage, 0)? {
-                log.push_str(&text);
-            }
-            Ok::<_, rusqlite::Error>(Some(log))
-        })
-        .await;
+        .call(move |store| store.stage(id, &stage))
+        .await
+        .map(|stage| stage.map(|s| s.log));
     match log {
         Ok(Some(log)) => {
             ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response()
         }
-        _ => (StatusCode::NOT_FOUND, "no such stage\n").into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such stage\n").into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read the daemon's state store: {e}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -474,7 +467,7 @@ fn updates(
             state.changes.borrow_and_update();
             let fragment = state
                 .dashboard
-                .fragment(state.page, &state.viewer, None)
+                .fragment(&state.dashboard.status(), state.page, &state.viewer, None)
                 .await?
                 .into_string();
             if state.last.as_ref() != Some(&fragment) {

@@ -8,7 +8,7 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use crate::daemon::status::{Condition, NodeStatus, PipelineStatus, ServiceStatus, Status};
+use crate::daemon::status::{Condition, NodeStatus, PipelineStatus, ServiceStatus, Status, short};
 use crate::daemon::store::{PassRecord, RevisionRow, RunRow, StageRow, StepRow};
 
 /// What the viewer may do, and the token that proves a form is theirs.
@@ -181,11 +181,6 @@ fn state_badge(state: &str) -> Markup {
         _ => "warn",
     };
     html! { span class=(format!("badge {class}")) { (state) } }
-}
-
-fn short(commit: &str) -> &str {
-    let hex = commit.strip_prefix("sha256:").unwrap_or(commit);
-    &hex[..hex.len().min(12)]
 }
 
 fn commit(commit: Option<&str>) -> Markup {
@@ -532,6 +527,13 @@ pub fn outcome(title: &str, detail: &str, back: &str, failed: bool) -> Markup {
         @if failed { p.flash.bad role="alert" { "Nothing was changed." } }
         @if !detail.is_empty() { pre { (detail) } }
         p { a href=(back) { "Back" } }
+    }
+}
+
+/// The state store could not be read: said so, never shown as "none yet".
+pub fn unreadable(error: &dyn std::fmt::Display) -> Markup {
+    html! {
+        p.flash.bad role="alert" { "Cannot read the daemon's state store: " (error.to_string()) }
     }
 }
 

@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 pub use config::NotifyConfig;
 
+use crate::source::git::short_commit as short;
+
 use super::metrics::Metrics;
 use super::status::{Condition, Status};
 
@@ -439,10 +441,6 @@ impl Transitions {
 
 fn round_seconds(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs())
-}
-
-fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(12)]
 }
 
 #[cfg(test)]
