@@ -64,8 +64,9 @@ pub enum SwarmStep {
     /// `node`, a worker of the swarm, becomes a manager: `via`, a manager,
     /// promotes it.
     Promote { node: String, via: String },
-    /// `node`, a manager that left the manifests, becomes a worker first,
-    /// so it can leave without costing the swarm a manager's vote.
+    /// `node`, a manager, becomes a worker: one that left the manifests
+    /// first, so it can leave without costing the swarm a manager's vote,
+    /// or one of an even number of managers (see `keep_managers_odd`).
     Demote { node: String, via: String },
     /// `node` left the manifests and is drained: it leaves the swarm, and
     /// `via`, a manager, forgets it. Done after the pass's other changes.
@@ -259,7 +260,35 @@ pub fn plan(
         }
     }
     plan_leaving(&mut plan, observed, leaving, kept.as_deref(), &via);
+    if kept.is_some() && promoted == 0 && count == counted && reachable.len() == nodes.len() {
+        keep_managers_odd(&mut plan, &observed[&via], &managers);
+    }
     plan
+}
+
+/// An even number of managers survives no more lost managers than one
+/// fewer (a majority of two is both), and has one more to lose: a stack
+/// that shrank from three nodes to two keeps one manager, not two. The
+/// last by name is demoted, never `managers[0]`, the one steps go through.
+///
+/// Only when the swarm's own list of managers (as `via` knows it, less
+/// those leaving in this pass) is exactly `managers`, the stack's
+/// reachable ones: a manager pier cannot see still has a vote.
+fn keep_managers_odd(plan: &mut SwarmPlan, via: &SwarmMembership, managers: &[String]) {
+    let leaving_managers = plan
+        .steps
+        .iter()
+        .filter(|step| matches!(step, SwarmStep::Demote { .. }))
+        .count();
+    let in_swarm = via.managers.len().saturating_sub(leaving_managers);
+    if managers.len() < 2 || managers.len() % 2 == 1 || in_swarm != managers.len() {
+        return;
+    }
+    let (first, last) = (&managers[0], &managers[managers.len() - 1]);
+    plan.steps.push(SwarmStep::Demote {
+        node: last.clone(),
+        via: first.clone(),
+    });
 }
 
 /// Nodes that left the manifests, are drained and are in the stack's swarm
@@ -532,6 +561,67 @@ mod tests {
         ]);
         let plan = plan_formed(&nodes, &observed);
         assert_eq!(plan, SwarmPlan::default());
+    }
+
+    /// A stack that shrank from three nodes to two keeps one manager: the
+    /// leaving one is demoted and leaves, and of the two staying the last
+    /// by name is demoted too. Not while a manager cannot be seen.
+    #[test]
+    fn two_managers_left_become_one() {
+        let nodes = names(&["n1", "n2"]);
+        let knowing = |count: usize| SwarmMembership {
+            managers: (1..=count).map(|i| format!("10.0.0.{i}:2377")).collect(),
+            ..member("c", true)
+        };
+        let observed = BTreeMap::from([
+            ("n1".to_string(), knowing(3)),
+            ("n2".to_string(), member("c", true)),
+        ]);
+        let away = BTreeMap::from([(
+            "n3".to_string(),
+            Leaving {
+                membership: member("c", true),
+                overlay_containers: Vec::new(),
+            },
+        )]);
+        let plan_with = |observed: &BTreeMap<String, SwarmMembership>,
+                         away: &BTreeMap<String, Leaving>| {
+            plan(
+                &nodes,
+                observed,
+                &overlay(),
+                &names(&["pier-app-overlay"]),
+                away,
+            )
+        };
+        let step =
+            |kind: fn(String, String) -> SwarmStep, node: &str| kind(node.into(), "n1".into());
+        assert_eq!(
+            plan_with(&observed, &away).steps,
+            [
+                step(|node, via| SwarmStep::Demote { node, via }, "n3"),
+                step(|node, via| SwarmStep::Leave { node, via }, "n3"),
+                step(|node, via| SwarmStep::Demote { node, via }, "n2"),
+            ]
+        );
+        // n3 gone already: the same.
+        let mut gone = observed.clone();
+        gone.insert("n1".into(), knowing(2));
+        assert_eq!(
+            plan_with(&gone, &BTreeMap::new()).steps,
+            [step(|node, via| SwarmStep::Demote { node, via }, "n2")]
+        );
+        // A third manager pier does not see (n3 not leaving, just not a
+        // node of this stack), or n2 unreachable: nothing is demoted.
+        assert_eq!(plan_with(&observed, &BTreeMap::new()), SwarmPlan::default());
+        let unseen = BTreeMap::from([("n1".to_string(), knowing(2))]);
+        assert_eq!(plan_with(&unseen, &BTreeMap::new()), SwarmPlan::default());
+        // One manager and a worker: odd already.
+        let odd = BTreeMap::from([
+            ("n1".to_string(), knowing(1)),
+            ("n2".to_string(), member("c", false)),
+        ]);
+        assert_eq!(plan_with(&odd, &BTreeMap::new()), SwarmPlan::default());
     }
 
     #[test]

@@ -912,11 +912,14 @@ async fn other_branches_run_on_trusted_runners_without_secrets_or_pushes() {
 
 /// On an overlay network, a node that leaves the manifests is drained, then
 /// leaves the stack's swarm (a manager is demoted first) and the managers
-/// forget it; declared again, it joins again.
+/// forget it; of the two managers left, one is demoted (two cannot lose
+/// either). Declared again, it joins again.
 #[tokio::test]
 async fn daemon_takes_a_node_that_leaves_the_manifests_out_of_the_swarm() {
     let _swarm = crate::support::swarm_lock().await;
     let bed = Bed::get();
+    // From no swarm: three managers are formed, not found.
+    crate::support::without_swarm(&bed).await;
     let all = nodes_yaml(&bed, &[&["app"], &["app"], &["app"]]);
     let two = nodes_yaml(&bed, &[&["app"], &["app"]]);
     let manifest = |nodes: &str| {
@@ -964,6 +967,13 @@ async fn daemon_takes_a_node_that_leaves_the_manifests_out_of_the_swarm() {
         let state = swarm().await.local_node_state.map(|s| s.to_string());
         let forgotten = !known(id.clone()).await;
         (!on_n3 && state.as_deref() == Some("inactive") && forgotten).then_some(())
+    })
+    .await;
+    let second = crate::support::engine(&bed.nodes[1]).await;
+    eventually("one manager left of two nodes", CONVERGE, || async {
+        let managers = crate::support::swarm_info(&manager).await.managers;
+        let n2_manages = crate::support::swarm_info(&second).await.control_available;
+        (managers == Some(1) && n2_manages == Some(false)).then_some(())
     })
     .await;
 

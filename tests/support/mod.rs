@@ -213,6 +213,26 @@ pub async fn swarm_lock() -> tokio::sync::MutexGuard<'static, ()> {
     SWARM.lock().await
 }
 
+/// Every bed engine out of any swarm (forced), for a test that needs to
+/// start from none. Take `swarm_lock` first.
+pub async fn without_swarm(bed: &Bed) {
+    for node in &bed.nodes {
+        let docker = engine(node).await;
+        let leave = bollard::query_parameters::LeaveSwarmOptionsBuilder::default()
+            .force(true)
+            .build();
+        // An engine in no swarm refuses; what counts is the state after.
+        let _ = docker.leave_swarm(Some(leave)).await;
+        let state = swarm_info(&docker).await.local_node_state;
+        assert_eq!(
+            state.map(|s| s.to_string()).as_deref(),
+            Some("inactive"),
+            "{} left its swarm",
+            node.name
+        );
+    }
+}
+
 /// An HTTP/1.0 GET of `/` for `host` at `addr:port`, bounded by 30 s;
 /// returns the status code and body, or `None` when no answer came.
 pub async fn http_get_host(addr: &str, port: u16, host: &str) -> Option<(u16, String)> {
