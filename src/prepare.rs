@@ -575,10 +575,41 @@ fn service_networks(
         .into_iter()
         .map(|(key, extra)| {
             let mut aliases: Vec<String> = own_aliases.iter().chain(extra).cloned().collect();
+            // On a network shared with other stacks, `<service>.<stack>`
+            // tells this stack's service from theirs (their links use it).
+            if manifest.networks.get(key).is_some_and(|n| n.external) {
+                aliases.push(format!("{}.{stack}", service.name));
+            }
             aliases.sort();
             aliases.dedup();
             (manifest.network_engine_name(stack, key).0, aliases)
         })
+        .collect()
+}
+
+/// A service's links to other stacks' services, as each network shared
+/// with other stacks takes them: `db.other:alias`, so `alias` resolves to
+/// the replicas answering to `db.other` there.
+fn other_stack_links(
+    manifest: &Manifest,
+    stack: &str,
+    service: &manifest::model::Service,
+) -> BTreeMap<String, Vec<String>> {
+    let links: Vec<String> = service
+        .links
+        .iter()
+        .filter_map(|link| {
+            let (name, _) = manifest.other_stack_link(link)?;
+            Some(format!("{}:{}", link.service, link.other_stack_alias(name)))
+        })
+        .collect();
+    if links.is_empty() {
+        return BTreeMap::new();
+    }
+    manifest
+        .external_networks(service)
+        .into_iter()
+        .map(|key| (manifest.network_engine_name(stack, key).0, links.clone()))
         .collect()
 }
 
@@ -671,6 +702,7 @@ pub fn desired_state(
             &network,
         );
         spec.more_networks = networks.into_iter().skip(1).collect();
+        spec.network_links = other_stack_links(manifest, stack, service);
         spec.env.extend(plan::spec::link_env(manifest, service));
         spec.replica_links = plan::spec::replica_links(manifest, service);
         let mut after: Vec<String> = service.links.iter().map(|l| l.service.clone()).collect();

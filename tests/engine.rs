@@ -2135,6 +2135,121 @@ async fn a_named_overlay_network_reaches_across_hosts() {
     let _ = first.remove_network(&network).await;
 }
 
+/// Docker Cloud's `service.stack` links: two stacks on one overlay network
+/// made outside pier (`external: true`) reach each other across hosts.
+/// There, each replica also answers to `<service>.<stack>`, and a link
+/// `db.<stack>:database` makes `database` resolve, for the linking service
+/// alone, to the other stack's replicas.
+#[tokio::test]
+async fn a_link_to_another_stack_resolves_on_a_shared_external_network() {
+    let _swarm = support::swarm_lock().await;
+    let bed = Bed::get();
+    let shared = unique("shared");
+    let stack_yaml = |network: &str, services: &str| {
+        format!(
+            "{}networks:\n  default: {{ driver: overlay }}\n{network}services:\n{services}",
+            support::nodes_yaml(&bed, &[&["a"], &["b"]]),
+        )
+    };
+    let external = format!("  shared: {{ external: true, name: {shared} }}\n");
+    let db = |networks: &str| {
+        format!(
+            "  db:\n    image: {}\n    command: [\"sh\", \"-c\", \"mkdir -p /www && echo hi-from-db > /www/index.html && exec httpd -f -p 6379 -h /www\"]\n    deploy: {{ replicas: 2 }}\n    tags: [b]\n    stop_grace_period: 1s\n{networks}",
+            bed.base_image
+        )
+    };
+    // The other stack first, on its own: it forms the swarm the shared
+    // network is made in.
+    let other = support::UserRepo::new("dbs", &stack_yaml("", &db("")));
+    let (code, stdout, stderr) = other.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let first = support::engine(&bed.nodes[0]).await;
+    first
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: shared.clone(),
+            driver: Some("overlay".into()),
+            attachable: Some(true),
+            ..Default::default()
+        })
+        .await
+        .expect("the shared network, made outside pier");
+    other.commit(
+        &stack_yaml(&external, &db("    networks: [default, shared]\n")),
+        "db on the shared network",
+    );
+    let (code, stdout, stderr) = other.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    let link = format!("db.{}", other.stack);
+    let web = format!(
+        "  web:\n    image: {}\n    command: sleep 3600\n    tags: [a]\n    stop_grace_period: 1s\n    networks: [default, shared]\n    links: [\"{link}:database\"]\n",
+        bed.base_image
+    );
+    let repo = support::UserRepo::new("webs", &stack_yaml(&external, &web));
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    let web = format!("{}-web-1", repo.stack);
+    let (code, page) = support::exec(
+        &first,
+        &web,
+        &[
+            "sh",
+            "-c",
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 database 6379",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (code, page.lines().last().unwrap_or_default()),
+        (0, "hi-from-db"),
+        "web on n1 asks the other stack's db on n2 by the link's alias: {page}"
+    );
+    for name in ["database", link.as_str()] {
+        let (_, answer) = support::exec(&first, &web, &["nslookup", name]).await;
+        let addresses = answer
+            .lines()
+            .filter(|line| line.starts_with("Address") && !line.contains("127.0.0.11"))
+            .count();
+        assert_eq!(
+            addresses, 2,
+            "{name} resolves to both db replicas: {answer}"
+        );
+    }
+    let endpoint = first
+        .inspect_container(&web, None)
+        .await
+        .unwrap()
+        .network_settings
+        .and_then(|s| s.networks)
+        .and_then(|mut n| n.remove(&shared))
+        .expect("web is on the shared network");
+    assert_eq!(endpoint.links, Some(vec![format!("{link}:database")]));
+    let second = support::engine(&bed.nodes[1]).await;
+    let db_aliases = second
+        .inspect_container(&format!("{}-db-1", other.stack), None)
+        .await
+        .unwrap()
+        .network_settings
+        .and_then(|s| s.networks)
+        .and_then(|mut n| n.remove(&shared))
+        .and_then(|e| e.aliases)
+        .unwrap_or_default();
+    assert!(db_aliases.contains(&link), "{db_aliases:?}");
+    for stack in [&other, &repo] {
+        let (code, stdout, stderr) = stack.pier(&bed, &["diff"]);
+        assert_eq!(code, 0, "a second diff plans nothing: {stdout}{stderr}");
+    }
+
+    for stack in [&repo, &other] {
+        support::remove_stack(&bed, &stack.stack).await;
+        let _ = first
+            .remove_network(&format!("pier-{}-overlay", stack.stack))
+            .await;
+    }
+    let _ = first.remove_network(&shared).await;
+}
+
 /// `networks.default.driver: overlay`: pier forms a swarm of the stack's
 /// nodes through the Engine API, makes the attachable overlay network on a
 /// manager, and a service reaches another on a different host by its name

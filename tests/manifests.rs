@@ -171,27 +171,27 @@ fn public_compose_and_docker_cloud_files_load_or_fail_precisely() {
         (
             "DD-DeCaF__postgres-backup.yml",
             &[
-                "11:7: error: services.pgbkp.links[0]: `service.stack` names service `service` of another stack, `stack`, which pier cannot see from these manifests",
+                "11:7: error: services.pgbkp.links[0]: `service.stack` names service `service` of another stack, `stack`, but pgbkp is on no network shared with other stacks",
             ],
         ),
         (
             "Turistforeningen__Verdandi.yml",
             &[
-                "28:7: error: services.verdandi-node-v2.links[0]: `mongo-01.mongo-rs` names service `mongo-01` of another stack, `mongo-rs`, which pier cannot see from these manifests",
-                "29:7: error: services.verdandi-node-v2.links[1]: `mongo-02.mongo-rs` names service `mongo-02` of another stack, `mongo-rs`, which pier cannot see from these manifests",
-                "30:7: error: services.verdandi-node-v2.links[2]: `mongo-03.mongo-rs` names service `mongo-03` of another stack, `mongo-rs`, which pier cannot see from these manifests",
-                "63:7: error: services.verdandi-node-v3.links[0]: `mongo-01.mongo-rs` names service `mongo-01` of another stack, `mongo-rs`, which pier cannot see from these manifests",
-                "64:7: error: services.verdandi-node-v3.links[1]: `mongo-02.mongo-rs` names service `mongo-02` of another stack, `mongo-rs`, which pier cannot see from these manifests",
-                "65:7: error: services.verdandi-node-v3.links[2]: `mongo-03.mongo-rs` names service `mongo-03` of another stack, `mongo-rs`, which pier cannot see from these manifests",
-                "66:7: error: services.verdandi-node-v3.links[3]: `statsd.statsd-librato` names service `statsd` of another stack, `statsd-librato`, which pier cannot see from these manifests",
+                "28:7: error: services.verdandi-node-v2.links[0]: `mongo-01.mongo-rs` names service `mongo-01` of another stack, `mongo-rs`, but verdandi-node-v2 is on no network shared with other stacks",
+                "29:7: error: services.verdandi-node-v2.links[1]: `mongo-02.mongo-rs` names service `mongo-02` of another stack, `mongo-rs`, but verdandi-node-v2 is on no network shared with other stacks",
+                "30:7: error: services.verdandi-node-v2.links[2]: `mongo-03.mongo-rs` names service `mongo-03` of another stack, `mongo-rs`, but verdandi-node-v2 is on no network shared with other stacks",
+                "63:7: error: services.verdandi-node-v3.links[0]: `mongo-01.mongo-rs` names service `mongo-01` of another stack, `mongo-rs`, but verdandi-node-v3 is on no network shared with other stacks",
+                "64:7: error: services.verdandi-node-v3.links[1]: `mongo-02.mongo-rs` names service `mongo-02` of another stack, `mongo-rs`, but verdandi-node-v3 is on no network shared with other stacks",
+                "65:7: error: services.verdandi-node-v3.links[2]: `mongo-03.mongo-rs` names service `mongo-03` of another stack, `mongo-rs`, but verdandi-node-v3 is on no network shared with other stacks",
+                "66:7: error: services.verdandi-node-v3.links[3]: `statsd.statsd-librato` names service `statsd` of another stack, `statsd-librato`, but verdandi-node-v3 is on no network shared with other stacks",
             ],
         ),
         (
             "Turistforeningen__dockercloud-haproxy-letsencrypt.yml",
             &[
-                "5:7: error: services.haproxy.links[1]: `verdandi-node-v2.verdandi` names service `verdandi-node-v2` of another stack, `verdandi`, which pier cannot see from these manifests",
-                "6:7: error: services.haproxy.links[2]: `www.sherpa` names service `www` of another stack, `sherpa`, which pier cannot see from these manifests",
-                "7:7: error: services.haproxy.links[3]: `facebook-apps.facebook-apps` names service `facebook-apps` of another stack, `facebook-apps`, which pier cannot see from these manifests",
+                "5:7: error: services.haproxy.links[1]: `verdandi-node-v2.verdandi` names service `verdandi-node-v2` of another stack, `verdandi`, but haproxy is on no network shared with other stacks",
+                "6:7: error: services.haproxy.links[2]: `www.sherpa` names service `www` of another stack, `sherpa`, but haproxy is on no network shared with other stacks",
+                "7:7: error: services.haproxy.links[3]: `facebook-apps.facebook-apps` names service `facebook-apps` of another stack, `facebook-apps`, but haproxy is on no network shared with other stacks",
             ],
         ),
         (
@@ -456,8 +456,12 @@ fn golden_messages_for_each_rule() {
             "services:\n  web: { image: x, links: [db, \"db.other:d\"] }\n  db: { image: x }\n",
             &[
                 "p.yml:2:28: warning: services.web.links[0]: web and db may be placed on different nodes, where the stack's bridge network does not reach",
-                "p.yml:2:32: error: services.web.links[1]: `db.other` names service `db` of another stack, `other`, which pier cannot see from these manifests",
+                "p.yml:2:32: error: services.web.links[1]: `db.other` names service `db` of another stack, `other`, but web is on no network shared with other stacks",
             ],
+        ),
+        (
+            "services:\n  web: { image: x, links: [\"db.other:d\"], networks: [shared] }\nnetworks:\n  shared: { external: true, name: shared }\n",
+            &[],
         ),
         (
             "services:\n  web:\n    image: x\n    depends_on:\n      db: { condition: service_started, restrt: true }\n  db: { image: x }\n",

@@ -357,6 +357,31 @@ fn volume_options(mount: &crate::docker::MountSpec) -> Option<bollard::models::M
 }
 
 impl Engine {
+    /// Attach a container to `network`, answering to `aliases` there, with
+    /// `links` (`name:alias`) resolving `alias` to `name` for it alone.
+    async fn join(
+        &self,
+        container: &str,
+        network: &str,
+        aliases: &[String],
+        links: &[String],
+    ) -> Result<(), RuntimeError> {
+        let request = bollard::models::NetworkConnectRequest {
+            container: container.to_string(),
+            endpoint_config: Some(bollard::models::EndpointSettings {
+                aliases: Some(aliases.to_vec()),
+                links: (!links.is_empty()).then(|| links.to_vec()),
+                ..Default::default()
+            }),
+        };
+        self.within(
+            "a network connect",
+            Box::pin(self.docker.connect_network(network, request)),
+        )
+        .await?
+        .map_err(classify)
+    }
+
     /// Create a network; one that exists already (another pass, or another
     /// stack's apply, made it meanwhile) counts as created.
     async fn create_network(&self, request: NetworkCreateRequest) -> Result<(), RuntimeError> {
@@ -564,6 +589,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
                 spec.network.clone(),
                 EndpointSettings {
                     aliases: Some(spec.aliases.clone()),
+                    links: spec.network_links.get(&spec.network).cloned(),
                     ..Default::default()
                 },
             )])),
@@ -716,19 +742,7 @@ impl Runtime for Engine {
         network: &str,
         aliases: &[String],
     ) -> Result<(), RuntimeError> {
-        let request = bollard::models::NetworkConnectRequest {
-            container: container.to_string(),
-            endpoint_config: Some(bollard::models::EndpointSettings {
-                aliases: Some(aliases.to_vec()),
-                ..Default::default()
-            }),
-        };
-        self.within(
-            "a network connect",
-            Box::pin(self.docker.connect_network(network, request)),
-        )
-        .await?
-        .map_err(classify)
+        self.join(container, network, aliases, &[]).await
     }
 
     async fn disconnect(&self, container: &str, network: &str) -> Result<(), RuntimeError> {
@@ -980,7 +994,11 @@ impl Runtime for Engine {
         // before the container first starts. One that cannot be joined
         // takes the container with it: never a replica half-networked.
         for (network, aliases) in &spec.more_networks {
-            if let Err(error) = self.connect(&created.id, network, aliases).await {
+            let links = spec
+                .network_links
+                .get(network)
+                .map_or(&[][..], Vec::as_slice);
+            if let Err(error) = self.join(&created.id, network, aliases, links).await {
                 // Its volumes stay: a replacement's may be its predecessor's.
                 let _ = self.remove(&created.id, super::Volumes::Keep).await;
                 return Err(RuntimeError::Failed(format!(

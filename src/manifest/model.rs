@@ -139,6 +139,27 @@ impl Manifest {
         }
     }
 
+    /// A link to a service of another stack (Docker Cloud's
+    /// `service.stack`): the service and the stack, when `link` names no
+    /// service here.
+    pub fn other_stack_link<'a>(&self, link: &'a Link) -> Option<(&'a str, &'a str)> {
+        if self.services.contains_key(&link.service) {
+            return None;
+        }
+        link.service
+            .split_once('.')
+            .filter(|(service, stack)| !service.is_empty() && !stack.is_empty())
+    }
+
+    /// The `external: true` networks `service` lists, by key.
+    pub fn external_networks<'a>(&'a self, service: &'a Service) -> Vec<&'a str> {
+        self.service_networks(service)
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| self.networks.get(*key).is_some_and(|n| n.external))
+            .collect()
+    }
+
     /// Whether `service` is on an overlay network.
     pub fn on_overlay(&self, service: &Service) -> bool {
         self.service_networks(service)
@@ -547,6 +568,19 @@ pub struct Device {
 pub struct Link {
     pub service: String,
     pub alias: String,
+}
+
+impl Link {
+    /// The name a link to another stack's `service.stack` answers to in the
+    /// linking containers: its alias, or the service's own name when none
+    /// is written (`db.other` answers to `db`, and to `db.other`).
+    pub fn other_stack_alias(&self, service: &str) -> String {
+        if self.alias == self.service {
+            service.to_string()
+        } else {
+            self.alias.clone()
+        }
+    }
 }
 
 /// The pipeline run for each new commit.

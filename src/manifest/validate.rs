@@ -153,8 +153,8 @@ fn references(manifest: &Manifest, service: &Service, problems: &mut Vec<Diagnos
                 .key_locations
                 .get(&key)
                 .unwrap_or_else(|| service.location_of(key.split(['.', '[']).next().unwrap_or("")));
-            if let Some(diagnostic) = other_stack_link(manifest, target, written, &key, name) {
-                problems.push(diagnostic);
+            if let Some(found) = other_stack_link(manifest, target, written, &key, service) {
+                problems.extend(found);
                 return;
             }
             if key.starts_with("depends_on") && service.optional_dependencies.contains(target) {
@@ -193,15 +193,18 @@ fn references(manifest: &Manifest, service: &Service, problems: &mut Vec<Diagnos
 }
 
 /// Docker Cloud's `links: ["db.other"]` (or `volumes_from`) names service
-/// `db` of stack `other`: a precise error, since pier deploys one stack
-/// per repository.
+/// `db` of stack `other`. A link resolves through a network both stacks
+/// are on, made outside pier (`external: true`): fine when the service is
+/// on one (`Some(None)`), else a precise error; `volumes_from` is always
+/// an error, since pier deploys one stack per repository.
 fn other_stack_link(
     manifest: &Manifest,
     target: &str,
     written: &super::diagnostic::Location,
     key: &str,
-    name: &str,
-) -> Option<Diagnostic> {
+    linking: &Service,
+) -> Option<Option<Diagnostic>> {
+    let name = &linking.name;
     let link = key.starts_with("links");
     if !link && !key.starts_with("volumes_from") {
         return None;
@@ -210,23 +213,30 @@ fn other_stack_link(
     if service.is_empty() || stack.is_empty() {
         return None;
     }
+    if link && !manifest.external_networks(linking).is_empty() {
+        return Some(None);
+    }
     let here = if manifest.services.contains_key(service) {
         format!("; `{service}` here is this stack's own, write `{service}` to link to it")
     } else {
         String::new()
     };
-    Some(
+    Some(Some(
         Diagnostic::error(
             written.clone(),
-            format!("`{target}` names service `{service}` of another stack, `{stack}`, which pier cannot see from these manifests"),
+            if link {
+                format!("`{target}` names service `{service}` of another stack, `{stack}`, but {name} is on no network shared with other stacks")
+            } else {
+                format!("`{target}` names service `{service}` of another stack, `{stack}`, which pier cannot see from these manifests")
+            },
         )
         .key(format!("services.{name}.{key}"))
         .help(if link {
-            format!("add `{service}` to these manifests and link to `{service}`; or put both stacks on one network made outside pier (`networks: {{ shared: {{ external: true, name: NAME }} }}` in each, listed in both services' `networks`; `driver: overlay` when they run on different nodes) and reach it by its service name `{service}` in `environment`; or publish its port and pass the address{here}")
+            format!("put both stacks on one network made outside pier: `docker network create -d overlay --attachable NAME` on a swarm manager (a bridge network on each node when both run on one), `networks: {{ shared: {{ external: true, name: NAME }} }}` in each stack, and `shared` in the `networks` of {name} and of `{service}` in `{stack}`; or add `{service}` to these manifests and link to `{service}`{here}")
         } else {
             format!("add `{service}` to these manifests and name it as `{service}`, or share the data through a named volume{here}")
         }),
-    )
+    ))
 }
 
 /// Every network a service lists is `default` or declared at the top level.

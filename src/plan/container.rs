@@ -84,6 +84,11 @@ pub struct ContainerSpec {
     /// before it starts. (Left out of the hash when empty.)
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub more_networks: Vec<(String, Vec<String>)>,
+    /// Links to other stacks' services (`db.other:alias`), by the network
+    /// they resolve on: the container's endpoint there maps each alias to
+    /// the other service's name. (Left out of the hash when empty.)
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub network_links: BTreeMap<String, Vec<String>>,
     /// `service` or `service:ro`: the replica mounts the volumes of that
     /// service's replica on its node. A service name here; the container's
     /// name or id once apply creates the replica. (Left out of the hash

@@ -362,6 +362,7 @@ pub fn container_spec(
         files: service.files.clone(),
         replica_links: Vec::new(),
         more_networks: Vec::new(),
+        network_links: BTreeMap::new(),
         reload: service.reload.clone(),
         volumes_from: service
             .volumes_from
