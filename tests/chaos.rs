@@ -585,3 +585,87 @@ async fn a_partitioned_node_is_waited_for_and_its_copy_removed_when_it_heals() {
     let _turn = BED_CHANGES.lock().await;
     node_loss(&["partition", "n3"], &["heal", "n3"]).await;
 }
+
+/// The addresses `name` resolves to inside `container` on n1, and how many
+/// of them answer on `port` with `body`.
+async fn resolved_and_answering(
+    n1: &bollard::Docker,
+    container: &str,
+    name: &str,
+    port: u16,
+    body: &str,
+) -> (usize, usize) {
+    let (_, answer) = support::exec(n1, container, &["nslookup", name]).await;
+    let addresses: Vec<String> = answer
+        .lines()
+        .filter(|line| line.starts_with("Address") && !line.contains("127.0.0.11"))
+        .filter_map(|line| line.split_whitespace().last().map(str::to_string))
+        .collect();
+    let mut answering = 0;
+    for address in &addresses {
+        let ask = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {address} {port}");
+        let (code, page) = support::exec(n1, container, &["sh", "-c", &ask]).await;
+        if code == 0 && page.lines().last() == Some(body) {
+            answering += 1;
+        }
+    }
+    (addresses.len(), answering)
+}
+
+/// On an overlay network, a dead node leaves the others talking: its
+/// replicas drop out of the service's name, and the one the daemon starts
+/// elsewhere once the node is down (`--node-down-after`) answers to it,
+/// from another host.
+#[tokio::test]
+async fn a_dead_node_on_an_overlay_leaves_the_others_talking() {
+    let _turn = BED_CHANGES.lock().await;
+    let bed = Bed::get();
+    support::without_swarm(&bed).await;
+    let manifest = format!(
+        "{}services:\n  cache:\n    image: {image}\n    command: [\"sh\", \"-c\", \"mkdir -p /www && echo hi-from-cache > /www/index.html && exec httpd -f -p 6379 -h /www\"]\n    target_num_containers: 3\n    deployment_strategy: high_availability\n    tags: [app]\n    stop_grace_period: 1s\n  web:\n    image: {image}\n    command: sleep 3600\n    tags: [front]\n    links: [cache]\n    stop_grace_period: 1s\nnetworks:\n  default: {{ driver: overlay }}\n",
+        support::nodes_yaml(&bed, &[&["app", "front"], &["app"], &["app"]]),
+        image = bed.base_image
+    );
+    let repo = support::UserRepo::new("odead", &manifest);
+    let s = repo.stack.clone();
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let n1 = support::engine(&bed.nodes[0]).await;
+    let web = format!("{s}-web-1");
+    let timeout = Duration::from_secs(90);
+    assert_eq!(
+        resolved_and_answering(&n1, &web, "cache", 6379, "hi-from-cache").await,
+        (3, 3),
+        "one replica on each node, all answering"
+    );
+    {
+        let _lost = BedChange::make(&["kill-node", "n3"], &["start-node", "n3"]);
+        let state = tempfile::tempdir().unwrap();
+        let daemon = support::Daemon::start(
+            &bed,
+            repo.dir.path().to_str().unwrap(),
+            &s,
+            state.path(),
+            &support::DaemonOptions::default()
+                .arg("--engine-timeout", "2s")
+                .arg("--node-down-after", "2s"),
+        );
+        support::eventually("cache's replica moved off n3", timeout, || async {
+            let (running, _) = copies(&bed, &s, "cache", ALIVE).await;
+            (running.len() == 3).then_some(())
+        })
+        .await;
+        support::eventually(
+            "cache resolving to its three live replicas, all answering",
+            timeout,
+            || async {
+                let found = resolved_and_answering(&n1, &web, "cache", 6379, "hi-from-cache").await;
+                (found == (3, 3)).then_some(())
+            },
+        )
+        .await;
+        drop(daemon);
+    }
+    support::remove_stack(&bed, &s).await;
+    support::without_swarm(&bed).await;
+}
