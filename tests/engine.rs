@@ -2722,7 +2722,8 @@ async fn while_asking<T>(
 
 /// A routed replica is in rotation while it is running and healthy: one
 /// whose health check fails stops getting requests, and gets them again
-/// once it passes; its container stays all along.
+/// once it passes; its container stays all along. `pier apply` does it
+/// when run, and the daemon on the engine's health events.
 #[tokio::test]
 async fn an_unhealthy_replica_leaves_the_rotation_and_returns_when_healthy() {
     let bed = Bed::get();
@@ -2837,6 +2838,49 @@ async fn an_unhealthy_replica_leaves_the_rotation_and_returns_when_healthy() {
     );
     let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
     assert_eq!(code, 0, "a second diff plans nothing: {stdout}{stderr}");
+
+    // The daemon does the same by itself, on the engine's health events:
+    // its resync is an hour away, and nothing else changes.
+    let state = tempfile::tempdir().unwrap();
+    let daemon = support::Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &support::DaemonOptions::default(),
+    );
+    let last_trigger = || async {
+        daemon.status().await["last_pass"]["trigger"]
+            .as_str()
+            .map(str::to_string)
+    };
+    eventually("the daemon's first pass", Duration::from_secs(60), || {
+        last_trigger()
+    })
+    .await;
+    let (code, output) = support::exec(&docker, &sick, &["touch", "/www/sick"]).await;
+    assert_eq!(code, 0, "{output}");
+    eventually(
+        "the daemon takes app-1 out of rotation",
+        Duration::from_secs(30),
+        || serves_only(vec![well_host.clone()]),
+    )
+    .await;
+    let trigger = last_trigger().await.unwrap_or_default();
+    assert!(
+        trigger.contains("event"),
+        "moved by a health event: {trigger}"
+    );
+    let (code, output) = support::exec(&docker, &sick, &["rm", "/www/sick"]).await;
+    assert_eq!(code, 0, "{output}");
+    eventually(
+        "the daemon puts app-1 back",
+        Duration::from_secs(30),
+        || serves_only(both.clone()),
+    )
+    .await;
+    drop(daemon);
+    assert_eq!(hostname(sick.clone()).await, sick_host, "still the same");
     support::remove_stack(&bed, &repo.stack).await;
     for network in ["", "-routes"] {
         let _ = docker
