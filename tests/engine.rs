@@ -2889,6 +2889,87 @@ async fn an_unhealthy_replica_leaves_the_rotation_and_returns_when_healthy() {
     }
 }
 
+/// A routed service is replaced start-first by default on a bridge
+/// network: a single replica's successor is in rotation before it stops,
+/// so a client asking all along is answered every time, by the old
+/// version then the new, and the successor takes the replica's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routed_replica_is_replaced_start_first_and_answers_all_along() {
+    let bed = Bed::get();
+    const PORT: u16 = 18083;
+    let manifest = |version: &str| {
+        format!(
+            "{nodes}router:\n  tags: [edge]\n  ports: [\"{PORT}:80\"]\n  image: {router}\nservices:\n  app:\n    image: {image}\n    command: [\"sh\", \"-c\", \"mkdir -p /www && echo {version} > /www/index.html && exec httpd -f -p 8080 -h /www\"]\n    tags: [edge]\n    route: {{ host: app.test, port: 8080 }}\n    stop_grace_period: 1s\n",
+            nodes = support::nodes_yaml(&bed, &[&["edge"]]),
+            router = bed.router_image,
+            image = bed.base_image,
+        )
+    };
+    let repo = support::UserRepo::new("startfirst", &manifest("v1"));
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let edge = bed.nodes[0].addr.clone();
+    eventually("v1 served", Duration::from_secs(60), || async {
+        let answer = support::http_get_host(&edge, PORT, "app.test").await;
+        (answer.map(|(code, body)| (code, body.trim().to_string()))
+            == Some((200, "v1".to_string())))
+        .then_some(())
+    })
+    .await;
+
+    repo.commit(&manifest("v2"), "app v2");
+    let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("start-first"), "{stdout}");
+    let ((code, stdout, stderr), outcomes) =
+        while_asking(&edge, PORT, "app.test", || repo.pier(&bed, &["apply"])).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let bodies: Vec<String> = outcomes
+        .iter()
+        .map(|o| match o {
+            Some((200, body)) => body.trim().to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert!(
+        bodies.len() > 1,
+        "the client kept asking during the rollout"
+    );
+    assert!(
+        bodies.iter().all(|b| b == "v1" || b == "v2") && bodies.last().unwrap() == "v2",
+        "every request answered, by v1 or v2, v2 at the end: {bodies:?}"
+    );
+    // The successor started, under a name of its own, before the old one
+    // stopped.
+    let app = format!("{}-app-1", repo.stack);
+    let at = |line: &str| {
+        stderr
+            .find(line)
+            .unwrap_or_else(|| panic!("`{line}` in {stderr}"))
+    };
+    assert!(
+        at(&format!("app: start {app}-pier-next on n1 ok"))
+            < at(&format!("app: stop {app} on n1 ok")),
+        "{stderr}"
+    );
+    let names = support::stack_containers(&bed, &repo.stack).await;
+    assert!(
+        names
+            .iter()
+            .any(|(_, name, running)| *name == format!("{}-app-1", repo.stack) && *running),
+        "the successor has the replica's name: {names:?}"
+    );
+    let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 0, "a second diff plans nothing: {stdout}{stderr}");
+    support::remove_stack(&bed, &repo.stack).await;
+    let docker = engine(&bed.nodes[0]).await;
+    for network in ["", "-routes"] {
+        let _ = docker
+            .remove_network(&format!("pier-{}{network}", repo.stack))
+            .await;
+    }
+}
+
 /// `route: {tls: true}`: the router serves the host over HTTPS with the
 /// certificate from the folder `PIER_ROUTER_TLS` names, and redirects plain
 /// HTTP there. Without the variable nothing is deployed and the error names

@@ -530,6 +530,10 @@ pub struct UpdateConfig {
     pub parallelism: u32,
     pub delay: Duration,
     pub order: UpdateOrder,
+    /// Whether `order` was written (else a routed service's default
+    /// applies).
+    #[serde(skip)]
+    pub order_written: bool,
     /// How long a new replica must stay running (and healthy) after it
     /// first is, before the rollout counts it and moves on.
     pub monitor: Duration,
@@ -541,6 +545,7 @@ impl Default for UpdateConfig {
             parallelism: 1,
             delay: Duration::ZERO,
             order: UpdateOrder::StopFirst,
+            order_written: false,
             monitor: Duration::ZERO,
         }
     }

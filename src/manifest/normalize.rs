@@ -1554,6 +1554,7 @@ fn update_config(spec: &UpdateConfigSpec, here: &Here, p: &mut Problems) -> Upda
     {
         config.monitor = d;
     }
+    config.order_written = spec.order.is_some();
     match spec.order.as_deref() {
         None | Some("stop-first") => {}
         Some("start-first") => config.order = UpdateOrder::StartFirst,

@@ -9,12 +9,12 @@
 //! replacement) change nothing in it. A change of routes is live
 //! configuration: rewritten in the running routers and reloaded there.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::diagnostic::{Diagnostic, Location};
-use super::model::{Manifest, Route, Service};
+use super::model::{Manifest, Route, Service, UpdateOrder};
 use super::spec::{KeyValues, RouterSpec, ServiceSpec, StringOrList};
 
 /// The router's service name, reserved.
@@ -196,8 +196,25 @@ pub fn finish(manifest: &mut Manifest) -> Vec<Diagnostic> {
     // Each service keeps the route it is served under (hosts it lost to a
     // heavier service are not its).
     let served: BTreeMap<&str, &Route> = routes.iter().map(|(s, r)| (s.as_str(), r)).collect();
+    let on_overlay: BTreeSet<String> = manifest
+        .services
+        .values()
+        .filter(|s| manifest.on_overlay(s))
+        .map(|s| s.name.clone())
+        .collect();
     for service in manifest.services.values_mut() {
         service.route = served.get(service.name.as_str()).map(|r| (*r).clone());
+        // A routed replica's successor is in rotation before it stops, as
+        // the router sends requests only to replicas in rotation; unless
+        // the service says otherwise. Not on an overlay network, where
+        // the engine cannot rename the running successor to the
+        // replica's name (moby/moby#42351).
+        if service.route.is_some()
+            && !service.update.order_written
+            && !on_overlay.contains(&service.name)
+        {
+            service.update.order = UpdateOrder::StartFirst;
+        }
     }
     let config = caddyfile(&routes, retry_for);
     let mut service = router.service.clone();
@@ -511,6 +528,39 @@ mod tests {
         );
         assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
         loaded.manifest.services[SERVICE].files[CONFIG_PATH].clone()
+    }
+
+    /// Routed services are replaced start-first unless they say otherwise,
+    /// except on an overlay network; others keep stop-first.
+    #[test]
+    fn routed_services_are_replaced_start_first_by_default() {
+        let orders = |text: &str| {
+            let files = [crate::manifest::SourceFile {
+                path: "pier/s.yml".into(),
+                text: text.into(),
+            }];
+            let loaded = crate::manifest::load_and_validate(
+                &files,
+                &crate::manifest::Vars::new(),
+                &crate::manifest::MemoryTree::default(),
+            );
+            assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
+            loaded
+                .manifest
+                .services
+                .values()
+                .map(|s| (s.name.clone(), s.update.order))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let services = "services:\n  web: { image: x, route: { host: a.test, port: 80 } }\n  pinned: { image: x, route: { host: b.test, port: 80 }, deploy: { update_config: { order: stop-first } } }\n  worker: { image: x }\n";
+        let bridge = orders(&format!("router: {{ ports: [\"80:80\"] }}\n{services}"));
+        assert_eq!(bridge["web"], UpdateOrder::StartFirst);
+        assert_eq!(bridge["pinned"], UpdateOrder::StopFirst);
+        assert_eq!(bridge["worker"], UpdateOrder::StopFirst);
+        let overlay = orders(&format!(
+            "router: {{ ports: [\"80:80\"] }}\nnetworks:\n  default: {{ driver: overlay }}\n{services}"
+        ));
+        assert_eq!(overlay["web"], UpdateOrder::StopFirst);
     }
 
     /// Docker Cloud's convention: hosts with a scheme, a port and a path
