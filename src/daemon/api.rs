@@ -41,7 +41,13 @@ pub fn router(shared: Arc<Shared>, with_hooks: bool) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/reconcile", post(reconcile));
     let api = if with_hooks { api.merge(hooks()) } else { api };
-    finish(api, shared.clone()).merge(super::dashboard::router(shared))
+    let throttle = Arc::new(super::throttle::Throttle::default());
+    finish(api, shared.clone())
+        .merge(super::dashboard::router(shared))
+        .layer(axum::middleware::from_fn_with_state(
+            throttle,
+            super::throttle::guard,
+        ))
 }
 
 /// The webhook listener's routes (`--hooks-listen`): the hooks and
@@ -122,7 +128,7 @@ pub async fn serve(
         let stream = tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, most likely: back off, never spin.
                     warn!(error = %e, "cannot accept an HTTP connection");
@@ -148,7 +154,7 @@ pub async fn serve(
 }
 
 async fn serve_connection(
-    stream: tokio::net::TcpStream,
+    (stream, peer): (tokio::net::TcpStream, std::net::SocketAddr),
     router: Router,
     limits: HttpLimits,
     _permit: OwnedSemaphorePermit,
@@ -156,7 +162,12 @@ async fn serve_connection(
     use tower_service::Service as _;
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let mut router = router.clone();
-        async move { router.call(request.map(Body::new)).await }
+        let mut request = request.map(Body::new);
+        // Who is asking, for the throttle on wrong tokens.
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        async move { router.call(request).await }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

@@ -23,6 +23,7 @@ pub mod reconciler;
 pub mod runner;
 pub mod status;
 pub mod store;
+pub mod throttle;
 pub mod watch;
 
 use std::collections::BTreeSet;

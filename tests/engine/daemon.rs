@@ -1137,6 +1137,29 @@ async fn daemon_http_reads_need_the_status_token_and_bodies_are_bounded() {
         )
         .await;
     assert_eq!(code, 401);
+
+    // Guessing: the address is refused, even with the right token, once it
+    // sent 10 wrong ones within a minute. The two reads without a token
+    // above count; the hooks' wrong tokens do not (their senders share
+    // addresses), and the probes still answer.
+    let guess = [("Authorization", "Bearer guess")];
+    let mut wrong = 2;
+    loop {
+        let (code, body) = daemon.request("GET", "/api/v1/status", &guess, b"").await;
+        if code == 429 {
+            assert!(body.contains("too many wrong tokens"), "{body}");
+            break;
+        }
+        assert_eq!(code, 401, "{body}");
+        wrong += 1;
+        assert!(wrong <= 10, "still not refused after {wrong} wrong tokens");
+    }
+    assert_eq!(wrong, 10, "refused right after the tenth");
+    let (code, _) = daemon
+        .request("GET", "/metrics", &[("Authorization", &bearer)], b"")
+        .await;
+    assert_eq!(code, 429, "refused with the right token too, for now");
+    assert_eq!(daemon.request("GET", "/healthz", &[], b"").await.0, 200);
     drop(daemon);
     remove_stack(&bed, &repo.stack).await;
 }
