@@ -2259,13 +2259,14 @@ async fn a_link_to_another_stack_resolves_on_a_shared_external_network() {
 async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
     let _swarm = support::swarm_lock().await;
     let bed = Bed::get();
-    let manifest = |mode: &str| {
+    let manifest_scaled = |mode: &str, replicas: u32| {
         format!(
-            "{}services:\n  cache:\n    image: {image}\n    command: [\"sh\", \"-c\", \"mkdir -p /www && echo hi-from-cache > /www/index.html && exec httpd -f -p 6379 -h /www\"]\n    deploy: {{ replicas: 2 }}\n    tags: [b]\n    expose: [\"6379\"]\n    environment: {{ MODE: {mode}, REDIS_PASSWORD: hunter22 }}\n    stop_grace_period: 1s\n  web:\n    image: {image}\n    command: sleep 3600\n    tags: [a]\n    links: [\"cache:redis\"]\n    stop_grace_period: 1s\nnetworks:\n  default: {{ driver: overlay }}\n",
+            "{}services:\n  cache:\n    image: {image}\n    command: [\"sh\", \"-c\", \"mkdir -p /www && echo hi-from-cache > /www/index.html && exec httpd -f -p 6379 -h /www\"]\n    deploy: {{ replicas: {replicas} }}\n    tags: [b]\n    expose: [\"6379\"]\n    environment: {{ MODE: {mode}, REDIS_PASSWORD: hunter22 }}\n    stop_grace_period: 1s\n  web:\n    image: {image}\n    command: sleep 3600\n    tags: [a]\n    links: [\"cache:redis\"]\n    stop_grace_period: 1s\nnetworks:\n  default: {{ driver: overlay }}\n",
             support::nodes_yaml(&bed, &[&["a"], &["b"]]),
             image = bed.base_image
         )
     };
+    let manifest = |mode: &str| manifest_scaled(mode, 2);
     let repo = support::UserRepo::new("overlay", &manifest("cache"));
     let first = support::engine(&bed.nodes[0]).await;
     let in_swarm = support::swarm_info(&first)
@@ -2374,6 +2375,17 @@ async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
     let (code, output) =
         support::exec(&first, &web, &["ping", "-c", "1", "-W", "5", "redis"]).await;
     assert_eq!(code, 0, "the replaced cache answers: {output}");
+
+    // A scale-up on n2 is resolvable on n1 as soon as `apply` returns.
+    repo.commit(&manifest_scaled("store", 3), "a third cache");
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (_, answer) = support::exec(&first, &web, &["nslookup", "cache"]).await;
+    let addresses = answer
+        .lines()
+        .filter(|line| line.starts_with("Address") && !line.contains("127.0.0.11"))
+        .count();
+    assert_eq!(addresses, 3, "the new replica resolves at once: {answer}");
     support::remove_stack(&bed, &repo.stack).await;
     let _ = first.remove_network(&network).await;
     // The engines stay in the swarm: forming it again soon after leaving
