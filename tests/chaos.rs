@@ -493,6 +493,8 @@ const EVERY: &[&str] = &["n1", "n2", "n3"];
 /// (`--node-down-after`), web's replica there starts on another node while
 /// db, which has a volume, waits for n3. When n3 is back, its older copy of
 /// the web replica is removed: never two of one replica for more than a pass.
+/// A webhook hears `node_down`, then `node_back`, for n3, and db's
+/// `service_degraded` while it waits, then its `service_recovered`.
 async fn node_loss(lose: &'static [&'static str], restore: &'static [&'static str]) {
     let bed = Bed::get();
     let manifest = format!(
@@ -505,6 +507,16 @@ async fn node_loss(lose: &'static [&'static str], restore: &'static [&'static st
     let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     let state = tempfile::tempdir().unwrap();
+    let receiver = support::HookReceiver::start().await;
+    let notify = state.path().join("notify.yaml");
+    std::fs::write(
+        &notify,
+        format!(
+            "degraded_after: 1s\ntargets:\n  hook:\n    webhook: {{ url: '{}' }}\n    events: [node_down, node_back, service_degraded, service_recovered]\n",
+            receiver.url
+        ),
+    )
+    .unwrap();
     let start = |down_after: &str| {
         support::Daemon::start(
             &bed,
@@ -513,8 +525,27 @@ async fn node_loss(lose: &'static [&'static str], restore: &'static [&'static st
             state.path(),
             &support::DaemonOptions::default()
                 .arg("--engine-timeout", "2s")
-                .arg("--node-down-after", down_after),
+                .arg("--node-down-after", down_after)
+                .arg("--notify", notify.to_str().unwrap()),
         )
+    };
+    // Each event as `kind subject`: n3's, and db's (web may be degraded
+    // for a moment while it moves).
+    let events = || {
+        receiver
+            .taken()
+            .iter()
+            .map(|hook| {
+                let body = hook.json();
+                let subject = body["node"].as_str().or(body["service"].as_str());
+                format!(
+                    "{} {}",
+                    body["event"].as_str().unwrap_or(""),
+                    subject.unwrap_or("")
+                )
+            })
+            .filter(|e| e.ends_with(" n3") || e.ends_with(" db"))
+            .collect::<Vec<_>>()
     };
     let timeout = Duration::from_secs(60);
     {
@@ -544,6 +575,11 @@ async fn node_loss(lose: &'static [&'static str], restore: &'static [&'static st
             "{status}"
         );
         assert_eq!(copies(&bed, &s, "web", ALIVE).await.0.len(), 2);
+        assert!(
+            !events().iter().any(|e| e.starts_with("node_")),
+            "unreachable is not down yet: {:?}",
+            events()
+        );
         daemon.kill();
 
         // Down after 2 s: web moves, db waits.
@@ -560,6 +596,17 @@ async fn node_loss(lose: &'static [&'static str], restore: &'static [&'static st
             service_reason(&status, "db").contains("waiting for node n3: it is down"),
             "{status}"
         );
+        support::eventually(
+            "node_down and db degraded at the webhook",
+            timeout,
+            || async {
+                let events = events();
+                (events.contains(&"node_down n3".to_string())
+                    && events.contains(&"service_degraded db".to_string()))
+                .then_some(())
+            },
+        )
+        .await;
         // The daemon stays to see n3 come back (undoing the change twice is harmless).
         testbed(restore);
         let restored = support::eventually("n3 back, its older copy removed", timeout, || async {
@@ -569,6 +616,22 @@ async fn node_loss(lose: &'static [&'static str], restore: &'static [&'static st
         })
         .await;
         assert!(restored.iter().all(|n| n != "n3"), "{restored:?}");
+        support::eventually(
+            "node_back and db recovered at the webhook",
+            timeout,
+            || async {
+                let events = events();
+                (events.contains(&"node_back n3".to_string())
+                    && events.contains(&"service_recovered db".to_string()))
+                .then_some(events)
+            },
+        )
+        .await;
+        let node: Vec<String> = events()
+            .into_iter()
+            .filter(|e| e.ends_with(" n3"))
+            .collect();
+        assert_eq!(node, ["node_down n3", "node_back n3"], "each once");
         drop(daemon);
     }
     support::remove_stack(&bed, &s).await;
