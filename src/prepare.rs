@@ -15,7 +15,7 @@ use futures_util::future::join_all;
 use crate::docker::Runtime;
 use crate::docker::engine::Engine;
 use crate::manifest::model::DependsOnCondition;
-use crate::manifest::{self, Diagnostic, Manifest, Vars};
+use crate::manifest::{self, Diagnostic, Location, Manifest, Vars};
 use crate::plan::{self, Desired, DesiredService, Observed, Plan};
 use crate::registry::{Registry, ResolveError};
 use crate::source::git::{GitSource, SourceError};
@@ -228,6 +228,9 @@ pub fn with_router_certificate(mut loaded: Loaded) -> Result<Loaded, PassError> 
     let Some(at) = manifest::router::tls_route_at(&loaded.manifest) else {
         return Ok(loaded);
     };
+    if manifest::router::uses_acme(&loaded.manifest) {
+        return with_acme_root(loaded, at);
+    }
     match router_certificate() {
         Ok((cert, key)) => {
             manifest::router::attach_tls(&mut loaded.manifest, cert, key);
@@ -239,6 +242,30 @@ pub fn with_router_certificate(mut loaded: Loaded) -> Result<Loaded, PassError> 
                 "set {} in pier's environment to a folder holding cert.pem (the chain) and key.pem",
                 manifest::router::TLS_FOLDER_VAR
             ))],
+        }),
+    }
+}
+
+/// With `router.acme` the router obtains its certificates itself; it only
+/// gets the root its CA's directory is served under, when pier's
+/// environment names one (a private CA).
+fn with_acme_root(mut loaded: Loaded, at: Location) -> Result<Loaded, PassError> {
+    let var = manifest::router::ACME_CA_ROOT_VAR;
+    let Some(path) = std::env::var_os(var).filter(|p| !p.is_empty()) else {
+        return Ok(loaded);
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(root) => {
+            manifest::router::attach_acme_root(&mut loaded.manifest, root);
+            Ok(loaded)
+        }
+        Err(e) => Err(PassError::Invalid {
+            commit: loaded.commit,
+            diagnostics: vec![Diagnostic::error(
+                at,
+                format!("cannot read {} (from {var}): {e}", std::path::Path::new(&path).display()),
+            )
+            .help(format!("set {var} to a PEM file with the CA's root certificate, or unset it to trust the system's roots"))],
         }),
     }
 }

@@ -2027,10 +2027,14 @@ async fn services_join_the_named_networks_they_list() {
         networks(container("db")).await,
         [(back.clone(), vec!["database".to_string(), "db".to_string()])]
     );
+    // On a network shared with other stacks, also `<service>.<stack>`.
     assert_eq!(
         networks(container("tool")).await,
         [
-            (external.clone(), vec!["tool".to_string()]),
+            (
+                external.clone(),
+                vec!["tool".to_string(), format!("tool.{}", repo.stack)],
+            ),
             (format!("pier-{}", repo.stack), vec!["tool".to_string()]),
         ]
     );
@@ -3074,6 +3078,115 @@ async fn a_tls_route_is_served_over_https_with_the_certificate_from_the_environm
     );
     let (code, stdout, stderr) =
         repo.pier_with_env(&bed, &["diff"], &[("PIER_ROUTER_TLS", folder)]);
+    assert_eq!(code, 0, "a second diff plans nothing: {stdout}{stderr}");
+    support::remove_stack(&bed, &repo.stack).await;
+}
+
+/// `router.acme`: the router obtains its HTTPS certificate from an ACME CA
+/// (Pebble, whose DNS answers every name with n1's address), answering the
+/// CA's check itself, and keeps it in a volume: a replaced router serves
+/// the same certificate.
+#[tokio::test]
+async fn an_acme_router_gets_its_certificate_from_the_ca_and_keeps_it() {
+    let bed = Bed::get();
+    const HTTPS: u16 = 18444;
+    const HTTP: u16 = 18084;
+    let edge = bed.nodes[0].addr.clone();
+    let ca = support::Pebble::start(&bed, &edge, HTTP, HTTPS).await;
+    let manifest = |more_ports: &str| {
+        format!(
+            "{nodes}router:\n  tags: [edge]\n  ports: [\"{HTTP}:80\", \"{HTTPS}:443\"{more_ports}]\n  image: {router}\n  acme: {{ email: ops@bed.test, ca: \"{directory}\" }}\nservices:\n  app:\n    image: {image}\n    command: [\"sh\", \"-c\", \"mkdir -p /www && echo certified > /www/index.html && exec httpd -f -p 8080 -h /www\"]\n    tags: [edge]\n    route: {{ host: app.test, port: 8080, tls: true }}\n    stop_grace_period: 1s\n",
+            nodes = support::nodes_yaml(&bed, &[&["edge"]]),
+            router = bed.router_image,
+            image = bed.base_image,
+            directory = ca.directory,
+        )
+    };
+    let repo = support::UserRepo::new("acme", &manifest(""));
+    let root = ca.server_root.to_str().unwrap().to_string();
+    let env = [("PIER_ROUTER_ACME_CA_ROOT", root.as_str())];
+    let (code, stdout, stderr) = repo.pier_with_env(&bed, &["apply"], &env);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    // The root of what Pebble issues is made at its start.
+    let issued_root = tempfile::NamedTempFile::new().unwrap();
+    let fetched = std::process::Command::new("curl")
+        .args(["-sf", "--max-time", "10", "--cacert", &root, "-o"])
+        .arg(issued_root.path())
+        .arg(&ca.issued_roots)
+        .status()
+        .expect("curl runs");
+    assert!(fetched.success(), "Pebble's root");
+    let https = || {
+        let (edge, issued_root) = (edge.clone(), issued_root.path().to_path_buf());
+        async move {
+            let out = tokio::process::Command::new("curl")
+                .args(["-s", "--max-time", "10", "--cacert"])
+                .arg(&issued_root)
+                .args(["--resolve", &format!("app.test:{HTTPS}:{edge}")])
+                .args([
+                    "-w",
+                    "\n%{http_code}",
+                    &format!("https://app.test:{HTTPS}/"),
+                ])
+                .output()
+                .await
+                .expect("curl runs");
+            let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+            answer.ends_with("\n200").then_some(answer)
+        }
+    };
+    let answer = eventually(
+        "app.test answers over HTTPS with a certificate from the CA",
+        Duration::from_secs(90),
+        https,
+    )
+    .await;
+    assert!(answer.starts_with("certified"), "{answer}");
+    let fingerprint = || {
+        let edge = edge.clone();
+        async move {
+            let out = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "openssl s_client -connect {edge}:{HTTPS} -servername app.test </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+                ))
+                .output()
+                .await
+                .expect("openssl runs");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
+    };
+    let first = fingerprint().await;
+    assert!(first.contains("Fingerprint="), "{first}");
+
+    // A router replaced (another port) mounts its predecessor's volume,
+    // and so serves the same certificate instead of asking for another.
+    let router_id = || async {
+        support::labelled(
+            &engine(&bed.nodes[0]).await,
+            &format!("pier.stack={}", repo.stack),
+        )
+        .await
+        .into_iter()
+        .find(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get("pier.service"))
+                .map(String::as_str)
+                == Some("pier-router")
+        })
+        .and_then(|c| c.id)
+        .expect("the router runs on n1")
+    };
+    let before = router_id().await;
+    repo.commit(&manifest(", \"18445:443\""), "one more port");
+    let (code, stdout, stderr) = repo.pier_with_env(&bed, &["apply"], &env);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_ne!(router_id().await, before, "the router was replaced");
+    eventually("the new router answers", Duration::from_secs(60), https).await;
+    assert_eq!(fingerprint().await, first, "the same certificate");
+    let (code, stdout, stderr) = repo.pier_with_env(&bed, &["diff"], &env);
     assert_eq!(code, 0, "a second diff plans nothing: {stdout}{stderr}");
     support::remove_stack(&bed, &repo.stack).await;
 }

@@ -551,6 +551,10 @@ impl Loader<'_> {
                 .unwrap_or(super::router::DEFAULT_RETRY_FOR),
             None => super::router::DEFAULT_RETRY_FOR,
         };
+        let acme = spec
+            .acme
+            .as_ref()
+            .and_then(|acme| super::router::acme(acme, &here, &mut problems));
         let (service, more) = normalize::service(
             super::router::SERVICE,
             location.clone(),
@@ -564,6 +568,7 @@ impl Loader<'_> {
         self.loaded.manifest.router = Some(super::model::Router {
             service,
             retry_for,
+            acme,
             location,
         });
     }

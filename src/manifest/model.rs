@@ -36,8 +36,18 @@ pub struct Router {
     pub service: Service,
     /// How long a request keeps trying replicas before it fails.
     pub retry_for: Duration,
+    /// Certificates for HTTPS routes from an ACME CA instead of files.
+    pub acme: Option<Acme>,
     #[serde(skip)]
     pub location: Location,
+}
+
+/// The router's ACME account: where its HTTPS certificates come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Acme {
+    pub email: String,
+    /// The CA's directory URL; Let's Encrypt's when `None`.
+    pub ca: Option<String>,
 }
 
 /// Requests for `hosts` (under `path`) go to a service's replicas on `port`.

@@ -14,8 +14,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::diagnostic::{Diagnostic, Location};
-use super::model::{Manifest, Route, Service, UpdateOrder};
-use super::spec::{KeyValues, RouterSpec, ServiceSpec, StringOrList};
+use super::load::{Here, k};
+use super::model::{Acme, Manifest, Route, Service, UpdateOrder};
+use super::spec::{AcmeSpec, KeyValues, RouterSpec, ServiceSpec, StringOrList, VolumeSpec};
 
 /// The router's service name, reserved.
 pub const SERVICE: &str = "pier-router";
@@ -49,6 +50,74 @@ pub fn attach_tls(manifest: &mut Manifest, cert: String, key: String) {
         router.files.insert(TLS_CERT_PATH.into(), cert);
         router.files.insert(TLS_KEY_PATH.into(), key);
     }
+}
+
+/// The variable naming a file with the root certificate(s) an ACME CA's
+/// directory is served under, when the system's do not cover it (a
+/// private CA): read from pier's own environment.
+pub const ACME_CA_ROOT_VAR: &str = "PIER_ROUTER_ACME_CA_ROOT";
+/// Where that root is written in each router.
+pub const ACME_CA_ROOT_PATH: &str = "/etc/pier/acme-ca-root.pem";
+/// Where Caddy keeps its ACME account and certificates: a volume, so a
+/// replaced router keeps them (a replacement mounts its predecessor's).
+pub const DATA_PATH: &str = "/data";
+
+/// Whether the router gets its certificates from an ACME CA.
+pub fn uses_acme(manifest: &Manifest) -> bool {
+    manifest.router.as_ref().is_some_and(|r| r.acme.is_some())
+}
+
+/// Have the router trust `root` (PEM) for its ACME CA's directory.
+pub fn attach_acme_root(manifest: &mut Manifest, root: String) {
+    if let Some(router) = manifest.services.get_mut(SERVICE) {
+        router.files.insert(ACME_CA_ROOT_PATH.into(), root);
+        if let Some(config) = router.files.get_mut(CONFIG_PATH) {
+            *config = config.replacen(
+                ACME_GLOBALS_END,
+                &format!("\tacme_ca_root {ACME_CA_ROOT_PATH}\n{ACME_GLOBALS_END}"),
+                1,
+            );
+        }
+    }
+}
+
+/// The line the ACME options of the Caddyfile's global block end with.
+const ACME_GLOBALS_END: &str = "\t# acme\n";
+
+/// `router.acme`, checked: an e-mail address, and an `https://` directory.
+pub fn acme(spec: &AcmeSpec, here: &Here, problems: &mut Vec<Diagnostic>) -> Option<Acme> {
+    let email = spec.email.trim();
+    let mut ok = true;
+    if !email.contains('@')
+        || email
+            .chars()
+            .any(|c| c.is_whitespace() || c == '{' || c == '}')
+    {
+        problems.push(
+            here.error(
+                &[k("acme"), k("email")],
+                format!("`{email}` is not an e-mail address"),
+            )
+            .help("the CA writes to it about certificates about to expire: `ops@example.com`"),
+        );
+        ok = false;
+    }
+    if let Some(ca) = &spec.ca
+        && (!ca.starts_with("https://")
+            || ca
+                .chars()
+                .any(|c| c.is_whitespace() || c == '{' || c == '}'))
+    {
+        problems.push(
+            here.error(&[k("acme"), k("ca")], format!("`{ca}` is not an ACME directory URL"))
+                .help("an `https://` URL, e.g. `https://acme-staging-v02.api.letsencrypt.org/directory` for Let's Encrypt's staging CA"),
+        );
+        ok = false;
+    }
+    ok.then(|| Acme {
+        email: email.to_string(),
+        ca: spec.ca.clone(),
+    })
 }
 
 /// How long a request keeps trying replicas when `retry_for` is not set.
@@ -96,6 +165,11 @@ pub fn service_spec(spec: &RouterSpec) -> ServiceSpec {
             .to_vec(),
         )),
         environment: Some(KeyValues::List(environment)),
+        // Only with ACME, so routers without it are not replaced for it.
+        volumes: spec
+            .acme
+            .is_some()
+            .then(|| vec![VolumeSpec::Short(DATA_PATH.into())]),
         ports: spec.ports.clone(),
         tags: spec.tags.clone(),
         deployment_strategy: Some("every_node".into()),
@@ -193,6 +267,9 @@ pub fn finish(manifest: &mut Manifest) -> Vec<Diagnostic> {
             .help("add `\"443:443\"` to the router's `ports`"),
         );
     }
+    if router.acme.is_some() {
+        problems.extend(acme_problems(manifest, router, &routes));
+    }
     // Each service keeps the route it is served under (hosts it lost to a
     // heavier service are not its).
     let served: BTreeMap<&str, &Route> = routes.iter().map(|(s, r)| (s.as_str(), r)).collect();
@@ -216,7 +293,7 @@ pub fn finish(manifest: &mut Manifest) -> Vec<Diagnostic> {
             service.update.order = UpdateOrder::StartFirst;
         }
     }
-    let config = caddyfile(&routes, retry_for);
+    let config = caddyfile(&routes, retry_for, router.acme.as_ref());
     let mut service = router.service.clone();
     service.files.insert(CONFIG_PATH.into(), config);
     // Caddy's own reload: the new configuration takes over gracefully,
@@ -234,6 +311,47 @@ pub fn finish(manifest: &mut Manifest) -> Vec<Diagnostic> {
         .to_vec(),
     );
     manifest.services.insert(SERVICE.into(), service);
+    problems
+}
+
+/// What ACME cannot do here: a wildcard host (it needs the DNS challenge,
+/// which pier does not set up), and one certificate across router nodes
+/// (each obtains its own, and the CA's HTTP check of one may reach
+/// another).
+fn acme_problems(
+    manifest: &Manifest,
+    router: &super::model::Router,
+    routes: &[(String, Route)],
+) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    for (service, route) in routes.iter().filter(|(_, r)| r.tls) {
+        if let Some(host) = route.hosts.iter().find(|h| h.starts_with("*.")) {
+            problems.push(
+                Diagnostic::error(
+                    manifest.services[service].location_of("route").clone(),
+                    format!("`{host}` is a wildcard: an ACME CA issues wildcard certificates only through DNS, which pier does not set up"),
+                )
+                .key(format!("services.{service}.route"))
+                .help("list the host names, or leave `router.acme` out and give a wildcard certificate in PIER_ROUTER_TLS"),
+            );
+        }
+    }
+    let tags = &router.service.tags;
+    let routers = manifest
+        .nodes
+        .values()
+        .filter(|n| tags.is_subset(&n.tags))
+        .count();
+    if routers > 1 {
+        problems.push(
+            Diagnostic::warning(
+                router.location.clone(),
+                format!("{routers} nodes run a router, and with `acme` each obtains its own certificates: a CA's check of one may reach another through DNS or a load balancer, and fail"),
+            )
+            .key("router.acme")
+            .help("point each host name at one router node, or give certificate files in PIER_ROUTER_TLS instead of `acme`"),
+        );
+    }
     problems
 }
 
@@ -430,26 +548,45 @@ fn resolve_overlaps(
 /// The Caddyfile for `routes`: one site per host on port 80, each route a
 /// `reverse_proxy` to the service's name on the stack network, which the
 /// network's DNS resolves to the running replicas. Requests for other
-/// hosts get 404.
-pub fn caddyfile(routes: &[(String, Route)], retry_for: Duration) -> String {
+/// hosts get 404. HTTPS sites use the certificate files, or with `acme`
+/// Caddy's own certificate management, from that CA.
+pub fn caddyfile(routes: &[(String, Route)], retry_for: Duration, acme: Option<&Acme>) -> String {
     let mut by_host: BTreeMap<&str, Vec<(&str, &Route)>> = BTreeMap::new();
     for (service, route) in routes {
         for host in &route.hosts {
             by_host.entry(host).or_default().push((service, route));
         }
     }
-    let mut out = String::from(
-        // The admin API listens inside the container only: `caddy reload` there uses it.
-        "# Written by pier from the manifests' routes.\n{\n\tadmin localhost:2019\n\tauto_https off\n}\n",
-    );
+    // The admin API listens inside the container only: `caddy reload` there uses it.
+    let mut out =
+        String::from("# Written by pier from the manifests' routes.\n{\n\tadmin localhost:2019\n");
+    match acme {
+        // pier writes the redirects to HTTPS itself, below.
+        Some(acme) => {
+            let _ = write!(
+                out,
+                "\tauto_https disable_redirects\n\temail {}\n",
+                acme.email
+            );
+            if let Some(ca) = &acme.ca {
+                let _ = writeln!(out, "\tacme_ca {ca}");
+            }
+            out.push_str(ACME_GLOBALS_END);
+        }
+        None => out.push_str("\tauto_https off\n"),
+    }
+    out.push_str("}\n");
     for (host, mut routes) in by_host {
         // Longest path first; the route without a path catches the rest.
         routes.sort_by_key(|(_, r)| std::cmp::Reverse(r.path.as_ref().map_or(0, |p| p.len())));
         if routes.iter().any(|(_, r)| r.tls) {
             let _ = writeln!(
                 out,
-                "\nhttp://{host}:{LISTEN_PORT} {{\n\tredir https://{{host}}{{uri}} 308\n}}\n\nhttps://{host}:{TLS_PORT} {{\n\ttls {TLS_CERT_PATH} {TLS_KEY_PATH}"
+                "\nhttp://{host}:{LISTEN_PORT} {{\n\tredir https://{{host}}{{uri}} 308\n}}\n\nhttps://{host}:{TLS_PORT} {{"
             );
+            if acme.is_none() {
+                let _ = writeln!(out, "\ttls {TLS_CERT_PATH} {TLS_KEY_PATH}");
+            }
         } else {
             let _ = writeln!(out, "\nhttp://{host}:{LISTEN_PORT} {{");
         }
@@ -528,6 +665,62 @@ mod tests {
         );
         assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
         loaded.manifest.services[SERVICE].files[CONFIG_PATH].clone()
+    }
+
+    /// With `acme`, HTTPS sites carry no certificate files: Caddy obtains
+    /// them from the CA, keeps them in a volume, and trusts the root pier
+    /// gives it for a private CA.
+    #[test]
+    fn acme_hands_certificates_to_caddy_and_its_ca() {
+        let load = |text: &str| {
+            let files = [crate::manifest::SourceFile {
+                path: "pier/s.yml".into(),
+                text: text.into(),
+            }];
+            crate::manifest::load_and_validate(
+                &files,
+                &crate::manifest::Vars::new(),
+                &crate::manifest::MemoryTree::default(),
+            )
+        };
+        let text = "router:\n  ports: [\"80:80\", \"443:443\"]\n  acme: { email: ops@example.com, ca: \"https://ca.test/dir\" }\nservices:\n  web: { image: x, route: { host: a.example.com, port: 80, tls: true } }\n";
+        let mut loaded = load(text);
+        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
+        let router = &loaded.manifest.services[SERVICE];
+        let config = &router.files[CONFIG_PATH];
+        assert!(
+            config.contains("\tauto_https disable_redirects\n\temail ops@example.com\n\tacme_ca https://ca.test/dir\n"),
+            "{config}"
+        );
+        let site = site(config, "https://a.example.com:443");
+        assert!(!site.contains("tls "), "no certificate files: {config}");
+        assert_eq!(router.volumes.len(), 1, "Caddy's data in a volume");
+        attach_acme_root(&mut loaded.manifest, "ROOT PEM".into());
+        let router = &loaded.manifest.services[SERVICE];
+        assert!(
+            router.files[CONFIG_PATH].contains(&format!("\tacme_ca_root {ACME_CA_ROOT_PATH}\n")),
+            "{}",
+            router.files[CONFIG_PATH]
+        );
+        assert_eq!(router.files[ACME_CA_ROOT_PATH], "ROOT PEM");
+
+        let wildcard = load(&text.replace("a.example.com", "\"*.example.com\""));
+        assert!(
+            wildcard
+                .diagnostics
+                .iter()
+                .any(|d| d.message.contains("is a wildcard")),
+            "{:?}",
+            wildcard.diagnostics
+        );
+        let bad = load(&text.replace("ops@example.com", "nobody"));
+        assert!(
+            bad.diagnostics
+                .iter()
+                .any(|d| d.to_string().contains("router.acme.email")),
+            "{:?}",
+            bad.diagnostics
+        );
     }
 
     /// Routed services are replaced start-first unless they say otherwise,
@@ -614,6 +807,7 @@ mod tests {
                 ),
             ],
             Duration::from_secs(10),
+            None,
         );
         let app = site(&config, "http://app.example.com:80");
         let api = app.find("dynamic a api 9000").expect("the api route");

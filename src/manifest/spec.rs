@@ -69,6 +69,24 @@ pub struct RouterSpec {
     /// turn (default `10s`): covers a replica being replaced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_for: Option<String>,
+    /// Certificates for the HTTPS routes from an ACME CA (Let's Encrypt by
+    /// default), obtained and renewed by the router, instead of the files
+    /// `PIER_ROUTER_TLS` names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<AcmeSpec>,
+}
+
+/// The router's `acme`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeSpec {
+    /// The ACME account's contact address: the CA writes there about
+    /// certificates that are about to expire.
+    pub email: String,
+    /// The CA's ACME directory (default: Let's Encrypt's,
+    /// `https://acme-v02.api.letsencrypt.org/directory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }
 
 /// A service's `route`: requests the router sends to its replicas.
@@ -89,7 +107,8 @@ pub struct RouteSpec {
     pub port: Option<u16>,
     /// Serve the hosts over HTTPS on the router's port 443, with the
     /// certificate in the folder `PIER_ROUTER_TLS` names (`cert.pem`,
-    /// `key.pem`); plain HTTP requests are redirected.
+    /// `key.pem`), or from the CA of `router.acme`; plain HTTP requests
+    /// are redirected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<bool>,
 }

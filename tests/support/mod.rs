@@ -947,3 +947,120 @@ impl Drop for SmtpServer {
         let _ = self.child.wait();
     }
 }
+
+/// A real ACME CA: Debian's Pebble (Let's Encrypt's test CA) on the bed's
+/// bridge address, where the nodes' containers reach it, with its
+/// challenge server answering every name with `answer`'s address, and the
+/// CA's HTTP and TLS checks sent to the ports `http_port` and `tls_port`
+/// of that address (a router's published ports).
+pub struct Pebble {
+    /// The ACME directory.
+    pub directory: String,
+    /// The root its directory is served under (PEM file).
+    pub server_root: std::path::PathBuf,
+    /// Where the root of the certificates it issues is served.
+    pub issued_roots: String,
+    _dir: tempfile::TempDir,
+    children: Vec<std::process::Child>,
+}
+
+impl Pebble {
+    pub async fn start(bed: &Bed, answer: &str, http_port: u16, tls_port: u16) -> Pebble {
+        let dir = tempfile::tempdir().expect("a folder for pebble");
+        let host = bed.registry.split(':').next().unwrap().to_string();
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free loopback port")
+                .port()
+        };
+        let (dns, management) = (free(), free());
+        let (listen, admin) = {
+            let on_host = |host: &str| {
+                std::net::TcpListener::bind((host, 0))
+                    .and_then(|l| l.local_addr())
+                    .expect("a free port on the bed's bridge")
+                    .port()
+            };
+            (on_host(&host), on_host(&host))
+        };
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let openssl = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=pebble"])
+            .args(["-addext", &format!("subjectAltName=IP:{host}")])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl runs");
+        assert!(openssl.status.success(), "{openssl:?}");
+        let config = dir.path().join("pebble.json");
+        std::fs::write(
+            &config,
+            serde_json::json!({"pebble": {
+                "listenAddress": format!("{host}:{listen}"),
+                "managementListenAddress": format!("{host}:{admin}"),
+                "certificate": cert,
+                "privateKey": key,
+                "httpPort": http_port,
+                "tlsPort": tls_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false,
+            }})
+            .to_string(),
+        )
+        .unwrap();
+        let missing = "run tests/run, which installs Debian's pebble";
+        let challenges = std::process::Command::new("pebble-challtestsrv")
+            .args(["-defaultIPv4", answer, "-defaultIPv6", ""])
+            .args(["-dns01", &format!("127.0.0.1:{dns}")])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args(["-management", &format!("127.0.0.1:{management}")])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("pebble-challtestsrv: {e}; {missing}"));
+        let ca = std::process::Command::new("pebble")
+            .arg("-config")
+            .arg(&config)
+            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+            // No pause before checking a challenge, no nonce refused on purpose.
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("pebble: {e}; {missing}"));
+        let pebble = Pebble {
+            directory: format!("https://{host}:{listen}/dir"),
+            server_root: cert,
+            issued_roots: format!("https://{host}:{admin}/roots/0"),
+            _dir: dir,
+            children: vec![challenges, ca],
+        };
+        eventually("pebble's directory", Duration::from_secs(30), || async {
+            let status = tokio::process::Command::new("curl")
+                .args(["-sf", "--max-time", "5", "--cacert"])
+                .arg(&pebble.server_root)
+                .arg(&pebble.directory)
+                .output()
+                .await
+                .expect("curl runs")
+                .status;
+            status.success().then_some(())
+        })
+        .await;
+        pebble
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
