@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# The router on the test bed (tests/testbed up first), each variant in the
-# same round:
-#  1. requests lost while `pier apply` replaces both replicas of a service
-#     (stop-first, one at a time), with `ab` asking all along:
-#     - through the router (Caddy on n1, replicas on n2 and n3, overlay),
-#       retrying for 10s (the default);
-#     - the same with `retry_for: 0s` (a proxy that does not retry);
-#     - HAProxy instead, as an ordinary service on n1 (Debian's 2.6, FROM
-#       scratch like the bed's Caddy): replicas found through the engine's
-#       DNS (`server-template`), health-checked every 500 ms, and a failed
-#       connection retried on another replica (`retry-on`, `redispatch`);
-#     - without a router: one replica per node on a published host port,
-#       `ab` asking n2 directly (what a fixed host port gives);
-#  2. latency: 2,000 requests, 4 at a time, through the router and through
-#     HAProxy against the same requests straight to a replica's published
-#     port.
+# Rolling redeploys under load on the test bed (tests/testbed up first). For
+# each variant, a service of two replicas (busybox `httpd`) on n2 and n3:
+#  1. steady state: `wrk` with 4 connections for 10 s, nothing changing;
+#  2. REDEPLOYS successive redeploys to a new version, one after the other,
+#     while the same `wrk` asks all along;
+# and for each, the requests served and failed (socket errors and
+# non-2xx), and the median and 99th percentile of their time.
 #
-#   bench/router.sh [ROUNDS]     (default 3; needs the bed, `docker`, `ab`;
-#                                 installs Debian's haproxy for its image)
+# Variants, all in the same run:
+#  - router:    pier's router (Caddy on n1, overlay), `pier apply`, retrying
+#               a failed connection on another replica for 10 s (the default);
+#  - router-0s: the same with `retry_for: 0s` (a proxy that does not retry);
+#  - haproxy:   HAProxy 2.6 instead, as an ordinary service on n1 (Debian's,
+#               FROM scratch like the bed's Caddy): replicas found through
+#               the engine's DNS (`server-template`), health-checked every
+#               500 ms, a failed connection retried on another replica;
+#  - direct:    no router: one replica per node on a published host port,
+#               asked on n2 (what a fixed host port gives; stop-first).
+# Docker Swarm's routing mesh is not among them: on the bed's namespace
+# engines its published port does not answer (a service of two running
+# replicas, `*:PORT->8080/tcp`, refused connections on every node).
+#
+#   bench/router.sh [REDEPLOYS]   (default 20; needs the bed and `docker`;
+#                                  installs Debian's wrk, and haproxy for
+#                                  its image)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=${1:-3}
+redeploys=${1:-20}
 eval "$(tests/testbed env)"
 cargo build --release --quiet
 pier=$PWD/target/release/pier
@@ -35,6 +41,9 @@ ROUTER_PORT=18090
 DIRECT_PORT=18091
 HAPROXY_PORT=18092
 HAPROXY_IMAGE="$PIER_TB_REGISTRY/pier-bench/haproxy:1"
+SERVE='mkdir -p /www && echo $V > /www/index.html && exec httpd -f -p 8080 -h /www'
+# The same in a manifest, where `$$` is a `$` the container's shell sees.
+SERVE_YAML=${SERVE//\$/\$\$}
 
 # HAProxy's image: the binary and the libraries it links, FROM scratch, with
 # its configuration.
@@ -83,7 +92,7 @@ EOF
   docker -H "$n1" push -q "$HAPROXY_IMAGE" >/dev/null
 }
 
-manifest() { # $1: version, $2: router (10s, 0s), haproxy or direct
+manifest() { # $1: version, $2: variant (router, router-0s, haproxy, direct)
   cat <<EOF
 nodes:
   n1: { endpoint: "$n1", tags: [edge] }
@@ -92,20 +101,20 @@ nodes:
 services:
   app:
     image: $image
-    command: ["sh", "-c", "mkdir -p /www && echo $1 > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    command: ["sh", "-c", "$SERVE_YAML"]
+    environment: { V: "$1" }
     tags: [app]
     stop_grace_period: 1s
 EOF
-  if [ "$2" = direct ]; then
-    cat <<EOF
+  case "$2" in
+    direct) cat <<EOF
     deployment_strategy: every_node
     ports: ["$DIRECT_PORT:8080"]
 EOF
-  elif [ "$2" = haproxy ]; then
-    cat <<EOF
+      ;;
+    haproxy) cat <<EOF
     deploy: { replicas: 2 }
     deployment_strategy: high_availability
-    ports: ["8080"]
   lb:
     image: $HAPROXY_IMAGE
     tags: [edge]
@@ -114,21 +123,21 @@ EOF
 networks:
   default: { driver: overlay }
 EOF
-  else
-    cat <<EOF
+      ;;
+    router*) cat <<EOF
     deploy: { replicas: 2 }
     deployment_strategy: high_availability
     route: { host: app.test, port: 8080 }
-    ports: ["8080"]
 router:
   tags: [edge]
   ports: ["$ROUTER_PORT:80"]
   image: $PIER_TB_ROUTER_IMAGE
-  retry_for: $2
+  retry_for: $([ "$2" = router-0s ] && echo 0s || echo 10s)
 networks:
   default: { driver: overlay }
 EOF
-  fi
+      ;;
+  esac
 }
 
 commit() { # $1: repo, $2: manifest text
@@ -144,81 +153,75 @@ remove_stack() { # $1: stack
     ids=$(docker -H "$host" ps -aq --filter "label=pier.stack=$1")
     [ -z "$ids" ] || docker -H "$host" rm -f $ids >/dev/null
   done
+  docker -H "$n1" network rm "pier-$1-overlay" "pier-$1-overlay-routes" >/dev/null 2>&1 || true
 }
 
 leave_swarm() {
   for host in "$n3" "$n2" "$n1"; do docker -H "$host" swarm leave --force >/dev/null 2>&1 || true; done
 }
 
-# ab's failed plus non-2xx answers, and the requests made, as "LOST MADE".
-lost_of() {
-  awk '/^Complete requests:/ {made=$3} /^Failed requests:/ {failed=$3} /^Non-2xx responses:/ {non2xx=$3}
-       END {print failed + non2xx, made}' "$1"
+# "SERVED FAILED P50 P99" (milliseconds) of a `wrk --latency` output; failed:
+# socket errors (connect, read, write, timeout) and non-2xx answers.
+figures() {
+  awk 'function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+       / requests in / {made = $1}
+       /Socket errors:/ {gsub(/,/, ""); errors = $4 + $6 + $8 + $10}
+       /Non-2xx or 3xx responses:/ {non2xx = $5}
+       $1 == "50%" {p50 = ms($2)} $1 == "99%" {p99 = ms($2)}
+       END {printf "%d %d %.1f %.1f\n", made - non2xx, errors + non2xx, p50, p99}' "$1"
 }
 
-# The published port of the replica on n2, for the latency baseline.
-direct_port() { # $1: stack
-  docker -H "$n2" port "$(docker -H "$n2" ps -q --filter "label=pier.stack=$1" --filter label=pier.service=app | head -1)" 8080/tcp | head -1 | sed 's/.*://'
+# Measure one variant: steady state, then `$redeploy VERSION` REDEPLOYS times
+# under load. $1: variant, $2: URL, $3: redeploy command, then the headers
+# to send (curl and wrk take the same `-H`).
+measure() {
+  local variant=$1 url=$2 redeploy=$3 i load
+  shift 3
+  for i in $(seq 600); do curl -fs "$@" "$url" >/dev/null 2>&1 && break; sleep 0.2; done
+  wrk -t 2 -c 4 -d 10s --latency "$@" "$url" > "$work/steady" 2>&1
+  echo "$variant steady $(figures "$work/steady")" >> "$results"
+  wrk -t 2 -c 4 -d 3600s --latency "$@" "$url" > "$work/deploys" 2>&1 &
+  load=$!
+  local started=$SECONDS
+  for i in $(seq "$redeploys"); do "$redeploy" "$(printf 'v%03d' "$i")"; done
+  kill -INT "$load" 2>/dev/null || true
+  wait "$load" || true
+  echo "$variant deploys $(figures "$work/deploys") $((SECONDS - started))" >> "$results"
 }
 
+pier_redeploy() { # $1: version (repo, stack and variant from the caller)
+  commit "$repo" "$(manifest "$1" "$variant")"
+  (cd "$repo" && "$pier" apply --stack "$stack" >>"$work/apply.log" 2>&1) || { cat "$work/apply.log"; exit 1; }
+}
+
+
+command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 leave_swarm
 haproxy_image_up
 results="$work/results"
-for round in $(seq "$rounds"); do
-  for variant in 10s 0s haproxy direct; do
-    repo="$work/$variant-$round"
-    stack="bench-router-$variant-$round-$$"
-    commit "$repo" "$(manifest v1 "$variant")"
-    (cd "$repo" && "$pier" apply --stack "$stack" >>"$work/apply.log" 2>&1) || { cat "$work/apply.log"; exit 1; }
-    if [ "$variant" = direct ]; then
-      url="http://$(addr "$n2"):$DIRECT_PORT/"
-      host=()
-    elif [ "$variant" = haproxy ]; then
-      url="http://$(addr "$n1"):$HAPROXY_PORT/"
-      host=()
-    else
-      url="http://$(addr "$n1"):$ROUTER_PORT/"
-      host=(-H "Host: app.test")
-    fi
-    # Wait until the first answer, so the rollout is what is measured.
-    until curl -fs "${host[@]}" "$url" >/dev/null 2>&1; do sleep 0.2; done
-    if [ "$variant" = 10s ]; then
-      ab -q -n 2000 -c 4 "${host[@]}" "$url" > "$work/ab-latency-router" 2>&1
-      port=$(direct_port "$stack")
-      ab -q -n 2000 -c 4 "http://$(addr "$n2"):$port/" > "$work/ab-latency-direct" 2>&1
-      echo "latency router $(awk '/^Time per request:.*\(mean\)$/ {print $4}' "$work/ab-latency-router")" >> "$results"
-      echo "latency direct $(awk '/^Time per request:.*\(mean\)$/ {print $4}' "$work/ab-latency-direct")" >> "$results"
-    fi
-    if [ "$variant" = haproxy ]; then
-      ab -q -n 2000 -c 4 "$url" > "$work/ab-latency-haproxy" 2>&1
-      echo "latency haproxy $(awk '/^Time per request:.*\(mean\)$/ {print $4}' "$work/ab-latency-haproxy")" >> "$results"
-    fi
-    ab -r -t 12 -c 2 "${host[@]}" "$url" > "$work/ab-rollout" 2>&1 &
-    ab_pid=$!
-    sleep 1
-    commit "$repo" "$(manifest v2 "$variant")"
-    (cd "$repo" && "$pier" apply --stack "$stack" >>"$work/apply.log" 2>&1) || { cat "$work/apply.log"; exit 1; }
-    wait "$ab_pid" || true
-    echo "rollout $variant $(lost_of "$work/ab-rollout")" >> "$results"
-    remove_stack "$stack"
-    docker -H "$n1" network rm "pier-$stack-overlay" >/dev/null 2>&1 || true
-  done
+for variant in router router-0s haproxy direct; do
+  repo="$work/$variant"
+  stack="bench-rollouts-$variant-$$"
+  pier_redeploy v000
+  case "$variant" in
+    router*) measure "$variant" "http://$(addr "$n1"):$ROUTER_PORT/" pier_redeploy -H "Host: app.test" ;;
+    haproxy) measure "$variant" "http://$(addr "$n1"):$HAPROXY_PORT/" pier_redeploy ;;
+    direct) measure "$variant" "http://$(addr "$n2"):$DIRECT_PORT/" pier_redeploy ;;
+  esac
+  remove_stack "$stack"
 done
-# The swarm is formed by the first apply and kept until here: forming one
-# again right after leaving it is slow on the engines, and not what is measured.
+
 leave_swarm
-python3 - "$results" <<'PY'
-import statistics, sys
+
+python3 - "$results" "$redeploys" <<'PY'
+import sys
 rows = [line.split() for line in open(sys.argv[1])]
-def rollout(variant):
-    lost = [int(r[2]) for r in rows if r[0] == "rollout" and r[1] == variant]
-    made = [int(r[3]) for r in rows if r[0] == "rollout" and r[1] == variant]
-    return statistics.median(lost), statistics.median(made), len(lost), lost
-for variant, what in [("10s", "router, retry_for 10s"), ("0s", "router, retry_for 0s"), ("haproxy", "HAProxy, DNS and retries"), ("direct", "host port, no router")]:
-    lost, made, n, each = rollout(variant)
-    print(f"rollout of 2 replicas, {what}: median {lost:g} of {made:g} requests lost (each round: {each})")
-router = statistics.median(float(r[2]) for r in rows if r[:2] == ["latency", "router"])
-direct = statistics.median(float(r[2]) for r in rows if r[:2] == ["latency", "direct"])
-haproxy = statistics.median(float(r[2]) for r in rows if r[:2] == ["latency", "haproxy"])
-print(f"latency, 4 at a time: router {router:.2f} ms, haproxy {haproxy:.2f} ms, direct {direct:.2f} ms, router/direct {router/direct:.2f}, haproxy/direct {haproxy/direct:.2f}")
+print(f"{sys.argv[2]} redeploys of 2 replicas, 4 connections asking all along:")
+print("variant     | steady: served, p50/p99 ms | during redeploys: served, failed, p50/p99 ms, seconds")
+steady = {r[0]: r for r in rows if r[1] == "steady"}
+for r in rows:
+    if r[1] != "deploys":
+        continue
+    s = steady[r[0]]
+    print(f"{r[0]:11} | {s[2]:>6}, {s[4]}/{s[5]} | {r[2]:>6}, {r[3]}, {r[4]}/{r[5]}, {r[6]}")
 PY

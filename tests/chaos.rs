@@ -596,16 +596,19 @@ async fn node_loss(lose: &'static [&'static str], restore: &'static [&'static st
             service_reason(&status, "db").contains("waiting for node n3: it is down"),
             "{status}"
         );
-        support::eventually(
-            "node_down and db degraded at the webhook",
-            timeout,
-            || async {
+        let heard = |wanted: [&'static str; 2]| {
+            let events = &events;
+            async move {
                 let events = events();
-                (events.contains(&"node_down n3".to_string())
-                    && events.contains(&"service_degraded db".to_string()))
-                .then_some(())
-            },
-        )
+                wanted
+                    .iter()
+                    .all(|w| events.iter().any(|e| e == w))
+                    .then_some(())
+            }
+        };
+        support::eventually("node_down and db degraded at the webhook", timeout, || {
+            heard(["node_down n3", "service_degraded db"])
+        })
         .await;
         // The daemon stays to see n3 come back (undoing the change twice is harmless).
         testbed(restore);
@@ -616,16 +619,9 @@ async fn node_loss(lose: &'static [&'static str], restore: &'static [&'static st
         })
         .await;
         assert!(restored.iter().all(|n| n != "n3"), "{restored:?}");
-        support::eventually(
-            "node_back and db recovered at the webhook",
-            timeout,
-            || async {
-                let events = events();
-                (events.contains(&"node_back n3".to_string())
-                    && events.contains(&"service_recovered db".to_string()))
-                .then_some(events)
-            },
-        )
+        support::eventually("node_back and db recovered at the webhook", timeout, || {
+            heard(["node_back n3", "service_recovered db"])
+        })
         .await;
         let node: Vec<String> = events()
             .into_iter()

@@ -2646,23 +2646,7 @@ async fn the_router_spreads_each_host_across_replicas_and_a_rollout_loses_no_req
 
     // A route change reloads the router in place: the same container,
     // the new host served, and requests for the others answered all along.
-    let router_id = || async {
-        support::labelled(
-            &support::engine(&bed.nodes[0]).await,
-            &format!("pier.stack={}", repo.stack),
-        )
-        .await
-        .into_iter()
-        .find(|c| {
-            c.labels
-                .as_ref()
-                .and_then(|l| l.get("pier.service"))
-                .map(String::as_str)
-                == Some("pier-router")
-        })
-        .and_then(|c| c.id)
-        .expect("the router runs on n1")
-    };
+    let router_id = || router_on_n1(&bed, &repo.stack);
     let before = router_id().await;
     repo.commit(
         &manifest_routing("v2", "app.test, more.test"),
@@ -2708,6 +2692,22 @@ async fn the_router_spreads_each_host_across_replicas_and_a_rollout_loses_no_req
             .remove_network(&format!("pier-{}-{network}", repo.stack))
             .await;
     }
+}
+
+/// The id of `stack`'s router container on n1.
+async fn router_on_n1(bed: &Bed, stack: &str) -> String {
+    support::labelled(&engine(&bed.nodes[0]).await, &format!("pier.stack={stack}"))
+        .await
+        .into_iter()
+        .find(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get("pier.service"))
+                .map(String::as_str)
+                == Some("pier-router")
+        })
+        .and_then(|c| c.id)
+        .expect("the router runs on n1")
 }
 
 /// Run `work` (it may block: the test runs on two threads) while a client
@@ -3162,23 +3162,7 @@ async fn an_acme_router_gets_its_certificate_from_the_ca_and_keeps_it() {
 
     // A router replaced (another port) mounts its predecessor's volume,
     // and so serves the same certificate instead of asking for another.
-    let router_id = || async {
-        support::labelled(
-            &engine(&bed.nodes[0]).await,
-            &format!("pier.stack={}", repo.stack),
-        )
-        .await
-        .into_iter()
-        .find(|c| {
-            c.labels
-                .as_ref()
-                .and_then(|l| l.get("pier.service"))
-                .map(String::as_str)
-                == Some("pier-router")
-        })
-        .and_then(|c| c.id)
-        .expect("the router runs on n1")
-    };
+    let router_id = || router_on_n1(&bed, &repo.stack);
     let before = router_id().await;
     repo.commit(&manifest(", \"18445:443\""), "one more port");
     let (code, stdout, stderr) = repo.pier_with_env(&bed, &["apply"], &env);
