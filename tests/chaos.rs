@@ -726,5 +726,6 @@ async fn a_dead_node_on_an_overlay_leaves_the_others_talking() {
         drop(daemon);
     }
     support::remove_stack(&bed, &s).await;
-    support::without_swarm(&bed).await;
+    // The swarm stays formed: the engine tests that follow handle one, and
+    // leaving it just after n3 came back is what the engines handle worst.
 }

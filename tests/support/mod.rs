@@ -231,6 +231,55 @@ pub async fn without_swarm(bed: &Bed) {
             node.name
         );
     }
+    // An engine that just left still tears its cluster agent down for a
+    // while ("invalid cluster node while attaching to network"): wait
+    // until a container starts on a network of its own again, so no test
+    // running beside this one meets that.
+    for node in &bed.nodes {
+        let docker = engine(node).await;
+        eventually(
+            &format!("{} to attach containers again", node.name),
+            Duration::from_secs(60),
+            || attaches(&docker, bed),
+        )
+        .await;
+    }
+}
+
+/// Whether a container starts on a new bridge network (both removed after).
+async fn attaches(docker: &Docker, bed: &Bed) -> Option<()> {
+    use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
+    use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+    let name = unique("attach-probe");
+    docker
+        .create_network(NetworkCreateRequest {
+            name: name.clone(),
+            ..Default::default()
+        })
+        .await
+        .ok()?;
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            ContainerCreateBody {
+                image: Some(bed.base_image.clone()),
+                cmd: Some(vec!["true".into()]),
+                host_config: Some(HostConfig {
+                    network_mode: Some(name.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await;
+    let started = match &created {
+        Ok(_) => docker.start_container(&name, None).await.is_ok(),
+        Err(_) => false,
+    };
+    let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+    let _ = docker.remove_container(&name, Some(remove)).await;
+    let _ = docker.remove_network(&name).await;
+    started.then_some(())
 }
 
 /// An HTTP/1.0 GET of `/` for `host` at `addr:port`, bounded by 30 s;
