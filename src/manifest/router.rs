@@ -81,6 +81,9 @@ pub fn attach_acme_root(manifest: &mut Manifest, root: String) {
     }
 }
 
+/// Let's Encrypt's directory: the CA when `router.acme.ca` is not set.
+pub const DEFAULT_ACME_CA: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
 /// The line the ACME options of the Caddyfile's global block end with.
 const ACME_GLOBALS_END: &str = "\t# acme\n";
 
@@ -572,9 +575,10 @@ pub fn caddyfile(routes: &[(String, Route)], retry_for: Duration, acme: Option<&
                 "\tauto_https disable_redirects\n\temail {}\n",
                 acme.email
             );
-            if let Some(ca) = &acme.ca {
-                let _ = writeln!(out, "\tacme_ca {ca}");
-            }
+            // Named even by default: left out, Caddy would fall back to
+            // another CA of its choosing.
+            let ca = acme.ca.as_deref().unwrap_or(DEFAULT_ACME_CA);
+            let _ = writeln!(out, "\tacme_ca {ca}");
             out.push_str(ACME_GLOBALS_END);
         }
         None => out.push_str("\tauto_https off\n"),
@@ -714,6 +718,12 @@ mod tests {
                 .any(|d| d.message.contains("is a wildcard")),
             "{:?}",
             wildcard.diagnostics
+        );
+        let default_ca = load(&text.replace(", ca: \"https://ca.test/dir\"", ""));
+        assert!(
+            default_ca.manifest.services[SERVICE].files[CONFIG_PATH]
+                .contains(&format!("\tacme_ca {DEFAULT_ACME_CA}\n")),
+            "Let's Encrypt, named"
         );
         let bad = load(&text.replace("ops@example.com", "nobody"));
         assert!(
