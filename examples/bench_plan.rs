@@ -71,6 +71,7 @@ fn desired() -> Desired {
                 volumes_from: Vec::new(),
                 container_name: None,
                 routed: false,
+                keeps_successor_name: false,
             };
             (name, service)
         })
@@ -145,6 +146,7 @@ fn main() {
                     spec_fields: String::new(),
                     files_hash: None,
                     in_rotation: false,
+                    replaces: None,
                 });
             }
         }

@@ -119,7 +119,7 @@ struct Context<'a, R> {
 
 /// Where each service's replicas are once the plan is carried out, by
 /// container name (or id, for the kept ones the plan lists).
-fn replicas_on(plan: &Plan) -> BTreeMap<(String, String), String> {
+fn replicas_on(desired: &Desired, plan: &Plan) -> BTreeMap<(String, String), String> {
     let mut found = BTreeMap::new();
     for service_plan in &plan.services {
         let service = &service_plan.service;
@@ -128,12 +128,26 @@ fn replicas_on(plan: &Plan) -> BTreeMap<(String, String), String> {
                 .entry((service.clone(), node.clone()))
                 .or_insert_with(|| id.clone());
         }
+        let keeps_successor_name = desired
+            .services
+            .get(service)
+            .is_some_and(|s| s.keeps_successor_name);
         for change in &service_plan.changes {
-            if let Change::Create { node, name, .. } | Change::Replace { node, name, .. } = change {
-                found
-                    .entry((service.clone(), node.clone()))
-                    .or_insert_with(|| name.clone());
-            }
+            let (node, container) = match change {
+                Change::Create { node, name, .. } => (node, name.clone()),
+                Change::Replace {
+                    node,
+                    name,
+                    old,
+                    start_first: true,
+                    ..
+                } if keeps_successor_name => (node, crate::plan::successor_name(name, &old.name)),
+                Change::Replace { node, name, .. } => (node, name.clone()),
+                _ => continue,
+            };
+            found
+                .entry((service.clone(), node.clone()))
+                .or_insert(container);
         }
     }
     found
@@ -167,7 +181,7 @@ pub async fn apply<R: Runtime>(
         records: Mutex::new(Vec::new()),
         transient: Mutex::new(BTreeSet::new()),
         on_step,
-        replicas_on: replicas_on(plan),
+        replicas_on: replicas_on(desired, plan),
         replicas: plan
             .services
             .iter()
@@ -775,7 +789,11 @@ async fn create_healthy<R: Runtime>(
     replica: u32,
     inherited: &[AnonymousVolume],
 ) -> Result<(), String> {
-    let id = start_new(ctx, engine, desired, node, name, replica, inherited).await?;
+    let predecessor = Predecessor {
+        running_beside: None,
+        volumes: inherited,
+    };
+    let id = start_new(ctx, engine, desired, node, name, replica, predecessor).await?;
     let Err(reason) = wait_healthy(ctx, engine, desired, node, name, &id).await else {
         return Ok(());
     };
@@ -800,9 +818,20 @@ async fn create_healthy<R: Runtime>(
     ))
 }
 
-/// Create and start a replica under `name`, mounting the `inherited`
-/// anonymous volumes of the container it replaces; returns its id. A
-/// container that was created but could not start is removed again.
+/// What a new replica takes over from the container it replaces, if any.
+#[derive(Clone, Copy)]
+struct Predecessor<'a> {
+    /// Its id, when it keeps running beside the new replica until that one
+    /// is healthy (start-first): recorded as `pier.replaces`, so a
+    /// replacement cut short is recognised as unfinished.
+    running_beside: Option<&'a str>,
+    /// Its anonymous volumes, mounted at the same paths.
+    volumes: &'a [AnonymousVolume],
+}
+
+/// Create and start a replica under `name`, taking over from its
+/// `predecessor`; returns its id. A container that was created but could
+/// not start is removed again.
 async fn start_new<R: Runtime>(
     ctx: &Context<'_, R>,
     engine: &R,
@@ -810,15 +839,15 @@ async fn start_new<R: Runtime>(
     node: &str,
     name: &str,
     replica: u32,
-    inherited: &[AnonymousVolume],
+    predecessor: Predecessor<'_>,
 ) -> Result<String, String> {
     let service = &desired.name;
     // The replica's configuration is built once its turn on the node came:
     // a rollout holds a change per replica waiting for that, and each
     // would otherwise hold a copy of the whole configuration meanwhile.
     let create = async {
-        let spec =
-            replica_spec(ctx, desired, node, replica, inherited).map_err(RuntimeError::Failed)?;
+        let spec = replica_spec(ctx, desired, node, name, replica, predecessor)
+            .map_err(RuntimeError::Failed)?;
         // The engine would create a missing volume on use: an external one
         // must be there already.
         for mount in spec.mounts.iter().filter(|m| m.external) {
@@ -863,16 +892,31 @@ async fn start_new<R: Runtime>(
     Ok(id)
 }
 
-/// The configuration of one replica: the service's, with the replica's
-/// labels and its inherited anonymous volumes.
+/// The configuration of one replica created as `name`: the service's,
+/// with the replica's labels and its predecessor's anonymous volumes. Under
+/// a name other than the replica's (a start-first successor), it answers
+/// to the replica's name too on each of its networks, which per-replica
+/// link variables address it by.
 fn replica_spec<R: Runtime>(
     ctx: &Context<'_, R>,
     desired: &DesiredService,
     node: &str,
+    name: &str,
     replica: u32,
-    inherited: &[AnonymousVolume],
+    predecessor: Predecessor<'_>,
 ) -> Result<docker::ContainerSpec, String> {
     let mut spec = (*desired.spec).clone();
+    let replica_name = desired.replica_name(&ctx.desired.stack, replica);
+    if name != replica_name {
+        spec.aliases.push(replica_name.clone());
+        for (_, aliases) in &mut spec.more_networks {
+            aliases.push(replica_name.clone());
+        }
+    }
+    if let Some(old) = predecessor.running_beside {
+        spec.labels
+            .insert(docker::LABEL_REPLACES.into(), old.to_string());
+    }
     for entry in &mut spec.volumes_from {
         let (source, mode) = entry.split_once(':').unwrap_or((entry.as_str(), ""));
         let container = ctx
@@ -885,7 +929,7 @@ fn replica_spec<R: Runtime>(
             format!("{container}:{mode}")
         };
     }
-    inherit_volumes(&mut spec, inherited);
+    inherit_volumes(&mut spec, predecessor.volumes);
     let per_replica = crate::plan::spec::replica_link_env(
         &spec.replica_links,
         &ctx.replicas,
@@ -1192,7 +1236,11 @@ async fn replace_stop_first<R: Runtime>(
         return Err(restart_after_failure(ctx, engine, service, node, replica, old, reason).await);
     }
     crate::fault::point("replace:set-aside");
-    let outcome = match start_new(ctx, engine, desired, node, name, replica, &inherited).await {
+    let predecessor = Predecessor {
+        running_beside: None,
+        volumes: &inherited,
+    };
+    let outcome = match start_new(ctx, engine, desired, node, name, replica, predecessor).await {
         Ok(id) => match wait_healthy(ctx, engine, desired, node, name, &id).await {
             Ok(()) => Ok(()),
             Err(reason) => Err((Some(id), reason)),
@@ -1277,6 +1325,8 @@ fn rollback_message(
 }
 
 /// Start the new replica beside the old one; swap them once it is healthy.
+/// The successor takes the replica's name, unless the engine cannot rename
+/// it there and it keeps its own (see [`crate::plan::successor_name`]).
 #[allow(clippy::too_many_arguments)]
 async fn replace_start_first<R: Runtime>(
     ctx: &Context<'_, R>,
@@ -1288,11 +1338,15 @@ async fn replace_start_first<R: Runtime>(
     old: &OwnedContainer,
 ) -> Result<(), String> {
     let service = &desired.name;
-    let next = format!("{name}-pier-next");
+    let next = crate::plan::successor_name(name, &old.name);
     let inherited = volumes_of(ctx, engine, service, node, old)
         .await?
         .unwrap_or_default();
-    let id = start_new(ctx, engine, desired, node, &next, replica, &inherited).await?;
+    let predecessor = Predecessor {
+        running_beside: Some(&old.id),
+        volumes: &inherited,
+    };
+    let id = start_new(ctx, engine, desired, node, &next, replica, predecessor).await?;
     if let Err(reason) = wait_healthy(ctx, engine, desired, node, &next, &id).await {
         let _ = ctx
             .step(
@@ -1323,6 +1377,9 @@ async fn replace_start_first<R: Runtime>(
         engine.remove(&old.id, Volumes::Keep),
     )
     .await?;
+    if next == name || desired.keeps_successor_name {
+        return Ok(());
+    }
     ctx.step(service, node, "rename", name, engine.rename(&id, name))
         .await
 }
@@ -1470,6 +1527,56 @@ mod tests {
                 .0
                 .is_empty()
         );
+    }
+
+    /// On an overlay network the engine cannot rename a running container,
+    /// so a start-first successor keeps the name it started under: a
+    /// replica's name alternates between two, it answers to the replica's
+    /// name on its networks all along, and the plan is empty afterwards.
+    #[tokio::test]
+    async fn a_start_first_successor_on_an_overlay_keeps_its_own_name() {
+        let manifest = |version: &str| {
+            format!(
+                "nodes:\n  n1: {{ endpoint: \"unix:///run/n1.sock\" }}\nnetworks:\n  shared: {{ external: true }}\nservices:\n  a:\n    image: \"r.example/app:1\"\n    environment: {{ V: \"{version}\" }}\n    networks: [shared]\n    deploy: {{ update_config: {{ order: start-first }} }}\n"
+            )
+        };
+        let engine = FakeRuntime::new();
+        engine.add_network("shared", true);
+        converge_once(&manifest("1"), &engine).await;
+        let replica = |engine: &FakeRuntime| {
+            let running: Vec<_> = engine
+                .containers()
+                .into_iter()
+                .filter(|c| c.running)
+                .collect();
+            assert_eq!(running.len(), 1, "{running:?}");
+            running[0].clone()
+        };
+        let first = replica(&engine);
+        assert_eq!(first.name, "s-a-1");
+
+        converge_once(&manifest("2"), &engine).await;
+        let second = replica(&engine);
+        assert_eq!(second.name, "s-a-1-pier-next", "it kept its name");
+        assert_eq!(second.labels[docker::LABEL_REPLACES], first.id);
+        let spec = engine.spec_of(&second.id).expect("its configuration");
+        let aliases: Vec<&Vec<String>> = std::iter::once(&spec.aliases)
+            .chain(spec.more_networks.iter().map(|(_, a)| a))
+            .collect();
+        assert!(
+            aliases.iter().all(|a| a.contains(&"s-a-1".to_string())),
+            "it answers to the replica's name on every network: {spec:?}"
+        );
+        assert!(
+            converge_once(&manifest("2"), &engine).await.0.is_empty(),
+            "a successor under its own name is the replica"
+        );
+
+        converge_once(&manifest("3"), &engine).await;
+        let third = replica(&engine);
+        assert_eq!(third.name, "s-a-1", "the name alternates back");
+        assert_eq!(third.labels[docker::LABEL_REPLACES], second.id);
+        assert!(converge_once(&manifest("3"), &engine).await.0.is_empty());
     }
 
     async fn router_config_of(engine: &FakeRuntime, id: &str) -> String {

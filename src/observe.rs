@@ -55,6 +55,7 @@ fn owned(stack: &str, container: &ContainerInfo) -> Option<OwnedContainer> {
         spec_fields: label(labels::LABEL_SPEC_FIELDS).unwrap_or_default(),
         files_hash: None,
         in_rotation: container.in_rotation,
+        replaces: label(labels::LABEL_REPLACES),
     })
 }
 

@@ -774,6 +774,9 @@ pub fn desired_state(
                 volumes_from: service.volumes_from.clone(),
                 container_name: service.container_name.clone(),
                 routed: service.route.is_some(),
+                // An external network may be an overlay one too.
+                keeps_successor_name: manifest.on_overlay(service)
+                    || !manifest.external_networks(service).is_empty(),
             },
         );
     }
@@ -883,6 +886,7 @@ mod tests {
             volumes_from: volumes_from.iter().map(|s| s.to_string()).collect(),
             container_name: None,
             routed: false,
+            keeps_successor_name: false,
         }
     }
 

@@ -2258,14 +2258,15 @@ async fn a_link_to_another_stack_resolves_on_a_shared_external_network() {
 /// nodes through the Engine API, makes the attachable overlay network on a
 /// manager, and a service reaches another on a different host by its name
 /// and by its link alias, with Tutum's link variables. A second diff plans
-/// nothing.
+/// nothing. A start-first replacement there keeps the successor's own name
+/// (the engine cannot rename it) and it answers to the replica's.
 #[tokio::test]
 async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
     let _swarm = support::swarm_lock().await;
     let bed = Bed::get();
     let manifest_scaled = |mode: &str, replicas: u32| {
         format!(
-            "{}services:\n  cache:\n    image: {image}\n    command: [\"sh\", \"-c\", \"mkdir -p /www && echo hi-from-cache > /www/index.html && exec httpd -f -p 6379 -h /www\"]\n    deploy: {{ replicas: {replicas} }}\n    tags: [b]\n    expose: [\"6379\"]\n    environment: {{ MODE: {mode}, REDIS_PASSWORD: hunter22 }}\n    stop_grace_period: 1s\n  web:\n    image: {image}\n    command: sleep 3600\n    tags: [a]\n    links: [\"cache:redis\"]\n    stop_grace_period: 1s\nnetworks:\n  default: {{ driver: overlay }}\n",
+            "{}services:\n  cache:\n    image: {image}\n    command: [\"sh\", \"-c\", \"mkdir -p /www && echo hi-from-cache > /www/index.html && exec httpd -f -p 6379 -h /www\"]\n    deploy: {{ replicas: {replicas}, update_config: {{ order: start-first }} }}\n    tags: [b]\n    expose: [\"6379\"]\n    environment: {{ MODE: {mode}, REDIS_PASSWORD: hunter22 }}\n    stop_grace_period: 1s\n  web:\n    image: {image}\n    command: sleep 3600\n    tags: [a]\n    links: [\"cache:redis\"]\n    stop_grace_period: 1s\nnetworks:\n  default: {{ driver: overlay }}\n",
             support::nodes_yaml(&bed, &[&["a"], &["b"]]),
             image = bed.base_image
         )
@@ -2379,6 +2380,35 @@ async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
     let (code, output) =
         support::exec(&first, &web, &["ping", "-c", "1", "-W", "5", "redis"]).await;
     assert_eq!(code, 0, "the replaced cache answers: {output}");
+    let cache_1 = format!("{}-cache-1", repo.stack);
+    let at = |line: &str| {
+        stderr
+            .find(line)
+            .unwrap_or_else(|| panic!("`{line}` in {stderr}"))
+    };
+    assert!(
+        at(&format!("cache: start {cache_1}-pier-next on n2 ok"))
+            < at(&format!("cache: stop {cache_1} on n2 ok")),
+        "start-first: {stderr}"
+    );
+    let names: Vec<String> = support::stack_containers(&bed, &repo.stack)
+        .await
+        .into_iter()
+        .filter(|(_, name, running)| *running && name.contains("-cache-"))
+        .map(|(_, name, _)| name)
+        .collect();
+    assert!(
+        names.contains(&format!("{cache_1}-pier-next")) && !names.contains(&cache_1),
+        "the successor keeps the name it started under: {names:?}"
+    );
+    assert!(
+        env.iter()
+            .any(|e| *e == format!("REDIS_1_PORT_6379_TCP_ADDR={cache_1}")),
+        "{env:?}"
+    );
+    let (code, output) =
+        support::exec(&first, &web, &["ping", "-c", "1", "-W", "5", &cache_1]).await;
+    assert_eq!(code, 0, "it answers to the replica's name: {output}");
 
     // A scale-up on n2 is resolvable on n1 as soon as `apply` returns.
     repo.commit(&manifest_scaled("store", 3), "a third cache");
@@ -2554,7 +2584,8 @@ async fn a_node_in_another_swarm_is_reported_and_left_alone() {
 /// The router on the edge node sends each host's requests to that service's
 /// replicas on any host, over the overlay: `route` and Docker Cloud's
 /// `VIRTUAL_HOST` alike, and 404 for a host without a route. A rolling
-/// replacement of a two-replica service loses no request.
+/// replacement of a two-replica service loses no request: start-first, as
+/// routed services are by default, on the overlay too.
 // Two threads: the client keeps asking while `pier apply` blocks one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_router_spreads_each_host_across_replicas_and_a_rollout_loses_no_request() {
@@ -2621,6 +2652,18 @@ async fn the_router_spreads_each_host_across_replicas_and_a_rollout_loses_no_req
         while_asking(&edge, PORT, "app.test", || repo.pier(&bed, &["apply"])).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("0 created, 2 replaced"), "{stdout}");
+    for replica in [1, 2] {
+        let app = format!("{}-app-{replica}", repo.stack);
+        let at = |step: &str| {
+            stderr
+                .find(&format!("app: {step} on n"))
+                .unwrap_or_else(|| panic!("`{step}` in {stderr}"))
+        };
+        assert!(
+            at(&format!("start {app}-pier-next")) < at(&format!("stop {app}")),
+            "replica {replica} is replaced start-first: {stderr}"
+        );
+    }
     let failed: Vec<_> = outcomes
         .iter()
         .filter(|o| !matches!(o, Some((200, _))))

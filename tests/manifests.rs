@@ -368,13 +368,6 @@ fn golden_messages_for_each_rule() {
             ],
         ),
         (
-            "services:\n  web: { image: x, deploy: { update_config: { order: start-first } } }\n  api: { image: x, networks: [mesh], deploy: { update_config: { order: start-first } } }\nnetworks:\n  default: { driver: overlay }\n  mesh: { driver: overlay }\n",
-            &[
-                "p.yml:2:20: error: services.web.deploy.update_config.order: `update_config.order: start-first` is not supported on an overlay network yet",
-                "p.yml:3:38: error: services.api.deploy.update_config.order: `update_config.order: start-first` is not supported on an overlay network yet",
-            ],
-        ),
-        (
             "services:\n  web: { image: x, networks: [front, bak], links: [db] }\n  db: { image: x, networks: { back: { aliases: [\"no way\"] } } }\n  host: { image: x, network_mode: none, networks: [front] }\nnetworks:\n  front: {}\n  back: { internal: true }\n  default: { internal: true }\n  shared: { external: true, driver: overlay }\n  \"bad key\": {}\n",
             &[
                 "p.yml:2:20: error: services.web.networks: network `bak` is not declared",

@@ -16,6 +16,9 @@ struct State {
     containers: BTreeMap<String, (ContainerInfo, Option<ContainerSpec>)>,
     images: BTreeMap<String, String>,
     networks: Vec<String>,
+    /// Of those, the overlay networks: as on a real engine, a running
+    /// container on one cannot be renamed (moby/moby#42351).
+    overlays: Vec<String>,
     unreachable: bool,
     /// Containers created from these images report unhealthy.
     unhealthy_images: Vec<String>,
@@ -72,6 +75,21 @@ impl FakeRuntime {
         };
         state.containers.insert(id.clone(), (info, None));
         id
+    }
+
+    /// A network made outside pier (an `external: true` one), overlay or not.
+    pub fn add_network(&self, name: &str, overlay: bool) {
+        let mut state = self.state.lock().expect("fake state");
+        state.networks.push(name.to_string());
+        if overlay {
+            state.overlays.push(name.to_string());
+        }
+    }
+
+    /// The configuration a container was created with.
+    pub fn spec_of(&self, id: &str) -> Option<ContainerSpec> {
+        let state = self.state.lock().expect("fake state");
+        state.containers.get(id).and_then(|(_, spec)| spec.clone())
     }
 
     pub fn containers(&self) -> Vec<ContainerInfo> {
@@ -278,7 +296,19 @@ impl Runtime for FakeRuntime {
 
     async fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
         self.with(|s| {
-            find(s, id)?.0.name = name.to_string();
+            let overlays = s.overlays.clone();
+            let (container, spec) = find(s, id)?;
+            let on_overlay = spec.as_ref().is_some_and(|spec| {
+                std::iter::once(&spec.network)
+                    .chain(spec.more_networks.iter().map(|(n, _)| n))
+                    .any(|n| overlays.contains(n))
+            });
+            if container.running && on_overlay {
+                return Err(RuntimeError::Failed(format!(
+                    "Could not add service state for endpoint {name} to cluster on rename"
+                )));
+            }
+            container.name = name.to_string();
             Ok(())
         })
     }

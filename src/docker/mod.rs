@@ -13,9 +13,9 @@ mod ssh;
 
 /// The planner's output types and label names, which this edge carries out.
 pub use crate::plan::container::{
-    ContainerSpec, HealthcheckSpec, LABEL_COMMIT, LABEL_FILES, LABEL_IMAGE_DIGEST, LABEL_REPLICA,
-    LABEL_RESTARTS_WITH, LABEL_SERVICE, LABEL_SOURCE, LABEL_SOURCE_NAME, LABEL_SPEC_FIELDS,
-    LABEL_SPEC_HASH, LABEL_STACK, MountSpec, PortBinding,
+    ContainerSpec, HealthcheckSpec, LABEL_COMMIT, LABEL_FILES, LABEL_IMAGE_DIGEST, LABEL_REPLACES,
+    LABEL_REPLICA, LABEL_RESTARTS_WITH, LABEL_SERVICE, LABEL_SOURCE, LABEL_SOURCE_NAME,
+    LABEL_SPEC_FIELDS, LABEL_SPEC_HASH, LABEL_STACK, MountSpec, PortBinding,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

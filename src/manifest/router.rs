@@ -9,7 +9,7 @@
 //! replacement) change nothing in it. A change of routes is live
 //! configuration: rewritten in the running routers and reloaded there.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -280,23 +280,12 @@ pub fn finish(manifest: &mut Manifest) -> Vec<Diagnostic> {
     // Each service keeps the route it is served under (hosts it lost to a
     // heavier service are not its).
     let served: BTreeMap<&str, &Route> = routes.iter().map(|(s, r)| (s.as_str(), r)).collect();
-    let on_overlay: BTreeSet<String> = manifest
-        .services
-        .values()
-        .filter(|s| manifest.on_overlay(s))
-        .map(|s| s.name.clone())
-        .collect();
     for service in manifest.services.values_mut() {
         service.route = served.get(service.name.as_str()).map(|r| (*r).clone());
         // A routed replica's successor is in rotation before it stops, as
         // the router sends requests only to replicas in rotation; unless
-        // the service says otherwise. Not on an overlay network, where
-        // the engine cannot rename the running successor to the
-        // replica's name (moby/moby#42351).
-        if service.route.is_some()
-            && !service.update.order_written
-            && !on_overlay.contains(&service.name)
-        {
+        // the service says otherwise.
+        if service.route.is_some() && !service.update.order_written {
             service.update.order = UpdateOrder::StartFirst;
         }
     }
@@ -736,7 +725,7 @@ mod tests {
     }
 
     /// Routed services are replaced start-first unless they say otherwise,
-    /// except on an overlay network; others keep stop-first.
+    /// on a bridge or an overlay network; others keep stop-first.
     #[test]
     fn routed_services_are_replaced_start_first_by_default() {
         let orders = |text: &str| {
@@ -757,7 +746,8 @@ mod tests {
         let overlay = orders(&format!(
             "router: {{ ports: [\"80:80\"] }}\nnetworks:\n  default: {{ driver: overlay }}\n{services}"
         ));
-        assert_eq!(overlay["web"], UpdateOrder::StopFirst);
+        assert_eq!(overlay["web"], UpdateOrder::StartFirst);
+        assert_eq!(overlay["pinned"], UpdateOrder::StopFirst);
     }
 
     /// Docker Cloud's convention: hosts with a scheme, a port and a path

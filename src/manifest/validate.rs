@@ -61,18 +61,6 @@ pub fn validate(manifest: &Manifest, tree: &dyn RepoTree) -> Vec<Diagnostic> {
         links_share_a_network(manifest, service, &mut problems);
         if !manifest.on_overlay(service) {
             links_across_nodes(manifest, service, &placeable, &mut problems);
-        } else if service.update.order == super::model::UpdateOrder::StartFirst {
-            // A start-first replacement ends by renaming the new, running
-            // replica to the replica's name, which the engine refuses for a
-            // container on an overlay network.
-            problems.push(
-                Diagnostic::error(
-                    service.location_of("deploy").clone(),
-                    "`update_config.order: start-first` is not supported on an overlay network yet",
-                )
-                .key(format!("services.{}.deploy.update_config.order", service.name))
-                .help("the engine cannot rename a running container on an overlay network, which a start-first replacement ends with; use `stop-first` (the default)"),
-            );
         }
         off_stack_network(manifest, service, &mut problems);
         relabelled_volumes(manifest, service, &mut problems);

@@ -35,6 +35,9 @@ pub const LABEL_FILES: &str = "pier.files";
 /// `depends_on.<svc>.restart`: the spec hashes of the services whose
 /// replacement replaces this container too.
 pub const LABEL_RESTARTS_WITH: &str = "pier.restarts-with";
+/// On a start-first successor: the id of the container it replaces. While
+/// that container is still there, the successor is an unfinished one.
+pub const LABEL_REPLACES: &str = "pier.replaces";
 
 /// A link to another service, as its per-replica variables need it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

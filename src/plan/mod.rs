@@ -12,7 +12,7 @@ pub mod spec;
 pub mod swarm;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -68,6 +68,10 @@ pub struct DesiredService {
     /// The router sends it requests (`route`, `VIRTUAL_HOST`): its replicas
     /// are in rotation while they run and are healthy, and out otherwise.
     pub routed: bool,
+    /// On an overlay network, where the engine cannot rename a running
+    /// container (moby/moby#42351): a start-first successor keeps the name
+    /// it was started under (see [`successor_name`]).
+    pub keeps_successor_name: bool,
 }
 
 impl Desired {
@@ -247,6 +251,10 @@ pub struct OwnedContainer {
     /// On its stack's rotation network: the router sends it requests.
     #[serde(skip)]
     pub in_rotation: bool,
+    /// Its `pier.replaces` label: the container a start-first successor
+    /// was started to replace.
+    #[serde(skip)]
+    pub replaces: Option<String>,
 }
 
 impl OwnedContainer {
@@ -764,9 +772,41 @@ impl<'a> Index<'a> {
     }
 }
 
-/// Names apply gives a container while it replaces it.
+/// The name a stop-first replacement keeps the old container under until
+/// its successor is healthy.
 fn is_set_aside(name: &str) -> bool {
-    name.ends_with("-pier-old") || name.ends_with("-pier-next")
+    name.ends_with("-pier-old")
+}
+
+/// The name a start-first successor of `old` is started under, beside it:
+/// `<name>-pier-next`, or the replica's own name when `old` has the other.
+/// Where the engine cannot rename a running container (an overlay network,
+/// moby/moby#42351) the successor keeps it, so a replica's name alternates
+/// between the two from one replacement to the next.
+pub fn successor_name(name: &str, old: &str) -> String {
+    let next = format!("{name}-pier-next");
+    if old == next { name.to_string() } else { next }
+}
+
+/// Whether `c` is a start-first successor whose predecessor is still among
+/// `copies`: a replacement that never finished. Containers from before the
+/// `pier.replaces` label are recognised by their `-pier-next` name beside
+/// another copy on the same node.
+fn is_unfinished_successor(
+    c: &OwnedContainer,
+    node: &str,
+    copies: &[(&str, &OwnedContainer)],
+    ids: &HashSet<&str>,
+) -> bool {
+    match &c.replaces {
+        Some(old) => ids.contains(old.as_str()),
+        None => {
+            c.name.ends_with("-pier-next")
+                && copies.iter().any(|(n, o)| {
+                    *n == node && o.replica == c.replica && o.id != c.id && !is_set_aside(&o.name)
+                })
+        }
+    }
 }
 
 /// Which copy of one replica is the replica, when there are several (left
@@ -781,10 +821,14 @@ fn is_set_aside(name: &str) -> bool {
 /// 3. an unfinished start-first successor.
 ///
 /// Then running before stopped, and the newer placement first.
-fn copy_rank(service: &DesiredService, c: &OwnedContainer) -> (u8, bool, Reverse<i64>) {
-    let rank = if c.name.ends_with("-pier-old") {
+fn copy_rank(
+    service: &DesiredService,
+    c: &OwnedContainer,
+    unfinished_successor: bool,
+) -> (u8, bool, Reverse<i64>) {
+    let rank = if is_set_aside(&c.name) {
         1
-    } else if c.name.ends_with("-pier-next") {
+    } else if unfinished_successor {
         3
     } else if c.healthy && c.spec_hash == service.hash {
         0
@@ -830,13 +874,20 @@ fn plan_service<'a>(
     // the best ranked is the replica and the others go.
     let mut current: Vec<(String, OwnedContainer)> = Vec::new();
     let mut seen_replicas = BTreeSet::new();
-    let mut copies = index
+    let copies = index
         .by_service
         .get(name.as_str())
-        .cloned()
-        .unwrap_or_default();
-    copies.sort_by_key(|(node, c)| (c.replica, copy_rank(service, c), *node));
-    for (node, container) in copies {
+        .map_or(&[][..], Vec::as_slice);
+    let ids: HashSet<&str> = copies.iter().map(|(_, c)| c.id.as_str()).collect();
+    let mut ranked: Vec<_> = copies
+        .iter()
+        .map(|&(node, c)| {
+            let successor = is_unfinished_successor(c, node, copies, &ids);
+            ((c.replica, copy_rank(service, c, successor), node), c)
+        })
+        .collect();
+    ranked.sort_by_key(|(key, _)| *key);
+    for ((_, _, node), container) in ranked {
         let node = &node.to_string();
         let answers = observed
             .nodes
@@ -1286,6 +1337,7 @@ fn placeholder(service: &str, replica: u32) -> OwnedContainer {
         spec_fields: String::new(),
         files_hash: None,
         in_rotation: false,
+        replaces: None,
     }
 }
 
@@ -1340,7 +1392,7 @@ fn check_names(desired: &Desired, observed: &Observed, result: &mut ServicePlan)
             // starts the new one beside it (start-first) under these names.
             Change::Replace { node, name, replica, old, start_first, .. } => {
                 let temporary = if *start_first {
-                    format!("{name}-pier-next")
+                    successor_name(name, &old.name)
                 } else {
                     format!("{name}-pier-old")
                 };

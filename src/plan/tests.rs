@@ -62,6 +62,7 @@ fn service(name: &str, replicas: Option<u32>, strategy: Strategy, tags: &[&str])
         volumes_from: Vec::new(),
         container_name: None,
         routed: false,
+        keeps_successor_name: false,
     }
 }
 
@@ -114,6 +115,7 @@ fn owned(obs: &mut Observed, node: &str, service: &str, replica: u32, hash: &str
         spec_fields: String::new(),
         files_hash: None,
         in_rotation: false,
+        replaces: None,
     });
 }
 
@@ -775,6 +777,49 @@ fn a_set_aside_copy_outlives_a_successor_that_is_not_healthy() {
     assert!(
         matches!(&p.services[0].changes[0], Change::Remove { container, .. } if container.name == "s-web-1-pier-old")
     );
+}
+
+/// After a crash mid start-first replacement, both copies run: the
+/// successor goes while its predecessor is there (the predecessor is
+/// replaced again), whichever of the replica's two names each has. A
+/// successor whose predecessor is gone is the replica, under either name.
+#[test]
+fn an_unfinished_start_first_successor_gives_way_under_either_name() {
+    let mut web = service("web", Some(1), Strategy::HighAvailability, &[]);
+    web.update.order = UpdateOrder::StartFirst;
+    let d = desired(vec![node("n1", &[])], vec![web.clone()]);
+    let changes = |o: &Observed| -> Vec<String> {
+        plan(&d, o, &Options::default()).services[0]
+            .changes
+            .iter()
+            .map(|c| match c {
+                Change::Remove { container, .. } => format!("- {}", container.name),
+                Change::Replace { old, .. } => format!("~ {}", old.name),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    };
+    for (old, new) in [
+        ("s-web-1", "s-web-1-pier-next"),
+        ("s-web-1-pier-next", "s-web-1"),
+    ] {
+        let mut o = observed(&[("n1", 0)]);
+        copy(&mut o, "n1", old, "old", true, true);
+        copy(&mut o, "n1", new, &web.hash, true, false);
+        o.nodes.get_mut("n1").unwrap().owned[1].replaces = Some(format!("id-{old}"));
+        assert_eq!(changes(&o), [format!("- {new}"), format!("~ {old}")]);
+
+        let mut o = observed(&[("n1", 0)]);
+        copy(&mut o, "n1", new, &web.hash, true, true);
+        o.nodes.get_mut("n1").unwrap().owned[0].replaces = Some(format!("id-{old}"));
+        assert!(changes(&o).is_empty(), "{new} alone is the replica");
+    }
+    // From before the label: a `-pier-next` copy beside the replica is
+    // still an unfinished successor.
+    let mut o = observed(&[("n1", 0)]);
+    copy(&mut o, "n1", "s-web-1-pier-next", &web.hash, true, true);
+    copy(&mut o, "n1", "s-web-1", "old", true, true);
+    assert_eq!(changes(&o), ["- s-web-1-pier-next", "~ s-web-1"]);
 }
 
 /// A container pier does not own under the name a replacement needs for
