@@ -1361,6 +1361,7 @@ async fn replace_start_first<R: Runtime>(
             "{service}: replica {replica} on {node} failed ({reason}); the previous container keeps running"
         ));
     }
+    crate::fault::point("replace:beside");
     ctx.step(
         service,
         node,

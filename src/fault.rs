@@ -7,7 +7,9 @@
 //! Points: `replace:stopped` (a stop-first replacement stopped the old
 //! container), `replace:set-aside` (renamed it `-pier-old`),
 //! `replace:healthy` (the new one is healthy, the old one not yet removed),
-//! `create:created` (a new container exists and is not started).
+//! `create:created` (a new container exists and is not started),
+//! `replace:beside` (a start-first successor is healthy beside the old
+//! container, which still runs).
 
 use std::sync::OnceLock;
 

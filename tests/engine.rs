@@ -1021,6 +1021,72 @@ async fn crash_windows_of_a_replacement_are_recovered() {
     support::remove_stack(&bed, &repo.stack).await;
 }
 
+/// A start-first replacement cut short while both copies run (fault point
+/// `replace:beside`): the successor is recognised by its `pier.replaces`
+/// label and goes, the old copy is replaced again, and one copy remains.
+#[tokio::test]
+async fn a_start_first_replacement_cut_short_is_redone() {
+    let bed = Bed::get();
+    let manifest = |greeting: &str| {
+        web_manifest(&bed, 1, greeting, None, 8080).replace(
+            "tags: [web]\n    stop",
+            "tags: [web]\n    deploy: { placement: { constraints: [\"node.name == n1\"] }, update_config: { order: start-first } }\n    stop",
+        )
+    };
+    let repo = support::UserRepo::new("beside", &manifest("v1"));
+    let name = format!("{}-web-1", repo.stack);
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let docker = engine(&bed.nodes[0]).await;
+    let id_of = |name: String| {
+        let docker = docker.clone();
+        async move {
+            docker
+                .inspect_container(&name, None)
+                .await
+                .ok()
+                .and_then(|c| c.id)
+        }
+    };
+    let v1 = id_of(name.clone()).await.expect("v1 runs");
+
+    repo.commit(&manifest("v2"), "v2");
+    let (code, stdout, stderr) =
+        repo.pier_with_env(&bed, &["apply"], &[("PIER_FAULT_AT", "replace:beside")]);
+    assert_eq!(code, -1, "aborted: {stdout}{stderr}");
+    let next = format!("{name}-pier-next");
+    assert_eq!(
+        container_names(&support::stack_containers(&bed, &repo.stack).await),
+        [name.clone(), next.clone()]
+    );
+    let successor = docker.inspect_container(&next, None).await.unwrap();
+    assert_eq!(
+        successor.config.and_then(|c| c.labels).unwrap_or_default()["pier.replaces"],
+        v1
+    );
+
+    let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("- {next} on n1")) && stdout.contains(&format!("~ {name} on n1")),
+        "the unfinished successor goes and the old copy is replaced again: {stdout}"
+    );
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        support::stack_containers(&bed, &repo.stack).await,
+        [("n1".to_string(), name.clone(), true)]
+    );
+    let now = id_of(name.clone()).await.expect("a replica runs");
+    assert!(
+        now != v1 && Some(now) != successor.id,
+        "a new successor took over"
+    );
+    let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    support::remove_stack(&bed, &repo.stack).await;
+}
+
 /// Credentials the registry rejects are an error that freezes the service,
 /// never a fall-back to the image the node holds locally.
 #[tokio::test]
