@@ -9,8 +9,16 @@
 #
 # Variants, all in the same run:
 #  - router:    pier's router (Caddy on n1, overlay), `pier apply`, retrying
-#               a failed connection on another replica for 10 s (the default);
-#  - router-0s: the same with `retry_for: 0s` (a proxy that does not retry);
+#               a failed connection on another replica for 10 s, replacing
+#               start-first (the defaults for a routed service);
+#  - router-stop-first: the same with `update_config.order: stop-first`;
+#  - router-graceful: the router, start-first, in front of replicas that
+#               stop gracefully: on SIGTERM the server stops listening and
+#               the requests under way finish (`httpd` as PID 1 ignores
+#               SIGTERM, and is killed mid-request when the grace period
+#               ends, as an application without a handler is);
+#  - router-0s: the router with `retry_for: 0s` (a proxy that does not
+#               retry), start-first;
 #  - haproxy:   HAProxy 2.6 instead, as an ordinary service on n1 (Debian's,
 #               FROM scratch like the bed's Caddy): replicas found through
 #               the engine's DNS (`server-template`), health-checked every
@@ -24,6 +32,7 @@
 #   bench/router.sh [REDEPLOYS]   (default 20; needs the bed and `docker`;
 #                                  installs Debian's wrk, and haproxy for
 #                                  its image)
+#   VARIANTS="router haproxy" bench/router.sh   (some of them only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 redeploys=${1:-20}
@@ -42,8 +51,13 @@ DIRECT_PORT=18091
 HAPROXY_PORT=18092
 HAPROXY_IMAGE="$PIER_TB_REGISTRY/pier-bench/haproxy:1"
 SERVE='mkdir -p /www && echo $V > /www/index.html && exec httpd -f -p 8080 -h /www'
+# An application that stops gracefully: on SIGTERM the listener goes
+# (busybox httpd serves each connection in a child of its own, which
+# finishes), and the container ends a second later.
+SERVE_GRACEFUL="mkdir -p /www && echo \$V > /www/index.html && httpd -f -p 8080 -h /www & trap 'kill \$! && sleep 1 && exit 0' TERM; wait"
 # The same in a manifest, where `$$` is a `$` the container's shell sees.
 SERVE_YAML=${SERVE//\$/\$\$}
+SERVE_GRACEFUL_YAML=${SERVE_GRACEFUL//\$/\$\$}
 
 # HAProxy's image: the binary and the libraries it links, FROM scratch, with
 # its configuration.
@@ -101,10 +115,10 @@ nodes:
 services:
   app:
     image: $image
-    command: ["sh", "-c", "$SERVE_YAML"]
+    command: ["sh", "-c", "$([ "$2" = router-graceful ] && echo "$SERVE_GRACEFUL_YAML" || echo "$SERVE_YAML")"]
     environment: { V: "$1" }
     tags: [app]
-    stop_grace_period: 1s
+    stop_grace_period: $([ "$2" = router-graceful ] && echo 3s || echo 1s)
 EOF
   case "$2" in
     direct) cat <<EOF
@@ -125,7 +139,7 @@ networks:
 EOF
       ;;
     router*) cat <<EOF
-    deploy: { replicas: 2 }
+    deploy: { replicas: 2$([ "$2" = router-stop-first ] && echo ", update_config: { order: stop-first }") }
     deployment_strategy: high_availability
     route: { host: app.test, port: 8080 }
 router:
@@ -197,9 +211,10 @@ pier_redeploy() { # $1: version (repo, stack and variant from the caller)
 
 command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 leave_swarm
-haproxy_image_up
+variants=${VARIANTS:-router router-stop-first router-graceful router-0s haproxy direct}
+case " $variants " in *" haproxy "*) haproxy_image_up ;; esac
 results="$work/results"
-for variant in router router-0s haproxy direct; do
+for variant in $variants; do
   repo="$work/$variant"
   stack="bench-rollouts-$variant-$$"
   pier_redeploy v000
@@ -217,11 +232,11 @@ python3 - "$results" "$redeploys" <<'PY'
 import sys
 rows = [line.split() for line in open(sys.argv[1])]
 print(f"{sys.argv[2]} redeploys of 2 replicas, 4 connections asking all along:")
-print("variant     | steady: served, p50/p99 ms | during redeploys: served, failed, p50/p99 ms, seconds")
+print("variant           | steady: served, p50/p99 ms | during redeploys: served, failed, p50/p99 ms, seconds")
 steady = {r[0]: r for r in rows if r[1] == "steady"}
 for r in rows:
     if r[1] != "deploys":
         continue
     s = steady[r[0]]
-    print(f"{r[0]:11} | {s[2]:>6}, {s[4]}/{s[5]} | {r[2]:>6}, {r[3]}, {r[4]}/{r[5]}, {r[6]}")
+    print(f"{r[0]:17} | {s[2]:>6}, {s[4]}/{s[5]} | {r[2]:>6}, {r[3]}, {r[4]}/{r[5]}, {r[6]}")
 PY

@@ -4,7 +4,7 @@
 //! `VIRTUAL_HOST`.
 //!
 //! The configuration names services, not containers: Caddy asks the stack
-//! network's DNS for a service's replicas every second and tries them in
+//! network's DNS for a service's replicas every 250 ms and tries them in
 //! turn for `retry_for`, so replicas coming and going (scaling, a rolling
 //! replacement) change nothing in it. A change of routes is live
 //! configuration: rewritten in the running routers and reloaded there.
@@ -124,8 +124,23 @@ pub fn acme(spec: &AcmeSpec, here: &Here, problems: &mut Vec<Diagnostic>) -> Opt
 }
 
 /// How long the router waits for a replica to accept a connection before
-/// it tries another. Replicas are a hop away on the stack's network.
-const DIAL_TIMEOUT: &str = "1s";
+/// it tries another. Replicas are a hop away on the stack's network, where
+/// a connection is accepted within milliseconds; a replica that is gone
+/// leaves no address to refuse one, and each request sent there waits
+/// this long.
+const DIAL_TIMEOUT: &str = "250ms";
+/// How often the router asks DNS for a service's replicas: a replica that
+/// is gone is still tried until the next answer.
+const DNS_REFRESH: &str = "250ms";
+/// How long the router waits before trying another replica after one
+/// failed: short, as the next one is most likely up; it bounds how often
+/// a request tries when none is.
+const TRY_INTERVAL: &str = "50ms";
+/// How long a replica that failed is passed over (with Caddy releases
+/// that keep this state for replicas found through DNS): longer than a
+/// gone replica stays in the DNS answer, short enough that one which only
+/// missed a connection is back soon.
+const FAIL_DURATION: &str = "2s";
 
 /// How long a request keeps trying replicas when `retry_for` is not set.
 pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(10);
@@ -596,12 +611,12 @@ pub fn caddyfile(routes: &[(String, Route)], retry_for: Duration, acme: Option<&
                 None => String::new(),
             };
             // A replica gone from an overlay network leaves no address
-            // behind to refuse a connection: one sent there in the second
-            // the router still knows it is never answered. Give up on it
-            // after `DIAL_TIMEOUT` and try another, instead of Caddy's 3 s.
+            // behind to refuse a connection: one sent there while the
+            // router still knows it is never answered. Give up on it after
+            // `DIAL_TIMEOUT` and try another, instead of Caddy's 3 s.
             let _ = writeln!(
                 out,
-                "\treverse_proxy{matcher} {{\n\t\tdynamic a {service} {port} {{\n\t\t\trefresh 1s\n\t\t}}\n\t\tlb_policy round_robin\n\t\tlb_try_duration {retry}ms\n\t\tlb_try_interval 250ms\n\t\tfail_duration 10s\n\t\ttransport http {{\n\t\t\tdial_timeout {DIAL_TIMEOUT}\n\t\t}}\n\t}}",
+                "\treverse_proxy{matcher} {{\n\t\tdynamic a {service} {port} {{\n\t\t\trefresh {DNS_REFRESH}\n\t\t}}\n\t\tlb_policy round_robin\n\t\tlb_try_duration {retry}ms\n\t\tlb_try_interval {TRY_INTERVAL}\n\t\tfail_duration {FAIL_DURATION}\n\t\ttransport http {{\n\t\t\tdial_timeout {DIAL_TIMEOUT}\n\t\t}}\n\t}}",
                 port = route.port,
                 retry = retry_for.as_millis(),
             );
