@@ -2447,14 +2447,12 @@ async fn an_overlay_network_lets_services_reach_each_other_across_hosts() {
         support::exec(&first, &web, &["ping", "-c", "1", "-W", "5", "redis"]).await;
     assert_eq!(code, 0, "the replaced cache answers: {output}");
     let cache_1 = format!("{}-cache-1", repo.stack);
-    let at = |line: &str| {
-        stderr
-            .find(line)
-            .unwrap_or_else(|| panic!("`{line}` in {stderr}"))
-    };
     assert!(
-        at(&format!("cache: start {cache_1}-pier-next on n2 ok"))
-            < at(&format!("cache: stop {cache_1} on n2 ok")),
+        step_before(
+            &stderr,
+            &format!("cache: start {cache_1}-pier-next on n2 ok"),
+            &format!("cache: stop {cache_1} on n2 ok"),
+        ),
         "start-first: {stderr}"
     );
     let names: Vec<String> = support::stack_containers(&bed, &repo.stack)
@@ -2720,13 +2718,12 @@ async fn the_router_spreads_each_host_across_replicas_and_a_rollout_loses_no_req
     assert!(stdout.contains("0 created, 2 replaced"), "{stdout}");
     for replica in [1, 2] {
         let app = format!("{}-app-{replica}", repo.stack);
-        let at = |step: &str| {
-            stderr
-                .find(&format!("app: {step} on n"))
-                .unwrap_or_else(|| panic!("`{step}` in {stderr}"))
-        };
         assert!(
-            at(&format!("start {app}-pier-next")) < at(&format!("stop {app}")),
+            step_before(
+                &stderr,
+                &format!("app: start {app}-pier-next on n"),
+                &format!("app: stop {app} on n"),
+            ),
             "replica {replica} is replaced start-first: {stderr}"
         );
     }
@@ -2801,6 +2798,17 @@ async fn the_router_spreads_each_host_across_replicas_and_a_rollout_loses_no_req
             .remove_network(&format!("pier-{}-{network}", repo.stack))
             .await;
     }
+}
+
+/// Whether `apply`'s step lines (its stderr) show `first` before `then`;
+/// a line missing from them fails the test, naming it.
+fn step_before(steps: &str, first: &str, then: &str) -> bool {
+    let at = |line: &str| {
+        steps
+            .find(line)
+            .unwrap_or_else(|| panic!("`{line}` in {steps}"))
+    };
+    at(first) < at(then)
 }
 
 /// The id of `stack`'s router container on n1.
@@ -3070,14 +3078,12 @@ async fn a_routed_replica_is_replaced_start_first_and_answers_all_along() {
     // The successor started, under a name of its own, before the old one
     // stopped.
     let app = format!("{}-app-1", repo.stack);
-    let at = |line: &str| {
-        stderr
-            .find(line)
-            .unwrap_or_else(|| panic!("`{line}` in {stderr}"))
-    };
     assert!(
-        at(&format!("app: start {app}-pier-next on n1 ok"))
-            < at(&format!("app: stop {app} on n1 ok")),
+        step_before(
+            &stderr,
+            &format!("app: start {app}-pier-next on n1 ok"),
+            &format!("app: stop {app} on n1 ok"),
+        ),
         "{stderr}"
     );
     let names = support::stack_containers(&bed, &repo.stack).await;
