@@ -207,10 +207,32 @@ where
 
 /// Serialises the tests that form (or extend) a swarm of the bed's
 /// engines, so two never form one at the same time. The engines stay in
-/// it afterwards: `tests/testbed down` ends it with them.
-pub async fn swarm_lock() -> tokio::sync::MutexGuard<'static, ()> {
+/// it afterwards: `tests/testbed down` ends it with them. After a test
+/// that panicked holding it (its swarms may be in any shape, an engine in
+/// a swarm of its own), the next one starts from no swarm at all.
+pub async fn swarm_lock() -> SwarmGuard {
     static SWARM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    SWARM.lock().await
+    let lock = SWARM.lock().await;
+    if SWARM_LEFT_BY_A_PANIC.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        without_swarm(&Bed::get()).await;
+    }
+    SwarmGuard { _lock: lock }
+}
+
+static SWARM_LEFT_BY_A_PANIC: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Held by a test while it forms or changes a swarm ([`swarm_lock`]).
+pub struct SwarmGuard {
+    _lock: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Drop for SwarmGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            SWARM_LEFT_BY_A_PANIC.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 }
 
 /// Every bed engine out of any swarm (forced), for a test that needs to
