@@ -35,12 +35,6 @@ const REQUEST_TIMEOUT_S: u64 = 600;
 /// healthy engine silent for a while, so the engine timeout alone is too tight.
 const PULL_SILENCE_FLOOR: Duration = Duration::from_secs(60);
 
-/// What a container start may take beyond the engine timeout: one that
-/// joins an overlay network waits for the swarm's manager to give it an
-/// address there (over 10 s seen on the test bed right after a swarm
-/// formed).
-const OVERLAY_ATTACH_ALLOWANCE: Duration = Duration::from_secs(30);
-
 /// One node's engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -1016,11 +1010,7 @@ impl Runtime for Engine {
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        // A start that attaches the container to an overlay network waits
-        // for the swarm to give it an address there, which takes seconds
-        // on a swarm just formed and a loaded manager.
-        self.within_plus(
-            OVERLAY_ATTACH_ALLOWANCE,
+        self.within(
             "a container start",
             Box::pin(self.docker.start_container(id, None)),
         )
