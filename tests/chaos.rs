@@ -1,7 +1,13 @@
-//! Tests that take a node of the shared bed away. Cargo runs test binaries
-//! one after another, so nothing else uses the bed meanwhile; within this
-//! binary the tests take turns behind a lock, and every node taken away is
-//! brought back even when a test fails.
+//! Tests that take a node of the shared bed away, or take engines out of
+//! a swarm. Cargo runs test binaries one after another, so nothing else
+//! uses the bed meanwhile; within this binary the tests take turns behind
+//! a lock, and every node taken away is brought back even when a test
+//! fails.
+//!
+//! Leaving a swarm belongs here because the engines of Debian 12 (20.10)
+//! then stop answering name lookups on the bridge networks that existed
+//! before (moby/moby#45144): a test elsewhere whose containers find each
+//! other by name, a router's replicas for one, would fail meanwhile.
 
 mod support;
 
@@ -728,4 +734,79 @@ async fn a_dead_node_on_an_overlay_leaves_the_others_talking() {
     support::remove_stack(&bed, &s).await;
     // The swarm stays formed: the engine tests that follow handle one, and
     // leaving it just after n3 came back is what the engines handle worst.
+}
+
+/// A node added to a stack while it is in another swarm is reported, never
+/// left or joined: the stack's other nodes keep their swarm and run their
+/// replicas, and the node keeps its swarm. Here, not with the other swarm
+/// tests, because it takes engines out of their swarm (see the module's
+/// doc).
+#[tokio::test]
+async fn a_node_in_another_swarm_is_reported_and_left_alone() {
+    let _turn = BED_CHANGES.lock().await;
+    let bed = Bed::get();
+    support::without_swarm(&bed).await;
+    let third = support::engine(&bed.nodes[2]).await;
+    let init = bollard::models::SwarmInitRequest {
+        listen_addr: Some("0.0.0.0:2377".into()),
+        advertise_addr: Some(bed.nodes[2].addr.clone()),
+        ..Default::default()
+    };
+    third.init_swarm(init).await.expect("a swarm of n3's own");
+    let foreign = support::swarm_info(&third).await.cluster.and_then(|c| c.id);
+    assert!(foreign.is_some(), "n3 manages its own swarm");
+
+    let manifest = |nodes: &[&[&str]]| {
+        format!(
+            "{}services:\n  web:\n    image: {}\n    command: sleep 3600\n    deployment_strategy: every_node\n    stop_grace_period: 1s\nnetworks:\n  default: {{ driver: overlay }}\n",
+            support::nodes_yaml(&bed, nodes),
+            bed.base_image
+        )
+    };
+    let repo = support::UserRepo::new("foreign", &manifest(&[&["a"], &["a"]]));
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    repo.commit(&manifest(&[&["a"], &["a"], &["a"]]), "n3 too");
+    let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("node n3 cannot join: it is in another swarm"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("docker swarm leave"), "says how: {stdout}");
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(
+        code, 1,
+        "a node left out is not converged: {stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("replica 3 on n3: n3 cannot join the stack's swarm"),
+        "its replica waits, saying why: {stdout}"
+    );
+    let mut placed: Vec<String> = support::stack_containers(&bed, &repo.stack)
+        .await
+        .into_iter()
+        .map(|(node, _, running)| format!("{node}:{running}"))
+        .collect();
+    placed.sort();
+    assert_eq!(
+        placed,
+        ["n1:true", "n2:true"],
+        "the others run their replicas"
+    );
+    let own = support::swarm_info(&third).await;
+    assert_eq!(
+        own.cluster.and_then(|c| c.id),
+        foreign,
+        "n3 keeps the swarm it was in"
+    );
+    let first = support::engine(&bed.nodes[0]).await;
+    assert_eq!(
+        support::swarm_info(&first).await.nodes,
+        Some(2),
+        "n1 and n2 formed a swarm of their own"
+    );
+
+    support::remove_stack(&bed, &repo.stack).await;
+    support::without_swarm(&bed).await;
 }

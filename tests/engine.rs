@@ -2572,79 +2572,6 @@ async fn a_three_node_overlay_stack_keeps_three_swarm_managers() {
         .await;
 }
 
-/// A node added to a stack while it is in another swarm is reported, never
-/// left or joined: the stack's other nodes keep their swarm and run their
-/// replicas, and the node keeps its swarm.
-#[tokio::test]
-async fn a_node_in_another_swarm_is_reported_and_left_alone() {
-    let _swarm = support::swarm_lock().await;
-    let bed = Bed::get();
-    support::without_swarm(&bed).await;
-    let third = support::engine(&bed.nodes[2]).await;
-    let init = bollard::models::SwarmInitRequest {
-        listen_addr: Some("0.0.0.0:2377".into()),
-        advertise_addr: Some(bed.nodes[2].addr.clone()),
-        ..Default::default()
-    };
-    third.init_swarm(init).await.expect("a swarm of n3's own");
-    let foreign = support::swarm_info(&third).await.cluster.and_then(|c| c.id);
-    assert!(foreign.is_some(), "n3 manages its own swarm");
-
-    let manifest = |nodes: &[&[&str]]| {
-        format!(
-            "{}services:\n  web:\n    image: {}\n    command: sleep 3600\n    deployment_strategy: every_node\n    stop_grace_period: 1s\nnetworks:\n  default: {{ driver: overlay }}\n",
-            support::nodes_yaml(&bed, nodes),
-            bed.base_image
-        )
-    };
-    let repo = support::UserRepo::new("foreign", &manifest(&[&["a"], &["a"]]));
-    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    repo.commit(&manifest(&[&["a"], &["a"], &["a"]]), "n3 too");
-    let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
-    assert_eq!(code, 1, "{stdout}{stderr}");
-    assert!(
-        stdout.contains("node n3 cannot join: it is in another swarm"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("docker swarm leave"), "says how: {stdout}");
-    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
-    assert_eq!(
-        code, 1,
-        "a node left out is not converged: {stdout}{stderr}"
-    );
-    assert!(
-        stdout.contains("replica 3 on n3: n3 cannot join the stack's swarm"),
-        "its replica waits, saying why: {stdout}"
-    );
-    let mut placed: Vec<String> = support::stack_containers(&bed, &repo.stack)
-        .await
-        .into_iter()
-        .map(|(node, _, running)| format!("{node}:{running}"))
-        .collect();
-    placed.sort();
-    assert_eq!(
-        placed,
-        ["n1:true", "n2:true"],
-        "the others run their replicas"
-    );
-    let own = support::swarm_info(&third).await;
-    assert_eq!(
-        own.cluster.and_then(|c| c.id),
-        foreign,
-        "n3 keeps the swarm it was in"
-    );
-    let first = support::engine(&bed.nodes[0]).await;
-    assert_eq!(
-        support::swarm_info(&first).await.nodes,
-        Some(2),
-        "n1 and n2 formed a swarm of their own"
-    );
-
-    support::remove_stack(&bed, &repo.stack).await;
-    support::without_swarm(&bed).await;
-}
-
 /// The router on the edge node sends each host's requests to that service's
 /// replicas on any host, over the overlay: `route` and Docker Cloud's
 /// `VIRTUAL_HOST` alike, and 404 for a host without a route. A rolling
@@ -3028,19 +2955,22 @@ async fn an_unhealthy_replica_leaves_the_rotation_and_returns_when_healthy() {
 /// A routed service is replaced start-first by default on a bridge
 /// network: a single replica's successor is in rotation before it stops,
 /// so a client asking all along is answered every time, by the old
-/// version then the new, and the successor takes the replica's name.
+/// version then the new, and the successor takes the replica's name. A
+/// successor that never becomes healthy never gets a request: the replica
+/// it was to replace serves all along.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_routed_replica_is_replaced_start_first_and_answers_all_along() {
     let bed = Bed::get();
     const PORT: u16 = 18083;
-    let manifest = |version: &str| {
+    let manifest_checked = |version: &str, check: &str| {
         format!(
-            "{nodes}router:\n  tags: [edge]\n  ports: [\"{PORT}:80\"]\n  image: {router}\nservices:\n  app:\n    image: {image}\n    command: [\"sh\", \"-c\", \"mkdir -p /www && echo {version} > /www/index.html && exec httpd -f -p 8080 -h /www\"]\n    tags: [edge]\n    route: {{ host: app.test, port: 8080 }}\n    stop_grace_period: 1s\n",
+            "{nodes}router:\n  tags: [edge]\n  ports: [\"{PORT}:80\"]\n  image: {router}\nservices:\n  app:\n    image: {image}\n    command: [\"sh\", \"-c\", \"mkdir -p /www && echo {version} > /www/index.html && exec httpd -f -p 8080 -h /www\"]\n    tags: [edge]\n    route: {{ host: app.test, port: 8080 }}\n    stop_grace_period: 1s\n{check}",
             nodes = support::nodes_yaml(&bed, &[&["edge"]]),
             router = bed.router_image,
             image = bed.base_image,
         )
     };
+    let manifest = |version: &str| manifest_checked(version, "");
     let repo = support::UserRepo::new("startfirst", &manifest("v1"));
     let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -3095,6 +3025,47 @@ async fn a_routed_replica_is_replaced_start_first_and_answers_all_along() {
     );
     let (code, stdout, stderr) = repo.pier(&bed, &["diff"]);
     assert_eq!(code, 0, "a second diff plans nothing: {stdout}{stderr}");
+
+    // v3 never passes its health check: it is removed, and v2 answers
+    // every request meanwhile.
+    let v2 = names
+        .iter()
+        .find(|(_, name, running)| *running && name.contains("-app-"))
+        .map(|(_, name, _)| name.clone())
+        .expect("v2 runs");
+    repo.commit(
+        &manifest_checked(
+            "v3",
+            "    healthcheck: { test: [\"CMD\", \"false\"], interval: 1s, retries: 1 }\n",
+        ),
+        "app v3, never healthy",
+    );
+    let ((code, stdout, stderr), outcomes) = while_asking(&edge, PORT, "app.test", || {
+        repo.pier(&bed, &["apply", "--health-timeout", "20s"])
+    })
+    .await;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("the previous container keeps running"),
+        "{stderr}"
+    );
+    assert!(outcomes.len() > 1, "the client kept asking");
+    let other: Vec<_> = outcomes
+        .iter()
+        .filter(|o| !matches!(o, Some((200, body)) if body.trim() == "v2"))
+        .collect();
+    if !other.is_empty() {
+        let router = format!("{}-pier-router-1", repo.stack);
+        let logs = support::container_logs(&engine(&bed.nodes[0]).await, &router, 60).await;
+        panic!("every request answered by v2: {other:?}\n{stderr}\nrouter:\n{logs}");
+    }
+    let after: Vec<String> = support::stack_containers(&bed, &repo.stack)
+        .await
+        .into_iter()
+        .filter(|(_, name, _)| name.contains("-app-"))
+        .map(|(_, name, _)| name)
+        .collect();
+    assert_eq!(after, [v2], "the successor is gone, the replica stays");
     support::remove_stack(&bed, &repo.stack).await;
     let docker = engine(&bed.nodes[0]).await;
     for network in ["", "-routes"] {

@@ -175,6 +175,26 @@ pub async fn force_remove(docker: &Docker, name: &str) {
         .unwrap_or_else(|e| panic!("docker rm -f {name}: {e}"));
 }
 
+/// The last `tail` lines a container printed (stdout and stderr), to
+/// explain a failed assertion; what went wrong reading them otherwise.
+pub async fn container_logs(docker: &Docker, name: &str, tail: usize) -> String {
+    use futures_util::TryStreamExt;
+    let options = bollard::query_parameters::LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .tail(&tail.to_string())
+        .build();
+    match docker
+        .logs(name, Some(options))
+        .map_ok(|chunk| String::from_utf8_lossy(&chunk.into_bytes()).into_owned())
+        .try_collect::<Vec<_>>()
+        .await
+    {
+        Ok(lines) => lines.concat(),
+        Err(e) => format!("(docker logs {name}: {e})"),
+    }
+}
+
 /// A name unique to this test run, for containers, stacks and networks.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
