@@ -30,6 +30,9 @@ pub struct Metrics {
     pub triggers_coalesced: Counter,
     /// Notification attempts by target and result.
     notifications: Family<Labels, Counter>,
+    /// Replicas in rotation, and wanted, per routed host (and path).
+    route_backends: Family<Labels, Gauge>,
+    route_backends_wanted: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -44,6 +47,8 @@ impl Default for Metrics {
             revision: Family::default(),
             triggers_coalesced: Counter::default(),
             notifications: Family::default(),
+            route_backends: Family::default(),
+            route_backends_wanted: Family::default(),
         }
     }
 }
@@ -85,6 +90,18 @@ impl Metrics {
         self.notifications
             .get_or_create(&labels(&[("target", target), ("result", result)]))
             .inc();
+    }
+
+    /// Replace the routes' backend counts with the ones observed in a pass:
+    /// (route, service, in rotation, wanted).
+    pub fn set_routes<'a>(&self, routes: impl IntoIterator<Item = (&'a str, &'a str, i64, i64)>) {
+        self.route_backends.clear();
+        self.route_backends_wanted.clear();
+        for (route, service, up, wanted) in routes {
+            let key = labels(&[("route", route), ("service", service)]);
+            self.route_backends.get_or_create(&key).set(up);
+            self.route_backends_wanted.get_or_create(&key).set(wanted);
+        }
     }
 
     pub fn set_revision(&self, commit: &str) {
@@ -142,6 +159,16 @@ impl Metrics {
             "Notifications by target and result (delivered, retried, failed, dropped)",
             self.notifications.clone(),
         );
+        registry.register(
+            "route_backends",
+            "Replicas the router sends a route's requests to",
+            self.route_backends.clone(),
+        );
+        registry.register(
+            "route_backends_wanted",
+            "Replicas a route's service is declared with",
+            self.route_backends_wanted.clone(),
+        );
         let mut text = String::new();
         encode(&mut text, &registry).expect("writing to a String cannot fail");
         text
@@ -160,6 +187,7 @@ mod tests {
         metrics.set_containers([("web", "n1", "running", 2)]);
         metrics.set_revision("abc");
         metrics.notification("ops", "failed");
+        metrics.set_routes([("app.example.com/api", "web", 1, 2)]);
         let text = metrics.render();
         for needle in [
             "pier_passes_total{trigger=\"git\",result=\"ok\"} 1",
@@ -168,6 +196,8 @@ mod tests {
             "pier_applied_revision_info{commit=\"abc\"} 1",
             "pier_reconcile_duration_seconds_count 1",
             "pier_notifications_total{target=\"ops\",result=\"failed\"} 1",
+            "pier_route_backends{route=\"app.example.com/api\",service=\"web\"} 1",
+            "pier_route_backends_wanted{route=\"app.example.com/api\",service=\"web\"} 2",
         ] {
             assert!(text.contains(needle), "missing {needle} in:\n{text}");
         }

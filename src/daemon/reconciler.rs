@@ -917,6 +917,7 @@ impl Reconciler {
                         hosts: r.hosts.clone(),
                         path: r.path.clone(),
                         port: r.port,
+                        backends: in_rotation_of(observed, &service.name),
                     }),
                 nodes: observed
                     .nodes
@@ -970,6 +971,21 @@ impl Reconciler {
                     .map(move |((service, state), n)| (service, node.as_str(), state, n))
                     .collect::<Vec<_>>()
             }));
+        let routes: Vec<(String, &str, i64, i64)> = services
+            .iter()
+            .filter_map(|s| s.route.as_ref().map(|r| (s, r)))
+            .flat_map(|(s, r)| {
+                r.hosts.iter().map(move |host| {
+                    let route = format!("{host}{}", r.path.as_deref().unwrap_or(""));
+                    (route, s.name.as_str(), r.backends as i64, s.desired as i64)
+                })
+            })
+            .collect();
+        self.shared.metrics.set_routes(
+            routes
+                .iter()
+                .map(|(route, service, up, wanted)| (route.as_str(), *service, *up, *wanted)),
+        );
         let mut status = self.shared.status.write().expect("status lock");
         status.services = services;
         status.nodes = nodes;
@@ -978,6 +994,16 @@ impl Reconciler {
             status.revision = Some(loaded.commit.clone());
         }
     }
+}
+
+/// Replicas of `service` the router sends requests to.
+fn in_rotation_of(observed: &Observed, service: &str) -> usize {
+    observed
+        .nodes
+        .values()
+        .flat_map(|node| &node.owned)
+        .filter(|c| c.service == service && c.running && c.in_rotation)
+        .count()
 }
 
 fn running_by_service(observed: &Observed) -> BTreeMap<&str, usize> {

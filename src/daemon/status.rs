@@ -41,8 +41,8 @@ pub struct ServiceStatus {
     pub autoredeploy: bool,
     pub condition: Condition,
     pub reason: String,
-    /// What the router sends to this service; its backends are the
-    /// `running` replicas out of `desired`.
+    /// What the router sends to this service: its backends are the
+    /// replicas in rotation, out of `desired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<RouteStatus>,
     /// Running replicas per node.
@@ -57,6 +57,9 @@ pub struct RouteStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     pub port: u16,
+    /// Replicas in rotation: running, healthy, and on the network the
+    /// router finds them on.
+    pub backends: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -198,7 +201,7 @@ pub fn render(status: &Status) -> String {
                     route.path.as_deref().unwrap_or(""),
                     service.name,
                     route.port,
-                    service.running,
+                    route.backends,
                     service.desired
                 );
             }
@@ -274,6 +277,7 @@ mod tests {
                         hosts: vec!["a.example.com".into(), "b.example.com".into()],
                         path: Some("/api".into()),
                         port: 8080,
+                        backends: 1,
                     }),
                 ),
                 service("db", None),
@@ -281,11 +285,13 @@ mod tests {
             ..Default::default()
         };
         let text = render(&status);
-        assert!(text.contains("a.example.com/api  web:8080  2/3"), "{text}");
-        assert!(text.contains("b.example.com/api  web:8080  2/3"), "{text}");
+        // Two replicas run; one of them is out of rotation.
+        assert!(text.contains("a.example.com/api  web:8080  1/3"), "{text}");
+        assert!(text.contains("b.example.com/api  web:8080  1/3"), "{text}");
         assert!(!text.contains("db:"), "{text}");
         let json = serde_json::to_value(&status).expect("serialises");
         assert_eq!(json["services"][0]["route"]["hosts"][1], "b.example.com");
+        assert_eq!(json["services"][0]["route"]["backends"], 1);
         assert!(json["services"][1].get("route").is_none(), "{json}");
     }
 }
