@@ -14,7 +14,10 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::Bed;
+use support::{
+    Bed, CONVERGE, Daemon, DaemonOptions, UserRepo, eventually, nodes_yaml, remove_stack, sleeper,
+    stack_replicas, wait_running,
+};
 
 static BED_CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -809,4 +812,91 @@ async fn a_node_in_another_swarm_is_reported_and_left_alone() {
 
     support::remove_stack(&bed, &repo.stack).await;
     support::without_swarm(&bed).await;
+}
+
+/// On an overlay network, a node that leaves the manifests is drained, then
+/// leaves the stack's swarm (a manager is demoted first) and the managers
+/// forget it; of the two managers left, one is demoted (two cannot lose
+/// either). Declared again, it joins again. Here because engines leave
+/// their swarm (see the module's doc).
+#[tokio::test]
+async fn daemon_takes_a_node_that_leaves_the_manifests_out_of_the_swarm() {
+    let _turn = BED_CHANGES.lock().await;
+    let bed = Bed::get();
+    // From no swarm: three managers are formed, not found.
+    support::without_swarm(&bed).await;
+    let all = nodes_yaml(&bed, &[&["app"], &["app"], &["app"]]);
+    let two = nodes_yaml(&bed, &[&["app"], &["app"]]);
+    let manifest = |nodes: &str| {
+        format!(
+            "{nodes}services:\n{}networks:\n  default: {{ driver: overlay }}\n",
+            sleeper(&bed, "web", 3, "    tags: [app]\n")
+        )
+    };
+    let repo = UserRepo::new("dleave", &manifest(&all));
+    let state = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &DaemonOptions::default(),
+    );
+    let placed = wait_running(&bed, &repo.stack, "web", 3).await;
+    assert!(placed.iter().any(|r| r.starts_with("n3:")), "{placed:?}");
+    let (manager, third) = (
+        support::engine(&bed.nodes[0]).await,
+        support::engine(&bed.nodes[2]).await,
+    );
+    let swarm = || support::swarm_info(&third);
+    let id = swarm().await.node_id.expect("n3 is in the swarm");
+    let known = |id: String| {
+        let manager = manager.clone();
+        async move {
+            manager
+                .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
+                .await
+                .expect("node list")
+                .iter()
+                .any(|n| n.id.as_deref() == Some(id.as_str()))
+        }
+    };
+    assert!(known(id.clone()).await);
+
+    repo.commit(&manifest(&two), "retire n3");
+    eventually("n3 drained and out of the swarm", CONVERGE, || async {
+        let on_n3 = stack_replicas(&bed, &repo.stack)
+            .await
+            .iter()
+            .any(|r| r.0 == "n3");
+        let state = swarm().await.local_node_state.map(|s| s.to_string());
+        let forgotten = !known(id.clone()).await;
+        (!on_n3 && state.as_deref() == Some("inactive") && forgotten).then_some(())
+    })
+    .await;
+    let second = support::engine(&bed.nodes[1]).await;
+    eventually("one manager left of two nodes", CONVERGE, || async {
+        let managers = support::swarm_info(&manager).await.managers;
+        let n2_manages = support::swarm_info(&second).await.control_available;
+        (managers == Some(1) && n2_manages == Some(false)).then_some(())
+    })
+    .await;
+
+    repo.commit(&manifest(&all), "n3 again");
+    eventually("n3 back in the swarm", CONVERGE, || async {
+        (swarm()
+            .await
+            .local_node_state
+            .map(|s| s.to_string())
+            .as_deref()
+            == Some("active"))
+        .then_some(())
+    })
+    .await;
+    wait_running(&bed, &repo.stack, "web", 3).await;
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+    let _ = manager
+        .remove_network(&format!("pier-{}-overlay", repo.stack))
+        .await;
 }

@@ -4,49 +4,10 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Bed, Daemon, DaemonOptions, HookReceiver, SmtpServer, UserRepo, eventually, git, head_commit,
-    nodes_yaml, push_image, remove_stack, stack_replicas, unique,
+    Bed, CONVERGE, Daemon, DaemonOptions, HookReceiver, SmtpServer, UserRepo, eventually, git,
+    head_commit, nodes_yaml, push_image, remove_stack, running, sleeper, stack_replicas, unique,
+    wait_running,
 };
-
-// A bound, not a wait: on 2 shared cores with four tests at a time and the
-// bed's engines busy, a daemon's first pass has taken over a minute.
-const CONVERGE: Duration = Duration::from_secs(120);
-
-fn sleeper(bed: &Bed, name: &str, replicas: u32, extra: &str) -> String {
-    format!(
-        "  {name}:\n    image: {}\n    command: sleep 3600\n    stop_grace_period: 1s\n    target_num_containers: {replicas}\n    deployment_strategy: high_availability\n{extra}",
-        bed.base_image
-    )
-}
-
-/// Running replicas of `service` in `stack`, as `node:name`.
-async fn running(bed: &Bed, stack: &str, service: &str) -> Vec<String> {
-    stack_replicas(bed, stack)
-        .await
-        .into_iter()
-        .filter(|(_, _, up, labels)| {
-            *up && labels.get("pier.service").map(String::as_str) == Some(service)
-        })
-        .map(|(node, name, _, _)| format!("{node}:{name}"))
-        .collect()
-}
-
-async fn wait_running(bed: &Bed, stack: &str, service: &str, count: usize) -> Vec<String> {
-    eventually(
-        &format!("{count} running replicas of {service}"),
-        CONVERGE,
-        || async {
-            let up = running(bed, stack, service).await;
-            let all = stack_replicas(bed, stack).await;
-            let of_service = all
-                .iter()
-                .filter(|(_, _, _, l)| l.get("pier.service").map(String::as_str) == Some(service))
-                .count();
-            (up.len() == count && of_service == count).then_some(up)
-        },
-    )
-    .await
-}
 
 /// A commit converges at once through the refs watcher (the git interval is
 /// an hour here); a removed replica is back within 5 s; an invalid commit
@@ -910,92 +871,6 @@ async fn other_branches_run_on_trusted_runners_without_secrets_or_pushes() {
     .await;
     drop(daemon);
     remove_stack(&bed, &repo.stack).await;
-}
-
-/// On an overlay network, a node that leaves the manifests is drained, then
-/// leaves the stack's swarm (a manager is demoted first) and the managers
-/// forget it; of the two managers left, one is demoted (two cannot lose
-/// either). Declared again, it joins again.
-#[tokio::test]
-async fn daemon_takes_a_node_that_leaves_the_manifests_out_of_the_swarm() {
-    let _swarm = crate::support::swarm_lock().await;
-    let bed = Bed::get();
-    // From no swarm: three managers are formed, not found.
-    crate::support::without_swarm(&bed).await;
-    let all = nodes_yaml(&bed, &[&["app"], &["app"], &["app"]]);
-    let two = nodes_yaml(&bed, &[&["app"], &["app"]]);
-    let manifest = |nodes: &str| {
-        format!(
-            "{nodes}services:\n{}networks:\n  default: {{ driver: overlay }}\n",
-            sleeper(&bed, "web", 3, "    tags: [app]\n")
-        )
-    };
-    let repo = UserRepo::new("dleave", &manifest(&all));
-    let state = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(
-        &bed,
-        repo.dir.path().to_str().unwrap(),
-        &repo.stack,
-        state.path(),
-        &DaemonOptions::default(),
-    );
-    let placed = wait_running(&bed, &repo.stack, "web", 3).await;
-    assert!(placed.iter().any(|r| r.starts_with("n3:")), "{placed:?}");
-    let (manager, third) = (
-        crate::support::engine(&bed.nodes[0]).await,
-        crate::support::engine(&bed.nodes[2]).await,
-    );
-    let swarm = || crate::support::swarm_info(&third);
-    let id = swarm().await.node_id.expect("n3 is in the swarm");
-    let known = |id: String| {
-        let manager = manager.clone();
-        async move {
-            manager
-                .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
-                .await
-                .expect("node list")
-                .iter()
-                .any(|n| n.id.as_deref() == Some(id.as_str()))
-        }
-    };
-    assert!(known(id.clone()).await);
-
-    repo.commit(&manifest(&two), "retire n3");
-    eventually("n3 drained and out of the swarm", CONVERGE, || async {
-        let on_n3 = stack_replicas(&bed, &repo.stack)
-            .await
-            .iter()
-            .any(|r| r.0 == "n3");
-        let state = swarm().await.local_node_state.map(|s| s.to_string());
-        let forgotten = !known(id.clone()).await;
-        (!on_n3 && state.as_deref() == Some("inactive") && forgotten).then_some(())
-    })
-    .await;
-    let second = crate::support::engine(&bed.nodes[1]).await;
-    eventually("one manager left of two nodes", CONVERGE, || async {
-        let managers = crate::support::swarm_info(&manager).await.managers;
-        let n2_manages = crate::support::swarm_info(&second).await.control_available;
-        (managers == Some(1) && n2_manages == Some(false)).then_some(())
-    })
-    .await;
-
-    repo.commit(&manifest(&all), "n3 again");
-    eventually("n3 back in the swarm", CONVERGE, || async {
-        (swarm()
-            .await
-            .local_node_state
-            .map(|s| s.to_string())
-            .as_deref()
-            == Some("active"))
-        .then_some(())
-    })
-    .await;
-    wait_running(&bed, &repo.stack, "web", 3).await;
-    drop(daemon);
-    remove_stack(&bed, &repo.stack).await;
-    let _ = manager
-        .remove_network(&format!("pier-{}-overlay", repo.stack))
-        .await;
 }
 
 async fn support_http_get(bed: &Bed, path: &str) -> (u16, String) {

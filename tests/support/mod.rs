@@ -748,6 +748,49 @@ impl Drop for Daemon {
     }
 }
 
+/// How long a daemon test lets the daemon converge. A bound, not a wait:
+/// on 2 shared cores with four tests at a time and the bed's engines busy,
+/// a daemon's first pass has taken over a minute.
+pub const CONVERGE: Duration = Duration::from_secs(120);
+
+/// Manifest lines of a service of `replicas` sleeping containers.
+pub fn sleeper(bed: &Bed, name: &str, replicas: u32, extra: &str) -> String {
+    format!(
+        "  {name}:\n    image: {}\n    command: sleep 3600\n    stop_grace_period: 1s\n    target_num_containers: {replicas}\n    deployment_strategy: high_availability\n{extra}",
+        bed.base_image
+    )
+}
+
+/// Running replicas of `service` in `stack`, as `node:name`.
+pub async fn running(bed: &Bed, stack: &str, service: &str) -> Vec<String> {
+    stack_replicas(bed, stack)
+        .await
+        .into_iter()
+        .filter(|(_, _, up, labels)| {
+            *up && labels.get("pier.service").map(String::as_str) == Some(service)
+        })
+        .map(|(node, name, _, _)| format!("{node}:{name}"))
+        .collect()
+}
+
+/// Wait for exactly `count` replicas of `service`, all running.
+pub async fn wait_running(bed: &Bed, stack: &str, service: &str, count: usize) -> Vec<String> {
+    eventually(
+        &format!("{count} running replicas of {service}"),
+        CONVERGE,
+        || async {
+            let up = running(bed, stack, service).await;
+            let all = stack_replicas(bed, stack).await;
+            let of_service = all
+                .iter()
+                .filter(|(_, _, _, l)| l.get("pier.service").map(String::as_str) == Some(service))
+                .count();
+            (up.len() == count && of_service == count).then_some(up)
+        },
+    )
+    .await
+}
+
 /// Replica containers of `stack` with their labels: (node, name, running, labels).
 pub async fn stack_replicas(
     bed: &Bed,
