@@ -2575,22 +2575,19 @@ async fn a_three_node_overlay_stack_keeps_three_swarm_managers() {
 /// The router on the edge node sends each host's requests to that service's
 /// replicas on any host, over the overlay: `route` and Docker Cloud's
 /// `VIRTUAL_HOST` alike, and 404 for a host without a route. A rolling
-/// replacement of a two-replica service loses no request: start-first, as
-/// routed services are by default, on the overlay too.
+/// replacement of a two-replica service that stops gracefully loses no
+/// request: start-first, as routed services are by default, on the overlay
+/// too.
 // Two threads: the client keeps asking while `pier apply` blocks one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_router_spreads_each_host_across_replicas_and_a_rollout_loses_no_request() {
     let _swarm = support::swarm_lock().await;
     let bed = Bed::get();
     const PORT: u16 = 18080;
-    let serve = |text: &str, port: u16| {
-        format!(
-            "[\"sh\", \"-c\", \"mkdir -p /www && echo {text} $(hostname) > /www/index.html && exec httpd -f -p {port} -h /www\"]"
-        )
-    };
+    let serve = |text: &str, port: u16| graceful_httpd(&format!("{text} $(hostname)"), port);
     let manifest_routing = |version: &str, app_hosts: &str| {
         format!(
-            "{nodes}router:\n  tags: [edge]\n  ports: [\"{PORT}:80\"]\n  image: {router}\nservices:\n  app:\n    image: {image}\n    command: {app}\n    deploy: {{ replicas: 2 }}\n    deployment_strategy: high_availability\n    tags: [app]\n    route: {{ hosts: [{app_hosts}], port: 8080 }}\n    stop_grace_period: 1s\n  other:\n    image: {image}\n    command: {other}\n    tags: [app]\n    expose: [\"8081\"]\n    environment: {{ VIRTUAL_HOST: \"http://other.test\" }}\n    stop_grace_period: 1s\nnetworks:\n  default: {{ driver: overlay }}\n",
+            "{nodes}router:\n  tags: [edge]\n  ports: [\"{PORT}:80\"]\n  image: {router}\nservices:\n  app:\n    image: {image}\n    command: {app}\n    deploy: {{ replicas: 2 }}\n    deployment_strategy: high_availability\n    tags: [app]\n    route: {{ hosts: [{app_hosts}], port: 8080 }}\n    stop_grace_period: 3s\n  other:\n    image: {image}\n    command: {other}\n    tags: [app]\n    expose: [\"8081\"]\n    environment: {{ VIRTUAL_HOST: \"http://other.test\" }}\n    stop_grace_period: 1s\nnetworks:\n  default: {{ driver: overlay }}\n",
             nodes = support::nodes_yaml(&bed, &[&["edge"], &["app"], &["app"]]),
             router = bed.router_image,
             image = bed.base_image,
@@ -2754,6 +2751,18 @@ async fn router_on_n1(bed: &Bed, stack: &str) -> String {
         })
         .and_then(|c| c.id)
         .expect("the router runs on n1")
+}
+
+/// A manifest `command` serving `text` on `port`, from an application that
+/// stops gracefully, as the router's promise of no lost request asks of
+/// it: on SIGTERM the listener goes (busybox httpd serves each connection
+/// in a child of its own, which finishes), and the container ends a second
+/// later. Give it a `stop_grace_period` over that second. (`httpd` as PID 1
+/// ignores SIGTERM and is killed mid-request when the grace period ends.)
+fn graceful_httpd(text: &str, port: u16) -> String {
+    format!(
+        "[\"sh\", \"-c\", \"mkdir -p /www && echo {text} > /www/index.html && httpd -f -p {port} -h /www & trap 'kill $$! && sleep 1 && exit 0' TERM; wait\"]"
+    )
 }
 
 /// Run `work` (it may block: the test runs on two threads) while a client
@@ -2987,7 +2996,8 @@ async fn an_unhealthy_replica_leaves_the_rotation_and_returns_when_healthy() {
 
 /// A routed service is replaced start-first by default on a bridge
 /// network: a single replica's successor is in rotation before it stops,
-/// so a client asking all along is answered every time, by the old
+/// so a client asking all along is answered every time (the application
+/// stops gracefully: [`graceful_httpd`]), by the old
 /// version then the new, and the successor takes the replica's name. A
 /// successor that never becomes healthy never gets a request: the replica
 /// it was to replace serves all along.
@@ -2997,10 +3007,11 @@ async fn a_routed_replica_is_replaced_start_first_and_answers_all_along() {
     const PORT: u16 = 18083;
     let manifest_checked = |version: &str, check: &str| {
         format!(
-            "{nodes}router:\n  tags: [edge]\n  ports: [\"{PORT}:80\"]\n  image: {router}\nservices:\n  app:\n    image: {image}\n    command: [\"sh\", \"-c\", \"mkdir -p /www && echo {version} > /www/index.html && exec httpd -f -p 8080 -h /www\"]\n    tags: [edge]\n    route: {{ host: app.test, port: 8080 }}\n    stop_grace_period: 1s\n{check}",
+            "{nodes}router:\n  tags: [edge]\n  ports: [\"{PORT}:80\"]\n  image: {router}\nservices:\n  app:\n    image: {image}\n    command: {command}\n    tags: [edge]\n    route: {{ host: app.test, port: 8080 }}\n    stop_grace_period: 3s\n{check}",
             nodes = support::nodes_yaml(&bed, &[&["edge"]]),
             router = bed.router_image,
             image = bed.base_image,
+            command = graceful_httpd(version, 8080),
         )
     };
     let manifest = |version: &str| manifest_checked(version, "");
