@@ -4,7 +4,7 @@
 //! `VIRTUAL_HOST`.
 //!
 //! The configuration names services, not containers: Caddy asks the stack
-//! network's DNS for a service's replicas every second and tries them in
+//! network's DNS for a service's replicas every 250 ms and tries them in
 //! turn for `retry_for`, so replicas coming and going (scaling, a rolling
 //! replacement) change nothing in it. A change of routes is live
 //! configuration: rewritten in the running routers and reloaded there.
@@ -128,19 +128,19 @@ pub fn acme(spec: &AcmeSpec, here: &Here, problems: &mut Vec<Diagnostic>) -> Opt
 /// a connection is accepted within milliseconds; a replica that is gone
 /// leaves no address to refuse one, and each request sent there waits
 /// this long.
-const DIAL_TIMEOUT: &str = "1s";
+const DIAL_TIMEOUT: &str = "250ms";
 /// How often the router asks DNS for a service's replicas: a replica that
 /// is gone is still tried until the next answer.
-const DNS_REFRESH: &str = "1s";
+const DNS_REFRESH: &str = "250ms";
 /// How long the router waits before trying another replica after one
 /// failed: short, as the next one is most likely up; it bounds how often
 /// a request tries when none is.
-const TRY_INTERVAL: &str = "250ms";
+const TRY_INTERVAL: &str = "50ms";
 /// How long a replica that failed is passed over (with Caddy releases
 /// that keep this state for replicas found through DNS): longer than a
 /// gone replica stays in the DNS answer, short enough that one which only
 /// missed a connection is back soon.
-const FAIL_DURATION: &str = "10s";
+const FAIL_DURATION: &str = "2s";
 
 /// How long a request keeps trying replicas when `retry_for` is not set.
 pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(10);
