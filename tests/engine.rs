@@ -2997,10 +2997,10 @@ async fn an_unhealthy_replica_leaves_the_rotation_and_returns_when_healthy() {
 /// A routed service is replaced start-first by default on a bridge
 /// network: a single replica's successor is in rotation before it stops,
 /// so a client asking all along is answered every time (the application
-/// stops gracefully: [`graceful_httpd`]), by the old
-/// version then the new, and the successor takes the replica's name. A
-/// successor that never becomes healthy never gets a request: the replica
-/// it was to replace serves all along.
+/// stops gracefully: [`graceful_httpd`]), by the old version then the new,
+/// and the successor takes the replica's name. A successor that never
+/// becomes healthy never gets a request: the replica it was to replace
+/// serves all along.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_routed_replica_is_replaced_start_first_and_answers_all_along() {
     let bed = Bed::get();

@@ -94,11 +94,11 @@ impl Metrics {
 
     /// Replace the routes' backend counts with the ones observed in a pass:
     /// (route, service, in rotation, wanted).
-    pub fn set_routes<'a>(&self, routes: impl IntoIterator<Item = (&'a str, &'a str, i64, i64)>) {
+    pub fn set_routes<'a>(&self, routes: impl IntoIterator<Item = (String, &'a str, i64, i64)>) {
         self.route_backends.clear();
         self.route_backends_wanted.clear();
         for (route, service, up, wanted) in routes {
-            let key = labels(&[("route", route), ("service", service)]);
+            let key = labels(&[("route", &route), ("service", service)]);
             self.route_backends.get_or_create(&key).set(up);
             self.route_backends_wanted.get_or_create(&key).set(wanted);
         }
@@ -187,7 +187,7 @@ mod tests {
         metrics.set_containers([("web", "n1", "running", 2)]);
         metrics.set_revision("abc");
         metrics.notification("ops", "failed");
-        metrics.set_routes([("app.example.com/api", "web", 1, 2)]);
+        metrics.set_routes([("app.example.com/api".to_string(), "web", 1, 2)]);
         let text = metrics.render();
         for needle in [
             "pier_passes_total{trigger=\"git\",result=\"ok\"} 1",

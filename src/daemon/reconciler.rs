@@ -971,21 +971,7 @@ impl Reconciler {
                     .map(move |((service, state), n)| (service, node.as_str(), state, n))
                     .collect::<Vec<_>>()
             }));
-        let routes: Vec<(String, &str, i64, i64)> = services
-            .iter()
-            .filter_map(|s| s.route.as_ref().map(|r| (s, r)))
-            .flat_map(|(s, r)| {
-                r.hosts.iter().map(move |host| {
-                    let route = format!("{host}{}", r.path.as_deref().unwrap_or(""));
-                    (route, s.name.as_str(), r.backends as i64, s.desired as i64)
-                })
-            })
-            .collect();
-        self.shared.metrics.set_routes(
-            routes
-                .iter()
-                .map(|(route, service, up, wanted)| (route.as_str(), *service, *up, *wanted)),
-        );
+        self.shared.metrics.set_routes(route_backends(&services));
         let mut status = self.shared.status.write().expect("status lock");
         status.services = services;
         status.nodes = nodes;
@@ -994,6 +980,21 @@ impl Reconciler {
             status.revision = Some(loaded.commit.clone());
         }
     }
+}
+
+/// Each routed host (and path) with its service, its backends in rotation
+/// and its desired replicas.
+fn route_backends(services: &[ServiceStatus]) -> Vec<(String, &str, i64, i64)> {
+    services
+        .iter()
+        .filter_map(|s| s.route.as_ref().map(|r| (s, r)))
+        .flat_map(|(s, r)| {
+            r.hosts.iter().map(move |host| {
+                let route = format!("{host}{}", r.path.as_deref().unwrap_or(""));
+                (route, s.name.as_str(), r.backends as i64, s.desired as i64)
+            })
+        })
+        .collect()
 }
 
 /// Replicas of `service` the router sends requests to.

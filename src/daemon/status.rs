@@ -58,7 +58,8 @@ pub struct RouteStatus {
     pub path: Option<String>,
     pub port: u16,
     /// Replicas in rotation: running, healthy, and on the network the
-    /// router finds them on.
+    /// router finds them on. (0 from a daemon that did not count them.)
+    #[serde(default)]
     pub backends: usize,
 }
 
