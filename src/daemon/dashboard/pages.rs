@@ -313,7 +313,8 @@ fn service_table(services: &[ServiceStatus], detailed: bool, viewer: &Viewer) ->
                                 td { @for (node, n) in &s.nodes { span.chip { (node) " ×" (n) } " " } }
                                 td { @if let Some(route) = &s.route {
                                     @for host in &route.hosts { code { (host) (route.path.as_deref().unwrap_or("")) } " " }
-                                    " → :" (route.port)
+                                    " → :" (route.port) " "
+                                    span.muted data-backends=(route.backends) { (route.backends) " of " (s.desired) " in rotation" }
                                 } }
                                 td { @if s.autoredeploy { "yes" } @else { span.muted { "no" } } }
                             }
@@ -629,6 +630,35 @@ mod tests {
         assert!(text.contains("action=\"/ui/scale\""), "{text}");
         assert!(text.contains("name=\"csrf\" value=\"t0ken\""), "{text}");
         assert!(text.contains("max=\"10\" value=\"3\""), "{text}");
+    }
+
+    /// A route shows its hosts, port and backends in rotation of desired.
+    #[test]
+    fn a_route_shows_its_backends_in_rotation() {
+        let status = Status {
+            services: vec![ServiceStatus {
+                name: "web".into(),
+                desired: 3,
+                running: 3,
+                image: "app".into(),
+                digest: String::new(),
+                autoredeploy: false,
+                condition: Condition::Ready,
+                reason: String::new(),
+                route: Some(crate::daemon::status::RouteStatus {
+                    hosts: vec!["app.example.com".into()],
+                    path: None,
+                    port: 8080,
+                    backends: 2,
+                }),
+                nodes: Default::default(),
+            }],
+            ..Default::default()
+        };
+        let text = services(&status, None, &Viewer::default()).into_string();
+        assert!(text.contains("<code>app.example.com</code>"), "{text}");
+        assert!(text.contains("→ :8080"), "{text}");
+        assert!(text.contains("2 of 3 in rotation"), "{text}");
     }
 
     #[test]
