@@ -592,9 +592,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn forms_to_act_appear_only_for_a_viewer_who_may_act() {
-        let status = Status {
+    /// A status with one service, `web`, of 3 replicas all running.
+    fn one_ready_service(route: Option<crate::daemon::status::RouteStatus>) -> Status {
+        Status {
             services: vec![ServiceStatus {
                 name: "web".into(),
                 desired: 3,
@@ -604,11 +604,16 @@ mod tests {
                 autoredeploy: false,
                 condition: Condition::Ready,
                 reason: String::new(),
-                route: None,
+                route,
                 nodes: Default::default(),
             }],
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn forms_to_act_appear_only_for_a_viewer_who_may_act() {
+        let status = one_ready_service(None);
         let reader = Viewer {
             actions_enabled: true,
             can_sign_in: true,
@@ -635,26 +640,12 @@ mod tests {
     /// A route shows its hosts, port and backends in rotation of desired.
     #[test]
     fn a_route_shows_its_backends_in_rotation() {
-        let status = Status {
-            services: vec![ServiceStatus {
-                name: "web".into(),
-                desired: 3,
-                running: 3,
-                image: "app".into(),
-                digest: String::new(),
-                autoredeploy: false,
-                condition: Condition::Ready,
-                reason: String::new(),
-                route: Some(crate::daemon::status::RouteStatus {
-                    hosts: vec!["app.example.com".into()],
-                    path: None,
-                    port: 8080,
-                    backends: 2,
-                }),
-                nodes: Default::default(),
-            }],
-            ..Default::default()
-        };
+        let status = one_ready_service(Some(crate::daemon::status::RouteStatus {
+            hosts: vec!["app.example.com".into()],
+            path: None,
+            port: 8080,
+            backends: 2,
+        }));
         let text = services(&status, None, &Viewer::default()).into_string();
         assert!(text.contains("<code>app.example.com</code>"), "{text}");
         assert!(text.contains("→ :8080"), "{text}");
