@@ -989,10 +989,8 @@ fn route_backends(services: &[ServiceStatus]) -> Vec<(String, &str, i64, i64)> {
         .iter()
         .filter_map(|s| s.route.as_ref().map(|r| (s, r)))
         .flat_map(|(s, r)| {
-            r.hosts.iter().map(move |host| {
-                let route = format!("{host}{}", r.path.as_deref().unwrap_or(""));
-                (route, s.name.as_str(), r.backends as i64, s.desired as i64)
-            })
+            r.addresses()
+                .map(move |route| (route, s.name.as_str(), r.backends as i64, s.desired as i64))
         })
         .collect()
 }

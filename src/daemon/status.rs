@@ -63,6 +63,14 @@ pub struct RouteStatus {
     pub backends: usize,
 }
 
+impl RouteStatus {
+    /// What the route answers to: each host with the path, if any.
+    pub fn addresses(&self) -> impl Iterator<Item = String> + '_ {
+        let path = self.path.as_deref().unwrap_or("");
+        self.hosts.iter().map(move |host| format!("{host}{path}"))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub name: String,
@@ -195,15 +203,11 @@ pub fn render(status: &Status) -> String {
     if !routed.is_empty() {
         let _ = writeln!(out, "\nROUTE  SERVICE  BACKENDS UP");
         for (service, route) in routed {
-            for host in &route.hosts {
+            for address in route.addresses() {
                 let _ = writeln!(
                     out,
-                    "{host}{}  {}:{}  {}/{}",
-                    route.path.as_deref().unwrap_or(""),
-                    service.name,
-                    route.port,
-                    route.backends,
-                    service.desired
+                    "{address}  {}:{}  {}/{}",
+                    service.name, route.port, route.backends, service.desired
                 );
             }
         }

@@ -312,7 +312,7 @@ fn service_table(services: &[ServiceStatus], detailed: bool, viewer: &Viewer) ->
                                 td { @if !s.digest.is_empty() { code title=(s.digest) { (short(&s.digest)) } } }
                                 td { @for (node, n) in &s.nodes { span.chip { (node) " ×" (n) } " " } }
                                 td { @if let Some(route) = &s.route {
-                                    @for host in &route.hosts { code { (host) (route.path.as_deref().unwrap_or("")) } " " }
+                                    @for address in route.addresses() { code { (address) } " " }
                                     " → :" (route.port) " "
                                     span.muted data-backends=(route.backends) { (route.backends) " of " (s.desired) " in rotation" }
                                 } }
