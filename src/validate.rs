@@ -58,7 +58,8 @@ pub fn load_checked(
     let mut loaded = manifest::load_and_validate(&snapshot.files, &vars, &snapshot.tree);
     loaded.diagnostics.extend(dot_env_problem);
     if loaded.is_valid() {
-        loaded.diagnostics.extend(policy.check(&loaded.manifest));
+        let refused = policy.check(&loaded);
+        loaded.diagnostics.extend(refused);
         loaded
             .diagnostics
             .sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));

@@ -1349,7 +1349,7 @@ async fn environment_values_are_hidden_in_diff_and_debug_logs() {
 async fn the_policy_refuses_requests_at_their_place_and_changes_nothing() {
     let bed = Bed::get();
     let manifest = format!(
-        "{}    privileged: true\n    cap_add: [NET_ADMIN, SYS_ADMIN]\n    volumes: [\"/srv/app:/data\", \"/etc:/host-etc:ro\"]\n    ports: [\"8080:80\", \"80:80\"]\n",
+        "{}    privileged: true\n    cap_add: [NET_ADMIN, SYS_ADMIN]\n    volumes: [\"/srv/app:/data\", \"/opt/etc:/host-etc:ro\"]\n    ports: [\"8080:80\", \"80:80\"]\n",
         one_node_manifest(&bed, &bed.nodes[0].endpoint, "")
     );
     let repo = support::UserRepo::new("policy", &manifest);
@@ -1375,7 +1375,7 @@ async fn the_policy_refuses_requests_at_their_place_and_changes_nothing() {
         ),
         (
             "volumes:",
-            "a bind mount of `/etc`",
+            "a bind mount of `/opt/etc`",
             "rule: bind_mounts: [/srv]",
         ),
         ("ports:", "host port 80 ", "rule: host_ports: [8000-8999]"),

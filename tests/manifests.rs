@@ -120,7 +120,7 @@ fn check_corpus(folder: &str, count: usize, expected_errors: &[(&str, &[&str])])
         // As `pier validate` checks a valid commit: against the container
         // policy, here the default one.
         let refused = if loaded.is_valid() {
-            pier::policy::Policy::default().check(&loaded.manifest)
+            pier::policy::Policy::default().check(&loaded)
         } else {
             Vec::new()
         };
@@ -993,4 +993,121 @@ fn tutum_net_bridge_is_accepted_and_other_modes_refused() {
         ),
         ["a.yml:2:29: error: services.web.net: unknown network mode `overlay`"]
     );
+}
+
+/// `pier validate --policy` refuses a host resource in every spelling we
+/// know of, each at its file:line:col with the rule: a volume bound to the
+/// host root through `driver_opts`, a raw disk, a `/proc/<pid>/root` bind,
+/// the containerd socket, the engine's own networks under any key, an
+/// external volume of another stack, and a node whose name only starts
+/// like an allowed address.
+#[test]
+fn validate_with_a_policy_refuses_every_spelling_of_a_host_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    git(root, &["init", "-q", "-b", "main"]);
+    std::fs::create_dir(root.join("pier")).unwrap();
+    let manifest = "\
+nodes:
+  good: { endpoint: \"tcp://10.0.0.5:2376\" }
+  evil: { endpoint: \"tcp://10.0.0.5.evil.example:2376\" }
+services:
+  app:
+    image: nginx
+    networks: [hostnet, shared]
+    volumes:
+      - rootfs:/host
+      - disk:/disk
+      - other:/other
+      - /proc/1/root/etc:/etc-of-host
+      - /run/containerd/containerd.sock:/c.sock
+      - /srv/app:/data
+volumes:
+  rootfs:
+    driver_opts: { type: none, o: bind, device: / }
+  disk:
+    driver_opts: { type: ext4, device: /dev/sdb1 }
+  other:
+    external: true
+    name: billing_db
+networks:
+  hostnet:
+    name: host
+  shared:
+    external: true
+    name: bridge
+";
+    std::fs::write(root.join("pier/app.yml"), manifest).unwrap();
+    git(root, &["add", "-A"]);
+    git(root, &["commit", "-q", "-m", "spellings"]);
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "bind_mounts: [/srv]\nnode_endpoints: [\"tcp://10.0.0.*\"]\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = pier(root, &["validate", "--policy", policy.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    // Each line is written once as such: the top-level declarations at
+    // two spaces, the service's `volumes` at four.
+    let line_of = |line: &str| manifest.lines().position(|l| l == line).unwrap() + 1;
+    for (at, refused, rule) in [
+        (
+            "  evil: { endpoint: \"tcp://10.0.0.5.evil.example:2376\" }",
+            "node `evil`",
+            "node_endpoints: [tcp://10.0.0.*]",
+        ),
+        (
+            "  rootfs:",
+            "a bind mount of `/` (driver_opts)",
+            "bind_mounts names `/` itself",
+        ),
+        (
+            "  disk:",
+            "a volume of type `ext4`",
+            "volume_types: [] (none)",
+        ),
+        ("  disk:", "host device `/dev/sdb1`", "devices: [] (none)"),
+        (
+            "  other:",
+            "external volume `billing_db`",
+            "external_volumes: [] (none)",
+        ),
+        (
+            "  hostnet:",
+            "the engine's network `host`",
+            "external_networks must name `host`",
+        ),
+        (
+            "  shared:",
+            "the engine's network `bridge`",
+            "external_networks must name `bridge`",
+        ),
+        (
+            "    volumes:",
+            "a bind mount of `/proc/1/root/etc`",
+            "`/etc` controls the host",
+        ),
+        (
+            "    volumes:",
+            "a bind mount of `/run/containerd/containerd.sock`",
+            "controls the host",
+        ),
+    ] {
+        let line = line_of(at);
+        let found = stderr
+            .lines()
+            .skip_while(|l| {
+                !(l.starts_with(&format!("pier/app.yml:{line}:")) && l.contains(refused))
+            })
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            found.contains(rule),
+            "{refused} at line {line} ({rule}):\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains("node `good`"), "{stderr}");
+    assert!(!stderr.contains("`/srv/app`"), "{stderr}");
 }

@@ -42,6 +42,10 @@ pub struct Loaded {
     pub files: Vec<String>,
     /// Where `networks.default` is declared, if it is.
     pub network_at: Option<Location>,
+    /// Where each top-level volume and network is declared, by
+    /// `volumes.<name>` and `networks.<name>`: what the container policy
+    /// points at when it refuses one.
+    pub declared_at: BTreeMap<String, Location>,
 }
 
 impl Loaded {
@@ -123,6 +127,9 @@ impl Merge {
         let (manifest, target) = (file.manifest, &mut self.loaded);
         target.diagnostics.extend(file.diagnostics);
         target.unknown_at.extend(file.unknown_at);
+        for (key, at) in file.declared_at {
+            target.declared_at.entry(key).or_insert(at);
+        }
         let mut services: Vec<_> = manifest.services.into_values().collect();
         services.sort_by(|a, b| a.location.cmp(&b.location));
         for service in services {
@@ -619,6 +626,9 @@ impl Loader<'_> {
                     .help("only the engine's `local` driver is supported"),
                 );
             }
+            self.loaded
+                .declared_at
+                .insert(format!("volumes.{name}"), here.key_loc(&name));
             let decl = super::model::VolumeDecl {
                 engine_name,
                 external,
@@ -674,6 +684,9 @@ impl Loader<'_> {
                     .help("pier never creates an external network; set them where it is created"),
                 );
             }
+            self.loaded
+                .declared_at
+                .insert(format!("networks.{name}"), here.key_loc(&name));
             let decl = super::model::NetworkDecl {
                 overlay,
                 encrypted,
