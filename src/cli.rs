@@ -150,6 +150,23 @@ pub struct PolicyArgs {
     /// Compose allows, but binds of /, the Docker socket or its folders)
     #[arg(long = "policy", env = "PIER_POLICY", value_parser = pier::policy::Policy::from_file)]
     pub file: Option<pier::policy::Policy>,
+    /// Environment variables manifests may use (interpolation, name-only
+    /// `environment` and stage `env` entries, build args), as globs with
+    /// `*` (comma-separated; default: every variable but PIER_*). A PIER_*
+    /// variable is reachable only when named exactly
+    #[arg(long, env = "PIER_ALLOW_ENV", value_delimiter = ',')]
+    pub allow_env: Vec<String>,
+}
+
+impl PolicyArgs {
+    /// The allow-list without empty entries (`PIER_ALLOW_ENV=`).
+    pub fn allow_env(&self) -> Vec<String> {
+        self.allow_env
+            .iter()
+            .filter(|g| !g.is_empty())
+            .cloned()
+            .collect()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -238,10 +255,6 @@ pub struct DaemonArgs {
     /// replicas of services that can move are started on other nodes
     #[arg(long, env = "PIER_NODE_DOWN_AFTER", default_value = "1m", value_parser = humantime::parse_duration)]
     pub node_down_after: std::time::Duration,
-    /// Environment variables manifests may interpolate, as globs with `*`
-    /// (comma-separated; default: every variable but PIER_*)
-    #[arg(long, env = "PIER_ALLOW_ENV", value_delimiter = ',')]
-    pub allow_env: Vec<String>,
     /// Passes kept in the state store's history
     #[arg(long, env = "PIER_PASS_HISTORY", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub pass_history: u32,

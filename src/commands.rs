@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use pier::apply::{ApplySettings, StepRecord};
 use pier::deploy::{Deployment, Verdict, Watch};
-use pier::manifest::Vars;
 use pier::plan::render::{self, Style};
 use pier::prepare::{self, Loaded, PassError, PassInput, Planned, Settings};
 
@@ -39,6 +38,7 @@ fn nodes_settings(source: pier::validate::Source, args: NodesArgs) -> Settings {
         registry_timeout: args.registry_timeout,
         allow_empty: args.allow_empty,
         adopt: args.adopt,
+        allow_env: args.policy.allow_env(),
         policy: args.policy.file.unwrap_or_default(),
     }
 }
@@ -60,6 +60,38 @@ fn report_diagnostics(diagnostics: &[pier::manifest::Diagnostic]) {
     }
 }
 
+/// The values pier's environment gave the manifests: of the variables
+/// they interpolate, and of those an `environment`, stage `env` or build
+/// arg entry names (a name-only entry takes its value from there).
+/// `diff --show-values` never shows a value holding one of them.
+fn values_from_environment(
+    manifest: &pier::manifest::Manifest,
+    interpolated: &std::collections::BTreeSet<String>,
+    vars: &pier::manifest::Vars,
+) -> Vec<String> {
+    let service_keys = manifest.services.values().flat_map(|service| {
+        service
+            .environment
+            .keys()
+            .chain(service.build.iter().flat_map(|build| build.args.keys()))
+    });
+    let stage_keys = manifest
+        .pipeline
+        .iter()
+        .flat_map(|pipeline| &pipeline.stages)
+        .flat_map(|stage| match stage {
+            pier::manifest::model::Stage::Script { env, .. } => env.keys().collect(),
+            pier::manifest::model::Stage::Build { .. } => Vec::new(),
+        });
+    interpolated
+        .iter()
+        .chain(service_keys)
+        .chain(stage_keys)
+        .filter_map(|name| vars.get(name).cloned())
+        .filter(|value| !value.is_empty())
+        .collect()
+}
+
 pub fn report_pass_error(error: &PassError) {
     if let PassError::Invalid { diagnostics, .. } = error {
         for diagnostic in diagnostics {
@@ -71,9 +103,10 @@ pub fn report_pass_error(error: &PassError) {
 
 pub async fn diff(args: DiffArgs) -> ExitCode {
     let (output, detailed) = (args.output, args.detailed_exitcode);
-    let vars: Vars = std::env::vars().collect();
+    let settings = settings(args.deploy);
+    let vars = settings.manifest_vars();
     let (no_changes, changes, error) = if detailed { (0, 2, 1) } else { (0, 1, 2) };
-    let mut prepared = match prepare::prepare(&settings(args.deploy), &vars).await {
+    let mut prepared = match prepare::prepare(&settings, &vars).await {
         Ok(prepared) => prepared,
         Err(e) => {
             report_pass_error(&e);
@@ -82,11 +115,8 @@ pub async fn diff(args: DiffArgs) -> ExitCode {
     };
     report_diagnostics(&prepared.diagnostics);
     if args.show_values {
-        let environment: Vec<String> = prepared
-            .interpolated
-            .iter()
-            .filter_map(|name| vars.get(name).cloned())
-            .collect();
+        let environment =
+            values_from_environment(&prepared.manifest, &prepared.interpolated, &vars);
         render::reveal_env_values(&mut prepared.plan, &prepared.desired, &environment);
     }
     match output {
@@ -205,7 +235,7 @@ fn expected_steps(plan: &pier::plan::Plan) -> u64 {
 
 pub async fn apply(args: ApplyArgs) -> ExitCode {
     let settings = settings(args.deploy);
-    let vars: Vars = std::env::vars().collect();
+    let vars = settings.manifest_vars();
     let loaded = match prepare::load_for_deploy(&settings, &vars).await {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -375,11 +405,6 @@ pub async fn daemon(args: DaemonArgs) -> ExitCode {
         debounce: args.debounce,
         retry_max: args.retry_max,
         node_down_after: args.node_down_after,
-        allow_env: args
-            .allow_env
-            .into_iter()
-            .filter(|g| !g.is_empty())
-            .collect(),
         apply: apply_settings(&args.rollout),
         retention: pier::daemon::store::Retention {
             passes: args.pass_history as usize,

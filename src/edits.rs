@@ -126,7 +126,7 @@ async fn run(edit: Edit, args: CommitArgs) -> ExitCode {
         },
         dry_run: args.dry_run,
     };
-    let vars: Vars = std::env::vars().collect();
+    let vars = pier::manifest::interpolate::admitted_from_process(&args.nodes.policy.allow_env());
     let outcome = {
         let (request, edit, vars) = (request.clone(), edit.clone(), vars.clone());
         tokio::task::spawn_blocking(move || commit::run(&request, &edit, &vars))
@@ -242,6 +242,7 @@ async fn show_plan(args: &CommitArgs, outcome: &Outcome, vars: &Vars) {
         allow_empty: args.nodes.allow_empty,
         adopt: args.nodes.adopt,
         policy: args.nodes.policy.file.clone().unwrap_or_default(),
+        allow_env: args.nodes.policy.allow_env(),
     };
     let registry = pier::registry::Registry::with_timeout(
         settings.insecure_registries.clone(),

@@ -44,7 +44,7 @@ fn run(command: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 
 fn validate(args: cli::ValidateArgs) -> ExitCode {
     let source = commands::source(args.source);
-    let vars: pier::manifest::Vars = std::env::vars().collect();
+    let vars = pier::manifest::interpolate::admitted_from_process(&args.policy.allow_env());
     let policy = args.policy.file.unwrap_or_default();
     match pier::validate::run(&source, &vars, &policy) {
         Ok(report) => {

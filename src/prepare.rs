@@ -39,6 +39,15 @@ pub struct Settings {
     pub adopt: bool,
     /// What manifests may ask of the hosts.
     pub policy: crate::policy::Policy,
+    /// The variables of pier's environment manifests may use (`--allow-env`).
+    pub allow_env: Vec<String>,
+}
+
+impl Settings {
+    /// The variables of this process's environment the manifests may use.
+    pub fn manifest_vars(&self) -> Vars {
+        crate::manifest::interpolate::admitted_from_process(&self.allow_env)
+    }
 }
 
 /// Why a pass could not produce a plan.

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use pier::daemon::store::Store;
-use pier::manifest::Vars;
 use pier::pipeline::{self, RunState, archive};
 use pier::prepare::{self, PassInput};
 use pier::registry::CredentialStore;
@@ -129,7 +128,7 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
         rollout,
     } = command;
     let settings = crate::commands::settings(deploy);
-    let vars: Vars = std::env::vars().collect();
+    let vars = settings.manifest_vars();
     let repo = match GitSource::open(&settings.source.repo, &settings.source.cache_dir) {
         Ok(repo) => repo,
         Err(e) => {
@@ -176,6 +175,18 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
     let engines =
         prepare::reachable(prepare::connect_all(&loaded.manifest, settings.engine_timeout).await);
     let credentials = CredentialStore::from_environment();
+    let secrets = match pipeline::pipeline_secrets(
+        &loaded.manifest,
+        &loaded.interpolated,
+        &vars,
+        credentials.passwords(),
+    ) {
+        Ok(secrets) => secrets,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let (_tip, tip) = tokio::sync::watch::channel(None);
     let last_stage = std::sync::Mutex::new(String::new());
     let on_output = |stage: &str, text: &str| {
@@ -195,7 +206,7 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
         credentials: &credentials,
         workspace,
         contexts,
-        secrets: credentials.passwords(),
+        secrets,
         environment: &vars,
         tip,
         on_output: &on_output,

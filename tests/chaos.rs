@@ -132,6 +132,7 @@ async fn a_hung_engine_fails_its_steps_in_time_and_the_rest_converges() {
         allow_empty: false,
         adopt: false,
         policy: Default::default(),
+        allow_env: Vec::new(),
     };
     let vars = std::env::vars().collect();
     let prepared = pier::prepare::prepare(&settings, &vars)

@@ -1308,28 +1308,51 @@ async fn a_silent_registry_is_bounded_by_its_timeout() {
 }
 
 /// Environment values stay out of sight: `diff` hides every changed value,
-/// `--show-values` shows only those written in the manifests, and
-/// `PIER_LOG=debug` prints none.
+/// `--show-values` shows only those written in the manifests (not one an
+/// entry takes by name), and `PIER_LOG=debug` prints none. A name-only
+/// entry never reaches pier's own `PIER_*` variables: the container does
+/// not get the API token.
 #[tokio::test]
 async fn environment_values_are_hidden_in_diff_and_debug_logs() {
     let bed = Bed::get();
     let manifest = |plain: &str| {
         format!(
-            "{}    environment:\n      PLAIN: {plain}\n      NOTE: ${{DEPLOY_NOTE}}\n",
+            "{}    environment:\n      PLAIN: {plain}\n      NOTE: ${{DEPLOY_NOTE}}\n      DB_URL:\n      PIER_API_TOKEN:\n",
             one_node_manifest(&bed, &bed.nodes[0].endpoint, "")
         )
     };
     let repo = support::UserRepo::new("hide", &manifest("one"));
-    let env = [("DEPLOY_NOTE", "note-alpha-71"), ("PIER_LOG", "debug")];
+    let token = support::unique("api-token");
+    let env = [
+        ("DEPLOY_NOTE", "note-alpha-71"),
+        ("DB_URL", "db-alpha-71"),
+        ("PIER_API_TOKEN", token.as_str()),
+        ("PIER_LOG", "debug"),
+    ];
     let (code, stdout, stderr) = repo.pier_with_env(&bed, &["apply"], &env);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
         !stderr.contains("note-alpha-71") && !stdout.contains("note-alpha-71"),
         "a debug log shows an environment value: {stderr}"
     );
+    let docker = support::engine(&bed.nodes[0]).await;
+    let replica = support::stack_containers(&bed, &repo.stack).await[0]
+        .1
+        .clone();
+    let container_env = support::container_env(&docker, &replica).await;
+    assert!(
+        container_env.contains(&"DB_URL=db-alpha-71".to_string()),
+        "{container_env:?}"
+    );
+    assert!(
+        !container_env
+            .iter()
+            .any(|e| e.contains(&token) || e.starts_with("PIER_API_TOKEN")),
+        "pier's own variable reached the container: {container_env:?}"
+    );
 
     repo.commit(&manifest("two"), "change both");
-    let env = [("DEPLOY_NOTE", "note-bravo-72")];
+    let env = [("DEPLOY_NOTE", "note-bravo-72"), ("DB_URL", "db-bravo-72")];
     let (_, diff, _) = repo.pier_with_env(&bed, &["diff"], &env);
     assert!(diff.contains("env ~PLAIN (value hidden)"), "{diff}");
     assert!(diff.contains("env ~NOTE (value hidden)"), "{diff}");
@@ -1338,7 +1361,11 @@ async fn environment_values_are_hidden_in_diff_and_debug_logs() {
     let (_, diff, _) = repo.pier_with_env(&bed, &["diff", "--show-values"], &env);
     assert!(diff.contains("env ~PLAIN=\"two\""), "{diff}");
     assert!(diff.contains("env ~NOTE (value hidden)"), "{diff}");
-    assert!(!diff.contains("note-bravo-72"), "{diff}");
+    assert!(diff.contains("env ~DB_URL (value hidden)"), "{diff}");
+    assert!(
+        !diff.contains("note-bravo-72") && !diff.contains("db-bravo-72"),
+        "{diff}"
+    );
     support::remove_stack(&bed, &repo.stack).await;
 }
 

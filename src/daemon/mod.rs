@@ -67,9 +67,6 @@ pub struct Config {
     pub retry_max: Duration,
     /// How long a node may stay unreachable before it counts as down.
     pub node_down_after: Duration,
-    /// Globs of the environment variables manifests may interpolate; empty:
-    /// every variable but `PIER_*` (pier's own settings and credentials).
-    pub allow_env: Vec<String>,
     pub apply: ApplySettings,
     /// How much history the state store keeps.
     pub retention: store::Retention,
@@ -405,7 +402,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             cache_dir: config.settings.source.cache_dir.clone(),
             branch: config.branch.clone(),
             folder: config.settings.source.path.clone(),
-            vars: allowed_variables(&std::env::vars().collect(), &config.allow_env),
+            vars: config.settings.manifest_vars(),
             stream_for: config.http.request_timeout.mul_f64(0.8),
             diff: {
                 let mut settings = config.settings.clone();
@@ -458,7 +455,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         shared: shared.clone(),
         repo: repo.clone(),
         credentials: registry.credentials().clone(),
-        vars: allowed_variables(&environment, &config.allow_env),
+        vars: crate::manifest::interpolate::admitted(&environment, &config.settings.allow_env),
         environment,
         branch: config.branch.clone(),
         engine_timeout: config.settings.engine_timeout,
@@ -489,33 +486,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     shutdown.notify_waiters();
     tasks.abort_all();
     Ok(())
-}
-
-/// The variables of `environment` manifests may interpolate: those matching
-/// one of `allow` (globs with `*`), or with no list every one but `PIER_*`.
-pub fn allowed_variables(
-    environment: &crate::manifest::Vars,
-    allow: &[String],
-) -> crate::manifest::Vars {
-    environment
-        .iter()
-        .filter(|(name, _)| {
-            if allow.is_empty() {
-                !name.starts_with("PIER_")
-            } else {
-                allow.iter().any(|glob| glob_matches(glob, name))
-            }
-        })
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect()
-}
-
-/// Whether `name` matches the glob (`*`, `?`, `[…]`); a glob that does not
-/// parse matches only itself.
-fn glob_matches(glob: &str, name: &str) -> bool {
-    globset::Glob::new(glob)
-        .map(|g| g.compile_matcher().is_match(name))
-        .unwrap_or(glob == name)
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -634,9 +604,10 @@ mod tests {
         .collect();
         let names = |allow: &[&str]| {
             let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
-            let mut names: Vec<String> = allowed_variables(&environment, &allow)
-                .into_keys()
-                .collect();
+            let mut names: Vec<String> =
+                crate::manifest::interpolate::admitted(&environment, &allow)
+                    .into_keys()
+                    .collect();
             names.sort();
             names
         };
@@ -644,6 +615,17 @@ mod tests {
         assert_eq!(names(&["APP_*"]), ["APP_TOKEN", "APP_VERSION"]);
         assert_eq!(names(&["*_VERSION", "HOME"]), ["APP_VERSION", "HOME"]);
         assert_eq!(names(&["A*T*N"]), ["APP_TOKEN"]);
+        assert_eq!(
+            names(&["*"]),
+            ["APP_TOKEN", "APP_VERSION", "HOME"],
+            "no glob reaches PIER_*"
+        );
+        assert_eq!(names(&["PIER_*", "P*"]), Vec::<String>::new());
+        assert_eq!(
+            names(&["PIER_REGISTRY_PASSWORD"]),
+            ["PIER_REGISTRY_PASSWORD"],
+            "named exactly"
+        );
     }
 
     #[test]

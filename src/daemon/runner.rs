@@ -15,7 +15,6 @@ use super::status::PipelineStatus;
 use super::store::StageRow;
 use crate::docker::engine::Engine;
 use crate::manifest::Vars;
-use crate::manifest::model::Stage;
 use crate::pipeline::{self, RunState, archive};
 use crate::prepare::{self, Loaded};
 use crate::registry::CredentialStore;
@@ -29,8 +28,8 @@ pub struct PipelineRunner {
     pub credentials: CredentialStore,
     /// The variables manifests may interpolate (`--allow-env`).
     pub vars: Vars,
-    /// The daemon's whole environment: name-only `env` entries and build
-    /// args of the deploy branch's stages take their values from it.
+    /// The daemon's whole environment, only to tell a variable the
+    /// allow-list keeps out from one that is not set.
     pub environment: Vars,
     pub engine_timeout: Duration,
     /// The branch the daemon deploys: its runs are trusted.
@@ -173,7 +172,7 @@ impl PipelineRunner {
         let trusted = branch == self.branch;
         let untrusted = (CredentialStore::default(), Vars::new());
         let (credentials, environment) = if trusted {
-            (&self.credentials, &self.environment)
+            (&self.credentials, &self.vars)
         } else {
             (&untrusted.0, &untrusted.1)
         };
@@ -354,63 +353,14 @@ impl PipelineRunner {
         Ok(manifest)
     }
 
-    /// Values no log line may show: registry passwords, and every value of
-    /// the daemon's environment the manifests brought in (stage `env`
-    /// entries given by name only, build args, `${…}` anywhere).
-    ///
-    /// Fails naming a variable whose value is too short to mask.
+    /// Values no log line may show (see [`pipeline::pipeline_secrets`]).
     fn secrets(&self, loaded: &Loaded) -> Result<Vec<String>, String> {
-        let mut secrets = self.credentials.passwords();
-        let from_environment = |key: &str, value: Option<&String>| {
-            self.environment
-                .get(key)
-                .filter(|v| value.is_none_or(|value| value == *v))
-                .map(|v| (key.to_string(), v.clone()))
-        };
-        let mut given = Vec::new();
-        for stage in loaded
-            .manifest
-            .pipeline
-            .iter()
-            .flat_map(|p| p.stages.iter())
-        {
-            if let Stage::Script { env, .. } = stage {
-                given.extend(
-                    env.iter()
-                        .filter_map(|(key, value)| from_environment(key, value.as_ref())),
-                );
-            }
-        }
-        for service in loaded.manifest.services.values() {
-            for (key, value) in service.build.iter().flat_map(|b| &b.args) {
-                given.extend(from_environment(key, value.as_ref()));
-            }
-        }
-        if let Some((key, _)) = given
-            .iter()
-            .find(|(_, v)| !v.is_empty() && v.chars().count() < pipeline::MIN_SECRET_LEN)
-        {
-            return Err(format!(
-                "the value of {key} in the daemon's environment is shorter than {} characters, too short to mask in logs; use a longer one",
-                pipeline::MIN_SECRET_LEN
-            ));
-        }
-        secrets.extend(given.into_iter().map(|(_, v)| v));
-        // Values the allow-list lets manifests interpolate are not secrets by
-        // that list's word; they are masked all the same when long enough
-        // to mask without garbling the log.
-        secrets.extend(
-            loaded
-                .interpolated
-                .iter()
-                .filter_map(|name| self.vars.get(name))
-                .filter(|v| v.chars().count() >= pipeline::MIN_SECRET_LEN)
-                .cloned(),
-        );
-        secrets.retain(|s| !s.is_empty());
-        secrets.sort();
-        secrets.dedup();
-        Ok(secrets)
+        pipeline::pipeline_secrets(
+            &loaded.manifest,
+            &loaded.interpolated,
+            &self.vars,
+            self.credentials.passwords(),
+        )
     }
 }
 

@@ -11,6 +11,43 @@ use std::collections::HashMap;
 /// Variables visible to interpolation.
 pub type Vars = HashMap<String, String>;
 
+/// The prefix of pier's own settings and secrets (API token, registry and
+/// git credentials): never visible to manifests unless named exactly.
+const OWN_PREFIX: &str = "PIER_";
+
+/// The variables of `environment` manifests may use, in every way they can
+/// take one (interpolation, name-only `environment` and stage `env`
+/// entries, build args): those matching one of `allow` (globs with `*`,
+/// `?`, `[…]`), or with no list every one. A `PIER_*` variable is admitted
+/// only when `allow` names it exactly: no glob reaches pier's own secrets.
+pub fn admitted(environment: &Vars, allow: &[String]) -> Vars {
+    environment
+        .iter()
+        .filter(|(name, _)| is_admitted(name, allow))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+/// [`admitted`] over the environment of this process.
+pub fn admitted_from_process(allow: &[String]) -> Vars {
+    admitted(&std::env::vars().collect(), allow)
+}
+
+fn is_admitted(name: &str, allow: &[String]) -> bool {
+    if name.starts_with(OWN_PREFIX) {
+        return allow.iter().any(|entry| entry == name);
+    }
+    allow.is_empty() || allow.iter().any(|glob| glob_matches(glob, name))
+}
+
+/// Whether `name` matches the glob; a glob that does not parse matches
+/// only itself.
+fn glob_matches(glob: &str, name: &str) -> bool {
+    globset::Glob::new(glob)
+        .map(|g| g.compile_matcher().is_match(name))
+        .unwrap_or(glob == name)
+}
+
 /// Why a string could not be interpolated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterpolationError {

@@ -15,6 +15,9 @@
 //! masked in every log line kept.
 
 pub mod archive;
+mod secrets;
+
+pub use secrets::{MIN_SECRET_LEN, pipeline_secrets};
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -121,9 +124,6 @@ pub struct Context<'a> {
     /// it no credentials and no environment.
     pub trusted: bool,
 }
-
-/// Secrets shorter than this are refused: masking them would garble logs.
-pub const MIN_SECRET_LEN: usize = 4;
 
 /// Replace every secret value in `text` with `***`.
 pub fn mask(text: &str, secrets: &[String]) -> String {

@@ -638,19 +638,25 @@ async fn reconcile(daemon: &Daemon, token: &str) {
 /// A first commit whose pipeline fails is never deployed, whatever starts
 /// the next pass: an API reconcile, a restart of the daemon, or a restart
 /// with its state store gone (the pipeline runs again and fails again).
+/// The deploy branch's stage that names the daemon's API token in its
+/// `env` does not get it: `--allow-env` is the only door, and no glob
+/// opens it to `PIER_*`.
 #[tokio::test]
 async fn daemon_never_deploys_a_commit_whose_pipeline_failed() {
     let bed = Bed::get();
     let nodes = nodes_yaml(&bed, &[&["app"], &["app"], &["ci"]]);
     let manifest = format!(
-        "{nodes}pipeline:\n  branches: [main]\n  runner_tags: [ci]\n  stages:\n    - name: test\n      image: {}\n      script: [\"echo failing on purpose\", \"false\"]\nservices:\n{}",
+        "{nodes}pipeline:\n  branches: [main]\n  runner_tags: [ci]\n  stages:\n    - name: test\n      image: {}\n      env: {{ PIER_API_TOKEN: , PIER_GIT_TOKEN: }}\n      script: [\"echo token:$${{PIER_API_TOKEN:-none}} git:$${{PIER_GIT_TOKEN:-none}}\", \"echo failing on purpose\", \"false\"]\nservices:\n{}",
         bed.base_image,
         sleeper(&bed, "web", 1, "    tags: [app]\n")
     );
     let repo = UserRepo::new("dgate", &manifest);
     let state = tempfile::tempdir().unwrap();
     let token = unique("token");
-    let options = DaemonOptions::default().env("PIER_API_TOKEN", &token);
+    let options = DaemonOptions::default()
+        .env("PIER_API_TOKEN", &token)
+        .env("PIER_GIT_TOKEN", "git-token-value")
+        .env("PIER_ALLOW_ENV", "*,PIER_*");
     let start = || {
         Daemon::start(
             &bed,
@@ -662,6 +668,16 @@ async fn daemon_never_deploys_a_commit_whose_pipeline_failed() {
     };
     let mut daemon = start();
     pipeline_failed(&daemon).await;
+    let logs = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
+        .args(["logs", &head_commit(repo.dir.path()), "--state-dir"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        logs.contains("token:none git:none"),
+        "a stage got pier's own variables: {logs}"
+    );
     reconcile(&daemon, &token).await;
     assert!(
         stack_replicas(&bed, &repo.stack).await.is_empty(),
