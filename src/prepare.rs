@@ -237,6 +237,18 @@ pub fn with_router_certificate(mut loaded: Loaded) -> Result<Loaded, PassError> 
     let Some(at) = manifest::router::tls_route_at(&loaded.manifest) else {
         return Ok(loaded);
     };
+    let operator_image = std::env::var(manifest::router::IMAGE_VAR)
+        .ok()
+        .filter(|image| !image.is_empty())
+        .unwrap_or_else(|| manifest::router::DEFAULT_IMAGE.to_string());
+    if let Err(refused) =
+        manifest::router::use_operator_image(&mut loaded.manifest, &operator_image)
+    {
+        return Err(PassError::Invalid {
+            commit: loaded.commit,
+            diagnostics: vec![refused],
+        });
+    }
     if manifest::router::uses_acme(&loaded.manifest) {
         return with_acme_root(loaded, at);
     }

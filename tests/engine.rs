@@ -3181,7 +3181,17 @@ async fn a_tls_route_is_served_over_https_with_the_certificate_from_the_environm
     );
     let repo = support::UserRepo::new("tls", &manifest);
 
+    // The router reads the key: the manifest cannot choose its image.
     let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("pier/stack.yml:")
+            && stderr.contains("the router holds TLS keys")
+            && stderr.contains(&format!("PIER_ROUTER_IMAGE={}", bed.router_image)),
+        "{stderr}"
+    );
+    let image = ("PIER_ROUTER_IMAGE", bed.router_image.as_str());
+    let (code, stdout, stderr) = repo.pier_with_env(&bed, &["apply"], &[image]);
     assert_eq!(code, 2, "{stdout}{stderr}");
     assert!(
         stderr.contains("pier/stack.yml:") && stderr.contains("PIER_ROUTER_TLS is not set"),
@@ -3195,7 +3205,7 @@ async fn a_tls_route_is_served_over_https_with_the_certificate_from_the_environm
 
     let folder = certs.path().to_str().unwrap();
     let (code, stdout, stderr) =
-        repo.pier_with_env(&bed, &["apply"], &[("PIER_ROUTER_TLS", folder)]);
+        repo.pier_with_env(&bed, &["apply"], &[("PIER_ROUTER_TLS", folder), image]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
         !stdout.contains("PRIVATE KEY") && !stderr.contains("PRIVATE KEY"),
@@ -3237,7 +3247,7 @@ async fn a_tls_route_is_served_over_https_with_the_certificate_from_the_environm
         "plain HTTP is redirected: {plain}"
     );
     let (code, stdout, stderr) =
-        repo.pier_with_env(&bed, &["diff"], &[("PIER_ROUTER_TLS", folder)]);
+        repo.pier_with_env(&bed, &["diff"], &[("PIER_ROUTER_TLS", folder), image]);
     assert_eq!(code, 0, "a second diff plans nothing: {stdout}{stderr}");
     support::remove_stack(&bed, &repo.stack).await;
 }
@@ -3264,7 +3274,10 @@ async fn an_acme_router_gets_its_certificate_from_the_ca_and_keeps_it() {
     };
     let repo = support::UserRepo::new("acme", &manifest(""));
     let root = ca.server_root.to_str().unwrap().to_string();
-    let env = [("PIER_ROUTER_ACME_CA_ROOT", root.as_str())];
+    let env = [
+        ("PIER_ROUTER_ACME_CA_ROOT", root.as_str()),
+        ("PIER_ROUTER_IMAGE", bed.router_image.as_str()),
+    ];
     let (code, stdout, stderr) = repo.pier_with_env(&bed, &["apply"], &env);
     assert_eq!(code, 0, "{stdout}{stderr}");
 

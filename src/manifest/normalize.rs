@@ -466,17 +466,17 @@ fn route(spec: &RouteSpec, here: &Here, p: &mut Problems) -> Option<Route> {
     }
     let path = match spec.path.as_deref().map(str::trim) {
         None | Some("/") => None,
-        Some(path) if path.starts_with('/') && !path.contains(['*', ' ', '?', '#']) => {
+        Some(path) if super::router::is_route_path(path) => {
             Some(path.trim_end_matches('/').to_string())
         }
         Some(path) => {
             p.push(
                 here.error(
                     &[k("route"), k("path")],
-                    format!("`{path}` is not a path prefix"),
+                    format!("`{}` is not a path prefix", path.escape_debug()),
                 )
                 .help(
-                    "start it with `/`, e.g. `/api`; it matches that path and everything under it",
+                    "start it with `/` and use letters, digits and `-._~/%+@:=,;!` only, e.g. `/api`; it matches that path and everything under it",
                 ),
             );
             ok = false;

@@ -44,6 +44,42 @@ pub fn tls_route_at(manifest: &Manifest) -> Option<Location> {
         .map(|s| s.location_of("route").clone())
 }
 
+/// The variable naming the image of a router that holds a private key
+/// (certificate files, or ACME's account and certificates): the operator's
+/// choice, never the repository's, since that image reads the key.
+pub const IMAGE_VAR: &str = "PIER_ROUTER_IMAGE";
+
+/// Run the router from `operator_image` (the operator's choice, or
+/// [`DEFAULT_IMAGE`]) now that it will hold a private key. A manifest may
+/// leave `router.image` out or name that same image; another image is
+/// refused, at the router, with what to do.
+pub fn use_operator_image(manifest: &mut Manifest, operator_image: &str) -> Result<(), Diagnostic> {
+    let Some(router) = manifest.router.as_ref() else {
+        return Ok(());
+    };
+    let written = router.service.image.as_deref().unwrap_or(DEFAULT_IMAGE);
+    if written != DEFAULT_IMAGE && written != operator_image {
+        return Err(Diagnostic::error(
+            router.location.clone(),
+            format!("the router holds TLS keys, so it runs the image pier's operator chose (`{operator_image}`), not `{written}`"),
+        )
+        .key("router.image")
+        .help(format!(
+            "remove `router.image`, or have whoever runs pier set {IMAGE_VAR}={written} in its environment"
+        )));
+    }
+    for service in [
+        manifest.services.get_mut(SERVICE),
+        manifest.router.as_mut().map(|r| &mut r.service),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        service.image = Some(operator_image.to_string());
+    }
+    Ok(())
+}
+
 /// Give the router the certificate chain and key for HTTPS routes.
 pub fn attach_tls(manifest: &mut Manifest, cert: String, key: String) {
     if let Some(router) = manifest.services.get_mut(SERVICE) {
@@ -159,6 +195,18 @@ pub fn is_host_name(host: &str) -> bool {
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         })
+}
+
+/// Whether `path` may be a route's path prefix: `/` and then only the
+/// characters of a URL path that mean nothing to the Caddyfile (letters,
+/// digits and `-._~/%+@:=,;!`). No space, quote, brace, `#`, `*`, `?`,
+/// backslash or line break can reach the router's configuration.
+pub fn is_route_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() <= 1024
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~/%+@:=,;!".contains(c))
 }
 
 /// The router as a service, normalised and checked like any other: Caddy
@@ -454,6 +502,15 @@ fn virtual_host(service: &Service) -> Result<Option<Route>, Box<Diagnostic>> {
         let entry_path = entry_path
             .map(|p| p.trim_end_matches('*').trim_end_matches('/').to_string())
             .filter(|p| !p.is_empty());
+        if let Some(path) = entry_path.as_deref().filter(|p| !is_route_path(p)) {
+            return Err(problem(
+                format!(
+                    "VIRTUAL_HOST gives the path `{}`, which is not a path prefix",
+                    path.escape_debug()
+                ),
+                "a path holds letters, digits and `-._~/%+@:=,;!` only, e.g. `/api`",
+            ));
+        }
         if !hosts[1..].is_empty() && entry_path != path {
             return Err(problem(
                 "VIRTUAL_HOST gives its hosts different paths; pier routes one path for all of them".into(),
@@ -605,7 +662,8 @@ pub fn caddyfile(routes: &[(String, Route)], retry_for: Duration, acme: Option<&
         for (n, (service, route)) in routes.iter().enumerate() {
             let matcher = match &route.path {
                 Some(path) => {
-                    let _ = writeln!(out, "\t@route{n} path {path} {path}/*");
+                    // Quoted as well as checked (`is_route_path`).
+                    let _ = writeln!(out, "\t@route{n} path \"{path}\" \"{path}/*\"");
                     format!(" @route{n}")
                 }
                 None => String::new(),
@@ -774,7 +832,7 @@ mod tests {
             "router: { ports: [\"80:80\"] }\nservices:\n  web:\n    image: x\n    environment: { VIRTUAL_HOST: \"http://a.example.com:8000/api/*\", EXCLUDE_PORTS: \"22\" }\n    expose: [\"22\", \"9000\"]\n  new:\n    image: x\n    environment: { VIRTUAL_HOST: B.example.com }\n    expose: [\"80\"]\n  old:\n    image: x\n    environment: { VIRTUAL_HOST: b.example.com, VIRTUAL_HOST_WEIGHT: \"-1\" }\n    expose: [\"80\"]\n",
         );
         let a = site(&config, "http://a.example.com:80");
-        assert!(a.contains("path /api /api/*"), "{config}");
+        assert!(a.contains("path \"/api\" \"/api/*\""), "{config}");
         assert!(a.contains("dynamic a web 9000"), "{config}");
         let b = site(&config, "http://b.example.com:80");
         assert!(b.contains("dynamic a new 80"), "{config}");
@@ -822,12 +880,59 @@ mod tests {
         let api = app.find("dynamic a api 9000").expect("the api route");
         let web = app.find("dynamic a web 8080").expect("the web route");
         assert!(api < web, "{config}");
-        assert!(app.contains("@route0 path /api /api/*"), "{config}");
+        assert!(app.contains("@route0 path \"/api\" \"/api/*\""), "{config}");
         assert!(config.contains("http://www.example.com:80 {"), "{config}");
         assert!(config.contains("lb_try_duration 10000ms"), "{config}");
         assert!(
             config.contains("respond \"no route for this host\" 404"),
             "{config}"
         );
+    }
+
+    /// A path or host that would write a directive of its own into the
+    /// Caddyfile is refused, however it is written: `route.path`,
+    /// `VIRTUAL_HOST`'s path, or its host.
+    #[test]
+    fn nothing_written_in_a_manifest_adds_a_directive_to_the_router() {
+        let injections = [
+            "/x\n\tfile_server\n\troot * /etc/pier/tls",
+            "/x}\nhttp://:80 {\n\tfile_server",
+            "/x\"\"/y",
+            "/x #comment",
+            "/x\\",
+            "/{$$HOME}",
+        ];
+        for path in injections {
+            let text = format!(
+                "router: {{ ports: [\"80:80\"] }}\nservices:\n  web: {{ image: x, route: {{ host: a.test, port: 80, path: {path:?} }} }}\n"
+            );
+            let loaded = load(&text);
+            assert!(!loaded.is_valid(), "route.path {path:?} was accepted");
+            assert!(
+                loaded
+                    .diagnostics
+                    .iter()
+                    .any(|d| d.message.contains("is not a path prefix")),
+                "{path:?}: {:?}",
+                loaded.diagnostics
+            );
+            let text = format!(
+                "router: {{ ports: [\"80:80\"] }}\nservices:\n  web: {{ image: x, expose: [\"80\"], environment: {{ VIRTUAL_HOST: {:?} }} }}\n",
+                format!("a.test{path}")
+            );
+            assert!(
+                !load(&text).is_valid(),
+                "VIRTUAL_HOST path {path:?} was accepted"
+            );
+        }
+        for host in ["a.test\n\tfile_server", "a.test{", "a test"] {
+            let text = format!(
+                "router: {{ ports: [\"80:80\"] }}\nservices:\n  web: {{ image: x, expose: [\"80\"], environment: {{ VIRTUAL_HOST: {host:?} }} }}\n"
+            );
+            assert!(
+                !load(&text).is_valid(),
+                "VIRTUAL_HOST host {host:?} was accepted"
+            );
+        }
     }
 }
