@@ -246,7 +246,7 @@ pub fn with_router_certificate(mut loaded: Loaded) -> Result<Loaded, PassError> 
     {
         return Err(PassError::Invalid {
             commit: loaded.commit,
-            diagnostics: vec![refused],
+            diagnostics: vec![*refused],
         });
     }
     if manifest::router::uses_acme(&loaded.manifest) {

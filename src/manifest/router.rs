@@ -53,20 +53,23 @@ pub const IMAGE_VAR: &str = "PIER_ROUTER_IMAGE";
 /// [`DEFAULT_IMAGE`]) now that it will hold a private key. A manifest may
 /// leave `router.image` out or name that same image; another image is
 /// refused, at the router, with what to do.
-pub fn use_operator_image(manifest: &mut Manifest, operator_image: &str) -> Result<(), Diagnostic> {
+pub fn use_operator_image(
+    manifest: &mut Manifest,
+    operator_image: &str,
+) -> Result<(), Box<Diagnostic>> {
     let Some(router) = manifest.router.as_ref() else {
         return Ok(());
     };
     let written = router.service.image.as_deref().unwrap_or(DEFAULT_IMAGE);
     if written != DEFAULT_IMAGE && written != operator_image {
-        return Err(Diagnostic::error(
+        return Err(Box::new(Diagnostic::error(
             router.location.clone(),
             format!("the router holds TLS keys, so it runs the image pier's operator chose (`{operator_image}`), not `{written}`"),
         )
         .key("router.image")
         .help(format!(
             "remove `router.image`, or have whoever runs pier set {IMAGE_VAR}={written} in its environment"
-        )));
+        ))));
     }
     for service in [
         manifest.services.get_mut(SERVICE),
