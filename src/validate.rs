@@ -57,6 +57,12 @@ pub fn load_checked(
     let (vars, dot_env_problem) = with_dot_env(snapshot, folder, vars);
     let mut loaded = manifest::load_and_validate(&snapshot.files, &vars, &snapshot.tree);
     loaded.diagnostics.extend(dot_env_problem);
+    loaded
+        .diagnostics
+        .extend(snapshot.refused.iter().map(|(path, why)| {
+            Diagnostic::error(manifest::Location::new(path, 0, 0), why.clone())
+                .help("split it into smaller files, or keep large data out of the manifests folder")
+        }));
     if loaded.is_valid() {
         let refused = policy.check(&loaded);
         loaded.diagnostics.extend(refused);

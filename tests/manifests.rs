@@ -1111,3 +1111,44 @@ networks:
     assert!(!stderr.contains("node `good`"), "{stderr}");
     assert!(!stderr.contains("`/srv/app`"), "{stderr}");
 }
+
+/// A commit cannot make pier read more than it bounds: a 32 MiB blob (a
+/// few KiB compressed) under 16 manifest names is refused by its size, from
+/// its header, each name at its file; an env file past the per-file bound
+/// is refused where the service names it.
+#[test]
+fn a_commit_of_huge_files_is_refused_by_their_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    git(root, &["init", "-q", "-b", "main"]);
+    std::fs::create_dir(root.join("pier")).unwrap();
+    std::fs::write(
+        root.join("pier/app.yml"),
+        "services:\n  web: { image: nginx, env_file: ../big.env }\n",
+    )
+    .unwrap();
+    let huge = vec![b'#'; 32 << 20];
+    for n in 0..16 {
+        std::fs::write(root.join(format!("pier/huge-{n:02}.yml")), &huge).unwrap();
+    }
+    let mut env = b"A=1\n".to_vec();
+    env.resize(5 << 20, b'#');
+    std::fs::write(root.join("big.env"), &env).unwrap();
+    git(root, &["add", "-A"]);
+    git(root, &["commit", "-q", "-m", "huge"]);
+
+    let (code, _, stderr) = pier(root, &["validate"]);
+    assert_eq!(code, 1, "{stderr}");
+    for n in 0..16 {
+        assert!(
+            stderr.contains(&format!(
+                "pier/huge-{n:02}.yml: error: `pier/huge-{n:02}.yml` is 33554432 bytes; pier reads files of up to 4 MiB"
+            )),
+            "{n}: {stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("`big.env` is 5242880 bytes; pier reads files of up to 4 MiB"),
+        "{stderr}"
+    );
+}

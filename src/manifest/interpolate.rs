@@ -128,13 +128,7 @@ fn interpolate_at(text: &str, vars: &Vars, depth: usize) -> Result<String, Inter
             })?;
             out.push_str(&expand_braced(&inner[..close], vars, depth)?);
             rest = &inner[close + 1..];
-            if out.len() > MAX_EXPANSION {
-                return Err(InterpolationError {
-                    message: format!("interpolation expands to more than {MAX_EXPANSION} bytes"),
-                    help: "a manifest value this large is a mistake".into(),
-                    unset: None,
-                });
-            }
+            check_expansion(&out)?;
         } else {
             let name_len = after
                 .char_indices()
@@ -150,11 +144,25 @@ fn interpolate_at(text: &str, vars: &Vars, depth: usize) -> Result<String, Inter
             } else {
                 out.push_str(&lookup_required(&after[..name_len], vars)?);
                 rest = &after[name_len..];
+                check_expansion(&out)?;
             }
         }
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Refuse an expansion past [`MAX_EXPANSION`], however the variables
+/// were written (`${X}` or `$X`).
+fn check_expansion(out: &str) -> Result<(), InterpolationError> {
+    if out.len() > MAX_EXPANSION {
+        return Err(InterpolationError {
+            message: format!("interpolation expands to more than {MAX_EXPANSION} bytes"),
+            help: "a manifest value this large is a mistake".into(),
+            unset: None,
+        });
+    }
+    Ok(())
 }
 
 /// Index of the `}` closing a `${`, honouring nested `${...}` in defaults.
@@ -313,6 +321,24 @@ mod tests {
             error.message,
             "required variable NOPE is not set: ${SECRET}"
         );
+    }
+
+    /// A value repeated without braces is bounded like one with them.
+    #[test]
+    fn an_expansion_past_the_bound_is_refused_braced_or_not() {
+        let vars: Vars = [("BIG".to_string(), "x".repeat(64 << 10))].into();
+        for one in ["$BIG", "${BIG}"] {
+            let text = one.repeat(17);
+            let error = interpolate(&text, &vars).unwrap_err();
+            assert!(
+                error.message.contains("expands to more than"),
+                "{one}: {error:?}"
+            );
+            assert_eq!(
+                interpolate(&one.repeat(16), &vars).unwrap().len(),
+                16 * (64 << 10)
+            );
+        }
     }
 
     #[test]

@@ -51,12 +51,25 @@ pub enum SourceError {
     },
 }
 
+/// The most pier reads of one file of a commit (a manifest, an env file,
+/// an included Compose file): a manifest of 10,000 services is some
+/// 2 MiB. A larger file is refused before it is read: its size comes from
+/// the object's header, so a blob that inflates to gigabytes costs nothing.
+pub const MAX_FILE_BYTES: usize = 4 << 20;
+/// The most pier reads of one commit, all files together: anyone who can
+/// push a branch decides what the daemon reads, so the total is bounded
+/// as well as each file.
+pub const MAX_COMMIT_BYTES: usize = 16 << 20;
+
 /// The manifests at one commit.
 pub struct Snapshot {
     /// Full commit id.
     pub commit: String,
     /// Manifest files under the folder, by path, in path order.
     pub files: Vec<SourceFile>,
+    /// Manifest files left unread, by path, with why: larger than
+    /// [`MAX_FILE_BYTES`], or past [`MAX_COMMIT_BYTES`] in all.
+    pub refused: Vec<(String, String)>,
     /// The commit's whole tree, for checks on paths the manifests name.
     pub tree: GitTree,
 }
@@ -352,6 +365,9 @@ impl GitSource {
                 })?
         };
         let mut files = Vec::new();
+        let mut refused = Vec::new();
+        let budget = ReadBudget::new();
+        let odb = self.repo.odb().map_err(|e| read_error("", e))?;
         let mut walk_error = None;
         folder_tree
             .walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
@@ -366,6 +382,17 @@ impl GitSource {
                     format!("{folder}/")
                 };
                 let path = format!("{prefix}{dir}{name}");
+                match budget.take(&odb, entry.id(), &path) {
+                    Ok(()) => {}
+                    Err(Ok(why)) => {
+                        refused.push((path, why));
+                        return git2::TreeWalkResult::Ok;
+                    }
+                    Err(Err(e)) => {
+                        walk_error = Some(read_error(&path, e));
+                        return git2::TreeWalkResult::Abort;
+                    }
+                }
                 match self.repo.find_blob(entry.id()) {
                     Ok(blob) => files.push(SourceFile {
                         path,
@@ -386,10 +413,12 @@ impl GitSource {
         let tree = GitTree {
             repo: Repository::open(self.repo.path()).map_err(|e| read_error("", e))?,
             tree: root.id(),
+            budget,
         };
         Ok(Snapshot {
             commit: commit_id,
             files,
+            refused,
             tree,
         })
     }
@@ -400,10 +429,49 @@ pub fn short_commit(commit: &str) -> &str {
     &commit[..commit.len().min(12)]
 }
 
+/// What is left of [`MAX_COMMIT_BYTES`] for one commit.
+struct ReadBudget(std::sync::atomic::AtomicUsize);
+
+impl ReadBudget {
+    fn new() -> ReadBudget {
+        ReadBudget(std::sync::atomic::AtomicUsize::new(MAX_COMMIT_BYTES))
+    }
+
+    /// Take the size of blob `id` (at `path`) from the budget, from its
+    /// header, before it is read. `Err(Ok(why))`: too large to read;
+    /// `Err(Err(_))`: the object cannot be found.
+    fn take(
+        &self,
+        odb: &git2::Odb<'_>,
+        id: git2::Oid,
+        path: &str,
+    ) -> Result<(), Result<String, git2::Error>> {
+        use std::sync::atomic::Ordering;
+        let (size, _) = odb.read_header(id).map_err(Err)?;
+        if size > MAX_FILE_BYTES {
+            return Err(Ok(format!(
+                "`{path}` is {size} bytes; pier reads files of up to {} MiB",
+                MAX_FILE_BYTES >> 20
+            )));
+        }
+        self.0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(size))
+            .map(|_| ())
+            .map_err(|_| {
+                Ok(format!(
+                    "reading `{path}` ({size} bytes) would take pier past the {} MiB it reads of one commit",
+                    MAX_COMMIT_BYTES >> 20
+                ))
+            })
+    }
+}
+
 /// A commit's tree, answering questions about paths in it.
 pub struct GitTree {
     repo: Repository,
     tree: git2::Oid,
+    /// Shared with the manifests read before: one bound per commit.
+    budget: ReadBudget,
 }
 
 impl RepoTree for GitTree {
@@ -418,6 +486,16 @@ impl RepoTree for GitTree {
         if entry.kind() != Some(ObjectType::Blob) || entry.filemode() == 0o120000 {
             return Ok(None);
         }
+        let odb = self
+            .repo
+            .odb()
+            .map_err(|e| format!("the repository cannot be read: {}", e.message()))?;
+        self.budget
+            .take(&odb, entry.id(), path)
+            .map_err(|why| match why {
+                Ok(why) => why,
+                Err(e) => format!("`{path}` cannot be read from git: {}", e.message()),
+            })?;
         // The tree names the file: a blob that cannot be read is a broken
         // repository, not a missing file.
         let blob = self
@@ -433,6 +511,11 @@ impl RepoTree for GitTree {
         match entry.kind() {
             Some(ObjectType::Tree) => Some(Entry::Dir),
             Some(ObjectType::Blob) if entry.filemode() == 0o120000 => {
+                // A link's target is a path: a larger "link" is not read.
+                let (size, _) = self.repo.odb().ok()?.read_header(entry.id()).ok()?;
+                if size > MAX_LINK_TARGET {
+                    return None;
+                }
                 let blob = self.repo.find_blob(entry.id()).ok()?;
                 Some(Entry::Symlink {
                     target: String::from_utf8_lossy(blob.content()).into_owned(),
@@ -443,6 +526,9 @@ impl RepoTree for GitTree {
         }
     }
 }
+
+/// The longest symlink target read: Linux's `PATH_MAX`.
+const MAX_LINK_TARGET: usize = 4096;
 
 fn is_url(location: &str) -> bool {
     location.contains("://")
