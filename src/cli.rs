@@ -271,6 +271,19 @@ pub struct DaemonArgs {
     /// docs/notifications.md)
     #[arg(long = "notify", env = "PIER_NOTIFY", value_name = "FILE")]
     pub notify: Option<String>,
+    /// The URL users reach the daemon at, when a proxy serves it; with
+    /// https:// the dashboard's session cookie is Secure
+    #[arg(long, env = "PIER_PUBLIC_URL", value_name = "URL", value_parser = public_url)]
+    pub public_url: Option<String>,
+}
+
+/// An `http://` or `https://` URL.
+fn public_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{text}` is not an http:// or https:// URL"));
+    }
+    Ok(text.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -412,6 +412,7 @@ pub async fn daemon(args: DaemonArgs) -> ExitCode {
             stage_log_bytes: (args.stage_log_mib as usize) << 20,
         },
         notify,
+        public_url: args.public_url,
     };
     match pier::daemon::run(config).await {
         Ok(()) => ExitCode::SUCCESS,

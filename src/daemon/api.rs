@@ -34,7 +34,7 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// The API listener's routes; the webhooks too unless they have a
 /// listener of their own (`--hooks-listen`).
-pub fn router(shared: Arc<Shared>, with_hooks: bool) -> Router {
+pub fn router(shared: Arc<Shared>, with_hooks: bool, public_https: bool) -> Router {
     let api = Router::new()
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -43,7 +43,7 @@ pub fn router(shared: Arc<Shared>, with_hooks: bool) -> Router {
     let api = if with_hooks { api.merge(hooks()) } else { api };
     let throttle = Arc::new(super::throttle::Throttle::default());
     finish(api, shared.clone())
-        .merge(super::dashboard::router(shared))
+        .merge(super::dashboard::router(shared, public_https))
         .layer(axum::middleware::from_fn_with_state(
             throttle,
             super::throttle::guard,
@@ -110,6 +110,57 @@ pub struct HttpLimits {
     pub max_connections: usize,
 }
 
+impl HttpLimits {
+    /// Connections one address may hold open at once: half of all, so one
+    /// client (a flood, or a slow reader) always leaves room for others,
+    /// while a reverse proxy in front, one address for everyone, still
+    /// gets most of them.
+    pub fn per_address(&self) -> usize {
+        self.max_connections.div_ceil(2).max(1)
+    }
+}
+
+/// The connections each address holds open.
+#[derive(Default)]
+struct OpenByAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection counted against its address until dropped.
+struct AddressPermit {
+    table: Arc<OpenByAddress>,
+    address: std::net::IpAddr,
+}
+
+impl OpenByAddress {
+    fn try_take(
+        self: &Arc<Self>,
+        address: std::net::IpAddr,
+        limit: usize,
+    ) -> Option<AddressPermit> {
+        let mut open = self.0.lock().expect("connection table lock");
+        let count = open.entry(address).or_default();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressPermit {
+            table: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressPermit {
+    fn drop(&mut self) {
+        let mut open = self.table.0.lock().expect("connection table lock");
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
+}
+
 /// Serve `router` on `listener` until `shutdown` is notified: one request
 /// per connection, each connection bounded by `limits`.
 pub async fn serve(
@@ -121,6 +172,7 @@ pub async fn serve(
     let stop = shutdown.notified();
     tokio::pin!(stop);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let by_address = Arc::new(OpenByAddress::default());
     let mut connections = tokio::task::JoinSet::new();
     // A flood must not flood the log too: one warning a minute at most.
     let mut last_warning: Option<tokio::time::Instant> = None;
@@ -138,6 +190,17 @@ pub async fn serve(
             },
         };
         while connections.try_join_next().is_some() {}
+        let Some(address_permit) = by_address.try_take(stream.1.ip(), limits.per_address()) else {
+            if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                last_warning = Some(tokio::time::Instant::now());
+                warn!(
+                    address = %stream.1.ip(),
+                    limit = limits.per_address(),
+                    "too many HTTP connections from one address; closing its new ones (warned once a minute)"
+                );
+            }
+            continue;
+        };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
                 last_warning = Some(tokio::time::Instant::now());
@@ -148,7 +211,12 @@ pub async fn serve(
             }
             continue;
         };
-        connections.spawn(serve_connection(stream, router.clone(), limits, permit));
+        connections.spawn(serve_connection(
+            stream,
+            router.clone(),
+            limits,
+            (permit, address_permit),
+        ));
     }
     connections.shutdown().await;
 }
@@ -157,7 +225,7 @@ async fn serve_connection(
     (stream, peer): (tokio::net::TcpStream, std::net::SocketAddr),
     router: Router,
     limits: HttpLimits,
-    _permit: OwnedSemaphorePermit,
+    _permits: (OwnedSemaphorePermit, AddressPermit),
 ) {
     use tower_service::Service as _;
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
@@ -350,5 +418,62 @@ mod tests {
         assert!(!github_signature_valid("another secret", body, good));
         assert!(!github_signature_valid(secret, body, b"sha1=757107ea"));
         assert!(!github_signature_valid(secret, body, b"sha256=zz"));
+    }
+
+    /// A connection from `from` (a loopback address) to `to`.
+    async fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> tokio::net::TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+        socket.connect(to).await.unwrap()
+    }
+
+    /// Whether the server answers a request on `stream`, or closed it.
+    async fn answered(mut stream: tokio::net::TcpStream) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _ = stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        answer.starts_with(b"HTTP/1.1 200")
+    }
+
+    /// One address holds at most its share of the connections: the next
+    /// one from it is closed, while another address is still served.
+    #[tokio::test]
+    async fn one_address_cannot_take_every_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let limits = HttpLimits {
+            request_timeout: Duration::from_secs(30),
+            max_connections: 4,
+        };
+        assert_eq!(limits.per_address(), 2);
+        let router = Router::new().route("/healthz", get(|| async { "ok\n" }));
+        let shutdown = Arc::new(Notify::new());
+        let server = tokio::spawn(serve(listener, router, limits, shutdown.clone()));
+        // Two idle connections from one address: its whole share.
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(connect_from([127, 0, 0, 1], address).await);
+        }
+        // The server counts a connection once it accepted it: a third from
+        // the same address is closed once the first two are counted, which
+        // this waits for by trying until one is turned away.
+        let mut refused = false;
+        for _ in 0..100 {
+            if !answered(connect_from([127, 0, 0, 1], address).await).await {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "a third connection from one address was served");
+        assert!(
+            answered(connect_from([127, 0, 0, 2], address).await).await,
+            "another address is served meanwhile"
+        );
+        drop(held);
+        shutdown.notify_waiters();
+        server.await.unwrap();
     }
 }

@@ -72,6 +72,8 @@ pub struct Config {
     pub retention: store::Retention,
     /// Where notifications go (`--notify`).
     pub notify: notify::NotifyConfig,
+    /// The URL users reach the daemon at, behind a proxy (`--public-url`).
+    pub public_url: Option<String>,
 }
 
 /// Secrets of the HTTP side, read from the environment at start. A hook
@@ -427,7 +429,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     let shutdown = Arc::new(Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
-    let router = api::router(shared.clone(), hooks_listener.is_none());
+    let public_https = config.public_url.as_deref().is_some_and(|url| {
+        url.get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    });
+    let router = api::router(shared.clone(), hooks_listener.is_none(), public_https);
     tasks.spawn(api::serve(listener, router, config.http, shutdown.clone()));
     if let Some(listener) = hooks_listener {
         let router = api::hooks_router(shared.clone());

@@ -254,6 +254,22 @@ fn unix_seconds(time: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// Create `path` if missing, and make it readable and writable by its
+/// owner only.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+fn io_error(error: std::io::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(error))
+}
+
 fn now() -> i64 {
     unix_seconds(SystemTime::now())
 }
@@ -261,6 +277,11 @@ fn now() -> i64 {
 impl Store {
     /// Open (or create) the store at `path`.
     pub fn open(path: &Path, retention: Retention) -> rusqlite::Result<Store> {
+        // The history holds run logs and who did what: the owner's alone.
+        // SQLite gives its WAL and shared-memory files the database file's
+        // mode, so the file is made 0600 before SQLite opens it, and the
+        // other two are checked once they exist.
+        owner_only(path).map_err(io_error)?;
         let connection = Connection::open(path)?;
         // WAL keeps readers (the API) from waiting on the loop's writes.
         connection.pragma_update(None, "journal_mode", "WAL")?;
@@ -268,6 +289,14 @@ impl Store {
         // Masked text must not linger in free pages once rows are rewritten.
         connection.pragma_update(None, "secure_delete", "ON")?;
         connection.execute_batch(SCHEMA)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut companion = path.as_os_str().to_owned();
+            companion.push(suffix);
+            let companion = std::path::PathBuf::from(companion);
+            if companion.exists() {
+                owner_only(&companion).map_err(io_error)?;
+            }
+        }
         Ok(Store::over(connection, retention))
     }
 
@@ -885,6 +914,28 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    /// The history and SQLite's WAL and shared-memory files beside it are
+    /// the owner's alone, however loose the umask.
+    #[test]
+    fn the_store_files_are_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pier.db");
+        // A file left group- and world-readable by an earlier version.
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = Store::open(&path, Retention::default()).unwrap();
+        store.start_run("abc", "main").unwrap();
+        for name in ["pier.db", "pier.db-wal", "pier.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(mode, 0o600, "{name}");
+        }
+    }
+
     use super::*;
 
     /// Writes queued without waiting are seen by every read queued after

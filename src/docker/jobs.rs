@@ -106,7 +106,7 @@ impl Engine {
     pub fn follow_output(
         &self,
         id: &str,
-    ) -> impl Stream<Item = Result<String, RuntimeError>> + use<> {
+    ) -> impl Stream<Item = Result<bytes::Bytes, RuntimeError>> + use<> {
         let options = LogsOptionsBuilder::default()
             .follow(true)
             .stdout(true)
@@ -114,7 +114,9 @@ impl Engine {
             .build();
         self.docker()
             .logs(id, Some(options))
-            .map_ok(|chunk| String::from_utf8_lossy(&chunk.into_bytes()).into_owned())
+            // Raw bytes: a character may be split between two chunks, and
+            // only the masker, which sees both, can decode it whole.
+            .map_ok(|chunk| chunk.into_bytes())
             .map_err(failed)
     }
 

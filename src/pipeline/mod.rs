@@ -146,6 +146,8 @@ pub struct Masker<'a> {
     pending: String,
     /// Characters held back: one less than the longest secret.
     hold: usize,
+    /// The start of a character whose other bytes are in the next chunk.
+    partial: Vec<u8>,
 }
 
 impl<'a> Masker<'a> {
@@ -155,7 +157,44 @@ impl<'a> Masker<'a> {
             secrets,
             pending: String::new(),
             hold: longest.saturating_sub(1),
+            partial: Vec::new(),
         }
+    }
+
+    /// Take a chunk of raw output; returns what may be shown now. A
+    /// character split between chunks is decoded whole, so a secret that
+    /// holds one is masked like any other; bytes that are not UTF-8 show
+    /// as U+FFFD.
+    pub fn push_bytes(&mut self, chunk: &[u8]) -> String {
+        self.partial.extend_from_slice(chunk);
+        let mut text = String::new();
+        let mut rest: &[u8] = &self.partial;
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(valid) => {
+                    text.push_str(valid);
+                    rest = &[];
+                    break;
+                }
+                Err(error) => {
+                    let (valid, after) = rest.split_at(error.valid_up_to());
+                    text.push_str(std::str::from_utf8(valid).expect("checked valid"));
+                    match error.error_len() {
+                        Some(bad) => {
+                            text.push(char::REPLACEMENT_CHARACTER);
+                            rest = &after[bad..];
+                        }
+                        // A character cut off at the end: wait for the rest.
+                        None => {
+                            rest = after;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.partial = rest.to_vec();
+        self.push(&text)
     }
 
     /// Take a chunk; returns what may be shown now.
@@ -173,6 +212,8 @@ impl<'a> Masker<'a> {
 
     /// The rest, at the end of the stream.
     pub fn finish(&mut self) -> String {
+        let cut_off = std::mem::take(&mut self.partial);
+        self.pending.push_str(&String::from_utf8_lossy(&cut_off));
         mask(&std::mem::take(&mut self.pending), self.secrets)
     }
 }
@@ -451,7 +492,7 @@ async fn run_job(
     let follow = async {
         while let Some(chunk) = output.next().await {
             let Ok(chunk) = chunk else { break };
-            let chunk = masker.push(&chunk);
+            let chunk = masker.push_bytes(&chunk);
             emit(ctx, record, &chunk);
         }
         let rest = masker.finish();
@@ -571,11 +612,15 @@ async fn build_stage(
             &format!("$ build {service_name} → {commit_tag}\n"),
         );
         let mut output = Box::pin(engine.build(context, &commit_tag, &build.dockerfile, args));
+        // Build output comes in pieces as well: a secret split between two
+        // is masked like one that is not.
+        let mut masker = Masker::new(&ctx.secrets);
         while let Some(line) = output.next().await {
             let line =
                 line.map_err(|e| StageError::Failed(format!("building {service_name}: {e}")))?;
-            emit(ctx, record, &mask(&line, &ctx.secrets));
+            emit(ctx, record, &masker.push(&line));
         }
+        emit(ctx, record, &masker.finish());
         if !ctx.trusted {
             emit(
                 ctx,
@@ -635,6 +680,29 @@ mod tests {
                 assert_eq!(out, "a *** b *** c ***", "split at {split} and {second}");
             }
         }
+    }
+
+    /// Raw output split inside a character, at every byte: a secret that
+    /// holds multi-byte characters is still masked, and the text around
+    /// it arrives whole.
+    #[test]
+    fn a_secret_split_inside_a_character_is_masked() {
+        let secrets = vec!["pässwörd-€".to_string()];
+        let text = "é pässwörd-€ ü".as_bytes();
+        for split in 0..=text.len() {
+            for second in split..=text.len() {
+                let mut masker = Masker::new(&secrets);
+                let mut out = masker.push_bytes(&text[..split]);
+                out.push_str(&masker.push_bytes(&text[split..second]));
+                out.push_str(&masker.push_bytes(&text[second..]));
+                out.push_str(&masker.finish());
+                assert_eq!(out, "é *** ü", "split at bytes {split} and {second}");
+            }
+        }
+        let mut masker = Masker::new(&secrets);
+        let mut out = masker.push_bytes(b"a\xffb\xe2\x82");
+        out.push_str(&masker.finish());
+        assert_eq!(out, "a\u{fffd}b\u{fffd}", "bytes that are not UTF-8");
     }
 
     #[test]

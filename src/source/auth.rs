@@ -115,7 +115,8 @@ pub fn redact_url(url: &str) -> String {
     let Some((userinfo, host)) = authority.rsplit_once('@') else {
         return url.to_string();
     };
-    let userinfo = if scheme.starts_with("http") {
+    // Schemes are case-insensitive (RFC 3986): `HTTPS://token@…` is https.
+    let userinfo = if scheme.to_ascii_lowercase().starts_with("http") {
         "***".to_string()
     } else {
         match userinfo.split_once(':') {
@@ -155,6 +156,14 @@ mod tests {
             (
                 "ssh://git:pw@example.com/team/app",
                 "ssh://git:***@example.com/team/app",
+            ),
+            (
+                "HTTPS://ghp_token@example.com/team/app",
+                "HTTPS://***@example.com/team/app",
+            ),
+            (
+                "Http://user:pw@example.com/app",
+                "Http://***@example.com/app",
             ),
             (
                 "ssh://git@example.com/team/app",

@@ -982,9 +982,23 @@ async fn daemon_http_reads_need_the_status_token_and_bodies_are_bounded() {
         state.path(),
         &DaemonOptions::default()
             .env("PIER_STATUS_TOKEN", &status_token)
-            .env("PIER_REGISTRY_HOOK_TOKEN", &hook_token),
+            .env("PIER_REGISTRY_HOOK_TOKEN", &hook_token)
+            .arg("--public-url", "HTTPS://pier.example.com/"),
     );
     let bearer = format!("Bearer {status_token}");
+    // Users reach it over HTTPS: the session cookie is Secure.
+    let (_, head, _) = daemon
+        .request_with_head(
+            "POST",
+            "/ui/login",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            format!("token={status_token}&name=&email=").as_bytes(),
+        )
+        .await;
+    assert!(
+        head.contains("pier_session=") && head.contains("; Secure;"),
+        "{head}"
+    );
     for path in ["/api/v1/status", "/metrics"] {
         assert_eq!(daemon.request("GET", path, &[], b"").await.0, 401, "{path}");
         let (code, body) = daemon

@@ -539,6 +539,52 @@ async fn dashboard_in_a_browser() {
     let page = browser.source().await;
     assert!(!page.contains(&secret), "the secret never reaches the page");
     browser.shot("run").await;
+    // The raw log is text a container printed: never sniffed, never run.
+    let cookie = browser.session_cookie().await;
+    let (code, head, log) = daemon
+        .request_with_head(
+            "GET",
+            &format!("/ui/runs/{run}/log/test"),
+            &[("Cookie", &cookie)],
+            b"",
+        )
+        .await;
+    assert_eq!(code, 200, "{head}{log}");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'none'; sandbox"),
+        "{head}"
+    );
+    assert!(log.contains("start ***") && !log.contains(&secret), "{log}");
+    // Behind a proxy serving HTTPS, the session cookie is Secure.
+    let login = |proto: &'static str| {
+        let (daemon, token) = (&daemon, read_token.clone());
+        async move {
+            let body = format!("token={token}&name=&email=");
+            let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
+            if !proto.is_empty() {
+                headers.push(("X-Forwarded-Proto", proto));
+            }
+            let (_, head, _) = daemon
+                .request_with_head("POST", "/ui/login", &headers, body.as_bytes())
+                .await;
+            head.lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+                .unwrap_or_default()
+                .to_string()
+        }
+    };
+    let secure = login("https").await;
+    assert!(
+        secure.contains("pier_session=") && secure.contains("; Secure;"),
+        "{secure}"
+    );
+    let plain = login("").await;
+    assert!(
+        plain.contains("pier_session=") && !plain.contains("Secure"),
+        "{plain}"
+    );
 
     // Run again: the same commit is tested once more.
     browser

@@ -653,6 +653,19 @@ impl Daemon {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> (u16, String) {
+        let (status, _, body) = self.request_with_head(method, path, headers, body).await;
+        (status, body)
+    }
+
+    /// [`Self::request`], with the response's head (status line and
+    /// headers) too.
+    pub async fn request_with_head(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let address = self.address();
         let mut stream = tokio::net::TcpStream::connect(&address)
@@ -678,7 +691,7 @@ impl Daemon {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        (status, rest.to_string())
+        (status, head.to_string(), rest.to_string())
     }
 
     /// The status document.

@@ -59,6 +59,9 @@ struct Session {
 /// The dashboard's state beside the daemon's.
 pub struct Dashboard {
     shared: Arc<Shared>,
+    /// Users reach the daemon over HTTPS (`--public-url https://…`): the
+    /// session cookie is `Secure`.
+    public_https: bool,
     sessions: Mutex<HashMap<String, Session>>,
     /// Held while a diff is computed: it asks every node and the registry,
     /// so readers get one at a time, never a flood of them.
@@ -66,9 +69,10 @@ pub struct Dashboard {
 }
 
 /// The dashboard's routes, to merge into the API listener's.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(shared: Arc<Shared>, public_https: bool) -> Router {
     let dashboard = Arc::new(Dashboard {
         shared,
+        public_https,
         sessions: Mutex::new(HashMap::new()),
         diffing: tokio::sync::Mutex::new(()),
     });
@@ -125,6 +129,22 @@ struct Caller {
 }
 
 impl Dashboard {
+    /// ` Secure` when the browser reached the daemon over HTTPS: the
+    /// operator says users do (`--public-url https://…`), or the proxy in
+    /// front says this request did (`X-Forwarded-Proto: https`; a client
+    /// claiming it only makes its own cookie stricter).
+    fn secure_attribute(&self, headers: &HeaderMap) -> &'static str {
+        let forwarded_https = headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
+        if self.public_https || forwarded_https {
+            " Secure;"
+        } else {
+            ""
+        }
+    }
+
     fn caller(&self, headers: &HeaderMap) -> Caller {
         let session = cookie(headers).and_then(|id| {
             let mut sessions = self.sessions.lock().expect("sessions lock");
@@ -367,9 +387,21 @@ async fn stage_log(
         .await
         .map(|stage| stage.map(|s| s.log));
     match log {
-        Ok(Some(log)) => {
-            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response()
-        }
+        // A log is whatever a container printed: never sniffed into HTML,
+        // never allowed to run or load anything, even opened on its own.
+        Ok(Some(log)) => (
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; sandbox; frame-ancestors 'none'",
+                ),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            log,
+        )
+            .into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, "no such stage\n").into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -562,7 +594,8 @@ async fn login(
     }
     info!(%author, can_act, "dashboard sign-in");
     let cookie = format!(
-        "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}",
+        "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict;{} Max-Age={}",
+        d.secure_attribute(&headers),
         SESSION_LIFETIME.as_secs()
     );
     let mut response = Redirect::to("/ui/").into_response();
@@ -591,9 +624,13 @@ async fn logout(
         }
     }
     let mut response = Redirect::to("/ui/").into_response();
+    let cookie = format!(
+        "{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict;{} Max-Age=0",
+        d.secure_attribute(&headers)
+    );
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("pier_session=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"),
+        HeaderValue::from_str(&cookie).expect("a cookie of ASCII"),
     );
     response
 }

@@ -240,12 +240,41 @@ async fn post(request: reqwest::RequestBuilder) -> Result<(), String> {
     }
 }
 
+/// Slack's text of `event`. Branch names and log tails are whatever a
+/// pusher or a container wrote: `<`, `>` and `&` are escaped so they make
+/// no link or `<!channel>` mention, control characters go, and a run of
+/// backticks cannot close the block the details are quoted in.
 fn slack_text(event: &Event) -> String {
-    let mut text = format!("*pier · {}* {}", event.stack, event.summary);
+    let mut text = format!(
+        "*pier · {}* {}",
+        slack_escape(&event.stack),
+        slack_escape(&plain_text(&event.summary, false))
+    );
     if !event.details.is_empty() {
-        text.push_str(&format!("\n```{}```", event.details));
+        let details = slack_escape(&plain_text(&event.details, true)).replace("```", "`\u{200b}``");
+        text.push_str(&format!("\n```{details}```"));
     }
     text
+}
+
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// `text` without control characters (terminal escapes, carriage returns
+/// that would overwrite a line); line breaks and tabs are kept where
+/// `multiline`, else made spaces.
+fn plain_text(text: &str, multiline: bool) -> String {
+    text.chars()
+        .filter_map(|c| match c {
+            '\n' | '\t' if multiline => Some(c),
+            '\n' | '\t' | '\r' => Some(' '),
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect()
 }
 
 /// The mail of `event`: its summary as subject, the details and the
@@ -254,20 +283,23 @@ fn message(settings: &Smtp, event: &Event) -> Result<lettre::Message, String> {
     use lettre::message::header::ContentType;
     let mut builder = lettre::Message::builder()
         .from(settings.from.parse().map_err(|e| format!("from: {e}"))?)
-        .subject(format!("[pier {}] {}", event.stack, event.summary))
+        .subject(plain_text(
+            &format!("[pier {}] {}", event.stack, event.summary),
+            false,
+        ))
         .header(ContentType::TEXT_PLAIN);
     for to in &settings.to {
         builder = builder.to(to.parse().map_err(|e| format!("to: {e}"))?);
     }
-    let mut body = format!("{}\n\n", event.summary);
+    let mut body = format!("{}\n\n", plain_text(&event.summary, false));
     if !event.details.is_empty() {
-        body.push_str(&format!("{}\n\n", event.details));
+        body.push_str(&format!("{}\n\n", plain_text(&event.details, true)));
     }
     body.push_str(&format!(
         "event: {}\nstack: {}\nbranch: {}\n",
         event.event.as_str(),
         event.stack,
-        event.branch
+        plain_text(&event.branch, false)
     ));
     for (name, value) in [
         ("commit", &event.commit),
@@ -358,6 +390,39 @@ mod tests {
             text.contains("test: exit 1") && text.contains("commit: abc123"),
             "{text}"
         );
+    }
+
+    /// A branch name or log tail cannot mention a channel, make a link,
+    /// leave the quoted block or send terminal escapes.
+    #[test]
+    fn what_a_pusher_or_container_wrote_is_escaped() {
+        let mut hostile = event();
+        hostile.summary =
+            "the pipeline of abc on <!channel>|<https://evil.test|login> failed".into();
+        hostile.details = "ok```\n<!here> \u{1b}[31mred\r\u{7}done".into();
+        let text = slack_text(&hostile);
+        assert!(!text.contains("<!") && !text.contains("<https"), "{text}");
+        assert!(text.contains("&lt;!channel&gt;"), "{text}");
+        assert_eq!(text.matches("```").count(), 2, "{text}");
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\r') && !text.contains('\u{7}'),
+            "{text:?}"
+        );
+        let settings = Smtp {
+            host: "mail.test".into(),
+            port: 25,
+            security: Security::None,
+            credentials: None,
+            from: "pier@ops.test".into(),
+            to: vec!["a@ops.test".into()],
+        };
+        hostile.branch = "feature\u{1b}[2J".into();
+        let mail = String::from_utf8(message(&settings, &hostile).unwrap().formatted()).unwrap();
+        assert!(
+            !mail.contains('\u{1b}') && !mail.contains('\u{7}'),
+            "{mail:?}"
+        );
+        assert!(mail.contains("branch: feature[2J"), "{mail}");
     }
 
     #[test]
