@@ -255,6 +255,18 @@ pub struct DaemonArgs {
     /// replicas of services that can move are started on other nodes
     #[arg(long, env = "PIER_NODE_DOWN_AFTER", default_value = "1m", value_parser = humantime::parse_duration)]
     pub node_down_after: std::time::Duration,
+    /// Memory each stage of another branch may use (bytes, or with k, m, g)
+    #[arg(long, env = "PIER_UNTRUSTED_MEMORY", default_value = "2g", value_parser = byte_size)]
+    pub untrusted_memory: i64,
+    /// Processes each stage of another branch may run at once
+    #[arg(long, env = "PIER_UNTRUSTED_PIDS", default_value_t = 1024, value_parser = clap::value_parser!(i64).range(16..))]
+    pub untrusted_pids: i64,
+    /// CPUs each stage of another branch may use
+    #[arg(long, env = "PIER_UNTRUSTED_CPUS", default_value_t = 1.0, value_parser = cpus)]
+    pub untrusted_cpus: f64,
+    /// The longest a stage of another branch may run, whatever its timeout says
+    #[arg(long, env = "PIER_UNTRUSTED_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub untrusted_timeout: std::time::Duration,
     /// Passes kept in the state store's history
     #[arg(long, env = "PIER_PASS_HISTORY", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub pass_history: u32,
@@ -275,6 +287,34 @@ pub struct DaemonArgs {
     /// https:// the dashboard's session cookie is Secure
     #[arg(long, env = "PIER_PUBLIC_URL", value_name = "URL", value_parser = public_url)]
     pub public_url: Option<String>,
+}
+
+/// `512m`, `2g`, `1048576`: bytes, with binary k, m, g suffixes.
+fn byte_size(text: &str) -> Result<i64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (number, shift) = match lower.strip_suffix('b').unwrap_or(&lower) {
+        n if n.ends_with('k') => (&n[..n.len() - 1], 10),
+        n if n.ends_with('m') => (&n[..n.len() - 1], 20),
+        n if n.ends_with('g') => (&n[..n.len() - 1], 30),
+        n => (n, 0),
+    };
+    let bytes = number
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("`{text}` is not a size such as 512m or 2g"))?;
+    if bytes < 16 << 20 {
+        return Err(format!("`{text}` is less than the 16m a stage needs"));
+    }
+    Ok(bytes)
+}
+
+/// A positive number of CPUs, such as `0.5` or `2`.
+fn cpus(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(cpus) if cpus >= 0.01 && cpus <= 1024.0 => Ok(cpus),
+        _ => Err(format!("`{text}` is not a number of CPUs such as 0.5 or 2")),
+    }
 }
 
 /// An `http://` or `https://` URL.

@@ -413,6 +413,12 @@ pub async fn daemon(args: DaemonArgs) -> ExitCode {
         },
         notify,
         public_url: args.public_url,
+        untrusted: pier::pipeline::Confinement {
+            memory_bytes: args.untrusted_memory,
+            pids: args.untrusted_pids,
+            nano_cpus: (args.untrusted_cpus * 1e9) as i64,
+            max_timeout: args.untrusted_timeout,
+        },
     };
     match pier::daemon::run(config).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -211,6 +211,7 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
         tip,
         on_output: &on_output,
         trusted: true,
+        confinement: Default::default(),
     };
     let outcome = pipeline::run(&ctx).await;
     for stage in &outcome.stages {

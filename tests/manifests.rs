@@ -1152,3 +1152,19 @@ fn a_commit_of_huge_files_is_refused_by_their_size() {
         "{stderr}"
     );
 }
+
+/// A node that runs pipeline stages over plain tcp:// is warned about, at
+/// the node; one with TLS, or one that runs no stage, is not.
+#[test]
+fn a_runner_node_over_plain_tcp_is_warned_about() {
+    let text = "nodes:\n  ci: { endpoint: \"tcp://10.0.0.5:2375\", tags: [ci] }\n  secure: { endpoint: \"tcp://10.0.0.6:2376\", tags: [ci], tls: { ca: /c/ca.pem, cert: /c/cert.pem, key: /c/key.pem } }\n  web: { endpoint: \"tcp://10.0.0.7:2375\", tags: [web] }\npipeline:\n  runner_tags: [ci]\n  stages:\n    - { name: test, image: x, script: [\"true\"] }\n";
+    let found = check(&[("p.yml", text)], &MemoryTree::default());
+    let warnings: Vec<&String> = found.iter().filter(|d| d.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{found:#?}");
+    assert!(
+        warnings[0]
+            .starts_with("p.yml:2:3: warning: nodes.ci.endpoint: node `ci` runs pipeline stages")
+            && warnings[0].contains("without TLS"),
+        "{found:#?}"
+    );
+}

@@ -74,6 +74,8 @@ pub struct Config {
     pub notify: notify::NotifyConfig,
     /// The URL users reach the daemon at, behind a proxy (`--public-url`).
     pub public_url: Option<String>,
+    /// What bounds the stages of other branches (`--untrusted-*`).
+    pub untrusted: crate::pipeline::Confinement,
 }
 
 /// Secrets of the HTTP side, read from the environment at start. A hook
@@ -466,6 +468,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         branch: config.branch.clone(),
         engine_timeout: config.settings.engine_timeout,
         policy: Arc::new(config.settings.policy.clone()),
+        confinement: config.untrusted.clone(),
     };
     tasks.spawn(watch::registry(
         registry.clone(),

@@ -36,6 +36,8 @@ pub struct PipelineRunner {
     pub branch: String,
     /// What manifests may ask of the hosts, on every branch.
     pub policy: Arc<crate::policy::Policy>,
+    /// What bounds the stages of the branches it does not deploy.
+    pub confinement: pipeline::Confinement,
 }
 
 /// Where other branches' stages may run: the nodes and runner tags of the
@@ -235,6 +237,7 @@ impl PipelineRunner {
                     tip,
                     on_output: &on_output,
                     trusted,
+                    confinement: self.confinement.clone(),
                 };
                 pipeline::run(&ctx).await
             }

@@ -28,6 +28,35 @@ pub struct JobSpec {
     pub env: Vec<String>,
     pub working_dir: String,
     pub labels: HashMap<String, String>,
+    /// Bounds for a job of a branch under test; `None`: the engine's.
+    pub limits: Option<JobLimits>,
+}
+
+/// What an untrusted job may use of its node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobLimits {
+    pub memory_bytes: i64,
+    pub pids: i64,
+    /// Billionths of a CPU.
+    pub nano_cpus: i64,
+    /// The network it joins instead of the engine's default bridge.
+    pub network: String,
+}
+
+impl JobLimits {
+    fn host_config(&self) -> HostConfig {
+        HostConfig {
+            memory: Some(self.memory_bytes),
+            // No swap beyond the memory bound.
+            memory_swap: Some(self.memory_bytes),
+            pids_limit: Some(self.pids),
+            nano_cpus: Some(self.nano_cpus),
+            network_mode: Some(self.network.clone()),
+            // A job gains no privileges through setuid binaries.
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            ..Default::default()
+        }
+    }
 }
 
 fn failed(e: bollard::errors::Error) -> RuntimeError {
@@ -52,7 +81,11 @@ impl Engine {
             env: Some(spec.env.clone()),
             working_dir: Some(spec.working_dir.clone()),
             labels: Some(spec.labels.clone()),
-            host_config: Some(HostConfig::default()),
+            host_config: Some(
+                spec.limits
+                    .as_ref()
+                    .map_or_else(HostConfig::default, JobLimits::host_config),
+            ),
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::default().name(name).build();
@@ -177,14 +210,27 @@ impl Engine {
         tag: &str,
         dockerfile: &str,
         args: HashMap<String, String>,
+        limits: Option<&JobLimits>,
     ) -> impl Stream<Item = Result<String, RuntimeError>> + '_ {
-        let options = BuildImageOptionsBuilder::default()
+        let mut options = BuildImageOptionsBuilder::default()
             .t(tag)
             .dockerfile(dockerfile)
             .rm(true)
             .forcerm(true)
-            .buildargs(&args)
-            .build();
+            .buildargs(&args);
+        if let Some(limits) = limits {
+            // The build's steps run as containers bounded like a job's. The
+            // build API's client takes memory as an i32: at most 2 GiB.
+            let memory = limits.memory_bytes.min(i64::from(i32::MAX)) as i32;
+            let quota = (limits.nano_cpus / 10_000).min(i64::from(i32::MAX)) as i32;
+            options = options
+                .memory(memory)
+                .memswap(memory)
+                .cpuperiod(100_000)
+                .cpuquota(quota)
+                .networkmode(&limits.network);
+        }
+        let options = options.build();
         self.docker()
             .build_image(
                 options,

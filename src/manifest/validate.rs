@@ -25,6 +25,32 @@ pub trait RepoTree {
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String>;
 }
 
+/// A runner node reached over plain `tcp://` runs whatever branch is under
+/// test on an engine anyone on its network can drive: warned, since the
+/// operator may have other protection (a private link) that pier cannot see.
+fn plain_tcp_runners(manifest: &Manifest, problems: &mut Vec<Diagnostic>) {
+    let Some(pipeline) = &manifest.pipeline else {
+        return;
+    };
+    for node in manifest.nodes.values() {
+        let plain_tcp =
+            matches!(node.endpoint, super::model::Endpoint::Tcp { .. }) && node.tls.is_none();
+        if plain_tcp && pipeline.runner_tags.is_subset(&node.tags) {
+            problems.push(
+                Diagnostic::warning(
+                    node.location.clone(),
+                    format!(
+                        "node `{}` runs pipeline stages, branches under test among them, and its engine is reached over plain tcp:// without TLS: anyone who reaches {} can run containers there",
+                        node.name, node.endpoint
+                    ),
+                )
+                .key(format!("nodes.{}.endpoint", node.name))
+                .help("give the node `tls:` (mutual TLS on port 2376), reach it over ssh://, or keep its port on a network only pier reaches; a dedicated runner node keeps untrusted stages off production"),
+            );
+        }
+    }
+}
+
 /// The contents of the file at `path`, following symlinks inside the
 /// repository; `Ok(None)` when there is no such file.
 pub fn read_file(tree: &dyn RepoTree, path: &str) -> Result<Option<Vec<u8>>, String> {
@@ -69,6 +95,7 @@ pub fn validate(manifest: &Manifest, tree: &dyn RepoTree) -> Vec<Diagnostic> {
         repo_paths(service, tree, &mut problems);
     }
     cycles(manifest, &mut problems);
+    plain_tcp_runners(manifest, &mut problems);
     let mut named: BTreeMap<&str, &Service> = BTreeMap::new();
     for service in manifest.services.values() {
         let Some(name) = service.container_name.as_deref() else {

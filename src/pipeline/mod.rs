@@ -26,7 +26,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use crate::docker::engine::Engine;
-use crate::docker::jobs::{JobSpec, LABEL_PIPELINE};
+use crate::docker::jobs::{JobLimits, JobSpec, LABEL_PIPELINE};
 use crate::docker::{Credentials, Runtime};
 use crate::manifest::Manifest;
 use crate::manifest::model::Stage;
@@ -123,6 +123,63 @@ pub struct Context<'a> {
     /// pushing (no tag production follows can change), and the caller gives
     /// it no credentials and no environment.
     pub trusted: bool,
+    /// What bounds the stages when the run is not `trusted`.
+    pub confinement: Confinement,
+}
+
+/// How the operator confines the stages of a branch under test (the
+/// daemon's `--untrusted-*` flags): whoever pushed the branch chose what
+/// runs, so it gets bounded memory, processes, CPU and time, a network of
+/// its own, and only images pulled for it. The branch can lower none of
+/// these bounds' reach: its own `timeout` applies only when shorter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confinement {
+    pub memory_bytes: i64,
+    pub pids: i64,
+    /// Billionths of a CPU.
+    pub nano_cpus: i64,
+    /// The longest a stage may run, whatever its `timeout` says.
+    pub max_timeout: Duration,
+}
+
+impl Default for Confinement {
+    fn default() -> Confinement {
+        Confinement {
+            memory_bytes: 2 << 30,
+            pids: 1024,
+            nano_cpus: 1_000_000_000,
+            max_timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// The network a stack's untrusted stages join: theirs alone, so they
+/// reach neither the default bridge's containers nor the stack's.
+pub fn untrusted_network(stack: &str) -> String {
+    format!("pier-{stack}-untrusted")
+}
+
+impl Context<'_> {
+    /// A stage's bound: its own `timeout` (or the default), and for a
+    /// branch under test no longer than the operator allows.
+    fn stage_timeout(&self, written: Option<Duration>) -> Duration {
+        let timeout = written.unwrap_or(DEFAULT_STAGE_TIMEOUT);
+        if self.trusted {
+            timeout
+        } else {
+            timeout.min(self.confinement.max_timeout)
+        }
+    }
+
+    /// The limits of this run's jobs and builds: `None` for a trusted run.
+    fn job_limits(&self) -> Option<JobLimits> {
+        (!self.trusted).then(|| JobLimits {
+            memory_bytes: self.confinement.memory_bytes,
+            pids: self.confinement.pids,
+            nano_cpus: self.confinement.nano_cpus,
+            network: untrusted_network(self.stack),
+        })
+    }
 }
 
 /// Replace every secret value in `text` with `***`.
@@ -265,7 +322,7 @@ pub async fn run(ctx: &Context<'_>) -> RunOutcome {
                 env,
                 timeout,
             } => {
-                let timeout = timeout.unwrap_or(DEFAULT_STAGE_TIMEOUT);
+                let timeout = ctx.stage_timeout(*timeout);
                 script_stage(ctx, engine, name, image, script, env, timeout, &mut record).await
             }
             Stage::Build {
@@ -275,7 +332,7 @@ pub async fn run(ctx: &Context<'_>) -> RunOutcome {
             } => {
                 // The same deadline as a script stage's: builds and pushes
                 // together. Dropping the build's request stops it on the engine.
-                let timeout = timeout.unwrap_or(DEFAULT_STAGE_TIMEOUT);
+                let timeout = ctx.stage_timeout(*timeout);
                 let building =
                     build_stage(ctx, engine, name, services, &mut record, &mut outcome.built);
                 tokio::time::timeout(timeout, building)
@@ -406,12 +463,37 @@ async fn script_stage(
 ) -> Result<(), StageError> {
     let failed =
         |what: &str, e: crate::docker::RuntimeError| StageError::Failed(format!("{what}: {e}"));
-    if engine.image_id(image).await.ok().flatten().is_none() {
+    let limits = ctx.job_limits();
+    let image = if let Some(limits) = &limits {
+        // A branch under test runs only what it can pull itself, without
+        // credentials: never a private image another run left on the node.
         engine
-            .pull(image, credentials_for(ctx, image).as_ref())
+            .pull(image, None)
             .await
-            .map_err(|e| failed(&format!("pulling {image}"), e))?;
-    }
+            .map_err(|e| failed(&format!("pulling {image} (a branch under test uses only images it can pull without credentials)"), e))?;
+        engine
+            .ensure_network(
+                &limits.network,
+                &BTreeMap::from([(LABEL_PIPELINE.to_string(), ctx.stack.to_string())]),
+                false,
+            )
+            .await
+            .map_err(|e| failed("creating the untrusted stages' network", e))?;
+        // Run what was pulled, by its id, not whatever the tag names later.
+        engine
+            .image_id(image)
+            .await
+            .map_err(|e| failed(&format!("inspecting {image}"), e))?
+            .ok_or_else(|| StageError::Failed(format!("{image} is gone right after its pull")))?
+    } else {
+        if engine.image_id(image).await.ok().flatten().is_none() {
+            engine
+                .pull(image, credentials_for(ctx, image).as_ref())
+                .await
+                .map_err(|e| failed(&format!("pulling {image}"), e))?;
+        }
+        image.to_string()
+    };
     let env: Vec<String> = env
         .iter()
         .filter_map(|(key, value)| match value {
@@ -421,7 +503,8 @@ async fn script_stage(
         .collect();
     let short = short_commit(ctx.commit);
     let spec = JobSpec {
-        image: image.to_string(),
+        image,
+        limits,
         command: vec!["sh".into(), format!("/{STAGE_SCRIPT}")],
         env,
         working_dir: WORKSPACE.into(),
@@ -611,7 +694,26 @@ async fn build_stage(
             record,
             &format!("$ build {service_name} → {commit_tag}\n"),
         );
-        let mut output = Box::pin(engine.build(context, &commit_tag, &build.dockerfile, args));
+        let limits = ctx.job_limits();
+        if let Some(limits) = &limits {
+            engine
+                .ensure_network(
+                    &limits.network,
+                    &BTreeMap::from([(LABEL_PIPELINE.to_string(), ctx.stack.to_string())]),
+                    false,
+                )
+                .await
+                .map_err(|e| {
+                    StageError::Failed(format!("creating the untrusted stages' network: {e}"))
+                })?;
+        }
+        let mut output = Box::pin(engine.build(
+            context,
+            &commit_tag,
+            &build.dockerfile,
+            args,
+            limits.as_ref(),
+        ));
         // Build output comes in pieces as well: a secret split between two
         // is masked like one that is not.
         let mut masker = Masker::new(&ctx.secrets);

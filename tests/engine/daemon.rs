@@ -802,7 +802,10 @@ async fn other_branches_run_on_trusted_runners_without_secrets_or_pushes() {
         repo.dir.path().to_str().unwrap(),
         &repo.stack,
         state.path(),
-        &DaemonOptions::default().env("SECRET_TOKEN", &secret),
+        &DaemonOptions::default()
+            .env("SECRET_TOKEN", &secret)
+            .arg("--untrusted-memory", "256m")
+            .arg("--untrusted-pids", "64"),
     );
     wait_running(&bed, &repo.stack, "app", 1).await;
     let pier_logs = |commit: &str| {
@@ -829,7 +832,14 @@ async fn other_branches_run_on_trusted_runners_without_secrets_or_pushes() {
     // over HTTPS.
     repo.git(&["checkout", "-q", "-b", "feature"]);
     let own_nodes = nodes_yaml(&bed, &[&["app", "evil"], &["app"], &["ci"]]);
-    let routed = manifest(&own_nodes, "evil", "echo token=$$SECRET_TOKEN").replace(
+    // The stage prints the bounds the kernel holds it to (cgroup v1 or v2).
+    let limits = "mem=$$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null) pids=$$(cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null)";
+    let routed = manifest(
+        &own_nodes,
+        "evil",
+        &format!("echo token=$$SECRET_TOKEN {limits}"),
+    )
+    .replace(
         "    tags: [app]\n",
         "    tags: [app]\n    route: { host: app.test, port: 8080, tls: true }\n",
     ) + "router:\n  tags: [edge]\n  ports: [\"18444:443\"]\n";
@@ -848,12 +858,55 @@ async fn other_branches_run_on_trusted_runners_without_secrets_or_pushes() {
         "the trusted runner: {logs}"
     );
     assert!(
-        logs.contains("token=\n"),
-        "no secret for a branch under test: {logs}"
+        logs.contains("token= mem=268435456 pids=64\n"),
+        "no secret for a branch under test, and the operator's bounds: {logs}"
     );
+    let runner = crate::support::engine(&bed.nodes[2]).await;
+    let network = runner
+        .inspect_network(
+            &format!("pier-{}-untrusted", repo.stack),
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .expect("the untrusted stages' own network");
+    assert_eq!(network.driver.as_deref(), Some("bridge"));
     assert!(!logs.contains(&secret));
     assert!(logs.contains("not pushed"), "{logs}");
     assert!(!tags().await.contains(&feature[..12]), "{}", tags().await);
+
+    // A branch under test runs only images it can pull: not one that is
+    // on the runner already and in no registry.
+    let local_only = format!("pier-local-only/{}", unique("base"));
+    runner
+        .tag_image(
+            &bed.base_image,
+            Some(
+                bollard::query_parameters::TagImageOptionsBuilder::default()
+                    .repo(&local_only)
+                    .tag("1")
+                    .build(),
+            ),
+        )
+        .await
+        .unwrap();
+    repo.commit(
+        &manifest(&own_nodes, "ci", "echo ran")
+            .replace(&bed.base_image, &format!("{local_only}:1")),
+        "use an image already on the runner",
+    );
+    let local = head_commit(repo.dir.path());
+    eventually("the local-only image is refused", CONVERGE, || async {
+        let status = daemon.status().await;
+        (status["pipelines"]["feature"]["commit"] == local.as_str()
+            && status["pipelines"]["feature"]["state"] == "failed")
+            .then_some(())
+    })
+    .await;
+    let logs = pier_logs(&local);
+    assert!(
+        logs.contains("without credentials") && !logs.contains("ran\n"),
+        "{logs}"
+    );
 
     // A branch under test may interpolate no variable of the daemon's.
     repo.commit(
