@@ -31,7 +31,7 @@ pub enum Command {
     /// Converge the nodes to the manifests once
     Apply(ApplyArgs),
     /// Keep the nodes converged to a branch: watch git, the registry and the engines
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// Show what the daemon has deployed and how each service is doing
     Status(StatusArgs),
     /// Change services' replica counts by committing to the manifests
@@ -312,7 +312,7 @@ fn byte_size(text: &str) -> Result<i64, String> {
 /// A positive number of CPUs, such as `0.5` or `2`.
 fn cpus(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
-        Ok(cpus) if cpus >= 0.01 && cpus <= 1024.0 => Ok(cpus),
+        Ok(cpus) if (0.01..=1024.0).contains(&cpus) => Ok(cpus),
         _ => Err(format!("`{text}` is not a number of CPUs such as 0.5 or 2")),
     }
 }

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate(args),
         Command::Diff(args) => run(commands::diff(args)),
         Command::Apply(args) => run(commands::apply(args)),
-        Command::Daemon(args) => run(commands::daemon(args)),
+        Command::Daemon(args) => run(commands::daemon(*args)),
         Command::Status(args) => run(commands::status(args)),
         Command::Scale(args) => run(edits::scale(args)),
         Command::Node(command) => run(edits::node(command)),
