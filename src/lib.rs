@@ -18,5 +18,6 @@ pub mod plan;
 pub mod policy;
 pub mod prepare;
 pub mod registry;
+pub mod resolver;
 pub mod source;
 pub mod validate;

@@ -123,6 +123,9 @@ pub struct PassInput {
     /// Nodes that left the manifests and still hold containers of the
     /// stack, as the daemon remembers them: observed too, and drained.
     pub retired: BTreeMap<String, manifest::model::Node>,
+    /// Where the daemon resolves images off the pass's path; `None`
+    /// (one-shot commands): each image is resolved before planning.
+    pub resolver: Option<std::sync::Arc<crate::resolver::Resolver>>,
 }
 
 /// Since when each node has been unreachable, and how long that may last
@@ -356,7 +359,7 @@ pub async fn plan_loaded(
         observation.draining = !manifest.nodes.contains_key(name);
     }
     let engines = reachable(connections);
-    let images = resolve_images(manifest, registry, &engines, pins).await;
+    let images = resolve_images(manifest, registry, input.resolver.as_ref(), &engines, pins).await;
     let mut desired = desired_state(manifest, &loaded.stack, &loaded.commit, &images, pins);
     desired.source = loaded.source.clone();
     for (service, reason) in &input.frozen {
@@ -561,6 +564,7 @@ pub type ImageResolution = Result<crate::registry::Resolved, ResolveError>;
 pub async fn resolve_images<R: Runtime>(
     manifest: &Manifest,
     registry: &Registry,
+    resolver: Option<&std::sync::Arc<crate::resolver::Resolver>>,
     engines: &BTreeMap<String, R>,
     pins: &Pins,
 ) -> BTreeMap<String, ImageResolution> {
@@ -571,7 +575,11 @@ pub async fn resolve_images<R: Runtime>(
         .filter_map(|s| s.image.as_deref())
         .collect();
     let lookups = references.into_iter().map(|image| async move {
-        let resolved = match registry.resolve(image).await {
+        let answer = match resolver {
+            Some(resolver) => resolver.lookup(image).await,
+            None => registry.resolve(image).await,
+        };
+        let resolved = match answer {
             Ok(resolved) => Ok(resolved),
             // Only an image the registry does not have may come from the nodes'
             // own stores; an unreachable registry or rejected credentials

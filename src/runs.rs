@@ -248,6 +248,7 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
         node_loss: None,
         destroyed: Default::default(),
         retired: Default::default(),
+        resolver: None,
     };
     crate::commands::deploy(
         &loaded,

@@ -99,6 +99,10 @@ pub struct Reconciler {
     pub(super) shared: Arc<Shared>,
     /// Shared with the registry watcher, so bearer tokens are fetched once.
     registry: Arc<Registry>,
+    /// Resolves the images of passes in the background: a tag seen for the
+    /// first time holds its pass at most `--registry-timeout`, and a hung
+    /// registry holds no pass after that.
+    resolver: Arc<crate::resolver::Resolver>,
     pins: BTreeMap<String, Pin>,
     last_good: Option<String>,
     runner: super::runner::PipelineRunner,
@@ -183,6 +187,11 @@ struct Target {
     frozen: BTreeMap<String, String>,
 }
 
+/// How soon an image whose resolution failed is tried again (in the
+/// background: no pass waits for it). Short, so a pushed image or a
+/// registry back up is seen at the next pass after it.
+const RESOLVE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Reconciler {
     pub async fn new(
         config: Config,
@@ -199,11 +208,21 @@ impl Reconciler {
                 warn!(error = %e, "cannot read the last good revision; starting without it");
                 None
             });
+        let resolver = {
+            let shared = shared.clone();
+            crate::resolver::Resolver::new(
+                registry.clone(),
+                config.settings.registry_timeout,
+                RESOLVE_RETRY_AFTER,
+                Arc::new(move || shared.triggers.send(super::Trigger::Registry)),
+            )
+        };
         Reconciler {
             stack,
             repo,
             shared,
             registry,
+            resolver,
             pins: BTreeMap::new(),
             last_good,
             node_loss: prepare::NodeLoss {
@@ -490,6 +509,7 @@ impl Reconciler {
             node_loss: Some(self.node_loss.clone()),
             destroyed: self.destroyed.clone(),
             retired: self.retire_nodes(loaded),
+            resolver: Some(self.resolver.clone()),
         };
         let watch = PassWatch {
             shared: &self.shared,
