@@ -878,14 +878,7 @@ impl Reconciler {
         let running = running_by_service(observed);
         let mut services = Vec::new();
         for service in loaded.manifest.services.values() {
-            let desired = service.replicas.map(|r| r as usize).unwrap_or_else(|| {
-                loaded
-                    .manifest
-                    .nodes
-                    .values()
-                    .filter(|n| service.tags.iter().all(|t| n.tags.contains(t)))
-                    .count()
-            });
+            let desired = loaded.manifest.desired_replicas(service);
             let desired_service = planned.desired.services.get(&service.name);
             let service_plan = planned
                 .plan

@@ -417,6 +417,23 @@ impl Service {
     pub fn replica_count(&self) -> u32 {
         self.replicas.unwrap_or(1)
     }
+
+    /// Whether the service may run on `node`: it carries every tag, and
+    /// every constraint admits it.
+    pub fn admits(&self, node: &Node) -> bool {
+        self.tags.is_subset(&node.tags) && self.constraints.iter().all(|c| c.admits(node))
+    }
+}
+
+impl Manifest {
+    /// How many replicas of `service` are wanted: its count, or under
+    /// `every_node` one per node it may run on.
+    pub fn desired_replicas(&self, service: &Service) -> usize {
+        match service.replicas {
+            Some(count) => count as usize,
+            None => self.nodes.values().filter(|n| service.admits(n)).count(),
+        }
+    }
 }
 
 /// An image build from the repository.
@@ -631,5 +648,30 @@ impl Stage {
         match self {
             Stage::Script { name, .. } | Stage::Build { name, .. } => name,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An `every_node` service wants one replica per node its tags and its
+    /// constraints admit, as the planner places them.
+    #[test]
+    fn every_node_wants_one_replica_per_admitted_node() {
+        let text = "nodes:\n  a: { endpoint: \"tcp://10.0.0.1:2375\", tags: [web, \"region=eu\"] }\n  b: { endpoint: \"tcp://10.0.0.2:2375\", tags: [web, \"region=us\"] }\n  c: { endpoint: \"tcp://10.0.0.3:2375\", tags: [db] }\nservices:\n  agent: { image: x, deployment_strategy: every_node, tags: [web], deploy: { placement: { constraints: [\"node.labels.region != us\"] } } }\n  all: { image: x, deployment_strategy: every_node }\n  three: { image: x, deploy: { replicas: 3 } }\n";
+        let files = [crate::manifest::SourceFile {
+            path: "p.yml".into(),
+            text: text.into(),
+        }];
+        let loaded = crate::manifest::load_and_validate(
+            &files,
+            &Default::default(),
+            &crate::manifest::MemoryTree::default(),
+        );
+        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
+        let manifest = &loaded.manifest;
+        let wanted = |name: &str| manifest.desired_replicas(&manifest.services[name]);
+        assert_eq!(wanted("agent"), 1, "tags and the constraint leave node a");
+        assert_eq!(wanted("all"), 3);
+        assert_eq!(wanted("three"), 3);
     }
 }
