@@ -110,7 +110,7 @@ pub struct DeployArgs {
 }
 
 /// How to reach and name the deployment.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct NodesArgs {
     /// Name of this deployment, carried by every container as `pier.stack`
     /// (default: the repository's folder name)
@@ -143,7 +143,7 @@ pub struct NodesArgs {
 }
 
 /// The container policy.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct PolicyArgs {
     /// A YAML file saying what manifests may ask of the hosts: privileged,
     /// cap_add, bind_mounts, host_ports, node_endpoints (default: what

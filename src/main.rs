@@ -2,9 +2,7 @@
 //! to an exit code. No logic lives here.
 
 mod cli;
-mod commands;
-mod edits;
-mod runs;
+mod cmd;
 
 use std::process::ExitCode;
 
@@ -16,16 +14,16 @@ fn main() -> ExitCode {
     pier::docker::engine::install_crypto_provider();
     pier::source::git::bound_network_waits(cli.git_timeout, cli.git_fetch_timeout);
     match cli.command {
-        Command::Validate(args) => validate(args),
-        Command::Diff(args) => run(commands::diff(args)),
-        Command::Apply(args) => run(commands::apply(args)),
-        Command::Daemon(args) => run(commands::daemon(*args)),
-        Command::Status(args) => run(commands::status(args)),
-        Command::Scale(args) => run(edits::scale(args)),
-        Command::Node(command) => run(edits::node(command)),
-        Command::Set(command) => run(edits::set(command)),
-        Command::Logs(args) => run(runs::logs(args)),
-        Command::Pipeline(command) => run(runs::pipeline(command)),
+        Command::Validate(args) => cmd::validate::validate(args),
+        Command::Diff(args) => run(cmd::diff::diff(args)),
+        Command::Apply(args) => run(cmd::apply::apply(args)),
+        Command::Daemon(args) => run(cmd::daemon::daemon(*args)),
+        Command::Status(args) => run(cmd::status::status(args)),
+        Command::Scale(args) => run(cmd::scale::scale(args)),
+        Command::Node(command) => run(cmd::node::node(command)),
+        Command::Set(command) => run(cmd::set::set(command)),
+        Command::Logs(args) => run(cmd::logs::logs(args)),
+        Command::Pipeline(command) => run(cmd::pipeline::pipeline(command)),
     }
 }
 
@@ -40,27 +38,4 @@ fn run(command: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     let code = runtime.block_on(command);
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     code
-}
-
-fn validate(args: cli::ValidateArgs) -> ExitCode {
-    let source = commands::source(args.source);
-    let vars = pier::manifest::interpolate::admitted_from_process(&args.policy.allow_env());
-    let policy = args.policy.file.unwrap_or_default();
-    match pier::validate::run(&source, &vars, &policy) {
-        Ok(report) => {
-            match args.output {
-                cli::Output::Human => eprint!("{}", report.human()),
-                cli::Output::Json => println!("{}", report.json()),
-            }
-            if report.valid {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::from(2)
-        }
-    }
 }
