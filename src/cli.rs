@@ -200,7 +200,7 @@ pub struct RolloutArgs {
     #[arg(long, env = "PIER_HEALTH_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
     pub health_timeout: std::time::Duration,
     /// Engine operations in flight per node
-    #[arg(long, env = "PIER_NODE_PARALLELISM", default_value_t = pier::apply::ApplySettings::default().per_node)]
+    #[arg(long, env = "PIER_NODE_PARALLELISM", default_value_t = pier::pass::apply::ApplySettings::default().per_node)]
     pub node_parallelism: usize,
     /// Also remove the anonymous volumes of containers removed for good
     /// (pruned, scaled down, moved off a node); replacements always keep them

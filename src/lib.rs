@@ -2,22 +2,19 @@
 //!
 //! Desired state (services, nodes, pipeline stages) lives as YAML in a git
 //! repository; pier tests and builds each new commit, then converges the
-//! containers on the nodes to what the repository declares. See DESIGN.md for
-//! the loop (load → observe → plan → apply → record) and the module map.
+//! containers on the nodes to what the repository declares. See the README's
+//! map of the code for where each part lives; one pass (load → observe →
+//! resolve → plan → apply) is `pass`, the pure planner `plan`.
 
-pub mod apply;
 pub mod daemon;
-pub mod deploy;
 pub mod docker;
 pub mod edit;
 pub mod fault;
 pub mod manifest;
-pub mod observe;
+pub mod pass;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;
-pub mod prepare;
 pub mod registry;
-pub mod resolver;
 pub mod source;
 pub mod validate;

@@ -118,7 +118,7 @@ async fn a_hung_engine_fails_its_steps_in_time_and_the_rest_converges() {
     );
     let repo = support::UserRepo::new("hung", &manifest);
     let s = repo.stack.clone();
-    let settings = pier::prepare::Settings {
+    let settings = pier::pass::Settings {
         source: pier::validate::Source {
             repo: repo.dir.path().display().to_string(),
             reference: "HEAD".into(),
@@ -135,15 +135,13 @@ async fn a_hung_engine_fails_its_steps_in_time_and_the_rest_converges() {
         allow_env: Vec::new(),
     };
     let vars = std::env::vars().collect();
-    let prepared = pier::prepare::prepare(&settings, &vars)
-        .await
-        .expect("a plan");
+    let prepared = pier::pass::prepare(&settings, &vars).await.expect("a plan");
     assert_eq!(pier::plan::render::summary(&prepared.plan).create, 2);
 
-    let apply_settings = pier::apply::ApplySettings::default();
+    let apply_settings = pier::pass::apply::ApplySettings::default();
     let report = {
         let _hung = BedChange::make(&["freeze-node", "n2"], &["thaw-node", "n2"]);
-        let apply = pier::apply::apply(
+        let apply = pier::pass::apply::apply(
             &prepared.desired,
             &prepared.plan,
             &prepared.engines,

@@ -3,10 +3,10 @@
 
 use std::process::ExitCode;
 
-use pier::apply::{ApplySettings, StepRecord};
-use pier::deploy::{Deployment, Verdict, Watch};
+use pier::pass::apply::{ApplySettings, StepRecord};
+use pier::pass::deploy::{Deployment, Verdict, Watch};
+use pier::pass::{self, Loaded, PassInput, Planned, Settings};
 use pier::plan::render::{self, Style};
-use pier::prepare::{self, Loaded, PassInput, Planned, Settings};
 
 use super::{apply_settings, report_diagnostics, report_pass_error, settings};
 use crate::cli::ApplyArgs;
@@ -110,7 +110,7 @@ fn expected_steps(plan: &pier::plan::Plan) -> u64 {
 pub async fn apply(args: ApplyArgs) -> ExitCode {
     let settings = settings(args.deploy);
     let vars = settings.manifest_vars();
-    let loaded = match prepare::load_for_deploy(&settings, &vars).await {
+    let loaded = match pass::load_for_deploy(&settings, &vars).await {
         Ok(loaded) => loaded,
         Err(e) => {
             report_pass_error(&e);
@@ -118,7 +118,7 @@ pub async fn apply(args: ApplyArgs) -> ExitCode {
         }
     };
     report_diagnostics(&loaded.diagnostics);
-    let registry = prepare::registry(&settings);
+    let registry = pass::registry(&settings);
     deploy(
         &loaded,
         &settings,
@@ -141,7 +141,8 @@ pub async fn deploy(
 ) -> ExitCode {
     let terminal = Terminal::default();
     let deployment =
-        pier::deploy::deploy(loaded, settings, registry, input, apply_settings, &terminal).await;
+        pier::pass::deploy::deploy(loaded, settings, registry, input, apply_settings, &terminal)
+            .await;
     terminal.finish();
     report_deployment(&deployment)
 }

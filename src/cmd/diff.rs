@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
+use pier::pass;
 use pier::plan::render::{self, Style};
-use pier::prepare;
 
 use super::{report_diagnostics, report_pass_error, settings};
 use crate::cli::{DiffArgs, Output};
@@ -13,7 +13,7 @@ pub async fn diff(args: DiffArgs) -> ExitCode {
     let settings = settings(args.deploy);
     let vars = settings.manifest_vars();
     let (no_changes, changes, error) = if detailed { (0, 2, 1) } else { (0, 1, 2) };
-    let mut prepared = match prepare::prepare(&settings, &vars).await {
+    let mut prepared = match pass::prepare(&settings, &vars).await {
         Ok(prepared) => prepared,
         Err(e) => {
             report_pass_error(&e);

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use pier::edit::commit::{self, CommitError, Outcome, Request};
 use pier::edit::{Edit, Refused};
 use pier::manifest::{self, SourceFile, Vars};
+use pier::pass::{self, Loaded, PassInput};
 use pier::plan::render::{self, Style};
-use pier::prepare::{self, Loaded, PassInput};
 use pier::source::git::GitSource;
 
 use crate::cli::CommitArgs;
@@ -137,8 +137,8 @@ async fn show_plan(args: &CommitArgs, outcome: &Outcome, vars: &Vars) {
         cache_dir: args.cache_dir.clone(),
     };
     let settings = super::nodes_settings(source, args.nodes.clone());
-    let registry = prepare::registry(&settings);
-    let planned = prepare::plan_loaded(&loaded, &settings, &registry, &PassInput::default()).await;
+    let registry = pass::registry(&settings);
+    let planned = pass::plan_loaded(&loaded, &settings, &registry, &PassInput::default()).await;
     println!("\nThe plan after this change:");
     print!(
         "{}",

@@ -16,8 +16,8 @@ pub mod set;
 pub mod status;
 pub mod validate;
 
-use pier::apply::ApplySettings;
-use pier::prepare::{PassError, Settings};
+use pier::pass::apply::ApplySettings;
+use pier::pass::{PassError, Settings};
 
 use crate::cli::{DeployArgs, NodesArgs, RolloutArgs, SourceArgs};
 

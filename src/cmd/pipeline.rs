@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::ExitCode;
 
+use pier::pass::{self, PassInput};
 use pier::pipeline::{self, RunState, archive};
-use pier::prepare::{self, PassInput};
 use pier::registry::CredentialStore;
 use pier::source::git::GitSource;
 
@@ -28,7 +28,7 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let loaded = match prepare::load(
+    let loaded = match pass::load(
         &repo,
         &settings.source.reference,
         &settings.source.path,
@@ -39,7 +39,7 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
     .and_then(|loaded| {
         // Only a deploy needs the router's certificate.
         if deploy_after {
-            prepare::with_router_certificate(loaded)
+            pass::with_router_certificate(loaded)
         } else {
             Ok(loaded)
         }
@@ -65,7 +65,7 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
         }
     };
     let engines =
-        prepare::reachable(prepare::connect_all(&loaded.manifest, settings.engine_timeout).await);
+        pass::reachable(pass::connect_all(&loaded.manifest, settings.engine_timeout).await);
     let credentials = CredentialStore::from_environment();
     let secrets = match pipeline::pipeline_secrets(
         &loaded.manifest,
@@ -129,7 +129,7 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
     if !deploy_after {
         return ExitCode::SUCCESS;
     }
-    let registry = prepare::registry(&settings);
+    let registry = pass::registry(&settings);
     let input = PassInput {
         pins: outcome
             .built

@@ -38,8 +38,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch as tokio_watch};
 use tracing::{info, warn};
 
-use crate::apply::ApplySettings;
-use crate::prepare::Settings;
+use crate::pass::Settings;
+use crate::pass::apply::ApplySettings;
 use crate::source::git::GitSource;
 
 use metrics::Metrics;

@@ -21,11 +21,11 @@ use tracing::{Instrument, error, info, info_span, warn};
 use super::status::{Condition, NodeStatus, PassStatus, ServiceStatus};
 use super::store::{Failure, PassRecord};
 use super::{Config, Shared, Trigger, Watched};
-use crate::apply::{self, ApplyReport};
 use crate::manifest::Severity;
+use crate::pass::apply::{self, ApplyReport};
+use crate::pass::{self, Loaded, PassError, PassInput, Planned};
 use crate::pipeline::{self, RunState};
 use crate::plan::Observed;
-use crate::prepare::{self, Loaded, PassError, PassInput, Planned};
 use crate::registry::{Registry, Resolved};
 use crate::source::git::{GitSource, short_commit as short};
 
@@ -102,12 +102,12 @@ pub struct Reconciler {
     /// Resolves the images of passes in the background: a tag seen for the
     /// first time holds its pass at most `--registry-timeout`, and a hung
     /// registry holds no pass after that.
-    resolver: Arc<crate::resolver::Resolver>,
+    resolver: Arc<crate::pass::resolver::Resolver>,
     pins: BTreeMap<String, Pin>,
     last_good: Option<String>,
     runner: super::runner::PipelineRunner,
     /// Since when each unreachable node has been so.
-    node_loss: prepare::NodeLoss,
+    node_loss: pass::NodeLoss,
     /// `autodestroy` jobs that ran (service, spec hash): not run again. Kept
     /// in memory: a restarted daemon runs such a job once more.
     destroyed: BTreeSet<(String, String)>,
@@ -133,7 +133,7 @@ struct PassWatch<'a> {
     last_good: Option<&'a str>,
 }
 
-impl crate::deploy::Watch for PassWatch<'_> {
+impl crate::pass::deploy::Watch for PassWatch<'_> {
     fn planned(&self, planned: &Planned) {
         let plan = &planned.plan;
         if !plan.refused.is_empty() || plan.is_empty() {
@@ -210,7 +210,7 @@ impl Reconciler {
             });
         let resolver = {
             let shared = shared.clone();
-            crate::resolver::Resolver::new(
+            crate::pass::resolver::Resolver::new(
                 registry.clone(),
                 config.settings.registry_timeout,
                 RESOLVE_RETRY_AFTER,
@@ -225,7 +225,7 @@ impl Reconciler {
             resolver,
             pins: BTreeMap::new(),
             last_good,
-            node_loss: prepare::NodeLoss {
+            node_loss: pass::NodeLoss {
                 down_after: config.node_down_after,
                 ..Default::default()
             },
@@ -516,7 +516,7 @@ impl Reconciler {
             commit: &loaded.commit,
             last_good: self.last_good.as_deref(),
         };
-        let deployment = crate::deploy::deploy(
+        let deployment = crate::pass::deploy::deploy(
             loaded,
             &self.config.settings,
             &self.registry,
@@ -543,7 +543,7 @@ impl Reconciler {
         let observed = if planned.plan.is_empty() {
             planned.observed.clone()
         } else {
-            crate::observe::observe(
+            crate::pass::observe::observe(
                 &loaded.stack,
                 &planned
                     .engines
@@ -749,10 +749,10 @@ impl Reconciler {
 
     /// Digests already decided: the registry watcher's latest for services
     /// that follow their tag, the commit's first resolution for the others.
-    async fn pins_for(&self, loaded: &Loaded) -> prepare::Pins {
+    async fn pins_for(&self, loaded: &Loaded) -> pass::Pins {
         let stored = self.stored_pins(loaded).await;
         let followed = self.shared.followed.lock().expect("followed lock").clone();
-        let mut pins = prepare::Pins::new();
+        let mut pins = pass::Pins::new();
         for service in loaded.manifest.services.values() {
             let Some(reference) = service.image.as_deref() else {
                 continue;

@@ -15,8 +15,8 @@ use super::status::PipelineStatus;
 use super::store::StageRow;
 use crate::docker::engine::Engine;
 use crate::manifest::Vars;
+use crate::pass::{self, Loaded};
 use crate::pipeline::{self, RunState, archive};
-use crate::prepare::{self, Loaded};
 use crate::registry::CredentialStore;
 use crate::source::git::{GitSource, short_commit as short};
 
@@ -68,7 +68,7 @@ impl PipelineRunner {
         commit: &str,
         folder: &str,
         stack: &str,
-    ) -> Result<Loaded, prepare::PassError> {
+    ) -> Result<Loaded, pass::PassError> {
         self.load_with(commit, folder, stack, self.vars.clone(), false)
             .await
     }
@@ -80,7 +80,7 @@ impl PipelineRunner {
         commit: &str,
         folder: &str,
         stack: &str,
-    ) -> Result<Loaded, prepare::PassError> {
+    ) -> Result<Loaded, pass::PassError> {
         self.load_with(commit, folder, stack, Vars::new(), true)
             .await
     }
@@ -92,30 +92,30 @@ impl PipelineRunner {
         stack: &str,
         vars: Vars,
         untrusted: bool,
-    ) -> Result<Loaded, prepare::PassError> {
+    ) -> Result<Loaded, pass::PassError> {
         let (repo, policy) = (self.repo.clone(), self.policy.clone());
         let (commit, folder, stack) = (commit.to_string(), folder.to_string(), stack.to_string());
         let loaded = tokio::task::spawn_blocking(move || {
             let repo = repo.lock().expect("repository lock");
-            let loaded = prepare::load(&repo, &commit, &folder, Some(&stack), &vars, &policy);
+            let loaded = pass::load(&repo, &commit, &folder, Some(&stack), &vars, &policy);
             // A branch under test never gets the router's certificate.
             if untrusted {
                 loaded
             } else {
-                loaded.and_then(prepare::with_router_certificate)
+                loaded.and_then(pass::with_router_certificate)
             }
         })
         .await
         .expect("loading manifests does not panic");
         loaded.map_err(|error| match error {
-            prepare::PassError::Invalid {
+            pass::PassError::Invalid {
                 commit,
                 mut diagnostics,
             } => {
                 for diagnostic in &mut diagnostics {
                     self.explain_denied(diagnostic, untrusted);
                 }
-                prepare::PassError::Invalid {
+                pass::PassError::Invalid {
                     commit,
                     diagnostics,
                 }
@@ -204,7 +204,7 @@ impl PipelineRunner {
                 secrets,
             )) => {
                 let engines =
-                    prepare::reachable(prepare::connect_all(&manifest, self.engine_timeout).await);
+                    pass::reachable(pass::connect_all(&manifest, self.engine_timeout).await);
                 self.remove_leftovers_once(&loaded.stack, &engines).await;
                 let positions: BTreeMap<String, usize> = loaded
                     .manifest
@@ -377,7 +377,7 @@ pub async fn other_branches(runner: PipelineRunner, folder: String, stack: Strin
             Ok(_) => continue,
             Err(e) => {
                 let detail = match &e {
-                    prepare::PassError::Invalid { diagnostics, .. } => diagnostics
+                    pass::PassError::Invalid { diagnostics, .. } => diagnostics
                         .iter()
                         .map(|d| d.to_string())
                         .collect::<Vec<_>>()

@@ -192,8 +192,8 @@ impl RunRow {
     }
 }
 
-impl From<&crate::apply::StepRecord> for StepRow {
-    fn from(step: &crate::apply::StepRecord) -> StepRow {
+impl From<&crate::pass::apply::StepRecord> for StepRow {
+    fn from(step: &crate::pass::apply::StepRecord) -> StepRow {
         StepRow {
             service: step.service.clone(),
             node: step.node.clone(),

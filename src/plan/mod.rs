@@ -7,6 +7,7 @@
 //! moved just to rebalance.
 
 pub mod container;
+pub mod desired;
 pub mod render;
 pub mod spec;
 pub mod swarm;

@@ -425,7 +425,7 @@ async fn diff(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> Response {
             .into_response();
     };
     let settings = d.shared.edits.diff.clone();
-    let text = match crate::prepare::prepare(&settings, &d.shared.edits.vars).await {
+    let text = match crate::pass::prepare(&settings, &d.shared.edits.vars).await {
         Ok(prepared) => crate::plan::render::human(
             &prepared.plan,
             &prepared.desired,

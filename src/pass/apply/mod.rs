@@ -1390,7 +1390,7 @@ mod tests {
     use super::*;
     use crate::docker::fake::FakeRuntime;
     use crate::manifest::{self, MemoryTree, SourceFile, Vars};
-    use crate::registry::{CredentialStore, Resolved};
+    use crate::registry::CredentialStore;
 
     /// A bare path takes the old volume; a path without a declaration is
     /// added (an image `VOLUME`); a named volume or bind mount keeps its source.
@@ -1445,24 +1445,24 @@ mod tests {
         let loaded = manifest::load_and_validate(&files, &Vars::new(), &MemoryTree::default());
         assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
         let digest = format!("sha256:{}", "1".repeat(64));
-        let images = ["r.example/app:1", "caddy:2"]
-            .into_iter()
-            .map(|image| {
-                let resolved = Resolved {
+        let images = loaded
+            .manifest
+            .services
+            .values()
+            .map(|service| {
+                let image = service.image.clone().unwrap_or_default();
+                let pinned = crate::plan::desired::PinnedImage {
                     pinned: format!("{image}@{digest}"),
                     digest: digest.clone(),
                 };
-                (image.to_string(), Ok(resolved))
+                (
+                    service.name.clone(),
+                    crate::plan::desired::ImageChoice::Pinned(pinned),
+                )
             })
             .collect();
-        let desired = crate::prepare::desired_state(
-            &loaded.manifest,
-            "s",
-            "c0ffee",
-            &images,
-            &Default::default(),
-        );
-        let observed = crate::observe::observe(
+        let desired = crate::plan::desired::desired_state(&loaded.manifest, "s", "c0ffee", &images);
+        let observed = crate::pass::observe::observe(
             "s",
             &BTreeMap::from([("n1".to_string(), Ok(engine.clone()))]),
             Duration::from_secs(1),

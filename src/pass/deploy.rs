@@ -8,8 +8,8 @@
 //! daemon's status and log). A plan the planner refused, or one with
 //! nothing to do, never reaches the engines.
 
-use crate::apply::{self, ApplyReport, ApplySettings, StepRecord};
-use crate::prepare::{self, Loaded, PassInput, Planned, Settings};
+use crate::pass::apply::{self, ApplyReport, ApplySettings, StepRecord};
+use crate::pass::{self, Loaded, PassInput, Planned, Settings};
 use crate::registry::Registry;
 
 /// What a caller sees of a deploy while it runs.
@@ -75,7 +75,7 @@ pub async fn deploy(
     apply_settings: &ApplySettings,
     watch: &dyn Watch,
 ) -> Deployment {
-    let planned = prepare::plan_loaded(loaded, settings, registry, input).await;
+    let planned = pass::plan_loaded(loaded, settings, registry, input).await;
     watch.planned(&planned);
     let mut deployment = Deployment {
         planned,
