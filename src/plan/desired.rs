@@ -83,7 +83,10 @@ fn other_stack_links(
 /// Whether a service's replicas may start on another node when theirs is
 /// down: no volume or host folder holds data there, and no constraint pins
 /// it to that node by name.
-fn movable(service: &manifest::model::Service, spec: &crate::docker::ContainerSpec) -> bool {
+fn movable(
+    service: &manifest::model::Service,
+    spec: &crate::plan::container::ContainerSpec,
+) -> bool {
     use manifest::model::ConstraintSubject;
     spec.mounts.is_empty()
         && !service
@@ -251,8 +254,10 @@ fn restart_with_dependencies(
     }
     if let Some(dependent) = desired.services.get_mut(name) {
         let spec = Arc::make_mut(&mut dependent.spec);
-        spec.labels
-            .insert(crate::docker::LABEL_RESTARTS_WITH.into(), hashes.join(","));
+        spec.labels.insert(
+            crate::plan::container::LABEL_RESTARTS_WITH.into(),
+            hashes.join(","),
+        );
         dependent.hash = plan::spec::spec_hash(spec);
     }
 }

@@ -215,7 +215,8 @@ fn swarm_lines(swarm: &super::swarm::SwarmPlan, style: Style) -> String {
 
 pub fn human(plan: &Plan, desired: &Desired, style: Style) -> String {
     let mut out = String::new();
-    let commit = crate::source::git::short_commit(&plan.commit);
+    // As people read commits in pier's messages: 12 hex digits.
+    let commit = &plan.commit[..plan.commit.len().min(12)];
     for reason in &plan.refused {
         out.push_str(&format!("{} {reason}\n", style.paint("31", "refused:")));
     }
