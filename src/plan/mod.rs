@@ -8,6 +8,7 @@
 
 pub mod container;
 pub mod desired;
+pub mod order;
 pub mod render;
 pub mod spec;
 pub mod swarm;
@@ -429,6 +430,10 @@ pub struct ServicePlan {
     /// get per-replica link variables).
     #[serde(skip)]
     pub replicas: Vec<(u32, String)>,
+    /// The order its changes run in: batches of indices into `changes`
+    /// (see [`order`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub batches: Vec<Vec<usize>>,
 }
 
 /// The whole plan: services in dependency order, pruned services last.
@@ -446,6 +451,9 @@ pub struct Plan {
     /// What the stack's overlay network needs of the swarm, done first.
     #[serde(skip_serializing_if = "swarm_plan_is_empty")]
     pub swarm: swarm::SwarmPlan,
+    /// The order services roll out in (see [`order`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<order::Wave>,
 }
 
 fn swarm_plan_is_empty(plan: &swarm::SwarmPlan) -> bool {
@@ -498,6 +506,7 @@ impl Plan {
             }
         }
         self.swarm = swarm;
+        self.reorder();
         self
     }
 }
@@ -560,9 +569,11 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &Options) -> Plan {
             parallelism: 1,
             current: Vec::new(),
             replicas: Vec::new(),
+            batches: Vec::new(),
         });
     }
     plan.services.extend(prune(desired, observed));
+    plan.order(desired);
     plan
 }
 
@@ -862,6 +873,7 @@ fn plan_service<'a>(
         },
         current: Vec::new(),
         replicas: Vec::new(),
+        batches: Vec::new(),
     };
     let matching = index.matching(desired, service);
     let reachable = |node: &str| {
@@ -1440,6 +1452,7 @@ fn prune(desired: &Desired, observed: &Observed) -> Vec<ServicePlan> {
                     parallelism: u32::MAX,
                     current: Vec::new(),
                     replicas: Vec::new(),
+                    batches: Vec::new(),
                 });
             match &observation.unreachable {
                 None => entry.changes.push(remove(

@@ -1,5 +1,7 @@
 //! A plan for people (like `terraform plan`) and for machines (versioned JSON).
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::{Change, Desired, DesiredService, FieldChange, OwnedContainer, Plan};
@@ -213,6 +215,58 @@ fn swarm_lines(swarm: &super::swarm::SwarmPlan, style: Style) -> String {
     out
 }
 
+/// The container a change makes or touches, by name.
+fn change_target(change: &Change) -> &str {
+    match change {
+        Change::Create { name, .. } | Change::Replace { name, .. } => name,
+        Change::Remove { container, .. }
+        | Change::Reload { container, .. }
+        | Change::Rotate { container, .. } => &container.name,
+    }
+}
+
+/// The rollout order, when there is one to tell: several waves, or a
+/// service whose changes run in several batches. One line per wave; a
+/// service's batches separated by "then".
+fn order_lines(plan: &Plan) -> String {
+    let by_name: BTreeMap<&str, &super::ServicePlan> = plan
+        .services
+        .iter()
+        .map(|s| (s.service.as_str(), s))
+        .collect();
+    let batched = plan.services.iter().any(|s| s.batches.len() > 1);
+    if plan.waves.len() < 2 && !batched {
+        return String::new();
+    }
+    let mut out = String::from("\nOrder (each step once the one before it is done):\n");
+    for (n, wave) in plan.waves.iter().enumerate() {
+        let services: Vec<String> = wave
+            .services
+            .iter()
+            .map(|name| match by_name.get(name.as_str()) {
+                Some(service) if service.batches.len() > 1 => {
+                    let batches: Vec<String> = service
+                        .batches
+                        .iter()
+                        .map(|batch| {
+                            batch
+                                .iter()
+                                .filter_map(|&i| service.changes.get(i))
+                                .map(change_target)
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        })
+                        .collect();
+                    format!("{name} ({})", batches.join(", then "))
+                }
+                _ => name.clone(),
+            })
+            .collect();
+        out.push_str(&format!("  {}. {}\n", n + 1, services.join(", ")));
+    }
+    out
+}
+
 pub fn human(plan: &Plan, desired: &Desired, style: Style) -> String {
     let mut out = String::new();
     // As people read commits in pier's messages: 12 hex digits.
@@ -322,6 +376,7 @@ pub fn human(plan: &Plan, desired: &Desired, style: Style) -> String {
             ));
         }
     }
+    out.push_str(&order_lines(plan));
     out.push_str(&format!(
         "\nPlan: {} to create, {} to replace, {} to remove{}{}{}.\n",
         s.create,

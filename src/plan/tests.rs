@@ -1096,3 +1096,75 @@ fn overlay_networks_are_the_named_ones_in_use() {
         }]
     );
 }
+
+/// The order is data in the plan: waves by dependency, and in a service
+/// removals, then creations, then replacements `parallelism` at a time;
+/// `diff` shows it as it will run.
+#[test]
+fn the_rollout_order_is_planned_and_shown() {
+    let mut web = service("web", Some(3), Strategy::HighAvailability, &[]);
+    web.after = vec!["db".into()];
+    web.update.parallelism = 2;
+    let d = desired(
+        vec![node("n1", &[]), node("n2", &[])],
+        vec![web, service("db", Some(1), Strategy::EmptiestNode, &[])],
+    );
+    let mut o = observed(&[("n1", 0), ("n2", 0)]);
+    for replica in 1..=4 {
+        owned(
+            &mut o,
+            if replica % 2 == 1 { "n1" } else { "n2" },
+            "web",
+            replica,
+            "oldhash",
+        );
+    }
+    let p = plan(&d, &o, &Options::default());
+    let names: Vec<Vec<&str>> = p
+        .waves
+        .iter()
+        .map(|w| w.services.iter().map(String::as_str).collect())
+        .collect();
+    assert_eq!(names, [vec!["db"], vec!["web"]]);
+    let web = p.services.iter().find(|s| s.service == "web").unwrap();
+    let kinds: Vec<Vec<&str>> = web
+        .batches
+        .iter()
+        .map(|batch| {
+            batch
+                .iter()
+                .map(|&i| match &web.changes[i] {
+                    Change::Remove { .. } => "remove",
+                    Change::Create { .. } => "create",
+                    Change::Replace { .. } => "replace",
+                    _ => "other",
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [vec!["remove"], vec!["replace", "replace"], vec!["replace"]],
+        "{:?}",
+        lines(&p)
+    );
+    let shown = super::render::human(&p, &d, super::render::Style { color: false });
+    assert!(
+        shown.contains("Order (each step once the one before it is done):"),
+        "{shown}"
+    );
+    assert!(shown.contains("  1. db\n"), "{shown}");
+    assert!(
+        shown.contains("  2. web (s-web-4, then s-web-1 s-web-2, then s-web-3)\n"),
+        "{shown}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&super::render::json(&p)).unwrap();
+    assert_eq!(json["waves"][1]["services"][0], "web", "{json}");
+    let web = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "web")
+        .unwrap();
+    assert_eq!(web["batches"].as_array().unwrap().len(), 3, "{json}");
+}

@@ -181,7 +181,13 @@ pub async fn apply<R: Runtime>(
         .iter()
         .map(|s| (s.service.as_str(), s))
         .collect();
-    for level in levels(desired, plan) {
+    // The planner's order: a wave once the one before it is done.
+    for wave in &plan.waves {
+        let level: Vec<&ServicePlan> = wave
+            .services
+            .iter()
+            .filter_map(|name| by_name.get(name.as_str()).copied())
+            .collect();
         prepare_nodes(&ctx, &level).await;
         let outcomes = join_all(level.iter().map(|service_plan| {
             // A service whose dependency failed is not rolled out on top of it.
@@ -237,36 +243,6 @@ pub async fn apply<R: Runtime>(
         failed,
         transient,
     }
-}
-
-/// Services grouped so each group only depends on earlier ones; services
-/// being pruned go last.
-fn levels<'p>(desired: &Desired, plan: &'p Plan) -> Vec<Vec<&'p ServicePlan>> {
-    let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
-    // The plan lists services in dependency order already, so one pass suffices.
-    for service_plan in &plan.services {
-        let d = desired
-            .services
-            .get(&service_plan.service)
-            .map(|s| {
-                s.after
-                    .iter()
-                    .filter_map(|a| depth.get(a.as_str()))
-                    .map(|d| d.saturating_add(1))
-                    .max()
-                    .unwrap_or(0)
-            })
-            .unwrap_or(usize::MAX);
-        depth.insert(&service_plan.service, d);
-    }
-    let mut by_depth: BTreeMap<usize, Vec<&ServicePlan>> = BTreeMap::new();
-    for service_plan in plan.services.iter().filter(|s| !s.changes.is_empty()) {
-        by_depth
-            .entry(depth[service_plan.service.as_str()])
-            .or_default()
-            .push(service_plan);
-    }
-    by_depth.into_values().collect()
 }
 
 /// Changes of one batch under way per engine operation allowed in flight

@@ -13,18 +13,17 @@ pub(super) async fn rollout<R: Runtime>(
 ) -> Result<(), String> {
     let name = &service_plan.service;
     let desired = ctx.desired.services.get(name);
-    let (replaces, others): (Vec<&Change>, Vec<&Change>) = service_plan
-        .changes
-        .iter()
-        .partition(|c| matches!(c, Change::Replace { .. }));
-    let (removes, creates): (Vec<&Change>, Vec<&Change>) = others
-        .into_iter()
-        .partition(|c| matches!(c, Change::Remove { .. }));
-    for batch in [removes, creates] {
+    // The planner's batches, in order; a batch of replacements has at most
+    // `parallelism` changes, the others may be many.
+    for batch in &service_plan.batches {
+        let changes: Vec<&Change> = batch
+            .iter()
+            .filter_map(|&i| service_plan.changes.get(i))
+            .collect();
         // Changes are started as earlier ones finish, a bounded number at a
         // time: far more than the engine operations in flight (health waits
         // hold none), yet not one waiting future per replica of a fleet.
-        let results: Vec<Result<(), String>> = stream::iter(&batch)
+        let results: Vec<Result<(), String>> = stream::iter(&changes)
             .map(|change| run_change(ctx, name, desired, change))
             .buffer_unordered(ctx.settings.total.max(1) * CHANGES_PER_OPERATION)
             .collect()
@@ -32,18 +31,9 @@ pub(super) async fn rollout<R: Runtime>(
         if let Some(error) = results.into_iter().find_map(Result::err) {
             return Err(error);
         }
-    }
-    for batch in replaces.chunks(service_plan.parallelism.max(1) as usize) {
-        let results = join_all(
-            batch
-                .iter()
-                .map(|change| run_change(ctx, name, desired, change)),
-        )
-        .await;
-        if let Some(error) = results.into_iter().find_map(Result::err) {
-            return Err(error);
-        }
-        if let Some(d) = desired
+        let replaced = changes.iter().any(|c| matches!(c, Change::Replace { .. }));
+        if replaced
+            && let Some(d) = desired
             && !d.update.delay.is_zero()
         {
             tokio::time::sleep(d.update.delay).await;
