@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use pier::daemon::store::Store;
+use pier::pipeline::RunStatus;
 
 use crate::cli::LogsArgs;
 
@@ -103,9 +104,9 @@ pub async fn logs(args: LogsArgs) -> ExitCode {
                 let _ = writeln!(out, "{line}");
             }
         }
-        if !args.follow || run.state != "running" {
+        if !args.follow || run.state != RunStatus::Running {
             let _ = writeln!(out, "== run {}: {}", run.id, run.state);
-            return if run.state == "passed" || run.state == "running" {
+            return if matches!(run.state, RunStatus::Passed | RunStatus::Running) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

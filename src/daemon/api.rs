@@ -23,10 +23,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::Sha256;
 use std::time::Duration;
-use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
+use super::auth::{bearer, equal_secrets};
 use super::{Shared, Trigger};
 
 /// Largest webhook or API body accepted.
@@ -295,17 +295,6 @@ fn unauthorized(what: &str) -> Response {
 fn accepted(what: &str) -> Response {
     info!(source = what, "webhook accepted");
     (StatusCode::ACCEPTED, "accepted\n").into_response()
-}
-
-pub(super) fn equal_secrets(given: &[u8], expected: &str) -> bool {
-    given.ct_eq(expected.as_bytes()).into()
-}
-
-pub(super) fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .as_bytes()
-        .strip_prefix(b"Bearer ")
 }
 
 async fn reconcile(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {

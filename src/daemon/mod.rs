@@ -15,6 +15,7 @@
 //! side in [`api`], history in [`store`].
 
 pub mod api;
+mod auth;
 pub mod dashboard;
 pub mod metrics;
 pub mod notify;

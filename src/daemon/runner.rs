@@ -162,14 +162,14 @@ impl PipelineRunner {
             .call(move |store| store.start_run(&commit, &on_branch))
             .await
             .unwrap_or(-1);
-        let status = |state: &str, summary: String| PipelineStatus {
+        let status = |state: pipeline::RunStatus, summary: String| PipelineStatus {
             run,
             branch: branch.to_string(),
             commit: loaded.commit.clone(),
-            state: state.into(),
+            state,
             summary,
         };
-        self.publish(branch, status("running", String::new()));
+        self.publish(branch, status(pipeline::RunStatus::Running, String::new()));
         info!(branch, commit = %short(&loaded.commit), run, "pipeline started");
         let trusted = branch == self.branch;
         let untrusted = (CredentialStore::default(), Vars::new());
@@ -268,7 +268,7 @@ impl PipelineRunner {
             });
         }
         let summary = outcome.failure_summary(10).unwrap_or_default();
-        let (state, recorded) = (outcome.state.as_str(), summary.clone());
+        let (state, recorded) = (outcome.state, summary.clone());
         store.write(move |store| {
             let _ = store.finish_run(run, state, &recorded);
         });
@@ -280,12 +280,12 @@ impl PipelineRunner {
         self.shared.notifier.pipeline_finished(
             branch,
             &loaded.commit,
-            state,
-            before.as_deref(),
+            state.into(),
+            before,
             &summary,
         );
         info!(branch, commit = %short(&loaded.commit), run, state = outcome.state.as_str(), "pipeline finished");
-        self.publish(branch, status(outcome.state.as_str(), summary));
+        self.publish(branch, status(outcome.state.into(), summary));
         outcome
     }
 

@@ -108,11 +108,26 @@ pub struct PipelineStatus {
     pub run: i64,
     pub branch: String,
     pub commit: String,
-    /// `running`, `passed`, `failed` or `cancelled`.
-    pub state: String,
+    pub state: crate::pipeline::RunStatus,
     /// For a failed run: the failing stage, why, and the last lines of its log.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub summary: String,
+}
+
+/// How a target is doing, for the status document.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetStatus {
+    pub name: String,
+    pub kind: String,
+    pub delivered: u64,
+    /// Given up after every attempt failed.
+    pub failed: u64,
+    /// Not queued, because the target's queue was full.
+    pub dropped: u64,
+    /// Waiting, or being tried again.
+    pub pending: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_error: String,
 }
 
 /// The whole status document.
@@ -138,7 +153,7 @@ pub struct Status {
     pub pipelines: std::collections::BTreeMap<String, PipelineStatus>,
     /// The notification targets and how delivery to each goes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notifications: Vec<super::notify::TargetStatus>,
+    pub notifications: Vec<TargetStatus>,
 }
 
 /// A digest or commit as people read it: 12 hex digits.

@@ -50,11 +50,57 @@ pub enum RunState {
 
 impl RunState {
     pub fn as_str(self) -> &'static str {
+        RunStatus::from(self).as_str()
+    }
+}
+
+/// Where a recorded run stands: still running, or how it ended. What the
+/// store keeps and the status document shows (in lower case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Passed,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
         match self {
-            RunState::Passed => "passed",
-            RunState::Failed => "failed",
-            RunState::Cancelled => "cancelled",
+            RunStatus::Running => "running",
+            RunStatus::Passed => "passed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
         }
+    }
+
+    /// The status written as `as_str` writes it.
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Running,
+            RunStatus::Passed,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+}
+
+impl From<RunState> for RunStatus {
+    fn from(state: RunState) -> RunStatus {
+        match state {
+            RunState::Passed => RunStatus::Passed,
+            RunState::Failed => RunStatus::Failed,
+            RunState::Cancelled => RunStatus::Cancelled,
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -16,6 +16,7 @@
 
 pub mod pages;
 
+use crate::pipeline::RunStatus;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -119,7 +120,7 @@ fn random_token() -> String {
 }
 
 fn same(given: &str, expected: &str) -> bool {
-    super::api::equal_secrets(given.as_bytes(), expected)
+    super::auth::equal_secrets(given.as_bytes(), expected)
 }
 
 /// Who is asking, and may they read.
@@ -158,11 +159,11 @@ impl Dashboard {
             }
         });
         let secrets = &self.shared.secrets;
-        let by_bearer = super::api::bearer(headers).is_some_and(|given| {
+        let by_bearer = super::auth::bearer(headers).is_some_and(|given| {
             [&secrets.status, &secrets.api]
                 .into_iter()
                 .flatten()
-                .any(|token| super::api::equal_secrets(given, token))
+                .any(|token| super::auth::equal_secrets(given, token))
         });
         let may_read = secrets.status.is_none() || session.is_some() || by_bearer;
         Caller { session, may_read }
@@ -261,7 +262,7 @@ impl Dashboard {
     /// A run may be run again when it failed or was cancelled and its
     /// commit is still its branch's tip.
     fn may_rerun(&self, run: &super::store::RunRow, status: &super::status::Status) -> bool {
-        if run.state == "passed" || run.state == "running" {
+        if matches!(run.state, RunStatus::Passed | RunStatus::Running) {
             return false;
         }
         if run.branch == status.branch {

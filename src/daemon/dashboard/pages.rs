@@ -285,7 +285,7 @@ fn pipeline_line(run: &PipelineStatus) -> Markup {
     html! {
         p {
             a href=(format!("/ui/runs/{}", run.run)) { "Run " (run.run) }
-            " of " (commit(Some(&run.commit))) " on " (run.branch) " " (state_badge(&run.state))
+            " of " (commit(Some(&run.commit))) " on " (run.branch) " " (state_badge(run.state.as_str()))
         }
         @if !run.summary.is_empty() { pre.log { (run.summary) } }
     }
@@ -416,7 +416,7 @@ pub fn runs(runs: &[RunRow], now: u64) -> Markup {
                             td { a href=(format!("/ui/runs/{}", run.id)) { "#" (run.id) } }
                             td { (run.branch) }
                             td { (commit(Some(&run.commit))) }
-                            td { (state_badge(&run.state)) }
+                            td { (state_badge(run.state.as_str())) }
                             td { (ago(now, run.started_at.max(0) as u64)) }
                             td { @if let Some(end) = run.finished_at { (millis((end - run.started_at).max(0) as u64 * 1000)) } }
                         }
@@ -430,7 +430,7 @@ pub fn runs(runs: &[RunRow], now: u64) -> Markup {
 /// One run: its stages, each with the end of its log.
 pub fn run(run: &RunRow, stages: &[(StageRow, String)], viewer: &Viewer, rerun: bool) -> Markup {
     html! {
-        h1 { "Run #" (run.id) " " (state_badge(&run.state)) }
+        h1 { "Run #" (run.id) " " (state_badge(run.state.as_str())) }
         p { "Commit " (commit(Some(&run.commit))) " on " (run.branch) }
         @if rerun && viewer.can_act() {
             form method="post" action=(format!("/ui/runs/{}/rerun", run.id)) {

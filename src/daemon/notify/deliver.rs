@@ -17,8 +17,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::config::{Destination, NotifyConfig, Security, Smtp, Target};
-use super::{Event, EventKind, TargetStatus};
+use super::{Event, EventKind};
 use crate::daemon::metrics::Metrics;
+use crate::daemon::status::TargetStatus;
 
 /// Events waiting per target; more are dropped (and counted).
 const QUEUE: usize = 256;

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod deliver;
 
+use crate::pipeline::RunStatus;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,7 +24,7 @@ pub use config::NotifyConfig;
 use crate::source::git::short_commit as short;
 
 use super::metrics::Metrics;
-use super::status::{Condition, Status};
+use super::status::{Condition, Status, TargetStatus};
 
 /// What a notification is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -119,22 +120,6 @@ impl Event {
     }
 }
 
-/// How a target is doing, for the status document.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TargetStatus {
-    pub name: String,
-    pub kind: String,
-    pub delivered: u64,
-    /// Given up after every attempt failed.
-    pub failed: u64,
-    /// Not queued, because the target's queue was full.
-    pub dropped: u64,
-    /// Waiting, or being tried again.
-    pub pending: u64,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub last_error: String,
-}
-
 /// Takes events from the daemon and hands each to the targets that hear it.
 pub struct Notifier {
     stack: String,
@@ -206,8 +191,8 @@ impl Notifier {
         &self,
         branch: &str,
         commit: &str,
-        state: &str,
-        before: Option<&str>,
+        state: RunStatus,
+        before: Option<RunStatus>,
         summary: &str,
     ) {
         if let Some(event) = pipeline_event(branch, commit, state, before, summary) {
@@ -272,17 +257,17 @@ impl Notifier {
 fn pipeline_event(
     branch: &str,
     commit: &str,
-    state: &str,
-    before: Option<&str>,
+    state: RunStatus,
+    before: Option<RunStatus>,
     summary: &str,
 ) -> Option<Event> {
     let event = match (state, before) {
-        ("failed", _) => Event::new(
+        (RunStatus::Failed, _) => Event::new(
             EventKind::PipelineFailed,
             format!("the pipeline of {} on {branch} failed", short(commit)),
         )
         .details(summary),
-        ("passed", Some("failed")) => Event::new(
+        (RunStatus::Passed, Some(RunStatus::Failed)) => Event::new(
             EventKind::PipelinePassedAfterFailure,
             format!("the pipeline of {} on {branch} passed again", short(commit)),
         ),
@@ -561,18 +546,36 @@ mod tests {
 
     #[test]
     fn pipeline_events_follow_the_run_before() {
-        let failed =
-            pipeline_event("dev", "abc", "failed", Some("passed"), "test: exit 1").unwrap();
+        let failed = pipeline_event(
+            "dev",
+            "abc",
+            RunStatus::Failed,
+            Some(RunStatus::Passed),
+            "test: exit 1",
+        )
+        .unwrap();
         assert_eq!(
             (failed.event, failed.branch.as_str()),
             (EventKind::PipelineFailed, "dev")
         );
         assert_eq!(failed.details, "test: exit 1");
-        let again = pipeline_event("dev", "abd", "passed", Some("failed"), "").unwrap();
+        let again =
+            pipeline_event("dev", "abd", RunStatus::Passed, Some(RunStatus::Failed), "").unwrap();
         assert_eq!(again.event, EventKind::PipelinePassedAfterFailure);
-        assert!(pipeline_event("dev", "abe", "passed", Some("passed"), "").is_none());
-        assert!(pipeline_event("dev", "abe", "passed", None, "").is_none());
-        assert!(pipeline_event("dev", "abe", "cancelled", Some("failed"), "").is_none());
+        assert!(
+            pipeline_event("dev", "abe", RunStatus::Passed, Some(RunStatus::Passed), "").is_none()
+        );
+        assert!(pipeline_event("dev", "abe", RunStatus::Passed, None, "").is_none());
+        assert!(
+            pipeline_event(
+                "dev",
+                "abe",
+                RunStatus::Cancelled,
+                Some(RunStatus::Failed),
+                ""
+            )
+            .is_none()
+        );
     }
 
     #[test]

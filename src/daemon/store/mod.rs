@@ -21,6 +21,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::registry::Resolved;
 
+use crate::pipeline::RunStatus;
+
 mod queue;
 mod runs;
 #[cfg(test)]
@@ -178,10 +180,23 @@ pub struct RunRow {
     pub id: i64,
     pub commit: String,
     pub branch: String,
-    pub state: String,
+    pub state: RunStatus,
     /// Seconds since the epoch.
     pub started_at: i64,
     pub finished_at: Option<i64>,
+}
+
+/// The run status in column `index`: a text no version of pier wrote is an
+/// error, not a guess.
+fn run_status(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<RunStatus> {
+    let text: String = row.get(index)?;
+    RunStatus::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            format!("`{text}` is not a run status").into(),
+        )
+    })
 }
 
 /// The columns [`RunRow::read`] reads, in its order.
@@ -193,7 +208,7 @@ impl RunRow {
             id: row.get(0)?,
             commit: row.get(1)?,
             branch: row.get(2)?,
-            state: row.get(3)?,
+            state: run_status(row, 3)?,
             started_at: row.get(4)?,
             finished_at: row.get(5)?,
         })

@@ -3,6 +3,7 @@
 
 #[allow(unused_imports)]
 use super::*;
+use crate::pipeline::RunState;
 
 /// One pipeline run as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -10,7 +11,7 @@ pub struct RunRecord {
     pub id: i64,
     pub commit: String,
     pub branch: String,
-    pub state: String,
+    pub state: RunStatus,
     pub summary: String,
 }
 
@@ -95,11 +96,11 @@ impl Store {
         })
     }
 
-    pub fn finish_run(&self, id: i64, state: &str, summary: &str) -> rusqlite::Result<()> {
+    pub fn finish_run(&self, id: i64, state: RunState, summary: &str) -> rusqlite::Result<()> {
         self.with(|c| {
             c.execute(
                 "UPDATE pipeline_runs SET state = ?2, summary = ?3, finished_at = ?4 WHERE id = ?1",
-                params![id, state, summary, now()],
+                params![id, state.as_str(), summary, now()],
             )
             .map(drop)
         })
@@ -192,14 +193,18 @@ impl Store {
 
     /// The state of the last run of `branch` before `run` that passed or
     /// failed, if there is one.
-    pub fn previous_run_state(&self, branch: &str, run: i64) -> rusqlite::Result<Option<String>> {
+    pub fn previous_run_state(
+        &self,
+        branch: &str,
+        run: i64,
+    ) -> rusqlite::Result<Option<RunStatus>> {
         self.with(|c| {
             c.query_row(
                 "SELECT state FROM pipeline_runs
                  WHERE branch = ?1 AND id < ?2 AND state IN ('passed', 'failed')
                  ORDER BY id DESC LIMIT 1",
                 params![branch, run],
-                |row| row.get(0),
+                |row| run_status(row, 0),
             )
             .optional()
         })
@@ -225,7 +230,7 @@ impl Store {
                 id: row.get(0)?,
                 commit: row.get(1)?,
                 branch: row.get(2)?,
-                state: row.get(3)?,
+                state: run_status(row, 3)?,
                 summary: row.get(4)?,
             })
         };

@@ -111,7 +111,9 @@ fn pipeline_runs_keep_their_stages_and_logs() {
             },
         )
         .unwrap();
-    store.finish_run(run, "passed", "").unwrap();
+    store
+        .finish_run(run, crate::pipeline::RunState::Passed, "")
+        .unwrap();
     assert!(store.pipeline_passed("abcdef123456").unwrap());
     let found = store.find_run("abcdef").unwrap().unwrap();
     assert_eq!((found.id, found.state.as_str()), (run, "passed"));
