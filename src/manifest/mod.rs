@@ -8,6 +8,7 @@
 
 pub mod diagnostic;
 pub mod env_file;
+pub mod here;
 pub mod include;
 pub mod interpolate;
 pub mod keys;

@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::diagnostic::{Diagnostic, Location};
-use super::load::{Here, k};
+use super::here::{Here, k};
 use super::model::{Acme, Manifest, Route, Service, UpdateOrder};
 use super::spec::{AcmeSpec, KeyValues, RouterSpec, ServiceSpec, StringOrList, VolumeSpec};
 

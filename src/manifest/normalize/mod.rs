@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::diagnostic::{Diagnostic, Location};
+use super::here::{Here, Seg, i, k};
 use super::interpolate::Vars;
-use super::load::{Here, Seg, i, k};
 use super::model::*;
 use super::spec::*;
 
