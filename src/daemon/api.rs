@@ -27,7 +27,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use super::auth::{bearer, equal_secrets};
-use super::{Shared, Trigger};
+use super::shared::{Shared, Trigger};
 
 /// Largest webhook or API body accepted.
 pub const MAX_BODY_BYTES: usize = 1 << 20;

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 
-use super::Trigger;
+use super::shared::Trigger;
 
 /// Pending reasons for a pass.
 pub struct Triggers {

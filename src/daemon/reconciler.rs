@@ -18,9 +18,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{Instrument, error, info, info_span, warn};
 
+use super::rules::{self, Target};
+use super::shared::{Config, Shared, Trigger, Watched};
 use super::status::{Condition, NodeStatus, PassStatus, ServiceStatus};
-use super::store::{Failure, PassRecord};
-use super::{Config, Shared, Trigger, Watched};
+use super::store::PassRecord;
 use crate::manifest::Severity;
 use crate::pass::apply::{self, ApplyReport};
 use crate::pass::{self, Loaded, PassError, PassInput, Planned};
@@ -177,16 +178,6 @@ impl crate::pass::deploy::Watch for PassWatch<'_> {
     }
 }
 
-/// Which commit a pass converges to, and why it is not the head if it is not.
-struct Target {
-    head: String,
-    commit: String,
-    /// Why the head is refused, when it is.
-    refused: Option<String>,
-    /// Services whose rollout of the head was rolled back, with the reason.
-    frozen: BTreeMap<String, String>,
-}
-
 /// How soon an image whose resolution failed is tried again (in the
 /// background: no pass waits for it). Short, so a pushed image or a
 /// registry back up is seen at the next pass after it.
@@ -214,7 +205,7 @@ impl Reconciler {
                 registry.clone(),
                 config.settings.registry_timeout,
                 RESOLVE_RETRY_AFTER,
-                Arc::new(move || shared.triggers.send(super::Trigger::Registry)),
+                Arc::new(move || shared.triggers.send(super::shared::Trigger::Registry)),
             )
         };
         Reconciler {
@@ -448,8 +439,8 @@ impl Reconciler {
             .await
     }
 
-    /// The head, unless it was refused: then the last good commit (invalid
-    /// manifests) or the head with its rolled-back services frozen.
+    /// What the pass converges to ([`rules::target`]), from the store's
+    /// record of the head.
     async fn target(&self, head: &str) -> Target {
         let commit = head.to_string();
         let failure = self
@@ -461,28 +452,7 @@ impl Reconciler {
                 warn!(error = %e, "cannot read the state store; treating the head as new");
                 None
             });
-        match failure {
-            // With no good revision the target stays the refused head, and
-            // the pass deploys nothing.
-            Some(Failure { reason, services }) if services.is_empty() => Target {
-                head: head.into(),
-                commit: self.last_good.clone().unwrap_or_else(|| head.into()),
-                refused: Some(reason),
-                frozen: BTreeMap::new(),
-            },
-            Some(Failure { services, .. }) => Target {
-                head: head.into(),
-                commit: head.into(),
-                refused: None,
-                frozen: services,
-            },
-            None => Target {
-                head: head.into(),
-                commit: head.into(),
-                refused: None,
-                frozen: BTreeMap::new(),
-            },
-        }
+        rules::target(head, failure, self.last_good.as_deref())
     }
 
     /// Plan and apply `loaded`, then record conditions and status.
@@ -539,7 +509,11 @@ impl Reconciler {
         // Healing the revision already applied is retried with backoff,
         // whatever failed: freezing it would leave a lost replica down until
         // the next commit.
-        report.transient.extend(self.healing(loaded, &planned.plan));
+        report.transient.extend(rules::healing(
+            self.last_good.as_deref(),
+            &loaded.commit,
+            &planned.plan,
+        ));
         let observed = if planned.plan.is_empty() {
             planned.observed.clone()
         } else {
@@ -601,24 +575,6 @@ impl Reconciler {
             Some(reason) => (Outcome::Permanent(reason.clone()), steps),
             None => (Outcome::Done, steps),
         }
-    }
-
-    /// The services `plan` only heals: at the revision applied already, it
-    /// creates or removes replicas of theirs but replaces none (a replace
-    /// there is a new image digest, rolled out like a commit).
-    fn healing(&self, loaded: &Loaded, plan: &crate::plan::Plan) -> BTreeSet<String> {
-        if self.last_good.as_deref() != Some(loaded.commit.as_str()) {
-            return BTreeSet::new();
-        }
-        plan.services
-            .iter()
-            .filter(|s| {
-                !s.changes
-                    .iter()
-                    .any(|c| matches!(c, crate::plan::Change::Replace { .. }))
-            })
-            .map(|s| s.service.clone())
-            .collect()
     }
 
     /// Whether `loaded` (a new commit) may be deployed: yes when it has no
@@ -689,7 +645,7 @@ impl Reconciler {
                 }
             }
             if outcome.state != RunState::Cancelled {
-                shared.triggers.send(super::Trigger::Pipeline);
+                shared.triggers.send(super::shared::Trigger::Pipeline);
             }
         });
         self.pipeline = Some((loaded_commit, handle));

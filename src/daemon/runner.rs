@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::Shared;
+use super::shared::Shared;
 use super::status::PipelineStatus;
 use super::store::StageRow;
 use crate::docker::engine::Engine;

@@ -12,7 +12,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::{Shared, Trigger, Watched};
+use super::shared::{Shared, Trigger, Watched};
 use crate::docker::engine::Engine;
 use crate::manifest::model::Node;
 use crate::registry::Registry;
@@ -303,7 +303,7 @@ async fn follow_node(node: Node, stack: String, engine_timeout: Duration, shared
             }
             Err(e) => debug!(node = %node.name, error = %e, "cannot follow events"),
         }
-        let wait = super::backoff(failures, Duration::from_secs(30));
+        let wait = super::shared::backoff(failures, Duration::from_secs(30));
         failures = failures.saturating_add(1);
         tokio::time::sleep(wait).await;
     }

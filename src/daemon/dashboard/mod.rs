@@ -31,7 +31,7 @@ use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use super::{Shared, Trigger};
+use super::shared::{Shared, Trigger};
 use pages::{Page, Viewer};
 
 /// How long a session lasts after sign-in.
