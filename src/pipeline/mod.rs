@@ -15,7 +15,12 @@
 //! masked in every log line kept.
 
 pub mod archive;
+mod confine;
+mod mask;
 mod secrets;
+
+pub use confine::{Confinement, untrusted_network};
+pub use mask::{Masker, mask};
 
 pub use secrets::{MIN_SECRET_LEN, pipeline_secrets};
 
@@ -26,7 +31,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use crate::docker::engine::Engine;
-use crate::docker::jobs::{JobLimits, JobSpec, LABEL_PIPELINE};
+use crate::docker::jobs::{JobSpec, LABEL_PIPELINE};
 use crate::docker::{Credentials, Runtime};
 use crate::manifest::Manifest;
 use crate::manifest::model::Stage;
@@ -171,154 +176,6 @@ pub struct Context<'a> {
     pub trusted: bool,
     /// What bounds the stages when the run is not `trusted`.
     pub confinement: Confinement,
-}
-
-/// How the operator confines the stages of a branch under test (the
-/// daemon's `--untrusted-*` flags): whoever pushed the branch chose what
-/// runs, so it gets bounded memory, processes, CPU and time, a network of
-/// its own, and only images pulled for it. The branch can lower none of
-/// these bounds' reach: its own `timeout` applies only when shorter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Confinement {
-    pub memory_bytes: i64,
-    pub pids: i64,
-    /// Billionths of a CPU.
-    pub nano_cpus: i64,
-    /// The longest a stage may run, whatever its `timeout` says.
-    pub max_timeout: Duration,
-}
-
-impl Default for Confinement {
-    fn default() -> Confinement {
-        Confinement {
-            memory_bytes: 2 << 30,
-            pids: 1024,
-            nano_cpus: 1_000_000_000,
-            max_timeout: Duration::from_secs(30 * 60),
-        }
-    }
-}
-
-/// The network a stack's untrusted stages join: theirs alone, so they
-/// reach neither the default bridge's containers nor the stack's.
-pub fn untrusted_network(stack: &str) -> String {
-    format!("pier-{stack}-untrusted")
-}
-
-impl Context<'_> {
-    /// A stage's bound: its own `timeout` (or the default), and for a
-    /// branch under test no longer than the operator allows.
-    fn stage_timeout(&self, written: Option<Duration>) -> Duration {
-        let timeout = written.unwrap_or(DEFAULT_STAGE_TIMEOUT);
-        if self.trusted {
-            timeout
-        } else {
-            timeout.min(self.confinement.max_timeout)
-        }
-    }
-
-    /// The limits of this run's jobs and builds: `None` for a trusted run.
-    fn job_limits(&self) -> Option<JobLimits> {
-        (!self.trusted).then(|| JobLimits {
-            memory_bytes: self.confinement.memory_bytes,
-            pids: self.confinement.pids,
-            nano_cpus: self.confinement.nano_cpus,
-            network: untrusted_network(self.stack),
-        })
-    }
-}
-
-/// Replace every secret value in `text` with `***`.
-pub fn mask(text: &str, secrets: &[String]) -> String {
-    let mut out = text.to_string();
-    let mut secrets: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
-    // The longest first, so a secret inside another is not masked piecemeal.
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for secret in secrets {
-        out = out.replace(secret.as_str(), "***");
-    }
-    out
-}
-
-/// Masks a stream of output that arrives in arbitrary chunks: text is let
-/// out only once no secret could still straddle its end, so a secret split
-/// across two chunks is masked as surely as a whole one.
-pub struct Masker<'a> {
-    secrets: &'a [String],
-    /// Masked text held back: its tail may be the start of a secret.
-    pending: String,
-    /// Characters held back: one less than the longest secret.
-    hold: usize,
-    /// The start of a character whose other bytes are in the next chunk.
-    partial: Vec<u8>,
-}
-
-impl<'a> Masker<'a> {
-    pub fn new(secrets: &'a [String]) -> Masker<'a> {
-        let longest = secrets.iter().map(|s| s.chars().count()).max().unwrap_or(0);
-        Masker {
-            secrets,
-            pending: String::new(),
-            hold: longest.saturating_sub(1),
-            partial: Vec::new(),
-        }
-    }
-
-    /// Take a chunk of raw output; returns what may be shown now. A
-    /// character split between chunks is decoded whole, so a secret that
-    /// holds one is masked like any other; bytes that are not UTF-8 show
-    /// as U+FFFD.
-    pub fn push_bytes(&mut self, chunk: &[u8]) -> String {
-        self.partial.extend_from_slice(chunk);
-        let mut text = String::new();
-        let mut rest: &[u8] = &self.partial;
-        loop {
-            match std::str::from_utf8(rest) {
-                Ok(valid) => {
-                    text.push_str(valid);
-                    rest = &[];
-                    break;
-                }
-                Err(error) => {
-                    let (valid, after) = rest.split_at(error.valid_up_to());
-                    text.push_str(std::str::from_utf8(valid).expect("checked valid"));
-                    match error.error_len() {
-                        Some(bad) => {
-                            text.push(char::REPLACEMENT_CHARACTER);
-                            rest = &after[bad..];
-                        }
-                        // A character cut off at the end: wait for the rest.
-                        None => {
-                            rest = after;
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        self.partial = rest.to_vec();
-        self.push(&text)
-    }
-
-    /// Take a chunk; returns what may be shown now.
-    pub fn push(&mut self, chunk: &str) -> String {
-        self.pending.push_str(chunk);
-        let masked = mask(&self.pending, self.secrets);
-        let chars = masked.chars().count();
-        let keep_from = masked
-            .char_indices()
-            .nth(chars.saturating_sub(self.hold))
-            .map_or(masked.len(), |(at, _)| at);
-        self.pending = masked[keep_from..].to_string();
-        masked[..keep_from].to_string()
-    }
-
-    /// The rest, at the end of the stream.
-    pub fn finish(&mut self) -> String {
-        let cut_off = std::mem::take(&mut self.partial);
-        self.pending.push_str(&String::from_utf8_lossy(&cut_off));
-        mask(&std::mem::take(&mut self.pending), self.secrets)
-    }
 }
 
 /// Run every stage in order; stop at the first failure or on cancellation.
@@ -809,94 +666,4 @@ async fn build_stage(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A secret split across chunks at every possible point is masked, and
-    /// nothing is lost or doubled.
-    #[test]
-    fn a_secret_split_across_chunks_is_masked() {
-        let secrets = vec!["hunter22".to_string(), "s3cr".to_string()];
-        let text = "a hunter22 b s3cr c hunter22";
-        for split in 0..=text.len() {
-            for second in split..=text.len() {
-                let mut masker = Masker::new(&secrets);
-                let mut out = masker.push(&text[..split]);
-                out.push_str(&masker.push(&text[split..second]));
-                out.push_str(&masker.push(&text[second..]));
-                out.push_str(&masker.finish());
-                assert_eq!(out, "a *** b *** c ***", "split at {split} and {second}");
-            }
-        }
-    }
-
-    /// Raw output split inside a character, at every byte: a secret that
-    /// holds multi-byte characters is still masked, and the text around
-    /// it arrives whole.
-    #[test]
-    fn a_secret_split_inside_a_character_is_masked() {
-        let secrets = vec!["pässwörd-€".to_string()];
-        let text = "é pässwörd-€ ü".as_bytes();
-        for split in 0..=text.len() {
-            for second in split..=text.len() {
-                let mut masker = Masker::new(&secrets);
-                let mut out = masker.push_bytes(&text[..split]);
-                out.push_str(&masker.push_bytes(&text[split..second]));
-                out.push_str(&masker.push_bytes(&text[second..]));
-                out.push_str(&masker.finish());
-                assert_eq!(out, "é *** ü", "split at bytes {split} and {second}");
-            }
-        }
-        let mut masker = Masker::new(&secrets);
-        let mut out = masker.push_bytes(b"a\xffb\xe2\x82");
-        out.push_str(&masker.finish());
-        assert_eq!(out, "a\u{fffd}b\u{fffd}", "bytes that are not UTF-8");
-    }
-
-    #[test]
-    fn stage_scripts_echo_and_stop_at_the_first_failure() {
-        let script = stage_script(&["echo 'hi'".into(), "false".into()]);
-        assert_eq!(
-            script,
-            "#!/bin/sh\ncd /workspace || exit 1\nprintf '$ %s\\n' 'echo '\\''hi'\\'''\nsh -c 'echo '\\''hi'\\''' || exit $?\nprintf '$ %s\\n' 'false'\nsh -c 'false' || exit $?\n"
-        );
-    }
-
-    #[test]
-    fn tags_split_after_the_registry_port() {
-        assert_eq!(
-            split_tag("10.0.0.1:5000/app/web:latest"),
-            ("10.0.0.1:5000/app/web", "latest")
-        );
-        assert_eq!(
-            split_tag("10.0.0.1:5000/app/web"),
-            ("10.0.0.1:5000/app/web", "latest")
-        );
-        assert_eq!(split_tag("web:1"), ("web", "1"));
-    }
-
-    #[test]
-    fn secrets_are_masked() {
-        assert_eq!(
-            mask("user pier pw s3cr3t!", &["s3cr3t!".into()]),
-            "user pier pw ***"
-        );
-    }
-
-    #[test]
-    fn the_stage_script_is_an_executable_one_file_archive() {
-        let tar = one_file_archive("b.sh", b"true");
-        let entries: Vec<(String, u32)> = tar::Archive::new(tar.as_slice())
-            .entries()
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.path().unwrap().display().to_string(),
-                    e.header().mode().unwrap(),
-                )
-            })
-            .collect();
-        assert_eq!(entries, [("b.sh".to_string(), 0o755)]);
-    }
-}
+mod tests;
