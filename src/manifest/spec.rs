@@ -6,6 +6,10 @@
 //! The loader checks keys itself before typing, so it can name unsupported and
 //! misspelt keys precisely; `deny_unknown_fields` catches the nested ones.
 //! [`super::model`] turns them into one normalised form.
+//!
+//! Longer than the 700 lines a file is kept to, on purpose: it is a table
+//! of the accepted forms with their documentation and no logic, and the
+//! schema is read from it whole.
 
 use std::collections::BTreeMap;
 
