@@ -114,9 +114,14 @@ impl HttpLimits {
     /// Connections one address may hold open at once: half of all, so one
     /// client (a flood, or a slow reader) always leaves room for others,
     /// while a reverse proxy in front, one address for everyone, still
-    /// gets most of them.
+    /// gets most of them. Never fewer than two: a client's next request
+    /// may arrive while the server is still closing its last connection,
+    /// and one slot would turn that away.
     pub fn per_address(&self) -> usize {
-        self.max_connections.div_ceil(2).max(1)
+        self.max_connections
+            .div_ceil(2)
+            .max(2)
+            .min(self.max_connections)
     }
 }
 
