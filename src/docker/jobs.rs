@@ -223,12 +223,16 @@ impl Engine {
             // build API's client takes memory as an i32: at most 2 GiB.
             let memory = limits.memory_bytes.min(i64::from(i32::MAX)) as i32;
             let quota = (limits.nano_cpus / 10_000).min(i64::from(i32::MAX)) as i32;
+            // Base images are pulled, never taken from the engine's store:
+            // an untrusted build must not build on a private image another
+            // run left there.
             options = options
                 .memory(memory)
                 .memswap(memory)
                 .cpuperiod(100_000)
                 .cpuquota(quota)
-                .networkmode(&limits.network);
+                .networkmode(&limits.network)
+                .pull("1");
         }
         let options = options.build();
         self.docker()

@@ -917,6 +917,30 @@ async fn other_branches_run_on_trusted_runners_without_secrets_or_pushes() {
         logs.contains("without credentials") && !logs.contains("ran\n"),
         "{logs}"
     );
+    // Nor does it build on one: its base image is pulled, not taken from
+    // the runner's store.
+    std::fs::write(
+        repo.dir.path().join("app/Dockerfile"),
+        format!("FROM {local_only}:1\nCOPY hello /hello\n"),
+    )
+    .unwrap();
+    repo.commit(
+        &manifest(&own_nodes, "ci", "echo ran"),
+        "build on an image already on the runner",
+    );
+    let local_base = head_commit(repo.dir.path());
+    eventually("the local-only base is refused", CONVERGE, || async {
+        let status = daemon.status().await;
+        (status["pipelines"]["feature"]["commit"] == local_base.as_str()
+            && status["pipelines"]["feature"]["state"] == "failed")
+            .then_some(())
+    })
+    .await;
+    let logs = pier_logs(&local_base);
+    assert!(
+        logs.contains("ran\n") && !logs.contains("not pushed"),
+        "the test stage ran, the build did not: {logs}"
+    );
 
     // A branch under test may interpolate no variable of the daemon's.
     repo.commit(
