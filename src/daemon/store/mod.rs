@@ -220,7 +220,7 @@ impl From<&crate::pass::apply::StepRecord> for StepRow {
         StepRow {
             service: step.service.clone(),
             node: step.node.clone(),
-            action: step.action.clone(),
+            action: step.action.as_str().into(),
             target: step.target.clone(),
             ok: step.ok,
             message: step.message.clone(),

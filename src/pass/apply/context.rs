@@ -51,7 +51,7 @@ impl<R: Runtime> Context<'_, R> {
         &self,
         service: &str,
         node: &str,
-        action: &str,
+        action: Action,
         target: &str,
         started: SystemTime,
         result: &Result<(), String>,
@@ -59,7 +59,7 @@ impl<R: Runtime> Context<'_, R> {
         let record = StepRecord {
             service: service.into(),
             node: node.into(),
-            action: action.into(),
+            action,
             target: target.into(),
             ok: result.is_ok(),
             message: result.as_ref().err().cloned().unwrap_or_default(),
@@ -75,7 +75,7 @@ impl<R: Runtime> Context<'_, R> {
         &self,
         service: &str,
         node: &str,
-        action: &str,
+        action: Action,
         target: &str,
         call: F,
     ) -> Result<T, String>

@@ -126,7 +126,14 @@ pub(super) async fn wait_healthy<R: Runtime>(
         other => other,
     };
     if has_check || result.is_err() || !desired.update.monitor.is_zero() {
-        ctx.record(&desired.name, node, "wait-healthy", name, started, &result);
+        ctx.record(
+            &desired.name,
+            node,
+            Action::WaitHealthy,
+            name,
+            started,
+            &result,
+        );
     }
     if result.is_ok() && desired.routed {
         return rotate(ctx, engine, desired, node, id, name, true).await;
@@ -153,7 +160,7 @@ pub(super) async fn rotate<R: Runtime>(
         ctx.step(
             &desired.name,
             node,
-            "into rotation",
+            Action::IntoRotation,
             name,
             engine.connect(id, &network, &aliases),
         )
@@ -162,7 +169,7 @@ pub(super) async fn rotate<R: Runtime>(
         ctx.step(
             &desired.name,
             node,
-            "out of rotation",
+            Action::OutOfRotation,
             name,
             already_gone_is_done(engine.disconnect(id, &network)),
         )

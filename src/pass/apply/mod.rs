@@ -69,13 +69,77 @@ impl Default for ApplySettings {
     }
 }
 
+/// What one step of an apply does; shown (in logs, the store, the
+/// dashboard and `apply`'s output) as its lower-case words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Pull,
+    Network,
+    Volumes,
+    Create,
+    Configure,
+    Start,
+    WaitHealthy,
+    IntoRotation,
+    OutOfRotation,
+    Reload,
+    Stop,
+    Rename,
+    Remove,
+    Rollback,
+    SwarmInit,
+    SwarmJoin,
+    SwarmJoinManager,
+    SwarmPromote,
+    SwarmDemote,
+    SwarmLeave,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pull => "pull",
+            Action::Network => "network",
+            Action::Volumes => "volumes",
+            Action::Create => "create",
+            Action::Configure => "configure",
+            Action::Start => "start",
+            Action::WaitHealthy => "wait-healthy",
+            Action::IntoRotation => "into rotation",
+            Action::OutOfRotation => "out of rotation",
+            Action::Reload => "reload",
+            Action::Stop => "stop",
+            Action::Rename => "rename",
+            Action::Remove => "remove",
+            Action::Rollback => "rollback",
+            Action::SwarmInit => "swarm init",
+            Action::SwarmJoin => "swarm join",
+            Action::SwarmJoinManager => "swarm join (manager)",
+            Action::SwarmPromote => "swarm promote",
+            Action::SwarmDemote => "swarm demote",
+            Action::SwarmLeave => "swarm leave",
+        }
+    }
+}
+
+impl Serialize for Action {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One engine call and how it went.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepRecord {
     pub service: String,
     pub node: String,
-    /// `pull`, `network`, `create`, `configure`, `start`, `wait-healthy`, `stop`, `rename`, `remove`, `rollback`.
-    pub action: String,
+    pub action: Action,
     /// Container name, image or network the step acted on.
     pub target: String,
     pub ok: bool,

@@ -58,7 +58,7 @@ pub(super) async fn prepare_nodes<R: Runtime>(ctx: &Context<'_, R>, level: &[&Se
                         .step(
                             "",
                             node,
-                            "network",
+                            Action::Network,
                             network,
                             engine.ensure_network(network, labels, *internal),
                         )
@@ -91,7 +91,7 @@ pub(super) async fn prepare_nodes<R: Runtime>(ctx: &Context<'_, R>, level: &[&Se
             }
             engine.pull(image, credentials.as_ref()).await
         };
-        let _ = ctx.step(service, node, "pull", image, pull).await;
+        let _ = ctx.step(service, node, Action::Pull, image, pull).await;
     }))
     .await;
 }

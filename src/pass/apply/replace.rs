@@ -26,7 +26,7 @@ pub(super) async fn replace_stop_first<R: Runtime>(
         .step(
             service,
             node,
-            "stop",
+            Action::Stop,
             &old.name,
             vanished(engine.stop(&old.id, stop_timeout(ctx, Some(desired)))),
         )
@@ -41,7 +41,7 @@ pub(super) async fn replace_stop_first<R: Runtime>(
             .step(
                 service,
                 node,
-                "rename",
+                Action::Rename,
                 &aside,
                 engine.rename(&old.id, &aside),
             )
@@ -68,7 +68,7 @@ pub(super) async fn replace_stop_first<R: Runtime>(
             ctx.step(
                 service,
                 node,
-                "remove",
+                Action::Remove,
                 &aside,
                 engine.remove(&old.id, Volumes::Keep),
             )
@@ -80,7 +80,7 @@ pub(super) async fn replace_stop_first<R: Runtime>(
                     .step(
                         service,
                         node,
-                        "remove",
+                        Action::Remove,
                         name,
                         engine.remove(&new_id, Volumes::Keep),
                     )
@@ -97,7 +97,7 @@ pub(super) async fn replace_stop_first<R: Runtime>(
                     Ok(())
                 }
             };
-            let restored = ctx.step(service, node, "rollback", name, back).await;
+            let restored = ctx.step(service, node, Action::Rollback, name, back).await;
             Err(rollback_message(service, node, replica, &reason, restored))
         }
     }
@@ -115,8 +115,14 @@ pub(super) async fn restart_after_failure<R: Runtime>(
     reason: String,
 ) -> String {
     let restored = if old.running {
-        ctx.step(service, node, "rollback", &old.name, engine.start(&old.id))
-            .await
+        ctx.step(
+            service,
+            node,
+            Action::Rollback,
+            &old.name,
+            engine.start(&old.id),
+        )
+        .await
     } else {
         Ok(())
     };
@@ -167,7 +173,7 @@ pub(super) async fn replace_start_first<R: Runtime>(
             .step(
                 service,
                 node,
-                "remove",
+                Action::Remove,
                 &next,
                 engine.remove(&id, Volumes::Keep),
             )
@@ -180,7 +186,7 @@ pub(super) async fn replace_start_first<R: Runtime>(
     ctx.step(
         service,
         node,
-        "stop",
+        Action::Stop,
         &old.name,
         engine.stop(&old.id, stop_timeout(ctx, Some(desired))),
     )
@@ -188,7 +194,7 @@ pub(super) async fn replace_start_first<R: Runtime>(
     ctx.step(
         service,
         node,
-        "remove",
+        Action::Remove,
         &old.name,
         engine.remove(&old.id, Volumes::Keep),
     )
@@ -196,6 +202,12 @@ pub(super) async fn replace_start_first<R: Runtime>(
     if next == name || desired.keeps_successor_name {
         return Ok(());
     }
-    ctx.step(service, node, "rename", name, engine.rename(&id, name))
-        .await
+    ctx.step(
+        service,
+        node,
+        Action::Rename,
+        name,
+        engine.rename(&id, name),
+    )
+    .await
 }

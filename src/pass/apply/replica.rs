@@ -86,7 +86,7 @@ pub(super) async fn run_change<R: Runtime>(
             ctx.step(
                 service,
                 node,
-                "stop",
+                Action::Stop,
                 &container.name,
                 already_gone_is_done(engine.stop(&container.id, stop_timeout(ctx, desired))),
             )
@@ -94,7 +94,7 @@ pub(super) async fn run_change<R: Runtime>(
             ctx.step(
                 service,
                 node,
-                "remove",
+                Action::Remove,
                 &container.name,
                 already_gone_is_done(engine.remove(&container.id, volumes)),
             )
@@ -155,7 +155,7 @@ pub(super) async fn reload<R: Runtime>(
     ctx.step(
         service,
         node,
-        "configure",
+        Action::Configure,
         name,
         engine.write_files(&container.id, &desired.spec.files),
     )
@@ -173,7 +173,7 @@ pub(super) async fn reload<R: Runtime>(
             ))),
         }
     };
-    ctx.step(service, node, "reload", name, run).await
+    ctx.step(service, node, Action::Reload, name, run).await
 }
 
 /// A new replica, started and waited for until healthy.
@@ -200,7 +200,7 @@ pub(super) async fn create_healthy<R: Runtime>(
         .step(
             &desired.name,
             node,
-            "remove",
+            Action::Remove,
             name,
             engine.remove(&id, Volumes::Keep),
         )
@@ -246,7 +246,9 @@ pub(super) async fn start_new<R: Runtime>(
         }
         engine.create(name, &spec).await
     };
-    let id = ctx.step(service, node, "create", name, create).await?;
+    let id = ctx
+        .step(service, node, Action::Create, name, create)
+        .await?;
     crate::fault::point("create:created");
     let files = &desired.spec.files;
     let configured = async {
@@ -254,13 +256,13 @@ pub(super) async fn start_new<R: Runtime>(
             ctx.step(
                 service,
                 node,
-                "configure",
+                Action::Configure,
                 name,
                 engine.write_files(&id, files),
             )
             .await?;
         }
-        ctx.step(service, node, "start", name, engine.start(&id))
+        ctx.step(service, node, Action::Start, name, engine.start(&id))
             .await
     };
     if let Err(e) = configured.await {
@@ -268,7 +270,7 @@ pub(super) async fn start_new<R: Runtime>(
             .step(
                 service,
                 node,
-                "remove",
+                Action::Remove,
                 name,
                 engine.remove(&id, Volumes::Keep),
             )
@@ -383,5 +385,6 @@ pub(super) async fn volumes_of<R: Runtime>(
             Err(e) => Err(e),
         }
     };
-    ctx.step(service, node, "volumes", &old.name, lookup).await
+    ctx.step(service, node, Action::Volumes, &old.name, lookup)
+        .await
 }

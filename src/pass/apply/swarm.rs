@@ -20,7 +20,7 @@ pub(super) async fn form_swarm<R: Runtime>(
                 ctx.step(
                     "",
                     node,
-                    "swarm init",
+                    Action::SwarmInit,
                     node,
                     engine.swarm_init(advertise.as_deref()),
                 )
@@ -44,9 +44,9 @@ pub(super) async fn form_swarm<R: Runtime>(
                         .await
                 };
                 let action = if *manager {
-                    "swarm join (manager)"
+                    Action::SwarmJoinManager
                 } else {
-                    "swarm join"
+                    Action::SwarmJoin
                 };
                 ctx.step("", node, action, via, join).await?;
             }
@@ -58,9 +58,9 @@ pub(super) async fn form_swarm<R: Runtime>(
                     through.swarm_set_role(&id, manager).await
                 };
                 let action = if manager {
-                    "swarm promote"
+                    Action::SwarmPromote
                 } else {
-                    "swarm demote"
+                    Action::SwarmDemote
                 };
                 ctx.step("", node, action, via, set_role).await?;
             }
@@ -72,7 +72,7 @@ pub(super) async fn form_swarm<R: Runtime>(
                     engine.swarm_leave().await?;
                     through.swarm_forget(&id).await
                 };
-                ctx.step("", node, "swarm leave", via, leave).await?;
+                ctx.step("", node, Action::SwarmLeave, via, leave).await?;
             }
             SwarmStep::CreateNetwork {
                 node,
@@ -86,7 +86,7 @@ pub(super) async fn form_swarm<R: Runtime>(
                 ctx.step(
                     "",
                     node,
-                    "network",
+                    Action::Network,
                     network,
                     engine.create_overlay(network, &labels, *encrypted, *internal),
                 )

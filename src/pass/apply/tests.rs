@@ -207,7 +207,11 @@ async fn one_pull_per_node_and_image() {
     let text = "nodes:\n  n1: { endpoint: \"unix:///run/n1.sock\" }\nservices:\n  a: { image: \"r.example/app:1\" }\n  b: { image: \"r.example/app:1\" }\n";
     let engine = FakeRuntime::new();
     let (_, report) = converge_once(text, &engine).await;
-    let pulls = report.records.iter().filter(|r| r.action == "pull").count();
+    let pulls = report
+        .records
+        .iter()
+        .filter(|r| r.action == Action::Pull)
+        .count();
     assert_eq!(pulls, 1);
     let running: Vec<String> = engine
         .containers()
