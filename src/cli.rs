@@ -146,8 +146,10 @@ pub struct NodesArgs {
 #[derive(Debug, Clone, Args)]
 pub struct PolicyArgs {
     /// A YAML file saying what manifests may ask of the hosts: privileged,
-    /// cap_add, bind_mounts, host_ports, node_endpoints (default: what
-    /// Compose allows, but binds of /, the Docker socket or its folders)
+    /// cap_add, bind_mounts, host_ports, node_endpoints, host_namespaces,
+    /// devices, security_opt, volume_types, external_networks,
+    /// external_volumes, max_replicas (default: what Compose allows, but
+    /// what gives a container the host; see the README's Container policy)
     #[arg(long = "policy", env = "PIER_POLICY", value_parser = pier::policy::Policy::from_file)]
     pub file: Option<pier::policy::Policy>,
     /// Environment variables manifests may use (interpolation, name-only
