@@ -85,18 +85,18 @@ fn waves(desired: &Desired, services: &[ServicePlan]) -> Vec<Wave> {
 /// `changes`: removals, then creations, reloads and rotations, then
 /// replacements `parallelism` at a time.
 fn batches(service: &ServicePlan) -> Vec<Vec<usize>> {
-    let indices = |keep: &dyn Fn(&Change) -> bool| -> Vec<usize> {
-        service
-            .changes
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| keep(c))
-            .map(|(i, _)| i)
-            .collect()
-    };
-    let removes = indices(&|c| matches!(c, Change::Remove { .. }));
-    let creates = indices(&|c| !matches!(c, Change::Remove { .. } | Change::Replace { .. }));
-    let replaces = indices(&|c| matches!(c, Change::Replace { .. }));
+    if service.changes.is_empty() {
+        return Vec::new();
+    }
+    // One pass over the changes: most services have one kind of change.
+    let (mut removes, mut creates, mut replaces) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, change) in service.changes.iter().enumerate() {
+        match change {
+            Change::Remove { .. } => removes.push(i),
+            Change::Replace { .. } => replaces.push(i),
+            _ => creates.push(i),
+        }
+    }
     let mut batches: Vec<Vec<usize>> = [removes, creates]
         .into_iter()
         .filter(|b| !b.is_empty())
