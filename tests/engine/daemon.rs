@@ -818,6 +818,14 @@ async fn other_branches_run_on_trusted_runners_without_secrets_or_pushes() {
             .arg("--untrusted-pids", "64"),
     );
     wait_running(&bed, &repo.stack, "app", 1).await;
+    // The bed's engines listen on plain tcp://: the runner is warned about.
+    eventually("the plain-tcp runner warning", CONVERGE, || async {
+        daemon
+            .log_text()
+            .contains("node `n3` runs pipeline stages")
+            .then_some(())
+    })
+    .await;
     let pier_logs = |commit: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
             .args(["logs", commit, "--state-dir"])

@@ -663,6 +663,15 @@ impl Reconciler {
         self.trust_runners_of(loaded);
         if self.last_good.as_deref() != Some(commit) {
             info!(commit = %short(commit), "revision applied");
+            // What `pier validate` warns about (a runner node on plain
+            // tcp://, among others), said once per revision.
+            for warning in loaded
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == crate::manifest::Severity::Warning)
+            {
+                warn!(commit = %short(commit), "{warning}");
+            }
         }
         self.last_good = Some(commit.to_string());
         self.shared.notifier.deploy_finished(commit);
