@@ -422,13 +422,10 @@ fn acme_problems(
 fn beyond_reach(manifest: &Manifest, name: &str) -> Option<Diagnostic> {
     let router = &manifest.router.as_ref()?.service;
     let service = manifest.services.get(name)?;
-    let admits = |s: &Service, node: &super::model::Node| {
-        s.tags.is_subset(&node.tags) && s.constraints.iter().all(|c| c.admits(node))
-    };
     let unreached = manifest
         .nodes
         .values()
-        .find(|node| admits(service, node) && !admits(router, node))?;
+        .find(|node| service.admits(node) && !router.admits(node))?;
     Some(
         Diagnostic::warning(
             service.location_of("route").clone(),

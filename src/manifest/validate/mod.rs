@@ -73,10 +73,7 @@ pub fn validate(manifest: &Manifest, tree: &dyn RepoTree) -> Vec<Diagnostic> {
             let nodes = manifest
                 .nodes
                 .values()
-                .filter(|node| {
-                    service.tags.is_subset(&node.tags)
-                        && service.constraints.iter().all(|c| c.admits(node))
-                })
+                .filter(|node| service.admits(node))
                 .map(|node| node.name.as_str())
                 .collect();
             (service.name.as_str(), nodes)
@@ -467,9 +464,7 @@ fn placement(manifest: &Manifest, service: &Service, problems: &mut Vec<Diagnost
     let matching = manifest
         .nodes
         .values()
-        .filter(|node| {
-            service.tags.is_subset(&node.tags) && service.constraints.iter().all(|c| c.admits(node))
-        })
+        .filter(|node| service.admits(node))
         .count();
     if !manifest.nodes.is_empty() && matching == 0 {
         problems.push(
