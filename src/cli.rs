@@ -47,6 +47,129 @@ pub enum Command {
     /// Run the pipeline (test and build stages) for a commit on demand
     #[command(subcommand)]
     Pipeline(PipelineCommand),
+    /// List the revisions deployed, newest first, with each service's digest
+    History(HistoryArgs),
+    /// Put back an earlier revision: one commit restoring its manifests with
+    /// every image pinned to the digest that ran then (or, with --hold,
+    /// hold the stack there without a commit)
+    Rollback(RollbackArgs),
+    /// Let a stack held by `pier rollback --hold` follow its branch again
+    Resume(ControlArgs),
+    /// Pin a service's image to a digest, by committing to the manifests
+    Pin(PinArgs),
+    /// Let a pinned service follow its tag again, by committing to the manifests
+    Unpin(UnpinArgs),
+    /// Keep services where they are: new commits and digests wait (daemon state, not a commit)
+    Freeze(FreezeArgs),
+    /// Lift a freeze
+    Unfreeze(UnfreezeArgs),
+}
+
+/// How to reach a running daemon: its API address, or the state folder it
+/// writes the address (and keeps its store) in.
+#[derive(Debug, Clone, Args)]
+pub struct ReachArgs {
+    /// The daemon's API, e.g. http://127.0.0.1:7878 (default: read from the state folder)
+    #[arg(long, env = "PIER_ADDR")]
+    pub addr: Option<String>,
+    /// The daemon's state folder, where it writes the address it listens on
+    #[arg(long, env = "PIER_STATE_DIR", default_value_os_t = default_state_dir())]
+    pub state_dir: std::path::PathBuf,
+}
+
+/// Who acts on the daemon (sent with `PIER_API_TOKEN` from the environment).
+#[derive(Debug, Clone, Args)]
+pub struct ControlArgs {
+    #[command(flatten)]
+    pub reach: ReachArgs,
+    /// Who asks, shown in the status and the notifications (default: $PIER_AUTHOR, else $USER)
+    #[arg(long)]
+    pub by: Option<String>,
+    /// Why, shown beside it
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub reach: ReachArgs,
+    /// How many revisions to show
+    #[arg(long, short = 'n', default_value_t = 20)]
+    pub limit: usize,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+    /// Without a daemon: read the branch's commits from git and what runs
+    /// from the containers' labels on the nodes
+    #[arg(long)]
+    pub offline: bool,
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Restore only these services' definitions (default: the whole manifests folder)
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
+    /// The revision to put back: a commit (7+ digits) or a history number
+    /// (default: the last one applied before what runs now)
+    #[arg(long, value_name = "REV")]
+    pub to: Option<String>,
+    /// Hold the stack at the revision without a commit, until `pier resume`
+    /// (when git itself is the problem)
+    #[arg(long)]
+    pub hold: bool,
+    #[command(flatten)]
+    pub control: ControlArgs,
+    #[command(flatten)]
+    pub commit: CommitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    pub service: String,
+    /// The digest (`sha256:…`; default: the one the service runs now, as the
+    /// daemon reports it, else what its tag points at in the registry)
+    #[arg(long)]
+    pub digest: Option<String>,
+    #[command(flatten)]
+    pub reach: ReachArgs,
+    #[command(flatten)]
+    pub commit: CommitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UnpinArgs {
+    pub service: String,
+    #[command(flatten)]
+    pub commit: CommitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FreezeArgs {
+    #[arg(value_name = "SERVICE", required_unless_present = "all")]
+    pub services: Vec<String>,
+    /// Every service of the stack
+    #[arg(long, conflicts_with = "services")]
+    pub all: bool,
+    /// Thaw by itself after this long (e.g. 2h; default: until `pier unfreeze`)
+    #[arg(long = "for", value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub control: ControlArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UnfreezeArgs {
+    #[arg(value_name = "SERVICE", required_unless_present = "all")]
+    pub services: Vec<String>,
+    /// Every freeze
+    #[arg(long, conflicts_with = "services")]
+    pub all: bool,
+    #[command(flatten)]
+    pub control: ControlArgs,
 }
 
 /// Where the manifests are: a repository and a folder in it.

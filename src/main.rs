@@ -24,6 +24,13 @@ fn main() -> ExitCode {
         Command::Set(command) => run(cmd::set::set(command)),
         Command::Logs(args) => run(cmd::logs::logs(args)),
         Command::Pipeline(command) => run(cmd::pipeline::pipeline(command)),
+        Command::History(args) => run(cmd::history::history(args)),
+        Command::Rollback(args) => run(cmd::rollback::rollback(args)),
+        Command::Resume(args) => run(cmd::rollback::resume(args)),
+        Command::Pin(args) => run(cmd::pin::pin(args)),
+        Command::Unpin(args) => run(cmd::pin::unpin(args)),
+        Command::Freeze(args) => run(cmd::freeze::freeze(args)),
+        Command::Unfreeze(args) => run(cmd::freeze::unfreeze(args)),
     }
 }
 

@@ -288,6 +288,62 @@ async fn a_registry_outage_changes_nothing_and_deploys_resume() {
     support::remove_stack(&bed, &repo.stack).await;
 }
 
+/// The registry is down when a release has to be rolled back: `pier
+/// rollback` pins the digests that ran, which the nodes still hold, so the
+/// rollback needs no registry and every replica runs v1 again.
+#[tokio::test]
+async fn a_rollback_needs_no_registry() {
+    let _turn = BED_CHANGES.lock().await;
+    let bed = Bed::get();
+    let repository = format!("pier-test/{}", support::unique("rbdown"));
+    let one = support::push_image(&bed, &bed.nodes[0], &repository, "1", "one").await;
+    let two = support::push_image(&bed, &bed.nodes[0], &repository, "2", "two").await;
+    let manifest = |tag: &str| {
+        format!(
+            "{}services:\n  web:\n    image: {}/{repository}:{tag}\n    command: sleep 3600\n    stop_grace_period: 1s\n    target_num_containers: 2\n    deployment_strategy: high_availability\n",
+            support::nodes_yaml(&bed, &[&[], &[], &[]]),
+            bed.registry
+        )
+    };
+    let repo = support::UserRepo::new("rbdown", &manifest("1"));
+    let state = tempfile::tempdir().unwrap();
+    let daemon = support::Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &support::DaemonOptions::default(),
+    );
+    let runs = |digest: String| {
+        let (bed, stack) = (&bed, &repo.stack);
+        async move {
+            let web: Vec<_> = support::stack_replicas(bed, stack)
+                .await
+                .into_iter()
+                .filter(|r| r.2 && r.3.get("pier.image-digest") == Some(&digest))
+                .collect();
+            (web.len() == 2).then_some(())
+        }
+    };
+    support::eventually("v1 runs", CONVERGE, || runs(one.clone())).await;
+    repo.commit(&manifest("2"), "version 2");
+    support::eventually("v2 runs", CONVERGE, || runs(two.clone())).await;
+    {
+        let _down = BedChange::make(&["stop-registry"], &["start-registry"]);
+        let (code, out, err) = repo.pier(
+            &bed,
+            &["rollback", "--state-dir", state.path().to_str().unwrap()],
+        );
+        assert_eq!(code, 0, "{out}\n{err}");
+        support::eventually("v1 runs again, the registry down", CONVERGE, || {
+            runs(one.clone())
+        })
+        .await;
+    }
+    drop(daemon);
+    support::remove_stack(&bed, &repo.stack).await;
+}
+
 fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

@@ -11,6 +11,8 @@ mod daemon;
 mod dashboard;
 #[path = "engine/remotes.rs"]
 mod remotes;
+#[path = "engine/rollback.rs"]
+mod rollback;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use pier::edit::commit::{self, CommitError, Outcome, Request};
 use pier::edit::{Edit, Refused};
-use pier::manifest::{self, SourceFile, Vars};
+use pier::manifest::{self, Vars};
 use pier::pass::{self, Loaded, PassInput};
 use pier::plan::render::{self, Style};
 use pier::source::git::GitSource;
@@ -17,7 +17,9 @@ pub(super) fn usage(message: String) -> ExitCode {
     ExitCode::from(2)
 }
 
-pub(super) async fn run(edit: Edit, args: CommitArgs) -> ExitCode {
+/// Where and how to commit, from the flags, and the variables manifests
+/// may interpolate (to check the edited manifests).
+pub(super) fn request(args: &CommitArgs) -> (Request, Vars) {
     let request = Request {
         repo: args.repo.clone(),
         cache_dir: args.cache_dir.clone(),
@@ -35,28 +37,46 @@ pub(super) async fn run(edit: Edit, args: CommitArgs) -> ExitCode {
         dry_run: args.dry_run,
     };
     let vars = pier::manifest::interpolate::admitted_from_process(&args.nodes.policy.allow_env());
+    (request, vars)
+}
+
+pub(super) async fn run(edit: Edit, args: CommitArgs) -> ExitCode {
+    let (request, vars) = request(&args);
     let outcome = {
-        let (request, edit, vars) = (request.clone(), edit.clone(), vars.clone());
+        let edit = edit.clone();
         tokio::task::spawn_blocking(move || commit::run(&request, &edit, &vars))
             .await
             .expect("the edit does not panic")
     };
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
-        Err(error) => return report_error(&error),
-    };
+    match outcome {
+        Ok(outcome) => {
+            report_commit(&args, &outcome, &edit.message()).await;
+            ExitCode::SUCCESS
+        }
+        Err(error) => report_error(&error),
+    }
+}
+
+/// Print what a commit changed, and then what was committed (or, for
+/// `--dry-run`, the plan it leads to).
+pub(super) async fn report_commit(args: &CommitArgs, outcome: &Outcome, default_message: &str) {
     print!("{}", outcome.diff);
     if args.dry_run {
-        show_plan(&args, &outcome, &vars).await;
+        let (_, vars) = request(args);
+        show_plan(args, outcome, &vars).await;
         println!("\nDry run: nothing was committed.");
-        return ExitCode::SUCCESS;
+        return;
     }
     let commit = outcome.commit.as_deref().unwrap_or_default();
+    let message = args
+        .message
+        .clone()
+        .unwrap_or_else(|| default_message.to_string());
     println!(
         "\nCommitted {} on {}: {}{}",
         pier::source::git::short_commit(commit),
         outcome.branch,
-        request.message.unwrap_or_else(|| edit.message()),
+        message.lines().next().unwrap_or_default(),
         if outcome.retried {
             " (the branch had moved; the edit was made again on its new tip)"
         } else {
@@ -66,10 +86,9 @@ pub(super) async fn run(edit: Edit, args: CommitArgs) -> ExitCode {
     if outcome.pushed {
         println!("Pushed.");
     }
-    ExitCode::SUCCESS
 }
 
-fn report_error(error: &CommitError) -> ExitCode {
+pub(super) fn report_error(error: &CommitError) -> ExitCode {
     match error {
         CommitError::Refused(refused) => {
             if let Refused::WouldBeInvalid(diagnostics) | Refused::AlreadyInvalid(diagnostics) =
@@ -99,28 +118,7 @@ async fn show_plan(args: &CommitArgs, outcome: &Outcome, vars: &Vars) {
         Ok(snapshot) => snapshot,
         Err(e) => return eprintln!("(no plan: {e})"),
     };
-    let mut files: Vec<SourceFile> = snapshot
-        .files
-        .iter()
-        .map(|f| SourceFile {
-            path: f.path.clone(),
-            text: outcome
-                .changed
-                .iter()
-                .find(|c| c.path == f.path)
-                .map_or_else(|| f.text.clone(), |c| c.after.clone()),
-        })
-        .collect();
-    files.extend(
-        outcome
-            .changed
-            .iter()
-            .filter(|c| c.before.is_none())
-            .map(|c| SourceFile {
-                path: c.path.clone(),
-                text: c.after.clone(),
-            }),
-    );
+    let files = pier::edit::apply_changes(&snapshot.files, &outcome.changed);
     let loaded = manifest::load_and_validate(&files, vars, &snapshot.tree);
     let loaded = Loaded {
         commit: "(dry run)".into(),

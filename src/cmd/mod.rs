@@ -5,12 +5,17 @@
 //! of a commit that cannot be deployed.
 
 pub mod apply;
+mod client;
 pub mod daemon;
 pub mod diff;
 mod edit;
+pub mod freeze;
+pub mod history;
 pub mod logs;
 pub mod node;
+pub mod pin;
 pub mod pipeline;
+pub mod rollback;
 pub mod scale;
 pub mod set;
 pub mod status;

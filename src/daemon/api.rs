@@ -39,7 +39,12 @@ pub fn router(shared: Arc<Shared>, with_hooks: bool, public_https: bool) -> Rout
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
-        .route("/api/v1/reconcile", post(reconcile));
+        .route("/api/v1/reconcile", post(reconcile))
+        .route("/api/v1/history", get(history))
+        .route("/api/v1/hold", post(hold))
+        .route("/api/v1/resume", post(resume))
+        .route("/api/v1/freeze", post(freeze))
+        .route("/api/v1/unfreeze", post(unfreeze));
     let api = if with_hooks { api.merge(hooks()) } else { api };
     let throttle = Arc::new(super::throttle::Throttle::default());
     finish(api, shared.clone())
@@ -311,6 +316,167 @@ async fn reconcile(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Res
     }
     shared.triggers.send(Trigger::Api);
     accepted("api")
+}
+
+/// The history document: revisions newest first, and the hold and
+/// freezes in force.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HistoryDocument {
+    pub revisions: Vec<super::store::Revision>,
+    #[serde(default)]
+    pub hold: Option<super::store::Hold>,
+    #[serde(default)]
+    pub freezes: Vec<super::store::Freeze>,
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+async fn history(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<HistoryQuery>,
+) -> Response {
+    if !may_read(&shared, &headers) {
+        return unauthorized("history");
+    }
+    let limit = query.limit.unwrap_or(50).min(1000);
+    let read = shared
+        .store
+        .call(move |store| -> rusqlite::Result<HistoryDocument> {
+            Ok(HistoryDocument {
+                revisions: store.history(limit)?,
+                hold: store.hold()?,
+                freezes: store.freezes()?,
+            })
+        })
+        .await;
+    match read {
+        Ok(document) => axum::Json(document).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read the history: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// A control request: who asks (shown in the status and notifications)
+/// and what for.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ControlRequest {
+    /// `hold`: the revision to hold at (a commit id or a 7+ digit prefix).
+    #[serde(default)]
+    pub commit: String,
+    /// `hold`: the history entry to hold at (its digests, exactly).
+    #[serde(default)]
+    pub revision: Option<i64>,
+    /// `freeze` and `unfreeze`: services, or `*` for every service.
+    #[serde(default)]
+    pub services: Vec<String>,
+    #[serde(default)]
+    pub by: String,
+    #[serde(default)]
+    pub reason: String,
+    /// `freeze`: how long, in seconds; absent: until unfrozen.
+    #[serde(default)]
+    pub for_seconds: Option<u64>,
+}
+
+/// The request body of a control call from a caller holding the API
+/// token, or the response that refuses it.
+fn control_request(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<ControlRequest, Box<Response>> {
+    let Some(token) = shared.secrets.api.as_deref() else {
+        return Err(Box::new(disabled("PIER_API_TOKEN")));
+    };
+    if !bearer(headers).is_some_and(|given| equal_secrets(given, token)) {
+        return Err(Box::new(unauthorized("api")));
+    }
+    let mut request: ControlRequest = serde_json::from_slice(body).map_err(|e| {
+        Box::new(
+            (
+                StatusCode::BAD_REQUEST,
+                format!("the body is not a control request: {e}\n"),
+            )
+                .into_response(),
+        )
+    })?;
+    if request.by.trim().is_empty() {
+        request.by = "the API".into();
+    }
+    Ok(request)
+}
+
+fn control_answer<T: serde::Serialize>(
+    outcome: Result<T, super::control::ControlError>,
+) -> Response {
+    match outcome {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(e) => {
+            let code = if e.is_request() {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (code, format!("{e}\n")).into_response()
+        }
+    }
+}
+
+async fn hold(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let request = match control_request(&shared, &headers, &body) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    control_answer(
+        super::control::hold(
+            &shared,
+            &request.commit,
+            request.revision,
+            &request.by,
+            &request.reason,
+        )
+        .await,
+    )
+}
+
+async fn resume(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let request = match control_request(&shared, &headers, &body) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    control_answer(super::control::resume(&shared, &request.by).await)
+}
+
+async fn freeze(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let request = match control_request(&shared, &headers, &body) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    control_answer(
+        super::control::freeze(
+            &shared,
+            &request.services,
+            &request.by,
+            &request.reason,
+            request.for_seconds.map(Duration::from_secs),
+        )
+        .await,
+    )
+}
+
+async fn unfreeze(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let request = match control_request(&shared, &headers, &body) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    control_answer(super::control::unfreeze(&shared, &request.services, &request.by).await)
 }
 
 /// Whether `signature` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `secret`.

@@ -33,6 +33,10 @@ pub struct Metrics {
     /// Replicas in rotation, and wanted, per routed host (and path).
     route_backends: Family<Labels, Gauge>,
     route_backends_wanted: Family<Labels, Gauge>,
+    /// 1 while `pier rollback --hold` keeps the stack at a revision.
+    held: Gauge,
+    /// 1 per service frozen by `pier freeze` (`*`: every service).
+    frozen: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -49,6 +53,8 @@ impl Default for Metrics {
             notifications: Family::default(),
             route_backends: Family::default(),
             route_backends_wanted: Family::default(),
+            held: Gauge::default(),
+            frozen: Family::default(),
         }
     }
 }
@@ -90,6 +96,17 @@ impl Metrics {
         self.notifications
             .get_or_create(&labels(&[("target", target), ("result", result)]))
             .inc();
+    }
+
+    /// Whether the stack is held, and which services are frozen.
+    pub fn set_control<'a>(&self, held: bool, frozen: impl IntoIterator<Item = &'a str>) {
+        self.held.set(i64::from(held));
+        self.frozen.clear();
+        for service in frozen {
+            self.frozen
+                .get_or_create(&labels(&[("service", service)]))
+                .set(1);
+        }
     }
 
     /// Replace the routes' backend counts with the ones observed in a pass:
@@ -168,6 +185,16 @@ impl Metrics {
             "route_backends_wanted",
             "Replicas a route's service is declared with",
             self.route_backends_wanted.clone(),
+        );
+        registry.register(
+            "stack_held",
+            "1 while `pier rollback --hold` keeps the stack at a revision",
+            self.held.clone(),
+        );
+        registry.register(
+            "service_frozen",
+            "1 per service frozen by `pier freeze` (`*`: every service)",
+            self.frozen.clone(),
         );
         let mut text = String::new();
         encode(&mut text, &registry).expect("writing to a String cannot fail");

@@ -16,6 +16,7 @@
 
 pub mod api;
 mod auth;
+pub mod control;
 pub mod dashboard;
 pub mod metrics;
 pub mod notify;
@@ -384,6 +385,11 @@ async fn reconcile_loop(
         if let Some(down_at) = reconciler.next_down_at() {
             let down_at = tokio::time::Instant::from_std(down_at);
             retry_at = Some(retry_at.map_or(down_at, |at| at.min(down_at)));
+        }
+        // A freeze that runs out gets a pass the moment it does.
+        if let Some(thaw_at) = reconciler.next_thaw_at() {
+            let thaw_at = tokio::time::Instant::from_std(thaw_at);
+            retry_at = Some(retry_at.map_or(thaw_at, |at| at.min(thaw_at)));
         }
         release_freed_memory();
         tracing::debug!(took = ?started.elapsed(), "pass finished");

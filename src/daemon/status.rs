@@ -154,12 +154,42 @@ pub struct Status {
     /// The notification targets and how delivery to each goes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<TargetStatus>,
+    /// Set while `pier rollback --hold` keeps the stack at a revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<super::store::Hold>,
+    /// Services frozen by `pier freeze` (`*`: every service).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frozen: Vec<super::store::Freeze>,
 }
 
 /// A digest or commit as people read it: 12 hex digits.
 pub(crate) fn short(digest: &str) -> &str {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     &hex[..hex.len().min(12)]
+}
+
+/// `Frozen: web by alice until 14:03 UTC (the migration)`, one freeze for people.
+pub fn describe_freeze(freeze: &super::store::Freeze) -> String {
+    let what = if freeze.service == "*" {
+        "every service"
+    } else {
+        freeze.service.as_str()
+    };
+    let until = match freeze.until {
+        Some(until) => format!(
+            " until {}",
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(until.max(0) as u64)
+            )
+        ),
+        None => " until unfrozen".to_string(),
+    };
+    let why = if freeze.reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", freeze.reason)
+    };
+    format!("Frozen: {what} by {}{until}{why}", freeze.by)
 }
 
 /// The status as tables for a terminal: services, then nodes, then the last pass.
@@ -173,6 +203,22 @@ pub fn render(status: &Status) -> String {
         "Stack {} on {}: applied {revision}, branch tip {head}",
         status.stack, status.branch
     );
+    if let Some(hold) = &status.held {
+        let _ = writeln!(
+            out,
+            "\nHeld at {} by {}{}: new commits and digests wait until `pier resume`",
+            short(&hold.commit),
+            hold.by,
+            if hold.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", hold.reason)
+            }
+        );
+    }
+    for freeze in &status.frozen {
+        let _ = writeln!(out, "\n{}", describe_freeze(freeze));
+    }
     if let Some(reason) = &status.stalled {
         let _ = writeln!(out, "\nStalled: {reason}");
     }

@@ -69,6 +69,70 @@ fn git_error(context: &str) -> impl Fn(git2::Error) -> CommitError + '_ {
 
 /// Make `edit` on the branch and commit it (unless `dry_run`).
 pub fn run(request: &Request, edit: &Edit, vars: &Vars) -> Result<Outcome, CommitError> {
+    run_with(request, &edit.message(), |_, snapshot| {
+        let changed = plan_edit(&snapshot.files, &request.folder, edit, vars, &snapshot.tree)?;
+        Ok((changed, None))
+    })
+}
+
+/// Restore the manifests of an earlier revision (`pier rollback`) and
+/// commit them (unless `dry_run`). A whole rollback restores every file of
+/// the manifests folder, not only the YAML files.
+pub fn rollback(
+    request: &Request,
+    rollback: &super::rollback::Rollback,
+    vars: &Vars,
+) -> Result<Outcome, CommitError> {
+    run_with(request, &rollback.message(), |source, snapshot| {
+        let then = source.manifests(&rollback.to, &request.folder)?;
+        let changed = super::rollback::plan_rollback(
+            &snapshot.files,
+            &then.files,
+            &request.folder,
+            rollback,
+            vars,
+            &snapshot.tree,
+        )?;
+        let folder = if rollback.services.is_empty() {
+            Some(folder_tree(
+                source.repository(),
+                &rollback.to,
+                &request.folder,
+            )?)
+        } else {
+            None
+        };
+        Ok((changed, folder))
+    })
+}
+
+/// The tree of `folder` at `commit`.
+fn folder_tree(repo: &Repository, commit: &str, folder: &str) -> Result<Oid, CommitError> {
+    let oid = Oid::from_str(commit).map_err(git_error("reading the revision"))?;
+    let tree = repo
+        .find_commit(oid)
+        .and_then(|c| c.tree())
+        .map_err(git_error("reading the revision"))?;
+    let folder = folder.trim_matches('/');
+    if folder.is_empty() || folder == "." {
+        return Ok(tree.id());
+    }
+    tree.get_path(Path::new(folder))
+        .map(|entry| entry.id())
+        .map_err(git_error("reading the manifests folder of the revision"))
+}
+
+/// What an edit changes: files, and the manifests folder's whole tree
+/// when it is replaced first.
+type Planned = (Vec<Changed>, Option<Oid>);
+
+/// Make the change `plan` works out on the branch tip, and commit it
+/// (unless `dry_run`); made again once on the new tip if the branch moved.
+fn run_with(
+    request: &Request,
+    default_message: &str,
+    plan: impl Fn(&GitSource, &crate::source::git::Snapshot) -> Result<Planned, CommitError>,
+) -> Result<Outcome, CommitError> {
     let source = GitSource::open(&request.repo, &request.cache_dir)?;
     let branch = match &request.branch {
         Some(branch) => branch.clone(),
@@ -79,7 +143,7 @@ pub fn run(request: &Request, edit: &Edit, vars: &Vars) -> Result<Outcome, Commi
     for attempt in 0..2 {
         let base = source.resolve(&branch)?;
         let snapshot = source.manifests(&base.to_string(), &request.folder)?;
-        let changed = plan_edit(&snapshot.files, &request.folder, edit, vars, &snapshot.tree)?;
+        let (changed, folder) = plan(&source, &snapshot)?;
         let diff = unified_diff(&changed);
         let mut outcome = Outcome {
             commit: None,
@@ -94,10 +158,15 @@ pub fn run(request: &Request, edit: &Edit, vars: &Vars) -> Result<Outcome, Commi
             return Ok(outcome);
         }
         let repo = source.repository();
-        let message = request.message.clone().unwrap_or_else(|| edit.message());
+        let message = request
+            .message
+            .clone()
+            .unwrap_or_else(|| default_message.to_string());
+        let replaced = folder.map(|tree| (request.folder.as_str(), tree));
         let commit = commit_on(
             repo,
             base,
+            replaced,
             &outcome.changed,
             &message,
             request.author.as_deref(),
@@ -194,10 +263,12 @@ fn signature(repo: &Repository, author: Option<&str>) -> Result<Signature<'stati
         .map_err(git_error("author"))
 }
 
-/// A commit on top of `base` whose tree is `base`'s with the changed files.
+/// A commit on top of `base` whose tree is `base`'s with the changed files
+/// (and, first, a folder's tree replaced).
 fn commit_on(
     repo: &Repository,
     base: Oid,
+    replaced: Option<(&str, Oid)>,
     changed: &[Changed],
     message: &str,
     author: Option<&str>,
@@ -205,9 +276,29 @@ fn commit_on(
     let parent = repo
         .find_commit(base)
         .map_err(git_error("reading the branch tip"))?;
-    let base_tree = parent.tree().map_err(git_error("tree"))?;
+    let mut base_tree = parent.tree().map_err(git_error("tree"))?;
+    if let Some((folder, tree)) = replaced {
+        let folder = folder.trim_matches('/');
+        let id = if folder.is_empty() || folder == "." {
+            tree
+        } else {
+            let mut update = git2::build::TreeUpdateBuilder::new();
+            update.upsert(folder, tree, git2::FileMode::Tree);
+            update
+                .create_updated(repo, &base_tree)
+                .map_err(git_error("restoring the manifests folder"))?
+        };
+        base_tree = repo.find_tree(id).map_err(git_error("tree"))?;
+    }
     let mut update = git2::build::TreeUpdateBuilder::new();
     for file in changed {
+        let Some(after) = &file.after else {
+            // Gone already when the folder was replaced.
+            if base_tree.get_path(Path::new(&file.path)).is_ok() {
+                update.remove(&file.path);
+            }
+            continue;
+        };
         // An executable manifest stays executable.
         let mode = match base_tree
             .get_path(Path::new(&file.path))
@@ -217,7 +308,7 @@ fn commit_on(
             _ => git2::FileMode::Blob,
         };
         let blob = repo
-            .blob(file.after.as_bytes())
+            .blob(after.as_bytes())
             .map_err(git_error("writing the file"))?;
         update.upsert(&file.path, blob, mode);
     }
@@ -345,13 +436,14 @@ pub fn unified_diff(changed: &[Changed]) -> String {
     let mut out = String::new();
     for file in changed {
         let old = file.before.as_deref().unwrap_or("");
+        let new = file.after.as_deref().unwrap_or("");
         let mut options = git2::DiffOptions::new();
         options.context_lines(3);
         let patch = git2::Patch::from_buffers(
             old.as_bytes(),
             file.before.as_ref().map(|_| Path::new(&file.path)),
-            file.after.as_bytes(),
-            Some(Path::new(&file.path)),
+            new.as_bytes(),
+            file.after.as_ref().map(|_| Path::new(&file.path)),
             Some(&mut options),
         );
         if let Ok(mut patch) = patch

@@ -9,6 +9,7 @@
 //! service gets its own key instead.
 
 pub mod commit;
+pub mod rollback;
 pub mod text;
 
 use std::collections::BTreeMap;
@@ -42,6 +43,13 @@ pub enum Edit {
         service: String,
         vars: Vec<(String, Option<String>)>,
     },
+    /// Pin the service's image reference to a digest (`name:tag@sha256:…`).
+    Pin {
+        service: String,
+        digest: String,
+    },
+    /// Drop the digest from the service's image reference.
+    Unpin(String),
 }
 
 impl Edit {
@@ -70,6 +78,8 @@ impl Edit {
                     .collect();
                 format!("Set {service} environment {}", list.join(" "))
             }
+            Edit::Pin { service, digest } => format!("Pin {service} to {digest}"),
+            Edit::Unpin(service) => format!("Unpin {service}: follow its tag again"),
         }
     }
 }
@@ -91,12 +101,12 @@ impl From<EditError> for Refused {
     }
 }
 
-/// A file and its text after the edit.
+/// A file and its text after the edit (`None`: the edit removes it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Changed {
     pub path: String,
     pub before: Option<String>,
-    pub after: String,
+    pub after: Option<String>,
 }
 
 /// Work out the edit on `files`; check that the result is valid and means
@@ -123,32 +133,38 @@ pub fn plan_edit(
     };
     editor.run(edit)?;
     let changed = editor.changed();
-    let mut after_files: Vec<SourceFile> = files
-        .iter()
-        .map(|f| SourceFile {
-            path: f.path.clone(),
-            text: changed
-                .iter()
-                .find(|c| c.path == f.path)
-                .map(|c| c.after.clone())
-                .unwrap_or_else(|| f.text.clone()),
-        })
-        .collect();
-    after_files.extend(
-        changed
-            .iter()
-            .filter(|c| c.before.is_none())
-            .map(|c| SourceFile {
-                path: c.path.clone(),
-                text: c.after.clone(),
-            }),
-    );
-    let after = manifest::load_and_validate(&after_files, vars, tree);
+    let after = manifest::load_and_validate(&apply_changes(files, &changed), vars, tree);
     if !after.is_valid() {
         return Err(Refused::WouldBeInvalid(after.diagnostics));
     }
     check_effect(edit, &after.manifest)?;
     Ok(changed)
+}
+
+/// `files` with `changed` made: texts replaced, files added and removed.
+pub fn apply_changes(files: &[SourceFile], changed: &[Changed]) -> Vec<SourceFile> {
+    let mut out: Vec<SourceFile> = files
+        .iter()
+        .filter_map(|f| match changed.iter().find(|c| c.path == f.path) {
+            Some(c) => c.after.clone().map(|text| SourceFile {
+                path: f.path.clone(),
+                text,
+            }),
+            None => Some(f.clone()),
+        })
+        .collect();
+    out.extend(
+        changed
+            .iter()
+            .filter(|c| c.before.is_none())
+            .filter_map(|c| {
+                c.after.clone().map(|text| SourceFile {
+                    path: c.path.clone(),
+                    text,
+                })
+            }),
+    );
+    out
 }
 
 fn parse_all(files: &[SourceFile]) -> Result<Vec<Vec<Node>>, Refused> {
@@ -200,6 +216,21 @@ fn check_effect(edit: &Edit, manifest: &Manifest) -> Result<(), Refused> {
         Edit::SetImage { service, image } => {
             let now = manifest.services.get(service).and_then(|s| s.image.clone());
             if now.as_deref() != Some(image.as_str()) {
+                return wrong(format!("{service} would have image {now:?}"));
+            }
+        }
+        Edit::Pin { service, digest } => {
+            let now = manifest.services.get(service).and_then(|s| s.image.clone());
+            if !now
+                .as_deref()
+                .is_some_and(|i| i.ends_with(&format!("@{digest}")))
+            {
+                return wrong(format!("{service} would have image {now:?}"));
+            }
+        }
+        Edit::Unpin(service) => {
+            let now = manifest.services.get(service).and_then(|s| s.image.clone());
+            if now.as_deref().is_none_or(|i| i.contains('@')) {
                 return wrong(format!("{service} would have image {now:?}"));
             }
         }
@@ -269,13 +300,13 @@ impl<'a> Editor<'a> {
             .map(|(file, splices)| Changed {
                 path: self.files[*file].path.clone(),
                 before: Some(self.files[*file].text.clone()),
-                after: text::apply(&self.files[*file].text, splices.clone()),
+                after: Some(text::apply(&self.files[*file].text, splices.clone())),
             })
             .collect();
         out.extend(self.new_files.iter().map(|(path, text)| Changed {
             path: path.clone(),
             before: None,
-            after: text.clone(),
+            after: Some(text.clone()),
         }));
         out
     }
@@ -289,6 +320,19 @@ impl<'a> Editor<'a> {
                 Ok(())
             }
             Edit::SetImage { service, image } => self.set_image(service, image),
+            Edit::Pin { service, digest } => {
+                let image = self.image_of(service)?;
+                self.set_image(service, &rollback::pinned_reference(&image, digest))
+            }
+            Edit::Unpin(service) => {
+                let image = self.image_of(service)?;
+                match image.split_once('@') {
+                    Some((name, _)) => self.set_image(service, name),
+                    None => Err(Refused::Impossible(format!(
+                        "`{service}` is not pinned: its image is `{image}`"
+                    ))),
+                }
+            }
             Edit::SetEnv { service, vars } => {
                 for (key, value) in vars {
                     self.set_env(service, key, value.as_deref())?;
@@ -419,6 +463,20 @@ impl<'a> Editor<'a> {
             return self.set_own_scalar(&deploy_found, "replicas", &count.to_string(), true);
         }
         self.set_own_scalar(&found, "target_num_containers", &count.to_string(), true)
+    }
+
+    /// The image reference a service names now.
+    fn image_of(&self, service: &str) -> Result<String, Refused> {
+        self.service(service)?;
+        self.manifest
+            .services
+            .get(service)
+            .and_then(|s| s.image.clone())
+            .ok_or_else(|| {
+                Refused::Impossible(format!(
+                    "`{service}` has no `image` to pin (a service that is only built names the image it pushes in `image`)"
+                ))
+            })
     }
 
     fn set_image(&mut self, service: &str, image: &str) -> Result<(), Refused> {

@@ -68,7 +68,7 @@ fn after(edit_result: Result<Vec<Changed>, Refused>, path: &str) -> String {
     let changed = edit_result.unwrap_or_else(|e| panic!("refused: {e} {e:?}"));
     assert_eq!(changed.len(), 1, "{changed:?}");
     assert_eq!(changed[0].path, path);
-    changed[0].after.clone()
+    changed[0].after.clone().expect("the file stays")
 }
 
 #[test]
@@ -270,7 +270,157 @@ fn node_add_without_any_nodes_creates_a_nodes_file() {
         vec![Changed {
             path: "pier/nodes.yml".into(),
             before: None,
-            after: "nodes:\n  n1: { endpoint: \"tcp://10.0.0.1:2375\" }\n".into(),
+            after: Some("nodes:\n  n1: { endpoint: \"tcp://10.0.0.1:2375\" }\n".into()),
         }]
     );
+}
+
+const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// Pinning writes `name:tag@digest` in place; unpinning takes it off.
+#[test]
+fn pin_and_unpin_edit_the_image_in_place() {
+    let out = after(
+        edit(Edit::Pin {
+            service: "cache".into(),
+            digest: DIGEST.into(),
+        }),
+        "pier/stack.yml",
+    );
+    assert!(
+        out.contains(&format!("    image: redis:7@{DIGEST}\n")),
+        "{out}"
+    );
+    let pinned = vec![
+        files()[0].clone(),
+        SourceFile {
+            path: "pier/stack.yml".into(),
+            text: out,
+        },
+    ];
+    let changed = plan_edit(
+        &pinned,
+        "pier",
+        &Edit::Unpin("cache".into()),
+        &Vars::new(),
+        &MemoryTree::default(),
+    )
+    .unwrap();
+    let text = changed[0].after.clone().unwrap();
+    assert!(
+        text.contains("image: \"redis:7\"") || text.contains("image: redis:7"),
+        "{text}"
+    );
+    assert!(matches!(
+        edit(Edit::Unpin("cache".into())),
+        Err(Refused::Impossible(m)) if m.contains("not pinned")
+    ));
+}
+
+mod rollbacks {
+    use super::*;
+    use crate::edit::rollback::{Rollback, plan_rollback};
+
+    const THEN: &str = "services:\n  web:\n    image: reg/web:1\n    environment: { MODE: old }\n  db:\n    image: reg/db:1\n";
+    const NOW: &str = "services:\n  db:\n    image: reg/db:2\n  web:\n    image: reg/web:1\n    environment: { MODE: new }\n    command: [serve]\n";
+
+    fn file(path: &str, text: &str) -> SourceFile {
+        SourceFile {
+            path: path.into(),
+            text: text.into(),
+        }
+    }
+
+    fn rollback(services: &[&str]) -> Rollback {
+        Rollback {
+            to: "a".repeat(40),
+            from: "b".repeat(40),
+            services: services.iter().map(|s| s.to_string()).collect(),
+            images: BTreeMap::from([("web".to_string(), format!("reg/web:1@{DIGEST}"))]),
+        }
+    }
+
+    /// The whole folder goes back: texts restored, files added since
+    /// removed, images pinned, and the message names both revisions and
+    /// carries the trailer the daemon reads.
+    #[test]
+    fn a_whole_rollback_restores_every_file_and_pins_images() {
+        let now = vec![
+            file("pier/stack.yml", NOW),
+            file("pier/extra.yml", "services:\n  x:\n    image: x:1\n"),
+        ];
+        let then = vec![file("pier/stack.yml", THEN)];
+        let changed = plan_rollback(
+            &now,
+            &then,
+            "pier",
+            &rollback(&[]),
+            &Vars::new(),
+            &MemoryTree::default(),
+        )
+        .unwrap();
+        let stack = changed.iter().find(|c| c.path == "pier/stack.yml").unwrap();
+        let text = stack.after.clone().unwrap();
+        assert!(text.contains(&format!("reg/web:1@{DIGEST}")), "{text}");
+        assert!(
+            text.contains("MODE: old") && text.contains("reg/db:1"),
+            "{text}"
+        );
+        let extra = changed.iter().find(|c| c.path == "pier/extra.yml").unwrap();
+        assert_eq!(extra.after, None, "a file added since is removed");
+        let message = rollback(&[]).message();
+        assert!(
+            message.contains(&format!("Pier-Rollback-Of: {}", "a".repeat(40))),
+            "{message}"
+        );
+        assert_eq!(
+            crate::source::git::rollback_trailer(&message).as_deref(),
+            Some("a".repeat(40).as_str())
+        );
+    }
+
+    /// A named service alone goes back, where it is written now; the other
+    /// services stay as they are.
+    #[test]
+    fn a_named_service_alone_is_restored() {
+        let now = vec![file("pier/stack.yml", NOW)];
+        let then = vec![file("pier/stack.yml", THEN)];
+        let changed = plan_rollback(
+            &now,
+            &then,
+            "pier",
+            &rollback(&["web"]),
+            &Vars::new(),
+            &MemoryTree::default(),
+        )
+        .unwrap();
+        let text = changed[0].after.clone().unwrap();
+        assert!(
+            text.contains("MODE: old") && !text.contains("command"),
+            "{text}"
+        );
+        assert!(text.contains("reg/db:2"), "db stays: {text}");
+        assert!(text.contains(&format!("reg/web:1@{DIGEST}")), "{text}");
+    }
+
+    /// A service gone since, or never there, is refused with what to do.
+    #[test]
+    fn a_service_missing_on_either_side_is_refused() {
+        let now = vec![file(
+            "pier/stack.yml",
+            "services:\n  db:\n    image: reg/db:2\n",
+        )];
+        let then = vec![file("pier/stack.yml", THEN)];
+        let refused = plan_rollback(
+            &now,
+            &then,
+            "pier",
+            &rollback(&["web"]),
+            &Vars::new(),
+            &MemoryTree::default(),
+        );
+        assert!(
+            matches!(refused, Err(Refused::Impossible(m)) if m.contains("without naming services"))
+        );
+    }
 }

@@ -266,6 +266,47 @@ pub fn remove_entry(text: &str, map: &Node, key: &Key, value: &Node) -> Result<S
     })
 }
 
+/// The whole block entry of `key` (its lines, from the key's line to the
+/// last line indented under it) and the key's indentation. `None` for an
+/// entry written in flow style.
+pub fn entry_lines(
+    text: &str,
+    map: &Node,
+    key: &Key,
+) -> Result<Option<(usize, usize, usize)>, EditError> {
+    if is_flow(text, map) {
+        return Ok(None);
+    }
+    let (key_start, _) = span(key).ok_or_else(no_position)?;
+    let first = line_start(text, key_start);
+    if text[first..key_start].trim() != "" {
+        return Ok(None);
+    }
+    let indent = indent_at(text, first);
+    Ok(Some((first, block_extent_end(text, first, indent), indent)))
+}
+
+/// `lines` with each line's indentation moved from `from` to `to` columns.
+pub fn reindent(lines: &str, from: usize, to: usize) -> String {
+    lines
+        .split_inclusive('\n')
+        .map(|line| {
+            if line.trim().is_empty() {
+                line.to_string()
+            } else if to >= from {
+                format!("{}{line}", " ".repeat(to - from))
+            } else {
+                let strip = line
+                    .bytes()
+                    .take(from - to)
+                    .take_while(|b| *b == b' ')
+                    .count();
+                line[strip..].to_string()
+            }
+        })
+        .collect()
+}
+
 /// The end of a node's text: a scalar's span, a flow collection's closing
 /// bracket, or a block collection's last line.
 fn node_end(text: &str, node: &Node) -> Result<usize, EditError> {

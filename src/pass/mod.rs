@@ -9,7 +9,7 @@
 //! touched: a bad commit never causes a partial apply.
 
 pub mod apply;
-mod connect;
+pub mod connect;
 pub mod deploy;
 mod load;
 pub mod observe;

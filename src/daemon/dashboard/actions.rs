@@ -1,7 +1,10 @@
 //! What a signed-in user may do from the dashboard: scale a service and
 //! retag a node (each a commit, as `pier scale` and `pier node tag` make
-//! it), ask for a pass, run a pipeline again. Each checks the session and
-//! its CSRF token before anything is done.
+//! it), ask for a pass, run a pipeline again, hold the stack at a revision
+//! and resume it, freeze and unfreeze services (through the same code as
+//! the API that `pier rollback --hold`, `pier resume` and `pier freeze`
+//! call). Each checks the session and its CSRF token before anything is
+//! done.
 
 #[allow(unused_imports)]
 use super::*;
@@ -245,4 +248,151 @@ pub(super) async fn rerun(
             crate::source::git::short_commit(&run.commit)
         ),
     )
+}
+
+/// What a control action's refusal looks like: the page it came from,
+/// with why.
+fn not_done(
+    d: &Dashboard,
+    headers: &HeaderMap,
+    title: &str,
+    error: &dyn std::fmt::Display,
+) -> Response {
+    d.plain(
+        headers,
+        title,
+        StatusCode::CONFLICT,
+        pages::outcome(title, &error.to_string(), "/ui/history", true),
+    )
+}
+
+/// Who signed in, as the status and notifications name them.
+fn who(session: &Session) -> String {
+    session.author.clone()
+}
+
+#[derive(Deserialize)]
+pub(super) struct HoldForm {
+    #[serde(default)]
+    csrf: String,
+    revision: i64,
+}
+
+pub(super) async fn hold(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Form(form): Form<HoldForm>,
+) -> Response {
+    let session = match actor(&d, &headers, &form.csrf) {
+        Ok(session) => session,
+        Err(refused) => return refused.into_response(),
+    };
+    match crate::daemon::control::hold(
+        &d.shared,
+        "",
+        Some(form.revision),
+        &who(&session),
+        "from the dashboard",
+    )
+    .await
+    {
+        Ok(hold) => back_with(
+            "/ui/history",
+            &format!(
+                "Held at {}: new commits and digests wait until resumed.",
+                crate::source::git::short_commit(&hold.commit)
+            ),
+        ),
+        Err(error) => not_done(&d, &headers, "Not held", &error),
+    }
+}
+
+pub(super) async fn resume(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Form(form): Form<Csrf>,
+) -> Response {
+    let session = match actor(&d, &headers, &form.csrf) {
+        Ok(session) => session,
+        Err(refused) => return refused.into_response(),
+    };
+    match crate::daemon::control::resume(&d.shared, &who(&session)).await {
+        Ok(_) => back_with(
+            "/ui/history",
+            "Resumed: the stack follows its branch again.",
+        ),
+        Err(error) => not_done(&d, &headers, "Not resumed", &error),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct FreezeForm {
+    #[serde(default)]
+    csrf: String,
+    service: String,
+    #[serde(default, rename = "for")]
+    duration: String,
+    #[serde(default)]
+    reason: String,
+}
+
+pub(super) async fn freeze(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Form(form): Form<FreezeForm>,
+) -> Response {
+    let session = match actor(&d, &headers, &form.csrf) {
+        Ok(session) => session,
+        Err(refused) => return refused.into_response(),
+    };
+    let duration = match form.duration.trim() {
+        "" => None,
+        text => match humantime::parse_duration(text) {
+            Ok(duration) => Some(duration),
+            Err(e) => {
+                return not_done(
+                    &d,
+                    &headers,
+                    "Not frozen",
+                    &format!("`{text}` is not a duration (say 30m or 2h): {e}"),
+                );
+            }
+        },
+    };
+    let services = vec![form.service.clone()];
+    match crate::daemon::control::freeze(
+        &d.shared,
+        &services,
+        &who(&session),
+        &form.reason,
+        duration,
+    )
+    .await
+    {
+        Ok(_) => back_with("/ui/history", &format!("Frozen: {}.", form.service)),
+        Err(error) => not_done(&d, &headers, "Not frozen", &error),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct UnfreezeForm {
+    #[serde(default)]
+    csrf: String,
+    service: String,
+}
+
+pub(super) async fn unfreeze(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Form(form): Form<UnfreezeForm>,
+) -> Response {
+    let session = match actor(&d, &headers, &form.csrf) {
+        Ok(session) => session,
+        Err(refused) => return refused.into_response(),
+    };
+    let services = vec![form.service.clone()];
+    match crate::daemon::control::unfreeze(&d.shared, &services, &who(&session)).await {
+        Ok(_) => back_with("/ui/history", &format!("Unfrozen: {}.", form.service)),
+        Err(error) => not_done(&d, &headers, "Not unfrozen", &error),
+    }
 }

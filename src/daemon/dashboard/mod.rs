@@ -101,6 +101,10 @@ pub fn router(shared: Arc<Shared>, public_https: bool) -> Router {
         .route("/ui/nodes/tags", post(node_tags))
         .route("/ui/reconcile", post(reconcile))
         .route("/ui/runs/{id}/rerun", post(rerun))
+        .route("/ui/hold", post(hold))
+        .route("/ui/resume", post(resume))
+        .route("/ui/freeze", post(freeze))
+        .route("/ui/unfreeze", post(unfreeze))
         .route("/ui/assets/style.css", get(style))
         .route("/ui/assets/app.js", get(script))
         // Forms are a few fields; nothing bigger is ever read.
@@ -229,6 +233,7 @@ impl Dashboard {
                     .shared
                     .store
                     .call(|store| {
+                        let deployments = store.history(50)?;
                         let revisions = store.recent_revisions(50)?;
                         let mut passes = Vec::new();
                         for pass in store
@@ -240,11 +245,19 @@ impl Dashboard {
                             let steps = store.pass_steps(pass.id)?;
                             passes.push((pass, steps));
                         }
-                        Ok::<_, rusqlite::Error>((revisions, passes))
+                        Ok::<_, rusqlite::Error>((deployments, revisions, passes))
                     })
                     .await;
                 match history {
-                    Ok((revisions, passes)) => pages::history(&revisions, &passes, now()),
+                    Ok((deployments, revisions, passes)) => pages::history(
+                        &deployments,
+                        &revisions,
+                        &passes,
+                        status,
+                        viewer,
+                        message,
+                        now(),
+                    ),
                     Err(e) => pages::unreadable(&e),
                 }
             }
@@ -352,8 +365,12 @@ async fn run(
     d.page(&headers, Page::Run(id), q.done.as_deref()).await
 }
 
-async fn history(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> Response {
-    d.page(&headers, Page::History, None).await
+async fn history(
+    State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    Query(q): Query<Message>,
+) -> Response {
+    d.page(&headers, Page::History, q.done.as_deref()).await
 }
 
 async fn stage_log(

@@ -51,6 +51,18 @@ pub enum EventKind {
     ServiceDegraded,
     /// A service reported Degraded is Ready again.
     ServiceRecovered,
+    /// A rollback began: a commit made by `pier rollback`, or a hold.
+    RollbackStarted,
+    /// Every node runs the revision rolled back to.
+    RollbackFinished,
+    /// `pier rollback --hold`: the stack stays at a revision.
+    StackHeld,
+    /// `pier resume`: the stack follows its branch again.
+    StackResumed,
+    /// `pier freeze`: services wait for new commits and digests.
+    ServiceFrozen,
+    /// A freeze was lifted, or ran out.
+    ServiceUnfrozen,
 }
 
 impl EventKind {
@@ -66,6 +78,12 @@ impl EventKind {
             EventKind::NodeBack => "node_back",
             EventKind::ServiceDegraded => "service_degraded",
             EventKind::ServiceRecovered => "service_recovered",
+            EventKind::RollbackStarted => "rollback_started",
+            EventKind::RollbackFinished => "rollback_finished",
+            EventKind::StackHeld => "stack_held",
+            EventKind::StackResumed => "stack_resumed",
+            EventKind::ServiceFrozen => "service_frozen",
+            EventKind::ServiceUnfrozen => "service_unfrozen",
         }
     }
 }
@@ -136,8 +154,9 @@ struct Transitions {
     down: BTreeSet<String>,
     /// Since when each service has been Degraded, and whether that was said.
     degraded: BTreeMap<String, (Instant, bool)>,
-    /// The commit whose rollout was announced and has not ended.
-    deploying: Option<String>,
+    /// The commit whose rollout was announced and has not ended, and
+    /// whether it rolls back.
+    deploying: Option<(String, bool)>,
     /// The last refusal announced: (commit, reason).
     refused: Option<(String, String)>,
 }
@@ -206,11 +225,22 @@ impl Notifier {
             .state
             .lock()
             .expect("notify state")
-            .deploy_started(commit, changes);
+            .deploy_started(commit, changes, false);
         event.into_iter().for_each(|e| self.send(e));
     }
 
-    /// `commit` is applied in full: ends a rollout announced.
+    /// A rollout to `commit` began that rolls back (a rollback commit, or
+    /// a hold): said as a rollback, never as a deploy.
+    pub fn rollback_started(&self, commit: &str, changes: usize) {
+        let event = self
+            .state
+            .lock()
+            .expect("notify state")
+            .deploy_started(commit, changes, true);
+        event.into_iter().for_each(|e| self.send(e));
+    }
+
+    /// `commit` is applied in full: ends a rollout (or rollback) announced.
     pub fn deploy_finished(&self, commit: &str) {
         let event = self
             .state
@@ -218,6 +248,22 @@ impl Notifier {
             .expect("notify state")
             .deploy_finished(commit);
         event.into_iter().for_each(|e| self.send(e));
+    }
+
+    /// An operator's decision (a hold, a freeze, and their end), with who
+    /// made it in `summary` and why in `details`.
+    pub fn control(
+        &self,
+        kind: EventKind,
+        summary: String,
+        commit: Option<&str>,
+        service: Option<&str>,
+        details: &str,
+    ) {
+        let mut event = Event::new(kind, summary).details(details);
+        event.commit = commit.map(str::to_string);
+        event.service = service.map(str::to_string);
+        self.send(event);
     }
 
     /// The rollout of `commit` was rolled back for `services` (with why).
@@ -279,29 +325,39 @@ fn pipeline_event(
 }
 
 impl Transitions {
-    fn deploy_started(&mut self, commit: &str, changes: usize) -> Option<Event> {
-        if self.deploying.as_deref() == Some(commit) {
+    fn deploy_started(&mut self, commit: &str, changes: usize, rollback: bool) -> Option<Event> {
+        if self.deploying.as_ref().map(|(c, _)| c.as_str()) == Some(commit) {
             return None;
         }
-        self.deploying = Some(commit.to_string());
+        self.deploying = Some((commit.to_string(), rollback));
+        let (kind, verb) = if rollback {
+            (EventKind::RollbackStarted, "rolling back to")
+        } else {
+            (EventKind::DeployStarted, "rolling out")
+        };
         Some(
             Event::new(
-                EventKind::DeployStarted,
-                format!("rolling out {} ({changes} change(s))", short(commit)),
+                kind,
+                format!("{verb} {} ({changes} change(s))", short(commit)),
             )
             .commit(commit),
         )
     }
 
     fn deploy_finished(&mut self, commit: &str) -> Option<Event> {
-        self.deploying.take()?;
-        Some(
-            Event::new(
+        let (_, rollback) = self.deploying.take()?;
+        let (kind, summary) = if rollback {
+            (
+                EventKind::RollbackFinished,
+                format!("rolled back: every node runs {} again", short(commit)),
+            )
+        } else {
+            (
                 EventKind::DeployFinished,
                 format!("{} is deployed", short(commit)),
             )
-            .commit(commit),
-        )
+        };
+        Some(Event::new(kind, summary).commit(commit))
     }
 
     fn rolled_back(&mut self, commit: &str, services: &BTreeMap<String, String>) -> Event {
@@ -586,11 +642,11 @@ mod tests {
             "healing announces nothing"
         );
         assert_eq!(
-            t.deploy_started("a", 2).map(|e| e.event),
+            t.deploy_started("a", 2, false).map(|e| e.event),
             Some(EventKind::DeployStarted)
         );
         assert!(
-            t.deploy_started("a", 1).is_none(),
+            t.deploy_started("a", 1, false).is_none(),
             "a retried pass says nothing new"
         );
         assert_eq!(
@@ -598,12 +654,37 @@ mod tests {
             Some(EventKind::DeployFinished)
         );
         assert!(t.deploy_finished("a").is_none());
-        t.deploy_started("b", 1);
+        t.deploy_started("b", 1, false);
         let failed = BTreeMap::from([("web".to_string(), "unhealthy".to_string())]);
         assert_eq!(t.rolled_back("b", &failed).details, "web: unhealthy");
         assert!(t.deploy_finished("b").is_none());
         assert!(t.refused("c", "invalid").is_some());
         assert!(t.refused("c", "invalid").is_none());
         assert!(t.refused("d", "invalid").is_some());
+    }
+
+    /// A rollback is said as a rollback from start to end, never as a deploy.
+    #[test]
+    fn a_rollback_is_announced_as_one() {
+        let mut t = Transitions::default();
+        assert_eq!(
+            t.deploy_started("old", 2, true).map(|e| e.event),
+            Some(EventKind::RollbackStarted)
+        );
+        let finished = t.deploy_finished("old").expect("the rollback ends");
+        assert_eq!(finished.event, EventKind::RollbackFinished);
+        assert!(
+            finished.summary.contains("rolled back"),
+            "{}",
+            finished.summary
+        );
+        assert_eq!(
+            t.deploy_started("new", 1, false).map(|e| e.event),
+            Some(EventKind::DeployStarted)
+        );
+        assert_eq!(
+            t.deploy_finished("new").map(|e| e.event),
+            Some(EventKind::DeployFinished)
+        );
     }
 }

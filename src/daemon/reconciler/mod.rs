@@ -33,6 +33,7 @@ use crate::source::git::{GitSource, short_commit as short};
 
 mod pins;
 mod publish;
+mod steer;
 
 #[allow(unused_imports)]
 use publish::*;
@@ -129,6 +130,18 @@ pub struct Reconciler {
     retired: BTreeMap<String, crate::manifest::model::Node>,
     /// The engine steps of the pass under way, recorded with it.
     steps: Vec<super::store::StepRow>,
+    /// The hold and freezes, as last read from the store.
+    control: steer::Control,
+    /// The newest applied revision in the history.
+    last_recorded: Option<super::store::Revision>,
+    /// What brought the branch's head, when a pass first saw it.
+    head_cause: Option<(String, super::store::Cause)>,
+    /// The last new commit checked for being a rollback commit.
+    rollback: Option<steer::RollbackMark>,
+    /// The held revision, once the nodes converged to it.
+    held_applied: Option<String>,
+    /// Services a freeze leaves as they are this pass.
+    user_frozen: BTreeSet<String>,
 }
 
 /// A pass's deploy as the daemon shows it: services about to change are
@@ -139,6 +152,8 @@ struct PassWatch<'a> {
     /// The revision applied last: a plan towards it only heals, unless it
     /// replaces a container (a new digest of a followed tag).
     last_good: Option<&'a str>,
+    /// The rollout goes back to an earlier revision (a rollback commit, a hold).
+    rollback: bool,
 }
 
 impl crate::pass::deploy::Watch for PassWatch<'_> {
@@ -170,7 +185,9 @@ impl crate::pass::deploy::Watch for PassWatch<'_> {
             }
         }
         self.shared.changed();
-        if rollout {
+        if rollout && self.rollback {
+            self.shared.notifier.rollback_started(self.commit, changes);
+        } else if rollout {
             self.shared.notifier.deploy_started(self.commit, changes);
         }
         info!(commit = %short(self.commit), changes, "applying");
@@ -206,6 +223,14 @@ impl Reconciler {
                 warn!(error = %e, "cannot read the last good revision; starting without it");
                 None
             });
+        let last_recorded = shared
+            .store
+            .call(|store| store.latest_applied())
+            .await
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "cannot read the history; starting without it");
+                None
+            });
         let resolver = {
             let shared = shared.clone();
             crate::pass::resolver::Resolver::new(
@@ -234,6 +259,12 @@ impl Reconciler {
             pipeline: None,
             retired: BTreeMap::new(),
             steps: Vec::new(),
+            control: steer::Control::default(),
+            last_recorded,
+            head_cause: None,
+            rollback: None,
+            held_applied: None,
+            user_frozen: BTreeSet::new(),
         }
     }
 
@@ -307,7 +338,7 @@ impl Reconciler {
         let trigger = trigger.join("+");
         let span = info_span!("pass", trigger = %trigger, revision = tracing::field::Empty);
         let started = (Instant::now(), SystemTime::now());
-        let (outcome, commit, steps) = self.run(&span).instrument(span.clone()).await;
+        let (outcome, commit, steps) = self.run(&span, triggers).instrument(span.clone()).await;
         let took = started.0.elapsed();
         let message = match &outcome {
             Outcome::Done => String::new(),
@@ -354,12 +385,22 @@ impl Reconciler {
 
     /// The pass proper: returns the outcome, the commit converged to and the
     /// number of engine steps taken.
-    async fn run(&mut self, span: &tracing::Span) -> (Outcome, String, usize) {
+    async fn run(
+        &mut self,
+        span: &tracing::Span,
+        triggers: &BTreeSet<Trigger>,
+    ) -> (Outcome, String, usize) {
         let head = match self.head().await {
             Ok(head) => head,
             Err(reason) => return (Outcome::Transient(reason), String::new(), 0),
         };
         self.shared.status.write().expect("status lock").head = Some(head.clone());
+        self.note_head(&head, triggers);
+        self.read_control().await;
+        if let Some(hold) = self.control.hold.clone() {
+            return self.run_held(span, head, hold).await;
+        }
+        self.held_applied = None;
         let mut target = self.target(&head).await;
         if let Some(reason) = target.refused.clone().filter(|_| target.commit == head) {
             // The head was refused and nothing was ever applied: there is no
@@ -382,6 +423,12 @@ impl Reconciler {
                         warn!(error = %e, "cannot record the refused revision");
                     }
                 });
+                self.record_verdict(
+                    &target.commit,
+                    super::store::Verdict::Refused,
+                    &reason,
+                    BTreeMap::new(),
+                );
                 match self.last_good.clone().filter(|good| *good != target.commit) {
                     Some(good) => {
                         target.commit = good;
@@ -404,7 +451,8 @@ impl Reconciler {
         // commit on the strength of how it was triggered.
         let mut loaded = loaded;
         if self.last_good.as_deref() != Some(loaded.commit.as_str()) {
-            match self.pipeline_gate(&loaded).await {
+            let vouched = self.rollback_mark(&loaded).await.vouched;
+            match self.pipeline_gate(&loaded, vouched).await {
                 Gate::Open => {}
                 Gate::Closed(outcome) => return (outcome, loaded.commit, 0),
                 Gate::Running => {
@@ -422,7 +470,30 @@ impl Reconciler {
             }
         }
         span.record("revision", short(&loaded.commit));
-        let (outcome, steps) = self.converge(&loaded, &target).await;
+        let (outcome, steps) = self.converge(&loaded, &target, None).await;
+        (outcome, loaded.commit, steps)
+    }
+
+    /// A pass while the stack is held: converge to the held revision with
+    /// the digests it ran, whatever the branch and the registry say.
+    async fn run_held(
+        &mut self,
+        span: &tracing::Span,
+        head: String,
+        hold: super::store::Hold,
+    ) -> (Outcome, String, usize) {
+        let loaded = match self.load(&hold.commit).await {
+            Ok(loaded) => loaded,
+            Err(e) => return (Outcome::Transient(e.to_string()), hold.commit, 0),
+        };
+        span.record("revision", short(&loaded.commit));
+        let target = Target {
+            head,
+            commit: hold.commit.clone(),
+            refused: None,
+            frozen: BTreeMap::new(),
+        };
+        let (outcome, steps) = self.converge(&loaded, &target, Some(&hold)).await;
         (outcome, loaded.commit, steps)
     }
 
@@ -462,8 +533,14 @@ impl Reconciler {
         rules::target(head, failure, self.last_good.as_deref())
     }
 
-    /// Plan and apply `loaded`, then record conditions and status.
-    async fn converge(&mut self, loaded: &Loaded, target: &Target) -> (Outcome, usize) {
+    /// Plan and apply `loaded` (held there when `hold` is given), then
+    /// record conditions, status and history.
+    async fn converge(
+        &mut self,
+        loaded: &Loaded,
+        target: &Target,
+        hold: Option<&super::store::Hold>,
+    ) -> (Outcome, usize) {
         if target.refused.is_some() && loaded.commit != target.head {
             info!(head = %short(&target.head), at = %short(&loaded.commit), "head refused; healing towards the last good revision");
         }
@@ -471,8 +548,30 @@ impl Reconciler {
         if self.last_good.as_deref() == Some(loaded.commit.as_str()) {
             self.trust_runners_of(loaded);
         }
+        let mut pins = match hold {
+            Some(hold) => match self.held_pins(hold).await {
+                Ok(pins) => pins,
+                Err(reason) => return (Outcome::Transient(reason), 0),
+            },
+            None => self.pins_for(loaded).await,
+        };
+        let left = match hold {
+            Some(_) => BTreeMap::new(),
+            None => self.freeze_services(loaded, &mut pins),
+        };
+        self.user_frozen = left.keys().cloned().collect();
+        // The revision this pass only heals at, unless it replaces.
+        let settled = match hold {
+            Some(_) => self.held_applied.clone(),
+            None => self.last_good.clone(),
+        };
+        let rolling_back = hold.is_some()
+            || self
+                .rollback
+                .as_ref()
+                .is_some_and(|m| m.commit == loaded.commit && m.restored.is_some());
         let input = PassInput {
-            pins: self.pins_for(loaded).await,
+            pins,
             frozen: target
                 .frozen
                 .iter()
@@ -482,6 +581,7 @@ impl Reconciler {
                         format!("its rollout of {} was rolled back ({reason}); waiting for a new commit", short(&loaded.commit)),
                     )
                 })
+                .chain(left.clone())
                 .collect(),
             node_loss: Some(self.node_loss.clone()),
             destroyed: self.destroyed.clone(),
@@ -491,7 +591,8 @@ impl Reconciler {
         let watch = PassWatch {
             shared: &self.shared,
             commit: &loaded.commit,
-            last_good: self.last_good.as_deref(),
+            last_good: settled.as_deref(),
+            rollback: rolling_back,
         };
         let deployment = crate::pass::deploy::deploy(
             loaded,
@@ -510,6 +611,12 @@ impl Reconciler {
         if !planned.plan.refused.is_empty() {
             let reason = planned.plan.refused.join("; ");
             self.shared.notifier.commit_refused(&loaded.commit, &reason);
+            self.record_verdict(
+                &loaded.commit,
+                super::store::Verdict::Refused,
+                &reason,
+                BTreeMap::new(),
+            );
             self.publish(loaded, &planned, &planned.observed, &report, target);
             return (Outcome::Permanent(reason), 0);
         }
@@ -517,7 +624,7 @@ impl Reconciler {
         // whatever failed: freezing it would leave a lost replica down until
         // the next commit.
         report.transient.extend(rules::healing(
-            self.last_good.as_deref(),
+            settled.as_deref(),
             &loaded.commit,
             &planned.plan,
         ));
@@ -555,6 +662,12 @@ impl Reconciler {
             frozen.extend(rolled_back.clone());
             let reason: Vec<&str> = rolled_back.values().map(String::as_str).collect();
             let (commit, why) = (loaded.commit.clone(), reason.join("; "));
+            self.record_verdict(
+                &loaded.commit,
+                super::store::Verdict::RolledBack,
+                &why,
+                steer::images(loaded, &planned),
+            );
             self.shared.store.write(move |store| {
                 if let Err(e) = store.mark_failed(&commit, &why, &frozen) {
                     warn!(error = %e, "cannot record the failed rollout");
@@ -575,8 +688,12 @@ impl Reconciler {
         if let Some(reason) = planned.transient {
             return (Outcome::Transient(reason), steps);
         }
-        if target.refused.is_none() && target.frozen.is_empty() {
-            self.applied(loaded);
+        if target.refused.is_none() && target.frozen.is_empty() && left.is_empty() {
+            match hold {
+                Some(_) => self.held_applied(loaded),
+                None => self.applied(loaded),
+            }
+            self.record_applied(loaded, &planned, hold.is_some());
         }
         match &target.refused {
             Some(reason) => (Outcome::Permanent(reason.clone()), steps),
@@ -588,12 +705,17 @@ impl Reconciler {
     /// pipeline or its run passed; while its run goes on (started here, in
     /// a task of its own, if it is not yet), the pass heals the last good
     /// revision instead.
-    async fn pipeline_gate(&mut self, loaded: &Loaded) -> Gate {
+    async fn pipeline_gate(&mut self, loaded: &Loaded, vouched_rollback: bool) -> Gate {
         let Some(pipeline) = loaded.manifest.pipeline.as_ref() else {
             return Gate::Open;
         };
         // A branch not listed in `pipeline.branches` is tested, never deployed.
         let deploys = pipeline.branches.contains(&self.config.branch);
+        // A rollback commit carries its parent's code, which passed, and
+        // restores images by digest: nothing to test or build again.
+        if vouched_rollback && deploys {
+            return Gate::Open;
+        }
         let commit = loaded.commit.clone();
         let passed = self
             .shared
@@ -648,6 +770,14 @@ impl Reconciler {
                             warn!(error = %e, "cannot record the failed pipeline");
                         }
                     });
+                    steer::record_verdict(
+                        &shared,
+                        &loaded.commit,
+                        super::store::Cause::Commit,
+                        super::store::Verdict::Refused,
+                        &reason,
+                        BTreeMap::new(),
+                    );
                     shared.status.write().expect("status lock").stalled = Some(reason);
                 }
             }
@@ -681,6 +811,19 @@ impl Reconciler {
                 warn!(error = %e, "cannot record the applied revision");
             }
         });
+        self.shared.metrics.set_revision(commit);
+        self.shared.status.write().expect("status lock").revision = Some(commit.to_string());
+    }
+
+    /// The held revision converged: said once, and shown as the revision,
+    /// while the last good revision of the branch stays what it was.
+    fn held_applied(&mut self, loaded: &Loaded) {
+        let commit = loaded.commit.as_str();
+        if self.held_applied.as_deref() != Some(commit) {
+            info!(commit = %short(commit), "held revision applied");
+        }
+        self.held_applied = Some(commit.to_string());
+        self.shared.notifier.deploy_finished(commit);
         self.shared.metrics.set_revision(commit);
         self.shared.status.write().expect("status lock").revision = Some(commit.to_string());
     }

@@ -23,11 +23,13 @@ use crate::registry::Resolved;
 
 use crate::pipeline::RunStatus;
 
+mod history;
 mod queue;
 mod runs;
 #[cfg(test)]
 mod tests;
 
+pub use history::*;
 pub use queue::*;
 pub use runs::*;
 
@@ -312,6 +314,7 @@ impl Store {
         // Masked text must not linger in free pages once rows are rewritten.
         connection.pragma_update(None, "secure_delete", "ON")?;
         connection.execute_batch(SCHEMA)?;
+        connection.execute_batch(history::SCHEMA)?;
         for suffix in ["-wal", "-shm"] {
             let mut companion = path.as_os_str().to_owned();
             companion.push(suffix);
@@ -340,6 +343,7 @@ impl Store {
     pub fn in_memory_keeping(retention: Retention) -> rusqlite::Result<Store> {
         let connection = Connection::open_in_memory()?;
         connection.execute_batch(SCHEMA)?;
+        connection.execute_batch(history::SCHEMA)?;
         Ok(Store::over(connection, retention))
     }
 
@@ -425,6 +429,19 @@ impl Store {
                 "INSERT INTO digests (commit_id, service, reference, pinned, digest) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(commit_id, service) DO UPDATE SET reference = ?3, pinned = ?4, digest = ?5",
                 params![commit, service, reference, resolved.pinned, resolved.digest],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Give `to` the digests recorded for `from` (those it has not got):
+    /// a rollback commit keeps running what its parent ran.
+    pub fn copy_digests(&self, from: &str, to: &str) -> rusqlite::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO digests (commit_id, service, reference, pinned, digest)
+                 SELECT ?2, service, reference, pinned, digest FROM digests WHERE commit_id = ?1",
+                params![from, to],
             )
             .map(drop)
         })

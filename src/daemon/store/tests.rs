@@ -232,3 +232,121 @@ fn passes_come_back_newest_first() {
         ["failed", "ok"]
     );
 }
+
+fn revision(commit: &str, verdict: Verdict, digest: &str) -> Revision {
+    Revision {
+        id: 0,
+        commit: commit.into(),
+        at: 1_000,
+        cause: Cause::Commit,
+        verdict,
+        reason: String::new(),
+        services: BTreeMap::from([(
+            "web".to_string(),
+            ServiceImage {
+                image: "reg/web:1".into(),
+                pinned: format!("reg/web@{digest}"),
+                digest: digest.into(),
+            },
+        )]),
+    }
+}
+
+/// The history lists revisions newest first; the applied revision of a
+/// commit is its newest applied entry (an autoredeploy's digest, not the
+/// first one); a refusal is never taken for what ran.
+#[test]
+fn the_history_keeps_what_each_revision_ran() {
+    let store = Store::in_memory().unwrap();
+    store
+        .record_revision(&revision("c1", Verdict::Applied, "sha256:1"))
+        .unwrap();
+    store
+        .record_revision(&revision("c1", Verdict::Applied, "sha256:2"))
+        .unwrap();
+    let refused = store
+        .record_revision(&revision("c2", Verdict::Refused, ""))
+        .unwrap();
+    let history = store.history(10).unwrap();
+    assert_eq!(history.len(), 3);
+    assert_eq!(history[0].id, refused, "newest first");
+    assert_eq!(
+        store.applied_revision("c1").unwrap().unwrap().services["web"].digest,
+        "sha256:2"
+    );
+    assert!(store.applied_revision("c2").unwrap().is_none());
+    assert_eq!(store.latest_applied().unwrap().unwrap().commit, "c1");
+    assert!(store.refused_in_history("c2").unwrap());
+    assert_eq!(store.revision(refused).unwrap().unwrap().commit, "c2");
+}
+
+/// A hold survives as the store's; freezes run out at their time, not
+/// before, and one without an end stays until lifted.
+#[test]
+fn holds_stay_and_freezes_run_out_at_their_time() {
+    let store = Store::in_memory().unwrap();
+    assert!(store.hold().unwrap().is_none());
+    let hold = Hold {
+        commit: "c1".into(),
+        revision: 4,
+        by: "alice".into(),
+        reason: "bad release".into(),
+        at: 10,
+    };
+    store.set_hold(Some(&hold)).unwrap();
+    assert_eq!(store.hold().unwrap(), Some(hold));
+    store.set_hold(None).unwrap();
+    assert!(store.hold().unwrap().is_none());
+
+    let freeze = |service: &str, until: Option<i64>| Freeze {
+        service: service.into(),
+        by: "bob".into(),
+        reason: "migration".into(),
+        at: 100,
+        until,
+    };
+    store.freeze(&freeze("web", Some(200))).unwrap();
+    store.freeze(&freeze("db", None)).unwrap();
+    assert!(
+        store.thaw_expired(199).unwrap().is_empty(),
+        "not before its time"
+    );
+    let thawed = store.thaw_expired(200).unwrap();
+    assert_eq!(
+        thawed
+            .iter()
+            .map(|f| f.service.as_str())
+            .collect::<Vec<_>>(),
+        ["web"]
+    );
+    assert!(store.thaw_expired(1_000_000).unwrap().is_empty());
+    assert_eq!(store.freezes().unwrap(), vec![freeze("db", None)]);
+    assert!(store.unfreeze("db").unwrap());
+    assert!(!store.unfreeze("db").unwrap());
+}
+
+/// A rollback commit takes its parent's digests for the services it does
+/// not pin, and keeps any it has.
+#[test]
+fn digests_carry_over_to_a_rollback_commit() {
+    let store = Store::in_memory().unwrap();
+    let resolved = |digest: &str| Resolved {
+        pinned: format!("reg/a@{digest}"),
+        digest: digest.into(),
+    };
+    store
+        .save_digest("parent", "a", "reg/a:1", &resolved("sha256:p"))
+        .unwrap();
+    store
+        .save_digest("child", "b", "reg/b:1", &resolved("sha256:c"))
+        .unwrap();
+    store.copy_digests("parent", "child").unwrap();
+    assert_eq!(
+        store.digest("child", "a", "reg/a:1").unwrap(),
+        Some(resolved("sha256:p"))
+    );
+    assert_eq!(
+        store.digest("child", "b", "reg/b:1").unwrap(),
+        Some(resolved("sha256:c"))
+    );
+}
