@@ -380,6 +380,11 @@ pub struct DaemonArgs {
     /// replicas of services that can move are started on other nodes
     #[arg(long, env = "PIER_NODE_DOWN_AFTER", default_value = "1m", value_parser = humantime::parse_duration)]
     pub node_down_after: std::time::Duration,
+    /// Images of this many recent revisions stay on the nodes, so a rollback
+    /// needs no registry; older images pier pulled (and nothing uses) are
+    /// removed. 0 removes none
+    #[arg(long, env = "PIER_KEEP_IMAGES", default_value_t = 5)]
+    pub keep_images: usize,
     /// Memory each stage of another branch may use (bytes, or with k, m, g)
     #[arg(long, env = "PIER_UNTRUSTED_MEMORY", default_value = "2g", value_parser = byte_size)]
     pub untrusted_memory: i64,

@@ -71,6 +71,7 @@ pub async fn daemon(args: DaemonArgs) -> ExitCode {
         debounce: args.debounce,
         retry_max: args.retry_max,
         node_down_after: args.node_down_after,
+        keep_images: args.keep_images,
         apply: apply_settings(&args.rollout),
         retention: pier::daemon::store::Retention {
             passes: args.pass_history as usize,

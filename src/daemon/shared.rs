@@ -38,6 +38,9 @@ pub struct Config {
     pub retry_max: Duration,
     /// How long a node may stay unreachable before it counts as down.
     pub node_down_after: Duration,
+    /// Images of this many recent revisions stay on the nodes; older ones
+    /// pier pulled are removed (0: none is).
+    pub keep_images: usize,
     pub apply: ApplySettings,
     /// How much history the state store keeps.
     pub retention: store::Retention,

@@ -145,6 +145,27 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
+        self.with(|s| {
+            let id = s
+                .images
+                .get(reference)
+                .cloned()
+                .ok_or_else(|| RuntimeError::NotFound(reference.to_string()))?;
+            let used = s.containers.values().any(|(_, spec)| {
+                spec.as_ref()
+                    .is_some_and(|spec| spec.image == *reference || spec.image == id)
+            });
+            if used {
+                return Err(RuntimeError::Conflict(format!(
+                    "{reference} is used by a container"
+                )));
+            }
+            s.images.remove(reference);
+            Ok(())
+        })
+    }
+
     /// The fake holds every volume asked about.
     async fn swarm(&self) -> Result<crate::plan::swarm::SwarmMembership, RuntimeError> {
         self.with(|_| {

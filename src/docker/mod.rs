@@ -120,6 +120,13 @@ pub trait Runtime: Send + Sync {
         reference: &str,
         credentials: Option<&Credentials>,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Remove a local image by reference, never by force: an image a
+    /// container uses is refused ([`RuntimeError::Conflict`]); one already
+    /// gone is [`RuntimeError::NotFound`].
+    fn remove_image(
+        &self,
+        reference: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Create a bridge network unless the engine has one of this name;
     /// `internal`: with no route out.
     fn ensure_network(

@@ -347,3 +347,69 @@ async fn hold_freeze_and_pin_keep_services_where_they_are() {
     drop(daemon);
     remove_stack(&bed, &repo.stack).await;
 }
+
+/// With `--keep-images 1`, the images of older revisions that pier pulled
+/// are removed from the nodes once nothing uses them; the newest stays, and
+/// an image pier did not pull (built on another node) is never touched.
+#[tokio::test]
+async fn images_of_old_revisions_pier_pulled_are_removed_beyond_those_kept() {
+    let bed = Bed::get();
+    let repository = format!("pier-test/{}", unique("keep"));
+    let mut digests = Vec::new();
+    for tag in ["1", "2", "3"] {
+        digests.push(push_image(&bed, &bed.nodes[0], &repository, tag, tag).await);
+    }
+    let nodes = nodes_yaml(&bed, &[&[], &["app"], &[]]);
+    let manifest = |tag: &str| {
+        format!(
+            "{nodes}services:\n  web:\n    image: {}/{repository}:{tag}\n    command: sleep 3600\n    stop_grace_period: 1s\n    tags: [app]\n",
+            bed.registry
+        )
+    };
+    let repo = UserRepo::new("keep", &manifest("1"));
+    let state = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &DaemonOptions::default().arg("--keep-images", "1"),
+    );
+    let runs = |digest: String| {
+        let (bed, stack) = (&bed, &repo.stack);
+        async move {
+            let all = stack_replicas(bed, stack).await;
+            (all.len() == 1 && all[0].2 && all[0].3.get("pier.image-digest") == Some(&digest))
+                .then_some(())
+        }
+    };
+    eventually("v1 runs", CONVERGE, || runs(digests[0].clone())).await;
+    repo.commit(&manifest("2"), "v2");
+    eventually("v2 runs", CONVERGE, || runs(digests[1].clone())).await;
+    repo.commit(&manifest("3"), "v3");
+    eventually("v3 runs", CONVERGE, || runs(digests[2].clone())).await;
+    let n2 = engine(&bed.nodes[1]).await;
+    let on_n2 = |digest: &str| format!("{}/{repository}@{digest}", bed.registry);
+    eventually("the images of v1 and v2 leave n2", CONVERGE, || async {
+        let mut gone = true;
+        for digest in &digests[..2] {
+            gone &= n2.inspect_image(&on_n2(digest)).await.is_err();
+        }
+        gone.then_some(())
+    })
+    .await;
+    assert!(
+        n2.inspect_image(&on_n2(&digests[2])).await.is_ok(),
+        "the image of the revision kept stays"
+    );
+    let n1 = engine(&bed.nodes[0]).await;
+    assert!(
+        n1.inspect_image(&format!("{}/{repository}:1", bed.registry))
+            .await
+            .is_ok(),
+        "an image pier did not pull stays: {}",
+        daemon.log_text()
+    );
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+}

@@ -31,6 +31,7 @@ use crate::plan::Observed;
 use crate::registry::{Registry, Resolved};
 use crate::source::git::{GitSource, short_commit as short};
 
+mod images;
 mod pins;
 mod publish;
 mod steer;
@@ -605,6 +606,7 @@ impl Reconciler {
         .await;
         let (planned, mut report) = (deployment.planned, deployment.report);
         self.remember_destroyed(&planned.plan);
+        self.remember_pulls(&report);
         self.node_loss
             .observe(&planned.observed, std::time::Instant::now());
         self.remember_pins(loaded, &planned);
@@ -693,7 +695,9 @@ impl Reconciler {
                 Some(_) => self.held_applied(loaded),
                 None => self.applied(loaded),
             }
-            self.record_applied(loaded, &planned, hold.is_some());
+            if self.record_applied(loaded, &planned, hold.is_some()) {
+                self.prune_images(&planned.engines);
+            }
         }
         match &target.refused {
             Some(reason) => (Outcome::Permanent(reason.clone()), steps),

@@ -251,15 +251,20 @@ impl Reconciler {
     }
 
     /// Add `loaded` as applied to the history, unless it is the revision
-    /// (commit and digests) recorded last.
-    pub(super) fn record_applied(&mut self, loaded: &Loaded, planned: &Planned, held: bool) {
+    /// (commit and digests) recorded last; whether it was added.
+    pub(super) fn record_applied(
+        &mut self,
+        loaded: &Loaded,
+        planned: &Planned,
+        held: bool,
+    ) -> bool {
         let services = images(loaded, planned);
         if self
             .last_recorded
             .as_ref()
             .is_some_and(|r| r.commit == loaded.commit && r.services == services)
         {
-            return;
+            return false;
         }
         let rollback = self
             .rollback
@@ -296,6 +301,7 @@ impl Reconciler {
                 warn!(error = %e, "cannot record the revision in the history");
             }
         });
+        true
     }
 
     /// Add `commit` to the history as refused or rolled back, once.

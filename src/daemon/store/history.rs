@@ -8,6 +8,7 @@
 #[allow(unused_imports)]
 use super::*;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 /// The history table and the control tables, created beside the others.
 pub(super) const SCHEMA: &str = "
@@ -21,6 +22,12 @@ CREATE TABLE IF NOT EXISTS history (
     services TEXT NOT NULL DEFAULT '{}'  -- JSON: service -> {image, pinned, digest}
 );
 CREATE INDEX IF NOT EXISTS history_by_commit ON history (commit_id, verdict);
+CREATE TABLE IF NOT EXISTS pulled_images (
+    node TEXT NOT NULL,
+    image TEXT NOT NULL,          -- the pinned reference pulled
+    at INTEGER NOT NULL,
+    PRIMARY KEY (node, image)
+);
 CREATE TABLE IF NOT EXISTS freezes (
     service TEXT PRIMARY KEY,     -- a service, or '*' for every service
     by TEXT NOT NULL,
@@ -277,6 +284,59 @@ impl Store {
             )
             .map(|n| n > 0)
         })
+    }
+
+    /// Remember that pier pulled `image` onto `node`: only such images are
+    /// ever removed.
+    pub fn record_pull(&self, node: &str, image: &str) -> rusqlite::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO pulled_images (node, image, at) VALUES (?1, ?2, ?3)",
+                params![node, image, now()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Every (node, image) pier pulled and has not removed.
+    pub fn pulled_images(&self) -> rusqlite::Result<Vec<(String, String)>> {
+        self.with(|c| {
+            let mut statement =
+                c.prepare_cached("SELECT node, image FROM pulled_images ORDER BY node, image")?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    pub fn forget_pull(&self, node: &str, image: &str) -> rusqlite::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM pulled_images WHERE node = ?1 AND image = ?2",
+                params![node, image],
+            )
+            .map(drop)
+        })
+    }
+
+    /// The images of the newest `revisions` applied revisions: kept.
+    pub fn recent_images(&self, revisions: usize) -> rusqlite::Result<BTreeSet<String>> {
+        let mut statement_rows = Vec::new();
+        self.with(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT services FROM history WHERE verdict = 'applied' ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows =
+                statement.query_map(params![revisions as i64], |row| row.get::<_, String>(0))?;
+            for row in rows {
+                statement_rows.push(row?);
+            }
+            Ok(())
+        })?;
+        Ok(statement_rows
+            .iter()
+            .filter_map(|text| serde_json::from_str::<BTreeMap<String, ServiceImage>>(text).ok())
+            .flat_map(|services| services.into_values().map(|image| image.pinned))
+            .collect())
     }
 
     /// The hold on the stack, if there is one.

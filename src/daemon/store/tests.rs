@@ -350,3 +350,31 @@ fn digests_carry_over_to_a_rollback_commit() {
         Some(resolved("sha256:c"))
     );
 }
+
+/// The images kept are those of the newest applied revisions; pulls are
+/// remembered until forgotten.
+#[test]
+fn recent_revisions_name_the_images_kept() {
+    let store = Store::in_memory().unwrap();
+    for digest in ["sha256:1", "sha256:2", "sha256:3"] {
+        store
+            .record_revision(&revision("c", Verdict::Applied, digest))
+            .unwrap();
+    }
+    store
+        .record_revision(&revision("d", Verdict::Refused, "sha256:4"))
+        .unwrap();
+    let kept = store.recent_images(2).unwrap();
+    assert_eq!(
+        kept,
+        ["reg/web@sha256:2", "reg/web@sha256:3"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    );
+    store.record_pull("n1", "reg/web@sha256:1").unwrap();
+    store.record_pull("n1", "reg/web@sha256:1").unwrap();
+    assert_eq!(store.pulled_images().unwrap().len(), 1);
+    store.forget_pull("n1", "reg/web@sha256:1").unwrap();
+    assert!(store.pulled_images().unwrap().is_empty());
+}

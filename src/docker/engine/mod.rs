@@ -235,6 +235,19 @@ impl Runtime for Engine {
         }
     }
 
+    async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
+        let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+            .force(false)
+            .build();
+        self.within(
+            "an image removal",
+            Box::pin(self.docker.remove_image(reference, Some(options), None)),
+        )
+        .await?
+        .map(drop)
+        .map_err(classify)
+    }
+
     async fn ensure_network(
         &self,
         name: &str,
