@@ -103,6 +103,7 @@ pub async fn hold(
         None,
         reason,
     );
+    publish(shared).await;
     shared.triggers.send(Trigger::Api);
     Ok(hold)
 }
@@ -130,6 +131,7 @@ pub async fn resume(shared: &Shared, by: &str) -> Result<bool, ControlError> {
             None,
             "",
         );
+        publish(shared).await;
         shared.triggers.send(Trigger::Api);
     }
     Ok(was.is_some())
@@ -182,6 +184,7 @@ pub async fn freeze(
             reason,
         );
     }
+    publish(shared).await;
     shared.triggers.send(Trigger::Api);
     Ok(freezes)
 }
@@ -220,9 +223,28 @@ pub async fn unfreeze(
         thawed(shared, service, &format!("unfrozen by {by}"));
     }
     if !lifted.is_empty() {
+        publish(shared).await;
         shared.triggers.send(Trigger::Api);
     }
     Ok(lifted)
+}
+
+/// Show the hold and freezes as the store has them now, at once: the
+/// status and metrics need not wait for the pass each action asks for.
+async fn publish(shared: &Shared) {
+    let read = shared
+        .store
+        .call(|store| -> rusqlite::Result<_> { Ok((store.hold()?, store.freezes()?)) })
+        .await;
+    if let Ok((hold, freezes)) = read {
+        shared
+            .metrics
+            .set_control(hold.is_some(), freezes.iter().map(|f| f.service.as_str()));
+        let mut status = shared.status.write().expect("status lock");
+        status.held = hold;
+        status.frozen = freezes;
+    }
+    shared.changed();
 }
 
 /// Tell the people notified that `service` thawed, and why.

@@ -502,10 +502,64 @@ async fn dashboard_in_a_browser() {
         browser.shot(name).await;
     }
 
+    // The History page's buttons: hold here and resume, freeze and unfreeze,
+    // each named after who signed in.
+    browser.goto(&format!("{base}/ui/history")).await;
+    browser
+        .js("document.querySelector('[data-deployment] form[action=\"/ui/hold\"] button').click(); return null")
+        .await;
+    browser
+        .until(
+            "the hold to be reported",
+            "return location.search.includes('done=Held')",
+        )
+        .await;
+    let status = status_with(&daemon, &read_token).await.unwrap();
+    assert_eq!(
+        status["held"]["by"], "Dash Board <dash@bed.test>",
+        "{status}"
+    );
+    browser
+        .js("document.querySelector('form[action=\"/ui/resume\"] button').click(); return null")
+        .await;
+    browser
+        .until(
+            "the resume to be reported",
+            "return location.search.includes('done=Resumed')",
+        )
+        .await;
+    assert!(status_with(&daemon, &read_token).await.unwrap()["held"].is_null());
+    browser
+        .js(
+            "const form = document.querySelector('form[action=\"/ui/freeze\"]');
+             form.service.value = 'web'; form.for.value = '1h'; form.reason.value = 'a check';
+             form.querySelector('button').click(); return null",
+        )
+        .await;
+    browser
+        .until(
+            "the freeze to be reported",
+            "return location.search.includes('done=Frozen')",
+        )
+        .await;
+    let status = status_with(&daemon, &read_token).await.unwrap();
+    assert_eq!(status["frozen"][0]["service"], "web", "{status}");
+    assert_eq!(status["frozen"][0]["reason"], "a check", "{status}");
+    browser
+        .js("document.querySelector('[data-frozen=web] form[action=\"/ui/unfreeze\"] button').click(); return null")
+        .await;
+    browser
+        .until(
+            "the unfreeze to be reported",
+            "return location.search.includes('done=Unfrozen')",
+        )
+        .await;
+    assert!(status_with(&daemon, &read_token).await.unwrap()["frozen"].is_null());
+
     // A failing run: its log shows while it runs, masked, then its end.
     repo.commit(
         &manifest(
-            "\"echo start $$DASH_SECRET\", \"sleep 3\", \"echo end\", \"false\"",
+            "\"echo start $$DASH_SECRET\", \"sleep 8\", \"echo end\", \"false\"",
             2,
         ),
         "a failing test",

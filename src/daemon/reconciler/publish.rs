@@ -66,8 +66,10 @@ impl Reconciler {
                 desired,
                 running: running.get(service.name.as_str()).copied().unwrap_or(0),
                 image: service.image.clone().unwrap_or_default(),
+                // A service left as it is (frozen) shows what it runs.
                 digest: desired_service
                     .map(|d| d.digest.clone())
+                    .or_else(|| running_digest(observed, &service.name))
                     .unwrap_or_default(),
                 autoredeploy: service.autoredeploy,
                 condition,
@@ -165,6 +167,16 @@ pub(super) fn in_rotation_of(observed: &Observed, service: &str) -> usize {
         .flat_map(|node| &node.owned)
         .filter(|c| c.service == service && c.running && c.in_rotation)
         .count()
+}
+
+/// The digest a running replica of `service` was created from.
+fn running_digest(observed: &Observed, service: &str) -> Option<String> {
+    observed
+        .nodes
+        .values()
+        .flat_map(|node| &node.owned)
+        .find(|c| c.running && c.service == service && !c.image_digest.is_empty())
+        .map(|c| c.image_digest.clone())
 }
 
 pub(super) fn running_by_service(observed: &Observed) -> BTreeMap<&str, usize> {
