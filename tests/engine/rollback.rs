@@ -198,7 +198,19 @@ async fn a_rollback_commit_restores_what_ran_and_stays_put() {
         out.contains(&rollback[..12]) && out.contains("rollback"),
         "{out}"
     );
+    // Without the daemon: git, and the labels of what runs.
     drop(daemon);
+    let (code, out, err) = pier(
+        &["history", "--offline", "--stack", &repo.stack],
+        &[("PIER_INSECURE_REGISTRIES", &bed.registry)],
+        repo.dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let newest = out.lines().nth(1).unwrap_or_default();
+    assert!(
+        newest.starts_with(&rollback[..12]) && newest.contains(&format!("web×2 {}", &one[..19])),
+        "{out}"
+    );
     remove_stack(&bed, &repo.stack).await;
 }
 
