@@ -42,8 +42,13 @@ pub enum Command {
     /// Change a service's image or environment by committing to the manifests
     #[command(subcommand)]
     Set(SetCommand),
-    /// Print the logs of a pipeline run the daemon recorded
+    /// Print the output of a service's replicas across the nodes (or, with
+    /// --run, of a pipeline run the daemon recorded)
     Logs(LogsArgs),
+    /// Run a command in a replica of a service, with a terminal when this is one
+    Exec(ExecArgs),
+    /// Run a one-off container from a service's current spec, then remove it
+    Run(RunArgs),
     /// Run the pipeline (test and build stages) for a commit on demand
     #[command(subcommand)]
     Pipeline(PipelineCommand),
@@ -578,18 +583,96 @@ pub enum SetCommand {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// A run id, or a commit (its first 4 or more characters: the latest run of it)
-    #[arg(value_name = "COMMIT|RUN-ID")]
-    pub run: String,
-    /// Only this stage
-    #[arg(long)]
+    /// Services whose replicas' output to show, merged by time, each line
+    /// marked `service.N@node`
+    #[arg(value_name = "SERVICE", required_unless_present = "run")]
+    pub services: Vec<String>,
+    /// Show a pipeline run the daemon recorded instead: a run id, or a
+    /// commit (its first 4 or more characters: the latest run of it)
+    #[arg(long, value_name = "COMMIT|RUN-ID", conflicts_with = "services")]
+    pub run: Option<String>,
+    /// With --run: only this stage
+    #[arg(long, requires = "run")]
     pub stage: Option<String>,
-    /// Keep printing while the run is going on
+    /// Keep printing what comes next (replicas that start later too; a node
+    /// that stops answering is followed again when it answers)
     #[arg(long, short = 'f')]
     pub follow: bool,
-    /// The daemon's state folder
+    /// Only output since this long ago (`10m`) or this time (RFC 3339)
+    #[arg(long, value_parser = since)]
+    pub since: Option<i64>,
+    /// Only the last N lines of each replica
+    #[arg(long)]
+    pub tail: Option<usize>,
+    /// Show each line's time
+    #[arg(long, short = 't')]
+    pub timestamps: bool,
+    /// Only this replica number
+    #[arg(long)]
+    pub replica: Option<u32>,
+    /// Only replicas on this node
+    #[arg(long)]
+    pub node: Option<String>,
+    /// The daemon's state folder (for --run)
     #[arg(long, env = "PIER_STATE_DIR", default_value_os_t = default_state_dir())]
     pub state_dir: std::path::PathBuf,
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+}
+
+/// `10m` (that long ago) or an RFC 3339 time: seconds since the epoch.
+fn since(text: &str) -> Result<i64, String> {
+    let at = match humantime::parse_duration(text) {
+        Ok(ago) => std::time::SystemTime::now()
+            .checked_sub(ago)
+            .ok_or("too long ago")?,
+        Err(_) => humantime::parse_rfc3339_weak(text).map_err(|_| {
+            format!("`{text}` is neither a duration (10m) nor a time (2026-12-05T10:00:00Z)")
+        })?,
+    };
+    Ok(at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0))
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// `SERVICE` or `SERVICE.N` (default: its lowest-numbered running replica)
+    #[arg(value_name = "SERVICE[.N]")]
+    pub target: String,
+    /// The replica on this node
+    #[arg(long)]
+    pub node: Option<String>,
+    /// No terminal, even when this one is (`docker exec` without -t)
+    #[arg(long, short = 'T')]
+    pub no_tty: bool,
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The service whose current spec (image digest, environment, networks,
+    /// volumes) the one-off container takes
+    pub service: String,
+    /// The node to run on (default: where its lowest-numbered replica runs)
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Keep the container when it ends (default: removed, with its anonymous volumes)
+    #[arg(long)]
+    pub keep: bool,
+    /// No terminal, even when this one is
+    #[arg(long, short = 'T')]
+    pub no_tty: bool,
+    /// The command and its arguments (default: the service's own)
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+    #[command(flatten)]
+    pub deploy: DeployArgs,
 }
 
 #[derive(Debug, Subcommand)]

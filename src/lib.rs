@@ -11,6 +11,7 @@ pub mod docker;
 pub mod edit;
 pub mod fault;
 pub mod manifest;
+pub mod ops;
 pub mod pass;
 pub mod pipeline;
 pub mod plan;

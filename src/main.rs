@@ -23,6 +23,8 @@ fn main() -> ExitCode {
         Command::Node(command) => run(cmd::node::node(command)),
         Command::Set(command) => run(cmd::set::set(command)),
         Command::Logs(args) => run(cmd::logs::logs(args)),
+        Command::Exec(args) => run(cmd::exec::exec(args)),
+        Command::Run(args) => run(cmd::run::run(args)),
         Command::Pipeline(command) => run(cmd::pipeline::pipeline(command)),
         Command::History(args) => run(cmd::history::history(args)),
         Command::Rollback(args) => run(cmd::rollback::rollback(args)),

@@ -344,6 +344,86 @@ async fn a_rollback_needs_no_registry() {
     support::remove_stack(&bed, &repo.stack).await;
 }
 
+/// `pier logs --follow` through a node that stops answering: it says so,
+/// and once the node answers again it follows that node's replica again
+/// from where it was.
+#[tokio::test]
+async fn following_logs_survives_a_node_that_stops_answering() {
+    use std::io::BufRead;
+    let _turn = BED_CHANGES.lock().await;
+    let bed = Bed::get();
+    let manifest = format!(
+        "{}services:\n  talker:\n    image: {}\n    command: [\"sh\", \"-c\", \"i=0; while true; do echo tick $$i; i=$$((i+1)); sleep 0.2; done\"]\n    stop_grace_period: 1s\n    target_num_containers: 2\n    deployment_strategy: high_availability\n    tags: [app]\n",
+        support::nodes_yaml(&bed, &[&[], &["app"], &["app"]]),
+        bed.base_image
+    );
+    let repo = support::UserRepo::new("follow", &manifest);
+    let (code, out, err) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{out}{err}");
+    support::wait_running(&bed, &repo.stack, "talker", 2).await;
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_pier"))
+        .args([
+            "logs",
+            "talker",
+            "--follow",
+            "--tail",
+            "0",
+            "--engine-timeout",
+            "2s",
+            "--stack",
+            &repo.stack,
+        ])
+        .current_dir(repo.dir.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    for pipe in [
+        Box::new(follower.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(follower.stderr.take().unwrap()),
+    ] {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let wait_for = |what: &str, test: &dyn Fn(&str) -> bool| {
+        let deadline = std::time::Instant::now() + CONVERGE;
+        loop {
+            let line = received
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+            if test(&line) {
+                return line;
+            }
+        }
+    };
+    wait_for("a line from n3", &|l| {
+        l.starts_with("talker.") && l.contains("@n3")
+    });
+    {
+        let _frozen = BedChange::make(&["freeze-node", "n3"], &["thaw-node", "n3"]);
+        wait_for("the note that n3 stopped answering", &|l| {
+            l.contains("node n3 stopped answering")
+        });
+    }
+    wait_for("the note that n3 answers again", &|l| {
+        l.contains("node n3 answers again")
+    });
+    wait_for("n3's replica followed again", &|l| {
+        l.starts_with("talker.") && l.contains("@n3")
+    });
+    follower.kill().unwrap();
+    let _ = follower.wait();
+    support::remove_stack(&bed, &repo.stack).await;
+}
+
 fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -445,7 +525,7 @@ async fn threebar_commits_are_tested_built_and_deployed() {
     .await;
     let commit = support::head_commit(repo.path());
     let logs = Command::new(env!("CARGO_BIN_EXE_pier"))
-        .args(["logs", &commit, "--state-dir"])
+        .args(["logs", "--run", &commit, "--state-dir"])
         .arg(state.path())
         .output()
         .unwrap();

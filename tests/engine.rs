@@ -9,6 +9,8 @@ mod support;
 mod daemon;
 #[path = "engine/dashboard.rs"]
 mod dashboard;
+#[path = "engine/operate.rs"]
+mod operate;
 #[path = "engine/remotes.rs"]
 mod remotes;
 #[path = "engine/rollback.rs"]

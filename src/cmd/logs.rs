@@ -1,11 +1,17 @@
-//! `pier logs`: a recorded pipeline run, from the daemon's store.
+//! `pier logs`: the output of a service's replicas across the nodes,
+//! merged and marked; with `--run`, a recorded pipeline run from the
+//! daemon's store.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use pier::daemon::store::Store;
+use pier::ops::logs::{Event, Line};
+use pier::ops::{self, Reach, Replica, Selection};
 use pier::pipeline::RunStatus;
 
 use crate::cli::LogsArgs;
@@ -31,6 +37,131 @@ pub(super) fn stage_result(
 }
 
 pub async fn logs(args: LogsArgs) -> ExitCode {
+    match args.run.clone() {
+        Some(run) => run_logs(&run, &args).await,
+        None => service_logs(args).await,
+    }
+}
+
+/// Prints replicas' lines: `web.1@n1 | text`, the mark coloured per
+/// replica on a terminal (unless `NO_COLOR`), with the time when asked.
+struct Printer {
+    width: usize,
+    timestamps: bool,
+    colour: bool,
+}
+
+impl Printer {
+    fn new(replicas: &[Replica], timestamps: bool) -> Printer {
+        use std::io::IsTerminal as _;
+        Printer {
+            width: replicas.iter().map(|r| r.label().len()).max().unwrap_or(0),
+            timestamps,
+            colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    fn print(&self, line: &Line) {
+        let mark = format!("{:width$}", line.replica, width = self.width);
+        let mark = if self.colour {
+            // One of six colours, the same for a replica every time.
+            let hash = line
+                .replica
+                .bytes()
+                .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+            format!("\x1b[{}m{mark}\x1b[0m", 31 + hash % 6)
+        } else {
+            mark
+        };
+        let stamp = if self.timestamps {
+            format!(" {}", line.stamp)
+        } else {
+            String::new()
+        };
+        let text = format!("{mark}{stamp} | {}", line.text);
+        if line.stderr {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+}
+
+async fn service_logs(args: LogsArgs) -> ExitCode {
+    let selection = Selection {
+        services: args.services.clone(),
+        replica: args.replica,
+        node: args.node.clone(),
+    };
+    let settings = super::settings(args.deploy);
+    let reach = match Reach::connect(&settings).await {
+        Ok(reach) => reach,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = reach.check_services(&selection.services) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let read_at = std::time::SystemTime::now();
+    let (replicas, unreachable) = reach.replicas(&selection).await;
+    for (node, why) in &unreachable {
+        eprintln!("warning: node {node} is unreachable ({why}): its replicas' output is missing");
+    }
+    let since = args.since.unwrap_or(0);
+    let (lines, missing) = ops::logs::backlog(&reach, &replicas, since, args.tail).await;
+    for (replica, why) in &missing {
+        eprintln!("warning: the output of {replica} is missing: {why}");
+    }
+    let printer = Printer::new(&replicas, args.timestamps);
+    for line in &lines {
+        printer.print(line);
+    }
+    let complete = unreachable.is_empty() && missing.is_empty();
+    if !args.follow {
+        return if complete {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    // Each replica is followed from its last line printed, or from now.
+    let mut seen: HashMap<String, std::time::SystemTime> = HashMap::new();
+    for replica in &replicas {
+        let last = lines
+            .iter()
+            .rev()
+            .find(|l| l.replica == replica.label())
+            .map_or(read_at, |l| l.at);
+        seen.insert(replica.id.clone(), last);
+    }
+    let (events, mut received) = tokio::sync::mpsc::channel(1024);
+    let following = tokio::spawn(ops::logs::follow(
+        std::sync::Arc::new(reach),
+        selection,
+        seen,
+        events,
+    ));
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        tokio::select! {
+            event = received.recv() => match event {
+                Some(Event::Line(line)) => printer.print(&line),
+                Some(Event::Note(note)) => eprintln!("pier: {note}"),
+                None => break,
+            },
+            _ = &mut interrupted => break,
+        }
+    }
+    drop(received);
+    following.abort();
+    ExitCode::SUCCESS
+}
+
+async fn run_logs(run_ref: &str, args: &LogsArgs) -> ExitCode {
     let path = args.state_dir.join("pier.db");
     let store = match Store::open_existing(&path) {
         Ok(store) => store,
@@ -48,14 +179,10 @@ pub async fn logs(args: LogsArgs) -> ExitCode {
     let mut headed = std::collections::BTreeSet::new();
     let mut ended = std::collections::BTreeSet::new();
     loop {
-        let run = match store.find_run(&args.run) {
+        let run = match store.find_run(run_ref) {
             Ok(Some(run)) => run,
             Ok(None) => {
-                eprintln!(
-                    "error: no pipeline run `{}` in {}",
-                    args.run,
-                    path.display()
-                );
+                eprintln!("error: no pipeline run `{}` in {}", run_ref, path.display());
                 return ExitCode::from(2);
             }
             Err(e) => {

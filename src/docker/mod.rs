@@ -45,7 +45,7 @@ pub fn is_generated_volume_name(name: &str) -> bool {
 }
 
 /// A container as listed by an engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerInfo {
     pub id: String,
     pub name: String,

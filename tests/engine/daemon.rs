@@ -544,7 +544,7 @@ async fn daemon_tests_each_commit_cancels_superseded_runs_and_only_tests_other_b
     );
     let pier_logs = |commit: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
-            .args(["logs", commit, "--state-dir"])
+            .args(["logs", "--run", commit, "--state-dir"])
             .arg(state.path())
             .output()
             .unwrap();
@@ -679,7 +679,12 @@ async fn daemon_never_deploys_a_commit_whose_pipeline_failed() {
     let mut daemon = start();
     pipeline_failed(&daemon).await;
     let logs = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
-        .args(["logs", &head_commit(repo.dir.path()), "--state-dir"])
+        .args([
+            "logs",
+            "--run",
+            &head_commit(repo.dir.path()),
+            "--state-dir",
+        ])
         .arg(state.path())
         .output()
         .unwrap();
@@ -828,7 +833,7 @@ async fn other_branches_run_on_trusted_runners_without_secrets_or_pushes() {
     .await;
     let pier_logs = |commit: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
-            .args(["logs", commit, "--state-dir"])
+            .args(["logs", "--run", commit, "--state-dir"])
             .arg(state.path())
             .output()
             .unwrap();

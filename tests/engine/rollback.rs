@@ -151,7 +151,7 @@ async fn a_rollback_commit_restores_what_ran_and_stays_put() {
 
     // Not tested again: the rollback commit has no pipeline run.
     let (code, _, err) = pier(
-        &["logs", &rollback, "--state-dir", state_dir],
+        &["logs", "--run", &rollback, "--state-dir", state_dir],
         &[],
         repo.dir.path(),
     );

@@ -28,6 +28,7 @@ use crate::manifest::model::{Endpoint, Node, Tls};
 mod connect;
 mod create;
 mod events;
+pub mod session;
 
 pub use connect::install_crypto_provider;
 #[allow(unused_imports)]

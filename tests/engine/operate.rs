@@ -1,0 +1,221 @@
+//! `pier logs`, `pier exec` and `pier run` against the bed's engines.
+
+use std::io::{BufRead, Write};
+use std::process::{Command, Stdio};
+
+use crate::support::{
+    Bed, CONVERGE, UserRepo, engine, eventually, labelled, nodes_yaml, remove_stack,
+    stack_replicas, wait_running,
+};
+
+/// A service of 2 replicas, one on each of two nodes, each printing a
+/// counted line every 100 ms.
+fn talker(bed: &Bed) -> String {
+    format!(
+        "{}services:\n  talker:\n    image: {}\n    command: [\"sh\", \"-c\", \"i=0; while true; do echo tick $$i; i=$$((i+1)); sleep 0.1; done\"]\n    stop_grace_period: 1s\n    target_num_containers: 2\n    deployment_strategy: high_availability\n    environment: {{ MODE: chatty }}\n    tags: [app]\n",
+        nodes_yaml(bed, &[&["app"], &["app"], &[]]),
+        bed.base_image
+    )
+}
+
+fn pier(repo: &UserRepo, bed: &Bed) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pier"));
+    command
+        .current_dir(repo.dir.path())
+        .env("PIER_STACK", &repo.stack)
+        .env(
+            "PIER_INSECURE_REGISTRIES",
+            format!("{},{}", bed.registry, bed.registry_auth),
+        )
+        .env("NO_COLOR", "1");
+    command
+}
+
+/// `pier logs` merges both replicas' lines in time order, each marked
+/// `talker.N@node`; `--follow` goes on with a replica that starts later.
+#[tokio::test]
+async fn logs_merge_replicas_across_nodes_and_follow_new_ones() {
+    let bed = Bed::get();
+    let repo = UserRepo::new("logs", &talker(&bed));
+    let (code, out, err) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let replicas = wait_running(&bed, &repo.stack, "talker", 2).await;
+    let nodes: Vec<&str> = replicas
+        .iter()
+        .map(|r| r.split(':').next().unwrap())
+        .collect();
+
+    let out = eventually("both replicas have printed", CONVERGE, || async {
+        let out = pier(&repo, &bed)
+            .args(["logs", "talker", "--tail", "5", "--timestamps"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let marks: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        (marks.len() == 2 && text.lines().count() == 10).then_some(text)
+    })
+    .await;
+    for line in out.lines() {
+        let mark = line.split_whitespace().next().unwrap();
+        assert!(
+            nodes.iter().any(|n| mark.ends_with(&format!("@{n}"))) && mark.starts_with("talker."),
+            "{out}"
+        );
+        assert!(line.contains("| tick "), "{out}");
+    }
+    let stamps: Vec<std::time::SystemTime> = out
+        .lines()
+        .map(|l| humantime::parse_rfc3339_weak(l.split_whitespace().nth(1).unwrap()).unwrap())
+        .collect();
+    assert!(
+        stamps.windows(2).all(|w| w[0] <= w[1]),
+        "in time order:\n{out}"
+    );
+
+    // Followed: a replica that starts later (here: one more) is followed too.
+    let mut follower = pier(&repo, &bed)
+        .args(["logs", "talker", "--follow", "--tail", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    std::fs::write(
+        repo.dir.path().join("pier/stack.yml"),
+        talker(&bed).replace("target_num_containers: 2", "target_num_containers: 3"),
+    )
+    .unwrap();
+    repo.git(&["commit", "-qam", "three talkers"]);
+    let (code, out, err) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let deadline = std::time::Instant::now() + CONVERGE;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 3 {
+        let line = received
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("lines from all three replicas while following");
+        if let Some(mark) = line.split_whitespace().next() {
+            seen.insert(mark.split('@').next().unwrap().to_string());
+        }
+    }
+    assert!(seen.contains("talker.3"), "{seen:?}");
+    follower.kill().unwrap();
+    let _ = follower.wait();
+    remove_stack(&bed, &repo.stack).await;
+}
+
+/// `pier exec` runs in a replica with this process's stdin, and exits
+/// with the command's code; `pier run` makes a one-off from the service's
+/// spec (its environment), exits with its code and leaves nothing behind;
+/// a kept one-off is not the stack's: `pier apply` does not touch it.
+#[tokio::test]
+async fn exec_and_run_reach_a_service_over_the_engine_api() {
+    let bed = Bed::get();
+    let repo = UserRepo::new("exec", &talker(&bed));
+    let (code, out, err) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_running(&bed, &repo.stack, "talker", 2).await;
+
+    let mut exec = pier(&repo, &bed)
+        .args([
+            "exec",
+            "talker.2",
+            "--",
+            "sh",
+            "-c",
+            "read line; echo got $line from $MODE; exit 3",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    exec.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = exec.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "got hello from chatty"
+    );
+
+    let out = pier(&repo, &bed)
+        .args([
+            "run",
+            "talker",
+            "--",
+            "sh",
+            "-c",
+            "echo one-off $MODE; exit 4",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "one-off chatty"
+    );
+    let mut left = 0;
+    for node in &bed.nodes {
+        left += labelled(&engine(node).await, &format!("pier.stack={}", repo.stack))
+            .await
+            .iter()
+            .filter(|c| {
+                c.labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key("pier.run"))
+            })
+            .count();
+    }
+    assert_eq!(left, 0, "the one-off is removed");
+
+    let out = pier(&repo, &bed)
+        .args(["run", "--keep", "talker", "--", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, out, err) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let kept: Vec<String> = stack_replicas(&bed, &repo.stack)
+        .await
+        .into_iter()
+        .filter(|r| r.3.contains_key("pier.run"))
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(kept.len(), 1, "a kept one-off is left alone by apply");
+    remove_stack(&bed, &repo.stack).await;
+}
