@@ -46,6 +46,7 @@ fn desired() -> Desired {
                 ..Default::default()
             };
             let service = DesiredService {
+                hooks: Default::default(),
                 name: name.clone(),
                 hash: plan::spec::spec_hash(&spec),
                 spec: Arc::new(spec),

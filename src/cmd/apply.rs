@@ -182,6 +182,9 @@ impl Terminal {
 }
 
 fn report_deployment(deployment: &Deployment) -> ExitCode {
+    for alert in &deployment.report.alerts {
+        eprintln!("warning: {alert}");
+    }
     let blocked = match deployment.verdict() {
         Verdict::Refused => return ExitCode::FAILURE,
         Verdict::Failed => {
@@ -208,7 +211,7 @@ fn report_deployment(deployment: &Deployment) -> ExitCode {
             }
         );
     }
-    if blocked == 0 {
+    if blocked == 0 && deployment.report.alerts.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -96,7 +96,7 @@ pub async fn hold(
         .await?;
     let held = hold.commit.clone();
     info!(commit = %short(&held), by, "stack held");
-    shared.notifier.control(
+    shared.notifier.tell(
         EventKind::StackHeld,
         format!("the stack is held at {} by {by}", short(&held)),
         Some(&held),
@@ -121,7 +121,7 @@ pub async fn resume(shared: &Shared, by: &str) -> Result<bool, ControlError> {
         .map_err(store_error)?;
     if let Some(hold) = &was {
         info!(by, "stack resumed");
-        shared.notifier.control(
+        shared.notifier.tell(
             EventKind::StackResumed,
             format!(
                 "the stack follows its branch again (resumed by {by}; it was held at {})",
@@ -176,7 +176,7 @@ pub async fn freeze(
             ),
             None => String::new(),
         };
-        shared.notifier.control(
+        shared.notifier.tell(
             EventKind::ServiceFrozen,
             format!("{} is frozen{until} by {by}", describe(&freeze.service)),
             None,
@@ -249,7 +249,7 @@ async fn publish(shared: &Shared) {
 
 /// Tell the people notified that `service` thawed, and why.
 pub(super) fn thawed(shared: &Shared, service: &str, why: &str) {
-    shared.notifier.control(
+    shared.notifier.tell(
         EventKind::ServiceUnfrozen,
         format!("{} follows the branch again ({why})", describe(service)),
         None,

@@ -145,6 +145,15 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    /// The fake's containers run nothing: one waited for has exited with 0.
+    async fn wait(&self, _id: &str) -> Result<i64, RuntimeError> {
+        Ok(0)
+    }
+
+    async fn log_tail(&self, _id: &str, _lines: usize) -> Result<String, RuntimeError> {
+        Ok(String::new())
+    }
+
     async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
         self.with(|s| {
             let id = s

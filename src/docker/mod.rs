@@ -120,6 +120,15 @@ pub trait Runtime: Send + Sync {
         reference: &str,
         credentials: Option<&Credentials>,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Wait until a container exits; its exit code. Unbounded: the caller
+    /// bounds it.
+    fn wait(&self, id: &str) -> impl Future<Output = Result<i64, RuntimeError>> + Send;
+    /// The last `lines` lines of a container's output (stdout and stderr).
+    fn log_tail(
+        &self,
+        id: &str,
+        lines: usize,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
     /// Remove a local image by reference, never by force: an image a
     /// container uses is refused ([`RuntimeError::Conflict`]); one already
     /// gone is [`RuntimeError::NotFound`].

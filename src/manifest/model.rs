@@ -387,6 +387,8 @@ pub struct Service {
     pub stop_grace_period: Option<Duration>,
     pub pull_policy: PullPolicy,
     pub autoredeploy: bool,
+    /// Deploy hooks (`hooks`).
+    pub hooks: Hooks,
     pub autodestroy: Autodestroy,
     pub sequential_deployment: bool,
     /// Requests the router sends to this service (`route`, or Docker
@@ -435,6 +437,31 @@ impl Manifest {
         }
     }
 }
+
+/// A service's deploy hooks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Hooks {
+    pub pre_deploy: Option<Hook>,
+    pub post_deploy: Option<Hook>,
+}
+
+impl Hooks {
+    pub fn is_empty(&self) -> bool {
+        self.pre_deploy.is_none() && self.post_deploy.is_none()
+    }
+}
+
+/// One deploy hook: a command run in a one-off container of the new spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hook {
+    pub command: Vec<String>,
+    pub timeout: Duration,
+    /// The node to run on; `None`: the first node the rollout changes.
+    pub node: Option<String>,
+}
+
+/// How long a deploy hook may run unless it says.
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// An image build from the repository.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

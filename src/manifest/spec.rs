@@ -464,6 +464,11 @@ pub struct ServiceSpec {
     /// Tutum: redeploy when the image tag gets a new digest in the registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoredeploy: Option<bool>,
+    /// Commands run once per new revision of the service, each in a one-off
+    /// container of the new spec: `pre_deploy` before its first replica is
+    /// replaced (a failure stops the rollout), `post_deploy` after the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<HooksSpec>,
     /// Tutum: `off`, `on_failure` or `always` (same as `restart`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autorestart: Option<String>,
@@ -476,6 +481,37 @@ pub struct ServiceSpec {
     /// Tutum: API roles for the container. Accepted with a warning; it has no effect in pier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
+}
+
+/// A service's `hooks`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSpec {
+    /// Run before the first replica of a new revision is created or
+    /// replaced; if it fails, nothing is replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_deploy: Option<HookSpec>,
+    /// Run once every replica of a new revision runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_deploy: Option<HookSpec>,
+}
+
+/// One deploy hook.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HookSpec {
+    /// The command: a string (split like a shell) or a list.
+    pub command: StringOrList,
+    /// How long it may run (default `5m`), e.g. `30s`, `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// The node it runs on (default: the first node the rollout changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// `post_deploy` only: `alert` (the default, and the only one): a
+    /// failure is reported and notified, and the rollout stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
 }
 
 /// `build:` as a path or a mapping.

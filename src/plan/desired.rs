@@ -177,6 +177,7 @@ pub fn desired_state(
                 image_display: image.to_string(),
                 digest: resolved.digest.clone(),
                 replicas: service.replicas,
+                hooks: service.hooks.clone(),
                 strategy: service.strategy,
                 tags: service.tags.clone(),
                 constraints: service.constraints.clone(),
@@ -299,6 +300,7 @@ mod tests {
     fn service(name: &str, volumes_from: &[&str]) -> DesiredService {
         DesiredService {
             name: name.into(),
+            hooks: Default::default(),
             spec: Arc::default(),
             hash: String::new(),
             image_display: String::new(),

@@ -75,6 +75,8 @@ pub struct DesiredService {
     pub volumes_from: Vec<String>,
     /// `container_name`: the one replica's name.
     pub container_name: Option<String>,
+    /// Commands run once per new revision, around its rollout.
+    pub hooks: crate::manifest::model::Hooks,
     /// The router sends it requests (`route`, `VIRTUAL_HOST`): its replicas
     /// are in rotation while they run and are healthy, and out otherwise.
     pub routed: bool,

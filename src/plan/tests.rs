@@ -42,6 +42,7 @@ fn service(name: &str, replicas: Option<u32>, strategy: Strategy, tags: &[&str])
     let spec = spec("img@sha256:new", None);
     DesiredService {
         name: name.into(),
+        hooks: Default::default(),
         hash: super::spec::spec_hash(&spec),
         spec: Arc::new(spec),
         image_display: "img:1".into(),

@@ -219,3 +219,97 @@ async fn exec_and_run_reach_a_service_over_the_engine_api() {
     assert_eq!(kept.len(), 1, "a kept one-off is left alone by apply");
     remove_stack(&bed, &repo.stack).await;
 }
+
+/// Deploy hooks: a `pre_deploy` migration runs in a one-off of the new
+/// spec (its environment and volumes) before the new version starts (which
+/// refuses to start unmigrated), `post_deploy` after; neither runs again
+/// for the same revision; a failing `pre_deploy` stops the rollout with
+/// the old version still running, its output in the error; no hook
+/// container is left behind.
+#[tokio::test]
+async fn deploy_hooks_migrate_before_the_new_version_and_a_failure_keeps_the_old() {
+    let bed = Bed::get();
+    let nodes = nodes_yaml(&bed, &[&["app"], &[], &[]]);
+    let manifest = |version: u32, hooks: &str| {
+        format!(
+            "{nodes}volumes:\n  data:\nservices:\n  app:\n    image: {}\n    command: [\"sh\", \"-c\", \"[ $$VERSION = 1 ] || grep -q \\\"pre_deploy apply $$VERSION\\\" /data/migrations || exit 1; exec sleep 3600\"]\n    stop_grace_period: 1s\n    tags: [app]\n    volumes: [\"data:/data\"]\n    environment: {{ VERSION: \"{version}\" }}\n{hooks}",
+            bed.base_image
+        )
+    };
+    let hooks = "    hooks:\n      pre_deploy:\n        command: [\"sh\", \"-c\", \"echo $$PIER_HOOK $$PIER_TRIGGER $$VERSION prev=$$PIER_PREVIOUS_REVISION >> /data/migrations\"]\n        timeout: 1m\n      post_deploy:\n        command: [\"sh\", \"-c\", \"echo post $$VERSION >> /data/migrations\"]\n";
+    let repo = UserRepo::new("hooks", &manifest(1, ""));
+    let v1 = crate::support::head_commit(repo.dir.path());
+    let (code, out, err) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_running(&bed, &repo.stack, "app", 1).await;
+
+    repo.commit(&manifest(2, hooks), "version 2, migrated first");
+    let (code, out, err) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let replica = wait_running(&bed, &repo.stack, "app", 1).await;
+    let read_migrations = || {
+        pier(&repo, &bed)
+            .args(["exec", "app", "--", "cat", "/data/migrations"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = read_migrations();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("pre_deploy apply 2 prev={v1}\npost 2\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Nothing changed: no hook runs again.
+    let (code, out, err) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&read_migrations().stdout)
+            .lines()
+            .count(),
+        2
+    );
+
+    // A failing migration: nothing replaced, its output in the error.
+    let failing = hooks.replace(
+        "echo $$PIER_HOOK $$PIER_TRIGGER $$VERSION prev=$$PIER_PREVIOUS_REVISION >> /data/migrations",
+        "echo the migration failed; exit 5",
+    );
+    repo.commit(&manifest(3, &failing), "version 3, its migration fails");
+    let (code, out, err) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("pre_deploy hook failed") && err.contains("the migration failed"),
+        "{err}"
+    );
+    assert_eq!(
+        wait_running(&bed, &repo.stack, "app", 1).await,
+        replica,
+        "the old one runs on"
+    );
+    let mut hooks_left = 0;
+    for node in &bed.nodes {
+        hooks_left += labelled(&engine(node).await, &format!("pier.stack={}", repo.stack))
+            .await
+            .iter()
+            .filter(|c| {
+                c.labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key("pier.hook"))
+            })
+            .count();
+    }
+    assert_eq!(hooks_left, 0, "hook containers are removed");
+    remove_stack(&bed, &repo.stack).await;
+    for node in &bed.nodes {
+        let _ = engine(node)
+            .await
+            .remove_volume(
+                &format!("{}_data", repo.stack),
+                None::<bollard::query_parameters::RemoveVolumeOptions>,
+            )
+            .await;
+    }
+}

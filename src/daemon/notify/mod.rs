@@ -63,6 +63,8 @@ pub enum EventKind {
     ServiceFrozen,
     /// A freeze was lifted, or ran out.
     ServiceUnfrozen,
+    /// A `post_deploy` hook failed; the rollout stands.
+    HookFailed,
 }
 
 impl EventKind {
@@ -84,6 +86,7 @@ impl EventKind {
             EventKind::StackResumed => "stack_resumed",
             EventKind::ServiceFrozen => "service_frozen",
             EventKind::ServiceUnfrozen => "service_unfrozen",
+            EventKind::HookFailed => "hook_failed",
         }
     }
 }
@@ -250,9 +253,10 @@ impl Notifier {
         event.into_iter().for_each(|e| self.send(e));
     }
 
-    /// An operator's decision (a hold, a freeze, and their end), with who
-    /// made it in `summary` and why in `details`.
-    pub fn control(
+    /// An event outside a rollout's own course: an operator's decision (a
+    /// hold, a freeze, and their end, with who in `summary` and why in
+    /// `details`), or a `post_deploy` hook that failed.
+    pub fn tell(
         &self,
         kind: EventKind,
         summary: String,

@@ -595,18 +595,20 @@ impl Reconciler {
             last_good: settled.as_deref(),
             rollback: rolling_back,
         };
+        let apply = self.apply_settings(loaded, hold.is_some()).await;
         let deployment = crate::pass::deploy::deploy(
             loaded,
             &self.config.settings,
             &self.registry,
             &input,
-            &self.config.apply,
+            &apply,
             &watch,
         )
         .await;
         let (planned, mut report) = (deployment.planned, deployment.report);
         self.remember_destroyed(&planned.plan);
         self.remember_pulls(&report);
+        self.remember_hooks(&report);
         self.node_loss
             .observe(&planned.observed, std::time::Instant::now());
         self.remember_pins(loaded, &planned);

@@ -250,6 +250,77 @@ impl Reconciler {
         self.head_cause = Some((head.to_string(), cause));
     }
 
+    /// What brings `commit` to the nodes in this pass.
+    pub(super) fn cause_of(&self, commit: &str, held: bool) -> Cause {
+        let rollback = self
+            .rollback
+            .as_ref()
+            .is_some_and(|m| m.commit == commit && m.restored.is_some());
+        if held {
+            Cause::Hold
+        } else if rollback {
+            Cause::Rollback
+        } else if self
+            .last_recorded
+            .as_ref()
+            .is_some_and(|r| r.commit == commit)
+        {
+            Cause::Autoredeploy
+        } else {
+            self.head_cause
+                .as_ref()
+                .filter(|(c, _)| c == commit)
+                .map_or(Cause::Commit, |(_, cause)| *cause)
+        }
+    }
+
+    /// The rollout settings of a pass at `loaded`: what brought it (hooks
+    /// see it), and the `pre_deploy` hooks that ran already.
+    pub(super) async fn apply_settings(
+        &self,
+        loaded: &Loaded,
+        held: bool,
+    ) -> crate::pass::apply::ApplySettings {
+        let mut apply = self.config.apply.clone();
+        apply.trigger = self.cause_of(&loaded.commit, held).as_str().to_string();
+        apply.hooks_done = self
+            .shared
+            .store
+            .call(|store| store.hooks_done())
+            .await
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "cannot read which deploy hooks ran; a rollout that needs one runs it");
+                Default::default()
+            });
+        apply
+    }
+
+    /// Record the `pre_deploy` hooks that succeeded, and tell people about
+    /// the `post_deploy` hooks that failed.
+    pub(super) fn remember_hooks(&self, report: &ApplyReport) {
+        let ran = report.hooks_ran.clone();
+        if !ran.is_empty() {
+            self.shared.store.write(move |store| {
+                for (service, hash) in &ran {
+                    if let Err(e) = store.record_hook(service, hash) {
+                        warn!(error = %e, "cannot record a deploy hook that ran");
+                    }
+                }
+            });
+        }
+        for alert in &report.alerts {
+            warn!("{alert}");
+            let service = alert.split(':').next().map(str::to_string);
+            self.shared.notifier.tell(
+                crate::daemon::notify::EventKind::HookFailed,
+                alert.lines().next().unwrap_or_default().to_string(),
+                None,
+                service.as_deref(),
+                alert,
+            );
+        }
+    }
+
     /// Add `loaded` as applied to the history, unless it is the revision
     /// (commit and digests) recorded last; whether it was added.
     pub(super) fn record_applied(
@@ -266,26 +337,7 @@ impl Reconciler {
         {
             return false;
         }
-        let rollback = self
-            .rollback
-            .as_ref()
-            .is_some_and(|m| m.commit == loaded.commit && m.restored.is_some());
-        let cause = if held {
-            Cause::Hold
-        } else if rollback {
-            Cause::Rollback
-        } else if self
-            .last_recorded
-            .as_ref()
-            .is_some_and(|r| r.commit == loaded.commit)
-        {
-            Cause::Autoredeploy
-        } else {
-            self.head_cause
-                .as_ref()
-                .filter(|(c, _)| *c == loaded.commit)
-                .map_or(Cause::Commit, |(_, cause)| *cause)
-        };
+        let cause = self.cause_of(&loaded.commit, held);
         let revision = Revision {
             id: 0,
             commit: loaded.commit.clone(),

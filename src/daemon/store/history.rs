@@ -28,6 +28,12 @@ CREATE TABLE IF NOT EXISTS pulled_images (
     at INTEGER NOT NULL,
     PRIMARY KEY (node, image)
 );
+CREATE TABLE IF NOT EXISTS hooks_done (
+    service TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,      -- the revision of the service it ran for
+    at INTEGER NOT NULL,
+    PRIMARY KEY (service, spec_hash)
+);
 CREATE TABLE IF NOT EXISTS freezes (
     service TEXT PRIMARY KEY,     -- a service, or '*' for every service
     by TEXT NOT NULL,
@@ -283,6 +289,27 @@ impl Store {
                 |row| row.get::<_, i64>(0),
             )
             .map(|n| n > 0)
+        })
+    }
+
+    /// Remember that the `pre_deploy` hook of `service` succeeded for the
+    /// revision whose spec hashes to `hash`: never run again for it.
+    pub fn record_hook(&self, service: &str, hash: &str) -> rusqlite::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO hooks_done (service, spec_hash, at) VALUES (?1, ?2, ?3)",
+                params![service, hash, now()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Every `(service, spec hash)` whose `pre_deploy` hook succeeded.
+    pub fn hooks_done(&self) -> rusqlite::Result<BTreeSet<(String, String)>> {
+        self.with(|c| {
+            let mut statement = c.prepare_cached("SELECT service, spec_hash FROM hooks_done")?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
         })
     }
 

@@ -236,6 +236,29 @@ impl Runtime for Engine {
         }
     }
 
+    async fn wait(&self, id: &str) -> Result<i64, RuntimeError> {
+        self.wait_exit(id).await
+    }
+
+    async fn log_tail(&self, id: &str, lines: usize) -> Result<String, RuntimeError> {
+        let options = bollard::query_parameters::LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let read = async {
+            let mut text = String::new();
+            let mut stream = self.docker.logs(id, Some(options));
+            while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+                text.push_str(&String::from_utf8_lossy(&chunk?.into_bytes()));
+            }
+            Ok::<_, bollard::errors::Error>(text)
+        };
+        self.within("a log read", Box::pin(read))
+            .await?
+            .map_err(classify)
+    }
+
     async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
         let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
             .force(false)

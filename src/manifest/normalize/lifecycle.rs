@@ -418,3 +418,65 @@ pub(super) fn link(text: &str) -> Link {
         },
     }
 }
+
+/// `hooks`: each a command line, a timeout and a node; `on_failure` is
+/// `alert` (only `post_deploy` has one).
+pub(super) fn hooks(
+    spec: &crate::manifest::spec::HooksSpec,
+    here: &Here,
+    p: &mut Problems,
+) -> crate::manifest::model::Hooks {
+    let one = |hook: &crate::manifest::spec::HookSpec, phase: &'static str, p: &mut Problems| {
+        let at = [k("hooks"), k(phase)];
+        let command = match &hook.command {
+            StringOrList::Many(args) => Some(args.clone()),
+            StringOrList::One(line) => shell_words::split(line).ok().or_else(|| {
+                p.push(here.error(
+                    &[k("hooks"), k(phase), k("command")],
+                    "the command has an unclosed quote",
+                ));
+                None
+            }),
+        }?;
+        if command.is_empty() {
+            p.push(here.error(
+                &[k("hooks"), k(phase), k("command")],
+                "the command is empty",
+            ));
+            return None;
+        }
+        match (phase, hook.on_failure.as_deref()) {
+            (_, None) | ("post_deploy", Some("alert")) => {}
+            ("pre_deploy", Some(_)) => p.push(
+                here.error(&[k("hooks"), k(phase), k("on_failure")], "`pre_deploy` has no `on_failure`: when it fails, nothing is replaced")
+            ),
+            (_, Some(other)) => p.push(
+                here.error(&[k("hooks"), k(phase), k("on_failure")], format!("`on_failure: {other}` is not supported"))
+                    .help("`alert` reports the failure and leaves the rollout in place; to undo a release, `pier rollback`"),
+            ),
+        }
+        let timeout = match &hook.timeout {
+            Some(text) => {
+                let mut path = at.to_vec();
+                path.push(k("timeout"));
+                duration(text, here, &path, p)?
+            }
+            None => crate::manifest::model::HOOK_TIMEOUT,
+        };
+        Some(crate::manifest::model::Hook {
+            command,
+            timeout,
+            node: hook.node.clone(),
+        })
+    };
+    crate::manifest::model::Hooks {
+        pre_deploy: spec
+            .pre_deploy
+            .as_ref()
+            .and_then(|h| one(h, "pre_deploy", p)),
+        post_deploy: spec
+            .post_deploy
+            .as_ref()
+            .and_then(|h| one(h, "post_deploy", p)),
+    }
+}

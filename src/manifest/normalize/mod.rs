@@ -449,6 +449,11 @@ pub fn service(
             .and_then(|d| duration(d, here, &[k("stop_grace_period")], &mut p)),
         pull_policy,
         autoredeploy: spec.autoredeploy.unwrap_or(false),
+        hooks: spec
+            .hooks
+            .as_ref()
+            .map(|h| lifecycle::hooks(h, here, &mut p))
+            .unwrap_or_default(),
         autodestroy,
         sequential_deployment: spec.sequential_deployment.unwrap_or(false),
         route: spec.route.as_ref().and_then(|r| route(r, here, &mut p)),

@@ -22,6 +22,7 @@ use crate::plan::{Change, Desired, DesiredService, OwnedContainer, Plan, Service
 
 mod context;
 mod health;
+mod hooks;
 mod nodes;
 mod replace;
 mod replica;
@@ -54,6 +55,12 @@ pub struct ApplySettings {
     /// node) also removes its anonymous volumes. Replacements never do: the
     /// new container takes them over.
     pub prune_volumes: bool,
+    /// What brought the pass (`apply`, `commit`, `rollback`, …): a deploy
+    /// hook sees it as `PIER_TRIGGER`.
+    pub trigger: String,
+    /// `(service, spec hash)` whose `pre_deploy` hook succeeded already
+    /// (the daemon's record): not run again.
+    pub hooks_done: BTreeSet<(String, String)>,
 }
 
 impl Default for ApplySettings {
@@ -65,6 +72,8 @@ impl Default for ApplySettings {
             total: 32,
             stop_timeout: Duration::from_secs(10),
             prune_volumes: false,
+            trigger: "apply".into(),
+            hooks_done: BTreeSet::new(),
         }
     }
 }
@@ -93,12 +102,15 @@ pub enum Action {
     SwarmPromote,
     SwarmDemote,
     SwarmLeave,
+    /// A deploy hook's one-off container, from creation to removal.
+    Hook,
 }
 
 impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Pull => "pull",
+            Action::Hook => "hook",
             Action::Network => "network",
             Action::Volumes => "volumes",
             Action::Create => "create",
@@ -160,6 +172,11 @@ pub struct ApplyReport {
     /// vanished mid-step: their failure says nothing about the release, and
     /// a retry may well succeed.
     pub transient: BTreeSet<String>,
+    /// `(service, spec hash)` whose `pre_deploy` hook succeeded this pass.
+    pub hooks_ran: Vec<(String, String)>,
+    /// What went wrong and did not stop a rollout (a `post_deploy` hook
+    /// that failed): for people to hear.
+    pub alerts: Vec<String>,
 }
 
 impl ApplyReport {
@@ -195,6 +212,9 @@ struct Context<'a, R> {
     /// Service → its replicas once the plan is carried out, for the
     /// services others link to (per-replica link variables).
     replicas: BTreeMap<String, Vec<(u32, String)>>,
+    /// What the deploy hooks did (see [`ApplyReport`]).
+    hooks_ran: Mutex<Vec<(String, String)>>,
+    alerts: Mutex<Vec<String>>,
 }
 
 /// Apply `plan`. Services run in dependency order (independent ones at the
@@ -232,6 +252,8 @@ pub async fn apply<R: Runtime>(
             .filter(|s| !s.replicas.is_empty())
             .map(|s| (s.service.clone(), s.replicas.clone()))
             .collect(),
+        hooks_ran: Mutex::new(Vec::new()),
+        alerts: Mutex::new(Vec::new()),
     };
     let mut failures = Vec::new();
     let mut failed = BTreeMap::new();
@@ -279,7 +301,7 @@ pub async fn apply<R: Runtime>(
                                 .insert(service_plan.service.clone());
                             return Err(reason);
                         }
-                        rollout(ctx, service_plan).await
+                        hooks::rollout_with_hooks(ctx, service_plan).await
                     }
                 }
             }
@@ -306,6 +328,8 @@ pub async fn apply<R: Runtime>(
         failures,
         failed,
         transient,
+        hooks_ran: ctx.hooks_ran.into_inner().expect("hooks lock"),
+        alerts: ctx.alerts.into_inner().expect("alerts lock"),
     }
 }
 
