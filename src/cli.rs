@@ -68,6 +68,9 @@ pub enum Command {
     Freeze(FreezeArgs),
     /// Lift a freeze
     Unfreeze(UnfreezeArgs),
+    /// Restart a service's replicas in place, one batch at a time, each
+    /// waited for to be healthy (done by the daemon; recorded as a restart)
+    Restart(RestartArgs),
 }
 
 /// How to reach a running daemon: its API address, or the state folder it
@@ -162,6 +165,14 @@ pub struct FreezeArgs {
     /// Thaw by itself after this long (e.g. 2h; default: until `pier unfreeze`)
     #[arg(long = "for", value_parser = humantime::parse_duration)]
     pub duration: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub control: ControlArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    #[arg(value_name = "SERVICE", required = true)]
+    pub services: Vec<String>,
     #[command(flatten)]
     pub control: ControlArgs,
 }

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Command::Unpin(args) => run(cmd::pin::unpin(args)),
         Command::Freeze(args) => run(cmd::freeze::freeze(args)),
         Command::Unfreeze(args) => run(cmd::freeze::unfreeze(args)),
+        Command::Restart(args) => run(cmd::restart::restart(args)),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod logs;
 pub mod node;
 pub mod pin;
 pub mod pipeline;
+pub mod restart;
 pub mod rollback;
 pub mod run;
 pub mod scale;

@@ -44,7 +44,8 @@ pub fn router(shared: Arc<Shared>, with_hooks: bool, public_https: bool) -> Rout
         .route("/api/v1/hold", post(hold))
         .route("/api/v1/resume", post(resume))
         .route("/api/v1/freeze", post(freeze))
-        .route("/api/v1/unfreeze", post(unfreeze));
+        .route("/api/v1/unfreeze", post(unfreeze))
+        .route("/api/v1/restart", post(restart));
     let api = if with_hooks { api.merge(hooks()) } else { api };
     let throttle = Arc::new(super::throttle::Throttle::default());
     finish(api, shared.clone())
@@ -477,6 +478,18 @@ async fn unfreeze(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
         Err(response) => return *response,
     };
     control_answer(super::control::unfreeze(&shared, &request.services, &request.by).await)
+}
+
+async fn restart(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let request = match control_request(&shared, &headers, &body) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    control_answer(super::control::restart(
+        &shared,
+        &request.services,
+        &request.by,
+    ))
 }
 
 /// Whether `signature` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `secret`.

@@ -26,6 +26,8 @@ pub enum ControlError {
     BadCommit(String),
     #[error("name at least one service, or `*` for every service")]
     NoService,
+    #[error("no service `{0}` is deployed")]
+    UnknownService(String),
     #[error("the state store failed: {0}")]
     Store(String),
 }
@@ -245,6 +247,37 @@ async fn publish(shared: &Shared) {
         status.frozen = freezes;
     }
     shared.changed();
+}
+
+/// Ask for a rolling restart of `services` (their running replicas, in
+/// place, health-gated): the next pass does it, holding the deploy slot.
+pub fn restart(
+    shared: &Shared,
+    services: &[String],
+    by: &str,
+) -> Result<Vec<String>, ControlError> {
+    if services.is_empty() {
+        return Err(ControlError::NoService);
+    }
+    let known: Vec<String> = shared
+        .status
+        .read()
+        .expect("status lock")
+        .services
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    if let Some(unknown) = services.iter().find(|s| !known.contains(s)) {
+        return Err(ControlError::UnknownService(unknown.clone()));
+    }
+    shared
+        .restarts
+        .lock()
+        .expect("restarts lock")
+        .extend(services.iter().map(|s| (s.clone(), by.to_string())));
+    info!(?services, by, "restart asked for");
+    shared.triggers.send(Trigger::Api);
+    Ok(services.to_vec())
 }
 
 /// Tell the people notified that `service` thawed, and why.

@@ -239,6 +239,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
                 settings
             },
         },
+        restarts: Mutex::new(Vec::new()),
     });
 
     let listener = listen(config.listen, &config.state_dir, "listen").await?;

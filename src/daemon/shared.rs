@@ -168,6 +168,9 @@ pub struct Shared {
     /// What the dashboard's actions need: where to commit, and the
     /// variables manifests may interpolate (to check an edit).
     pub edits: EditSettings,
+    /// Services `pier restart` asked to restart, with who asked: done by
+    /// the next pass, which holds the deploy slot.
+    pub restarts: Mutex<Vec<(String, String)>>,
 }
 
 /// Where the dashboard commits its edits.

@@ -313,3 +313,72 @@ async fn deploy_hooks_migrate_before_the_new_version_and_a_failure_keeps_the_old
             .await;
     }
 }
+
+/// `pier restart` through the daemon: every replica restarted in place
+/// (same container, started again), one at a time, and recorded in the
+/// history as a restart, not a revision.
+#[tokio::test]
+async fn restart_restarts_replicas_in_place_and_is_recorded() {
+    let bed = Bed::get();
+    let repo = UserRepo::new("restart", &talker(&bed));
+    let state = tempfile::tempdir().unwrap();
+    let token = crate::support::unique("token");
+    let daemon = crate::support::Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &crate::support::DaemonOptions::default().env("PIER_API_TOKEN", &token),
+    );
+    let replicas = wait_running(&bed, &repo.stack, "talker", 2).await;
+    let started = |replicas: Vec<String>| {
+        let bed = &bed;
+        async move {
+            let mut out = Vec::new();
+            for replica in replicas {
+                let (node, name) = replica.split_once(':').unwrap();
+                let node = bed.nodes.iter().find(|n| n.name == node).unwrap();
+                let inspected = engine(node)
+                    .await
+                    .inspect_container(name, None)
+                    .await
+                    .unwrap();
+                out.push((
+                    inspected.id.unwrap(),
+                    inspected.state.unwrap().started_at.unwrap(),
+                ));
+            }
+            out
+        }
+    };
+    let before = started(replicas.clone()).await;
+    let out = pier(&repo, &bed)
+        .args([
+            "restart",
+            "talker",
+            "--state-dir",
+            state.path().to_str().unwrap(),
+        ])
+        .env("PIER_API_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let history = eventually("the restart in the history", CONVERGE, || async {
+        let (_, body) = daemon.request("GET", "/api/v1/history", &[], b"").await;
+        let document: serde_json::Value = serde_json::from_str(&body).unwrap();
+        (document["revisions"][0]["cause"] == "restart").then_some(document)
+    })
+    .await;
+    assert_eq!(history["revisions"][0]["verdict"], "applied", "{history}");
+    let after = started(wait_running(&bed, &repo.stack, "talker", 2).await).await;
+    for ((id_before, at_before), (id_after, at_after)) in before.iter().zip(&after) {
+        assert_eq!(id_before, id_after, "restarted in place");
+        assert_ne!(at_before, at_after, "started again");
+    }
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+}

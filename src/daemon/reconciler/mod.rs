@@ -606,6 +606,8 @@ impl Reconciler {
         )
         .await;
         let (planned, mut report) = (deployment.planned, deployment.report);
+        self.restart_asked(loaded, &planned, &apply, &mut report)
+            .await;
         self.remember_destroyed(&planned.plan);
         self.remember_pulls(&report);
         self.remember_hooks(&report);

@@ -295,6 +295,69 @@ impl Reconciler {
         apply
     }
 
+    /// Restart the services `pier restart` asked for, once this pass's
+    /// rollout is done: in place, in update order, health-gated. Recorded
+    /// in the history as a restart; a replica that does not come back is
+    /// an alert, not a failed revision.
+    pub(super) async fn restart_asked(
+        &mut self,
+        loaded: &Loaded,
+        planned: &Planned,
+        apply: &crate::pass::apply::ApplySettings,
+        report: &mut ApplyReport,
+    ) {
+        let asked: Vec<(String, String)> =
+            std::mem::take(&mut *self.shared.restarts.lock().expect("restarts lock"));
+        if asked.is_empty() {
+            return;
+        }
+        let mut services: Vec<String> = asked.iter().map(|(s, _)| s.clone()).collect();
+        services.sort();
+        services.dedup();
+        let by: Vec<&str> = asked.iter().map(|(_, by)| by.as_str()).collect();
+        info!(?services, by = %by.join(", "), "restarting");
+        let registry = crate::pass::registry(&self.config.settings);
+        let restarted = crate::pass::apply::restart(
+            planned,
+            registry.credentials(),
+            apply,
+            &services,
+            &|record: &apply::StepRecord| {
+                info!(service = %record.service, node = %record.node, action = %record.action, target = %record.target, ok = record.ok, "restart step");
+            },
+        )
+        .await;
+        let revision = Revision {
+            id: 0,
+            commit: loaded.commit.clone(),
+            at: unix_now(),
+            cause: Cause::Restart,
+            verdict: if restarted.failures.is_empty() {
+                Verdict::Applied
+            } else {
+                Verdict::Failed
+            },
+            reason: if restarted.failures.is_empty() {
+                format!(
+                    "{} restarted, asked by {}",
+                    services.join(", "),
+                    by.join(", ")
+                )
+            } else {
+                restarted.failures.join("; ")
+            },
+            services: images(loaded, planned),
+        };
+        // Every restart is recorded: it is an event, not a state.
+        self.shared.store.write(move |store| {
+            if let Err(e) = store.record_revision(&revision) {
+                warn!(error = %e, "cannot record the restart in the history");
+            }
+        });
+        report.records.extend(restarted.records);
+        report.alerts.extend(restarted.failures);
+    }
+
     /// Record the `pre_deploy` hooks that succeeded, and tell people about
     /// the `post_deploy` hooks that failed.
     pub(super) fn remember_hooks(&self, report: &ApplyReport) {

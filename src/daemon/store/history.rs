@@ -62,6 +62,8 @@ pub enum Cause {
     Hold,
     /// The daemon started at a revision it had not recorded.
     Startup,
+    /// `pier restart`: the replicas restarted in place, not a revision.
+    Restart,
 }
 
 impl Cause {
@@ -73,6 +75,7 @@ impl Cause {
             Cause::Rollback => "rollback",
             Cause::Hold => "hold",
             Cause::Startup => "startup",
+            Cause::Restart => "restart",
         }
     }
 
@@ -84,6 +87,7 @@ impl Cause {
             Cause::Rollback,
             Cause::Hold,
             Cause::Startup,
+            Cause::Restart,
         ]
         .into_iter()
         .find(|c| c.as_str() == text)
@@ -100,6 +104,8 @@ pub enum Verdict {
     RolledBack,
     /// Never deployed: invalid manifests, the policy, a failed pipeline.
     Refused,
+    /// A restart whose replica did not come back healthy.
+    Failed,
 }
 
 impl Verdict {
@@ -108,13 +114,19 @@ impl Verdict {
             Verdict::Applied => "applied",
             Verdict::RolledBack => "rolled_back",
             Verdict::Refused => "refused",
+            Verdict::Failed => "failed",
         }
     }
 
     fn parse(text: &str) -> Option<Verdict> {
-        [Verdict::Applied, Verdict::RolledBack, Verdict::Refused]
-            .into_iter()
-            .find(|v| v.as_str() == text)
+        [
+            Verdict::Applied,
+            Verdict::RolledBack,
+            Verdict::Refused,
+            Verdict::Failed,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == text)
     }
 }
 
@@ -238,13 +250,13 @@ impl Store {
         })
     }
 
-    /// The newest applied revision.
+    /// The newest applied revision (a restart is none).
     pub fn latest_applied(&self) -> rusqlite::Result<Option<Revision>> {
         self.with(|c| {
             c.query_row(
                 &format!(
                     "SELECT {REVISION_COLUMNS} FROM history
-                     WHERE verdict = 'applied' ORDER BY id DESC LIMIT 1"
+                     WHERE verdict = 'applied' AND cause != 'restart' ORDER BY id DESC LIMIT 1"
                 ),
                 [],
                 read_revision,
@@ -350,7 +362,8 @@ impl Store {
         let mut statement_rows = Vec::new();
         self.with(|c| {
             let mut statement = c.prepare_cached(
-                "SELECT services FROM history WHERE verdict = 'applied' ORDER BY id DESC LIMIT ?1",
+                "SELECT services FROM history WHERE verdict = 'applied' AND cause != 'restart'
+                 ORDER BY id DESC LIMIT ?1",
             )?;
             let rows =
                 statement.query_map(params![revisions as i64], |row| row.get::<_, String>(0))?;

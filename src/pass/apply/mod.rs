@@ -26,7 +26,9 @@ mod hooks;
 mod nodes;
 mod replace;
 mod replica;
+mod restart;
 mod swarm;
+pub use restart::restart;
 #[cfg(test)]
 mod tests;
 
@@ -217,6 +219,58 @@ struct Context<'a, R> {
     alerts: Mutex<Vec<String>>,
 }
 
+impl<'a, R: Runtime> Context<'a, R> {
+    fn new(
+        desired: &'a Desired,
+        plan: &Plan,
+        engines: &'a BTreeMap<String, R>,
+        credentials: &'a dyn CredentialLookup,
+        settings: &'a ApplySettings,
+        on_step: &'a (dyn Fn(&StepRecord) + Sync),
+    ) -> Context<'a, R> {
+        Context {
+            desired,
+            engines,
+            settings,
+            credentials,
+            per_node: engines
+                .keys()
+                .map(|n| {
+                    (
+                        n.clone(),
+                        Arc::new(Semaphore::new(settings.per_node.max(1))),
+                    )
+                })
+                .collect(),
+            total: Arc::new(Semaphore::new(settings.total.max(1))),
+            records: Mutex::new(Vec::new()),
+            transient: Mutex::new(BTreeSet::new()),
+            on_step,
+            replicas_on: replicas_on(desired, plan),
+            replicas: plan
+                .services
+                .iter()
+                .filter(|s| !s.replicas.is_empty())
+                .map(|s| (s.service.clone(), s.replicas.clone()))
+                .collect(),
+            hooks_ran: Mutex::new(Vec::new()),
+            alerts: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The report of what was done, with these failures.
+    fn report(self, failures: Vec<String>, failed: BTreeMap<String, String>) -> ApplyReport {
+        ApplyReport {
+            records: self.records.into_inner().expect("records lock"),
+            failures,
+            failed,
+            transient: self.transient.into_inner().expect("transient lock"),
+            hooks_ran: self.hooks_ran.into_inner().expect("hooks lock"),
+            alerts: self.alerts.into_inner().expect("alerts lock"),
+        }
+    }
+}
+
 /// Apply `plan`. Services run in dependency order (independent ones at the
 /// same time); the changes of one service follow its update settings.
 pub async fn apply<R: Runtime>(
@@ -227,34 +281,7 @@ pub async fn apply<R: Runtime>(
     settings: &ApplySettings,
     on_step: &(dyn Fn(&StepRecord) + Sync),
 ) -> ApplyReport {
-    let ctx = Context {
-        desired,
-        engines,
-        settings,
-        credentials,
-        per_node: engines
-            .keys()
-            .map(|n| {
-                (
-                    n.clone(),
-                    Arc::new(Semaphore::new(settings.per_node.max(1))),
-                )
-            })
-            .collect(),
-        total: Arc::new(Semaphore::new(settings.total.max(1))),
-        records: Mutex::new(Vec::new()),
-        transient: Mutex::new(BTreeSet::new()),
-        on_step,
-        replicas_on: replicas_on(desired, plan),
-        replicas: plan
-            .services
-            .iter()
-            .filter(|s| !s.replicas.is_empty())
-            .map(|s| (s.service.clone(), s.replicas.clone()))
-            .collect(),
-        hooks_ran: Mutex::new(Vec::new()),
-        alerts: Mutex::new(Vec::new()),
-    };
+    let ctx = Context::new(desired, plan, engines, credentials, settings, on_step);
     let mut failures = Vec::new();
     let mut failed = BTreeMap::new();
     let mut failed_services = BTreeSet::new();
@@ -321,16 +348,7 @@ pub async fn apply<R: Runtime>(
     {
         failures.push(failure);
     }
-    let records = ctx.records.into_inner().expect("records lock");
-    let transient = ctx.transient.into_inner().expect("transient lock");
-    ApplyReport {
-        records,
-        failures,
-        failed,
-        transient,
-        hooks_ran: ctx.hooks_ran.into_inner().expect("hooks lock"),
-        alerts: ctx.alerts.into_inner().expect("alerts lock"),
-    }
+    ctx.report(failures, failed)
 }
 
 /// Changes of one batch under way per engine operation allowed in flight

@@ -1,0 +1,39 @@
+//! `pier restart SERVICE…`: ask the daemon for a rolling restart. It runs
+//! in the daemon's next pass, which holds the deploy slot, so no rollout
+//! or heal races it; the history records it as a restart.
+
+use std::process::ExitCode;
+
+use pier::daemon::api::ControlRequest;
+
+use super::client;
+use crate::cli::RestartArgs;
+
+pub async fn restart(args: RestartArgs) -> ExitCode {
+    let address = match client::address(&args.control.reach) {
+        Ok(address) => address,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let request = ControlRequest {
+        services: args.services.clone(),
+        by: client::actor(&args.control),
+        reason: args.control.reason.clone(),
+        ..Default::default()
+    };
+    match client::act::<Vec<String>>(&address, "/api/v1/restart", &request).await {
+        Ok(services) => {
+            println!(
+                "The daemon restarts {} in its next pass, replica by replica, each waited for to be healthy; `pier history` records it.",
+                services.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
