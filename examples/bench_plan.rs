@@ -47,6 +47,7 @@ fn desired() -> Desired {
             };
             let service = DesiredService {
                 hooks: Default::default(),
+                lifecycle: Default::default(),
                 name: name.clone(),
                 hash: plan::spec::spec_hash(&spec),
                 spec: Arc::new(spec),

@@ -395,6 +395,14 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    async fn exec_with(
+        &self,
+        id: &str,
+        request: &super::ExecRequest,
+    ) -> Result<(i64, String), RuntimeError> {
+        self.exec(id, &request.command).await
+    }
+
     async fn health(&self, id: &str) -> Result<Health, RuntimeError> {
         self.with(|s| {
             let unhealthy = s.unhealthy_images.clone();

@@ -106,6 +106,17 @@ pub enum RuntimeError {
     Failed(String),
 }
 
+/// A command to run in a container, and how.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub command: Vec<String>,
+    pub user: Option<String>,
+    pub privileged: bool,
+    pub working_dir: Option<String>,
+    /// `KEY=VALUE`, added to the container's.
+    pub env: Vec<String>,
+}
+
 /// The operations pier needs from one Docker engine.
 pub trait Runtime: Send + Sync {
     /// Every container, running or not.
@@ -248,6 +259,13 @@ pub trait Runtime: Send + Sync {
         id: &str,
         path: &str,
     ) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send;
+    /// Run a command in a running container as `request` says (user,
+    /// privileges, folder, more environment); its exit code and output.
+    fn exec_with(
+        &self,
+        id: &str,
+        request: &ExecRequest,
+    ) -> impl Future<Output = Result<(i64, String), RuntimeError>> + Send;
     /// Run `command` in a running container; its exit code and output.
     fn exec(
         &self,

@@ -69,8 +69,6 @@ pub const UNSUPPORTED_SERVICE_KEYS: &[(&str, &str)] = &[
     ("volume_driver", "not supported; use named volumes"),
     ("label_file", "not supported; use `labels`"),
     ("develop", "Compose Watch is a development feature"),
-    ("post_start", "lifecycle hooks are not supported"),
-    ("pre_stop", "lifecycle hooks are not supported"),
 ];
 
 /// Tutum keys that only meant something on Tutum's hosted platform.

@@ -389,6 +389,8 @@ pub struct Service {
     pub autoredeploy: bool,
     /// Deploy hooks (`hooks`).
     pub hooks: Hooks,
+    /// Compose's `post_start` and `pre_stop`, run in the containers.
+    pub lifecycle: Lifecycle,
     pub autodestroy: Autodestroy,
     pub sequential_deployment: bool,
     /// Requests the router sends to this service (`route`, or Docker
@@ -436,6 +438,24 @@ impl Manifest {
             None => self.nodes.values().filter(|n| service.admits(n)).count(),
         }
     }
+}
+
+/// Compose's lifecycle hooks: commands run in a service's containers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Lifecycle {
+    pub post_start: Vec<LifecycleHook>,
+    pub pre_stop: Vec<LifecycleHook>,
+}
+
+/// One command run in a container (`docker exec`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LifecycleHook {
+    pub command: Vec<String>,
+    pub user: Option<String>,
+    pub privileged: bool,
+    pub working_dir: Option<String>,
+    /// `KEY=VALUE`.
+    pub env: Vec<String>,
 }
 
 /// A service's deploy hooks.

@@ -464,6 +464,13 @@ pub struct ServiceSpec {
     /// Tutum: redeploy when the image tag gets a new digest in the registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoredeploy: Option<bool>,
+    /// Compose: commands run in each new container right after it starts,
+    /// in order; one that fails fails the replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_start: Option<Vec<LifecycleHookSpec>>,
+    /// Compose: commands run in a container before it is stopped, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_stop: Option<Vec<LifecycleHookSpec>>,
     /// Commands run once per new revision of the service, each in a one-off
     /// container of the new spec: `pre_deploy` before its first replica is
     /// replaced (a failure stops the rollout), `post_deploy` after the last.
@@ -481,6 +488,26 @@ pub struct ServiceSpec {
     /// Tutum: API roles for the container. Accepted with a warning; it has no effect in pier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
+}
+
+/// One of Compose's `post_start` or `pre_stop` commands.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleHookSpec {
+    /// The command: a string (split like a shell) or a list.
+    pub command: StringOrList,
+    /// The user it runs as (default: the container's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Run it privileged (the container policy must allow `privileged`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileged: Option<bool>,
+    /// The folder it runs in (default: the container's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// More environment for it: `KEY=VALUE` list or mapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<KeyValues>,
 }
 
 /// A service's `hooks`.

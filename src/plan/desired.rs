@@ -178,6 +178,7 @@ pub fn desired_state(
                 digest: resolved.digest.clone(),
                 replicas: service.replicas,
                 hooks: service.hooks.clone(),
+                lifecycle: service.lifecycle.clone(),
                 strategy: service.strategy,
                 tags: service.tags.clone(),
                 constraints: service.constraints.clone(),
@@ -301,6 +302,7 @@ mod tests {
         DesiredService {
             name: name.into(),
             hooks: Default::default(),
+            lifecycle: Default::default(),
             spec: Arc::default(),
             hash: String::new(),
             image_display: String::new(),

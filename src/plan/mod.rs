@@ -77,6 +77,8 @@ pub struct DesiredService {
     pub container_name: Option<String>,
     /// Commands run once per new revision, around its rollout.
     pub hooks: crate::manifest::model::Hooks,
+    /// Commands run in its containers after they start and before they stop.
+    pub lifecycle: crate::manifest::model::Lifecycle,
     /// The router sends it requests (`route`, `VIRTUAL_HOST`): its replicas
     /// are in rotation while they run and are healthy, and out otherwise.
     pub routed: bool,

@@ -43,6 +43,7 @@ fn service(name: &str, replicas: Option<u32>, strategy: Strategy, tags: &[&str])
     DesiredService {
         name: name.into(),
         hooks: Default::default(),
+        lifecycle: Default::default(),
         hash: super::spec::spec_hash(&spec),
         spec: Arc::new(spec),
         image_display: "img:1".into(),

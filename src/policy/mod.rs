@@ -384,6 +384,18 @@ impl Policy {
                 "privileged: false".into(),
             );
         }
+        for (key, hooks) in [
+            ("post_start", &service.lifecycle.post_start),
+            ("pre_stop", &service.lifecycle.pre_stop),
+        ] {
+            if hooks.iter().any(|h| h.privileged) && !self.privileged {
+                refuse(
+                    key,
+                    "a privileged command in its containers".into(),
+                    "privileged: false".into(),
+                );
+            }
+        }
         if let Some(allowed) = &self.cap_add {
             for cap in &service.cap_add {
                 if !allowed.contains(&capability_name(cap)) {

@@ -382,3 +382,37 @@ async fn restart_restarts_replicas_in_place_and_is_recorded() {
     drop(daemon);
     remove_stack(&bed, &repo.stack).await;
 }
+
+/// Compose's `post_start` runs in each new container (as its `user`, with
+/// its `environment`), `pre_stop` in the old one before a replacement
+/// stops it: seen in that order.
+#[tokio::test]
+async fn post_start_and_pre_stop_run_in_the_containers_in_order() {
+    let bed = Bed::get();
+    let nodes = nodes_yaml(&bed, &[&["app"], &[], &[]]);
+    let manifest = |version: u32| {
+        format!(
+            "{nodes}volumes:\n  events:\nservices:\n  app:\n    image: {}\n    command: sleep 3600\n    stop_grace_period: 1s\n    tags: [app]\n    volumes: [\"events:/data\"]\n    environment: {{ VERSION: \"{version}\" }}\n    post_start:\n      - command: [\"sh\", \"-c\", \"echo post_start $$VERSION $$GREETING as $$(id -u) >> /data/events\"]\n        user: \"0\"\n        environment: {{ GREETING: hi }}\n    pre_stop:\n      - command: sh -c 'echo pre_stop $$VERSION >> /data/events'\n",
+            bed.base_image
+        )
+    };
+    let repo = UserRepo::new("lifecycle", &manifest(1));
+    let (code, out, err) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{out}{err}");
+    repo.commit(&manifest(2), "version 2");
+    let (code, out, err) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_running(&bed, &repo.stack, "app", 1).await;
+    let out = pier(&repo, &bed)
+        .args(["exec", "app", "--", "cat", "/data/events"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "post_start 1 hi as 0\npre_stop 1\npost_start 2 hi as 0\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    remove_stack(&bed, &repo.stack).await;
+}

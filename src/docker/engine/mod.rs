@@ -714,6 +714,18 @@ impl Runtime for Engine {
     }
 
     async fn exec(&self, id: &str, command: &[String]) -> Result<(i64, String), RuntimeError> {
+        let request = super::ExecRequest {
+            command: command.to_vec(),
+            ..Default::default()
+        };
+        self.exec_with(id, &request).await
+    }
+
+    async fn exec_with(
+        &self,
+        id: &str,
+        request: &super::ExecRequest,
+    ) -> Result<(i64, String), RuntimeError> {
         use bollard::exec::{CreateExecOptions, StartExecResults};
         let run = async {
             let exec = self
@@ -721,7 +733,11 @@ impl Runtime for Engine {
                 .create_exec(
                     id,
                     CreateExecOptions {
-                        cmd: Some(command.to_vec()),
+                        cmd: Some(request.command.clone()),
+                        user: request.user.clone(),
+                        privileged: Some(request.privileged),
+                        working_dir: request.working_dir.clone(),
+                        env: (!request.env.is_empty()).then(|| request.env.clone()),
                         attach_stdout: Some(true),
                         attach_stderr: Some(true),
                         ..Default::default()

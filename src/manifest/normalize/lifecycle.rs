@@ -480,3 +480,54 @@ pub(super) fn hooks(
             .and_then(|h| one(h, "post_deploy", p)),
     }
 }
+
+/// Compose's `post_start` / `pre_stop` entries.
+pub(super) fn container_hooks(
+    spec: Option<&[crate::manifest::spec::LifecycleHookSpec]>,
+    key: &'static str,
+    here: &Here,
+    vars: &Vars,
+    p: &mut Problems,
+) -> Vec<crate::manifest::model::LifecycleHook> {
+    let mut out = Vec::new();
+    for (n, hook) in spec.unwrap_or_default().iter().enumerate() {
+        let at = [k(key), i(n)];
+        let command = match &hook.command {
+            StringOrList::Many(args) => args.clone(),
+            StringOrList::One(line) => match shell_words::split(line) {
+                Ok(args) => args,
+                Err(_) => {
+                    p.push(here.error(
+                        &[k(key), i(n), k("command")],
+                        "the command has an unclosed quote",
+                    ));
+                    continue;
+                }
+            },
+        };
+        if command.is_empty() {
+            p.push(here.error(&[k(key), i(n), k("command")], "the command is empty"));
+            continue;
+        }
+        let env = hook
+            .environment
+            .as_ref()
+            .map(|e| {
+                let mut path = at.to_vec();
+                path.push(k("environment"));
+                environment_values(e, here, &path, vars, p)
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| format!("{name}={v}")))
+            .collect();
+        out.push(crate::manifest::model::LifecycleHook {
+            command,
+            user: hook.user.clone(),
+            privileged: hook.privileged.unwrap_or(false),
+            working_dir: hook.working_dir.clone(),
+            env,
+        });
+    }
+    out
+}

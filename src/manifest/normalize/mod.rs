@@ -454,6 +454,22 @@ pub fn service(
             .as_ref()
             .map(|h| lifecycle::hooks(h, here, &mut p))
             .unwrap_or_default(),
+        lifecycle: crate::manifest::model::Lifecycle {
+            post_start: lifecycle::container_hooks(
+                spec.post_start.as_deref(),
+                "post_start",
+                here,
+                vars,
+                &mut p,
+            ),
+            pre_stop: lifecycle::container_hooks(
+                spec.pre_stop.as_deref(),
+                "pre_stop",
+                here,
+                vars,
+                &mut p,
+            ),
+        },
         autodestroy,
         sequential_deployment: spec.sequential_deployment.unwrap_or(false),
         route: spec.route.as_ref().and_then(|r| route(r, here, &mut p)),

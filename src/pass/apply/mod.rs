@@ -23,6 +23,7 @@ use crate::plan::{Change, Desired, DesiredService, OwnedContainer, Plan, Service
 mod context;
 mod health;
 mod hooks;
+mod lifecycle;
 mod nodes;
 mod replace;
 mod replica;
@@ -106,6 +107,10 @@ pub enum Action {
     SwarmLeave,
     /// A deploy hook's one-off container, from creation to removal.
     Hook,
+    /// A `post_start` command in a new container.
+    PostStart,
+    /// A `pre_stop` command in a container about to stop.
+    PreStop,
 }
 
 impl Action {
@@ -113,6 +118,8 @@ impl Action {
         match self {
             Action::Pull => "pull",
             Action::Hook => "hook",
+            Action::PostStart => "post-start",
+            Action::PreStop => "pre-stop",
             Action::Network => "network",
             Action::Volumes => "volumes",
             Action::Create => "create",

@@ -22,6 +22,7 @@ pub(super) async fn replace_stop_first<R: Runtime>(
         // The old container went away by itself: nothing to keep aside.
         return create_healthy(ctx, engine, desired, node, name, replica, &[]).await;
     };
+    lifecycle::pre_stop(ctx, engine, Some(desired), node, &old.name, &old.id).await;
     let stopped = ctx
         .step(
             service,
@@ -183,6 +184,7 @@ pub(super) async fn replace_start_first<R: Runtime>(
         ));
     }
     crate::fault::point("replace:beside");
+    lifecycle::pre_stop(ctx, engine, Some(desired), node, &old.name, &old.id).await;
     ctx.step(
         service,
         node,

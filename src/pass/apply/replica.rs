@@ -83,6 +83,7 @@ pub(super) async fn run_change<R: Runtime>(
             } else {
                 Volumes::Keep
             };
+            lifecycle::pre_stop(ctx, engine, desired, node, &container.name, &container.id).await;
             ctx.step(
                 service,
                 node,
@@ -263,7 +264,8 @@ pub(super) async fn start_new<R: Runtime>(
             .await?;
         }
         ctx.step(service, node, Action::Start, name, engine.start(&id))
-            .await
+            .await?;
+        lifecycle::post_start(ctx, engine, desired, node, name, &id).await
     };
     if let Err(e) = configured.await {
         let _ = ctx

@@ -58,6 +58,7 @@ async fn restart_service<R: Runtime>(
             let engine = ctx.engine(node)?;
             let grace = stop_timeout(ctx, Some(desired));
             let name = &container.name;
+            super::lifecycle::pre_stop(ctx, engine, Some(desired), node, name, &container.id).await;
             ctx.step(
                 &desired.name,
                 node,
@@ -74,6 +75,7 @@ async fn restart_service<R: Runtime>(
                 engine.start(&container.id),
             )
             .await?;
+            super::lifecycle::post_start(ctx, engine, desired, node, name, &container.id).await?;
             wait_healthy(ctx, engine, desired, node, name, &container.id).await
         }))
         .await;
