@@ -296,7 +296,7 @@ async fn dashboard_in_a_browser() {
     let base_image = bed.base_image.clone();
     let manifest = |script: &str, replicas: u32| {
         format!(
-            "{nodes}pipeline:\n  branches: [main]\n  runner_tags: [ci]\n  stages:\n    - name: test\n      image: {base_image}\n      env: [DASH_SECRET]\n      script: [{script}]\nservices:\n  web:\n    image: {base_image}\n    command: [\"sh\", \"-c\", \"sleep 2; touch /ready; exec sleep 3600\"]\n    stop_grace_period: 1s\n    healthcheck: {{ test: [\"CMD\", \"test\", \"-f\", \"/ready\"], interval: 500ms, retries: 20 }}\n    target_num_containers: {replicas}\n    tags: [app]\n"
+            "{nodes}pipeline:\n  branches: [main]\n  runner_tags: [ci]\n  stages:\n    - name: test\n      image: {base_image}\n      env: [DASH_SECRET]\n      script: [{script}]\nservices:\n  web:\n    image: {base_image}\n    command: [\"sh\", \"-c\", \"sleep 2; touch /ready; echo web ready with $$API_TOKEN; exec sleep 3600\"]\n    environment: {{ API_TOKEN: dash-api-token-value }}\n    stop_grace_period: 1s\n    healthcheck: {{ test: [\"CMD\", \"test\", \"-f\", \"/ready\"], interval: 500ms, retries: 20 }}\n    target_num_containers: {replicas}\n    tags: [app]\n"
         )
     };
     let repo = UserRepo::new("dash", &manifest("\"echo ok\"", 1));
@@ -555,6 +555,43 @@ async fn dashboard_in_a_browser() {
         )
         .await;
     assert!(status_with(&daemon, &read_token).await.unwrap()["frozen"].is_null());
+
+    // A service's log: every replica's lines, masked, and new ones live.
+    browser.goto(&format!("{base}/ui/services/web/logs")).await;
+    let shown = browser
+        .until(
+            "the replicas' lines",
+            "const pre = document.getElementById('service-log'); return pre && pre.textContent.includes('web ready with') && pre.textContent",
+        )
+        .await;
+    let shown = shown.as_str().unwrap_or_default().to_string();
+    assert!(
+        shown.contains("web.1@") && shown.contains("web ready with ***"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("dash-api-token-value"),
+        "a secret shown: {shown}"
+    );
+    browser.js("window.pierSamePage = true; return null").await;
+    let replica = stack_replicas(&bed, &repo.stack).await;
+    let node = bed.nodes.iter().find(|n| n.name == replica[0].0).unwrap();
+    crate::support::exec(
+        &engine(node).await,
+        &replica[0].1,
+        &["sh", "-c", "echo '<b>live</b> line' > /proc/1/fd/1"],
+    )
+    .await;
+    browser
+        .until(
+            "the live line, as text",
+            "const pre = document.getElementById('service-log'); return pre.textContent.includes('<b>live</b> line') && pre.querySelector('b') === null",
+        )
+        .await;
+    assert_eq!(
+        browser.js("return window.pierSamePage === true").await,
+        true
+    );
 
     // A failing run: its log shows while it runs, masked, then its end.
     repo.commit(

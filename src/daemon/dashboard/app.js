@@ -46,3 +46,18 @@ if (live && "EventSource" in window) {
   source.addEventListener("error", () => say("reconnecting…"));
 }
 document.querySelectorAll("pre.log").forEach((pre) => { pre.scrollTop = pre.scrollHeight; });
+
+// A service's log: lines are added as text, never as markup.
+const log = document.querySelector("pre[data-log-stream]");
+if (log && "EventSource" in window) {
+  const source = new EventSource(log.dataset.logStream);
+  const add = (text) => {
+    const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    log.append(document.createTextNode(text + "\n"));
+    if (atEnd) log.scrollTop = log.scrollHeight;
+  };
+  source.addEventListener("line", (event) => add(event.data));
+  source.addEventListener("note", (event) => add("pier: " + event.data));
+  source.addEventListener("open", () => say("live"));
+  source.addEventListener("error", () => say("reconnecting…"));
+}

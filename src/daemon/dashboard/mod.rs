@@ -35,6 +35,7 @@ use super::shared::{Shared, Trigger};
 use pages::{Page, Viewer};
 
 mod actions;
+mod logs;
 mod session;
 
 use actions::*;
@@ -88,6 +89,8 @@ pub fn router(shared: Arc<Shared>, public_https: bool) -> Router {
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(overview))
         .route("/ui/services", get(services))
+        .route("/ui/services/{name}/logs", get(logs::page))
+        .route("/ui/services/{name}/logs/stream", get(logs::stream))
         .route("/ui/nodes", get(nodes))
         .route("/ui/runs", get(runs))
         .route("/ui/runs/{id}", get(run))

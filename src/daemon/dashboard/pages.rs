@@ -304,7 +304,7 @@ fn service_table(services: &[ServiceStatus], detailed: bool, viewer: &Viewer) ->
                 tbody {
                     @for s in services {
                         tr data-service=(s.name) {
-                            td { strong { (s.name) } }
+                            td { strong { (s.name) } " " a.muted href=(format!("/ui/services/{}/logs", s.name)) { "logs" } }
                             td.num data-running=(s.running) { (s.running) "/" (s.desired) }
                             td { (badge(s.condition)) }
                             @if detailed {
@@ -353,6 +353,19 @@ pub fn services(status: &Status, message: Option<&str>, viewer: &Viewer) -> Mark
         @if viewer.actions_enabled && !viewer.can_act() {
             p.muted { a href="/ui/login" { "Sign in" } " to scale services." }
         }
+    }
+}
+
+/// A service's log: the end of every replica's, merged, kept live by
+/// the page's script (`data-log-stream`).
+pub fn service_logs(service: &str, text: &str, unreachable: &[String]) -> Markup {
+    html! {
+        h1 { "Logs of " (service) }
+        p.muted { "Every replica on every node, merged by time; new lines appear as they are written." }
+        @if !unreachable.is_empty() {
+            p.reason { "Unreachable, so missing: " (unreachable.join(", ")) }
+        }
+        pre.log #service-log data-log-stream=(format!("/ui/services/{service}/logs/stream")) { (text) }
     }
 }
 
