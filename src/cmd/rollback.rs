@@ -33,6 +33,12 @@ pub async fn rollback(args: RollbackArgs) -> ExitCode {
         }
     };
     if args.hold {
+        if !args.services.is_empty() {
+            eprintln!(
+                "error: --hold holds the whole stack at a revision; to put back only some services, roll back without --hold"
+            );
+            return ExitCode::from(2);
+        }
         return hold(&args.control, target).await;
     }
     let known: Vec<&String> = target.services.keys().collect();

@@ -44,7 +44,12 @@ impl Reconciler {
             } else if let Some(reason) = target.refused.as_ref() {
                 (Condition::Stalled, reason.clone())
             } else if let Some(reason) = planned.desired.frozen.get(&service.name) {
-                let condition = if target.frozen.contains_key(&service.name) {
+                // Left as it is on purpose (its rollout was rolled back, or
+                // someone froze it): waiting for a person, not for a cause
+                // that passes by itself.
+                let condition = if target.frozen.contains_key(&service.name)
+                    || self.user_frozen.contains(&service.name)
+                {
                     Condition::Stalled
                 } else {
                     Condition::Degraded

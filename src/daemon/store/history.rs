@@ -60,8 +60,6 @@ pub enum Cause {
     Rollback,
     /// `pier rollback --hold`: applied without a commit.
     Hold,
-    /// The daemon started at a revision it had not recorded.
-    Startup,
     /// `pier restart`: the replicas restarted in place, not a revision.
     Restart,
 }
@@ -74,7 +72,6 @@ impl Cause {
             Cause::Autoredeploy => "autoredeploy",
             Cause::Rollback => "rollback",
             Cause::Hold => "hold",
-            Cause::Startup => "startup",
             Cause::Restart => "restart",
         }
     }
@@ -86,7 +83,6 @@ impl Cause {
             Cause::Autoredeploy,
             Cause::Rollback,
             Cause::Hold,
-            Cause::Startup,
             Cause::Restart,
         ]
         .into_iter()
