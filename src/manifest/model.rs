@@ -3,6 +3,9 @@
 //! Every way of writing a thing (`deploy.replicas` or `target_num_containers`,
 //! `restart` or `autorestart`, short or long ports) ends up as one field here,
 //! so nothing downstream ever has to know which spelling a user chose.
+//!
+//! Longer than the 700 lines a file is kept to, on purpose: it is the table
+//! of the normalised types, with their documentation and almost no logic.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -596,7 +596,7 @@ async fn dashboard_in_a_browser() {
     // A failing run: its log shows while it runs, masked, then its end.
     repo.commit(
         &manifest(
-            "\"echo start $$DASH_SECRET\", \"sleep 8\", \"echo end\", \"false\"",
+            "\"echo start $$DASH_SECRET\", \"sleep 20\", \"echo end\", \"false\"",
             2,
         ),
         "a failing test",

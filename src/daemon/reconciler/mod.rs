@@ -31,11 +31,14 @@ use crate::plan::Observed;
 use crate::registry::{Registry, Resolved};
 use crate::source::git::{GitSource, short_commit as short};
 
+mod gate;
 mod images;
+mod nodes;
 mod pins;
 mod publish;
 mod steer;
 
+use gate::Gate;
 #[allow(unused_imports)]
 use publish::*;
 
@@ -57,39 +60,6 @@ impl Outcome {
             Outcome::Transient(_) => "retry",
             Outcome::Permanent(_) => "failed",
         }
-    }
-}
-
-/// What the pipeline gate says of a new commit.
-enum Gate {
-    /// Deploy it.
-    Open,
-    /// The pass ends here, with this outcome.
-    Closed(Outcome),
-    /// Its run goes on: heal the last good revision meanwhile.
-    Running,
-}
-
-/// Record the digests a passed run built for `commit`, so the deploy pins
-/// them, and tell the registry watcher's map the tags moved.
-fn record_built(shared: &Shared, commit: &str, outcome: &pipeline::RunOutcome) {
-    for (service, (reference, resolved)) in &outcome.built {
-        let (commit, service, followed, built) = (
-            commit.to_string(),
-            service.clone(),
-            reference.clone(),
-            resolved.clone(),
-        );
-        shared.store.write(move |store| {
-            if let Err(e) = store.save_digest(&commit, &service, &followed, &built) {
-                warn!(error = %e, "cannot record a built digest");
-            }
-        });
-        shared
-            .followed
-            .lock()
-            .expect("followed lock")
-            .insert(reference.clone(), resolved.clone());
     }
 }
 
@@ -143,64 +113,6 @@ pub struct Reconciler {
     held_applied: Option<String>,
     /// Services a freeze leaves as they are this pass.
     user_frozen: BTreeSet<String>,
-}
-
-/// A pass's deploy as the daemon shows it: services about to change are
-/// `Progressing` in the status, and every engine call is logged.
-struct PassWatch<'a> {
-    shared: &'a Shared,
-    commit: &'a str,
-    /// The revision applied last: a plan towards it only heals, unless it
-    /// replaces a container (a new digest of a followed tag).
-    last_good: Option<&'a str>,
-    /// The rollout goes back to an earlier revision (a rollback commit, a hold).
-    rollback: bool,
-}
-
-impl crate::pass::deploy::Watch for PassWatch<'_> {
-    fn planned(&self, planned: &Planned) {
-        let plan = &planned.plan;
-        if !plan.refused.is_empty() || plan.is_empty() {
-            return;
-        }
-        let changing: BTreeSet<&str> = plan
-            .services
-            .iter()
-            .filter(|s| !s.changes.is_empty())
-            .map(|s| s.service.as_str())
-            .collect();
-        let changes = plan.count(|_| true);
-        let replaces = plan.count(|c| matches!(c, crate::plan::Change::Replace { .. }));
-        let rollout = self.last_good != Some(self.commit) || replaces > 0;
-        {
-            let mut status = self.shared.status.write().expect("status lock");
-            for service in status.services.iter_mut() {
-                if changing.contains(service.name.as_str()) {
-                    service.condition = Condition::Progressing;
-                    service.reason = if rollout {
-                        format!("rolling out {}", short(self.commit))
-                    } else {
-                        format!("healing towards {}", short(self.commit))
-                    };
-                }
-            }
-        }
-        self.shared.changed();
-        if rollout && self.rollback {
-            self.shared.notifier.rollback_started(self.commit, changes);
-        } else if rollout {
-            self.shared.notifier.deploy_started(self.commit, changes);
-        }
-        info!(commit = %short(self.commit), changes, "applying");
-    }
-
-    fn step(&self, record: &apply::StepRecord) {
-        if record.ok {
-            info!(service = %record.service, node = %record.node, action = %record.action, target = %record.target, "step ok");
-        } else {
-            warn!(service = %record.service, node = %record.node, action = %record.action, target = %record.target, message = %record.message, "step failed");
-        }
-    }
 }
 
 /// How soon an image whose resolution failed is tried again (in the
@@ -266,65 +178,6 @@ impl Reconciler {
             rollback: None,
             held_applied: None,
             user_frozen: BTreeSet::new(),
-        }
-    }
-
-    /// Nodes of the manifests converged to before that `loaded` no longer
-    /// declares are drained from now on; a node declared again is not.
-    fn retire_nodes(&mut self, loaded: &Loaded) -> BTreeMap<String, crate::manifest::model::Node> {
-        let nodes = &loaded.manifest.nodes;
-        for (name, node) in &self.last_nodes {
-            if !nodes.contains_key(name) {
-                self.retired.insert(name.clone(), node.clone());
-            }
-        }
-        self.retired.retain(|name, _| !nodes.contains_key(name));
-        self.last_nodes = nodes.clone();
-        self.retired.clone()
-    }
-
-    /// A retired node that answered with nothing of the stack left is forgotten.
-    /// Forget the retired nodes that hold nothing of the stack any more and
-    /// are out of its swarm (or were never in it): kept, a node whose
-    /// leave failed or waits for others' overlay containers is retried.
-    fn forget_drained(
-        &mut self,
-        observed: &Observed,
-        swarm: &crate::plan::swarm::SwarmPlan,
-        applied: bool,
-    ) {
-        use crate::plan::swarm::SwarmStep;
-        let in_swarm = |name: &str| {
-            swarm.staying.contains_key(name)
-                || (!applied
-                    && swarm
-                        .steps
-                        .iter()
-                        .any(|s| matches!(s, SwarmStep::Leave { node, .. } if node == name)))
-        };
-        self.retired.retain(|name, _| {
-            in_swarm(name)
-                || observed
-                    .nodes
-                    .get(name)
-                    .is_none_or(|o| o.unreachable.is_some() || !o.owned.is_empty())
-        });
-    }
-
-    /// Remember the `autodestroy` replicas this plan removes, so their job
-    /// is not started again for the same configuration.
-    fn remember_destroyed(&mut self, plan: &crate::plan::Plan) {
-        for service in &plan.services {
-            for change in &service.changes {
-                if let crate::plan::Change::Remove {
-                    container, reason, ..
-                } = change
-                    && reason == crate::plan::AUTODESTROYED
-                {
-                    self.destroyed
-                        .insert((service.service.clone(), container.spec_hash.clone()));
-                }
-            }
         }
     }
 
@@ -707,93 +560,6 @@ impl Reconciler {
             Some(reason) => (Outcome::Permanent(reason.clone()), steps),
             None => (Outcome::Done, steps),
         }
-    }
-
-    /// Whether `loaded` (a new commit) may be deployed: yes when it has no
-    /// pipeline or its run passed; while its run goes on (started here, in
-    /// a task of its own, if it is not yet), the pass heals the last good
-    /// revision instead.
-    async fn pipeline_gate(&mut self, loaded: &Loaded, vouched_rollback: bool) -> Gate {
-        let Some(pipeline) = loaded.manifest.pipeline.as_ref() else {
-            return Gate::Open;
-        };
-        // A branch not listed in `pipeline.branches` is tested, never deployed.
-        let deploys = pipeline.branches.contains(&self.config.branch);
-        // A rollback commit carries its parent's code, which passed, and
-        // restores images by digest: nothing to test or build again.
-        if vouched_rollback && deploys {
-            return Gate::Open;
-        }
-        let commit = loaded.commit.clone();
-        let passed = self
-            .shared
-            .store
-            .call(move |store| store.pipeline_passed(&commit))
-            .await
-            .unwrap_or(false);
-        match (passed, deploys) {
-            (true, true) => Gate::Open,
-            (true, false) => Gate::Closed(Outcome::Done),
-            (false, _) => {
-                self.start_pipeline(loaded, deploys);
-                Gate::Running
-            }
-        }
-    }
-
-    /// Run the pipeline of `loaded` in a task, unless it runs already. When
-    /// it ends, its result is recorded and a pass is asked for: it deploys a
-    /// commit that passed, or refuses one that failed.
-    fn start_pipeline(&mut self, loaded: &Loaded, deploys: bool) {
-        if let Some((commit, handle)) = &self.pipeline
-            && *commit == loaded.commit
-            && !handle.is_finished()
-        {
-            return;
-        }
-        let (runner, shared, loaded_commit) = (
-            self.runner.clone(),
-            self.shared.clone(),
-            loaded.commit.clone(),
-        );
-        let (loaded, branch, tip) = (
-            loaded.clone(),
-            self.config.branch.clone(),
-            self.shared.tip.subscribe(),
-        );
-        let handle = tokio::spawn(async move {
-            let outcome = runner.run(&loaded, &branch, tip).await;
-            match outcome.state {
-                RunState::Passed if deploys => record_built(&shared, &loaded.commit, &outcome),
-                RunState::Passed | RunState::Cancelled => {}
-                RunState::Failed => {
-                    let reason = format!(
-                        "the pipeline of {} failed; the nodes stay at the last good revision: {}",
-                        short(&loaded.commit),
-                        outcome.failure_summary(10).unwrap_or_default()
-                    );
-                    let (commit, why) = (loaded.commit.clone(), reason.clone());
-                    shared.store.write(move |store| {
-                        if let Err(e) = store.mark_failed(&commit, &why, &BTreeMap::new()) {
-                            warn!(error = %e, "cannot record the failed pipeline");
-                        }
-                    });
-                    steer::record_verdict(
-                        &shared,
-                        &loaded.commit,
-                        super::store::Cause::Commit,
-                        super::store::Verdict::Refused,
-                        &reason,
-                        BTreeMap::new(),
-                    );
-                    shared.status.write().expect("status lock").stalled = Some(reason);
-                }
-            }
-            if outcome.state != RunState::Cancelled {
-                shared.triggers.send(super::shared::Trigger::Pipeline);
-            }
-        });
-        self.pipeline = Some((loaded_commit, handle));
     }
 
     fn applied(&mut self, loaded: &Loaded) {

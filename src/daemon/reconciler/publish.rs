@@ -5,6 +5,64 @@
 #[allow(unused_imports)]
 use super::*;
 
+/// A pass's deploy as the daemon shows it: services about to change are
+/// `Progressing` in the status, and every engine call is logged.
+pub(super) struct PassWatch<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) commit: &'a str,
+    /// The revision applied last: a plan towards it only heals, unless it
+    /// replaces a container (a new digest of a followed tag).
+    pub(super) last_good: Option<&'a str>,
+    /// The rollout goes back to an earlier revision (a rollback commit, a hold).
+    pub(super) rollback: bool,
+}
+
+impl crate::pass::deploy::Watch for PassWatch<'_> {
+    fn planned(&self, planned: &Planned) {
+        let plan = &planned.plan;
+        if !plan.refused.is_empty() || plan.is_empty() {
+            return;
+        }
+        let changing: BTreeSet<&str> = plan
+            .services
+            .iter()
+            .filter(|s| !s.changes.is_empty())
+            .map(|s| s.service.as_str())
+            .collect();
+        let changes = plan.count(|_| true);
+        let replaces = plan.count(|c| matches!(c, crate::plan::Change::Replace { .. }));
+        let rollout = self.last_good != Some(self.commit) || replaces > 0;
+        {
+            let mut status = self.shared.status.write().expect("status lock");
+            for service in status.services.iter_mut() {
+                if changing.contains(service.name.as_str()) {
+                    service.condition = Condition::Progressing;
+                    service.reason = if rollout {
+                        format!("rolling out {}", short(self.commit))
+                    } else {
+                        format!("healing towards {}", short(self.commit))
+                    };
+                }
+            }
+        }
+        self.shared.changed();
+        if rollout && self.rollback {
+            self.shared.notifier.rollback_started(self.commit, changes);
+        } else if rollout {
+            self.shared.notifier.deploy_started(self.commit, changes);
+        }
+        info!(commit = %short(self.commit), changes, "applying");
+    }
+
+    fn step(&self, record: &apply::StepRecord) {
+        if record.ok {
+            info!(service = %record.service, node = %record.node, action = %record.action, target = %record.target, "step ok");
+        } else {
+            warn!(service = %record.service, node = %record.node, action = %record.action, target = %record.target, message = %record.message, "step failed");
+        }
+    }
+}
+
 impl Reconciler {
     pub(super) fn publish_stalled(&self, reason: &str) {
         let mut status = self.shared.status.write().expect("status lock");

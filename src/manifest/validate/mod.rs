@@ -64,39 +64,6 @@ pub fn read_file(tree: &dyn RepoTree, path: &str) -> Result<Option<Vec<u8>>, Str
 const MAX_SYMLINK_HOPS: usize = 40;
 
 /// Check everything that needs more than one entity at a time.
-/// A hook's `node` must be one the service may run on: the hook mounts its
-/// volumes and joins its networks there.
-fn hook_nodes(
-    service: &Service,
-    placeable: &BTreeMap<&str, BTreeSet<&str>>,
-    problems: &mut Vec<Diagnostic>,
-) {
-    let hooks = [
-        ("pre_deploy", &service.hooks.pre_deploy),
-        ("post_deploy", &service.hooks.post_deploy),
-    ];
-    for (phase, hook) in hooks {
-        let Some(node) = hook.as_ref().and_then(|h| h.node.as_deref()) else {
-            continue;
-        };
-        if !placeable
-            .get(service.name.as_str())
-            .is_some_and(|nodes| nodes.contains(node))
-        {
-            problems.push(
-                Diagnostic::error(
-                    service.location_of("hooks").clone(),
-                    format!(
-                        "the {phase} hook of `{}` runs on node `{node}`, which the service may not run on",
-                        service.name
-                    ),
-                )
-                .help("name a node the service's tags and constraints admit, or leave `node` out"),
-            );
-        }
-    }
-}
-
 pub fn validate(manifest: &Manifest, tree: &dyn RepoTree) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
     let placeable: BTreeMap<&str, BTreeSet<&str>> = manifest
@@ -123,7 +90,7 @@ pub fn validate(manifest: &Manifest, tree: &dyn RepoTree) -> Vec<Diagnostic> {
         references(manifest, service, &mut problems);
         placement(manifest, service, &mut problems);
         repo_paths(service, tree, &mut problems);
-        hook_nodes(service, &placeable, &mut problems);
+        hooks::hook_nodes(service, &placeable, &mut problems);
     }
     cycles(manifest, &mut problems);
     plain_tcp_runners(manifest, &mut problems);
@@ -730,5 +697,6 @@ impl RepoTree for MemoryTree {
     }
 }
 
+mod hooks;
 #[cfg(test)]
 mod tests;
