@@ -108,8 +108,10 @@ impl Reconciler {
             .iter()
             .filter_map(|f| f.until)
             .min()
+            // At least a second on: a freeze the store failed to lift is
+            // tried again then, not in a busy loop.
             .map(|until| {
-                Instant::now() + std::time::Duration::from_secs((until - now).max(0) as u64)
+                Instant::now() + std::time::Duration::from_secs((until - now).max(1) as u64)
             })
     }
 
