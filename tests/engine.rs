@@ -9,6 +9,8 @@ mod support;
 mod daemon;
 #[path = "engine/dashboard.rs"]
 mod dashboard;
+#[path = "engine/files.rs"]
+mod files;
 #[path = "engine/operate.rs"]
 mod operate;
 #[path = "engine/remotes.rs"]

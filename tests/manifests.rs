@@ -250,7 +250,7 @@ fn golden_messages_for_each_rule() {
         ),
         (
             "services:\n  web: { image: x, secrets: [w] }\n",
-            &["p.yml:2:20: error: services.web: `secrets` is not supported in a service"],
+            &["p.yml:2:20: error: services.web.secrets: no top-level `secrets` entry `w`"],
         ),
         (
             "services:\n  web: { image: x, network_mode: host, ports: [80], net: host }\n  api: { image: x, links: [web], pid: \"service:web\" }\n",

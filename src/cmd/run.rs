@@ -109,6 +109,9 @@ async fn one_off(args: RunArgs) -> Result<ExitCode, String> {
         }
     };
     let started = async {
+        if !spec.provided.is_empty() {
+            engine.provide_files(&id, &spec.provided).await?;
+        }
         if !spec.files.is_empty() {
             engine.write_files(&id, &spec.files).await?;
         }

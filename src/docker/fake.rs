@@ -145,6 +145,23 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    async fn provide_files(
+        &self,
+        id: &str,
+        files: &[crate::manifest::model::ProvidedFile],
+    ) -> Result<(), RuntimeError> {
+        let files: BTreeMap<String, String> = files
+            .iter()
+            .map(|f| {
+                (
+                    f.target.clone(),
+                    String::from_utf8_lossy(&f.contents).into_owned(),
+                )
+            })
+            .collect();
+        self.write_files(id, &files).await
+    }
+
     /// The fake's containers run nothing: one waited for has exited with 0.
     async fn wait(&self, _id: &str) -> Result<i64, RuntimeError> {
         Ok(0)

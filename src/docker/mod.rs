@@ -247,6 +247,13 @@ pub trait Runtime: Send + Sync {
         id: &str,
     ) -> impl Future<Output = Result<Vec<AnonymousVolume>, RuntimeError>> + Send;
     fn health(&self, id: &str) -> impl Future<Output = Result<Health, RuntimeError>> + Send;
+    /// Write Compose's configs and secrets into a created container, each
+    /// with its owner and mode (and the folders above it, 0755, made).
+    fn provide_files(
+        &self,
+        id: &str,
+        files: &[crate::manifest::model::ProvidedFile],
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Write `files` (absolute path → contents) into a container.
     fn write_files(
         &self,

@@ -34,14 +34,6 @@ pub static ROUTER_KEYS: LazyLock<BTreeSet<String>> =
 pub const UNSUPPORTED_SERVICE_KEYS: &[(&str, &str)] = &[
     ("scale", "use `deploy.replicas` or `target_num_containers`"),
     (
-        "secrets",
-        "Compose secrets need Swarm; pass secrets through `environment` with `${VAR}` from pier's environment",
-    ),
-    (
-        "configs",
-        "Compose configs need Swarm; mount files with `volumes` instead",
-    ),
-    (
         "extends",
         "use YAML anchors and merge keys (`<<: *defaults`)",
     ),
@@ -76,20 +68,10 @@ pub const NO_EFFECT_SERVICE_KEYS: &[(&str, &str)] =
     &[("roles", "Tutum's API roles have no equivalent in pier")];
 
 /// Top-level keys Compose knows but pier does not support.
-pub const UNSUPPORTED_FILE_KEYS: &[(&str, &str)] = &[
-    (
-        "secrets",
-        "Compose secrets need Swarm; pass secrets with `${VAR}` from pier's environment",
-    ),
-    (
-        "configs",
-        "Compose configs need Swarm; mount files with `volumes` instead",
-    ),
-    (
-        "name",
-        "the stack name is set where pier runs (`--stack`), not in the manifests",
-    ),
-];
+pub const UNSUPPORTED_FILE_KEYS: &[(&str, &str)] = &[(
+    "name",
+    "the stack name is set where pier runs (`--stack`), not in the manifests",
+)];
 
 /// What pier says about a key it does not take, if it knows the key.
 pub fn unsupported_reason(table: &[(&str, &'static str)], key: &str) -> Option<&'static str> {

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod load;
 pub mod model;
 mod normalize;
+pub mod provided;
 pub mod router;
 pub mod spec;
 pub mod validate;
@@ -40,6 +41,8 @@ pub fn load_and_validate(files: &[SourceFile], vars: &Vars, tree: &dyn RepoTree)
     loaded.add_checked(across);
     let from_env_files = env_file::merge(&mut loaded.manifest, tree);
     loaded.add_checked(from_env_files);
+    let provided = provided::merge(&mut loaded.manifest, tree, vars);
+    loaded.add_checked(provided);
     // Routes may come from env files (`VIRTUAL_HOST`), so they are read last.
     let routes = router::finish(&mut loaded.manifest);
     loaded.add_checked(routes);

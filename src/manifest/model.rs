@@ -29,6 +29,69 @@ pub struct Manifest {
     pub networks: BTreeMap<String, NetworkDecl>,
     /// The top-level `router`, when declared.
     pub router: Option<Router>,
+    /// The top-level `configs` and `secrets`, by kind and name.
+    pub provided: BTreeMap<(ProvidedKind, String), ProvidedSource>,
+}
+
+/// A Compose config or secret: a file pier writes into containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProvidedKind {
+    Config,
+    Secret,
+}
+
+impl ProvidedKind {
+    /// The manifest key: `configs` or `secrets`.
+    pub fn key(self) -> &'static str {
+        match self {
+            ProvidedKind::Config => "configs",
+            ProvidedKind::Secret => "secrets",
+        }
+    }
+}
+
+/// Where a config's or secret's contents come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Origin {
+    /// A file in the repository (normalised path from its root).
+    File(String),
+    /// Written inline. Never serialised: it may be a secret.
+    Content(#[serde(skip)] String),
+    /// A variable of pier's environment, by name.
+    Environment(String),
+}
+
+/// A top-level `configs`/`secrets` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProvidedSource {
+    pub origin: Origin,
+    #[serde(skip)]
+    pub location: Location,
+}
+
+/// A service's use of a config or secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProvidedRef {
+    pub kind: ProvidedKind,
+    pub source: String,
+    /// Absolute path in the container.
+    pub target: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+/// A file written into a service's containers before they start.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProvidedFile {
+    /// Absolute path in the container.
+    pub target: String,
+    pub contents: Vec<u8>,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub secret: bool,
 }
 
 /// The HTTP router: a Caddy container on each node carrying its tags.
@@ -394,6 +457,11 @@ pub struct Service {
     pub hooks: Hooks,
     /// Compose's `post_start` and `pre_stop`, run in the containers.
     pub lifecycle: Lifecycle,
+    /// Compose's `configs` and `secrets` as the service names them.
+    pub provided_refs: Vec<ProvidedRef>,
+    /// Their contents, read once the manifests are loaded. Never serialised.
+    #[serde(skip)]
+    pub provided: Vec<ProvidedFile>,
     pub autodestroy: Autodestroy,
     pub sequential_deployment: bool,
     /// Requests the router sends to this service (`route`, or Docker

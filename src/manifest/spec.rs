@@ -53,6 +53,65 @@ pub struct FileSpec {
     /// requests for each service's `route` to its replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router: Option<RouterSpec>,
+    /// Files services may have written into their containers (Compose),
+    /// by name: from a `file` in the repository, `content`, or a variable
+    /// of pier's `environment`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configs: Option<BTreeMap<String, ProvidedSpec>>,
+    /// Like `configs`, for secrets: written with mode 0444 under
+    /// `/run/secrets/` by default, never shown in a plan or a log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<BTreeMap<String, ProvidedSpec>>,
+}
+
+/// A top-level `configs` or `secrets` entry: where its contents come from
+/// (exactly one of `file`, `content`, `environment`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidedSpec {
+    /// A file in the repository, relative to the manifest file's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The contents, written inline (interpolated like the rest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// The name of a variable of pier's environment (admitted by `--allow-env`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Swarm's: refused, with what to use instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<bool>,
+}
+
+/// A service's `configs` or `secrets` entry: a name, or `{source, target,
+/// uid, gid, mode}`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a name, or a mapping with `source` (and `target`, `uid`, `gid`, `mode`)"
+)]
+pub enum ProvidedRefSpec {
+    Short(String),
+    Long(ProvidedRefLongSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidedRefLongSpec {
+    /// The top-level entry's name.
+    pub source: String,
+    /// Where in the container (a secret's may be a name under `/run/secrets/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Owner's user id (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<Scalar>,
+    /// Owner's group id (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<Scalar>,
+    /// Permissions, octal (`"0440"` or `0440`; default `0444`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Scalar>,
 }
 
 /// The top-level `router`.
@@ -464,6 +523,14 @@ pub struct ServiceSpec {
     /// Tutum: redeploy when the image tag gets a new digest in the registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoredeploy: Option<bool>,
+    /// Compose: files written into the container before it starts, from the
+    /// top-level `configs` (default target `/<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configs: Option<Vec<ProvidedRefSpec>>,
+    /// Compose: like `configs`, from the top-level `secrets` (default
+    /// target `/run/secrets/<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<Vec<ProvidedRefSpec>>,
     /// Compose: commands run in each new container right after it starts,
     /// in order; one that fails fails the replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]

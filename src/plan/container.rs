@@ -170,6 +170,14 @@ pub struct ContainerSpec {
     /// The command run in the container after its files are rewritten.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reload: Option<Vec<String>>,
+    /// Compose's configs and secrets: files written into the container
+    /// before it starts. Their contents are never serialised (so never in
+    /// a label); `provided_digest` stands for them in the hash, so a change
+    /// replaces the replicas.
+    #[serde(skip)]
+    pub provided: Vec<crate::manifest::model::ProvidedFile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provided_digest: Option<String>,
 }
 
 impl ContainerSpec {

@@ -360,6 +360,8 @@ pub fn container_spec(
         pid_mode: service.pid.clone(),
         ipc_mode: service.ipc.clone(),
         files: service.files.clone(),
+        provided: service.provided.clone(),
+        provided_digest: provided_digest(&service.provided),
         replica_links: Vec::new(),
         more_networks: Vec::new(),
         network_links: BTreeMap::new(),
@@ -396,6 +398,28 @@ pub fn files_hash(files: &BTreeMap<String, String>) -> String {
         .take(8)
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A digest of the files a container is given (paths, owners, modes and
+/// contents), or `None` when there are none.
+fn provided_digest(files: &[crate::manifest::model::ProvidedFile]) -> Option<String> {
+    if files.is_empty() {
+        return None;
+    }
+    let mut hasher = Sha256::new();
+    for file in files {
+        hasher.update(file.target.as_bytes());
+        hasher.update(format!("\0{}:{}:{:o}\0", file.uid, file.gid, file.mode).as_bytes());
+        hasher.update(Sha256::digest(&file.contents));
+    }
+    Some(
+        hasher
+            .finalize()
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
 }
 
 pub fn spec_hash(spec: &ContainerSpec) -> String {

@@ -60,6 +60,45 @@ pub(super) fn files_archive(files: &BTreeMap<String, String>) -> std::io::Result
     archive.into_inner()
 }
 
+/// The tar archive of Compose's configs and secrets: each file with its
+/// owner and mode, and each folder above it (root's, 0755) first.
+pub(super) fn provided_archive(
+    files: &[crate::manifest::model::ProvidedFile],
+) -> std::io::Result<Vec<u8>> {
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut folders = std::collections::BTreeSet::new();
+    for file in files {
+        let path = file.target.trim_start_matches('/');
+        let mut folder = String::new();
+        for part in path
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map_or(&[][..], |(_, f)| f)
+        {
+            folder = if folder.is_empty() {
+                part.to_string()
+            } else {
+                format!("{folder}/{part}")
+            };
+            if folders.insert(folder.clone()) {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                archive.append_data(&mut header, format!("{folder}/"), std::io::empty())?;
+            }
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(file.mode);
+        header.set_uid(u64::from(file.uid));
+        header.set_gid(u64::from(file.gid));
+        header.set_size(file.contents.len() as u64);
+        archive.append_data(&mut header, path, file.contents.as_slice())?;
+    }
+    archive.into_inner()
+}
+
 pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let mut port_bindings: HashMap<String, Option<Vec<BollardPortBinding>>> = HashMap::new();
     for binding in &spec.ports {

@@ -100,6 +100,23 @@ fn classify(error: bollard::errors::Error) -> RuntimeError {
 }
 
 impl Engine {
+    /// Unpack a tar archive at the root of a container's file system.
+    async fn unpack_at_root(&self, id: &str, archive: Vec<u8>) -> Result<(), RuntimeError> {
+        let options = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
+            .path("/")
+            .build();
+        self.within(
+            "a file upload",
+            Box::pin(self.docker.upload_to_container(
+                id,
+                Some(options),
+                bollard::body_full(archive.into()),
+            )),
+        )
+        .await?
+        .map_err(classify)
+    }
+
     /// Attach a container to `network`, answering to `aliases` there, with
     /// `links` (`name:alias`) resolving `alias` to `name` for it alone.
     async fn join(
@@ -646,25 +663,22 @@ impl Runtime for Engine {
             .collect())
     }
 
+    async fn provide_files(
+        &self,
+        id: &str,
+        files: &[crate::manifest::model::ProvidedFile],
+    ) -> Result<(), RuntimeError> {
+        let archive = provided_archive(files).map_err(|e| RuntimeError::Failed(e.to_string()))?;
+        self.unpack_at_root(id, archive).await
+    }
+
     async fn write_files(
         &self,
         id: &str,
         files: &BTreeMap<String, String>,
     ) -> Result<(), RuntimeError> {
         let archive = files_archive(files).map_err(|e| RuntimeError::Failed(e.to_string()))?;
-        let options = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
-            .path("/")
-            .build();
-        self.within(
-            "a file upload",
-            Box::pin(self.docker.upload_to_container(
-                id,
-                Some(options),
-                bollard::body_full(archive.into()),
-            )),
-        )
-        .await?
-        .map_err(classify)
+        self.unpack_at_root(id, archive).await
     }
 
     async fn read_file(&self, id: &str, path: &str) -> Result<Option<String>, RuntimeError> {

@@ -64,6 +64,74 @@ impl Loader<'_> {
         }
     }
 
+    /// Top-level `configs` or `secrets`: where each one's contents come
+    /// from (read once everything is loaded).
+    pub(super) fn provided(
+        &mut self,
+        file: &str,
+        body: &Node,
+        kind: crate::manifest::model::ProvidedKind,
+    ) {
+        use crate::manifest::model::{Origin, ProvidedSource};
+        let here = Here {
+            file,
+            node: body,
+            prefix: kind.key().into(),
+        };
+        let spec = match type_json::<BTreeMap<String, crate::manifest::spec::ProvidedSpec>>(
+            &here,
+            &body.value.to_json(),
+        ) {
+            Ok(spec) => spec,
+            Err(failure) => return self.push(failure.0),
+        };
+        for (name, decl) in spec {
+            if decl.external == Some(true) {
+                self.push(
+                    here.error(
+                        &[k(&name), k("external")],
+                        format!("external {} are Swarm's", kind.key()),
+                    )
+                    .help("give its contents with `file`, `content` or `environment`"),
+                );
+                continue;
+            }
+            let mut p = Vec::new();
+            let origin = match (&decl.file, &decl.content, &decl.environment) {
+                (Some(path), None, None) => crate::manifest::normalize::repo_path(
+                    path,
+                    &here,
+                    &[k(&name), k("file")],
+                    &mut p,
+                )
+                .map(Origin::File),
+                (None, Some(content), None) => Some(Origin::Content(content.clone())),
+                (None, None, Some(variable)) => Some(Origin::Environment(variable.clone())),
+                _ => {
+                    p.push(here.error(
+                        &[k(&name)],
+                        "give exactly one of `file`, `content` and `environment`",
+                    ));
+                    None
+                }
+            };
+            for problem in p {
+                self.push(problem);
+            }
+            let Some(origin) = origin else { continue };
+            self.loaded
+                .declared_at
+                .insert(format!("{}.{name}", kind.key()), here.key_loc(&name));
+            self.loaded.manifest.provided.insert(
+                (kind, name.clone()),
+                ProvidedSource {
+                    origin,
+                    location: here.key_loc(&name),
+                },
+            );
+        }
+    }
+
     /// Top-level `networks`: `default`, the stack's own network, and
     /// networks of their own names that services list in `networks`.
     pub(super) fn networks(&mut self, file: &str, body: &Node) {

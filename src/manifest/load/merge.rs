@@ -63,6 +63,7 @@ impl Merge {
         }
         target.manifest.volumes.extend(manifest.volumes);
         target.manifest.networks.extend(manifest.networks);
+        target.manifest.provided.extend(manifest.provided);
         if let Some(at) = file.network_at {
             match &target.network_at {
                 Some(first) => target.diagnostics.push(

@@ -219,6 +219,12 @@ impl Loader<'_> {
                 "nodes" => self.each_entry(file, key, value, Self::node),
                 "pipeline" => self.pipeline(file, key, value),
                 "volumes" => self.volumes(file, value),
+                "configs" => {
+                    self.provided(file, value, crate::manifest::model::ProvidedKind::Config)
+                }
+                "secrets" => {
+                    self.provided(file, value, crate::manifest::model::ProvidedKind::Secret)
+                }
                 "networks" => self.networks(file, value),
                 "router" => self.router(file, key, value),
                 other => self.push(unknown_key(

@@ -19,6 +19,7 @@ mod networks;
 mod nodes;
 mod pipeline;
 mod ports;
+mod provided;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -454,6 +455,8 @@ pub fn service(
             .as_ref()
             .map(|h| lifecycle::hooks(h, here, &mut p))
             .unwrap_or_default(),
+        provided_refs: provided::provided_refs(spec, here, &mut p),
+        provided: Vec::new(),
         lifecycle: crate::manifest::model::Lifecycle {
             post_start: lifecycle::container_hooks(
                 spec.post_start.as_deref(),

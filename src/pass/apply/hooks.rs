@@ -137,6 +137,9 @@ async fn run_hook<R: Runtime>(
         }
         let id = engine.create(&name, &spec).await?;
         let ended = async {
+            if !spec.provided.is_empty() {
+                engine.provide_files(&id, &spec.provided).await?;
+            }
             if !spec.files.is_empty() {
                 engine.write_files(&id, &spec.files).await?;
             }

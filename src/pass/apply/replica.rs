@@ -252,7 +252,18 @@ pub(super) async fn start_new<R: Runtime>(
         .await?;
     crate::fault::point("create:created");
     let files = &desired.spec.files;
+    let provided = &desired.spec.provided;
     let configured = async {
+        if !provided.is_empty() {
+            ctx.step(
+                service,
+                node,
+                Action::Configure,
+                name,
+                engine.provide_files(&id, provided),
+            )
+            .await?;
+        }
         if !files.is_empty() {
             ctx.step(
                 service,
