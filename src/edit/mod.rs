@@ -178,6 +178,34 @@ fn parse_all(files: &[SourceFile]) -> Result<Vec<Vec<Node>>, Refused> {
         .collect()
 }
 
+/// Where service `name` is written: its file, the mapping that holds it
+/// (`services:` in pier's format, the document in a Tutum stackfile), its
+/// key and its value.
+fn locate_service<'n>(
+    parsed: &'n [Vec<Node>],
+    name: &str,
+) -> Option<(usize, &'n Node, &'n Key, &'n Node)> {
+    for (file, documents) in parsed.iter().enumerate() {
+        for document in documents {
+            let pier_format = entries(document)
+                .iter()
+                .any(|(k, _)| matches!(k.value.as_str(), "services" | "nodes" | "pipeline"));
+            let scope = if pier_format {
+                match lookup(document, "services") {
+                    Some((_, services)) => services,
+                    None => continue,
+                }
+            } else {
+                document
+            };
+            if let Some((key, value)) = lookup(scope, name) {
+                return Some((file, scope, key, value));
+            }
+        }
+    }
+    None
+}
+
 struct Editor<'a> {
     files: &'a [SourceFile],
     parsed: &'a [Vec<Node>],
@@ -278,24 +306,8 @@ impl<'a> Editor<'a> {
 
     /// The file and mapping entry that declare service `name`.
     fn service(&self, name: &str) -> Result<Found<'a>, Refused> {
-        for (file, documents) in self.parsed.iter().enumerate() {
-            for document in documents {
-                let top = entries(document);
-                let pier_format = top
-                    .iter()
-                    .any(|(k, _)| matches!(k.value.as_str(), "services" | "nodes" | "pipeline"));
-                let scope = if pier_format {
-                    match lookup(document, "services") {
-                        Some((_, services)) => services,
-                        None => continue,
-                    }
-                } else {
-                    document
-                };
-                if let Some((key, value)) = lookup(scope, name) {
-                    return Ok(Found { file, key, value });
-                }
-            }
+        if let Some((file, _, key, value)) = locate_service(self.parsed, name) {
+            return Ok(Found { file, key, value });
         }
         if let Some(service) = self.manifest.services.get(name) {
             return Err(Refused::Impossible(format!(

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::text::{self, Splice};
-use super::{Changed, Editor, Refused, lookup, parse_all};
+use super::{Changed, Editor, Refused, parse_all};
 use crate::manifest::{self, RepoTree, SourceFile, Vars};
 use crate::source::git::{ROLLBACK_TRAILER, short_commit as short};
 
@@ -154,38 +154,22 @@ fn block_of(
     parsed: &[Vec<manifest::yaml::Node>],
     service: &str,
 ) -> Result<Option<Block>, Refused> {
-    for (file, documents) in parsed.iter().enumerate() {
-        for document in documents {
-            let top = super::entries(document);
-            let pier_format = top
-                .iter()
-                .any(|(k, _)| matches!(k.value.as_str(), "services" | "nodes" | "pipeline"));
-            let scope = if pier_format {
-                match lookup(document, "services") {
-                    Some((_, services)) => services,
-                    None => continue,
-                }
-            } else {
-                document
-            };
-            if let Some((key, _)) = lookup(scope, service) {
-                let text = &files[file].text;
-                return match text::entry_lines(text, scope, key)? {
-                    Some((start, end, indent)) => Ok(Some(Block {
-                        file,
-                        start,
-                        end,
-                        indent,
-                    })),
-                    None => Err(Refused::Impossible(format!(
-                        "`{service}` is written in flow style in {}; roll back without naming services, or restore it by hand",
-                        files[file].path
-                    ))),
-                };
-            }
-        }
+    let Some((file, scope, key, _)) = super::locate_service(parsed, service) else {
+        return Ok(None);
+    };
+    let text = &files[file].text;
+    match text::entry_lines(text, scope, key)? {
+        Some((start, end, indent)) => Ok(Some(Block {
+            file,
+            start,
+            end,
+            indent,
+        })),
+        None => Err(Refused::Impossible(format!(
+            "`{service}` is written in flow style in {}; roll back without naming services, or restore it by hand",
+            files[file].path
+        ))),
     }
-    Ok(None)
 }
 
 /// The restored services must be defined as at the revision, images aside
