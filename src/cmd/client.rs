@@ -85,6 +85,26 @@ pub async fn act<T: DeserializeOwned>(
     answer(&url, request).await
 }
 
+/// Send `request` to the daemon `control` reaches, with who asks and why
+/// filled in from it. A failure is said on stderr and becomes the exit
+/// status: 2 when there is no daemon to ask, 1 when it refused or failed.
+pub async fn control<T: DeserializeOwned>(
+    control: &ControlArgs,
+    path: &str,
+    mut request: pier::daemon::api::ControlRequest,
+) -> Result<T, std::process::ExitCode> {
+    let address = address(&control.reach).map_err(|e| {
+        eprintln!("error: {e}");
+        std::process::ExitCode::from(2)
+    })?;
+    request.by = actor(control);
+    request.reason = control.reason.clone();
+    act(&address, path, &request).await.map_err(|e| {
+        eprintln!("error: {e}");
+        std::process::ExitCode::FAILURE
+    })
+}
+
 /// Who acts: `--by`, else `$PIER_AUTHOR`, else `$USER`.
 pub fn actor(control: &ControlArgs) -> String {
     control

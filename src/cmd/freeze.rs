@@ -20,48 +20,28 @@ fn services(named: &[String], all: bool) -> Vec<String> {
 }
 
 pub async fn freeze(args: FreezeArgs) -> ExitCode {
-    let address = match client::address(&args.control.reach) {
-        Ok(address) => address,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let request = ControlRequest {
         services: services(&args.services, args.all),
-        by: client::actor(&args.control),
-        reason: args.control.reason.clone(),
         for_seconds: args.duration.map(|d| d.as_secs().max(1)),
         ..Default::default()
     };
-    match client::act::<Vec<Freeze>>(&address, "/api/v1/freeze", &request).await {
+    match client::control::<Vec<Freeze>>(&args.control, "/api/v1/freeze", request).await {
         Ok(freezes) => {
             for freeze in &freezes {
                 println!("{}", describe_freeze(freeze));
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
 }
 
 pub async fn unfreeze(args: UnfreezeArgs) -> ExitCode {
-    let address = match client::address(&args.control.reach) {
-        Ok(address) => address,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let request = ControlRequest {
         services: services(&args.services, args.all),
-        by: client::actor(&args.control),
         ..Default::default()
     };
-    match client::act::<Vec<String>>(&address, "/api/v1/unfreeze", &request).await {
+    match client::control::<Vec<String>>(&args.control, "/api/v1/unfreeze", request).await {
         Ok(lifted) if lifted.is_empty() => {
             println!("Nothing was frozen; nothing changed.");
             ExitCode::SUCCESS
@@ -70,9 +50,6 @@ pub async fn unfreeze(args: UnfreezeArgs) -> ExitCode {
             println!("Unfrozen: {}.", lifted.join(", "));
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
 }

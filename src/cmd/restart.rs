@@ -10,20 +10,11 @@ use super::client;
 use crate::cli::RestartArgs;
 
 pub async fn restart(args: RestartArgs) -> ExitCode {
-    let address = match client::address(&args.control.reach) {
-        Ok(address) => address,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let request = ControlRequest {
         services: args.services.clone(),
-        by: client::actor(&args.control),
-        reason: args.control.reason.clone(),
         ..Default::default()
     };
-    match client::act::<Vec<String>>(&address, "/api/v1/restart", &request).await {
+    match client::control::<Vec<String>>(&args.control, "/api/v1/restart", request).await {
         Ok(services) => {
             println!(
                 "The daemon restarts {} in its next pass, replica by replica, each waited for to be healthy; `pier history` records it.",
@@ -31,9 +22,6 @@ pub async fn restart(args: RestartArgs) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
 }

@@ -140,21 +140,12 @@ fn choose<'d>(
 }
 
 async fn hold(control: &ControlArgs, target: &Revision) -> ExitCode {
-    let address = match client::address(&control.reach) {
-        Ok(address) => address,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let request = ControlRequest {
         commit: target.commit.clone(),
         revision: Some(target.id),
-        by: client::actor(control),
-        reason: control.reason.clone(),
         ..Default::default()
     };
-    match client::act::<Hold>(&address, "/api/v1/hold", &request).await {
+    match client::control::<Hold>(control, "/api/v1/hold", request).await {
         Ok(hold) => {
             println!(
                 "Held at {} (#{}): the daemon converges to it with the digests it ran, and moves to no new commit or digest until `pier resume`.",
@@ -163,27 +154,12 @@ async fn hold(control: &ControlArgs, target: &Revision) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
 }
 
 pub async fn resume(args: ControlArgs) -> ExitCode {
-    let address = match client::address(&args.reach) {
-        Ok(address) => address,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let request = ControlRequest {
-        by: client::actor(&args),
-        reason: args.reason.clone(),
-        ..Default::default()
-    };
-    match client::act::<bool>(&address, "/api/v1/resume", &request).await {
+    match client::control::<bool>(&args, "/api/v1/resume", ControlRequest::default()).await {
         Ok(true) => {
             println!("Resumed: the daemon follows its branch again.");
             ExitCode::SUCCESS
@@ -192,9 +168,6 @@ pub async fn resume(args: ControlArgs) -> ExitCode {
             println!("The stack was not held; nothing changed.");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
 }
