@@ -18,6 +18,19 @@ fn talker(bed: &Bed) -> String {
     )
 }
 
+/// Containers of `stack` on every node that carry the label `key`.
+async fn carrying(bed: &Bed, stack: &str, key: &str) -> usize {
+    let mut count = 0;
+    for node in &bed.nodes {
+        count += labelled(&engine(node).await, &format!("pier.stack={stack}"))
+            .await
+            .iter()
+            .filter(|c| c.labels.as_ref().is_some_and(|l| l.contains_key(key)))
+            .count();
+    }
+    count
+}
+
 fn pier(repo: &UserRepo, bed: &Bed) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pier"));
     command
@@ -184,18 +197,7 @@ async fn exec_and_run_reach_a_service_over_the_engine_api() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "one-off chatty"
     );
-    let mut left = 0;
-    for node in &bed.nodes {
-        left += labelled(&engine(node).await, &format!("pier.stack={}", repo.stack))
-            .await
-            .iter()
-            .filter(|c| {
-                c.labels
-                    .as_ref()
-                    .is_some_and(|l| l.contains_key("pier.run"))
-            })
-            .count();
-    }
+    let left = carrying(&bed, &repo.stack, "pier.run").await;
     assert_eq!(left, 0, "the one-off is removed");
 
     let out = pier(&repo, &bed)
@@ -289,18 +291,7 @@ async fn deploy_hooks_migrate_before_the_new_version_and_a_failure_keeps_the_old
         replica,
         "the old one runs on"
     );
-    let mut hooks_left = 0;
-    for node in &bed.nodes {
-        hooks_left += labelled(&engine(node).await, &format!("pier.stack={}", repo.stack))
-            .await
-            .iter()
-            .filter(|c| {
-                c.labels
-                    .as_ref()
-                    .is_some_and(|l| l.contains_key("pier.hook"))
-            })
-            .count();
-    }
+    let hooks_left = carrying(&bed, &repo.stack, "pier.hook").await;
     assert_eq!(hooks_left, 0, "hook containers are removed");
     remove_stack(&bed, &repo.stack).await;
     for node in &bed.nodes {
