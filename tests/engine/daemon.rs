@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::{
     Bed, CONVERGE, Daemon, DaemonOptions, HookReceiver, SmtpServer, UserRepo, eventually, git,
-    head_commit, nodes_yaml, push_image, remove_stack, running, sleeper, stack_replicas, unique,
-    wait_running,
+    head_commit, nodes_yaml, passes_reach, push_image, reconcile, remove_stack, running, sleeper,
+    stack_replicas, unique, wait_running,
 };
 
 /// A commit converges at once through the refs watcher (the git interval is
@@ -620,29 +620,6 @@ async fn pipeline_failed(daemon: &Daemon) {
         (status["pipeline"]["state"] == "failed").then_some(())
     })
     .await
-}
-
-async fn passes_reach(daemon: &Daemon, at_least: f64) {
-    eventually("a pass after the request", CONVERGE, || async {
-        (daemon.passes().await >= at_least).then_some(())
-    })
-    .await
-}
-
-/// Ask for a pass through the API (`token` is `PIER_API_TOKEN`) and wait
-/// until one more pass has finished.
-async fn reconcile(daemon: &Daemon, token: &str) {
-    let before = daemon.passes().await;
-    let (code, body) = daemon
-        .request(
-            "POST",
-            "/api/v1/reconcile",
-            &[("Authorization", &format!("Bearer {token}"))],
-            b"",
-        )
-        .await;
-    assert_eq!(code, 202, "{body}");
-    passes_reach(daemon, before + 1.0).await;
 }
 
 /// A first commit whose pipeline fails is never deployed, whatever starts

@@ -3,7 +3,7 @@
 
 use crate::support::{
     Bed, CONVERGE, Daemon, DaemonOptions, UserRepo, engine, eventually, head_commit, nodes_yaml,
-    push_image, remove_stack, stack_replicas, unique,
+    push_image, reconcile, remove_stack, stack_replicas, unique,
 };
 
 /// `(digest, MODE)` of every running replica of `web`, sorted.
@@ -61,24 +61,11 @@ fn pier(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> (i32, Str
     )
 }
 
-/// Ask for a pass and wait until one that started after the request ended.
+/// Ask for a pass twice: the second began after the first request, so
+/// whatever that request should have changed, a pass has seen it.
 async fn pass_after(daemon: &Daemon, token: &str) {
-    for _ in 0..2 {
-        let before = daemon.passes().await;
-        let (code, body) = daemon
-            .request(
-                "POST",
-                "/api/v1/reconcile",
-                &[("Authorization", &format!("Bearer {token}"))],
-                b"",
-            )
-            .await;
-        assert_eq!(code, 202, "{body}");
-        eventually("a pass after the request", CONVERGE, || async {
-            (daemon.passes().await > before).then_some(())
-        })
-        .await;
-    }
+    reconcile(daemon, token).await;
+    reconcile(daemon, token).await;
 }
 
 fn web(image: &str, mode: &str, extra: &str) -> String {

@@ -768,6 +768,30 @@ impl Drop for Daemon {
 /// How long a daemon test lets the daemon converge. A bound, not a wait:
 /// on 2 shared cores with four tests at a time and the bed's engines busy,
 /// a daemon's first pass has taken over a minute.
+/// Wait until the daemon has finished `at_least` passes.
+pub async fn passes_reach(daemon: &Daemon, at_least: f64) {
+    eventually("a pass after the request", CONVERGE, || async {
+        (daemon.passes().await >= at_least).then_some(())
+    })
+    .await
+}
+
+/// Ask for a pass through the API (`token` is `PIER_API_TOKEN`) and wait
+/// until one more pass has finished.
+pub async fn reconcile(daemon: &Daemon, token: &str) {
+    let before = daemon.passes().await;
+    let (code, body) = daemon
+        .request(
+            "POST",
+            "/api/v1/reconcile",
+            &[("Authorization", &format!("Bearer {token}"))],
+            b"",
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    passes_reach(daemon, before + 1.0).await;
+}
+
 pub const CONVERGE: Duration = Duration::from_secs(120);
 
 /// Manifest lines of a service of `replicas` sleeping containers.
