@@ -448,7 +448,10 @@ impl Reconciler {
             last_good: settled.as_deref(),
             rollback: rolling_back,
         };
-        let apply = self.apply_settings(loaded, hold.is_some()).await;
+        let apply = match self.apply_settings(loaded, hold.is_some()).await {
+            Ok(apply) => apply,
+            Err(reason) => return (Outcome::Transient(reason), 0),
+        };
         let deployment = crate::pass::deploy::deploy(
             loaded,
             &self.config.settings,

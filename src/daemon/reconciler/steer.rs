@@ -277,12 +277,14 @@ impl Reconciler {
     }
 
     /// The rollout settings of a pass at `loaded`: what brought it (hooks
-    /// see it), and the `pre_deploy` hooks that ran already.
+    /// see it), and the `pre_deploy` hooks that ran already. Unknown is not
+    /// none: when the store cannot say which hooks ran, the pass does not
+    /// deploy (it is retried), so no hook runs twice.
     pub(super) async fn apply_settings(
         &self,
         loaded: &Loaded,
         held: bool,
-    ) -> crate::pass::apply::ApplySettings {
+    ) -> Result<crate::pass::apply::ApplySettings, String> {
         let mut apply = self.config.apply.clone();
         apply.trigger = self.cause_of(&loaded.commit, held).as_str().to_string();
         apply.hooks_done = self
@@ -290,11 +292,8 @@ impl Reconciler {
             .store
             .call(|store| store.hooks_done())
             .await
-            .unwrap_or_else(|e| {
-                warn!(error = %e, "cannot read which deploy hooks ran; a rollout that needs one runs it");
-                Default::default()
-            });
-        apply
+            .map_err(|e| format!("cannot read which deploy hooks ran from the state store: {e}"))?;
+        Ok(apply)
     }
 
     /// Restart the services `pier restart` asked for, once this pass's
