@@ -9,6 +9,8 @@ mod support;
 
 #[path = "manifests/edits.rs"]
 mod edits;
+#[path = "manifests/sops.rs"]
+mod sops_files;
 
 use pier::manifest::{self, MemoryTree, SourceFile, Vars};
 use support::git;

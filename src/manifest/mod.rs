@@ -17,6 +17,7 @@ pub mod model;
 mod normalize;
 pub mod provided;
 pub mod router;
+pub mod sops;
 pub mod spec;
 pub mod validate;
 pub mod yaml;
