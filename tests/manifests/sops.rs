@@ -154,7 +154,12 @@ fn files_pier_writes_decrypt_in_sops() {
         ("p.env", DOTENV),
         ("p.pem", BINARY),
     ] {
-        let sealed = sops::encrypt(Format::of(name), plain, &[kit.recipient.clone()]).unwrap();
+        let sealed = sops::encrypt(
+            Format::of(name),
+            plain,
+            std::slice::from_ref(&kit.recipient),
+        )
+        .unwrap();
         let path = kit.write(name, &sealed);
         let decrypted = kit.sops(&["decrypt"], &path);
         same_document(name, &decrypted, plain);
