@@ -133,6 +133,7 @@ async fn a_hung_engine_fails_its_steps_in_time_and_the_rest_converges() {
         adopt: false,
         policy: Default::default(),
         allow_env: Vec::new(),
+        keys: Default::default(),
     };
     let vars = std::env::vars().collect();
     let prepared = pier::pass::prepare(&settings, &vars).await.expect("a plan");

@@ -46,7 +46,8 @@ pub async fn diff(args: DiffArgs) -> ExitCode {
 
 /// The values pier's environment gave the manifests: of the variables
 /// they interpolate, and of those an `environment`, stage `env` or build
-/// arg entry names (a name-only entry takes its value from there).
+/// arg entry names (a name-only entry takes its value from there); and
+/// every value SOPS files gave.
 /// `diff --show-values` never shows a value holding one of them.
 fn values_from_environment(
     manifest: &pier::manifest::Manifest,
@@ -72,6 +73,7 @@ fn values_from_environment(
         .chain(service_keys)
         .chain(stage_keys)
         .filter_map(|name| vars.get(name).cloned())
+        .chain(manifest.secret_values.0.iter().cloned())
         .filter(|value| !value.is_empty())
         .collect()
 }

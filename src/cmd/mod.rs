@@ -62,7 +62,18 @@ pub fn nodes_settings(source: pier::validate::Source, args: NodesArgs) -> Settin
         adopt: args.adopt,
         allow_env: args.policy.allow_env(),
         policy: args.policy.file.unwrap_or_default(),
+        keys: std::sync::Arc::new(age_keys()),
     }
+}
+
+/// The age keys the environment names (as SOPS finds them). A key file
+/// named but unreadable stops the command: running on without it would
+/// report every SOPS file as needing a key.
+pub fn age_keys() -> pier::manifest::sops::Keys {
+    pier::manifest::sops::Keys::from_env().unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2)
+    })
 }
 
 /// How a rollout goes, from the flags.

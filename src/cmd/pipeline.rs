@@ -35,6 +35,7 @@ pub async fn pipeline(command: PipelineCommand) -> ExitCode {
         settings.stack.as_deref(),
         &vars,
         &settings.policy,
+        pier::manifest::Decrypt::With(&settings.keys),
     )
     .and_then(|loaded| {
         // Only a deploy needs the router's certificate.

@@ -8,7 +8,7 @@ pub fn validate(args: cli::ValidateArgs) -> ExitCode {
     let source = super::source(args.source);
     let vars = pier::manifest::interpolate::admitted_from_process(&args.policy.allow_env());
     let policy = args.policy.file.unwrap_or_default();
-    match pier::validate::run(&source, &vars, &policy) {
+    match pier::validate::run(&source, &vars, &policy, &super::age_keys()) {
         Ok(report) => {
             match args.output {
                 cli::Output::Human => eprint!("{}", report.human()),

@@ -295,6 +295,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         engine_timeout: config.settings.engine_timeout,
         policy: Arc::new(config.settings.policy.clone()),
         confinement: config.untrusted.clone(),
+        keys: config.settings.keys.clone(),
     };
     tasks.spawn(watch::registry(
         registry.clone(),

@@ -38,6 +38,8 @@ pub struct PipelineRunner {
     pub policy: Arc<crate::policy::Policy>,
     /// What bounds the stages of the branches it does not deploy.
     pub confinement: pipeline::Confinement,
+    /// The age keys that open SOPS files: for the deploy branch only.
+    pub keys: Arc<crate::manifest::sops::Keys>,
 }
 
 /// Where other branches' stages may run: the nodes and runner tags of the
@@ -93,11 +95,25 @@ impl PipelineRunner {
         vars: Vars,
         untrusted: bool,
     ) -> Result<Loaded, pass::PassError> {
-        let (repo, policy) = (self.repo.clone(), self.policy.clone());
+        let (repo, policy, keys) = (self.repo.clone(), self.policy.clone(), self.keys.clone());
         let (commit, folder, stack) = (commit.to_string(), folder.to_string(), stack.to_string());
         let loaded = tokio::task::spawn_blocking(move || {
             let repo = repo.lock().expect("repository lock");
-            let loaded = pass::load(&repo, &commit, &folder, Some(&stack), &vars, &policy);
+            // A branch under test never has its SOPS files opened.
+            let decrypt = if untrusted {
+                crate::manifest::Decrypt::Never
+            } else {
+                crate::manifest::Decrypt::With(&keys)
+            };
+            let loaded = pass::load(
+                &repo,
+                &commit,
+                &folder,
+                Some(&stack),
+                &vars,
+                &policy,
+                decrypt,
+            );
             // A branch under test never gets the router's certificate.
             if untrusted {
                 loaded

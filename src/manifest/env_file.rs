@@ -9,48 +9,77 @@
 //! env files are not interpolated.
 
 use super::diagnostic::{Diagnostic, Location};
+use super::encrypted::{self, Decrypt, Read};
 use super::model::Manifest;
 use super::validate::RepoTree;
 
 /// Read every service's env files from `tree` and add their variables to
 /// its `environment`, where it does not set them itself. Later files win
-/// over earlier ones, as in Compose.
-pub fn merge(manifest: &mut Manifest, tree: &dyn RepoTree) -> Vec<Diagnostic> {
+/// over earlier ones, as in Compose. A SOPS-encrypted env file (any of
+/// its formats: its top-level values are the variables) is opened as
+/// `decrypt` allows; the values it gives join the manifest's secrets.
+pub fn merge(
+    manifest: &mut Manifest,
+    tree: &dyn RepoTree,
+    decrypt: Decrypt<'_>,
+) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
+    let mut secrets = Vec::new();
     for service in manifest.services.values_mut() {
         let mut from_files = std::collections::BTreeMap::new();
         for path in &service.env_files {
-            let bytes = match super::validate::read_file(tree, path) {
-                Ok(Some(bytes)) => bytes,
+            let at = service.location_of("env_file").clone();
+            let key = format!("services.{}.env_file", service.name);
+            let pairs = match encrypted::read(tree, path, decrypt) {
+                Ok(Read::Plain(bytes)) => match parse(&String::from_utf8_lossy(&bytes)) {
+                    Ok(pairs) => pairs,
+                    Err((line, message)) => {
+                        problems.push(
+                            Diagnostic::error(
+                                Location::new(path, line, 1),
+                                format!("env file of service `{}`: {message}", service.name),
+                            )
+                            .key(key)
+                            .related(at)
+                            .help("write one KEY=VALUE per line; quote values with spaces or #"),
+                        );
+                        continue;
+                    }
+                },
+                Ok(Read::Opened(opened)) => match opened.variables() {
+                    Ok(pairs) => {
+                        secrets.extend(pairs.iter().map(|(_, v)| v.clone()));
+                        pairs
+                    }
+                    Err(message) => {
+                        problems.push(
+                            Diagnostic::error(Location::new(path, 1, 1), message)
+                                .key(key)
+                                .related(at),
+                        );
+                        continue;
+                    }
+                },
+                Ok(Read::Sealed(bytes)) => {
+                    problems.push(encrypted::sealed_notice(path, &key));
+                    encrypted::sealed_variables(path, &bytes)
+                }
                 // A missing file is reported by the path checks.
-                Ok(None) => continue,
+                Ok(Read::Missing) => continue,
                 Err(reason) => {
-                    problems.push(
-                        Diagnostic::error(service.location_of("env_file").clone(), reason)
-                            .key(format!("services.{}.env_file", service.name))
-                            .help("the repository is damaged; fetch or clone it again"),
-                    );
+                    problems.push(Diagnostic::error(at, reason).key(key).help(
+                        "give pier the age key the file is encrypted to, or fetch the repository again if it is damaged",
+                    ));
                     continue;
                 }
             };
-            let text = String::from_utf8_lossy(&bytes);
-            match parse(&text) {
-                Ok(pairs) => from_files.extend(pairs),
-                Err((line, message)) => problems.push(
-                    Diagnostic::error(
-                        Location::new(path, line, 1),
-                        format!("env file of service `{}`: {message}", service.name),
-                    )
-                    .key(format!("services.{}.env_file", service.name))
-                    .related(service.location_of("env_file").clone())
-                    .help("write one KEY=VALUE per line; quote values with spaces or #"),
-                ),
-            }
+            from_files.extend(pairs);
         }
         for (key, value) in from_files {
             service.environment.entry(key).or_insert(Some(value));
         }
     }
+    manifest.secret_values.extend(secrets);
     problems
 }
 

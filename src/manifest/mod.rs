@@ -7,6 +7,7 @@
 //! first one and never panics.
 
 pub mod diagnostic;
+pub mod encrypted;
 pub mod env_file;
 pub mod here;
 pub mod include;
@@ -23,13 +24,26 @@ pub mod validate;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Location, Severity};
+pub use encrypted::Decrypt;
 pub use interpolate::Vars;
 pub use load::{Loaded, SourceFile};
 pub use model::Manifest;
 pub use validate::{Entry, MemoryTree, RepoTree};
 
-/// Load files and run every validation rule.
+/// Load files and run every validation rule, leaving SOPS files sealed
+/// (what edits and tests need; a deploy uses [`load_and_validate_with`]).
 pub fn load_and_validate(files: &[SourceFile], vars: &Vars, tree: &dyn RepoTree) -> Loaded {
+    load_and_validate_with(files, vars, tree, Decrypt::Never)
+}
+
+/// Load files and run every validation rule, opening SOPS files as
+/// `decrypt` allows.
+pub fn load_and_validate_with(
+    files: &[SourceFile],
+    vars: &Vars,
+    tree: &dyn RepoTree,
+    decrypt: Decrypt<'_>,
+) -> Loaded {
     let (files, include_problems) = include::expand(files, tree);
     let mut loaded = load::load(&files, vars);
     loaded.diagnostics.extend(include_problems);
@@ -40,9 +54,9 @@ pub fn load_and_validate(files: &[SourceFile], vars: &Vars, tree: &dyn RepoTree)
     loaded.files = files.iter().map(|f| f.path.clone()).collect();
     let across = validate::validate(&loaded.manifest, tree);
     loaded.add_checked(across);
-    let from_env_files = env_file::merge(&mut loaded.manifest, tree);
+    let from_env_files = env_file::merge(&mut loaded.manifest, tree, decrypt);
     loaded.add_checked(from_env_files);
-    let provided = provided::merge(&mut loaded.manifest, tree, vars);
+    let provided = provided::merge(&mut loaded.manifest, tree, vars, decrypt);
     loaded.add_checked(provided);
     // Routes may come from env files (`VIRTUAL_HOST`), so they are read last.
     let routes = router::finish(&mut loaded.manifest);

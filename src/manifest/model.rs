@@ -31,12 +31,17 @@ pub struct Manifest {
     pub router: Option<Router>,
     /// The top-level `configs` and `secrets`, by kind and name.
     pub provided: BTreeMap<(ProvidedKind, String), ProvidedSource>,
+    /// Every value opened from a SOPS file, and every secret's contents:
+    /// masked wherever pier shows text (stage and service logs, diff).
+    #[serde(skip)]
+    pub secret_values: SecretValues,
 }
 
 /// A Compose config or secret: a file pier writes into containers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ProvidedKind {
+    #[default]
     Config,
     Secret,
 }
@@ -52,7 +57,7 @@ impl ProvidedKind {
 }
 
 /// Where a config's or secret's contents come from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub enum Origin {
     /// A file in the repository (normalised path from its root).
     File(String),
@@ -60,6 +65,17 @@ pub enum Origin {
     Content(#[serde(skip)] String),
     /// A variable of pier's environment, by name.
     Environment(String),
+}
+
+// Inline contents may be a secret: `{:?}` does not show them.
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::File(path) => write!(f, "File({path:?})"),
+            Origin::Content(_) => f.write_str("Content(<hidden>)"),
+            Origin::Environment(name) => write!(f, "Environment({name:?})"),
+        }
+    }
 }
 
 /// A top-level `configs`/`secrets` entry.
@@ -83,15 +99,57 @@ pub struct ProvidedRef {
 }
 
 /// A file written into a service's containers before they start.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct ProvidedFile {
+    pub kind: ProvidedKind,
+    /// The top-level entry's name.
+    pub name: String,
     /// Absolute path in the container.
     pub target: String,
     pub contents: Vec<u8>,
+    /// A keyed hash of the contents (see `manifest::provided`): what the
+    /// replica's fingerprint holds instead of them.
+    pub digest: String,
     pub uid: u32,
     pub gid: u32,
     pub mode: u32,
-    pub secret: bool,
+}
+
+impl ProvidedFile {
+    pub fn is_secret(&self) -> bool {
+        self.kind == ProvidedKind::Secret
+    }
+}
+
+// The contents may be a secret: `{:?}` shows their digest only.
+impl std::fmt::Debug for ProvidedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProvidedFile")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("target", &self.target)
+            .field("digest", &self.digest)
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .finish()
+    }
+}
+
+/// Values that must never be shown; `{:?}` counts them.
+#[derive(Clone, PartialEq, Default)]
+pub struct SecretValues(pub Vec<String>);
+
+impl std::fmt::Debug for SecretValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretValues({} hidden)", self.0.len())
+    }
+}
+
+impl SecretValues {
+    pub fn extend(&mut self, values: impl IntoIterator<Item = String>) {
+        self.0.extend(values);
+    }
 }
 
 /// The HTTP router: a Caddy container on each node carrying its tags.

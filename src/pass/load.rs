@@ -2,6 +2,7 @@
 //! against every rule and the policy, and for a deploy the router's
 //! certificate and image from the operator's environment.
 
+use crate::manifest::Decrypt;
 use crate::manifest::{self, Diagnostic, Location, Vars};
 use crate::plan;
 use crate::registry::Registry;
@@ -28,11 +29,12 @@ pub async fn load_for_deploy(settings: &Settings, vars: &Vars) -> Result<Loaded,
     // another core while this one opens the repository.
     std::thread::spawn(crate::registry::prepare_reference_parser);
     // libgit2 and the loader block: they run off the async runtime.
-    let (source, stack, vars, policy) = (
+    let (source, stack, vars, policy, keys) = (
         settings.source.clone(),
         settings.stack.clone(),
         vars.clone(),
         settings.policy.clone(),
+        settings.keys.clone(),
     );
     tokio::task::spawn_blocking(move || {
         let repo = GitSource::open(&source.repo, &source.cache_dir)?;
@@ -43,6 +45,7 @@ pub async fn load_for_deploy(settings: &Settings, vars: &Vars) -> Result<Loaded,
             stack.as_deref(),
             &vars,
             &policy,
+            Decrypt::With(&keys),
         )
         .and_then(with_router_certificate)
     })
@@ -135,10 +138,11 @@ pub fn load(
     stack: Option<&str>,
     vars: &Vars,
     policy: &crate::policy::Policy,
+    decrypt: Decrypt<'_>,
 ) -> Result<Loaded, PassError> {
     let snapshot = repo.manifests(reference, folder)?;
     let stack = stack.map(str::to_string).unwrap_or_else(|| repo.name());
-    let loaded = crate::validate::load_checked(&snapshot, folder, vars, policy);
+    let loaded = crate::validate::load_checked(&snapshot, folder, vars, policy, decrypt);
     if !loaded.is_valid() {
         return Err(PassError::Invalid {
             commit: snapshot.commit,

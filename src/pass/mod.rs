@@ -54,6 +54,9 @@ pub struct Settings {
     pub policy: crate::policy::Policy,
     /// The variables of pier's environment manifests may use (`--allow-env`).
     pub allow_env: Vec<String>,
+    /// The age keys that open the repository's SOPS files (none: a SOPS
+    /// file stops a deploy with an error saying how to give one).
+    pub keys: std::sync::Arc<crate::manifest::sops::Keys>,
 }
 
 impl Settings {

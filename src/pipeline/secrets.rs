@@ -1,5 +1,6 @@
 //! What no pipeline log may show: the values the manifests took from pier's
-//! environment and the registry passwords. One list for the daemon's runs
+//! environment or from SOPS files, secrets' contents, and the registry
+//! passwords. One list for the daemon's runs
 //! and `pier pipeline run`, so both mask alike.
 
 use crate::manifest::Vars;
@@ -58,6 +59,15 @@ pub fn pipeline_secrets(
         interpolated
             .iter()
             .filter_map(|name| vars.get(name))
+            .filter(|v| v.chars().count() >= MIN_SECRET_LEN)
+            .cloned(),
+    );
+    // What SOPS files gave, and secrets' contents.
+    secrets.extend(
+        manifest
+            .secret_values
+            .0
+            .iter()
             .filter(|v| v.chars().count() >= MIN_SECRET_LEN)
             .cloned(),
     );

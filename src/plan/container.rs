@@ -176,8 +176,10 @@ pub struct ContainerSpec {
     /// replaces the replicas.
     #[serde(skip)]
     pub provided: Vec<crate::manifest::model::ProvidedFile>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub provided_digest: Option<String>,
+    /// Per file (`secret db`, `config app.conf`): a digest of its place,
+    /// owner, mode and keyed contents digest.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub provided_digest: BTreeMap<String, String>,
 }
 
 impl ContainerSpec {

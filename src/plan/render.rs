@@ -97,6 +97,11 @@ fn describe_replace(
             }
             // The image is described by its digests above.
             None if change.field == "image" => {}
+            // A config's or secret's contents are never shown, whatever
+            // the flags: only that it changed.
+            None if change.field.starts_with("secret ") || change.field.starts_with("config ") => {
+                parts.push(format!("{} ({})", change.field, change.change))
+            }
             None => parts.push(format!("{} {}", change.field, change.change)),
         }
     }

@@ -400,26 +400,24 @@ pub fn files_hash(files: &BTreeMap<String, String>) -> String {
         .collect()
 }
 
-/// A digest of the files a container is given (paths, owners, modes and
-/// contents), or `None` when there are none.
-fn provided_digest(files: &[crate::manifest::model::ProvidedFile]) -> Option<String> {
-    if files.is_empty() {
-        return None;
-    }
-    let mut hasher = Sha256::new();
-    for file in files {
-        hasher.update(file.target.as_bytes());
-        hasher.update(format!("\0{}:{}:{:o}\0", file.uid, file.gid, file.mode).as_bytes());
-        hasher.update(Sha256::digest(&file.contents));
-    }
-    Some(
-        hasher
-            .finalize()
-            .iter()
-            .take(16)
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    )
+/// Per file a container is given, by `secret <name>` or `config <name>`:
+/// a digest of where it goes, its owner and mode, and its contents' keyed
+/// digest (never the contents).
+fn provided_digest(files: &[crate::manifest::model::ProvidedFile]) -> BTreeMap<String, String> {
+    files
+        .iter()
+        .map(|file| {
+            let kind = if file.is_secret() { "secret" } else { "config" };
+            let placed = format!(
+                "{}\0{}:{}:{:o}\0{}",
+                file.target, file.uid, file.gid, file.mode, file.digest
+            );
+            (
+                format!("{kind} {}", file.name),
+                short_hash(placed.as_bytes()),
+            )
+        })
+        .collect()
 }
 
 pub fn spec_hash(spec: &ContainerSpec) -> String {
@@ -448,10 +446,14 @@ pub fn field_fingerprints(spec: &ContainerSpec) -> BTreeMap<String, String> {
     let json = serde_json::to_value(spec).expect("a container spec serialises");
     if let serde_json::Value::Object(parts) = json {
         for (name, value) in parts {
-            if name != "env" && name != "labels" {
+            if name != "env" && name != "labels" && name != "provided_digest" {
                 fields.insert(name, short_hash(value.to_string().as_bytes()));
             }
         }
+    }
+    // Named by file, so a plan says `secret db changed`, never a value.
+    for (file, digest) in &spec.provided_digest {
+        fields.insert(file.clone(), digest.clone());
     }
     fields.insert(
         "labels".into(),

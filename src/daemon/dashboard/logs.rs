@@ -1,7 +1,8 @@
 //! A service's output on the dashboard: the end of every replica's log,
 //! merged and marked like `pier logs`, then kept live over server-sent
-//! events. Each line is masked (the daemon's own secrets, and the values of
-//! the service's variables whose names look secret) and sent as text: the
+//! events. Each line is masked (the daemon's own secrets, what SOPS files
+//! gave, secrets' contents, and the values of the service's variables
+//! whose names look secret) and sent as text: the
 //! page adds it as text, never as markup.
 
 #[allow(unused_imports)]
@@ -26,6 +27,8 @@ fn secrets_of(d: &Dashboard, reach: &Reach, service: &str) -> Vec<String> {
     .flatten()
     .cloned()
     .collect();
+    // What SOPS files gave and secrets' contents, whichever service uses them.
+    secrets.extend(reach.manifest().secret_values.0.iter().cloned());
     if let Some(service) = reach.manifest().services.get(service) {
         secrets.extend(
             service
