@@ -71,6 +71,11 @@ pub enum Command {
     /// Restart a service's replicas in place, one batch at a time, each
     /// waited for to be healthy (done by the daemon; recorded as a restart)
     Restart(RestartArgs),
+    /// Create and change SOPS files encrypted to age keys (the key comes
+    /// from PIER_AGE_KEY_FILE, SOPS_AGE_KEY_FILE or SOPS_AGE_KEY, as for
+    /// `sops`)
+    #[command(subcommand)]
+    Secret(SecretCommand),
 }
 
 /// How to reach a running daemon: its API address, or the state folder it
@@ -570,6 +575,29 @@ pub enum NodeCommand {
         changes: Vec<String>,
         #[command(flatten)]
         commit: CommitArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Create a SOPS file encrypted to age recipients, from the document on
+    /// standard input (or, at a terminal, written in $EDITOR). Its name
+    /// picks the format: .yaml/.yml, .json, .env, anything else binary
+    New {
+        file: std::path::PathBuf,
+        /// An age recipient (age1…) the file is encrypted to; repeat for more
+        #[arg(long = "age", value_name = "RECIPIENT", required = true)]
+        recipients: Vec<String>,
+    },
+    /// Open the decrypted file in $EDITOR, then encrypt it again to the
+    /// same recipients (unchanged: the file is left as it was)
+    Edit { file: std::path::PathBuf },
+    /// Set one value, read from standard input (never from an argument,
+    /// which other users and shell history would see). KEY is a top-level
+    /// key, or a dotted path into nested mappings (db.password)
+    Set {
+        file: std::path::PathBuf,
+        key: String,
     },
 }
 

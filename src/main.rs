@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Command::Freeze(args) => run(cmd::freeze::freeze(args)),
         Command::Unfreeze(args) => run(cmd::freeze::unfreeze(args)),
         Command::Restart(args) => run(cmd::restart::restart(args)),
+        Command::Secret(command) => cmd::secret::secret(command),
     }
 }
 

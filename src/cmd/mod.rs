@@ -20,6 +20,7 @@ pub mod restart;
 pub mod rollback;
 pub mod run;
 pub mod scale;
+pub mod secret;
 pub mod set;
 pub mod status;
 mod terminal;

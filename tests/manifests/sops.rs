@@ -232,3 +232,89 @@ fn strip_comments(node: sops::Node) -> sops::Node {
         other => other,
     }
 }
+
+impl Kit {
+    fn pier_secret(&self, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> (bool, String) {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pier"))
+            .arg("secret")
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("PIER_AGE_KEY_FILE", self.dir.path().join("key.txt"))
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// `pier secret new`, `set` and `edit` write files `sops` decrypts to
+/// what was asked, and the value `set` takes comes from standard input.
+#[test]
+fn pier_secret_commands_write_files_sops_reads() {
+    let kit = kit();
+    let (ok, err) = kit.pier_secret(
+        &["new", "db.sops.yaml", "--age", &kit.recipient],
+        b"# the database\ndb:\n  user: app\n  password: first\n",
+        &[],
+    );
+    assert!(ok, "{err}");
+    let (ok, err) = kit.pier_secret(
+        &["new", "db.sops.yaml", "--age", &kit.recipient],
+        b"x: 1\n",
+        &[],
+    );
+    assert!(!ok && err.contains("exists"), "{err}");
+    let (ok, err) = kit.pier_secret(
+        &["set", "db.sops.yaml", "db.password"],
+        b"s3cond-value\n",
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(!err.contains("s3cond-value"), "{err}");
+    let file = kit.dir.path().join("db.sops.yaml");
+    assert!(!std::fs::read_to_string(&file).unwrap().contains("s3cond"));
+    same_document(
+        "db.yaml",
+        &kit.sops(&["decrypt"], &file),
+        b"db:\n  user: app\n  password: s3cond-value\n",
+    );
+
+    let env_file = kit.dir.path().join("app.env");
+    std::fs::write(
+        &env_file,
+        kit.encrypt_with_sops("plain.env", b"A=1\nB=two\n", &[]),
+    )
+    .unwrap();
+    let (ok, err) = kit.pier_secret(
+        &["edit", "app.env"],
+        b"",
+        &[("EDITOR", "sed -i s/A=1/A=changed/")],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        String::from_utf8(kit.sops(&["decrypt"], &env_file)).unwrap(),
+        "A=changed\nB=two\n"
+    );
+    // An editor that fails leaves the file as it was.
+    let before = std::fs::read(&env_file).unwrap();
+    let (ok, err) = kit.pier_secret(&["edit", "app.env"], b"", &[("EDITOR", "false")]);
+    assert!(!ok && err.contains("unchanged"), "{err}");
+    assert_eq!(std::fs::read(&env_file).unwrap(), before);
+    // Without the key, nothing is opened or written.
+    let (ok, err) = kit.pier_secret(
+        &["set", "app.env", "A"],
+        b"x\n",
+        &[("PIER_AGE_KEY_FILE", "/nonexistent/key.txt")],
+    );
+    assert!(!ok && err.contains("/nonexistent/key.txt"), "{err}");
+    assert_eq!(std::fs::read(&env_file).unwrap(), before);
+}

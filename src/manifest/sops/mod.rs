@@ -440,5 +440,98 @@ fn seal(format: Format, mut document: Node, recipients: &[String]) -> Result<Vec
     Ok(document::emit(format, &Node::Map(entries)))
 }
 
+/// The recipients to write a changed file to, after checking pier can
+/// write it as it was: encrypted to age keys only, with SOPS's default
+/// rule for what stays plain (an `_unencrypted` suffix). Anything else is
+/// left to `sops` itself rather than quietly changed.
+pub fn rewritable(path: &str, bytes: &[u8]) -> Result<Vec<String>, SopsError> {
+    let (_, meta) = split(Format::of(path), bytes)?;
+    for other in [
+        "kms",
+        "gcp_kms",
+        "azure_kv",
+        "hc_vault",
+        "pgp",
+        "key_groups",
+    ] {
+        let used = match meta.get(other) {
+            Some(Node::List(items)) => !items.is_empty(),
+            Some(Node::Str(text)) => !text.is_empty(),
+            Some(Node::Null) | None => false,
+            Some(_) => true,
+        };
+        if used {
+            return Err(SopsError::Malformed(format!(
+                "it is also encrypted to `{other}` keys, which pier does not write; change it with `sops edit`"
+            )));
+        }
+    }
+    let rules = Rules::read(&meta)?;
+    let default_rules = rules.encrypted_suffix.is_none()
+        && rules.unencrypted_regex.is_none()
+        && rules.encrypted_regex.is_none()
+        && !rules.mac_only_encrypted
+        && rules
+            .unencrypted_suffix
+            .as_deref()
+            .is_none_or(|s| s == UNENCRYPTED_SUFFIX);
+    if !default_rules {
+        return Err(SopsError::Malformed(
+            "it has its own rules for what stays plain, which pier does not write; change it with `sops edit`".into(),
+        ));
+    }
+    let recipients: Vec<String> = age_stanzas(&meta).into_iter().map(|(r, _)| r).collect();
+    if recipients.is_empty() {
+        return Err(SopsError::Malformed(
+            "it is not encrypted to any age recipient".into(),
+        ));
+    }
+    Ok(recipients)
+}
+
+impl Opened {
+    /// Set the value at `path` (keys of nested mappings; one key for a
+    /// dotenv file) to the text `value`, adding the key if it is new.
+    pub fn set(&mut self, path: &[&str], value: String) -> Result<(), String> {
+        if self.format == Format::Binary {
+            return Err("a binary file holds one value: use `pier secret edit`".into());
+        }
+        if self.format == Format::Dotenv && path.len() != 1 {
+            return Err("a dotenv file has one level of keys".into());
+        }
+        let Some((last, parents)) = path.split_last() else {
+            return Err("no key given".into());
+        };
+        let mut node = &mut self.document;
+        for key in parents {
+            let Node::Map(entries) = node else {
+                return Err(format!("`{key}` is inside a value that is not a mapping"));
+            };
+            if !entries.iter().any(|(k, _)| k == key) {
+                entries.push((key.to_string(), Node::Map(Vec::new())));
+            }
+            node = entries
+                .iter_mut()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v)
+                .expect("present");
+        }
+        let Node::Map(entries) = node else {
+            return Err(format!("`{last}` is inside a value that is not a mapping"));
+        };
+        match entries.iter_mut().find(|(k, _)| k == last) {
+            Some((_, Node::Map(_) | Node::List(_))) => {
+                return Err(format!(
+                    "`{}` holds a mapping or list, not a value",
+                    path.join(".")
+                ));
+            }
+            Some((_, slot)) => *slot = Node::Str(value),
+            None => entries.push((last.to_string(), Node::Str(value))),
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests;
