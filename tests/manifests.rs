@@ -204,6 +204,15 @@ fn public_compose_and_docker_cloud_files_load_or_fail_precisely() {
             ],
         ),
         (
+            "docker__awesome-compose__nginx-golang-mysql.yml",
+            &[
+                "3:5: error: services.backend.build: `backend` does not exist in the repository at this commit",
+                "4:5: error: services.backend.secrets: `db/password.txt` (secrets `db-password`) does not exist in the repository at this commit",
+                "21:5: error: services.db.secrets: `db/password.txt` (secrets `db-password`) does not exist in the repository at this commit",
+                "31:5: error: services.proxy.build: `proxy` does not exist in the repository at this commit",
+            ],
+        ),
+        (
             "docker__awesome-compose__plex.yml",
             &["10:9: error: variable PLEX_MEDIA_PATH is not set"],
         ),
@@ -235,7 +244,7 @@ fn public_compose_and_docker_cloud_files_load_or_fail_precisely() {
             ],
         ),
     ];
-    check_corpus("tests/fixtures/public", 19, expected_errors);
+    check_corpus("tests/fixtures/public", 20, expected_errors);
 }
 
 #[test]
@@ -260,6 +269,20 @@ fn golden_messages_for_each_rule() {
                 "p.yml:2:40: error: services.web.ports: `ports` with `network_mode: host`",
                 "p.yml:3:28: error: services.api.links[0]: `web` runs with `network_mode: host`, off the stack's network: it cannot be reached by name",
                 "p.yml:3:39: error: services.api.pid: `pid: service:web` is not supported",
+            ],
+        ),
+        (
+            "services:\n  web: { image: x, net: host, ports: [80] }\n  api: { image: x, links: [web] }\n",
+            &[
+                "p.yml:2:31: error: services.web.ports: `ports` with `net: host`",
+                "p.yml:3:28: error: services.api.links[0]: `web` runs with `net: host`, off the stack's network: it cannot be reached by name",
+            ],
+        ),
+        (
+            "x-defaults: &defaults\n  restart: sometimes\nservices:\n  a: { <<: *defaults, image: x }\n  b: { <<: *defaults, image: x }\n  c: { image: x, restart: sometimes }\n",
+            &[
+                "p.yml:2:12: error: services.{a,b}.restart: unknown restart policy `sometimes` (in services a and b, which all take it from here)",
+                "p.yml:6:27: error: services.c.restart: unknown restart policy `sometimes`",
             ],
         ),
         (

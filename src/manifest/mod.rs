@@ -66,7 +66,60 @@ pub fn load_and_validate_with(
         .diagnostics
         .sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
     loaded.diagnostics.dedup();
+    loaded.diagnostics = once_per_anchor(std::mem::take(&mut loaded.diagnostics));
     loaded
+}
+
+/// One problem for a value written once and merged into many services
+/// (`<<: *defaults`): the same message at the same place, about the same
+/// key of different services, becomes one naming them all.
+fn once_per_anchor(diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut out: Vec<Diagnostic> = Vec::with_capacity(diagnostics.len());
+    let mut services: Vec<Vec<String>> = Vec::new();
+    for diagnostic in diagnostics {
+        let split = diagnostic.key.as_deref().and_then(split_service_key);
+        let same = out.last().is_some_and(|last| {
+            let last_split = last.key.as_deref().and_then(split_service_key);
+            last.location == diagnostic.location
+                && last.severity == diagnostic.severity
+                && last.message == diagnostic.message
+                && last.help == diagnostic.help
+                && matches!((&last_split, &split), (Some((_, a)), Some((_, b))) if a == b)
+        });
+        match (same, split) {
+            (true, Some((service, _))) => services.last_mut().expect("one per kept").push(service),
+            (_, split) => {
+                services.push(split.map(|(s, _)| vec![s]).unwrap_or_default());
+                out.push(diagnostic);
+            }
+        }
+    }
+    for (diagnostic, services) in out.iter_mut().zip(services) {
+        if services.len() < 2 {
+            continue;
+        }
+        let rest = diagnostic
+            .key
+            .as_deref()
+            .and_then(split_service_key)
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        diagnostic.key = Some(format!("services.{{{}}}{rest}", services.join(",")));
+        let (last, first) = services.split_last().expect("two or more");
+        diagnostic.message = format!(
+            "{} (in services {} and {last}, which all take it from here)",
+            diagnostic.message,
+            first.join(", ")
+        );
+    }
+    out
+}
+
+/// `services.web.ports[1]` → (`web`, `.ports[1]`).
+fn split_service_key(key: &str) -> Option<(String, String)> {
+    let rest = key.strip_prefix("services.")?;
+    let end = rest.find(['.', '[']).unwrap_or(rest.len());
+    Some((rest[..end].to_string(), rest[end..].to_string()))
 }
 
 /// `depends_on.<svc>.required: false` on a service not in the manifests:

@@ -546,6 +546,18 @@ impl Service {
         self.key_locations.get(key).unwrap_or(&self.location)
     }
 
+    /// The key the network mode was written with, for messages: Tutum's
+    /// `net`, or Compose's `network_mode`.
+    pub fn network_mode_key(&self) -> &'static str {
+        if self.key_locations.contains_key("net")
+            && !self.key_locations.contains_key("network_mode")
+        {
+            "net"
+        } else {
+            "network_mode"
+        }
+    }
+
     /// The number of containers wanted when the strategy does not decide it.
     pub fn replica_count(&self) -> u32 {
         self.replicas.unwrap_or(1)

@@ -87,12 +87,16 @@ impl Value {
     }
 }
 
-/// Line and column of a node (1-based).
+/// Line and column of a node (1-based): where it is written, so a value
+/// an alias or a merge (`<<: *defaults`) replays is placed at its anchor,
+/// once for every service that uses it.
 pub fn line_col<T>(node: &Spanned<T>) -> (usize, usize) {
-    (
-        node.referenced.line() as usize,
-        node.referenced.column() as usize,
-    )
+    let at = if node.defined.line() > 0 {
+        &node.defined
+    } else {
+        &node.referenced
+    };
+    (at.line() as usize, at.column() as usize)
 }
 
 /// Why a file could not be read as YAML.

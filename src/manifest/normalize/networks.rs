@@ -87,10 +87,15 @@ pub(super) fn service_networks(
         return BTreeMap::new();
     };
     if spec.network_mode.is_some() || spec.net.is_some() {
+        let written = if spec.network_mode.is_some() {
+            "network_mode"
+        } else {
+            "net"
+        };
         p.push(
             here.error(
                 &[k("networks")],
-                "`networks` and `network_mode` exclude each other",
+                format!("`networks` and `{written}` exclude each other"),
             )
             .help("a container on the host's network, or on none, joins no other network"),
         );

@@ -383,7 +383,7 @@ fn off_stack_network(manifest: &Manifest, service: &Service, problems: &mut Vec<
             problems.push(
                 Diagnostic::error(
                     service.location_of("ports").clone(),
-                    format!("`ports` with `network_mode: {mode}`"),
+                    format!("`ports` with `{}: {mode}`", service.network_mode_key()),
                 )
                 .key(format!("services.{name}.ports"))
                 .help(if mode == "host" {
@@ -397,19 +397,20 @@ fn off_stack_network(manifest: &Manifest, service: &Service, problems: &mut Vec<
             problems.push(
                 Diagnostic::error(
                     service.location_of("links").clone(),
-                    format!("`links` with `network_mode: {mode}`: the service is not on the stack's network, where names resolve"),
+                    format!("`links` with `{}: {mode}`: the service is not on the stack's network, where names resolve", service.network_mode_key()),
                 )
                 .key(format!("services.{name}.links")),
             );
         }
     }
     for (n, link) in service.links.iter().enumerate() {
-        if let Some(mode) = manifest.services.get(&link.service).and_then(off) {
+        let target = manifest.services.get(&link.service);
+        if let Some((target, mode)) = target.and_then(|t| off(t).map(|mode| (t, mode))) {
             let key = format!("links[{n}]");
             problems.push(
                 Diagnostic::error(
                     service.location_of(&key).clone(),
-                    format!("`{}` runs with `network_mode: {mode}`, off the stack's network: it cannot be reached by name", link.service),
+                    format!("`{}` runs with `{}: {mode}`, off the stack's network: it cannot be reached by name", link.service, target.network_mode_key()),
                 )
                 .key(format!("services.{name}.{key}"))
                 .help("reach a service on the host's network at the node's address"),
