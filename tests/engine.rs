@@ -3354,6 +3354,49 @@ async fn an_acme_router_gets_its_certificate_from_the_ca_and_keeps_it() {
     support::remove_stack(&bed, &repo.stack).await;
 }
 
+/// `platform` is pulled and run as given, and a node of another platform
+/// refuses the plan, naming both, with nothing changed.
+#[tokio::test]
+async fn a_platform_is_pulled_and_a_node_of_another_is_refused() {
+    let bed = Bed::get();
+    let manifest = |platform: &str| {
+        format!(
+            "{}services:\n  app:\n    image: {}\n    command: sleep 3600\n    stop_grace_period: 1s\n    tags: [app]\n    platform: {platform}\n",
+            support::nodes_yaml(&bed, &[&["app"], &[], &[]]),
+            bed.base_image
+        )
+    };
+    let repo = support::UserRepo::new("platform", &manifest("linux/amd64"));
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let running = support::wait_running(&bed, &repo.stack, "app", 1).await;
+    let docker = support::engine(&bed.nodes[0]).await;
+    let name = running[0].split_once(':').unwrap().1.to_string();
+    let container = docker.inspect_container(&name, None).await.unwrap();
+    let image = docker
+        .inspect_image(container.image.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(image.architecture.as_deref(), Some("amd64"));
+
+    repo.commit(&manifest("linux/arm64"), "run it on arm");
+    let (code, stdout, stderr) = repo.pier(&bed, &["apply"]);
+    assert_ne!(code, 0, "{stdout}{stderr}");
+    let said = format!("{stdout}{stderr}");
+    assert!(
+        said.contains("asks for platform linux/arm64")
+            && said.contains("node `n1`")
+            && said.contains("linux/amd64"),
+        "{said}"
+    );
+    assert_eq!(
+        docker.inspect_container(&name, None).await.unwrap().id,
+        container.id,
+        "nothing changed"
+    );
+    support::remove_stack(&bed, &repo.stack).await;
+}
+
 /// The raw response head of a GET of `/` for `host`.
 async fn http_get_raw(addr: &str, port: u16, host: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

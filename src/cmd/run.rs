@@ -89,7 +89,7 @@ async fn one_off(args: RunArgs) -> Result<ExitCode, String> {
             .for_image(&spec.image)
             .cloned();
         engine
-            .pull(&spec.image, credentials.as_ref())
+            .pull(&spec.image, credentials.as_ref(), spec.platform.as_deref())
             .await
             .map_err(|e| format!("pulling {}: {e}", spec.image))?;
     }

@@ -133,10 +133,15 @@ impl Runtime for FakeRuntime {
         self.with(|s| Ok(s.images.get(reference).cloned()))
     }
 
+    async fn platform(&self) -> Result<String, RuntimeError> {
+        Ok("linux/amd64".into())
+    }
+
     async fn pull(
         &self,
         reference: &str,
         _credentials: Option<&Credentials>,
+        _platform: Option<&str>,
     ) -> Result<(), RuntimeError> {
         self.with(|s| {
             let id = format!("sha256:{:064x}", s.images.len() + 1);

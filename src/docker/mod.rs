@@ -126,11 +126,15 @@ pub trait Runtime: Send + Sync {
         &self,
         reference: &str,
     ) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send;
+    /// Pull an image: the node's own platform's, or `platform`'s.
     fn pull(
         &self,
         reference: &str,
         credentials: Option<&Credentials>,
+        platform: Option<&str>,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// The engine's platform, as Docker names them (`linux/amd64`).
+    fn platform(&self) -> impl Future<Output = Result<String, RuntimeError>> + Send;
     /// Wait until a container exits; its exit code. Unbounded: the caller
     /// bounds it.
     fn wait(&self, id: &str) -> impl Future<Output = Result<i64, RuntimeError>> + Send;

@@ -43,7 +43,6 @@ pub const UNSUPPORTED_SERVICE_KEYS: &[(&str, &str)] = &[
     ),
     ("uts", "UTS namespace settings are not supported"),
     ("userns_mode", "user namespace settings are not supported"),
-    ("platform", "images are pulled for each node's own platform"),
     (
         "mac_address",
         "fixed MAC addresses cannot hold across replicas",

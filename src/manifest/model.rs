@@ -491,6 +491,8 @@ pub struct Service {
     /// The log driver, and its options.
     pub logging: Option<(String, BTreeMap<String, String>)>,
     pub init: Option<bool>,
+    /// `os/arch[/variant]`, as written (lowercased).
+    pub platform: Option<String>,
     pub read_only: bool,
     pub tty: bool,
     pub stdin_open: bool,

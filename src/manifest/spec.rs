@@ -424,6 +424,10 @@ pub struct ServiceSpec {
     /// Run an init process (tini) as PID 1, which reaps zombies and forwards signals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<bool>,
+    /// The platform to pull and run (`os/arch[/variant]`, e.g. `linux/arm64`);
+    /// a node of another one is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
     /// Mount the container's root filesystem read-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,

@@ -79,6 +79,8 @@ pub async fn plan_loaded(
             destroyed: input.destroyed.clone(),
         },
     );
+    plan.refused
+        .extend(platform_refusals(manifest, &engines).await);
     let mut transient = transient;
     if !desired.overlay_networks().is_empty() && plan.refused.is_empty() {
         plan = plan.with_swarm(plan_swarm(manifest, &desired, &engines, &observed).await);
@@ -94,6 +96,59 @@ pub async fn plan_loaded(
         transient,
         down,
     }
+}
+
+/// A service with `platform` may run only on nodes of that platform:
+/// each reachable node it may be placed on is asked its own, and one of
+/// another platform (or one that cannot say) refuses the plan, naming
+/// both. Nodes are asked only when a service names a platform.
+async fn platform_refusals(manifest: &Manifest, engines: &BTreeMap<String, Engine>) -> Vec<String> {
+    let wanted: Vec<&manifest::model::Service> = manifest
+        .services
+        .values()
+        .filter(|s| s.platform.is_some())
+        .collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let asked = join_all(
+        engines
+            .iter()
+            .map(|(name, engine)| async move { (name.clone(), engine.platform().await) }),
+    )
+    .await;
+    let platforms: BTreeMap<String, _> = asked.into_iter().collect();
+    let mut refusals = Vec::new();
+    for service in wanted {
+        let want = service.platform.as_deref().unwrap_or_default();
+        for node in manifest.nodes.values().filter(|n| service.admits(n)) {
+            match platforms.get(&node.name) {
+                // Unreachable: observed as such; nothing is placed there.
+                None => {}
+                Some(Ok(have)) if platform_matches(want, have) => {}
+                Some(Ok(have)) => refusals.push(format!(
+                    "service `{}` asks for platform {want}, but node `{}`, where it may run, is {have}: give the service tags only {want} nodes carry, or change `platform`",
+                    service.name, node.name
+                )),
+                Some(Err(e)) => refusals.push(format!(
+                    "service `{}` asks for platform {want}, and node `{}` cannot say its own: {e}",
+                    service.name, node.name
+                )),
+            }
+        }
+    }
+    refusals
+}
+
+/// `linux/arm/v7` runs on a `linux/arm/v7` node; `linux/arm` on any arm
+/// variant; the OS and architecture must be the same.
+fn platform_matches(want: &str, have: &str) -> bool {
+    let (want, have): (Vec<&str>, Vec<&str>) =
+        (want.split('/').collect(), have.split('/').collect());
+    want.len() >= 2
+        && have.len() >= 2
+        && want[..2] == have[..2]
+        && (want.len() < 3 || have.get(2) == want.get(2))
 }
 
 /// Ask every reachable node of the stack where it stands in a swarm, and

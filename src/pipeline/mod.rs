@@ -371,7 +371,7 @@ async fn script_stage(
         // A branch under test runs only what it can pull itself, without
         // credentials: never a private image another run left on the node.
         engine
-            .pull(image, None)
+            .pull(image, None, None)
             .await
             .map_err(|e| failed(&format!("pulling {image} (a branch under test uses only images it can pull without credentials)"), e))?;
         engine
@@ -391,7 +391,7 @@ async fn script_stage(
     } else {
         if engine.image_id(image).await.ok().flatten().is_none() {
             engine
-                .pull(image, credentials_for(ctx, image).as_ref())
+                .pull(image, credentials_for(ctx, image).as_ref(), None)
                 .await
                 .map_err(|e| failed(&format!("pulling {image}"), e))?;
         }

@@ -123,6 +123,9 @@ pub struct ContainerSpec {
     pub logging: Option<(String, BTreeMap<String, String>)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<bool>,
+    /// The platform pulled and run (`linux/arm64`); none: the node's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
     #[serde(skip_serializing_if = "is_false")]
     pub read_only: bool,
     #[serde(skip_serializing_if = "is_false")]

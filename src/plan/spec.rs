@@ -340,6 +340,7 @@ pub fn container_spec(
         ulimits: service.ulimits.clone(),
         logging: service.logging.clone(),
         init: service.init,
+        platform: service.platform.clone(),
         read_only: service.read_only,
         tty: service.tty,
         stdin_open: service.stdin_open,

@@ -229,10 +229,13 @@ impl Runtime for Engine {
         &self,
         reference: &str,
         credentials: Option<&Credentials>,
+        platform: Option<&str>,
     ) -> Result<(), RuntimeError> {
-        let options = CreateImageOptionsBuilder::default()
-            .from_image(reference)
-            .build();
+        let mut options = CreateImageOptionsBuilder::default().from_image(reference);
+        if let Some(platform) = platform {
+            options = options.platform(platform);
+        }
+        let options = options.build();
         let credentials = credentials.map(|c| DockerCredentials {
             username: Some(c.username.clone()),
             password: Some(c.password.clone()),
@@ -292,6 +295,17 @@ impl Runtime for Engine {
             ..Default::default()
         })
         .await
+    }
+
+    async fn platform(&self) -> Result<String, RuntimeError> {
+        let info = self
+            .within("a system info request", Box::pin(self.docker.info()))
+            .await?
+            .map_err(classify)?;
+        Ok(docker_platform(
+            info.os_type.as_deref().unwrap_or("linux"),
+            info.architecture.as_deref().unwrap_or_default(),
+        ))
     }
 
     async fn swarm(&self) -> Result<crate::plan::swarm::SwarmMembership, RuntimeError> {
@@ -563,7 +577,11 @@ impl Runtime for Engine {
     }
 
     async fn create(&self, name: &str, spec: &ContainerSpec) -> Result<String, RuntimeError> {
-        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        let mut options = CreateContainerOptionsBuilder::default().name(name);
+        if let Some(platform) = &spec.platform {
+            options = options.platform(platform);
+        }
+        let options = options.build();
         let created = self
             .within(
                 "a container creation",
@@ -712,4 +730,18 @@ impl Runtime for Engine {
             _ => Health::Healthy,
         })
     }
+}
+
+/// An engine's platform in Docker's names: the kernel's `x86_64` is
+/// `amd64`, `aarch64` is `arm64`, `armv7l` is `arm/v7`.
+pub fn docker_platform(os: &str, architecture: &str) -> String {
+    let arch = match architecture {
+        "x86_64" => "amd64",
+        "aarch64" | "arm64" => "arm64",
+        "armv7l" => "arm/v7",
+        "armv6l" => "arm/v6",
+        "i386" | "i686" => "386",
+        other => other,
+    };
+    format!("{}/{arch}", os.to_ascii_lowercase())
 }

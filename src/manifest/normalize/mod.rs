@@ -420,6 +420,7 @@ pub fn service(
             .collect(),
         logging: logging(spec, here, &mut p),
         init: spec.init,
+        platform: platform(spec, here, &mut p),
         read_only: spec.read_only.unwrap_or(false),
         tty: spec.tty.unwrap_or(false),
         stdin_open: spec.stdin_open.unwrap_or(false),

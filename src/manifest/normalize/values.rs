@@ -235,3 +235,23 @@ pub(super) fn parse_bytes(text: &str) -> Option<u64> {
     };
     number.parse::<u64>().ok()?.checked_mul(factor)
 }
+
+/// `platform: os/arch[/variant]`, as Docker takes it (`linux/arm64`,
+/// `linux/arm/v7`).
+pub(super) fn platform(spec: &ServiceSpec, here: &Here, p: &mut Problems) -> Option<String> {
+    let written = spec.platform.as_ref()?;
+    let platform = written.trim().to_ascii_lowercase();
+    let parts: Vec<&str> = platform.split('/').collect();
+    let well_formed = (2..=3).contains(&parts.len())
+        && parts.iter().all(|part| {
+            !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+    if !well_formed {
+        p.push(
+            here.error(&[k("platform")], format!("`{written}` is not a platform"))
+                .help("write os/arch or os/arch/variant, e.g. `linux/amd64`, `linux/arm64`, `linux/arm/v7`"),
+        );
+        return None;
+    }
+    Some(platform)
+}

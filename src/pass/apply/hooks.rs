@@ -133,7 +133,9 @@ async fn run_hook<R: Runtime>(
         // A leftover of a run cut short (a crash) is not this run's.
         let _ = engine.remove(&name, crate::docker::Volumes::Remove).await;
         if !matches!(engine.image_id(&image).await, Ok(Some(_))) {
-            engine.pull(&image, credentials.as_ref()).await?;
+            engine
+                .pull(&image, credentials.as_ref(), spec.platform.as_deref())
+                .await?;
         }
         let id = engine.create(&name, &spec).await?;
         let ended = async {

@@ -75,11 +75,9 @@ pub(super) async fn prepare_nodes<R: Runtime>(ctx: &Context<'_, R>, level: &[&Se
         if matches!(present, Ok(Some(_))) {
             return;
         }
-        let never = ctx
-            .desired
-            .services
-            .get(service.as_str())
-            .is_some_and(|d| d.never_pull);
+        let desired = ctx.desired.services.get(service.as_str());
+        let never = desired.is_some_and(|d| d.never_pull);
+        let platform = desired.and_then(|d| d.spec.platform.as_deref());
         let credentials = ctx.credentials.for_image(image);
         let pull = async {
             // An engine that cannot say what it holds is not asked to pull.
@@ -89,7 +87,7 @@ pub(super) async fn prepare_nodes<R: Runtime>(ctx: &Context<'_, R>, level: &[&Se
                     "the node does not have it, and `pull_policy: never` forbids pulling".into(),
                 ));
             }
-            engine.pull(image, credentials.as_ref()).await
+            engine.pull(image, credentials.as_ref(), platform).await
         };
         let _ = ctx.step(service, node, Action::Pull, image, pull).await;
     }))
