@@ -6,7 +6,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// GitOps for plain Docker hosts: commit YAML, pier tests, builds and
 /// converges your containers.
 #[derive(Debug, Parser)]
-#[command(name = "pier", version, about, long_about = None, args_override_self = true)]
+#[command(
+    name = "pier",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PIER_COMMIT"), ")"),
+    about,
+    long_about = None,
+    args_override_self = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -76,6 +82,42 @@ pub enum Command {
     /// `sops`)
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Print a shell completion script: `pier completions bash >
+    /// /etc/bash_completion.d/pier` (zsh: a `_pier` file in a folder of
+    /// $fpath; fish: ~/.config/fish/completions/pier.fish)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `pier man | man -l -`; with --dir,
+    /// write one page per command there (pier.1, pier-apply.1, …)
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
+    /// Start a pier repository from a Compose file or Tutum stackfile in
+    /// this folder: writes pier/ (the services as written, the nodes, a
+    /// pipeline to fill in), validates it, and says what to run next
+    Init(InitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The Compose file or stackfile (default: the first of compose.yaml,
+    /// compose.yml, docker-compose.yml, docker-compose.yaml, docker-cloud.yml)
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: Option<std::path::PathBuf>,
+    /// A node: NAME=ENDPOINT, optionally :TAG,TAG after it
+    /// (`web1=tcp://10.0.0.11:2376:web,eu`); repeat for more. Default: one
+    /// node from DOCKER_HOST (or the local socket), tagged for every service
+    #[arg(long = "node", value_name = "NAME=ENDPOINT[:TAGS]")]
+    pub nodes: Vec<String>,
+    /// The folder to write (relative to this one)
+    #[arg(long, default_value = "pier")]
+    pub path: String,
+    /// Overwrite files pier/ already has
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// How to reach a running daemon: its API address, or the state folder it

@@ -35,6 +35,9 @@ fn main() -> ExitCode {
         Command::Unfreeze(args) => run(cmd::freeze::unfreeze(args)),
         Command::Restart(args) => run(cmd::restart::restart(args)),
         Command::Secret(command) => cmd::secret::secret(command),
+        Command::Completions { shell } => cmd::docs::completions(shell),
+        Command::Man { dir } => cmd::docs::man(dir),
+        Command::Init(args) => cmd::init::init(args),
     }
 }
 

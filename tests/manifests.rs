@@ -7,6 +7,8 @@ use std::process::Command;
 
 mod support;
 
+#[path = "manifests/cli.rs"]
+mod cli;
 #[path = "manifests/edits.rs"]
 mod edits;
 #[path = "manifests/sops.rs"]

@@ -1,0 +1,135 @@
+//! The command line's own outputs: `--version` names the commit, the
+//! completions and manual are generated and parse, and `pier init` turns
+//! a Compose file into a valid manifests folder without overwriting one.
+
+use std::path::Path;
+use std::process::Command;
+
+fn pier(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pier"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("DOCKER_HOST")
+        .output()
+        .expect("pier runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(here)
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    let (code, out, _) = pier(here, &["--version"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("pier ") && out.contains(&format!("(commit {head})")),
+        "{out} vs {head}"
+    );
+}
+
+#[test]
+fn completions_and_the_manual_are_generated_and_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, bash, err) = pier(dir.path(), &["completions", "bash"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        bash.contains("complete -F") && bash.contains("rollback"),
+        "{bash}"
+    );
+    let script = dir.path().join("pier.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let parsed = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(parsed.status.success(), "{parsed:?}");
+    for shell in ["zsh", "fish"] {
+        let (code, out, err) = pier(dir.path(), &["completions", shell]);
+        assert!(code == 0 && out.contains("secret"), "{shell}: {err}");
+    }
+    let (code, page, err) = pier(dir.path(), &["man"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH pier"),
+        "{page}"
+    );
+    let pages = dir.path().join("man");
+    let (code, _, err) = pier(dir.path(), &["man", "--dir", pages.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for page in ["pier.1", "pier-apply.1", "pier-secret-edit.1"] {
+        assert!(pages.join(page).is_file(), "{page}");
+    }
+}
+
+#[test]
+fn init_writes_a_valid_folder_from_a_compose_file_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("app")).unwrap();
+    std::fs::write(dir.path().join("app/Dockerfile"), "FROM scratch\n").unwrap();
+    std::fs::write(dir.path().join("app.env"), "MODE=prod\n").unwrap();
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        "# our app\nservices:\n  web:\n    image: nginx:1.27\n    ports: [\"8080:80\"]\n  api:\n    build: ./app\n    image: registry.example.com/api:latest\n    env_file: ./app.env\n",
+    )
+    .unwrap();
+    let (code, out, err) = pier(
+        dir.path(),
+        &[
+            "init",
+            "--node",
+            "web1=tcp://10.0.0.11:2376:web,eu",
+            "--node",
+            "db1=tcp://10.0.0.12:2376",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("valid: 2 service(s), 2 node(s)"), "{err}");
+    assert!(
+        out.contains("git add pier") && out.contains("pier diff") && out.contains("pier apply"),
+        "{out}"
+    );
+    let stack = std::fs::read_to_string(dir.path().join("pier/stack.yml")).unwrap();
+    assert!(
+        stack.contains("# our app") && stack.contains("build: \"../app\""),
+        "{stack}"
+    );
+    let nodes = std::fs::read_to_string(dir.path().join("pier/nodes.yml")).unwrap();
+    assert!(
+        nodes.contains("tags: [web, eu]") && nodes.contains("endpoint: \"tcp://10.0.0.12:2376\""),
+        "{nodes}"
+    );
+    let pipeline = std::fs::read_to_string(dir.path().join("pier/pipeline.yml")).unwrap();
+    assert!(pipeline.contains("#       build: [api]"), "{pipeline}");
+
+    std::fs::write(dir.path().join("pier/nodes.yml"), "# mine\n").unwrap();
+    let (code, _, err) = pier(dir.path(), &["init"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("pier/nodes.yml")).unwrap(),
+        "# mine\n"
+    );
+    let (code, _, err) = pier(dir.path(), &["init", "--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        std::fs::read_to_string(dir.path().join("pier/nodes.yml"))
+            .unwrap()
+            .contains("unix:///var/run/docker.sock")
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, err) = pier(empty.path(), &["init"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no Compose file here"), "{err}");
+}
