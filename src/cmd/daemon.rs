@@ -79,6 +79,7 @@ pub async fn daemon(args: DaemonArgs) -> ExitCode {
             stage_log_bytes: (args.stage_log_mib as usize) << 20,
         },
         notify,
+        notify_file: args.notify.clone(),
         public_url: args.public_url,
         untrusted: pier::pipeline::Confinement {
             memory_bytes: args.untrusted_memory,

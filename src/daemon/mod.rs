@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use tokio::sync::{Notify, watch as tokio_watch};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::source::git::GitSource;
 
@@ -293,7 +293,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         environment,
         branch: config.branch.clone(),
         engine_timeout: config.settings.engine_timeout,
-        policy: Arc::new(config.settings.policy.clone()),
+        policy: Arc::new(std::sync::RwLock::new(Arc::new(
+            config.settings.policy.clone(),
+        ))),
         confinement: config.untrusted.clone(),
         keys: config.settings.keys.clone(),
     };
@@ -315,13 +317,69 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         stack.clone(),
     ));
 
+    tasks.spawn(reload_on_hangup(
+        config.clone(),
+        runner.policy.clone(),
+        shared.clone(),
+    ));
+
     shared.triggers.send(Trigger::Startup);
     let reconciler = Reconciler::new(config.clone(), stack, registry, runner).await;
+    // Listening, and the first pass asked for: ready, to systemd.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     reconcile_loop(reconciler, &config, shutdown_signal()).await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     info!("pier daemon stopping");
     shutdown.notify_waiters();
     tasks.abort_all();
     Ok(())
+}
+
+/// On SIGHUP, read the operator's files again (the policy and the
+/// notification targets) and use them from the next pass on, keeping all
+/// other state. A file that no longer reads is reported and the one in use
+/// is kept. Told to systemd as a reload (`Type=notify-reload`).
+async fn reload_on_hangup(
+    config: Config,
+    policy: Arc<std::sync::RwLock<Arc<crate::policy::Policy>>>,
+    shared: Arc<Shared>,
+) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        warn!("cannot install a SIGHUP handler: the operator's files are read at start only");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let mut reloading = vec![sd_notify::NotifyState::Reloading];
+        reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+        let _ = sd_notify::notify(&reloading);
+        let path = policy.read().expect("policy lock").path.clone();
+        match path.as_deref().map(crate::policy::Policy::from_file) {
+            None => {}
+            Some(Ok(read)) => {
+                *policy.write().expect("policy lock") = Arc::new(read);
+                info!(path, "policy read again");
+            }
+            Some(Err(error)) => error!(%error, "policy not read again; the one in use stays"),
+        }
+        match config
+            .notify_file
+            .as_deref()
+            .map(notify::NotifyConfig::from_file)
+        {
+            None => {}
+            Some(Ok(read)) => {
+                shared.notifier.reload(&read, &shared.metrics);
+                info!(path = ?config.notify_file, "notification targets read again");
+            }
+            Some(Err(error)) => {
+                error!(%error, "notification targets not read again; those in use stay")
+            }
+        }
+        // Applied by the next pass, which runs now.
+        shared.triggers.send(Trigger::Resync);
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

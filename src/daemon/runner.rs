@@ -34,8 +34,9 @@ pub struct PipelineRunner {
     pub engine_timeout: Duration,
     /// The branch the daemon deploys: its runs are trusted.
     pub branch: String,
-    /// What manifests may ask of the hosts, on every branch.
-    pub policy: Arc<crate::policy::Policy>,
+    /// What manifests may ask of the hosts, on every branch: read again
+    /// from its file on SIGHUP.
+    pub policy: Arc<std::sync::RwLock<Arc<crate::policy::Policy>>>,
     /// What bounds the stages of the branches it does not deploy.
     pub confinement: pipeline::Confinement,
     /// The age keys that open SOPS files: for the deploy branch only.
@@ -95,7 +96,8 @@ impl PipelineRunner {
         vars: Vars,
         untrusted: bool,
     ) -> Result<Loaded, pass::PassError> {
-        let (repo, policy, keys) = (self.repo.clone(), self.policy.clone(), self.keys.clone());
+        let policy = self.policy.read().expect("policy lock").clone();
+        let (repo, keys) = (self.repo.clone(), self.keys.clone());
         let (commit, folder, stack) = (commit.to_string(), folder.to_string(), stack.to_string());
         let loaded = tokio::task::spawn_blocking(move || {
             let repo = repo.lock().expect("repository lock");

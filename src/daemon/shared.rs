@@ -46,6 +46,8 @@ pub struct Config {
     pub retention: store::Retention,
     /// Where notifications go (`--notify`).
     pub notify: notify::NotifyConfig,
+    /// The file they were read from, to read again on SIGHUP.
+    pub notify_file: Option<String>,
     /// The URL users reach the daemon at, behind a proxy (`--public-url`).
     pub public_url: Option<String>,
     /// What bounds the stages of other branches (`--untrusted-*`).

@@ -102,6 +102,8 @@ fn default_max_replicas() -> u32 {
 pub struct Policy {
     /// Where the policy comes from, for messages.
     origin: String,
+    /// The file it was read from, to read again (the daemon on SIGHUP).
+    pub path: Option<String>,
     privileged: bool,
     /// Upper-case names without `CAP_`; `None`: any.
     cap_add: Option<Vec<String>>,
@@ -131,6 +133,7 @@ impl Default for Policy {
     fn default() -> Policy {
         Policy {
             origin: "the default policy".into(),
+            path: None,
             privileged: true,
             cap_add: None,
             bind_mounts: None,
@@ -155,6 +158,10 @@ impl Policy {
         let file: PolicyFile = serde_saphyr::from_str(&text)
             .map_err(|e| format!("the policy file {path} is not valid: {e}"))?;
         Policy::from_parts(format!("the policy {path}"), file)
+            .map(|policy| Policy {
+                path: Some(path.to_string()),
+                ..policy
+            })
             .map_err(|e| format!("the policy file {path} is not valid: {e}"))
     }
 
@@ -212,6 +219,7 @@ impl Policy {
         }
         Ok(Policy {
             origin,
+            path: None,
             privileged: file.privileged,
             cap_add,
             bind_mounts,

@@ -1659,3 +1659,72 @@ async fn daemon_notifies_pipeline_and_deploy_events_and_a_dead_target_blocks_not
     drop(daemon);
     remove_stack(&bed, &repo.stack).await;
 }
+
+/// Under systemd (`Type=notify`): READY once listening, RELOADING then
+/// READY around a SIGHUP, which reads the policy file again for the next
+/// pass (a stricter one refuses what the old one let through), and
+/// STOPPING on SIGTERM.
+#[tokio::test]
+async fn the_daemon_tells_systemd_its_state_and_reads_its_policy_again_on_sighup() {
+    let bed = Bed::get();
+    let manifest = format!(
+        "{}services:\n  app:\n    image: {}\n    command: sleep 3600\n    stop_grace_period: 1s\n    tags: [app]\n    deploy: {{ replicas: 2 }}\n",
+        nodes_yaml(&bed, &[&["app"], &[], &[]]),
+        bed.base_image
+    );
+    let repo = UserRepo::new("dhup", &manifest);
+    let state = tempfile::tempdir().unwrap();
+    let policy = state.path().join("policy.yml");
+    std::fs::write(&policy, "max_replicas: 3\n").unwrap();
+    let socket_path = state.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(CONVERGE)).unwrap();
+    let said = || {
+        let mut buf = [0u8; 512];
+        let n = socket
+            .recv(&mut buf)
+            .expect("a notification within the bound");
+        String::from_utf8_lossy(&buf[..n]).trim_end().to_string()
+    };
+    let daemon = Daemon::start(
+        &bed,
+        repo.dir.path().to_str().unwrap(),
+        &repo.stack,
+        state.path(),
+        &DaemonOptions::default()
+            .arg("--policy", policy.to_str().unwrap())
+            .env("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+    );
+    assert_eq!(said(), "READY=1");
+    let running = wait_running(&bed, &repo.stack, "app", 2).await;
+
+    std::fs::write(&policy, "max_replicas: 1\n").unwrap();
+    daemon.signal("HUP");
+    let reloading = said();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(said(), "READY=1");
+    eventually("the stricter policy refuses the pass", CONVERGE, || async {
+        daemon.log_text().contains("max_replicas: 1").then_some(())
+    })
+    .await;
+    assert!(daemon.log_text().contains("policy read again"));
+    assert_eq!(
+        wait_running(&bed, &repo.stack, "app", 2).await,
+        running,
+        "a refused pass changes nothing"
+    );
+    // A policy file that no longer reads keeps the one in use.
+    std::fs::write(&policy, "max_replicas: [\n").unwrap();
+    daemon.signal("HUP");
+    assert!(said().starts_with("RELOADING=1"));
+    assert_eq!(said(), "READY=1");
+    assert!(daemon.log_text().contains("policy not read again"));
+
+    daemon.signal("TERM");
+    assert_eq!(said(), "STOPPING=1");
+    drop(daemon);
+    remove_stack(&bed, &repo.stack).await;
+}

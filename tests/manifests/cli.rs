@@ -133,3 +133,49 @@ fn init_writes_a_valid_folder_from_a_compose_file_and_never_overwrites() {
     assert_eq!(code, 2);
     assert!(err.contains("no Compose file here"), "{err}");
 }
+
+/// `contrib/pier.service` is a unit systemd accepts as written (with this
+/// build's binary in place of the installed one): no unknown directive, no
+/// bad value. Its `Documentation=` line is left out: it names the manual
+/// as installed, which this machine need not have.
+#[test]
+fn the_systemd_unit_verifies() {
+    let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("systemd-analyze is missing: install Debian's `systemd` package to check contrib/pier.service");
+    let unit =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/pier.service"))
+            .unwrap();
+    let unit: String = unit
+        .replace("/usr/local/bin/pier", env!("CARGO_BIN_EXE_pier"))
+        .lines()
+        .filter(|l| !l.starts_with("Documentation="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pier.service");
+    std::fs::write(&path, &unit).unwrap();
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+    // And it would catch a mistake.
+    std::fs::write(
+        &path,
+        unit.replace("NoNewPrivileges=yes", "NoNewPrivilege=yes"),
+    )
+    .unwrap();
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NoNewPrivilege"),
+        "{out:?}"
+    );
+}

@@ -741,6 +741,15 @@ impl Daemon {
         None
     }
 
+    /// Send a signal (`HUP`, `TERM`, …) without waiting.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
     /// SIGTERM, and wait for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let status = std::process::Command::new("kill")

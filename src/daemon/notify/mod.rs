@@ -145,8 +145,10 @@ impl Event {
 pub struct Notifier {
     stack: String,
     branch: String,
-    degraded_after: Duration,
-    targets: Vec<deliver::Queue>,
+    degraded_after: std::sync::RwLock<Duration>,
+    /// Replaced whole on SIGHUP; a replaced target's queue still delivers
+    /// what it holds.
+    targets: std::sync::RwLock<Vec<deliver::Queue>>,
     state: Mutex<Transitions>,
 }
 
@@ -170,12 +172,8 @@ impl Notifier {
         Notifier {
             stack: stack.to_string(),
             branch: branch.to_string(),
-            degraded_after: config.degraded_after,
-            targets: config
-                .targets
-                .iter()
-                .map(|target| deliver::Queue::start(target.clone(), config, metrics.clone()))
-                .collect(),
+            degraded_after: std::sync::RwLock::new(config.degraded_after),
+            targets: std::sync::RwLock::new(Self::queues(config, metrics)),
             state: Mutex::new(Transitions::default()),
         }
     }
@@ -185,14 +183,35 @@ impl Notifier {
         Notifier {
             stack: String::new(),
             branch: String::new(),
-            degraded_after: Duration::MAX,
-            targets: Vec::new(),
+            degraded_after: std::sync::RwLock::new(Duration::MAX),
+            targets: std::sync::RwLock::new(Vec::new()),
             state: Mutex::new(Transitions::default()),
         }
     }
 
+    fn queues(config: &NotifyConfig, metrics: &Metrics) -> Vec<deliver::Queue> {
+        config
+            .targets
+            .iter()
+            .map(|target| deliver::Queue::start(target.clone(), config, metrics.clone()))
+            .collect()
+    }
+
+    /// Use `config`'s targets from now on (SIGHUP). Events already queued
+    /// for the old ones are still delivered.
+    pub fn reload(&self, config: &NotifyConfig, metrics: &Metrics) {
+        let queues = Self::queues(config, metrics);
+        *self.targets.write().expect("targets lock") = queues;
+        *self.degraded_after.write().expect("degraded_after lock") = config.degraded_after;
+    }
+
     pub fn targets(&self) -> Vec<TargetStatus> {
-        self.targets.iter().map(|t| t.status()).collect()
+        self.targets
+            .read()
+            .expect("targets lock")
+            .iter()
+            .map(|t| t.status())
+            .collect()
     }
 
     fn send(&self, mut event: Event) {
@@ -202,7 +221,7 @@ impl Notifier {
         if event.branch.is_empty() {
             event.branch = self.branch.clone();
         }
-        for target in &self.targets {
+        for target in self.targets.read().expect("targets lock").iter() {
             target.offer(&event);
         }
     }
@@ -292,11 +311,11 @@ impl Notifier {
 
     /// Compare what a pass published with what the passes before it did.
     pub fn pass_published(&self, status: &Status, now: Instant) {
-        let events =
-            self.state
-                .lock()
-                .expect("notify state")
-                .observe(status, now, self.degraded_after);
+        let events = self.state.lock().expect("notify state").observe(
+            status,
+            now,
+            *self.degraded_after.read().expect("degraded_after lock"),
+        );
         for event in events {
             self.send(event);
         }
