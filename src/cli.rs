@@ -433,7 +433,8 @@ pub struct DaemonArgs {
     /// How often to run a full pass even if nothing reported a change
     #[arg(long, env = "PIER_RESYNC_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub resync_interval: std::time::Duration,
-    /// How long to wait after a trigger for others to merge into the same pass
+    /// How long triggers that follow a pass closely wait for others to merge
+    /// into the same pass (the first after a quiet period starts at once)
     #[arg(long, env = "PIER_DEBOUNCE", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub debounce: std::time::Duration,
     /// The longest wait between retries after a transient failure

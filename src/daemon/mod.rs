@@ -3,8 +3,9 @@
 //! A reconcile loop in the kube-runtime style. Triggers (git, the registry,
 //! engine events, a resync timer, webhooks, the API) feed one pending set
 //! ([`pending`]: bounded, however many arrive); the
-//! loop waits for a trigger, lets a short debounce window merge whatever
-//! else arrives, and runs one pass: load the desired state at the branch tip
+//! loop waits for a trigger (after a quiet period it starts at once; right
+//! after a pass, a short debounce window lets the rest of a burst join),
+//! and runs one pass: load the desired state at the branch tip
 //! → observe → plan → apply → record. Transient failures requeue with
 //! exponential backoff and jitter; permanent ones mark the revision failed
 //! until a new commit arrives, while the last good state keeps running.
@@ -411,6 +412,7 @@ async fn reconcile_loop(
     tokio::pin!(shutdown);
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut failures: u32 = 0;
+    let mut debounce = Debounce::new(config.debounce);
     loop {
         let shared = reconciler.shared.clone();
         let mut triggers = tokio::select! {
@@ -419,16 +421,21 @@ async fn reconcile_loop(
             triggers = shared.triggers.next() => triggers,
             _ = sleep_until(retry_at) => BTreeSet::from([Trigger::Retry]),
         };
-        // Let the triggers of one change (a commit's files, a burst of
-        // events) arrive, and merge them into this pass.
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => return,
-            _ = tokio::time::sleep(config.debounce) => {}
+        // After a quiet period the first trigger runs at once; one that
+        // follows a pass closely waits the window, so the rest of its
+        // burst (a commit's files, a flurry of events) joins its pass.
+        let wait = debounce.wait_at(tokio::time::Instant::now());
+        if !wait.is_zero() {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
         }
         triggers.extend(shared.triggers.take());
         let started = Instant::now();
         let outcome = reconciler.pass(&triggers).await;
+        debounce.passed(tokio::time::Instant::now());
         retry_at = match outcome {
             Outcome::Transient(ref reason) => {
                 let wait = backoff(failures, config.retry_max);
@@ -453,6 +460,35 @@ async fn reconcile_loop(
         }
         release_freed_memory();
         tracing::debug!(took = ?started.elapsed(), "pass finished");
+    }
+}
+
+/// The debounce window's rule: a trigger after a quiet period (no pass
+/// ended within the window) starts its pass at once; one that comes
+/// sooner waits out the window.
+struct Debounce {
+    window: std::time::Duration,
+    last_pass_ended: Option<tokio::time::Instant>,
+}
+
+impl Debounce {
+    fn new(window: std::time::Duration) -> Debounce {
+        Debounce {
+            window,
+            last_pass_ended: None,
+        }
+    }
+
+    /// How long a trigger that arrives at `now` waits before its pass.
+    fn wait_at(&self, now: tokio::time::Instant) -> std::time::Duration {
+        match self.last_pass_ended {
+            Some(ended) if now.saturating_duration_since(ended) < self.window => self.window,
+            _ => std::time::Duration::ZERO,
+        }
+    }
+
+    fn passed(&mut self, at: tokio::time::Instant) {
+        self.last_pass_ended = Some(at);
     }
 }
 
@@ -501,6 +537,26 @@ mod tests {
             names(&["PIER_REGISTRY_PASSWORD"]),
             ["PIER_REGISTRY_PASSWORD"],
             "named exactly"
+        );
+    }
+
+    #[test]
+    fn the_first_trigger_after_a_quiet_period_runs_at_once_and_a_burst_waits() {
+        let window = std::time::Duration::from_millis(200);
+        let start = tokio::time::Instant::now();
+        let mut debounce = Debounce::new(window);
+        assert!(debounce.wait_at(start).is_zero(), "the first trigger ever");
+        debounce.passed(start + std::time::Duration::from_millis(50));
+        assert_eq!(
+            debounce.wait_at(start + std::time::Duration::from_millis(100)),
+            window,
+            "right after a pass: the rest of the burst joins"
+        );
+        assert!(
+            debounce
+                .wait_at(start + std::time::Duration::from_millis(250))
+                .is_zero(),
+            "quiet for a whole window"
         );
     }
 

@@ -47,7 +47,7 @@ pub async fn git(
         }
     };
     // Where every branch was at start: only commits after it are tested.
-    let mut known = check(&repo, &shared).await.ok();
+    let mut known = check(&repo, &shared, false).await.ok();
     let mut last = match &known {
         Some(tips) => tips.get(&branch).cloned(),
         None => head_of(&repo, &branch).await.ok().flatten(),
@@ -67,7 +67,7 @@ pub async fn git(
                 Trigger::Git
             }
         };
-        let tips = match check(&repo, &shared).await {
+        let tips = match check(&repo, &shared, cause == Trigger::Webhook).await {
             Ok(tips) => tips,
             Err(e) => {
                 warn!(error = %e, "cannot check the branch");
@@ -161,15 +161,25 @@ async fn head_of(repo: &Arc<Mutex<GitSource>>, branch: &str) -> Result<Option<St
 }
 
 /// One check: ask the remote for every branch tip, fetch only if one
-/// moved, then read the tips locally.
+/// moved, then read the tips locally. After a webhook, which says
+/// something was pushed, fetch at once: one round trip instead of two.
 async fn check(
     repo: &Arc<Mutex<GitSource>>,
     shared: &Arc<Shared>,
+    pushed: bool,
 ) -> Result<BTreeMap<String, String>, String> {
     let (repo, shared) = (repo.clone(), shared.clone());
     tokio::task::spawn_blocking(move || {
         let repo = repo.lock().expect("repository lock");
         shared.metrics.git_checks.inc();
+        if pushed && repo.is_remote() {
+            shared.metrics.git_fetches.inc();
+            let tips = repo.fetch_tips().map_err(|e| e.to_string())?;
+            return Ok(tips
+                .into_iter()
+                .map(|(branch, oid)| (branch, oid.to_string()))
+                .collect());
+        }
         let tips = repo.branch_tips().map_err(|e| e.to_string())?;
         if repo.is_behind(&tips) {
             shared.metrics.git_fetches.inc();

@@ -168,7 +168,27 @@ impl GitSource {
 
     /// Fetch all branches and tags of a remote repository; a no-op for a local one.
     pub fn fetch(&self) -> Result<(), SourceError> {
-        let Some(url) = &self.url else { return Ok(()) };
+        self.fetch_branches().map(|_| ())
+    }
+
+    /// Fetch, and say where every branch of the remote points, from the
+    /// same connection: one round trip where [`Self::branch_tips`] and
+    /// [`Self::fetch`] take two. A local repository's are read in place.
+    pub fn fetch_tips(&self) -> Result<std::collections::BTreeMap<String, git2::Oid>, SourceError> {
+        if self.url.is_none() {
+            return self.branch_tips();
+        }
+        Ok(self.fetch_branches()?.unwrap_or_default())
+    }
+
+    /// Fetch; the branches the remote advertised on that connection
+    /// (`None` for a local repository).
+    fn fetch_branches(
+        &self,
+    ) -> Result<Option<std::collections::BTreeMap<String, git2::Oid>>, SourceError> {
+        let Some(url) = &self.url else {
+            return Ok(None);
+        };
         let fetch_error = |source| self.fetch_error(url, source);
         let mut remote = self.repo.remote_anonymous(url).map_err(fetch_error)?;
         let mut callbacks = super::auth::credential_callbacks();
@@ -200,7 +220,18 @@ impl GitSource {
                     return self.fetch_error(url, git2::Error::from_str(&message));
                 }
                 fetch_error(source)
+            })?;
+        // The advertisement stays readable after the transfer ends.
+        let tips = remote
+            .list()
+            .map_err(fetch_error)?
+            .iter()
+            .filter_map(|head| {
+                let branch = head.name().strip_prefix("refs/heads/")?;
+                Some((branch.to_string(), head.oid()))
             })
+            .collect();
+        Ok(Some(tips))
     }
 
     /// A second handle on the same repository, for the network: a fetch
