@@ -23,11 +23,6 @@ pub fn registry(settings: &Settings) -> Registry {
 /// The manifests at the settings' reference, validated, with the router's
 /// certificate: what `diff` and `apply` deploy.
 pub async fn load_for_deploy(settings: &Settings, vars: &Vars) -> Result<Loaded, PassError> {
-    // Two one-off costs of some 40 ms each sit on the path of every `diff`
-    // and `apply`: libgit2 loading the system's CA bundle on first use, and
-    // the image reference parser compiling its pattern. The second runs on
-    // another core while this one opens the repository.
-    std::thread::spawn(crate::registry::prepare_reference_parser);
     // libgit2 and the loader block: they run off the async runtime.
     let (source, stack, vars, policy, keys) = (
         settings.source.clone(),
