@@ -339,7 +339,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 /// On SIGHUP, read the operator's files again (the policy and the
 /// notification targets) and use them from the next pass on, keeping all
 /// other state. A file that no longer reads is reported and the one in use
-/// is kept. Told to systemd as a reload (`Type=notify-reload`).
+/// is kept. Told to systemd as `RELOADING=1`, then `READY=1`.
 async fn reload_on_hangup(
     config: Config,
     policy: Arc<std::sync::RwLock<Arc<crate::policy::Policy>>>,
