@@ -219,6 +219,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         branch_runs: pending::BranchRuns::default(),
         leftovers: tokio::sync::OnceCell::new(),
         trusted_runners: Mutex::new(None),
+        trusted_runners_known: Notify::new(),
         notifier: notify::Notifier::start(
             &config.notify,
             &stack,

@@ -375,6 +375,35 @@ impl PipelineRunner {
     }
 
     /// Values no log line may show (see [`pipeline::pipeline_secrets`]).
+    /// Other branches run on the runners of the deploy branch's applied
+    /// revision: a branch pushed before the first one is applied waits
+    /// for it rather than failing. (After one without a pipeline, the run
+    /// fails saying so.) `true` when there is one at once; `false` after
+    /// waiting (the branch may have moved meanwhile).
+    async fn wait_for_trusted_runners(&self, branch: &str) -> bool {
+        let known = self.shared.trusted_runners_known.notified();
+        tokio::pin!(known);
+        // Registered before the check, so a notification between the two
+        // is not missed.
+        known.as_mut().enable();
+        let applied = self
+            .shared
+            .status
+            .read()
+            .expect("status lock")
+            .revision
+            .is_some();
+        if applied {
+            return true;
+        }
+        info!(
+            branch,
+            "waiting for the deploy branch's first applied revision, whose runners other branches use"
+        );
+        known.await;
+        false
+    }
+
     fn secrets(&self, loaded: &Loaded) -> Result<Vec<String>, String> {
         pipeline::pipeline_secrets(
             &loaded.manifest,
@@ -406,6 +435,11 @@ pub async fn other_branches(runner: PipelineRunner, folder: String, stack: Strin
                 continue;
             }
         };
+        if !runner.wait_for_trusted_runners(&branch).await {
+            // Tested later, at whatever the branch holds by then.
+            runner.shared.branch_runs.send(branch, commit);
+            continue;
+        }
         let (tip_tx, tip) = watch::channel(Some(commit.clone()));
         let mut tips = runner.shared.branch_tips.subscribe();
         let follow = {

@@ -160,6 +160,9 @@ pub struct Shared {
     /// Where other branches' stages run: from the deploy branch's last
     /// applied revision, once there is one.
     pub trusted_runners: Mutex<Option<runner::TrustedRunners>>,
+    /// Told when a revision of the deploy branch is applied: other
+    /// branches' runs that came before its first one wait for it.
+    pub trusted_runners_known: Notify,
     /// Where events that need a person go.
     pub notifier: notify::Notifier,
     /// Bumped whenever what the dashboard shows may have changed: the

@@ -590,6 +590,8 @@ impl Reconciler {
         });
         self.shared.metrics.set_revision(commit);
         self.shared.status.write().expect("status lock").revision = Some(commit.to_string());
+        // Other branches' runs that waited for a first revision go on.
+        self.shared.trusted_runners_known.notify_waiters();
     }
 
     /// The held revision converged: said once, and shown as the revision,
@@ -603,6 +605,7 @@ impl Reconciler {
         self.shared.notifier.deploy_finished(commit);
         self.shared.metrics.set_revision(commit);
         self.shared.status.write().expect("status lock").revision = Some(commit.to_string());
+        self.shared.trusted_runners_known.notify_waiters();
     }
 
     /// Other branches' stages run on the runner nodes of the last revision
