@@ -61,6 +61,19 @@ pub const MAX_FILE_BYTES: usize = 4 << 20;
 /// as well as each file.
 pub const MAX_COMMIT_BYTES: usize = 16 << 20;
 
+/// The branches of a remote's reference advertisement, by name.
+fn branch_heads(
+    advertised: &[git2::RemoteHead<'_>],
+) -> std::collections::BTreeMap<String, git2::Oid> {
+    advertised
+        .iter()
+        .filter_map(|head| {
+            let branch = head.name().strip_prefix("refs/heads/")?;
+            Some((branch.to_string(), head.oid()))
+        })
+        .collect()
+}
+
 /// The manifests at one commit.
 pub struct Snapshot {
     /// Full commit id.
@@ -222,16 +235,7 @@ impl GitSource {
                 fetch_error(source)
             })?;
         // The advertisement stays readable after the transfer ends.
-        let tips = remote
-            .list()
-            .map_err(fetch_error)?
-            .iter()
-            .filter_map(|head| {
-                let branch = head.name().strip_prefix("refs/heads/")?;
-                Some((branch.to_string(), head.oid()))
-            })
-            .collect();
-        Ok(Some(tips))
+        Ok(Some(branch_heads(remote.list().map_err(fetch_error)?)))
     }
 
     /// A second handle on the same repository, for the network: a fetch
@@ -318,16 +322,7 @@ impl GitSource {
                 None,
             )
             .map_err(fetch_error)?;
-        let tips = connection
-            .list()
-            .map_err(fetch_error)?
-            .iter()
-            .filter_map(|head| {
-                let branch = head.name().strip_prefix("refs/heads/")?;
-                Some((branch.to_string(), head.oid()))
-            })
-            .collect();
-        Ok(tips)
+        Ok(branch_heads(connection.list().map_err(fetch_error)?))
     }
 
     /// Whether the fetched copy of a remote is behind `tips` (a local

@@ -542,14 +542,7 @@ async fn daemon_tests_each_commit_cancels_superseded_runs_and_only_tests_other_b
         state.path(),
         &DaemonOptions::default(),
     );
-    let pier_logs = |commit: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
-            .args(["logs", "--run", commit, "--state-dir"])
-            .arg(state.path())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let pier_logs = |commit: &str| crate::support::run_log(state.path(), commit);
     eventually("the slow test is running", CONVERGE, || async {
         pier_logs(&slow).contains("slow test").then_some(())
     })
@@ -808,14 +801,7 @@ async fn other_branches_run_on_trusted_runners_without_secrets_or_pushes() {
             .then_some(())
     })
     .await;
-    let pier_logs = |commit: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
-            .args(["logs", "--run", commit, "--state-dir"])
-            .arg(state.path())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let pier_logs = |commit: &str| crate::support::run_log(state.path(), commit);
     let main_logs = pier_logs(&main);
     assert!(
         main_logs.contains("token=***"),

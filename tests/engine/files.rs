@@ -263,14 +263,7 @@ async fn sops_files_open_for_the_deploy_branch_only() {
         state.path(),
         &DaemonOptions::default().env("PIER_AGE_KEY_FILE", key_file.to_str().unwrap()),
     );
-    let pier_logs = |commit: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
-            .args(["logs", "--run", commit, "--state-dir"])
-            .arg(state.path())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let pier_logs = |commit: &str| crate::support::run_log(state.path(), commit);
     let main = head_commit(repo.dir.path());
     let passed = |branch: &'static str, commit: String| {
         let daemon = &daemon;

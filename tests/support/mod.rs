@@ -537,6 +537,16 @@ pub async fn stack_containers_on(bed: &Bed, stack: &str, nodes: &[&str]) -> Vec<
 }
 
 /// A `pier daemon` subprocess on a user repository, with short intervals.
+/// What `pier logs --run COMMIT` prints from a daemon's state folder.
+pub fn run_log(state_dir: &std::path::Path, commit: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
+        .args(["logs", "--run", commit, "--state-dir"])
+        .arg(state_dir)
+        .output()
+        .expect("pier runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Killed (and its stack removed by the caller) when dropped.
 pub struct Daemon {
     child: std::process::Child,
