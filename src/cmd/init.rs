@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use pier::manifest::{self, Decrypt, Entry, RepoTree, Severity, SourceFile};
+use pier::manifest::{self, Decrypt, Entry, RepoTree, Severity, SourceFile, yaml};
 
 use crate::cli::InitArgs;
 
@@ -37,10 +37,11 @@ fn run(args: &InitArgs) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot read {}: {e}", source.display()))?;
     let folder = PathBuf::from(&args.path);
     let nodes = nodes(&args.nodes)?;
+    let compose = Compose::parse(&text);
     let files = [
-        ("stack.yml", stack_file(&source, &text, &folder)),
+        ("stack.yml", stack_file(&source, &text, &compose, &folder)),
         ("nodes.yml", nodes_file(&nodes)),
-        ("pipeline.yml", pipeline_file(&text)),
+        ("pipeline.yml", pipeline_file(&compose)),
     ];
     let existing: Vec<String> = files
         .iter()
@@ -98,7 +99,7 @@ fn find_source(file: Option<&Path>) -> Result<PathBuf, String> {
 /// The services as written, with a line that says where they came from,
 /// and every relative path (build contexts, env files, config and secret
 /// files) changed to reach the same file from the manifests folder.
-fn stack_file(source: &Path, text: &str, folder: &Path) -> String {
+fn stack_file(source: &Path, text: &str, compose: &Compose, folder: &Path) -> String {
     let up = "../".repeat(
         folder
             .components()
@@ -115,7 +116,8 @@ fn stack_file(source: &Path, text: &str, folder: &Path) -> String {
         let path = path.strip_prefix("./").unwrap_or(path);
         format!("{up}{source_dir}{path}")
     };
-    let splices = path_nodes(text)
+    let splices = compose
+        .paths()
         .into_iter()
         .filter_map(|(node, path)| {
             let (start, end) = pier::edit::text::span(&node)?;
@@ -134,57 +136,87 @@ fn stack_file(source: &Path, text: &str, folder: &Path) -> String {
     )
 }
 
-/// The scalars of a Compose file that name files: `build` (or its
-/// `context`), `env_file` entries, and top-level `configs`/`secrets` files.
-fn path_nodes(text: &str) -> Vec<(manifest::yaml::Node, String)> {
-    use manifest::yaml::Value;
-    let Ok(documents) = manifest::yaml::parse_documents(text) else {
-        return Vec::new();
-    };
-    let Some(root) = documents.first() else {
-        return Vec::new();
-    };
-    let get = |node: &manifest::yaml::Node, key: &str| match &node.value {
-        Value::Map(entries) => entries
+/// A Compose file (or stackfile), parsed once for what `init` reads of it.
+struct Compose {
+    root: Option<yaml::Node>,
+}
+
+impl Compose {
+    fn parse(text: &str) -> Compose {
+        let root = yaml::parse_documents(text)
+            .ok()
+            .and_then(|documents| documents.into_iter().next());
+        Compose { root }
+    }
+
+    /// The services, by name: under `services`, or (a Tutum stackfile)
+    /// at the top.
+    fn services(&self) -> Vec<(String, yaml::Node)> {
+        let Some(root) = &self.root else {
+            return Vec::new();
+        };
+        let holder = get(root, "services").unwrap_or_else(|| root.clone());
+        match holder.value {
+            yaml::Value::Map(entries) => entries.into_iter().map(|(k, v)| (k.value, v)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The services that declare `build`.
+    fn built(&self) -> Vec<String> {
+        self.services()
+            .into_iter()
+            .filter(|(_, service)| get(service, "build").is_some())
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// The scalars that name files: `build` (or its `context`), `env_file`
+    /// entries, and top-level `configs`/`secrets` files.
+    fn paths(&self) -> Vec<(yaml::Node, String)> {
+        let text_of = |node: yaml::Node| match &node.value {
+            yaml::Value::Str(s) => Some((node.clone(), s.clone())),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        for (_, service) in self.services() {
+            if let Some(build) = get(&service, "build") {
+                out.extend(text_of(build.clone()));
+                out.extend(get(&build, "context").and_then(text_of));
+            }
+            if let Some(env_file) = get(&service, "env_file") {
+                match &env_file.value {
+                    yaml::Value::Seq(items) => {
+                        for item in items {
+                            out.extend(text_of(item.clone()));
+                            out.extend(get(item, "path").and_then(text_of));
+                        }
+                    }
+                    _ => out.extend(text_of(env_file)),
+                }
+            }
+        }
+        for kind in ["configs", "secrets"] {
+            let entries = self.root.as_ref().and_then(|root| get(root, kind));
+            if let Some(yaml::Value::Map(entries)) = entries.map(|n| n.value) {
+                for (_, entry) in entries {
+                    out.extend(get(&entry, "file").and_then(text_of));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The value of `key` in a mapping.
+fn get(node: &yaml::Node, key: &str) -> Option<yaml::Node> {
+    match &node.value {
+        yaml::Value::Map(entries) => entries
             .iter()
             .find(|(k, _)| k.value == key)
             .map(|(_, v)| v.clone()),
         _ => None,
-    };
-    let entries = |node: &manifest::yaml::Node| match &node.value {
-        Value::Map(entries) => entries.iter().map(|(_, v)| v.clone()).collect(),
-        _ => Vec::new(),
-    };
-    let text_of = |node: manifest::yaml::Node| match &node.value {
-        Value::Str(s) => Some((node.clone(), s.clone())),
-        _ => None,
-    };
-    let mut out = Vec::new();
-    // A Tutum stackfile has its services at the top.
-    let services = get(root, "services").map_or_else(|| entries(root), |s| entries(&s));
-    for service in &services {
-        if let Some(build) = get(service, "build") {
-            out.extend(text_of(build.clone()));
-            out.extend(get(&build, "context").and_then(text_of));
-        }
-        if let Some(env_file) = get(service, "env_file") {
-            match &env_file.value {
-                Value::Seq(items) => {
-                    for item in items {
-                        out.extend(text_of(item.clone()));
-                        out.extend(get(item, "path").and_then(text_of));
-                    }
-                }
-                _ => out.extend(text_of(env_file)),
-            }
-        }
     }
-    for kind in ["configs", "secrets"] {
-        for entry in get(root, kind).map(|n| entries(&n)).unwrap_or_default() {
-            out.extend(get(&entry, "file").and_then(text_of));
-        }
-    }
-    out
 }
 
 /// `NAME=ENDPOINT[:TAG,TAG]`, or one node from DOCKER_HOST.
@@ -234,8 +266,8 @@ fn nodes_file(nodes: &[(String, String, Vec<String>)]) -> String {
 
 /// A commented pipeline, with the services that have `build:` in its
 /// build stage.
-fn pipeline_file(compose: &str) -> String {
-    let built = built_services(compose);
+fn pipeline_file(compose: &Compose) -> String {
+    let built = compose.built();
     let build = if built.is_empty() {
         "#     - name: build\n#       build: [app]            # services with `build:`\n"
             .to_string()
@@ -248,32 +280,6 @@ fn pipeline_file(compose: &str) -> String {
     format!(
         "# Each new commit of a deploy branch is tested, its images are built\n# and pushed, and only then is it deployed. Uncomment and fill in.\n#\n# pipeline:\n#   branches: [main]\n#   stages:\n#     - name: test\n#       image: alpine:3.20           # an image with your test tools\n#       script: [\"./run-tests\"]\n{build}"
     )
-}
-
-/// Services of a Compose file (or stackfile) that declare `build`.
-fn built_services(compose: &str) -> Vec<String> {
-    let Ok(documents) = manifest::yaml::parse_documents(compose) else {
-        return Vec::new();
-    };
-    let Some(root) = documents.first() else {
-        return Vec::new();
-    };
-    let entries = |value: &manifest::yaml::Value| match value {
-        manifest::yaml::Value::Map(entries) => entries.clone(),
-        _ => Vec::new(),
-    };
-    let top = entries(&root.value);
-    let services = top
-        .iter()
-        .find(|(k, _)| k.value == "services")
-        .map(|(_, v)| entries(&v.value))
-        // A Tutum stackfile: its services are at the top.
-        .unwrap_or(top);
-    services
-        .iter()
-        .filter(|(_, v)| entries(&v.value).iter().any(|(k, _)| k.value == "build"))
-        .map(|(k, _)| k.value.clone())
-        .collect()
 }
 
 /// Validate the written folder as it is on disk (it is not committed

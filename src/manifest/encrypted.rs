@@ -23,6 +23,7 @@ pub enum Decrypt<'a> {
 }
 
 /// A file of the commit, read.
+#[derive(Clone)]
 pub enum Read {
     /// Not encrypted.
     Plain(Vec<u8>),

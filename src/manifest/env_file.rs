@@ -25,12 +25,18 @@ pub fn merge(
 ) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
     let mut secrets = Vec::new();
+    // Each file is read (and opened) once, however many services use it.
+    let mut read = std::collections::BTreeMap::new();
     for service in manifest.services.values_mut() {
         let mut from_files = std::collections::BTreeMap::new();
         for path in &service.env_files {
             let at = service.location_of("env_file").clone();
             let key = format!("services.{}.env_file", service.name);
-            let pairs = match encrypted::read(tree, path, decrypt) {
+            let file = read
+                .entry(path.clone())
+                .or_insert_with(|| encrypted::read(tree, path, decrypt))
+                .clone();
+            let pairs = match file {
                 Ok(Read::Plain(bytes)) => match parse(&String::from_utf8_lossy(&bytes)) {
                     Ok(pairs) => pairs,
                     Err((line, message)) => {

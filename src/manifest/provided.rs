@@ -9,6 +9,8 @@
 //! key (when one is given): the replica's fingerprint changes with them,
 //! and reveals nothing to whoever can read container labels.
 
+use std::collections::BTreeMap;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -36,6 +38,9 @@ pub fn merge(
         Decrypt::With(keys) => keys.fingerprint_key(),
         Decrypt::Never => None,
     };
+    // Each entry is read (and opened, and hashed) once, however many
+    // services use it.
+    let mut read: BTreeMap<(ProvidedKind, String), Result<Hashed, Problem>> = BTreeMap::new();
     for service in manifest.services.values_mut() {
         let mut files = Vec::new();
         for reference in &service.provided_refs {
@@ -52,25 +57,30 @@ pub fn merge(
                 );
                 continue;
             };
-            let what = format!("{key} `{}`", reference.source);
-            let contents = match contents(source, tree, vars, decrypt, &what) {
-                Ok((contents, notice)) => {
+            let entry = read
+                .entry((reference.kind, reference.source.clone()))
+                .or_insert_with(|| {
+                    let what = format!("{key} `{}`", reference.source);
+                    let (contents, notice) = contents(source, tree, vars, decrypt, &what)?;
                     problems.extend(notice);
-                    contents
-                }
+                    if reference.kind == ProvidedKind::Secret {
+                        secrets.extend(maskable(&contents));
+                    }
+                    let digest = digest(&contents, fingerprint_key.as_ref());
+                    Ok((contents, digest))
+                });
+            let (contents, digest) = match entry {
+                Ok(read) => read.clone(),
                 Err(problem) => {
-                    problems.push(failed(problem.message).help(problem.help));
+                    problems.push(failed(problem.message.clone()).help(problem.help.clone()));
                     continue;
                 }
             };
-            if reference.kind == ProvidedKind::Secret {
-                secrets.extend(maskable(&contents));
-            }
             files.push(ProvidedFile {
                 kind: reference.kind,
                 name: reference.source.clone(),
                 target: reference.target.clone(),
-                digest: digest(&contents, fingerprint_key.as_ref()),
+                digest,
                 contents,
                 uid: reference.uid,
                 gid: reference.gid,
@@ -83,6 +93,10 @@ pub fn merge(
     problems
 }
 
+/// An entry's contents and their keyed digest.
+type Hashed = (Vec<u8>, String);
+
+#[derive(Clone)]
 struct Problem {
     message: String,
     help: String,

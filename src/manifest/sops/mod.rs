@@ -65,6 +65,7 @@ pub fn is_encrypted(path: &str, bytes: &[u8]) -> bool {
 }
 
 /// A decrypted file.
+#[derive(Clone)]
 pub struct Opened {
     pub format: Format,
     pub document: Node,
