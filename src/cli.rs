@@ -481,6 +481,22 @@ pub struct DaemonArgs {
     /// https:// the dashboard's session cookie is Secure
     #[arg(long, env = "PIER_PUBLIC_URL", value_name = "URL", value_parser = public_url)]
     pub public_url: Option<String>,
+    /// Run as one of several daemons for the stack: only the holder of a
+    /// lease kept in the nodes' swarm acts; the others stand by, read-only,
+    /// and take over when it stops renewing (see docs/ha.md)
+    #[arg(long, env = "PIER_HA")]
+    pub ha: bool,
+    /// How long the lease lasts unrenewed: a standby takes over this long
+    /// after the leader's last renewal
+    #[arg(long, env = "PIER_HA_LEASE", default_value = "15s", value_parser = humantime::parse_duration, requires = "ha")]
+    pub ha_lease: std::time::Duration,
+    /// How often the leader renews the lease (less than half of --ha-lease)
+    #[arg(long, env = "PIER_HA_RENEW", default_value = "5s", value_parser = humantime::parse_duration, requires = "ha")]
+    pub ha_renew: std::time::Duration,
+    /// This daemon's name in the election [default: the host name and the
+    /// state folder]
+    #[arg(long, env = "PIER_HA_ID", value_name = "NAME", requires = "ha")]
+    pub ha_id: Option<String>,
 }
 
 /// `512m`, `2g`, `1048576`: bytes, with binary k, m, g suffixes.

@@ -30,3 +30,27 @@ pub fn point(name: &str) {
         std::process::abort();
     }
 }
+
+/// The environment variable naming a file of failing points: while the file
+/// lists a point's name (one per line), [`failing`] says it fails. Unlike
+/// [`FAULT_AT`] it can be turned on and off while the process runs, as a
+/// network partition would come and go.
+pub const FAULT_FILE: &str = "PIER_FAULT_FILE";
+
+/// Failing points: `lease:unreachable` (every request to the `--ha` lease
+/// store fails, as if the network to the swarm managers were cut).
+pub fn failing(name: &str) -> Result<(), String> {
+    static FILE: OnceLock<Option<String>> = OnceLock::new();
+    let Some(path) = FILE
+        .get_or_init(|| std::env::var(FAULT_FILE).ok().filter(|v| !v.is_empty()))
+        .as_deref()
+    else {
+        return Ok(());
+    };
+    let listed = std::fs::read_to_string(path)
+        .is_ok_and(|text| text.lines().any(|line| line.trim() == name));
+    match listed {
+        true => Err(format!("{FAULT_FILE} lists {name}: failing here")),
+        false => Ok(()),
+    }
+}

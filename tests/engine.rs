@@ -11,6 +11,8 @@ mod daemon;
 mod dashboard;
 #[path = "engine/files.rs"]
 mod files;
+#[path = "engine/ha.rs"]
+mod ha;
 #[path = "engine/image.rs"]
 mod image;
 #[path = "engine/operate.rs"]

@@ -48,6 +48,13 @@ pub async fn daemon(args: DaemonArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let ha = match ha_config(&args) {
+        Ok(ha) => ha,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     init_logging(args.log_format);
     let source = pier::validate::Source {
         repo: args.repo.repo,
@@ -87,6 +94,7 @@ pub async fn daemon(args: DaemonArgs) -> ExitCode {
             nano_cpus: (args.untrusted_cpus * 1e9) as i64,
             max_timeout: args.untrusted_timeout,
         },
+        ha,
     };
     match pier::daemon::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -95,4 +103,34 @@ pub async fn daemon(args: DaemonArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// What `--ha` and its flags ask for: the timing checked, the name in the
+/// election (by default the host's name and a digest of the state folder,
+/// unique per daemon since the folder is locked), and the URL the others
+/// are told (`--public-url`; without it, the address listened on).
+fn ha_config(args: &DaemonArgs) -> Result<Option<pier::daemon::lease::swarm::HaConfig>, String> {
+    use sha2::Digest as _;
+    if !args.ha {
+        return Ok(None);
+    }
+    let timing = pier::daemon::lease::Timing::new(args.ha_lease, args.ha_renew)?;
+    let identity = match &args.ha_id {
+        Some(id) if !id.trim().is_empty() => id.trim().to_string(),
+        Some(_) => return Err("--ha-id is empty: give this daemon a name".into()),
+        None => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "pier".into());
+            let folder = std::path::absolute(&args.state_dir).unwrap_or(args.state_dir.clone());
+            let digest = sha2::Sha256::digest(folder.as_os_str().as_encoded_bytes());
+            let short: String = digest.iter().take(3).map(|b| format!("{b:02x}")).collect();
+            format!("{host}-{short}")
+        }
+    };
+    Ok(Some(pier::daemon::lease::swarm::HaConfig {
+        timing,
+        identity,
+        url: args.public_url.clone(),
+    }))
 }

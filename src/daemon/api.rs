@@ -49,11 +49,39 @@ pub fn router(shared: Arc<Shared>, with_hooks: bool, public_https: bool) -> Rout
     let api = if with_hooks { api.merge(hooks()) } else { api };
     let throttle = Arc::new(super::throttle::Throttle::default());
     finish(api, shared.clone())
-        .merge(super::dashboard::router(shared, public_https))
+        .merge(super::dashboard::router(shared.clone(), public_https))
+        .layer(axum::middleware::from_fn_with_state(
+            shared,
+            refuse_on_standby,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             throttle,
             super::throttle::guard,
         ))
+}
+
+/// A standby (`--ha`) serves reads only: a change asked of it (a scale, a
+/// hold, a freeze, a rerun...) is refused with who leads and where, so
+/// it is made once, by the leader. Webhooks and signing in stay open.
+async fn refuse_on_standby(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let changes = request.method() == axum::http::Method::POST
+        && !path.starts_with("/hooks/")
+        && !matches!(path, "/ui/login" | "/ui/logout");
+    match shared.standing_by().filter(|_| changes) {
+        // Who leads is status, which a status token keeps to its holders.
+        Some(_) if shared.secrets.status.is_some() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this daemon stands by (--ha); make changes on the leader\n",
+        )
+            .into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+        None => next.run(request).await,
+    }
 }
 
 /// The webhook listener's routes (`--hooks-listen`): the hooks and

@@ -91,6 +91,7 @@ pub async fn hold(
                 by: who,
                 reason: why,
                 at: unix_now(),
+                images: found.services.clone(),
             };
             store.set_hold(Some(&hold)).map_err(store_error)?;
             Ok(hold)

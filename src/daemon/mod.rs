@@ -19,6 +19,7 @@ pub mod api;
 mod auth;
 pub mod control;
 pub mod dashboard;
+pub mod lease;
 pub mod metrics;
 pub mod notify;
 pub mod pending;
@@ -242,6 +243,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             },
         },
         restarts: Mutex::new(Vec::new()),
+        lease: tokio_watch::channel(config.ha.as_ref().map(|ha| lease::LeaseStatus {
+            role: "standby".into(),
+            identity: ha.identity.clone(),
+            ..Default::default()
+        }))
+        .0,
     });
 
     let listener = listen(config.listen, &config.state_dir, "listen").await?;
@@ -325,6 +332,20 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         shared.clone(),
     ));
 
+    let lease = config.ha.clone().map(|ha| {
+        crate::docker::fence::arm();
+        let stop = Arc::new(Notify::new());
+        let task = tokio::spawn(lease::swarm::keep(
+            ha,
+            stack.clone(),
+            shared.clone(),
+            config.settings.engine_timeout,
+            address,
+            stop.clone(),
+        ));
+        (stop, task)
+    });
+
     shared.triggers.send(Trigger::Startup);
     let reconciler = Reconciler::new(config.clone(), stack, registry, runner).await;
     // Listening, and the first pass asked for: ready, to systemd.
@@ -332,6 +353,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     reconcile_loop(reconciler, &config, shutdown_signal()).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     info!("pier daemon stopping");
+    if let Some((stop, task)) = lease {
+        // Released, so a standby takes over now rather than a lease later;
+        // bounded, since the store may be what is gone.
+        stop.notify_one();
+        let bound = config.settings.engine_timeout * 2;
+        let _ = tokio::time::timeout(bound, task).await;
+    }
     shutdown.notify_waiters();
     tasks.abort_all();
     Ok(())
@@ -434,6 +462,13 @@ async fn reconcile_loop(
             }
         }
         triggers.extend(shared.triggers.take());
+        if !shared.leads() {
+            // A standby (--ha) follows the branch and changes nothing.
+            reconciler.standby_pass().await;
+            debounce.passed(tokio::time::Instant::now());
+            (retry_at, failures) = (None, 0);
+            continue;
+        }
         let started = Instant::now();
         let outcome = reconciler.pass(&triggers).await;
         debounce.passed(tokio::time::Instant::now());

@@ -419,6 +419,11 @@ impl PipelineRunner {
 pub async fn other_branches(runner: PipelineRunner, folder: String, stack: String) {
     loop {
         let (branch, commit) = runner.shared.branch_runs.next().await;
+        // A standby (--ha) tests nothing: the leader does, once.
+        let mut lease = runner.shared.lease.subscribe();
+        let _ = lease
+            .wait_for(|lease| lease.as_ref().is_none_or(|l| l.leads()))
+            .await;
         let loaded = match runner.load_untrusted(&commit, &folder, &stack).await {
             Ok(loaded) if loaded.manifest.pipeline.is_some() => loaded,
             Ok(_) => continue,

@@ -52,6 +52,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// What bounds the stages of other branches (`--untrusted-*`).
     pub untrusted: crate::pipeline::Confinement,
+    /// `--ha`: act only while holding the lease.
+    pub ha: Option<super::lease::swarm::HaConfig>,
 }
 
 /// Secrets of the HTTP side, read from the environment at start. A hook
@@ -105,6 +107,8 @@ pub enum Trigger {
     Retry,
     /// A pipeline run of the deploy branch finished.
     Pipeline,
+    /// This daemon began or ended a term as leader (`--ha`).
+    Elected,
 }
 
 impl Trigger {
@@ -119,6 +123,7 @@ impl Trigger {
             Trigger::Api => "api",
             Trigger::Retry => "retry",
             Trigger::Pipeline => "pipeline",
+            Trigger::Elected => "elected",
         }
     }
 }
@@ -176,6 +181,8 @@ pub struct Shared {
     /// Services `pier restart` asked to restart, with who asked: done by
     /// the next pass, which holds the deploy slot.
     pub restarts: Mutex<Vec<(String, String)>>,
+    /// The election, under `--ha` (`None` without: this daemon always acts).
+    pub lease: tokio_watch::Sender<Option<super::lease::LeaseStatus>>,
 }
 
 /// Where the dashboard commits its edits.
@@ -199,7 +206,26 @@ impl Shared {
     pub fn status_document(&self) -> Status {
         let mut status = self.status.read().expect("status lock").clone();
         status.notifications = self.notifier.targets();
+        status.ha = self.lease.borrow().clone();
         status
+    }
+
+    /// Whether this daemon acts: always without `--ha`, while it holds
+    /// the lease with it.
+    pub fn leads(&self) -> bool {
+        self.lease
+            .borrow()
+            .as_ref()
+            .is_none_or(|lease| lease.leads())
+    }
+
+    /// Why a change asked of this daemon is refused, when it stands by.
+    pub fn standing_by(&self) -> Option<String> {
+        self.lease
+            .borrow()
+            .as_ref()
+            .filter(|lease| !lease.leads())
+            .map(|lease| lease.describe())
     }
 
     /// Tell the dashboard's live views that something changed.

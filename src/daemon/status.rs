@@ -160,6 +160,9 @@ pub struct Status {
     /// Services frozen by `pier freeze` (`*`: every service).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub frozen: Vec<super::store::Freeze>,
+    /// Under `--ha`: whether this daemon leads, and who does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<super::lease::LeaseStatus>,
 }
 
 /// A digest or commit as people read it: 12 hex digits.
@@ -203,6 +206,9 @@ pub fn render(status: &Status) -> String {
         "Stack {} on {}: applied {revision}, branch tip {head}",
         status.stack, status.branch
     );
+    if let Some(ha) = &status.ha {
+        let _ = writeln!(out, "High availability: {}", ha.describe());
+    }
     if let Some(hold) = &status.held {
         let _ = writeln!(
             out,

@@ -75,12 +75,13 @@ fn registry_auth(credentials: Option<&Credentials>, server: &str) -> Option<Dock
 impl Engine {
     /// Create (not start) a job container.
     pub async fn create_job(&self, name: &str, spec: &JobSpec) -> Result<String, RuntimeError> {
+        super::fence::check("a job container creation")?;
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: Some(spec.command.clone()),
             env: Some(spec.env.clone()),
             working_dir: Some(spec.working_dir.clone()),
-            labels: Some(spec.labels.clone()),
+            labels: Some(with_epoch(spec.labels.clone())),
             host_config: Some(
                 spec.limits
                     .as_ref()
@@ -127,6 +128,7 @@ impl Engine {
     }
 
     pub async fn start_job(&self, id: &str) -> Result<(), RuntimeError> {
+        super::fence::check("a job container start")?;
         let request = self
             .docker()
             .start_container(id, None::<bollard::query_parameters::StartContainerOptions>);
@@ -253,6 +255,7 @@ impl Engine {
     }
 
     pub async fn tag(&self, image: &str, repository: &str, tag: &str) -> Result<(), RuntimeError> {
+        super::fence::check("an image tag")?;
         let options = TagImageOptionsBuilder::default()
             .repo(repository)
             .tag(tag)
@@ -272,6 +275,7 @@ impl Engine {
         tag: &str,
         credentials: Option<&Credentials>,
     ) -> Result<String, RuntimeError> {
+        super::fence::check("an image push")?;
         let server = repository.split('/').next().unwrap_or_default();
         let options = PushImageOptionsBuilder::default().tag(tag).build();
         let mut progress = Box::pin(self.docker().push_image(
@@ -299,4 +303,16 @@ impl Engine {
         }
         digest.ok_or_else(|| RuntimeError::Failed("the registry reported no digest".into()))
     }
+}
+
+/// `labels`, with the epoch of the term held (`--ha`) when there is one.
+pub(super) fn with_epoch<M>(mut labels: M) -> M
+where
+    M: Extend<(String, String)>,
+{
+    labels.extend(
+        super::fence::epoch()
+            .map(|epoch| (super::fence::LABEL_EPOCH.to_string(), epoch.to_string())),
+    );
+    labels
 }

@@ -8,6 +8,7 @@
 
 pub mod engine;
 pub mod fake;
+pub mod fence;
 pub mod jobs;
 mod ssh;
 

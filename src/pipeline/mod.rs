@@ -610,6 +610,8 @@ async fn build_stage(
                     StageError::Failed(format!("creating the untrusted stages' network: {e}"))
                 })?;
         }
+        crate::docker::fence::check("an image build")
+            .map_err(|e| StageError::Failed(format!("building {service_name}: {e}")))?;
         let mut output = Box::pin(engine.build(
             context,
             &commit_tag,

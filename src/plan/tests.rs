@@ -952,6 +952,18 @@ fn unset_later_settings_leave_the_spec_hash_as_it_was() {
     );
 }
 
+/// Upgrading pier replaces no container by itself: the hash of a spec is
+/// the same in every version. A change that moves this value makes every
+/// running replica stale at the upgrade; it needs a migration plan, not a
+/// new expected value.
+#[test]
+fn the_spec_hash_is_stable_across_versions() {
+    let mut pinned = spec("registry.example/app@sha256:0123456789abcdef", Some(8080));
+    pinned.env = vec!["MODE=production".into(), "PORT=80".into()];
+    pinned.command = Some(vec!["serve".into(), "--port".into(), "80".into()]);
+    assert_eq!(super::spec::spec_hash(&pinned), "221878c465a58c58");
+}
+
 /// A replica planned on a node that cannot join the stack's swarm is held
 /// back with that node's reason; the others go ahead.
 #[test]

@@ -64,7 +64,9 @@ pub(super) async fn commit(
         cache_dir: settings.cache_dir,
         branch: Some(settings.branch),
         folder: settings.folder,
-        message: None,
+        // Under --ha, the term that wrote it, as a trailer.
+        message: crate::docker::fence::epoch()
+            .map(|epoch| format!("{}\n\nPier-Epoch: {epoch}", edit.message())),
         author: Some(author),
         push: None,
         dry_run: false,

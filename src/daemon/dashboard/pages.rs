@@ -159,6 +159,14 @@ fn layout(
                         }
                     }
                 }
+                @if let Some(ha) = &status.ha {
+                    p.flash.ha role="status" data-role=(ha.role) {
+                        (ha.describe())
+                        @if let Some(url) = ha.leader_url.as_deref().filter(|_| !ha.leads()) {
+                            " · " a href=(format!("{}/ui/", url.trim_end_matches('/'))) { "open the leader's dashboard" }
+                        }
+                    }
+                }
                 (main)
             }
         }

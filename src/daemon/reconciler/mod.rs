@@ -621,6 +621,43 @@ impl Reconciler {
     }
 
     /// Tell the watchers which tags to follow and which nodes to watch.
+    /// A standby's pass (`--ha`): follow the branch and read its manifests,
+    /// so the watchers follow the current nodes and tags and a takeover
+    /// starts warm. Nothing is changed, tested or recorded.
+    pub async fn standby_pass(&mut self) {
+        let head = match self.head().await {
+            Ok(head) => head,
+            Err(reason) => {
+                warn!(%reason, "standing by: cannot read the branch");
+                return;
+            }
+        };
+        self.shared.status.write().expect("status lock").head = Some(head.clone());
+        let loaded = match self.load(&head).await {
+            Ok(loaded) => Some(loaded),
+            Err(_) => match self.last_good.clone() {
+                Some(good) => self.load(&good).await.ok(),
+                None => None,
+            },
+        };
+        if let Some(loaded) = loaded {
+            self.publish_watched(&loaded);
+        }
+        // The leader's hold and freezes, as copied with the lease; their
+        // running out is the leader's to tell.
+        let control = self
+            .shared
+            .store
+            .call(|store| -> rusqlite::Result<_> { Ok((store.hold()?, store.freezes()?)) })
+            .await;
+        if let Ok((hold, freezes)) = control {
+            let mut status = self.shared.status.write().expect("status lock");
+            (status.held, status.frozen) = (hold, freezes);
+        }
+        self.shared.changed();
+        self.shared.ready.store(true, Ordering::Relaxed);
+    }
+
     fn publish_watched(&self, loaded: &Loaded) {
         let watched = Watched {
             stack: loaded.stack.clone(),

@@ -163,15 +163,19 @@ impl Reconciler {
     /// A failed read is an error, never a hold without digests.
     pub(super) async fn held_pins(&self, hold: &Hold) -> Result<pass::Pins, String> {
         let id = hold.revision;
-        let revision = self
+        let services = if !hold.images.is_empty() {
+            hold.images.clone()
+        } else {
+            self
             .shared
             .store
             .call(move |store| store.revision(id))
             .await
             .map_err(|e| format!("cannot read the held revision from the state store: {e}"))?
-            .ok_or_else(|| format!("the held revision {id} is no longer in the history; `pier resume`, then hold another"))?;
-        Ok(revision
+            .ok_or_else(|| format!("the held revision {id} is no longer in the history; `pier resume`, then hold another"))?
             .services
+        };
+        Ok(services
             .into_iter()
             .map(|(name, image)| {
                 (

@@ -164,6 +164,10 @@ pub struct Hold {
     pub reason: String,
     /// Seconds since the epoch.
     pub at: i64,
+    /// The images the held revision ran, by service: what a standby that
+    /// takes over (`--ha`) holds with, having no history entry of its own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, ServiceImage>,
 }
 
 /// A service (or `*`, every service) frozen by `pier freeze`.
@@ -436,6 +440,12 @@ impl Store {
             )
             .map(drop)
         })
+    }
+
+    /// Make the freezes exactly `freezes` (a standby mirrors its leader's).
+    pub fn replace_freezes(&self, freezes: &[Freeze]) -> rusqlite::Result<()> {
+        self.with(|c| c.execute("DELETE FROM freezes", []).map(drop))?;
+        freezes.iter().try_for_each(|freeze| self.freeze(freeze))
     }
 
     /// Lift the freeze of `service` (`*`: the freeze of every service); whether there was one.

@@ -33,6 +33,40 @@ pub use history::*;
 pub use queue::*;
 pub use runs::*;
 
+/// The layout of the file this pier writes, kept in SQLite's
+/// `user_version`. 0 is a file from before it was kept (the same tables).
+/// A change of layout adds a step to [`migrate`] and one to this number.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Bring a store file forward to [`SCHEMA_VERSION`], in one transaction;
+/// a file written by a newer pier is refused, never rewritten in a layout
+/// it does not know.
+fn migrate(connection: &Connection) -> rusqlite::Result<()> {
+    let found: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+            Some(format!(
+                "it was written by a newer pier (layout {found}; this pier knows up to {SCHEMA_VERSION}): run that pier, or give this one another --state-dir"
+            )),
+        ));
+    }
+    connection.execute_batch("BEGIN IMMEDIATE")?;
+    let steps = (|| {
+        // 0 → 1: the tables as they are (created if missing).
+        connection.execute_batch(SCHEMA)?;
+        connection.execute_batch(history::SCHEMA)?;
+        connection.pragma_update(None, "user_version", SCHEMA_VERSION)
+    })();
+    match steps {
+        Ok(()) => connection.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = connection.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS revisions (
     commit_id TEXT PRIMARY KEY,
@@ -313,8 +347,7 @@ impl Store {
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         // Masked text must not linger in free pages once rows are rewritten.
         connection.pragma_update(None, "secure_delete", "ON")?;
-        connection.execute_batch(SCHEMA)?;
-        connection.execute_batch(history::SCHEMA)?;
+        migrate(&connection)?;
         for suffix in ["-wal", "-shm"] {
             let mut companion = path.as_os_str().to_owned();
             companion.push(suffix);
@@ -342,8 +375,7 @@ impl Store {
     /// [`Store::in_memory`] with this much history.
     pub fn in_memory_keeping(retention: Retention) -> rusqlite::Result<Store> {
         let connection = Connection::open_in_memory()?;
-        connection.execute_batch(SCHEMA)?;
-        connection.execute_batch(history::SCHEMA)?;
+        migrate(&connection)?;
         Ok(Store::over(connection, retention))
     }
 

@@ -292,6 +292,14 @@ fn holds_stay_and_freezes_run_out_at_their_time() {
         by: "alice".into(),
         reason: "bad release".into(),
         at: 10,
+        images: BTreeMap::from([(
+            "web".to_string(),
+            ServiceImage {
+                image: "web:1".into(),
+                pinned: "web@sha256:1".into(),
+                digest: "sha256:1".into(),
+            },
+        )]),
     };
     store.set_hold(Some(&hold)).unwrap();
     assert_eq!(store.hold().unwrap(), Some(hold));
@@ -323,6 +331,17 @@ fn holds_stay_and_freezes_run_out_at_their_time() {
     assert_eq!(store.freezes().unwrap(), vec![freeze("db", None)]);
     assert!(store.unfreeze("db").unwrap());
     assert!(!store.unfreeze("db").unwrap());
+    // A standby copies its leader's freezes: exactly those, no others.
+    store
+        .replace_freezes(&[freeze("api", None), freeze("*", Some(300))])
+        .unwrap();
+    let services: Vec<String> = store
+        .freezes()
+        .unwrap()
+        .into_iter()
+        .map(|f| f.service)
+        .collect();
+    assert_eq!(services, ["*", "api"]);
 }
 
 /// A rollback commit takes its parent's digests for the services it does
@@ -377,4 +396,48 @@ fn recent_revisions_name_the_images_kept() {
     assert_eq!(store.pulled_images().unwrap().len(), 1);
     store.forget_pull("n1", "reg/web@sha256:1").unwrap();
     assert!(store.pulled_images().unwrap().is_empty());
+}
+
+/// A file from before the layout was numbered opens with its history and
+/// is numbered; one from a newer pier is refused and left as it is.
+#[test]
+fn the_store_moves_forward_and_refuses_a_newer_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let older = dir.path().join("older.db");
+    {
+        let connection = rusqlite::Connection::open(&older).unwrap();
+        connection.execute_batch(super::SCHEMA).unwrap();
+        connection.execute_batch(super::history::SCHEMA).unwrap();
+        connection
+            .execute("INSERT INTO meta (key, value) VALUES ('kept', 'yes')", [])
+            .unwrap();
+    }
+    let store = Store::open(&older, Retention::default()).unwrap();
+    let (version, kept): (i64, String) = store
+        .with(|c| {
+            Ok((
+                c.pragma_query_value(None, "user_version", |r| r.get(0))?,
+                c.query_row("SELECT value FROM meta WHERE key = 'kept'", [], |r| {
+                    r.get(0)
+                })?,
+            ))
+        })
+        .unwrap();
+    assert_eq!((version, kept.as_str()), (super::SCHEMA_VERSION, "yes"));
+
+    let newer = dir.path().join("newer.db");
+    rusqlite::Connection::open(&newer)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let refused = Store::open(&newer, Retention::default())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(refused.contains("newer pier (layout 99"), "{refused}");
+    let after: i64 = rusqlite::Connection::open(&newer)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(after, 99, "left as it was");
 }

@@ -29,6 +29,7 @@ mod connect;
 mod create;
 mod events;
 mod inside;
+pub mod lease;
 pub mod session;
 
 pub use connect::install_crypto_provider;
@@ -231,6 +232,7 @@ impl Runtime for Engine {
         credentials: Option<&Credentials>,
         platform: Option<&str>,
     ) -> Result<(), RuntimeError> {
+        super::fence::check("an image pull")?;
         let mut options = CreateImageOptionsBuilder::default().from_image(reference);
         if let Some(platform) = platform {
             options = options.platform(platform);
@@ -266,6 +268,7 @@ impl Runtime for Engine {
     }
 
     async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
+        super::fence::check("an image removal")?;
         let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
             .force(false)
             .build();
@@ -284,6 +287,7 @@ impl Runtime for Engine {
         labels: &BTreeMap<String, String>,
         internal: bool,
     ) -> Result<(), RuntimeError> {
+        super::fence::check("a network creation")?;
         if self.network_exists(name).await? {
             return Ok(());
         }
@@ -340,10 +344,12 @@ impl Runtime for Engine {
         network: &str,
         aliases: &[String],
     ) -> Result<(), RuntimeError> {
+        super::fence::check("a network connection")?;
         self.join(container, network, aliases, &[]).await
     }
 
     async fn disconnect(&self, container: &str, network: &str) -> Result<(), RuntimeError> {
+        super::fence::check("a network disconnection")?;
         let request = bollard::models::NetworkDisconnectRequest {
             container: container.to_string(),
             force: Some(true),
@@ -378,6 +384,7 @@ impl Runtime for Engine {
     }
 
     async fn swarm_leave(&self) -> Result<(), RuntimeError> {
+        super::fence::check("a swarm leave")?;
         let options = bollard::query_parameters::LeaveSwarmOptionsBuilder::default()
             .force(false)
             .build();
@@ -390,6 +397,7 @@ impl Runtime for Engine {
     }
 
     async fn swarm_forget(&self, node_id: &str) -> Result<(), RuntimeError> {
+        super::fence::check("a swarm node removal")?;
         // It left already; the manager may not have seen it go down yet.
         let options = bollard::query_parameters::DeleteNodeOptionsBuilder::default()
             .force(true)
@@ -441,6 +449,7 @@ impl Runtime for Engine {
     }
 
     async fn swarm_set_role(&self, node_id: &str, manager: bool) -> Result<(), RuntimeError> {
+        super::fence::check("a swarm role change")?;
         let node = self
             .within(
                 "a swarm node inspection",
@@ -473,6 +482,7 @@ impl Runtime for Engine {
     }
 
     async fn swarm_init(&self, advertise: Option<&str>) -> Result<(), RuntimeError> {
+        super::fence::check("a swarm init")?;
         let request = bollard::models::SwarmInitRequest {
             listen_addr: Some("0.0.0.0:2377".into()),
             advertise_addr: advertise.map(str::to_string),
@@ -504,6 +514,7 @@ impl Runtime for Engine {
         manager: &str,
         token: &str,
     ) -> Result<(), RuntimeError> {
+        super::fence::check("a swarm join")?;
         let request = bollard::models::SwarmJoinRequest {
             listen_addr: Some("0.0.0.0:2377".into()),
             advertise_addr: advertise.map(str::to_string),
@@ -544,6 +555,7 @@ impl Runtime for Engine {
         encrypted: bool,
         internal: bool,
     ) -> Result<(), RuntimeError> {
+        super::fence::check("an overlay network creation")?;
         let mut options = HashMap::new();
         if encrypted {
             options.insert("encrypted".to_string(), String::new());
@@ -577,6 +589,7 @@ impl Runtime for Engine {
     }
 
     async fn create(&self, name: &str, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        super::fence::check("a container creation")?;
         let mut options = CreateContainerOptionsBuilder::default().name(name);
         if let Some(platform) = &spec.platform {
             options = options.platform(platform);
@@ -585,10 +598,11 @@ impl Runtime for Engine {
         let created = self
             .within(
                 "a container creation",
-                Box::pin(
-                    self.docker
-                        .create_container(Some(options), create_body(spec)),
-                ),
+                Box::pin(self.docker.create_container(Some(options), {
+                    let mut body = create_body(spec);
+                    body.labels = body.labels.map(super::jobs::with_epoch);
+                    body
+                })),
             )
             .await?
             .map_err(classify)?;
@@ -612,6 +626,7 @@ impl Runtime for Engine {
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        super::fence::check("a container start")?;
         self.within(
             "a container start",
             Box::pin(self.docker.start_container(id, None)),
@@ -621,6 +636,7 @@ impl Runtime for Engine {
     }
 
     async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
+        super::fence::check("a container stop")?;
         let options = StopContainerOptionsBuilder::default()
             .t(timeout.as_secs() as i32)
             .build();
@@ -639,6 +655,7 @@ impl Runtime for Engine {
     }
 
     async fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
+        super::fence::check("a container rename")?;
         let options = RenameContainerOptionsBuilder::default().name(name).build();
         self.within(
             "a container rename",
@@ -649,6 +666,7 @@ impl Runtime for Engine {
     }
 
     async fn remove(&self, id: &str, volumes: Volumes) -> Result<(), RuntimeError> {
+        super::fence::check("a container removal")?;
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(volumes == Volumes::Remove)
@@ -686,6 +704,7 @@ impl Runtime for Engine {
         id: &str,
         files: &[crate::manifest::model::ProvidedFile],
     ) -> Result<(), RuntimeError> {
+        super::fence::check("a file copy")?;
         let archive = provided_archive(files).map_err(|e| RuntimeError::Failed(e.to_string()))?;
         self.unpack_at_root(id, archive).await
     }
@@ -695,6 +714,7 @@ impl Runtime for Engine {
         id: &str,
         files: &BTreeMap<String, String>,
     ) -> Result<(), RuntimeError> {
+        super::fence::check("a file copy")?;
         let archive = files_archive(files).map_err(|e| RuntimeError::Failed(e.to_string()))?;
         self.unpack_at_root(id, archive).await
     }
@@ -704,6 +724,7 @@ impl Runtime for Engine {
     }
 
     async fn exec(&self, id: &str, command: &[String]) -> Result<(i64, String), RuntimeError> {
+        super::fence::check("an exec")?;
         let request = super::ExecRequest {
             command: command.to_vec(),
             ..Default::default()
@@ -716,6 +737,7 @@ impl Runtime for Engine {
         id: &str,
         request: &super::ExecRequest,
     ) -> Result<(i64, String), RuntimeError> {
+        super::fence::check("an exec")?;
         self.exec_in(id, request).await
     }
 

@@ -30,6 +30,7 @@ mod replica;
 mod restart;
 mod swarm;
 pub use restart::restart;
+pub use swarm::advertise_of;
 #[cfg(test)]
 mod tests;
 

@@ -131,8 +131,13 @@ pub(super) async fn until_worker<R: Runtime>(
 /// The address a node gives the swarm: its endpoint's, when that is an IP
 /// address; otherwise the engine chooses (and says so when it cannot).
 pub(super) fn advertise_address(desired: &Desired, node: &str) -> Option<String> {
+    advertise_of(desired.nodes.get(node)?)
+}
+
+/// The address `node` gives a swarm it forms or joins.
+pub fn advertise_of(node: &crate::manifest::model::Node) -> Option<String> {
     use crate::manifest::model::Endpoint;
-    let host = match &desired.nodes.get(node)?.endpoint {
+    let host = match &node.endpoint {
         Endpoint::Tcp { host, .. } | Endpoint::Ssh { host, .. } => host,
         Endpoint::Unix { .. } => return None,
     };
