@@ -222,7 +222,7 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, body: Byt
             engine.next_id += 1;
             let id = format!("{:064x}", engine.next_id);
             engine.networks.insert(name, id.clone());
-            json_response(StatusCode::CREATED, json!({ "Id": id }))
+            json_response(StatusCode::CREATED, json!({ "Id": id, "Warning": "" }))
         }
         _ => json_response(
             StatusCode::NOT_IMPLEMENTED,
