@@ -13,7 +13,8 @@
 //! This module owns the loop and the process (lock, signals, listener); the
 //! pass itself is in [`reconciler`], the triggers in [`watch`] and
 //! [`pending`], pipeline runs in [`runner`], the HTTP
-//! side in [`api`], history in [`store`].
+//! side in [`api`], history in [`store`], and under `--ha` the election
+//! that decides whether this daemon acts in [`lease`].
 
 pub mod api;
 mod auth;

@@ -325,6 +325,44 @@ pub fn render(status: &Status) -> String {
 mod tests {
     use super::*;
 
+    /// Under `--ha`, `pier status` says which daemon acts and where.
+    #[test]
+    fn the_status_says_who_leads_and_where() {
+        let lease = |role: &str, leader: Option<&str>, url: Option<&str>| {
+            super::super::lease::LeaseStatus {
+                role: role.into(),
+                identity: "b".into(),
+                epoch: 3,
+                leader: leader.map(Into::into),
+                leader_url: url.map(Into::into),
+                ..Default::default()
+            }
+        };
+        let line = |ha| {
+            render(&Status {
+                stack: "s".into(),
+                ha: Some(ha),
+                ..Default::default()
+            })
+            .lines()
+            .find(|l| l.starts_with("High availability: "))
+            .map(str::to_string)
+        };
+        assert_eq!(
+            line(lease("standby", Some("a"), Some("http://a:7878"))).as_deref(),
+            Some(
+                "High availability: standby: a leads (term 3) at http://a:7878; make changes there"
+            )
+        );
+        assert_eq!(
+            line(lease("leader", Some("b"), None)).as_deref(),
+            Some("High availability: this daemon (b) leads, term 3")
+        );
+        let unknown = line(lease("unknown", None, None)).unwrap();
+        assert!(unknown.contains("no daemon leads yet"), "{unknown}");
+        assert!(!render(&Status::default()).contains("High availability"));
+    }
+
     /// Each routed host shows its service, port and backends up of wanted.
     #[test]
     fn routes_show_each_host_with_its_backends() {

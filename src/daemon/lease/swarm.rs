@@ -287,8 +287,9 @@ pub async fn keep(
         }
     }
     fence::release();
-    let nodes = shared.watched.borrow().nodes.clone();
-    if let Ok((_, lease)) = placement.lease(&nodes, &name).await {
+    // Only where the lease was last kept: stopping forms no swarm.
+    if let Some((_, engine)) = placement.found.take() {
+        let lease = SwarmLease { engine, name };
         match elector.release(&lease).await {
             Ok(()) => info!("released the --ha lease"),
             Err(e) => {

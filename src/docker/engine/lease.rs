@@ -76,24 +76,14 @@ impl Engine {
         name: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), RecordError> {
-        use base64::Engine as _;
-        let spec = ConfigSpec {
-            name: Some(name.to_string()),
-            labels: Some(labels.clone().into_iter().collect()),
-            // A config must hold data; the record lives in the labels.
-            data: Some(base64::engine::general_purpose::STANDARD.encode(name)),
-            ..Default::default()
-        };
-        self.within(
-            "a swarm config creation",
-            Box::pin(self.docker.create_config(spec)),
-        )
-        .await?
-        .map(drop)
-        .map_err(|e| match classify(e) {
-            e if is_conflict(&e) => RecordError::Conflict,
-            e => RecordError::Engine(e),
-        })
+        let spec = record_spec(name, labels);
+        let created = self
+            .within(
+                "a swarm config creation",
+                Box::pin(self.docker.create_config(spec)),
+            )
+            .await?;
+        created.map(drop).map_err(record_error)
     }
 
     /// Replace the labels of record `name` if it is still at `version`;
@@ -104,40 +94,42 @@ impl Engine {
         version: u64,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), RecordError> {
-        use base64::Engine as _;
-        let spec = ConfigSpec {
-            name: Some(name.to_string()),
-            labels: Some(labels.clone().into_iter().collect()),
-            // Unchanged: the managers refuse an update of a config's data.
-            data: Some(base64::engine::general_purpose::STANDARD.encode(name)),
-            ..Default::default()
-        };
         let options = bollard::query_parameters::UpdateConfigOptionsBuilder::default()
             .version(version as i64)
             .build();
-        self.within(
-            "a swarm config update",
-            Box::pin(self.docker.update_config(name, spec, options)),
-        )
-        .await?
-        .map_err(|e| match classify(e) {
-            e if is_conflict(&e) => RecordError::Conflict,
-            e => RecordError::Engine(e),
-        })
+        let request = self
+            .docker
+            .update_config(name, record_spec(name, labels), options);
+        let updated = self
+            .within("a swarm config update", Box::pin(request))
+            .await?;
+        updated.map_err(record_error)
     }
 
     /// Form a swarm on this engine, for the lease only: the one call that
     /// changes an engine without a term, because the term needs the swarm.
     /// An engine already in one refuses, and the caller looks again.
     pub async fn form_swarm_for_lease(&self, advertise: Option<&str>) -> Result<(), RuntimeError> {
-        let request = bollard::models::SwarmInitRequest {
-            listen_addr: Some("0.0.0.0:2377".into()),
-            advertise_addr: advertise.map(str::to_string),
-            ..Default::default()
-        };
-        self.within("a swarm init", Box::pin(self.docker.init_swarm(request)))
-            .await?
-            .map(drop)
-            .map_err(classify)
+        self.init_swarm(advertise).await
+    }
+}
+
+/// The config that holds a record: its labels are the record. A config
+/// must hold data, which never changes (the managers refuse an update of
+/// it), so it is the name.
+fn record_spec(name: &str, labels: &BTreeMap<String, String>) -> ConfigSpec {
+    use base64::Engine as _;
+    ConfigSpec {
+        name: Some(name.to_string()),
+        labels: Some(labels.clone().into_iter().collect()),
+        data: Some(base64::engine::general_purpose::STANDARD.encode(name)),
+        ..Default::default()
+    }
+}
+
+fn record_error(error: bollard::errors::Error) -> RecordError {
+    match classify(error) {
+        e if is_conflict(&e) => RecordError::Conflict,
+        e => RecordError::Engine(e),
     }
 }

@@ -101,6 +101,21 @@ fn classify(error: bollard::errors::Error) -> RuntimeError {
 }
 
 impl Engine {
+    /// `docker swarm init`, listening on all addresses and advertising
+    /// `advertise` (the engine chooses when `None`). Unfenced: the callers
+    /// are [`Runtime::swarm_init`] and the `--ha` lease.
+    async fn init_swarm(&self, advertise: Option<&str>) -> Result<(), RuntimeError> {
+        let request = bollard::models::SwarmInitRequest {
+            listen_addr: Some("0.0.0.0:2377".into()),
+            advertise_addr: advertise.map(str::to_string),
+            ..Default::default()
+        };
+        self.within("a swarm init", Box::pin(self.docker.init_swarm(request)))
+            .await?
+            .map(|_| ())
+            .map_err(classify)
+    }
+
     /// Unpack a tar archive at the root of a container's file system.
     async fn unpack_at_root(&self, id: &str, archive: Vec<u8>) -> Result<(), RuntimeError> {
         let options = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
@@ -483,15 +498,7 @@ impl Runtime for Engine {
 
     async fn swarm_init(&self, advertise: Option<&str>) -> Result<(), RuntimeError> {
         super::fence::check("a swarm init")?;
-        let request = bollard::models::SwarmInitRequest {
-            listen_addr: Some("0.0.0.0:2377".into()),
-            advertise_addr: advertise.map(str::to_string),
-            ..Default::default()
-        };
-        self.within("a swarm init", Box::pin(self.docker.init_swarm(request)))
-            .await?
-            .map(|_| ())
-            .map_err(classify)
+        self.init_swarm(advertise).await
     }
 
     async fn swarm_tokens(&self) -> Result<(String, String), RuntimeError> {
