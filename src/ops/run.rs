@@ -40,6 +40,7 @@ pub fn one_off_spec(
     one.reload = None;
     one.tty = tty;
     one.stdin_open = true;
+    one.stdin_once = true;
     one.labels = spec
         .labels
         .iter()

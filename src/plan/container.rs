@@ -132,6 +132,12 @@ pub struct ContainerSpec {
     pub tty: bool,
     #[serde(skip_serializing_if = "is_false")]
     pub stdin_open: bool,
+    /// Close the container's input when the first attached client's input
+    /// ends (`docker run -i`): a one-off's. Without it the engine closes
+    /// that client's output instead, losing what the command had still to
+    /// print. Never a service's, so never hashed.
+    #[serde(skip)]
+    pub stdin_once: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -344,6 +344,7 @@ pub fn container_spec(
         read_only: service.read_only,
         tty: service.tty,
         stdin_open: service.stdin_open,
+        stdin_once: false,
         stop_signal: service.stop_signal.clone(),
         shm_size: service.shm_size,
         dns: service.dns.clone(),

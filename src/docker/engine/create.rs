@@ -166,6 +166,7 @@ pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         stop_signal: spec.stop_signal.clone(),
         tty: spec.tty.then_some(true),
         open_stdin: spec.stdin_open.then_some(true),
+        stdin_once: spec.stdin_once.then_some(true),
         domainname: spec.domainname.clone(),
         healthcheck: spec.healthcheck.as_ref().map(|h| HealthConfig {
             test: Some(h.test.clone()),
