@@ -74,6 +74,16 @@ pub fn epoch() -> Option<u64> {
     }
 }
 
+/// `labels`, with the epoch of the term held ([`LABEL_EPOCH`]) when there
+/// is one: what every container created under a term carries.
+pub fn with_epoch<M>(mut labels: M) -> M
+where
+    M: Extend<(String, String)>,
+{
+    labels.extend(epoch().map(|epoch| (LABEL_EPOCH.to_string(), epoch.to_string())));
+    labels
+}
+
 /// Whether the process may change engines now; `what` names the call for
 /// the error. Refused calls are reported as an unreachable engine: the
 /// pass ends as a transient failure and changes nothing more, and no

@@ -81,7 +81,7 @@ impl Engine {
             cmd: Some(spec.command.clone()),
             env: Some(spec.env.clone()),
             working_dir: Some(spec.working_dir.clone()),
-            labels: Some(with_epoch(spec.labels.clone())),
+            labels: Some(super::fence::with_epoch(spec.labels.clone())),
             host_config: Some(
                 spec.limits
                     .as_ref()
@@ -303,16 +303,4 @@ impl Engine {
         }
         digest.ok_or_else(|| RuntimeError::Failed("the registry reported no digest".into()))
     }
-}
-
-/// `labels`, with the epoch of the term held (`--ha`) when there is one.
-pub(super) fn with_epoch<M>(mut labels: M) -> M
-where
-    M: Extend<(String, String)>,
-{
-    labels.extend(
-        super::fence::epoch()
-            .map(|epoch| (super::fence::LABEL_EPOCH.to_string(), epoch.to_string())),
-    );
-    labels
 }

@@ -42,6 +42,12 @@ impl SwarmLease {
         LeaseError::Unavailable(error.to_string())
     }
 
+    /// The named failing point `lease:unreachable` (`PIER_FAULT_FILE`): a
+    /// partition from the managers, on purpose.
+    fn injected() -> Result<(), LeaseError> {
+        crate::fault::failing("lease:unreachable").map_err(Self::unavailable)
+    }
+
     fn written(result: Result<(), RecordError>) -> Result<(), LeaseError> {
         result.map_err(|e| match e {
             RecordError::Conflict => LeaseError::Conflict,
@@ -52,7 +58,7 @@ impl SwarmLease {
 
 impl LeaseStore for SwarmLease {
     async fn read(&self) -> Result<Option<Versioned>, LeaseError> {
-        crate::fault::failing("lease:unreachable").map_err(Self::unavailable)?;
+        Self::injected()?;
         Ok(self
             .engine
             .record_read(&self.name)
@@ -65,7 +71,7 @@ impl LeaseStore for SwarmLease {
     }
 
     async fn create(&self, record: &Record) -> Result<(), LeaseError> {
-        crate::fault::failing("lease:unreachable").map_err(Self::unavailable)?;
+        Self::injected()?;
         Self::written(
             self.engine
                 .record_create(&self.name, &record.to_labels())
@@ -74,7 +80,7 @@ impl LeaseStore for SwarmLease {
     }
 
     async fn update(&self, version: u64, record: &Record) -> Result<(), LeaseError> {
-        crate::fault::failing("lease:unreachable").map_err(Self::unavailable)?;
+        Self::injected()?;
         Self::written(
             self.engine
                 .record_update(&self.name, version, &record.to_labels())
@@ -150,7 +156,7 @@ impl Placement {
             (false, true, Some(engine)) => {
                 let advertise = crate::pass::apply::advertise_of(first);
                 engine
-                    .form_swarm_for_lease(advertise.as_deref())
+                    .init_swarm(advertise.as_deref())
                     .await
                     .map_err(|e| format!("forming a swarm on {} for the lease: {e}", first.name))?;
                 info!(node = %first.name, "formed a swarm to keep the --ha lease in");

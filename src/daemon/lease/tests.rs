@@ -74,6 +74,14 @@ fn elector(name: &str) -> Elector {
     Elector::new(name.into(), format!("http://{name}:7777"), timing())
 }
 
+/// `a` takes the lease, then `b` reads it and stands by.
+async fn leader_and_standby(store: &MemoryStore) -> (Elector, Elector) {
+    let (mut a, mut b) = (elector("a"), elector("b"));
+    a.step(store, "").await.unwrap();
+    b.step(store, "").await.unwrap();
+    (a, b)
+}
+
 async fn advance(by: Duration) {
     tokio::time::advance(by).await;
 }
@@ -81,9 +89,7 @@ async fn advance(by: Duration) {
 #[tokio::test(start_paused = true)]
 async fn the_first_daemon_creates_the_lease_and_the_second_stands_by() {
     let store = MemoryStore::default();
-    let (mut a, mut b) = (elector("a"), elector("b"));
-    a.step(&store, "").await.unwrap();
-    b.step(&store, "").await.unwrap();
+    let (mut a, mut b) = leader_and_standby(&store).await;
     let now = Instant::now();
     assert_eq!(a.term(now).map(|t| t.epoch), Some(1));
     assert_eq!(b.term(now), None, "the lease is a's");
@@ -104,9 +110,7 @@ async fn the_first_daemon_creates_the_lease_and_the_second_stands_by() {
 #[tokio::test(start_paused = true)]
 async fn a_standby_takes_over_a_whole_lease_after_it_last_saw_a_change() {
     let store = MemoryStore::default();
-    let (mut a, mut b) = (elector("a"), elector("b"));
-    a.step(&store, "").await.unwrap();
-    b.step(&store, "").await.unwrap();
+    let (a, mut b) = leader_and_standby(&store).await;
     // a dies here: it renews no more.
     advance(Duration::from_secs(14)).await;
     b.step(&store, "").await.unwrap();
@@ -130,9 +134,7 @@ async fn a_standby_takes_over_a_whole_lease_after_it_last_saw_a_change() {
 #[tokio::test(start_paused = true)]
 async fn a_holder_cut_off_from_the_store_stops_before_a_standby_may_start() {
     let store = MemoryStore::default();
-    let (mut a, mut b) = (elector("a"), elector("b"));
-    a.step(&store, "").await.unwrap();
-    b.step(&store, "").await.unwrap();
+    let (mut a, mut b) = leader_and_standby(&store).await;
     let renewed_at = Instant::now();
     store.set_down(true);
     let mut a_ended = None;

@@ -643,17 +643,9 @@ impl Reconciler {
         if let Some(loaded) = loaded {
             self.publish_watched(&loaded);
         }
-        // The leader's hold and freezes, as copied with the lease; their
-        // running out is the leader's to tell.
-        let control = self
-            .shared
-            .store
-            .call(|store| -> rusqlite::Result<_> { Ok((store.hold()?, store.freezes()?)) })
-            .await;
-        if let Ok((hold, freezes)) = control {
-            let mut status = self.shared.status.write().expect("status lock");
-            (status.held, status.frozen) = (hold, freezes);
-        }
+        // The leader's hold and freezes reach the status as the lease
+        // hands them on (`lease::swarm`); their running out is the leader's
+        // to tell.
         self.shared.changed();
         self.shared.ready.store(true, Ordering::Relaxed);
     }

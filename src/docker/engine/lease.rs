@@ -6,7 +6,8 @@
 //! `pier daemon --ha` keeps its lease in (`crate::daemon::lease`).
 //!
 //! These calls do not pass the fence (`super::super::fence`): they are how
-//! a daemon gets or keeps the term the fence asks for.
+//! a daemon gets or keeps the term the fence asks for (as is forming the
+//! swarm they need, [`Engine::init_swarm`]).
 
 use std::collections::BTreeMap;
 
@@ -104,13 +105,6 @@ impl Engine {
             .within("a swarm config update", Box::pin(request))
             .await?;
         updated.map_err(record_error)
-    }
-
-    /// Form a swarm on this engine, for the lease only: the one call that
-    /// changes an engine without a term, because the term needs the swarm.
-    /// An engine already in one refuses, and the caller looks again.
-    pub async fn form_swarm_for_lease(&self, advertise: Option<&str>) -> Result<(), RuntimeError> {
-        self.init_swarm(advertise).await
     }
 }
 

@@ -103,8 +103,10 @@ fn classify(error: bollard::errors::Error) -> RuntimeError {
 impl Engine {
     /// `docker swarm init`, listening on all addresses and advertising
     /// `advertise` (the engine chooses when `None`). Unfenced: the callers
-    /// are [`Runtime::swarm_init`] and the `--ha` lease.
-    async fn init_swarm(&self, advertise: Option<&str>) -> Result<(), RuntimeError> {
+    /// are [`Runtime::swarm_init`], which checks the fence first, and the
+    /// `--ha` lease, which forms the swarm its term is kept in (an engine
+    /// already in one refuses, and the lease looks again).
+    pub async fn init_swarm(&self, advertise: Option<&str>) -> Result<(), RuntimeError> {
         let request = bollard::models::SwarmInitRequest {
             listen_addr: Some("0.0.0.0:2377".into()),
             advertise_addr: advertise.map(str::to_string),
@@ -607,7 +609,7 @@ impl Runtime for Engine {
                 "a container creation",
                 Box::pin(self.docker.create_container(Some(options), {
                     let mut body = create_body(spec);
-                    body.labels = body.labels.map(super::jobs::with_epoch);
+                    body.labels = body.labels.map(super::fence::with_epoch);
                     body
                 })),
             )
