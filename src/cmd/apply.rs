@@ -140,9 +140,16 @@ pub async fn deploy(
     apply_settings: &ApplySettings,
 ) -> ExitCode {
     let terminal = Terminal::default();
-    let deployment =
-        pier::pass::deploy::deploy(loaded, settings, registry, input, apply_settings, &terminal)
-            .await;
+    let deployment = pier::pass::deploy::deploy(
+        &pass::Engines,
+        loaded,
+        settings,
+        registry,
+        input,
+        apply_settings,
+        &terminal,
+    )
+    .await;
     terminal.finish();
     report_deployment(&deployment)
 }

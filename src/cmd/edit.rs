@@ -136,7 +136,14 @@ async fn show_plan(args: &CommitArgs, outcome: &Outcome, vars: &Vars) {
     };
     let settings = super::nodes_settings(source, args.nodes.clone());
     let registry = pass::registry(&settings);
-    let planned = pass::plan_loaded(&loaded, &settings, &registry, &PassInput::default()).await;
+    let planned = pass::plan_loaded(
+        &pass::Engines,
+        &loaded,
+        &settings,
+        &registry,
+        &PassInput::default(),
+    )
+    .await;
     println!("\nThe plan after this change:");
     print!(
         "{}",

@@ -40,18 +40,15 @@ use std::fs::File;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::{Notify, watch as tokio_watch};
+use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::source::git::GitSource;
 
-use metrics::Metrics;
 use reconciler::{Outcome, Reconciler};
-use status::Status;
 use store::Store;
 
 /// Why the daemon could not start.
@@ -194,63 +191,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     };
     let stack = config.settings.stack.clone().unwrap_or_else(|| repo.name());
     let repo = Arc::new(Mutex::new(repo));
-    let (watched, watched_rx) = tokio_watch::channel(Watched {
-        stack: stack.clone(),
-        ..Default::default()
-    });
-    let metrics = Metrics::default();
-    let coalesced = metrics.triggers_coalesced.clone();
-    let metrics_for_notify = metrics.clone();
-    let shared = Arc::new(Shared {
-        status: RwLock::new(Status {
-            stack: stack.clone(),
-            branch: config.branch.clone(),
-            ..Default::default()
-        }),
-        metrics,
-        store: store::StoreQueue::start(store),
-        ready: AtomicBool::new(false),
-        triggers: pending::Triggers::new(coalesced),
-        git_check: Notify::new(),
-        registry_check: Notify::new(),
-        secrets: Secrets::from_environment(),
-        followed: Mutex::new(Default::default()),
-        watched,
-        tip: tokio_watch::channel(None).0,
-        branch_tips: tokio_watch::channel(Default::default()).0,
-        branch_runs: pending::BranchRuns::default(),
-        leftovers: tokio::sync::OnceCell::new(),
-        trusted_runners: Mutex::new(None),
-        trusted_runners_known: Notify::new(),
-        notifier: notify::Notifier::start(
-            &config.notify,
-            &stack,
-            &config.branch,
-            &metrics_for_notify,
-        ),
-        changes: tokio_watch::channel(0).0,
-        engine_versions: Mutex::new(Default::default()),
-        edits: EditSettings {
-            repo: config.settings.source.repo.clone(),
-            cache_dir: config.settings.source.cache_dir.clone(),
-            branch: config.branch.clone(),
-            folder: config.settings.source.path.clone(),
-            vars: config.settings.manifest_vars(),
-            stream_for: config.http.request_timeout.mul_f64(0.8),
-            diff: {
-                let mut settings = config.settings.clone();
-                settings.source.reference = config.branch.clone();
-                settings
-            },
-        },
-        restarts: Mutex::new(Vec::new()),
-        lease: tokio_watch::channel(config.ha.as_ref().map(|ha| lease::LeaseStatus {
-            role: "standby".into(),
-            identity: ha.identity.clone(),
-            ..Default::default()
-        }))
-        .0,
-    });
+    let shared = Arc::new(Shared::new(
+        &config,
+        &stack,
+        store,
+        Secrets::from_environment(),
+    ));
+    let watched_rx = shared.watched.subscribe();
 
     let listener = listen(config.listen, &config.state_dir, "listen").await?;
     let address = listener.local_addr().unwrap_or(config.listen);
@@ -294,21 +241,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         )
         .with_observer(Arc::new(move |result| metrics.registry_request(result))),
     );
-    let environment: crate::manifest::Vars = std::env::vars().collect();
-    let runner = runner::PipelineRunner {
-        shared: shared.clone(),
-        repo: repo.clone(),
-        credentials: registry.credentials().clone(),
-        vars: crate::manifest::interpolate::admitted(&environment, &config.settings.allow_env),
-        environment,
-        branch: config.branch.clone(),
-        engine_timeout: config.settings.engine_timeout,
-        policy: Arc::new(std::sync::RwLock::new(Arc::new(
-            config.settings.policy.clone(),
-        ))),
-        confinement: config.untrusted.clone(),
-        keys: config.settings.keys.clone(),
-    };
+    let runner = runner::PipelineRunner::new(
+        shared.clone(),
+        repo.clone(),
+        &config,
+        &registry,
+        std::env::vars().collect(),
+    );
     tasks.spawn(watch::registry(
         registry.clone(),
         config.registry_interval,
@@ -348,7 +287,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     });
 
     shared.triggers.send(Trigger::Startup);
-    let reconciler = Reconciler::new(config.clone(), stack, registry, runner).await;
+    let reconciler = Reconciler::new(
+        crate::pass::Engines,
+        config.clone(),
+        stack,
+        registry,
+        runner,
+    )
+    .await;
     // Listening, and the first pass asked for: ready, to systemd.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     reconcile_loop(reconciler, &config, shutdown_signal()).await;

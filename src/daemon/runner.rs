@@ -63,6 +63,31 @@ impl TrustedRunners {
 }
 
 impl PipelineRunner {
+    /// The runner of a daemon of `config`; `environment` is the process's
+    /// own, of which only what `--allow-env` admits reaches manifests.
+    pub fn new(
+        shared: Arc<Shared>,
+        repo: Arc<Mutex<GitSource>>,
+        config: &super::shared::Config,
+        registry: &crate::registry::Registry,
+        environment: Vars,
+    ) -> PipelineRunner {
+        PipelineRunner {
+            shared,
+            repo,
+            credentials: registry.credentials().clone(),
+            vars: crate::manifest::interpolate::admitted(&environment, &config.settings.allow_env),
+            environment,
+            branch: config.branch.clone(),
+            engine_timeout: config.settings.engine_timeout,
+            policy: Arc::new(std::sync::RwLock::new(Arc::new(
+                config.settings.policy.clone(),
+            ))),
+            confinement: config.untrusted.clone(),
+            keys: config.settings.keys.clone(),
+        }
+    }
+
     /// Read and validate the manifests at `commit` with the variables the
     /// allow-list admits; a variable of the daemon's environment that it
     /// keeps out is named as such, not as unset.

@@ -200,7 +200,70 @@ pub struct EditSettings {
     pub diff: Settings,
 }
 
+impl EditSettings {
+    fn of(config: &Config) -> EditSettings {
+        EditSettings {
+            repo: config.settings.source.repo.clone(),
+            cache_dir: config.settings.source.cache_dir.clone(),
+            branch: config.branch.clone(),
+            folder: config.settings.source.path.clone(),
+            vars: config.settings.manifest_vars(),
+            stream_for: config.http.request_timeout.mul_f64(0.8),
+            diff: {
+                let mut settings = config.settings.clone();
+                settings.source.reference = config.branch.clone();
+                settings
+            },
+        }
+    }
+}
+
 impl Shared {
+    /// The state of a daemon of `config` that deploys `stack`, recording in
+    /// `store`; its notifier is started.
+    pub fn new(config: &Config, stack: &str, store: store::Store, secrets: Secrets) -> Shared {
+        let metrics = Metrics::default();
+        let coalesced = metrics.triggers_coalesced.clone();
+        let notifier = notify::Notifier::start(&config.notify, stack, &config.branch, &metrics);
+        Shared {
+            status: RwLock::new(Status {
+                stack: stack.to_string(),
+                branch: config.branch.clone(),
+                ..Default::default()
+            }),
+            metrics,
+            store: store::StoreQueue::start(store),
+            ready: AtomicBool::new(false),
+            triggers: pending::Triggers::new(coalesced),
+            git_check: Notify::new(),
+            registry_check: Notify::new(),
+            secrets,
+            followed: Mutex::new(Default::default()),
+            watched: tokio_watch::channel(Watched {
+                stack: stack.to_string(),
+                ..Default::default()
+            })
+            .0,
+            tip: tokio_watch::channel(None).0,
+            branch_tips: tokio_watch::channel(Default::default()).0,
+            branch_runs: pending::BranchRuns::default(),
+            leftovers: tokio::sync::OnceCell::new(),
+            trusted_runners: Mutex::new(None),
+            trusted_runners_known: Notify::new(),
+            notifier,
+            changes: tokio_watch::channel(0).0,
+            engine_versions: Mutex::new(Default::default()),
+            edits: EditSettings::of(config),
+            restarts: Mutex::new(Vec::new()),
+            lease: tokio_watch::channel(config.ha.as_ref().map(|ha| super::lease::LeaseStatus {
+                role: "standby".into(),
+                identity: ha.identity.clone(),
+                ..Default::default()
+            }))
+            .0,
+        }
+    }
+
     /// The status document as served: the daemon's status, with how each
     /// notification target is doing.
     pub fn status_document(&self) -> Status {

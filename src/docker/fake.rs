@@ -45,6 +45,12 @@ impl FakeRuntime {
     }
 
     /// Make every call fail as if the engine were down.
+    /// How many containers were ever made here (created, or added as
+    /// foreign ones), removed ones included.
+    pub fn made(&self) -> u64 {
+        self.state.lock().expect("fake state").next_id
+    }
+
     pub fn set_unreachable(&self, unreachable: bool) {
         self.state.lock().expect("fake state").unreachable = unreachable;
     }

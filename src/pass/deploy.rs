@@ -8,21 +8,22 @@
 //! daemon's status and log). A plan the planner refused, or one with
 //! nothing to do, never reaches the engines.
 
+use crate::docker::engine::Engine;
 use crate::pass::apply::{self, ApplyReport, ApplySettings, StepRecord};
-use crate::pass::{self, Loaded, PassInput, Planned, Settings};
+use crate::pass::{self, Connect, Loaded, PassInput, Planned, Settings};
 use crate::registry::Registry;
 
 /// What a caller sees of a deploy while it runs.
-pub trait Watch: Sync {
+pub trait Watch<R = Engine>: Sync {
     /// The plan is made, before any engine is asked to change anything.
-    fn planned(&self, planned: &Planned);
+    fn planned(&self, planned: &Planned<R>);
     /// One engine call ended.
     fn step(&self, record: &StepRecord);
 }
 
 /// A deploy's plan and what carrying it out did.
-pub struct Deployment {
-    pub planned: Planned,
+pub struct Deployment<R = Engine> {
+    pub planned: Planned<R>,
     /// Empty when the plan was refused or had nothing to do.
     pub report: ApplyReport,
 }
@@ -41,7 +42,7 @@ pub enum Verdict {
     Converged,
 }
 
-impl Deployment {
+impl<R> Deployment<R> {
     /// Whether the planner refused the commit.
     pub fn refused(&self) -> bool {
         !self.planned.plan.refused.is_empty()
@@ -66,16 +67,17 @@ impl Deployment {
     }
 }
 
-/// Observe, plan and apply `loaded`.
-pub async fn deploy(
+/// Observe, plan and apply `loaded` on the nodes `connector` reaches.
+pub async fn deploy<C: Connect>(
+    connector: &C,
     loaded: &Loaded,
     settings: &Settings,
     registry: &Registry,
     input: &PassInput,
     apply_settings: &ApplySettings,
-    watch: &dyn Watch,
-) -> Deployment {
-    let planned = pass::plan_loaded(loaded, settings, registry, input).await;
+    watch: &dyn Watch<C::Runtime>,
+) -> Deployment<C::Runtime> {
+    let planned = pass::plan_loaded(connector, loaded, settings, registry, input).await;
     watch.planned(&planned);
     let mut deployment = Deployment {
         planned,

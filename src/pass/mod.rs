@@ -28,7 +28,7 @@ use crate::registry::Registry;
 use crate::source::git::SourceError;
 use crate::validate::Source;
 
-pub use connect::{connect_all, reachable};
+pub use connect::{Connect, Engines, connect_all, reachable};
 pub use deploy::deploy;
 pub use load::{load, load_for_deploy, registry, with_router_certificate};
 pub use planning::{plan_loaded, prepare};
@@ -106,12 +106,13 @@ pub struct Prepared {
     pub interpolated: BTreeSet<String>,
 }
 
-/// What was observed and planned for one loaded commit.
-pub struct Planned {
+/// What was observed and planned for one loaded commit, and the engines
+/// that answered (real ones unless a caller connected otherwise).
+pub struct Planned<R = Engine> {
     pub desired: Desired,
     pub observed: Observed,
     pub plan: Plan,
-    pub engines: BTreeMap<String, Engine>,
+    pub engines: BTreeMap<String, R>,
     /// Why this pass could not do everything, when the cause may pass by
     /// itself (an unreachable node or registry): worth retrying.
     pub transient: Option<String>,

@@ -5,12 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use futures_util::future::join_all;
 
-use super::connect::{connect_all, connect_nodes, reachable};
+use super::connect::{Connect, Engines, connect_nodes, reachable};
 use super::load::{load_for_deploy, registry};
 use super::resolve::{ImageResolution, image_choices, resolve_images};
 use super::{Loaded, PassError, PassInput, Planned, Prepared, Settings};
 use crate::docker::Runtime;
-use crate::docker::engine::Engine;
 use crate::manifest::{self, Manifest, Vars};
 use crate::plan::desired::desired_state;
 use crate::plan::{self, Desired, Observed};
@@ -20,7 +19,14 @@ use crate::registry::Registry;
 pub async fn prepare(settings: &Settings, vars: &Vars) -> Result<Prepared, PassError> {
     let loaded = load_for_deploy(settings, vars).await?;
     let registry = registry(settings);
-    let planned = plan_loaded(&loaded, settings, &registry, &PassInput::default()).await;
+    let planned = plan_loaded(
+        &Engines,
+        &loaded,
+        settings,
+        &registry,
+        &PassInput::default(),
+    )
+    .await;
     Ok(Prepared {
         manifest: loaded.manifest,
         desired: planned.desired,
@@ -34,20 +40,22 @@ pub async fn prepare(settings: &Settings, vars: &Vars) -> Result<Prepared, PassE
 }
 
 /// Connect, observe, resolve the images not pinned yet, and plan.
-pub async fn plan_loaded(
+pub async fn plan_loaded<C: Connect>(
+    connector: &C,
     loaded: &Loaded,
     settings: &Settings,
     registry: &Registry,
     input: &PassInput,
-) -> Planned {
+) -> Planned<C::Runtime> {
     let (manifest, pins) = (&loaded.manifest, &input.pins);
-    let mut connections = connect_all(manifest, settings.engine_timeout).await;
+    let mut connections =
+        connect_nodes(connector, manifest.nodes.values(), settings.engine_timeout).await;
     let retired: Vec<&manifest::model::Node> = input
         .retired
         .values()
         .filter(|n| !manifest.nodes.contains_key(&n.name))
         .collect();
-    connections.extend(connect_nodes(retired, settings.engine_timeout).await);
+    connections.extend(connect_nodes(connector, retired, settings.engine_timeout).await);
     let mut observed =
         crate::pass::observe::observe(&loaded.stack, &connections, settings.engine_timeout).await;
     for (name, observation) in observed.nodes.iter_mut() {
@@ -67,7 +75,7 @@ pub async fn plan_loaded(
     let down = input
         .node_loss
         .as_ref()
-        .map(|loss| loss.down(&observed, std::time::Instant::now()))
+        .map(|loss| loss.down(&observed, tokio::time::Instant::now().into_std()))
         .unwrap_or_default();
     let mut plan = plan::plan(
         &desired,
@@ -102,7 +110,10 @@ pub async fn plan_loaded(
 /// each reachable node it may be placed on is asked its own, and one of
 /// another platform (or one that cannot say) refuses the plan, naming
 /// both. Nodes are asked only when a service names a platform.
-async fn platform_refusals(manifest: &Manifest, engines: &BTreeMap<String, Engine>) -> Vec<String> {
+async fn platform_refusals<R: Runtime>(
+    manifest: &Manifest,
+    engines: &BTreeMap<String, R>,
+) -> Vec<String> {
     let wanted: Vec<&manifest::model::Service> = manifest
         .services
         .values()
@@ -155,10 +166,10 @@ fn platform_matches(want: &str, have: &str) -> bool {
 /// the managers whether the overlay network exists, then plan the steps.
 /// A node that does not answer is left out this pass, never taken as "not
 /// in a swarm".
-async fn plan_swarm(
+async fn plan_swarm<R: Runtime>(
     manifest: &Manifest,
     desired: &Desired,
-    engines: &BTreeMap<String, Engine>,
+    engines: &BTreeMap<String, R>,
     stack_containers: &Observed,
 ) -> plan::swarm::SwarmPlan {
     let nodes: BTreeSet<String> = manifest.nodes.keys().cloned().collect();
@@ -219,9 +230,9 @@ async fn plan_swarm(
 /// The reachable nodes that left the manifests (the daemon drains them),
 /// with their place in a swarm and the containers on overlay networks
 /// there other than the stack's own, which this pass removes.
-async fn leaving_nodes(
+async fn leaving_nodes<R: Runtime>(
     nodes: &BTreeSet<String>,
-    engines: &BTreeMap<String, Engine>,
+    engines: &BTreeMap<String, R>,
     stack_containers: &Observed,
 ) -> BTreeMap<String, plan::swarm::Leaving> {
     let asked = join_all(

@@ -3,8 +3,9 @@
 //! run goes on in a task of its own, while passes heal the last good
 //! revision, and its result is recorded and asks for a pass.
 
-#[allow(unused_imports)]
 use super::*;
+#[allow(unused_imports)]
+use crate::pass::Connect;
 
 /// What the pipeline gate says of a new commit.
 pub(super) enum Gate {
@@ -39,7 +40,7 @@ fn record_built(shared: &Shared, commit: &str, outcome: &pipeline::RunOutcome) {
     }
 }
 
-impl Reconciler {
+impl<C: Connect> Reconciler<C> {
     /// Whether `loaded` (a new commit) may be deployed: yes when it has no
     /// pipeline or its run passed; while its run goes on (started here, in
     /// a task of its own, if it is not yet), the pass heals the last good

@@ -3,12 +3,13 @@
 //! removes the older ones it pulled once nothing uses them. An image pier
 //! did not pull (built or pulled by someone else) is never touched.
 
-#[allow(unused_imports)]
 use super::*;
 use crate::docker::{Runtime, RuntimeError};
+#[allow(unused_imports)]
+use crate::pass::Connect;
 use crate::pass::apply::Action;
 
-impl Reconciler {
+impl<C: Connect> Reconciler<C> {
     /// Remember the images this pass pulled.
     pub(super) fn remember_pulls(&self, report: &ApplyReport) {
         let pulled: Vec<(String, String)> = report
@@ -32,7 +33,7 @@ impl Reconciler {
     /// Remove, in the background, the images pier pulled that no recent
     /// revision names. An image still used by a container is refused by
     /// the engine and tried again after the next revision.
-    pub(super) fn prune_images(&self, engines: &BTreeMap<String, crate::docker::engine::Engine>) {
+    pub(super) fn prune_images(&self, engines: &BTreeMap<String, C::Runtime>) {
         let keep = self.config.keep_images;
         if keep == 0 {
             return;

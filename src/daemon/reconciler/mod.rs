@@ -25,7 +25,7 @@ use super::status::{Condition, NodeStatus, PassStatus, ServiceStatus};
 use super::store::PassRecord;
 use crate::manifest::Severity;
 use crate::pass::apply::{self, ApplyReport};
-use crate::pass::{self, Loaded, PassError, PassInput, Planned};
+use crate::pass::{self, Connect, Engines, Loaded, PassError, PassInput, Planned};
 use crate::pipeline::{self, RunState};
 use crate::plan::Observed;
 use crate::registry::{Registry, Resolved};
@@ -71,8 +71,10 @@ struct Pin {
     resolved: Resolved,
 }
 
-/// The loop's memory between passes.
-pub struct Reconciler {
+/// The loop's memory between passes; it reaches the nodes through `C`
+/// (the real engines, or in-memory ones in the rules' unit tests).
+pub struct Reconciler<C: Connect = Engines> {
+    connector: C,
     config: Config,
     stack: String,
     repo: Arc<Mutex<GitSource>>,
@@ -120,13 +122,14 @@ pub struct Reconciler {
 /// registry back up is seen at the next pass after it.
 const RESOLVE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
-impl Reconciler {
+impl<C: Connect> Reconciler<C> {
     pub async fn new(
+        connector: C,
         config: Config,
         stack: String,
         registry: Arc<Registry>,
         runner: super::runner::PipelineRunner,
-    ) -> Reconciler {
+    ) -> Reconciler<C> {
         let (repo, shared) = (runner.repo.clone(), runner.shared.clone());
         let last_good = shared
             .store
@@ -154,6 +157,7 @@ impl Reconciler {
             )
         };
         Reconciler {
+            connector,
             stack,
             repo,
             shared,
@@ -183,7 +187,8 @@ impl Reconciler {
 
     /// When an unreachable node will count as down, if one is on its way.
     pub fn next_down_at(&self) -> Option<Instant> {
-        self.node_loss.next_down_at(Instant::now())
+        self.node_loss
+            .next_down_at(tokio::time::Instant::now().into_std())
     }
 
     /// Run one pass for `triggers` and record it.
@@ -453,6 +458,7 @@ impl Reconciler {
             Err(reason) => return (Outcome::Transient(reason), 0),
         };
         let deployment = crate::pass::deploy::deploy(
+            &self.connector,
             loaded,
             &self.config.settings,
             &self.registry,
@@ -468,7 +474,7 @@ impl Reconciler {
         self.remember_pulls(&report);
         self.remember_hooks(&report);
         self.node_loss
-            .observe(&planned.observed, std::time::Instant::now());
+            .observe(&planned.observed, tokio::time::Instant::now().into_std());
         self.remember_pins(loaded, &planned);
         if !planned.plan.refused.is_empty() {
             let reason = planned.plan.refused.join("; ");
@@ -685,3 +691,6 @@ fn invalid_reason(commit: &str, diagnostics: &[crate::manifest::Diagnostic]) -> 
         errors.join("\n")
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,10 +2,11 @@
 //! left the manifests are drained until nothing of the stack is left on
 //! them, and `autodestroy` jobs that ran are remembered.
 
-#[allow(unused_imports)]
 use super::*;
+#[allow(unused_imports)]
+use crate::pass::Connect;
 
-impl Reconciler {
+impl<C: Connect> Reconciler<C> {
     /// Nodes of the manifests converged to before that `loaded` no longer
     /// declares are drained from now on; a node declared again is not.
     pub(super) fn retire_nodes(

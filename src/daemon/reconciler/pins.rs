@@ -1,10 +1,11 @@
 //! The digests a commit deploys with: pinned once, kept in the store, so a
 //! restart or a later pass of the same commit runs the same bits.
 
-#[allow(unused_imports)]
 use super::*;
+#[allow(unused_imports)]
+use crate::pass::Connect;
 
-impl Reconciler {
+impl<C: Connect> Reconciler<C> {
     /// Digests already decided: the registry watcher's latest for services
     /// that follow their tag, the commit's first resolution for the others.
     pub(super) async fn pins_for(&self, loaded: &Loaded) -> pass::Pins {
@@ -66,7 +67,7 @@ impl Reconciler {
 
     /// Keep what this pass resolved, so later passes at the same commit
     /// deploy the same bits.
-    pub(super) fn remember_pins(&mut self, loaded: &Loaded, planned: &Planned) {
+    pub(super) fn remember_pins(&mut self, loaded: &Loaded, planned: &Planned<C::Runtime>) {
         for desired in planned.desired.services.values() {
             let Some(service) = loaded.manifest.services.get(&desired.name) else {
                 continue;

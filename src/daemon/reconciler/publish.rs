@@ -2,8 +2,9 @@
 //! conditions, nodes, routes), the metrics, and the notifications the
 //! change of either calls for.
 
-#[allow(unused_imports)]
 use super::*;
+#[allow(unused_imports)]
+use crate::pass::Connect;
 
 /// A pass's deploy as the daemon shows it: services about to change are
 /// `Progressing` in the status, and every engine call is logged.
@@ -17,8 +18,8 @@ pub(super) struct PassWatch<'a> {
     pub(super) rollback: bool,
 }
 
-impl crate::pass::deploy::Watch for PassWatch<'_> {
-    fn planned(&self, planned: &Planned) {
+impl<R> crate::pass::deploy::Watch<R> for PassWatch<'_> {
+    fn planned(&self, planned: &Planned<R>) {
         let plan = &planned.plan;
         if !plan.refused.is_empty() || plan.is_empty() {
             return;
@@ -63,7 +64,7 @@ impl crate::pass::deploy::Watch for PassWatch<'_> {
     }
 }
 
-impl Reconciler {
+impl<C: Connect> Reconciler<C> {
     pub(super) fn publish_stalled(&self, reason: &str) {
         let mut status = self.shared.status.write().expect("status lock");
         status.stalled = Some(reason.to_string());
@@ -77,7 +78,7 @@ impl Reconciler {
     pub(super) fn publish(
         &self,
         loaded: &Loaded,
-        planned: &Planned,
+        planned: &Planned<C::Runtime>,
         observed: &Observed,
         report: &ApplyReport,
         target: &Target,

@@ -3,9 +3,10 @@
 //! (deployed without testing again code that already passed), and the
 //! history of revisions each pass records.
 
-#[allow(unused_imports)]
 use super::*;
 use crate::daemon::store::{Cause, Freeze, Hold, Revision, ServiceImage, Verdict};
+#[allow(unused_imports)]
+use crate::pass::Connect;
 
 /// The operator's decisions, as last read from the store.
 #[derive(Debug, Clone, Default)]
@@ -44,7 +45,7 @@ pub(super) fn unix_now() -> i64 {
 }
 
 /// The image every service ran in a pass: what the history records.
-pub(super) fn images(loaded: &Loaded, planned: &Planned) -> BTreeMap<String, ServiceImage> {
+pub(super) fn images<R>(loaded: &Loaded, planned: &Planned<R>) -> BTreeMap<String, ServiceImage> {
     planned
         .desired
         .services
@@ -63,7 +64,7 @@ pub(super) fn images(loaded: &Loaded, planned: &Planned) -> BTreeMap<String, Ser
         .collect()
 }
 
-impl Reconciler {
+impl<C: Connect> Reconciler<C> {
     /// Read the hold and the freezes, lifting those that ran out. When the
     /// store cannot be read, the last known decisions stay: a failed read
     /// never lifts a hold.
@@ -307,7 +308,7 @@ impl Reconciler {
     pub(super) async fn restart_asked(
         &mut self,
         loaded: &Loaded,
-        planned: &Planned,
+        planned: &Planned<C::Runtime>,
         apply: &crate::pass::apply::ApplySettings,
         report: &mut ApplyReport,
     ) {
@@ -394,7 +395,7 @@ impl Reconciler {
     pub(super) fn record_applied(
         &mut self,
         loaded: &Loaded,
-        planned: &Planned,
+        planned: &Planned<C::Runtime>,
         held: bool,
     ) -> bool {
         let services = images(loaded, planned);

@@ -9,7 +9,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+// tokio's clock, so the waits of a rollout run on paused time in tests.
+use tokio::time::Instant;
 
 use futures_util::future::join_all;
 use futures_util::{StreamExt, stream};

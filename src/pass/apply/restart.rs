@@ -9,8 +9,8 @@ use crate::plan::Observed;
 
 /// Restart the running replicas of `services` as the pass observed them.
 /// A service stops at its first replica that does not come back healthy.
-pub async fn restart(
-    planned: &crate::pass::Planned,
+pub async fn restart<R: Runtime>(
+    planned: &crate::pass::Planned<R>,
     credentials: &dyn CredentialLookup,
     settings: &ApplySettings,
     services: &[String],
