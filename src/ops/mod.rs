@@ -60,7 +60,7 @@ pub enum OpsError {
 /// The nodes of a stack, connected.
 pub struct Reach {
     pub loaded: Loaded,
-    pub engines: BTreeMap<String, Result<Engine, String>>,
+    pub engines: BTreeMap<String, Result<Engine, crate::docker::RuntimeError>>,
     pub timeout: Duration,
 }
 

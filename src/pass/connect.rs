@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use crate::docker::Runtime;
 use crate::docker::engine::Engine;
+use crate::docker::{Runtime, RuntimeError};
 use crate::manifest::{self, Manifest};
 
 /// How a pass reaches the engine of a node.
@@ -25,7 +25,7 @@ pub trait Connect: Send + Sync {
         &self,
         node: &manifest::model::Node,
         timeout: Duration,
-    ) -> impl Future<Output = Result<Self::Runtime, String>> + Send;
+    ) -> impl Future<Output = Result<Self::Runtime, RuntimeError>> + Send;
 }
 
 /// The nodes' Docker engines, at their declared endpoints.
@@ -39,10 +39,8 @@ impl Connect for Engines {
         &self,
         node: &manifest::model::Node,
         timeout: Duration,
-    ) -> Result<Engine, String> {
-        Engine::connect(node, timeout)
-            .await
-            .map_err(|e| e.to_string())
+    ) -> Result<Engine, RuntimeError> {
+        Engine::connect(node, timeout).await
     }
 }
 
@@ -51,7 +49,7 @@ impl Connect for Engines {
 pub async fn connect_all(
     manifest: &Manifest,
     timeout: Duration,
-) -> BTreeMap<String, Result<Engine, String>> {
+) -> BTreeMap<String, Result<Engine, RuntimeError>> {
     connect_nodes(&Engines, manifest.nodes.values(), timeout).await
 }
 
@@ -59,7 +57,7 @@ pub(super) async fn connect_nodes<C: Connect>(
     connector: &C,
     nodes: impl IntoIterator<Item = &manifest::model::Node>,
     timeout: Duration,
-) -> BTreeMap<String, Result<C::Runtime, String>> {
+) -> BTreeMap<String, Result<C::Runtime, RuntimeError>> {
     let attempts = nodes
         .into_iter()
         .map(|node| async move { (node.name.clone(), connector.connect(node, timeout).await) });
@@ -67,7 +65,7 @@ pub(super) async fn connect_nodes<C: Connect>(
 }
 
 /// The engines that answered, by node.
-pub fn reachable<R>(connections: BTreeMap<String, Result<R, String>>) -> BTreeMap<String, R> {
+pub fn reachable<R>(connections: BTreeMap<String, Result<R, RuntimeError>>) -> BTreeMap<String, R> {
     connections
         .into_iter()
         .filter_map(|(name, engine)| engine.ok().map(|e| (name, e)))

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 
-use crate::docker::{ContainerInfo, Runtime};
+use crate::docker::{ContainerInfo, Runtime, RuntimeError};
 use crate::plan::container as labels;
 use crate::plan::{NodeObservation, Observed, OwnedContainer};
 
@@ -107,7 +107,7 @@ const LISTS_IN_FLIGHT: usize = 64;
 /// with the reason given. A node's timeout runs from its turn.
 pub async fn observe<R: Runtime>(
     stack: &str,
-    engines: &BTreeMap<String, Result<R, String>>,
+    engines: &BTreeMap<String, Result<R, RuntimeError>>,
     timeout: Duration,
 ) -> Observed {
     // Made (and boxed) before they are streamed: a stream over a closure
@@ -130,13 +130,13 @@ pub async fn observe<R: Runtime>(
 /// One node's observation, bounded by `timeout`.
 async fn observe_node<R: Runtime>(
     stack: &str,
-    engine: &Result<R, String>,
+    engine: &Result<R, RuntimeError>,
     timeout: Duration,
 ) -> NodeObservation {
     let engine = match engine {
         Err(reason) => {
             return NodeObservation {
-                unreachable: Some(reason.clone()),
+                unreachable: Some(reason.to_string()),
                 ..Default::default()
             };
         }

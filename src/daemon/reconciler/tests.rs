@@ -14,7 +14,7 @@ use crate::daemon::runner::PipelineRunner;
 use crate::daemon::shared::{Config, Secrets, Shared, Trigger};
 use crate::daemon::store::{Retention, Store};
 use crate::docker::fake::FakeRuntime;
-use crate::docker::{ContainerInfo, Runtime};
+use crate::docker::{ContainerInfo, Runtime, RuntimeError};
 use crate::manifest::model::Node;
 use crate::pass::Connect;
 use crate::plan::container::{LABEL_COMMIT, LABEL_SERVICE};
@@ -31,11 +31,11 @@ struct Fleet(BTreeMap<String, FakeRuntime>);
 impl Connect for Fleet {
     type Runtime = FakeRuntime;
 
-    async fn connect(&self, node: &Node, _timeout: Duration) -> Result<FakeRuntime, String> {
+    async fn connect(&self, node: &Node, _timeout: Duration) -> Result<FakeRuntime, RuntimeError> {
         self.0
             .get(&node.name)
             .cloned()
-            .ok_or_else(|| format!("{}: connection refused", node.name))
+            .ok_or_else(|| RuntimeError::Unreachable(format!("{}: connection refused", node.name)))
     }
 }
 

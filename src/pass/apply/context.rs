@@ -41,10 +41,12 @@ pub(super) fn replicas_on(desired: &Desired, plan: &Plan) -> BTreeMap<(String, S
 }
 
 impl<R: Runtime> Context<'_, R> {
-    pub(super) fn engine(&self, node: &str) -> Result<&R, String> {
+    pub(super) fn engine(&self, node: &str) -> Result<&R, RolloutError> {
         self.engines
             .get(node)
-            .ok_or_else(|| format!("no engine for node {node}"))
+            .ok_or_else(|| RolloutError::NoEngine {
+                node: node.to_string(),
+            })
     }
 
     pub(super) fn record(
@@ -54,15 +56,15 @@ impl<R: Runtime> Context<'_, R> {
         action: Action,
         target: &str,
         started: SystemTime,
-        result: &Result<(), String>,
+        failure: Option<String>,
     ) {
         let record = StepRecord {
             service: service.into(),
             node: node.into(),
             action,
             target: target.into(),
-            ok: result.is_ok(),
-            message: result.as_ref().err().cloned().unwrap_or_default(),
+            ok: failure.is_none(),
+            message: failure.unwrap_or_default(),
             started,
             ended: SystemTime::now(),
         };
@@ -78,7 +80,7 @@ impl<R: Runtime> Context<'_, R> {
         action: Action,
         target: &str,
         call: F,
-    ) -> Result<T, String>
+    ) -> Result<T, RolloutError>
     where
         F: std::future::Future<Output = Result<T, RuntimeError>>,
     {
@@ -88,28 +90,24 @@ impl<R: Runtime> Context<'_, R> {
             None => None,
         };
         let started = SystemTime::now();
-        let result = call.await.map_err(|e| {
-            if matches!(
-                e,
-                RuntimeError::Unreachable(_)
-                    | RuntimeError::NotFound(_)
-                    | RuntimeError::Conflict(_)
-            ) {
-                self.transient
-                    .lock()
-                    .expect("transient lock")
-                    .insert(service.to_string());
-            }
-            e.to_string()
-        });
-        self.record(
-            service,
-            node,
+        let result = call.await;
+        if let Err(
+            RuntimeError::Unreachable(_) | RuntimeError::NotFound(_) | RuntimeError::Conflict(_),
+        ) = &result
+        {
+            self.transient
+                .lock()
+                .expect("transient lock")
+                .insert(service.to_string());
+        }
+        let failure = result.as_ref().err().map(ToString::to_string);
+        self.record(service, node, action, target, started, failure);
+        result.map_err(|cause| RolloutError::Step {
+            service: service.to_string(),
             action,
-            target,
-            started,
-            &result.as_ref().map(|_| ()).map_err(Clone::clone),
-        );
-        result.map_err(|e| format!("{service}: {action} {target} on {node} failed: {e}"))
+            target: target.to_string(),
+            node: node.to_string(),
+            cause,
+        })
     }
 }

@@ -12,7 +12,7 @@ pub(super) async fn wait_for_dependencies<R: Runtime>(
     ctx: &Context<'_, R>,
     service: &str,
     plans: &BTreeMap<&str, &ServicePlan>,
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     let Some(desired) = ctx.desired.services.get(service) else {
         return Ok(());
     };
@@ -23,44 +23,37 @@ pub(super) async fn wait_for_dependencies<R: Runtime>(
         for (node, id) in &plan.current {
             let engine = ctx.engine(node)?;
             let deadline = Instant::now() + ctx.settings.health_timeout;
+            let not_ready = |problem| RolloutError::DependencyNotReady {
+                service: service.to_string(),
+                dependency: dependency.clone(),
+                node: node.clone(),
+                problem,
+            };
             loop {
-                let health = engine.health(id).await.map_err(|e| e.to_string());
-                let done = match (condition, &health) {
+                let health = engine.health(id).await;
+                let done = match (condition, health) {
                     (DependsOnCondition::ServiceHealthy, Ok(Health::Healthy)) => true,
                     (
                         DependsOnCondition::ServiceCompletedSuccessfully,
                         Ok(Health::Exited(Some(0))),
                     ) => true,
                     (_, Ok(Health::Exited(code))) => {
-                        return Err(format!(
-                            "{service}: not rolled out: `{dependency}` on {node} exited{}, and it waits for {}",
-                            code.map(|c| format!(" with code {c}")).unwrap_or_default(),
-                            match condition {
-                                DependsOnCondition::ServiceCompletedSuccessfully =>
-                                    "an exit with 0",
-                                _ => "it to be healthy",
-                            }
-                        ));
+                        return Err(not_ready(DependencyProblem::Exited {
+                            code,
+                            condition: *condition,
+                        }));
                     }
-                    (_, Err(e)) => {
-                        return Err(format!(
-                            "{service}: not rolled out: `{dependency}` on {node}: {e}"
-                        ));
-                    }
+                    (_, Err(e)) => return Err(not_ready(DependencyProblem::Unknown(e))),
                     _ => false,
                 };
                 if done {
                     break;
                 }
                 if Instant::now() >= deadline {
-                    return Err(format!(
-                        "{service}: not rolled out: `{dependency}` on {node} did not become {} within {:?}",
-                        match condition {
-                            DependsOnCondition::ServiceCompletedSuccessfully => "complete",
-                            _ => "healthy",
-                        },
-                        ctx.settings.health_timeout
-                    ));
+                    return Err(not_ready(DependencyProblem::NotReadyWithin {
+                        condition: *condition,
+                        bound: ctx.settings.health_timeout,
+                    }));
                 }
                 tokio::time::sleep(ctx.settings.health_poll).await;
             }
@@ -80,7 +73,7 @@ pub(super) async fn wait_healthy<R: Runtime>(
     node: &str,
     name: &str,
     id: &str,
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     let started = SystemTime::now();
     let has_check = desired
         .spec
@@ -90,32 +83,18 @@ pub(super) async fn wait_healthy<R: Runtime>(
     let deadline = Instant::now() + ctx.settings.health_timeout;
     let job = desired.run_to_completion;
     let may_exit = job || desired.autodestroy != Autodestroy::Off;
+    let bound = ctx.settings.health_timeout;
     let result = loop {
         match engine.health(id).await {
             Ok(Health::Exited(Some(0))) if may_exit => break Ok(()),
             Ok(Health::Healthy | Health::Starting) if job && Instant::now() < deadline => {}
-            Ok(Health::Healthy) if job => {
-                break Err(format!(
-                    "still running after {:?}; `depends_on: service_completed_successfully` waits for it to exit",
-                    ctx.settings.health_timeout
-                ));
-            }
+            Ok(Health::Healthy) if job => break Err(HealthError::StillRunning(bound)),
             Ok(Health::Healthy) => break Ok(()),
             Ok(Health::Starting) if Instant::now() < deadline => {}
-            Ok(Health::Starting) => {
-                break Err(format!(
-                    "still starting after {:?}",
-                    ctx.settings.health_timeout
-                ));
-            }
-            Ok(Health::Unhealthy) => break Err("health check failed".to_string()),
-            Ok(Health::Exited(code)) => {
-                break Err(format!(
-                    "exited{}",
-                    code.map(|c| format!(" with code {c}")).unwrap_or_default()
-                ));
-            }
-            Err(e) => break Err(e.to_string()),
+            Ok(Health::Starting) => break Err(HealthError::StillStarting(bound)),
+            Ok(Health::Unhealthy) => break Err(HealthError::Unhealthy),
+            Ok(Health::Exited(code)) => break Err(HealthError::Exited(code)),
+            Err(e) => break Err(HealthError::Engine(e)),
         }
         tokio::time::sleep(ctx.settings.health_poll).await;
     };
@@ -132,13 +111,14 @@ pub(super) async fn wait_healthy<R: Runtime>(
             Action::WaitHealthy,
             name,
             started,
-            &result,
+            result.as_ref().err().map(ToString::to_string),
         );
     }
-    if result.is_ok() && desired.routed {
+    result?;
+    if desired.routed {
         return rotate(ctx, engine, desired, node, id, name, true).await;
     }
-    result
+    Ok(())
 }
 
 /// Put a routed replica in rotation, or take it out: it joins the stack's
@@ -153,7 +133,7 @@ pub(super) async fn rotate<R: Runtime>(
     id: &str,
     name: &str,
     into: bool,
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     let network = ctx.desired.network.routes_name(&ctx.desired.stack);
     if into {
         let aliases = [desired.name.clone()];
@@ -184,18 +164,13 @@ pub(super) async fn stays_up<R: Runtime>(
     id: &str,
     monitor: Duration,
     may_exit: bool,
-) -> Result<(), String> {
+) -> Result<(), HealthError> {
     tokio::time::sleep(monitor).await;
     match engine.health(id).await {
         Ok(Health::Healthy | Health::Starting) => Ok(()),
         Ok(Health::Exited(Some(0))) if may_exit => Ok(()),
-        Ok(Health::Unhealthy) => Err(format!(
-            "health check failed within the monitor period of {monitor:?}"
-        )),
-        Ok(Health::Exited(code)) => Err(format!(
-            "exited{} within the monitor period of {monitor:?}",
-            code.map(|c| format!(" with code {c}")).unwrap_or_default()
-        )),
-        Err(e) => Err(e.to_string()),
+        Ok(Health::Unhealthy) => Err(HealthError::UnhealthyWithin(monitor)),
+        Ok(Health::Exited(code)) => Err(HealthError::ExitedWithin(code, monitor)),
+        Err(e) => Err(HealthError::Engine(e)),
     }
 }

@@ -22,7 +22,7 @@ const FAILED_HOOK_LINES: usize = 20;
 pub(super) async fn rollout_with_hooks<R: Runtime>(
     ctx: &Context<'_, R>,
     service_plan: &ServicePlan,
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     let service = &service_plan.service;
     let Some(desired) = ctx.desired.services.get(service) else {
         return rollout(ctx, service_plan).await;
@@ -41,8 +41,9 @@ pub(super) async fn rollout_with_hooks<R: Runtime>(
     {
         run_hook(ctx, service_plan, hook, "pre_deploy")
             .await
-            .map_err(|why| {
-                format!("{service}: the pre_deploy hook failed, so nothing was replaced: {why}")
+            .map_err(|why| RolloutError::PreDeploy {
+                service: service.clone(),
+                why: Box::new(why),
             })?;
         ctx.hooks_ran.lock().expect("hooks lock").push(done);
     }
@@ -75,7 +76,7 @@ async fn run_hook<R: Runtime>(
     service_plan: &ServicePlan,
     hook: &Hook,
     phase: &str,
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     let service = &service_plan.service;
     let desired = &ctx.desired.services[service];
     let node = hook
@@ -88,7 +89,7 @@ async fn run_hook<R: Runtime>(
                 .find(|c| matches!(c, Change::Create { .. } | Change::Replace { .. }))
                 .map(|c| c.node().to_string())
         })
-        .ok_or("no node to run it on")?;
+        .ok_or(RolloutError::HookWithoutNode)?;
     let engine = ctx.engine(&node)?;
     let mut spec = crate::ops::run::one_off_spec(
         &desired.spec,
@@ -113,7 +114,9 @@ async fn run_hook<R: Runtime>(
             .replicas_on
             .get(&(from.to_string(), node.clone()))
             .ok_or_else(|| {
-                format!("`{from}`, whose volumes it mounts, has no replica on {node}")
+                RolloutError::VolumesFrom(format!(
+                    "`{from}`, whose volumes it mounts, has no replica on {node}"
+                ))
             })?;
         *entry = if mode.is_empty() {
             container.clone()

@@ -40,7 +40,7 @@ pub(super) async fn post_start<R: Runtime>(
     node: &str,
     name: &str,
     id: &str,
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     for hook in &desired.lifecycle.post_start {
         ctx.step(
             &desired.name,

@@ -24,6 +24,7 @@ use crate::manifest::model::{Autodestroy, DependsOnCondition};
 use crate::plan::{Change, Desired, DesiredService, OwnedContainer, Plan, ServicePlan};
 
 mod context;
+mod error;
 mod health;
 mod hooks;
 mod lifecycle;
@@ -32,6 +33,7 @@ mod replace;
 mod replica;
 mod restart;
 mod swarm;
+pub use error::{DependencyProblem, HealthError, Restored, RolloutError};
 pub use restart::restart;
 pub use swarm::advertise_of;
 #[cfg(test)]
@@ -298,7 +300,7 @@ pub async fn apply<R: Runtime>(
     let mut failed_services = BTreeSet::new();
     let (first, last): (Vec<_>, Vec<_>) = plan.swarm.steps.iter().partition(|s| !s.runs_last());
     if let Err(failure) = form_swarm(&ctx, &first).await {
-        failures.push(failure);
+        failures.push(failure.to_string());
     }
     let by_name: BTreeMap<&str, &ServicePlan> = plan
         .services
@@ -324,10 +326,10 @@ pub async fn apply<R: Runtime>(
             let (ctx, by_name) = (&ctx, &by_name);
             async move {
                 match blocked_by {
-                    Some(dependency) => Err(format!(
-                        "{}: not rolled out because `{dependency}` failed",
-                        service_plan.service
-                    )),
+                    Some(dependency) => Err(RolloutError::DependencyFailed {
+                        service: service_plan.service.clone(),
+                        dependency,
+                    }),
                     None => {
                         if let Err(reason) =
                             wait_for_dependencies(ctx, &service_plan.service, by_name).await
@@ -346,7 +348,8 @@ pub async fn apply<R: Runtime>(
         }))
         .await;
         for (service_plan, outcome) in level.iter().zip(outcomes) {
-            if let Err(message) = outcome {
+            if let Err(error) = outcome {
+                let message = error.to_string();
                 failed_services.insert(service_plan.service.clone());
                 failed.insert(service_plan.service.clone(), message.clone());
                 failures.push(message);
@@ -357,7 +360,7 @@ pub async fn apply<R: Runtime>(
     if failures.is_empty()
         && let Err(failure) = form_swarm(&ctx, &last).await
     {
-        failures.push(failure);
+        failures.push(failure.to_string());
     }
     ctx.report(failures, failed)
 }

@@ -15,7 +15,7 @@ pub(super) async fn replace_stop_first<R: Runtime>(
     name: &str,
     replica: u32,
     old: &OwnedContainer,
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     let service = &desired.name;
     let aside = format!("{name}-pier-old");
     let Some(inherited) = volumes_of(ctx, engine, service, node, old).await? else {
@@ -99,7 +99,7 @@ pub(super) async fn replace_stop_first<R: Runtime>(
                 }
             };
             let restored = ctx.step(service, node, Action::Rollback, name, back).await;
-            Err(rollback_message(service, node, replica, &reason, restored))
+            Err(replaced(service, node, replica, reason, restored.into()))
         }
     }
 }
@@ -113,8 +113,8 @@ pub(super) async fn restart_after_failure<R: Runtime>(
     node: &str,
     replica: u32,
     old: &OwnedContainer,
-    reason: String,
-) -> String {
+    reason: RolloutError,
+) -> RolloutError {
     let restored = if old.running {
         ctx.step(
             service,
@@ -127,23 +127,24 @@ pub(super) async fn restart_after_failure<R: Runtime>(
     } else {
         Ok(())
     };
-    rollback_message(service, node, replica, &reason, restored)
+    replaced(service, node, replica, reason, restored.into())
 }
 
-pub(super) fn rollback_message(
+/// A replacement of `replica` that failed for `reason`.
+pub(super) fn replaced(
     service: &str,
     node: &str,
     replica: u32,
-    reason: &str,
-    restored: Result<(), String>,
-) -> String {
-    format!(
-        "{service}: replica {replica} on {node} failed ({reason}); {}",
-        match restored {
-            Ok(()) => "rolled back to the previous container".to_string(),
-            Err(e) => format!("rollback failed too: {e}"),
-        }
-    )
+    reason: RolloutError,
+    restored: Restored,
+) -> RolloutError {
+    RolloutError::Replaced {
+        service: service.to_string(),
+        replica,
+        node: node.to_string(),
+        reason: Box::new(reason),
+        restored,
+    }
 }
 
 /// Start the new replica beside the old one; swap them once it is healthy.
@@ -158,7 +159,7 @@ pub(super) async fn replace_start_first<R: Runtime>(
     name: &str,
     replica: u32,
     old: &OwnedContainer,
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     let service = &desired.name;
     let next = crate::plan::successor_name(name, &old.name);
     let inherited = volumes_of(ctx, engine, service, node, old)
@@ -179,8 +180,12 @@ pub(super) async fn replace_start_first<R: Runtime>(
                 engine.remove(&id, Volumes::Keep),
             )
             .await;
-        return Err(format!(
-            "{service}: replica {replica} on {node} failed ({reason}); the previous container keeps running"
+        return Err(replaced(
+            service,
+            node,
+            replica,
+            reason,
+            Restored::KeptRunning,
         ));
     }
     crate::fault::point("replace:beside");

@@ -10,7 +10,7 @@ use super::*;
 pub(super) async fn rollout<R: Runtime>(
     ctx: &Context<'_, R>,
     service_plan: &ServicePlan,
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     let name = &service_plan.service;
     let desired = ctx.desired.services.get(name);
     // The planner's batches, in order; a batch of replacements has at most
@@ -23,7 +23,7 @@ pub(super) async fn rollout<R: Runtime>(
         // Changes are started as earlier ones finish, a bounded number at a
         // time: far more than the engine operations in flight (health waits
         // hold none), yet not one waiting future per replica of a fleet.
-        let results: Vec<Result<(), String>> = stream::iter(&changes)
+        let results: Vec<Result<(), RolloutError>> = stream::iter(&changes)
             .map(|change| run_change(ctx, name, desired, change))
             .buffer_unordered(ctx.settings.total.max(1) * CHANGES_PER_OPERATION)
             .collect()
@@ -73,7 +73,7 @@ pub(super) async fn run_change<R: Runtime>(
     service: &str,
     desired: Option<&DesiredService>,
     change: &Change,
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     let node = change.node();
     let engine = ctx.engine(node)?;
     match change {
@@ -102,17 +102,17 @@ pub(super) async fn run_change<R: Runtime>(
             .await
         }
         Change::Create { replica, name, .. } => {
-            let desired = desired.ok_or_else(|| format!("{service}: not declared"))?;
+            let desired = desired.ok_or_else(|| undeclared(service))?;
             create_healthy(ctx, engine, desired, node, name, *replica, &[]).await
         }
         Change::Reload { container, .. } => {
-            let desired = desired.ok_or_else(|| format!("{service}: not declared"))?;
+            let desired = desired.ok_or_else(|| undeclared(service))?;
             reload(ctx, engine, desired, node, container).await
         }
         Change::Rotate {
             container, into, ..
         } => {
-            let desired = desired.ok_or_else(|| format!("{service}: not declared"))?;
+            let desired = desired.ok_or_else(|| undeclared(service))?;
             rotate(
                 ctx,
                 engine,
@@ -131,7 +131,7 @@ pub(super) async fn run_change<R: Runtime>(
             start_first,
             ..
         } => {
-            let desired = desired.ok_or_else(|| format!("{service}: not declared"))?;
+            let desired = desired.ok_or_else(|| undeclared(service))?;
             if *start_first {
                 replace_start_first(ctx, engine, desired, node, name, *replica, old).await
             } else {
@@ -150,7 +150,7 @@ pub(super) async fn reload<R: Runtime>(
     desired: &DesiredService,
     node: &str,
     container: &OwnedContainer,
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     let service = &desired.name;
     let name = &container.name;
     ctx.step(
@@ -186,7 +186,7 @@ pub(super) async fn create_healthy<R: Runtime>(
     name: &str,
     replica: u32,
     inherited: &[AnonymousVolume],
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     let predecessor = Predecessor {
         running_beside: None,
         volumes: inherited,
@@ -206,14 +206,19 @@ pub(super) async fn create_healthy<R: Runtime>(
             engine.remove(&id, Volumes::Keep),
         )
         .await;
-    Err(format!(
-        "{}: replica {replica} on {node} did not become healthy: {reason}{}",
-        desired.name,
-        match removed {
-            Ok(()) => "; removed it".to_string(),
-            Err(e) => format!("; removing it failed too: {e}"),
-        }
-    ))
+    Err(RolloutError::NeverHealthy {
+        service: desired.name.clone(),
+        replica,
+        node: node.to_string(),
+        reason: Box::new(reason),
+        removal: removed.map_err(Box::new),
+    })
+}
+
+fn undeclared(service: &str) -> RolloutError {
+    RolloutError::Undeclared {
+        service: service.to_string(),
+    }
 }
 
 /// Create and start a replica under `name`, taking over from its
@@ -227,14 +232,14 @@ pub(super) async fn start_new<R: Runtime>(
     name: &str,
     replica: u32,
     predecessor: Predecessor<'_>,
-) -> Result<String, String> {
+) -> Result<String, RolloutError> {
     let service = &desired.name;
     // The replica's configuration is built once its turn on the node came:
     // a rollout holds a change per replica waiting for that, and each
     // would otherwise hold a copy of the whole configuration meanwhile.
     let create = async {
         let spec = replica_spec(ctx, desired, node, name, replica, predecessor)
-            .map_err(RuntimeError::Failed)?;
+            .map_err(|e| RuntimeError::Failed(e.to_string()))?;
         // The engine would create a missing volume on use: an external one
         // must be there already.
         for mount in spec.mounts.iter().filter(|m| m.external) {
@@ -305,7 +310,7 @@ pub(super) fn replica_spec<R: Runtime>(
     name: &str,
     replica: u32,
     predecessor: Predecessor<'_>,
-) -> Result<docker::ContainerSpec, String> {
+) -> Result<docker::ContainerSpec, RolloutError> {
     let mut spec = (*desired.spec).clone();
     let replica_name = desired.replica_name(&ctx.desired.stack, replica);
     if name != replica_name {
@@ -323,7 +328,11 @@ pub(super) fn replica_spec<R: Runtime>(
         let container = ctx
             .replicas_on
             .get(&(source.to_string(), node.to_string()))
-            .ok_or_else(|| format!("no replica of `{source}` on {node} to take volumes from"))?;
+            .ok_or_else(|| {
+                RolloutError::VolumesFrom(format!(
+                    "no replica of `{source}` on {node} to take volumes from"
+                ))
+            })?;
         *entry = if mode.is_empty() {
             container.clone()
         } else {
@@ -390,7 +399,7 @@ pub(super) async fn volumes_of<R: Runtime>(
     service: &str,
     node: &str,
     old: &OwnedContainer,
-) -> Result<Option<Vec<AnonymousVolume>>, String> {
+) -> Result<Option<Vec<AnonymousVolume>>, RolloutError> {
     let lookup = async {
         match engine.anonymous_volumes(&old.id).await {
             Ok(volumes) => Ok(Some(volumes)),

@@ -30,9 +30,12 @@ pub async fn restart<R: Runtime>(
     for service in services {
         let outcome = match desired.services.get(service) {
             Some(d) => restart_service(&ctx, d, observed).await,
-            None => Err(format!("{service}: not restarted: it is not deployed now")),
+            None => Err(RolloutError::NotDeployed {
+                service: service.clone(),
+            }),
         };
-        if let Err(message) = outcome {
+        if let Err(error) = outcome {
+            let message = error.to_string();
             failed.insert(service.clone(), message.clone());
             failures.push(message);
         }
@@ -44,7 +47,7 @@ async fn restart_service<R: Runtime>(
     ctx: &Context<'_, R>,
     desired: &DesiredService,
     observed: &Observed,
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     let mut replicas: Vec<(&String, &OwnedContainer)> = observed
         .nodes
         .iter()

@@ -10,7 +10,7 @@ use super::*;
 pub(super) async fn form_swarm<R: Runtime>(
     ctx: &Context<'_, R>,
     steps: &[&crate::plan::swarm::SwarmStep],
-) -> Result<(), String> {
+) -> Result<(), RolloutError> {
     use crate::plan::swarm::SwarmStep;
     for step in steps {
         match step {
