@@ -1,6 +1,11 @@
 //! [`Runtime`] over a real Docker engine with bollard: unix sockets, plain
 //! TCP, TCP with TLS and SSH, API version negotiated with the engine (the
 //! test bed's speak 1.41; newer engines work the same).
+//!
+//! Longer than the 700 lines a file is kept to, on purpose: most of it is
+//! the one `impl Runtime` block, a method per engine call, each short; what
+//! is more than a call lives beside it (`connect`, `create`, `events`,
+//! `inside`, `session`, `lease`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
