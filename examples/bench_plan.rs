@@ -145,7 +145,7 @@ fn main() {
                     healthy: true,
                     source: Default::default(),
                     exit_code: None,
-                    spec_fields: String::new(),
+                    spec_fields: Default::default(),
                     files_hash: None,
                     in_rotation: false,
                     replaces: None,

@@ -3,7 +3,8 @@
 //! up the others. The truth is in the containers' labels; nothing else is
 //! needed to recover from a crash at any point.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -52,7 +53,11 @@ fn owned(stack: &str, container: &ContainerInfo) -> Option<OwnedContainer> {
             hash: label(labels::LABEL_SOURCE).unwrap_or_default(),
             name: label(labels::LABEL_SOURCE_NAME).unwrap_or_default(),
         },
-        spec_fields: label(labels::LABEL_SPEC_FIELDS).unwrap_or_default(),
+        spec_fields: container
+            .labels
+            .get(labels::LABEL_SPEC_FIELDS)
+            .map(|fields| Arc::from(fields.as_str()))
+            .unwrap_or_default(),
         files_hash: None,
         in_rotation: container.in_rotation,
         replaces: label(labels::LABEL_REPLACES),
@@ -119,11 +124,30 @@ pub async fn observe<R: Runtime>(
                 as futures_util::future::BoxFuture<'_, _>
         })
         .collect();
+    let mut fields = HashSet::new();
     Observed {
         nodes: futures_util::stream::iter(lookups)
             .buffer_unordered(LISTS_IN_FLIGHT)
+            .map(|(name, mut node)| {
+                share_fields(&mut fields, &mut node);
+                (name, node)
+            })
             .collect()
             .await,
+    }
+}
+
+/// Keep one copy of each `pier.spec-fields` label the observation holds:
+/// every replica of a configuration carries the same half kilobyte, which
+/// a fleet's observation would otherwise hold once per container.
+fn share_fields(kept: &mut HashSet<Arc<str>>, node: &mut NodeObservation) {
+    for container in &mut node.owned {
+        match kept.get(&container.spec_fields) {
+            Some(shared) => container.spec_fields = shared.clone(),
+            None => {
+                kept.insert(container.spec_fields.clone());
+            }
+        }
     }
 }
 

@@ -255,8 +255,10 @@ pub struct OwnedContainer {
     pub exit_code: Option<i64>,
     /// Its `pier.spec-fields` label as found (JSON): which parts of its
     /// configuration hash to what. Read only when the container is replaced.
+    /// Shared: the replicas of one configuration carry the same label, and
+    /// an observation keeps it once (see `pass::observe`).
     #[serde(skip)]
-    pub spec_fields: String,
+    pub spec_fields: Arc<str>,
     /// The fingerprint of its live configuration files as read back from it
     /// ([`spec::files_hash`]); `None` when it has none, or they could not
     /// be read (and are then written again).

@@ -464,7 +464,7 @@ pub(super) fn placeholder(service: &str, replica: u32) -> OwnedContainer {
         healthy: true,
         source: SourceId::default(),
         exit_code: None,
-        spec_fields: String::new(),
+        spec_fields: Default::default(),
         files_hash: None,
         in_rotation: false,
         replaces: None,

@@ -114,7 +114,7 @@ fn owned(obs: &mut Observed, node: &str, service: &str, replica: u32, hash: &str
         healthy: true,
         source: Default::default(),
         exit_code: None,
-        spec_fields: String::new(),
+        spec_fields: Default::default(),
         files_hash: None,
         in_rotation: false,
         replaces: None,
@@ -536,7 +536,9 @@ fn replacements_say_which_parts_change_and_hide_values_unless_revealed() {
     let mut o = observed(&[("n1", 0)]);
     owned(&mut o, "n1", "web", 1, "old");
     o.nodes.get_mut("n1").unwrap().owned[0].spec_fields =
-        serde_json::to_string(&super::spec::field_fingerprints(&old)).unwrap();
+        serde_json::to_string(&super::spec::field_fingerprints(&old))
+            .unwrap()
+            .into();
     o.nodes.get_mut("n1").unwrap().owned[0].image_digest = "sha256:new".into();
     let p = plan(&d, &o, &Options::default());
     let shown = |p: &Plan| -> Vec<String> {

@@ -467,7 +467,7 @@ impl<C: Connect> Reconciler<C> {
             &watch,
         )
         .await;
-        let (planned, mut report) = (deployment.planned, deployment.report);
+        let (mut planned, mut report) = (deployment.planned, deployment.report);
         self.restart_asked(loaded, &planned, &apply, &mut report)
             .await;
         self.remember_destroyed(&planned.plan);
@@ -496,9 +496,14 @@ impl<C: Connect> Reconciler<C> {
             &loaded.commit,
             &planned.plan,
         ));
+        // Taken, not copied: a fleet's observation is the largest thing a
+        // pass holds, and one stale after an apply is dropped before the
+        // nodes are observed again, so two are never held at once.
+        let observed = std::mem::take(&mut planned.observed);
         let observed = if planned.plan.is_empty() {
-            planned.observed.clone()
+            observed
         } else {
+            drop(observed);
             crate::pass::observe::observe(
                 &loaded.stack,
                 &planned
@@ -513,7 +518,10 @@ impl<C: Connect> Reconciler<C> {
         self.publish(loaded, &planned, &observed, &report, target);
         self.forget_drained(&observed, &planned.plan.swarm, report.ok());
         let steps = report.records.len();
-        self.steps = report.records.iter().map(Into::into).collect();
+        self.steps = std::mem::take(&mut report.records)
+            .into_iter()
+            .map(Into::into)
+            .collect();
         // Services rolled back stay frozen at this commit, also when another
         // service of the same pass failed only transiently.
         let rolled_back: BTreeMap<String, String> = report

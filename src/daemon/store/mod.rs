@@ -251,15 +251,17 @@ impl RunRow {
     }
 }
 
-impl From<&crate::pass::apply::StepRecord> for StepRow {
-    fn from(step: &crate::pass::apply::StepRecord) -> StepRow {
+/// Taken by value: a first deploy to a fleet records a few steps per
+/// container, and copying them would hold every step's text twice.
+impl From<crate::pass::apply::StepRecord> for StepRow {
+    fn from(step: crate::pass::apply::StepRecord) -> StepRow {
         StepRow {
-            service: step.service.clone(),
-            node: step.node.clone(),
+            service: step.service,
+            node: step.node,
             action: step.action.as_str().into(),
-            target: step.target.clone(),
+            target: step.target,
             ok: step.ok,
-            message: step.message.clone(),
+            message: step.message,
             duration_ms: step
                 .ended
                 .duration_since(step.started)
