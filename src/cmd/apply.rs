@@ -110,6 +110,7 @@ fn expected_steps(plan: &pier::plan::Plan) -> u64 {
 pub async fn apply(args: ApplyArgs) -> ExitCode {
     let settings = settings(args.deploy);
     let vars = settings.manifest_vars();
+    let registry = pass::registry_in_background(&settings);
     let loaded = match pass::load_for_deploy(&settings, &vars).await {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -118,7 +119,7 @@ pub async fn apply(args: ApplyArgs) -> ExitCode {
         }
     };
     report_diagnostics(&loaded.diagnostics);
-    let registry = pass::registry(&settings);
+    let registry = registry.await;
     deploy(
         &loaded,
         &settings,

@@ -20,6 +20,19 @@ pub fn registry(settings: &Settings) -> Registry {
     )
 }
 
+/// [`registry`], made on a blocking thread while the caller goes on: its
+/// HTTP client reads and parses the system's root certificates, a few
+/// milliseconds of a one-shot command that loading the manifests (on
+/// another thread) need not wait for.
+pub fn registry_in_background(settings: &Settings) -> impl Future<Output = Registry> + use<> {
+    let settings = settings.clone();
+    let made = tokio::task::spawn_blocking(move || registry(&settings));
+    async move {
+        made.await
+            .expect("making the registry client does not panic")
+    }
+}
+
 /// The manifests at the settings' reference, validated, with the router's
 /// certificate: what `diff` and `apply` deploy.
 pub async fn load_for_deploy(settings: &Settings, vars: &Vars) -> Result<Loaded, PassError> {

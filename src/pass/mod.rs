@@ -30,9 +30,9 @@ use crate::validate::Source;
 
 pub use connect::{Connect, Engines, connect_all, reachable};
 pub use deploy::deploy;
-pub use load::{load, load_for_deploy, registry, with_router_certificate};
+pub use load::{load, load_for_deploy, registry, registry_in_background, with_router_certificate};
 pub use planning::{plan_loaded, prepare};
-pub use resolve::{ImageResolution, resolve_images};
+pub use resolve::{ImageResolution, ask_registries, with_local_images};
 
 /// Everything a pass needs besides the manifests.
 #[derive(Debug, Clone)]

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures_util::future::join_all;
 
 use super::connect::{Connect, Engines, connect_nodes, reachable};
-use super::load::{load_for_deploy, registry};
-use super::resolve::{ImageResolution, image_choices, resolve_images};
+use super::load::load_for_deploy;
+use super::resolve::{ImageResolution, ask_registries, image_choices, with_local_images};
 use super::{Loaded, PassError, PassInput, Planned, Prepared, Settings};
 use crate::docker::Runtime;
 use crate::manifest::{self, Manifest, Vars};
@@ -17,8 +17,9 @@ use crate::registry::Registry;
 
 /// Load, observe, resolve and plan. Touches nothing.
 pub async fn prepare(settings: &Settings, vars: &Vars) -> Result<Prepared, PassError> {
+    let registry = super::load::registry_in_background(settings);
     let loaded = load_for_deploy(settings, vars).await?;
-    let registry = registry(settings);
+    let registry = registry.await;
     let planned = plan_loaded(
         &Engines,
         &loaded,
@@ -48,21 +49,29 @@ pub async fn plan_loaded<C: Connect>(
     input: &PassInput,
 ) -> Planned<C::Runtime> {
     let (manifest, pins) = (&loaded.manifest, &input.pins);
-    let mut connections =
-        connect_nodes(connector, manifest.nodes.values(), settings.engine_timeout).await;
-    let retired: Vec<&manifest::model::Node> = input
-        .retired
-        .values()
-        .filter(|n| !manifest.nodes.contains_key(&n.name))
-        .collect();
-    connections.extend(connect_nodes(connector, retired, settings.engine_timeout).await);
-    let mut observed =
-        crate::pass::observe::observe(&loaded.stack, &connections, settings.engine_timeout).await;
+    let observation = async {
+        let mut connections =
+            connect_nodes(connector, manifest.nodes.values(), settings.engine_timeout).await;
+        let retired: Vec<&manifest::model::Node> = input
+            .retired
+            .values()
+            .filter(|n| !manifest.nodes.contains_key(&n.name))
+            .collect();
+        connections.extend(connect_nodes(connector, retired, settings.engine_timeout).await);
+        let observed =
+            crate::pass::observe::observe(&loaded.stack, &connections, settings.engine_timeout)
+                .await;
+        (connections, observed)
+    };
+    // The registries are asked while the nodes are observed: neither
+    // waits for the other.
+    let asking = ask_registries(manifest, registry, input.resolver.as_ref(), pins);
+    let ((connections, mut observed), asked) = tokio::join!(observation, asking);
     for (name, observation) in observed.nodes.iter_mut() {
         observation.draining = !manifest.nodes.contains_key(name);
     }
     let engines = reachable(connections);
-    let images = resolve_images(manifest, registry, input.resolver.as_ref(), &engines, pins).await;
+    let images = with_local_images(asked, &engines).await;
     let choices = image_choices(manifest, &images, pins);
     let mut desired = desired_state(manifest, &loaded.stack, &loaded.commit, &choices);
     desired.source = loaded.source.clone();

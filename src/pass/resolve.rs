@@ -16,14 +16,13 @@ use crate::registry::{Registry, ResolveError};
 /// How an image reference was pinned, or why it could not be.
 pub type ImageResolution = Result<crate::registry::Resolved, ResolveError>;
 
-/// Resolve every distinct image reference of the services not pinned, once. When the registry does not
-/// have the image, an image every reachable engine already holds under the
-/// same id is used by that id (a single-node setup without a registry).
-pub async fn resolve_images<R: Runtime>(
+/// The registries' answers for every distinct image reference of the
+/// services not pinned, asked once each; needs no engine, so a pass asks
+/// while it observes the nodes. Then [`with_local_images`].
+pub async fn ask_registries(
     manifest: &Manifest,
     registry: &Registry,
     resolver: Option<&std::sync::Arc<crate::pass::resolver::Resolver>>,
-    engines: &BTreeMap<String, R>,
     pins: &Pins,
 ) -> BTreeMap<String, ImageResolution> {
     let references: BTreeSet<&str> = manifest
@@ -37,6 +36,19 @@ pub async fn resolve_images<R: Runtime>(
             Some(resolver) => resolver.lookup(image).await,
             None => registry.resolve(image).await,
         };
+        (image.to_string(), answer)
+    });
+    join_all(lookups).await.into_iter().collect()
+}
+
+/// The registries' answers, with an image the registry does not have taken
+/// from the nodes' own stores when every reachable engine holds it under
+/// one id.
+pub async fn with_local_images<R: Runtime>(
+    asked: BTreeMap<String, ImageResolution>,
+    engines: &BTreeMap<String, R>,
+) -> BTreeMap<String, ImageResolution> {
+    let resolved = asked.into_iter().map(|(image, answer)| async move {
         let resolved = match answer {
             Ok(resolved) => Ok(resolved),
             // Only an image the registry does not have may come from the nodes'
@@ -46,13 +58,13 @@ pub async fn resolve_images<R: Runtime>(
             // access refused is how Docker Hub answers for a repository it
             // does not have, so it counts as not found.)
             Err(error @ (ResolveError::NotFound { .. } | ResolveError::Unauthorized { .. })) => {
-                local_image(image, engines).await.ok_or(error)
+                local_image(&image, engines).await.ok_or(error)
             }
             Err(error) => Err(error),
         };
-        (image.to_string(), resolved)
+        (image, resolved)
     });
-    join_all(lookups).await.into_iter().collect()
+    join_all(resolved).await.into_iter().collect()
 }
 
 async fn local_image<R: Runtime>(
