@@ -18,6 +18,7 @@ const MAX_ATTEMPTS: usize = 6;
 /// Callbacks that answer a remote's credential requests (see the module
 /// docs for the order).
 pub fn credential_callbacks() -> git2::RemoteCallbacks<'static> {
+    super::git::load_https_roots();
     let mut callbacks = git2::RemoteCallbacks::new();
     let mut ssh_methods = SshMethods::from_environment();
     let mut plaintext_tried = false;

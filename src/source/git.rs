@@ -253,13 +253,22 @@ impl GitSource {
     }
 
     fn fetch_error(&self, url: &str, source: git2::Error) -> SourceError {
-        // Authentication failures carry their own help (see `auth`).
-        let hint = if source.code() == git2::ErrorCode::Certificate
-            || source.message().contains("hostkey")
-        {
-            "\n  help: add the server's host key to ~/.ssh/known_hosts of the user running pier (ssh-keyscan HOST >> ~/.ssh/known_hosts), after checking its fingerprint"
-        } else {
-            ""
+        // Authentication failures carry their own help (see `auth`). An
+        // unknown server is an SSH host key, or an HTTPS certificate no
+        // trusted root vouches for: each has its own fix.
+        let https = url
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+        let unknown_server =
+            source.code() == git2::ErrorCode::Certificate || source.message().contains("hostkey");
+        let hint = match (unknown_server, https) {
+            (false, _) => "",
+            (true, true) => {
+                "\n  help: the server's certificate is not signed by a root this machine trusts: add its CA to the system's bundle, or point SSL_CERT_FILE at a bundle that has it"
+            }
+            (true, false) => {
+                "\n  help: add the server's host key to ~/.ssh/known_hosts of the user running pier (ssh-keyscan HOST >> ~/.ssh/known_hosts), after checking its fingerprint"
+            }
         };
         SourceError::Fetch {
             url: self.display.clone(),
@@ -600,16 +609,59 @@ static FETCH_TIMEOUT: std::sync::OnceLock<std::time::Duration> = std::sync::Once
 
 const DEFAULT_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Bound every network wait of libgit2 (fetch, ls-remote, push): connecting,
-/// and each read from the server. Process-wide, so set once at start.
+/// The bundle of root certificates libgit2 checks HTTPS servers against,
+/// given to it when a remote is first reached (see [`bound_network_waits`]).
+static HTTPS_ROOTS: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+static HTTPS_ROOTS_LOADED: std::sync::Once = std::sync::Once::new();
+
+/// Start libgit2, and bound every network wait of it (fetch, ls-remote,
+/// push): connecting, and each read from the server. Process-wide, so set
+/// once at start.
+///
+/// libgit2 parses the whole bundle of root certificates when it starts
+/// (OpenSSL: about 15 ms of CPU, most of a no-op `pier apply`), although
+/// most commands never reach a git server. So it starts with an empty
+/// bundle (`/dev/null`, which git2's own probe for the bundle leaves as it
+/// is), keeping its lookup in the certificate folder (which reads a
+/// certificate only when one is asked for), and gets the bundle
+/// (`SSL_CERT_FILE`'s, or the one the system has) before it first reaches
+/// a remote ([`load_https_roots`]).
 pub fn bound_network_waits(timeout: std::time::Duration, fetch_timeout: std::time::Duration) {
     let _ = FETCH_TIMEOUT.set(fetch_timeout);
     let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: called once from `main` before any thread touches libgit2.
+    let roots = openssl_probe::probe().cert_file;
+    // SAFETY: called once from `main` before any other thread exists (so
+    // nothing reads the environment meanwhile) and before anything else
+    // touches libgit2, which these first options start.
     unsafe {
+        std::env::set_var("SSL_CERT_FILE", "/dev/null");
         let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis);
         let _ = git2::opts::set_server_timeout_in_milliseconds(millis);
+        // As git2's probe would have left it.
+        match &roots {
+            Some(file) => std::env::set_var("SSL_CERT_FILE", file),
+            None => std::env::remove_var("SSL_CERT_FILE"),
+        }
     }
+    let _ = HTTPS_ROOTS.set(roots);
+}
+
+/// Give libgit2 the bundle of root certificates, once, before its first
+/// connection to a remote: every fetch, ls-remote and push builds its
+/// callbacks ([`super::auth::credential_callbacks`]) first, which call
+/// this, and a second caller waits until the first is done.
+pub fn load_https_roots() {
+    HTTPS_ROOTS_LOADED.call_once(|| {
+        let Some(Some(file)) = HTTPS_ROOTS.get() else {
+            // Started elsewhere (a library user, a test): libgit2 loaded
+            // the bundle itself.
+            return;
+        };
+        // SAFETY: runs once, before any connection of libgit2's (see above).
+        if let Err(e) = unsafe { git2::opts::set_ssl_cert_file(file) } {
+            tracing::warn!(file = %file.display(), error = %e, "cannot load the root certificates for HTTPS remotes");
+        }
+    });
 }
 
 /// `https://user:token@example.com/team/app.git`, `ssh://git@example.com/team/app`

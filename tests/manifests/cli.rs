@@ -179,3 +179,111 @@ fn the_systemd_unit_verifies() {
         "{out:?}"
     );
 }
+
+/// An `openssl s_server` answering HTTPS on a loopback port, stopped when
+/// dropped.
+struct TlsServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsServer {
+    fn start(cert: &Path, key: &Path) -> TlsServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let child = Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl runs (tests/run installs it)");
+        let server = TlsServer { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "openssl s_server did not listen on {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        server
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A self-signed certificate for `subject_alt_name`: (certificate, key).
+fn self_signed(
+    dir: &Path,
+    name: &str,
+    subject_alt_name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", &format!("/CN={name}")])
+        .args(["-addext", &format!("subjectAltName={subject_alt_name}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "{made:?}");
+    (cert, key)
+}
+
+/// libgit2 starts without the root certificates (parsing them was most of
+/// a short command's time) and is given them before it first reaches a
+/// remote: an HTTPS server the bundle in `SSL_CERT_FILE` vouches for is
+/// reached (and answers with a page that is not a repository), one it does
+/// not vouch for is refused, with the fix for a certificate.
+#[test]
+fn https_remotes_are_checked_against_the_root_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), "git", "IP:127.0.0.1");
+    let (other, _) = self_signed(dir.path(), "other", "IP:127.0.0.1");
+    let server = TlsServer::start(&cert, &key);
+    let url = format!("https://127.0.0.1:{}/team/app.git", server.port);
+    let fetch = |bundle: &Path, cache: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_pier"))
+            .args(["validate", "--repo", &url, "--cache-dir"])
+            .arg(dir.path().join(cache))
+            .env("SSL_CERT_FILE", bundle)
+            .env_remove("SSL_CERT_DIR")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("pier runs");
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    let trusted = fetch(&cert, "trusted");
+    assert!(
+        trusted.contains("content-type") && !trusted.contains("certificate"),
+        "the server was reached over a checked connection: {trusted}"
+    );
+    let untrusted = fetch(&other, "untrusted");
+    assert!(
+        untrusted.contains("certificate is invalid")
+            && untrusted.contains("not signed by a root this machine trusts"),
+        "{untrusted}"
+    );
+}
