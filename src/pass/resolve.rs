@@ -31,6 +31,11 @@ pub async fn ask_registries(
         .filter(|s| !pins.contains_key(&s.name))
         .filter_map(|s| s.image.as_deref())
         .collect();
+    if let Some(resolver) = resolver {
+        // Pinned services are not asked for, so their images' entries go
+        // too; they are asked afresh when they follow a tag again.
+        resolver.forget_all_but(&references);
+    }
     let lookups = references.into_iter().map(|image| async move {
         let answer = match resolver {
             Some(resolver) => resolver.lookup(image).await,

@@ -69,6 +69,25 @@ impl Resolver {
         })
     }
 
+    /// Forget the answers for references the manifests no longer name, so a
+    /// long-running daemon keeps one entry per image it deploys, not one
+    /// per image it ever saw. A resolution under way is left to finish
+    /// (its answer is forgotten by a later pass).
+    pub fn forget_all_but(&self, named: &std::collections::BTreeSet<&str>) {
+        self.state
+            .lock()
+            .expect("resolver lock")
+            .retain(|image, entry| {
+                matches!(entry, Entry::InFlight(_)) || named.contains(image.as_str())
+            });
+    }
+
+    /// How many references it holds an entry for.
+    #[cfg(test)]
+    fn known(&self) -> usize {
+        self.state.lock().expect("resolver lock").len()
+    }
+
     /// The digest of `image` if it is known or comes within this pass's
     /// wait; otherwise a transient error saying it is still being resolved.
     pub async fn lookup(self: &Arc<Self>, image: &str) -> Resolution {
@@ -245,6 +264,26 @@ mod tests {
         let retry_at = tokio::time::Instant::now();
         assert!(resolver.lookup(&image).await.is_err());
         assert_eq!(retry_at.elapsed(), Duration::ZERO);
+        held.abort();
+    }
+
+    /// A long-running daemon keeps answers only for the images its
+    /// manifests name: the failure of one no longer named is forgotten once
+    /// its resolution has ended.
+    #[tokio::test(start_paused = true)]
+    async fn answers_for_images_no_longer_named_are_forgotten() {
+        use std::collections::BTreeSet;
+        let (resolver, passes, image, held) = hung().await;
+        assert!(resolver.lookup(&image).await.is_err());
+        resolver.forget_all_but(&BTreeSet::new());
+        assert_eq!(resolver.known(), 1, "a resolution under way finishes");
+        while passes.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        resolver.forget_all_but(&BTreeSet::from([image.as_str()]));
+        assert_eq!(resolver.known(), 1, "still named");
+        resolver.forget_all_but(&BTreeSet::new());
+        assert_eq!(resolver.known(), 0, "its failure is forgotten");
         held.abort();
     }
 }

@@ -224,32 +224,6 @@ impl Drop for TlsServer {
     }
 }
 
-/// A self-signed certificate for `subject_alt_name`: (certificate, key).
-fn self_signed(
-    dir: &Path,
-    name: &str,
-    subject_alt_name: &str,
-) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    );
-    let made = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", &format!("/CN={name}")])
-        .args(["-addext", &format!("subjectAltName={subject_alt_name}")])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs");
-    assert!(made.status.success(), "{made:?}");
-    (cert, key)
-}
-
 /// libgit2 starts without the root certificates (parsing them was most of
 /// a short command's time) and is given them before it first reaches a
 /// remote: an HTTPS server the bundle in `SSL_CERT_FILE` vouches for is
@@ -258,8 +232,8 @@ fn self_signed(
 #[test]
 fn https_remotes_are_checked_against_the_root_certificates() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed(dir.path(), "git", "IP:127.0.0.1");
-    let (other, _) = self_signed(dir.path(), "other", "IP:127.0.0.1");
+    let (cert, key) = crate::support::self_signed(dir.path(), "git", "IP:127.0.0.1");
+    let (other, _) = crate::support::self_signed(dir.path(), "other", "IP:127.0.0.1");
     let server = TlsServer::start(&cert, &key);
     let url = format!("https://127.0.0.1:{}/team/app.git", server.port);
     let fetch = |bundle: &Path, cache: &str| {

@@ -247,7 +247,12 @@ impl Kit {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        // A command refused before it reads its input may have exited already.
+        match child.stdin.take().unwrap().write_all(stdin) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => panic!("writing pier's input: {e}"),
+        }
         let out = child.wait_with_output().unwrap();
         (
             out.status.success(),

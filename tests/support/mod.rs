@@ -196,6 +196,33 @@ pub async fn container_logs(docker: &Docker, name: &str, tail: usize) -> String 
 }
 
 /// A name unique to this test run, for containers, stacks and networks.
+/// A self-signed certificate for `subject_alt_name` (e.g. `IP:127.0.0.1`),
+/// made by openssl's own tool in `dir`: (certificate, key).
+pub fn self_signed(
+    dir: &std::path::Path,
+    name: &str,
+    subject_alt_name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", &format!("/CN={name}")])
+        .args(["-addext", &format!("subjectAltName={subject_alt_name}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs (tests/run installs it)");
+    assert!(made.status.success(), "{made:?}");
+    (cert, key)
+}
+
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -1178,20 +1205,7 @@ impl Pebble {
             };
             (on_host(&host), on_host(&host))
         };
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let openssl = std::process::Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ])
-            .args(["-subj", "/CN=pebble"])
-            .args(["-addext", &format!("subjectAltName=IP:{host}")])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("openssl runs");
-        assert!(openssl.status.success(), "{openssl:?}");
+        let (cert, key) = self_signed(dir.path(), "pebble", &format!("IP:{host}"));
         let config = dir.path().join("pebble.json");
         std::fs::write(
             &config,
