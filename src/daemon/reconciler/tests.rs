@@ -349,3 +349,41 @@ async fn a_failed_heal_of_the_applied_revision_is_retried_not_frozen() {
     assert!(matches!(outcome, Outcome::Transient(_)), "{outcome:?}");
     assert!(engine.made() > made, "the next pass tried again");
 }
+
+/// A hold (`pier rollback`) puts the stack back at an applied revision,
+/// with the digests it ran, and keeps it there whatever the branch does
+/// next, until it is resumed.
+#[tokio::test(start_paused = true)]
+async fn a_held_stack_stays_at_its_revision_until_resumed() {
+    let image_at = |n| image("web", n);
+    let mut daemon = Daemon::start(&["n1"], &manifest(&["n1"], &[("web", &image_at(1), 1)])).await;
+    assert_eq!(daemon.pass().await, Outcome::Done);
+    let first = daemon.running("n1", "web")[0].labels[LABEL_COMMIT].clone();
+    daemon.commit(&manifest(&["n1"], &[("web", &image_at(2), 1)]));
+    assert_eq!(daemon.pass().await, Outcome::Done);
+    let runs = |daemon: &Daemon| {
+        let running = daemon.running("n1", "web");
+        assert_eq!(running.len(), 1, "{running:?}");
+        daemon.image_of("n1", &running[0])
+    };
+    assert_eq!(runs(&daemon), image_at(2));
+
+    let shared = daemon.reconciler.shared.clone();
+    crate::daemon::control::hold(&shared, &first, None, "test", "a bad release")
+        .await
+        .expect("held");
+    assert_eq!(daemon.pass().await, Outcome::Done);
+    assert_eq!(runs(&daemon), image_at(1), "back at the held revision");
+
+    daemon.commit(&manifest(&["n1"], &[("web", &image_at(3), 1)]));
+    daemon.pass().await;
+    assert_eq!(runs(&daemon), image_at(1), "a new commit does not move it");
+
+    assert!(
+        crate::daemon::control::resume(&shared, "test")
+            .await
+            .expect("resumed")
+    );
+    assert_eq!(daemon.pass().await, Outcome::Done);
+    assert_eq!(runs(&daemon), image_at(3), "resumed, it follows the branch");
+}
