@@ -212,13 +212,31 @@ async fn exec_and_run_reach_a_service_over_the_engine_api() {
     );
     let (code, out, err) = repo.pier(&bed, &["apply"]);
     assert_eq!(code, 0, "{out}{err}");
-    let kept: Vec<String> = stack_replicas(&bed, &repo.stack)
+    let kept: Vec<(String, String)> = stack_replicas(&bed, &repo.stack)
         .await
         .into_iter()
         .filter(|r| r.3.contains_key("pier.run"))
-        .map(|r| r.1)
+        .map(|r| (r.0, r.1))
         .collect();
     assert_eq!(kept.len(), 1, "a kept one-off is left alone by apply");
+    // Its input closes when the terminal's does (as `docker run -i`): else
+    // the engine closes the attached output instead, and what the command
+    // still had to print is lost.
+    let (node, name) = &kept[0];
+    let node = bed
+        .nodes
+        .iter()
+        .find(|n| &n.name == node)
+        .expect("its node");
+    let config = engine(node)
+        .await
+        .inspect_container(name, None)
+        .await
+        .expect("inspect the one-off")
+        .config
+        .expect("its configuration");
+    assert_eq!(config.open_stdin, Some(true), "{config:?}");
+    assert_eq!(config.stdin_once, Some(true), "{config:?}");
     remove_stack(&bed, &repo.stack).await;
 }
 
