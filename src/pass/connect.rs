@@ -3,7 +3,7 @@
 //!
 //! A pass reaches its nodes through a [`Connect`]: the real engines
 //! ([`Engines`]) everywhere pier runs, or in-memory ones in the unit tests
-//! of the daemon's rules and in scale benchmarks.
+//! of the daemon's rules.
 
 use std::collections::BTreeMap;
 use std::future::Future;

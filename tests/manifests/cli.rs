@@ -205,14 +205,11 @@ impl TlsServer {
             .spawn()
             .expect("openssl runs (tests/run installs it)");
         let server = TlsServer { child, port };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "openssl s_server did not listen on {port}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        crate::support::wait_listening(
+            port,
+            "openssl s_server",
+            std::time::Duration::from_secs(20),
+        );
         server
     }
 }

@@ -118,14 +118,7 @@ impl Remote {
             .spawn()
             .expect("git daemon starts");
         self.served = Some(GitDaemon { child, port });
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "git daemon did not listen"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        crate::support::wait_listening(port, "git daemon", std::time::Duration::from_secs(10));
     }
 
     /// Run `pier <command> <options> <args>` against the remote with a fixed author.

@@ -196,6 +196,15 @@ pub async fn container_logs(docker: &Docker, name: &str, tail: usize) -> String 
 }
 
 /// A name unique to this test run, for containers, stacks and networks.
+/// Wait, up to `bound`, until something listens on loopback `port`.
+pub fn wait_listening(port: u16, what: &str, bound: Duration) {
+    let deadline = Instant::now() + bound;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A self-signed certificate for `subject_alt_name` (e.g. `IP:127.0.0.1`),
 /// made by openssl's own tool in `dir`: (certificate, key).
 pub fn self_signed(

@@ -134,6 +134,22 @@ impl Daemon {
             .collect()
     }
 
+    /// The image of the one running replica of `service` on `node`.
+    fn only_image(&self, node: &str, service: &str) -> String {
+        let running = self.running(node, service);
+        assert_eq!(running.len(), 1, "one replica runs: {running:?}");
+        self.image_of(node, &running[0])
+    }
+
+    /// Remove a running replica of `service` on `node`, as if it were lost.
+    async fn lose_one(&self, node: &str, service: &str) {
+        let lost = self.running(node, service)[0].clone();
+        self.engine(node)
+            .remove(&lost.id, crate::docker::Volumes::Keep)
+            .await
+            .expect("removed");
+    }
+
     /// The image a container was created from.
     fn image_of(&self, node: &str, container: &ContainerInfo) -> String {
         self.engine(node)
@@ -230,9 +246,8 @@ async fn a_rolled_back_rollout_freezes_the_service_until_a_new_commit() {
     daemon.commit(&manifest(&["n1"], &[("web", &broken, 1)]));
     let outcome = daemon.pass().await;
     assert!(matches!(outcome, Outcome::Permanent(_)), "{outcome:?}");
-    let restored = daemon.running("n1", "web");
-    assert_eq!(restored.len(), 1, "{restored:?}");
-    assert_eq!(daemon.image_of("n1", &restored[0]), good, "rolled back");
+    assert_eq!(daemon.only_image("n1", "web"), good, "rolled back");
+    let restored = daemon.running("n1", "web")[0].id.clone();
 
     let made = daemon.engine("n1").made();
     for _ in 0..3 {
@@ -243,14 +258,12 @@ async fn a_rolled_back_rollout_freezes_the_service_until_a_new_commit() {
         made,
         "no pass tried the broken image again"
     );
-    assert_eq!(daemon.running("n1", "web")[0].id, restored[0].id);
+    assert_eq!(daemon.running("n1", "web")[0].id, restored);
 
     daemon.commit(&manifest(&["n1"], &[("web", &fixed, 1)]));
     assert_eq!(daemon.pass().await, Outcome::Done);
-    let running = daemon.running("n1", "web");
-    assert_eq!(running.len(), 1);
     assert_eq!(
-        daemon.image_of("n1", &running[0]),
+        daemon.only_image("n1", "web"),
         fixed,
         "a new commit ends the freeze"
     );
@@ -270,12 +283,7 @@ async fn an_invalid_head_heals_towards_the_last_good_revision() {
         "{}no_such_key: true\n",
         manifest(&["n1"], &[("web", &image("web", 2), 2)])
     ));
-    let lost = daemon.running("n1", "web")[0].clone();
-    daemon
-        .engine("n1")
-        .remove(&lost.id, crate::docker::Volumes::Keep)
-        .await
-        .expect("removed");
+    daemon.lose_one("n1", "web").await;
     let outcome = daemon.pass().await;
     let Outcome::Permanent(reason) = &outcome else {
         panic!("the head is refused: {outcome:?}")
@@ -334,12 +342,8 @@ async fn a_failed_heal_of_the_applied_revision_is_retried_not_frozen() {
     let web = image("web", 1);
     let mut daemon = Daemon::start(&["n1"], &manifest(&["n1"], &[("web", &web, 1)])).await;
     assert_eq!(daemon.pass().await, Outcome::Done);
+    daemon.lose_one("n1", "web").await;
     let engine = daemon.engine("n1").clone();
-    let lost = daemon.running("n1", "web")[0].clone();
-    engine
-        .remove(&lost.id, crate::docker::Volumes::Keep)
-        .await
-        .expect("removed");
     engine.mark_unhealthy(&web);
 
     let outcome = daemon.pass().await;
@@ -361,11 +365,7 @@ async fn a_held_stack_stays_at_its_revision_until_resumed() {
     let first = daemon.running("n1", "web")[0].labels[LABEL_COMMIT].clone();
     daemon.commit(&manifest(&["n1"], &[("web", &image_at(2), 1)]));
     assert_eq!(daemon.pass().await, Outcome::Done);
-    let runs = |daemon: &Daemon| {
-        let running = daemon.running("n1", "web");
-        assert_eq!(running.len(), 1, "{running:?}");
-        daemon.image_of("n1", &running[0])
-    };
+    let runs = |daemon: &Daemon| daemon.only_image("n1", "web");
     assert_eq!(runs(&daemon), image_at(2));
 
     let shared = daemon.reconciler.shared.clone();
